@@ -1,0 +1,3 @@
+from hdlgen.cli import main
+
+raise SystemExit(main())

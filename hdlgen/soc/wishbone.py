@@ -1,0 +1,303 @@
+"""Wishbone B4 (classic cycles, with ``err``): bus signature, address decoder, arbiter.
+
+The project's own small bus layer (amaranth-soc is not installable here). Its shape mirrors
+amaranth-soc: ``adr`` is a *word* address (one word = ``data_width`` bits), while the address
+windows given to :meth:`Decoder.add` are *byte* addresses (units of ``granularity`` = 8 bits),
+which is what the register map, the C header and the host API use.
+
+A subordinate (register bank, memory) takes ``In(wishbone.Signature(...))``; the initiator
+(host bridge, DMA) takes ``Out(wishbone.Signature(...))``. A classic cycle: the initiator
+raises ``cyc`` and ``stb`` with ``adr``/``we``/``sel``/``dat_w`` and holds them until the
+subordinate answers with ``ack`` (``dat_r`` valid on reads) or ``err`` for one cycle.
+
+Example::
+
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+    from hdlgen.soc import wishbone
+
+    class Regs(wiring.Component):
+        bus: In(wishbone.Signature(addr_width=4))        # 16 words = 64 bytes
+        ...
+
+    # in the parent's elaborate():
+    dec = m.submodules.decoder = wishbone.Decoder(addr_width=30)
+    dec.add(regs.bus, addr=0x0000_0000, name="csr")        # bytes 0x00..0x3f
+    dec.add(ram.bus,  addr=0x0001_0000, name="scratch")    # bytes 0x10000..
+    wiring.connect(m, bridge.bus, dec.bus)                 # initiator -> decoder
+    # the decoder connects itself to every subordinate added (no wiring.connect needed)
+
+An access to a byte address outside every window ends with ``err``. The decoder registers
+the request and the response (two extra cycles per access) so that neither the address
+decode nor the response mux sits on a combinational path between initiator and subordinate.
+"""
+
+from amaranth.hdl import Const, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.errors import UserError
+
+__all__ = ["Signature", "Decoder", "Arbiter"]
+
+
+class Signature(wiring.Signature):
+    """Wishbone B4 classic bus, seen from the initiator (``Out`` members are driven by it).
+
+    Parameters
+    ----------
+    addr_width : int
+        Width of the word address ``adr`` (the bus spans ``2**addr_width`` words).
+    data_width : int
+        Word width in bits: 8, 16, 32 or 64 (default 32).
+    granularity : int
+        Smallest addressable unit in bits (default 8: ``sel`` has one bit per byte).
+
+    Members
+    -------
+    adr, dat_w, sel, cyc, stb, we : Out
+        Request, driven by the initiator.
+    dat_r, ack, err : In
+        Response, driven by the subordinate.
+    """
+
+    def __init__(self, *, addr_width: int, data_width: int = 32, granularity: int = 8):
+        if not isinstance(addr_width, int) or addr_width < 0:
+            raise TypeError(f"addr_width must be a non-negative integer, not {addr_width!r}")
+        if data_width not in (8, 16, 32, 64):
+            raise ValueError(f"data_width must be one of 8, 16, 32, 64, not {data_width!r}")
+        if granularity not in (8, 16, 32, 64) or granularity > data_width:
+            raise ValueError(f"granularity must be one of 8, 16, 32, 64 and at most "
+                             f"data_width={data_width}, not {granularity!r}")
+        self._addr_width = addr_width
+        self._data_width = data_width
+        self._granularity = granularity
+        super().__init__({
+            "adr": Out(addr_width),
+            "dat_w": Out(data_width),
+            "dat_r": In(data_width),
+            "sel": Out(data_width // granularity),
+            "cyc": Out(1),
+            "stb": Out(1),
+            "we": Out(1),
+            "ack": In(1),
+            "err": In(1),
+        })
+
+    @property
+    def addr_width(self) -> int:
+        return self._addr_width
+
+    @property
+    def data_width(self) -> int:
+        return self._data_width
+
+    @property
+    def granularity(self) -> int:
+        return self._granularity
+
+    @property
+    def word_bytes(self) -> int:
+        """Bytes per bus word."""
+        return self._data_width // 8
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes spanned by the whole address space of this bus."""
+        return (1 << self._addr_width) * self.word_bytes
+
+    def __eq__(self, other):
+        other = other.flip() if isinstance(other, wiring.FlippedSignature) else other
+        return (type(other) is Signature and
+                (self.addr_width, self.data_width, self.granularity) ==
+                (other.addr_width, other.data_width, other.granularity))
+
+    def __hash__(self):
+        return hash((Signature, self.addr_width, self.data_width, self.granularity))
+
+    def __repr__(self):
+        return (f"wishbone.Signature(addr_width={self.addr_width}, data_width={self.data_width}, "
+                f"granularity={self.granularity})")
+
+
+def _bus_signature(bus) -> Signature:
+    sig = bus.signature
+    sig = sig.flip() if isinstance(sig, wiring.FlippedSignature) else sig
+    if not isinstance(sig, Signature):
+        raise TypeError(f"expected a Wishbone bus (hdlgen.soc.wishbone.Signature), not {sig!r}")
+    return sig
+
+
+class Decoder(wiring.Component):
+    """One initiator, many subordinates at byte-address windows; unmapped addresses -> ``err``.
+
+    Request and response are registered: a read or write takes two cycles more than the
+    subordinate itself needs. The initiator must hold its request until ``ack``/``err``
+    (classic cycles); one access is in flight at a time.
+
+    Parameters
+    ----------
+    addr_width : int
+        Word-address width of the initiator side.
+    data_width, granularity : int
+        As for :class:`Signature`; every subordinate must match them.
+
+    Attributes
+    ----------
+    bus : In(Signature)
+        Connect the initiator here.
+    windows : list of (name, base_byte_addr, size_bytes)
+        What has been added, in order.
+    """
+
+    def __init__(self, *, addr_width: int, data_width: int = 32, granularity: int = 8):
+        self._sig = Signature(addr_width=addr_width, data_width=data_width, granularity=granularity)
+        self._subs = []  # (name, base_byte, size_bytes, bus)
+        super().__init__({"bus": In(self._sig)})
+
+    @property
+    def windows(self):
+        return [(name, base, size) for name, base, size, _ in self._subs]
+
+    def add(self, sub_bus, *, addr: int, name: str):
+        """Map ``sub_bus`` (a subordinate's ``In(wishbone.Signature)`` port, or an interface
+        with that signature's flip) at byte address ``addr``.
+
+        The window spans ``2**sub.addr_width`` words; ``addr`` must be a multiple of the
+        window size and the window must fit in the decoder's space and overlap no other.
+        """
+        sig = _bus_signature(sub_bus)
+        if (sig.data_width, sig.granularity) != (self._sig.data_width, self._sig.granularity):
+            raise UserError(f"subordinate {name!r} has data_width={sig.data_width}, "
+                            f"granularity={sig.granularity}; the decoder has "
+                            f"data_width={self._sig.data_width}, granularity={self._sig.granularity}")
+        size = sig.size_bytes
+        if not isinstance(addr, int) or addr < 0 or addr % size:
+            raise UserError(f"subordinate {name!r} at addr={addr!r}: the base must be a "
+                            f"non-negative multiple of its window size {size:#x} bytes")
+        if addr + size > self._sig.size_bytes:
+            raise UserError(f"subordinate {name!r} at {addr:#x}..{addr + size - 1:#x} does not fit "
+                            f"in the decoder's {self._sig.size_bytes:#x}-byte space; raise "
+                            f"the decoder's addr_width ({self._sig.addr_width})")
+        for other, base, osize, _ in self._subs:
+            if other == name:
+                raise UserError(f"subordinate name {name!r} is used twice")
+            if addr < base + osize and base < addr + size:
+                raise UserError(f"subordinate {name!r} at {addr:#x}..{addr + size - 1:#x} overlaps "
+                                f"{other!r} at {base:#x}..{base + osize - 1:#x}")
+        self._subs.append((name, addr, size, sub_bus))
+        return sub_bus
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.bus
+        dw = self._sig.data_width
+
+        # Registered copy of the request, presented to the selected subordinate.
+        adr = Signal(self._sig.addr_width)
+        dat_w = Signal(dw)
+        sel = Signal(dw // self._sig.granularity)
+        we = Signal()
+        sub_stb = Signal(len(self._subs), name="sub_stb")  # one-hot, registered
+        resp_ack = Signal()
+        resp_err = Signal()
+        resp_dat = Signal(dw)
+        busy = Signal()
+
+        word_bytes = self._sig.word_bytes
+        hits = []
+        for i, (name, base, size, sub) in enumerate(self._subs):
+            sub_aw = _bus_signature(sub).addr_width
+            top = bus.adr[sub_aw:]
+            hits.append(top == (base // word_bytes) >> sub_aw if len(top) else Const(1))
+            m.d.comb += [
+                sub.adr.eq(adr[:sub_aw]),
+                sub.dat_w.eq(dat_w),
+                sub.sel.eq(sel),
+                sub.we.eq(we),
+                sub.cyc.eq(sub_stb[i]),
+                sub.stb.eq(sub_stb[i]),
+            ]
+
+        m.d.comb += [bus.ack.eq(resp_ack), bus.err.eq(resp_err), bus.dat_r.eq(resp_dat)]
+        m.d.sync += [resp_ack.eq(0), resp_err.eq(0)]
+
+        start = bus.cyc & bus.stb & ~busy & ~resp_ack & ~resp_err
+        with m.If(start):
+            m.d.sync += [adr.eq(bus.adr), dat_w.eq(bus.dat_w), sel.eq(bus.sel), we.eq(bus.we)]
+            any_hit = Const(0)
+            for i, hit in enumerate(hits):
+                m.d.sync += sub_stb[i].eq(hit)
+                any_hit = any_hit | hit
+            with m.If(any_hit):
+                m.d.sync += busy.eq(1)
+            with m.Else():
+                m.d.sync += resp_err.eq(1)
+
+        with m.If(busy):
+            done = Const(0)
+            for i, (_, _, _, sub) in enumerate(self._subs):
+                with m.If(sub_stb[i] & (sub.ack | sub.err)):
+                    m.d.sync += [resp_ack.eq(sub.ack), resp_err.eq(~sub.ack & sub.err),
+                                 resp_dat.eq(sub.dat_r)]
+                done = done | (sub_stb[i] & (sub.ack | sub.err))
+            with m.If(done):
+                m.d.sync += [busy.eq(0), sub_stb.eq(0)]
+            with m.If(~bus.cyc):  # initiator abandoned the cycle
+                m.d.sync += [busy.eq(0), sub_stb.eq(0), resp_ack.eq(0), resp_err.eq(0)]
+        return m
+
+
+class Arbiter(wiring.Component):
+    """Several initiators share one subordinate bus; round-robin grant, held while ``cyc``.
+
+    The grant changes only between cycles (when the holder drops ``cyc``), so a burst of
+    classic cycles under one ``cyc`` is never interleaved with another initiator's.
+
+    Parameters
+    ----------
+    n : int
+        Number of initiators; their ports are ``initiators[0..n-1]`` (``In(Signature)``).
+    addr_width, data_width, granularity : int
+        As for :class:`Signature`, shared by all ports.
+
+    Attributes
+    ----------
+    bus : Out(Signature)
+        Connect to the subordinate (or a :class:`Decoder`).
+    """
+
+    def __init__(self, n: int, *, addr_width: int, data_width: int = 32, granularity: int = 8):
+        if not isinstance(n, int) or n < 1:
+            raise TypeError(f"n must be a positive integer, not {n!r}")
+        sig = Signature(addr_width=addr_width, data_width=data_width, granularity=granularity)
+        self._n = n
+        super().__init__({"initiators": In(sig).array(n), "bus": Out(sig)})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self._n
+        grant = Signal(range(n))
+        for i, ini in enumerate(self.initiators):
+            with m.If(grant == i):
+                m.d.comb += [
+                    self.bus.adr.eq(ini.adr), self.bus.dat_w.eq(ini.dat_w), self.bus.sel.eq(ini.sel),
+                    self.bus.we.eq(ini.we), self.bus.cyc.eq(ini.cyc), self.bus.stb.eq(ini.stb),
+                    ini.ack.eq(self.bus.ack), ini.err.eq(self.bus.err),
+                ]
+            m.d.comb += ini.dat_r.eq(self.bus.dat_r)
+        if n > 1:
+            cyc = Signal(n)
+            for i, ini in enumerate(self.initiators):
+                m.d.comb += cyc[i].eq(ini.cyc)
+            holder_cyc = cyc.bit_select(grant, 1)
+            with m.If(~holder_cyc):
+                # Round-robin: first requester after the current holder.
+                with m.Switch(grant):
+                    for g in range(n):
+                        with m.Case(g):
+                            for k in reversed(range(1, n + 1)):
+                                j = (g + k) % n
+                                with m.If(cyc[j]):
+                                    m.d.sync += grant.eq(j)
+        return m

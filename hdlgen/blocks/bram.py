@@ -1,0 +1,380 @@
+"""Block RAM with registered outputs: DP16KD tiles on ECP5, ``lib.memory`` elsewhere.
+
+:class:`BlockRAM` is a dual-port RAM of any width and depth with **two cycles of read
+latency**: the address (with ``en``) presented in cycle *t* gives ``rdata`` in cycle *t+2*,
+and ``rdata`` then holds until the next read completes. On ECP5 it instantiates ``DP16KD``
+primitives with ``REGMODE_A/B="OUTREG"`` (the array's 5.8 ns clock-to-out is cut by the
+primitive's own output register, see TOOLCHAIN.md); elsewhere (simulation, cocotb,
+``hdlgen verilog``) an :class:`amaranth.lib.memory.Memory` followed by an output register
+behaves the same cycle for cycle.
+
+Ports (each a :class:`PortSignature`, seen from the RAM as ``In``)::
+
+    ram = BlockRAM(width=32, depth=4096, granularity=8, ports=("rw", "r"), init=[...])
+    m.d.comb += [ram.a.addr.eq(...), ram.a.en.eq(1), ram.a.we.eq(0b0011), ram.a.wdata.eq(...)]
+    # two cycles later: ram.a.rdata / ram.b.rdata
+
+``addr``   word address.
+``en``     port enable: in a cycle with ``en`` set the port reads ``addr`` (and writes the
+           byte lanes selected by ``we``). With ``en`` low nothing happens and the read
+           pipeline holds, so ``rdata`` keeps the last word read.
+``we``     write-lane enables, one bit per ``granularity`` bits (one bit if no granularity);
+           only on writable ports; a write needs ``en`` too.
+``wdata``  write data (writable ports).
+``rdata``  read data (readable ports), ``latency`` = 2 cycles after the request.
+
+Semantics: a port that writes a word returns the *old* word for that cycle (read before
+write, ``WRITEMODE="READBEFOREWRITE"``); a read on one port of a word written in the same
+cycle through the other port returns undefined data on the FPGA (collision; the behavioural
+model returns the old word). Initial contents (``init``, a list of ints, one per word) are
+baked into the bitstream (``INITVAL_xx``).
+
+ECP5 tiling: a DP16KD is 18 Kbit with widths 1, 2, 4, 9, 18 per port (and 36 when port A
+only writes and port B only reads, the pseudo-dual-port mode). The tiler picks the width
+that uses the fewest primitives for ``width`` x ``depth`` (then the fewest cascaded rows);
+rows beyond one are selected by the high address bits, with a mux after the output
+register. With ``granularity=8`` data bytes sit in the 9-bit lanes of the x9/x18/x36
+modes (the ninth bit unused) so the byte enables line up. Memories with initial contents
+use only the x9/x18/x36 modes (whose INITVAL layout follows Yosys' DP16KD mapping).
+:func:`ecp5_tiling` tells what a given shape costs without elaborating it.
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.blocks.ecp5 import is_ecp5
+
+__all__ = ["PortSignature", "BlockRAM", "Tiling", "ecp5_tiling", "READ_LATENCY"]
+
+#: Cycles from a read request (``addr`` with ``en``) to ``rdata``.
+READ_LATENCY = 2
+
+_EBR_BITS = 16384          # data bits of one DP16KD without parity (x1/x2/x4 modes)
+_MODES = {1: 16384, 2: 8192, 4: 4096, 9: 2048, 18: 1024, 36: 512}   # width -> depth
+_ADDR_LSB = {1: 0, 2: 1, 4: 2, 9: 3, 18: 4, 36: 5}                 # word address on AD[13:lsb]
+
+
+class PortSignature(wiring.Signature):
+    """One RAM port, seen from the initiator (``Out`` members are driven by the user).
+
+    Parameters
+    ----------
+    addr_width : int
+    data_width : int
+    lanes : int
+        Number of write-enable bits (``data_width // granularity``).
+    read, write : bool
+        Which directions the port has.
+    """
+
+    def __init__(self, *, addr_width: int, data_width: int, lanes: int = 1,
+                 read: bool = True, write: bool = True):
+        members = {"addr": Out(addr_width), "en": Out(1)}
+        if write:
+            members["we"] = Out(lanes)
+            members["wdata"] = Out(data_width)
+        if read:
+            members["rdata"] = In(data_width)
+        self._args = (addr_width, data_width, lanes, read, write)
+        super().__init__(members)
+
+    def __eq__(self, other):
+        return type(other) is PortSignature and self._args == other._args
+
+    def __hash__(self):
+        return hash((PortSignature, self._args))
+
+    def __repr__(self):
+        aw, dw, lanes, r, w = self._args
+        return f"bram.PortSignature(addr_width={aw}, data_width={dw}, lanes={lanes}, read={r}, write={w})"
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How a memory shape maps onto DP16KD primitives.
+
+    Attributes
+    ----------
+    mode : int
+        Primitive data width (1, 2, 4, 9, 18 or 36).
+    unit_bits : int
+        Memory bits stored per primitive column (8 per 9-bit lane with byte granularity).
+    columns, rows : int
+        Primitives side by side (width) and cascaded (depth).
+    prim_depth : int
+        Words per primitive.
+    """
+    mode: int
+    unit_bits: int
+    columns: int
+    rows: int
+    prim_depth: int
+
+    @property
+    def primitives(self) -> int:
+        return self.columns * self.rows
+
+
+def _unit_bits(mode: int, granularity: int | None) -> int:
+    if granularity == 8 and mode >= 9:
+        return 8 * (mode // 9)
+    return mode
+
+
+def ecp5_tiling(width: int, depth: int, *, granularity: int | None = None,
+                ports=("rw", "r"), init: bool = False) -> Tiling:
+    """The DP16KD tiling :class:`BlockRAM` uses for this shape (fewest primitives, then fewest
+    cascaded rows, then the widest mode)."""
+    best = None
+    for mode, pdepth in _MODES.items():
+        if mode == 36 and tuple(ports) != ("w", "r"):
+            continue
+        if init and mode < 9:
+            continue
+        if granularity == 8 and mode < 9 and 8 % mode:
+            continue
+        ub = _unit_bits(mode, granularity)
+        cols = -(-width // ub)
+        rows = -(-depth // pdepth)
+        key = (cols * rows, rows, -mode)
+        if best is None or key < best[0]:
+            best = (key, Tiling(mode, ub, cols, rows, pdepth))
+    return best[1]
+
+
+def _scalar_ports(kw: dict) -> dict:
+    """DP16KD has one port per bit (``ADA0``..``ADA13``, ``DIA0``..): split vector ports."""
+    out = {}
+    for key, value in kw.items():
+        if key[:2] in ("i_", "o_") and key not in ("i_CLKA", "i_CLKB") and len(value) > 1:
+            for i in range(len(value)):
+                out[f"{key}{i}"] = value[i]
+        else:
+            out[key] = value
+    return out
+
+
+def _check_int(name, value, lo=1):
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise TypeError(f"{name} must be an integer >= {lo}, not {value!r}")
+
+
+class BlockRAM(wiring.Component):
+    """Dual-port RAM, 2-cycle read latency, DP16KD on ECP5 (see the module docstring).
+
+    Parameters
+    ----------
+    width : int
+        Word width in bits.
+    depth : int
+        Number of words.
+    granularity : int or None
+        Write-enable granularity in bits: ``8`` (byte enables; ``width`` must be a multiple of
+        8) or ``None`` (one write enable for the whole word).
+    ports : (str, str)
+        Directions of ports ``a`` and ``b``: ``("rw", "r")`` (default: read/write + read-only),
+        ``("rw", "rw")`` (true dual port) or ``("w", "r")`` (pseudo dual port, allows the x36
+        mode).
+    init : sequence of int or None
+        Initial contents, word 0 first; missing words are zero.
+
+    Attributes
+    ----------
+    a, b : In(PortSignature)
+        The two ports.
+    latency : int
+        Read latency in cycles (2).
+    """
+
+    def __init__(self, *, width: int, depth: int, granularity: int | None = None,
+                 ports=("rw", "r"), init=None):
+        _check_int("width", width)
+        _check_int("depth", depth)
+        if granularity not in (None, 8):
+            raise ValueError(f"granularity must be 8 or None, not {granularity!r}")
+        if granularity == 8 and width % 8:
+            raise ValueError(f"width={width} is not a multiple of granularity=8; pad the word to "
+                             f"{-(-width // 8) * 8} bits or use granularity=None")
+        ports = tuple(ports)
+        if ports not in (("rw", "r"), ("rw", "rw"), ("w", "r")):
+            raise ValueError(f"ports={ports!r}: use ('rw', 'r'), ('rw', 'rw') or ('w', 'r')")
+        init = [int(v) for v in (init or [])]
+        if len(init) > depth:
+            raise ValueError(f"init has {len(init)} words but depth={depth}")
+        for i, v in enumerate(init):
+            if not 0 <= v < (1 << width):
+                raise ValueError(f"init[{i}]={v:#x} does not fit in width={width} bits (unsigned)")
+        self._width = width
+        self._depth = depth
+        self._granularity = granularity
+        self._ports = ports
+        self._init = init
+        self._lanes = width // granularity if granularity else 1
+        aw = max(1, (depth - 1).bit_length())
+        self._addr_width = aw
+        sigs = {}
+        for name, dirs in zip("ab", ports):
+            sigs[name] = In(PortSignature(addr_width=aw, data_width=width, lanes=self._lanes,
+                                          read="r" in dirs, write="w" in dirs))
+        super().__init__(sigs)
+
+    width = property(lambda self: self._width)
+    depth = property(lambda self: self._depth)
+    granularity = property(lambda self: self._granularity)
+    addr_width = property(lambda self: self._addr_width)
+    lanes = property(lambda self: self._lanes)
+    latency = property(lambda self: READ_LATENCY)
+
+    def tiling(self) -> Tiling:
+        """The DP16KD tiling used when elaborated for ECP5."""
+        return ecp5_tiling(self._width, self._depth, granularity=self._granularity,
+                           ports=self._ports, init=bool(self._init))
+
+    # -- behavioural ---------------------------------------------------------------------
+    def _elaborate_generic(self, m):
+        mem = m.submodules.mem = Memory(shape=self._width, depth=self._depth,
+                                        init=self._init + [0] * (self._depth - len(self._init)))
+        gran = self._granularity or self._width
+        for name, dirs in zip("ab", self._ports):
+            port = getattr(self, name)
+            if "w" in dirs:
+                wp = mem.write_port(granularity=gran)
+                m.d.comb += [wp.addr.eq(port.addr), wp.data.eq(port.wdata)]
+                for i in range(self._lanes):
+                    m.d.comb += wp.en[i].eq(port.en & port.we[i])
+            if "r" in dirs:
+                rp = mem.read_port(domain="sync")
+                m.d.comb += [rp.addr.eq(port.addr), rp.en.eq(port.en)]
+                m.d.sync += port.rdata.eq(rp.data)          # the DP16KD output register
+
+    # -- ECP5 ----------------------------------------------------------------------------
+    def _column_bits(self, t: Tiling, col: int):
+        """(memory bit offset, number of bits, lane positions in the primitive) of a column."""
+        lo = col * t.unit_bits
+        n = min(t.unit_bits, self._width - lo)
+        if self._granularity == 8 and t.mode >= 9:
+            pos = [9 * (b // 8) + b % 8 for b in range(n)]
+        else:
+            pos = list(range(n))
+        return lo, n, pos
+
+    def _initval(self, t: Tiling, row: int, col: int) -> dict:
+        """INITVAL_00..3F of one primitive: 1024 rows of 18 bits, 16 rows per 320-bit value."""
+        lo, n, pos = self._column_bits(t, col)
+        phys = [0] * 1024
+        mask = (1 << n) - 1
+        for la in range(t.prim_depth):
+            word = row * t.prim_depth + la
+            if word >= len(self._init):
+                break
+            v = (self._init[word] >> lo) & mask
+            if not v:
+                continue
+            for i, p in enumerate(pos):
+                if (v >> i) & 1:
+                    flat = la * t.mode + p        # x9/x18/x36: flat bit address in 18-bit rows
+                    phys[flat // 18] |= 1 << (flat % 18)
+        params = {}
+        for k in range(64):
+            val = 0
+            for i in range(16):
+                val |= phys[k * 16 + i] << (20 * i)
+            params[f"p_INITVAL_{k:02X}"] = Const(val, 320)
+        return params
+
+    def _elaborate_ecp5(self, m):
+        t = self.tiling()
+        mode = t.mode
+        pseudo = mode == 36
+        row_bits = (t.rows - 1).bit_length()
+        local_aw = (t.prim_depth - 1).bit_length()
+        lsb = _ADDR_LSB[mode]
+
+        # Row select of each read port, delayed to line up with the two-cycle read.
+        rsel = {}
+        for name, dirs in zip("ab", self._ports):
+            port = getattr(self, name)
+            if "r" in dirs and t.rows > 1:
+                s1 = Signal(row_bits, name=f"{name}_rsel1")
+                s2 = Signal(row_bits, name=f"{name}_rsel2")
+                with m.If(port.en):
+                    m.d.sync += s1.eq(port.addr[local_aw:local_aw + row_bits])
+                m.d.sync += s2.eq(s1)
+                rsel[name] = s2
+
+        outs = {name: [[None] * t.columns for _ in range(t.rows)] for name in "ab"}
+        for r in range(t.rows):
+            for c in range(t.columns):
+                lo, n, pos = self._column_bits(t, c)
+                kw = dict(p_DATA_WIDTH_A=mode, p_DATA_WIDTH_B=mode,
+                          p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG",
+                          p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                          p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                          p_WRITEMODE_A="READBEFOREWRITE", p_WRITEMODE_B="READBEFOREWRITE",
+                          p_GSR="DISABLED",
+                          i_CLKA=ClockSignal("sync"), i_CLKB=ClockSignal("sync"),
+                          i_RSTA=Const(0), i_RSTB=Const(0), i_OCEA=Const(1), i_OCEB=Const(1),
+                          i_CSA=Const(0, 3), i_CSB=Const(0, 3))
+                kw.update(self._initval(t, r, c))
+                di = {"A": Signal(18, name=f"dia_{r}_{c}"), "B": Signal(18, name=f"dib_{r}_{c}")}
+                do = {"A": Signal(18, name=f"doa_{r}_{c}"), "B": Signal(18, name=f"dob_{r}_{c}")}
+                kw.update(i_DIA=di["A"], i_DIB=di["B"], o_DOA=do["A"], o_DOB=do["B"])
+                for pname, dirs in zip("ab", self._ports):
+                    port = getattr(self, pname)
+                    P = pname.upper()
+                    ad = Signal(14, name=f"ad{pname}_{r}_{c}")
+                    m.d.comb += ad[lsb:lsb + local_aw].eq(port.addr[:local_aw])
+                    if t.rows > 1:
+                        in_row = port.addr[local_aw:local_aw + row_bits] == r
+                    else:
+                        in_row = Const(1)
+                    wr = Signal(name=f"wr{pname}_{r}_{c}")
+                    if "w" in dirs:
+                        if self._granularity == 8:
+                            lanes = port.we[lo // 8:lo // 8 + -(-n // 8)]
+                        else:
+                            lanes = port.we[0:1]
+                        m.d.comb += wr.eq(port.en & in_row & lanes.any())
+                        if mode in (18, 36):
+                            # Byte enables ride on AD[1:0] (x18) or AD[3:0] (x36).
+                            nbe = 2 if mode == 18 else 4
+                            be = lanes if self._granularity == 8 else Const(-1, nbe)
+                            m.d.comb += ad[:nbe].eq(be)
+                        for i, p in enumerate(pos):
+                            tgt = di["B"] if (pseudo and p >= 18) else di[P]
+                            m.d.comb += tgt[p % 18].eq(port.wdata[lo + i])
+                    kw[f"i_AD{P}"] = ad
+                    kw[f"i_WE{P}"] = wr
+                    kw[f"i_CE{P}"] = port.en if "r" in dirs else wr
+                    if "r" in dirs:
+                        got = Signal(n, name=f"rd{pname}_{r}_{c}")
+                        for i, p in enumerate(pos):
+                            src = do["B"] if (pseudo and p >= 18) else do[P]
+                            m.d.comb += got[i].eq(src[p % 18])
+                        outs[pname][r][c] = got
+                m.submodules[f"ebr_{r}_{c}"] = Instance("DP16KD", **_scalar_ports(kw))
+
+        for pname, dirs in zip("ab", self._ports):
+            if "r" not in dirs:
+                continue
+            port = getattr(self, pname)
+            words = [Cat(*outs[pname][r]) for r in range(t.rows)]
+            if t.rows == 1:
+                m.d.comb += port.rdata.eq(words[0])
+            else:
+                with m.Switch(rsel[pname]):
+                    for r in range(t.rows):
+                        with m.Case(r):
+                            m.d.comb += port.rdata.eq(words[r])
+
+    def elaborate(self, platform):
+        m = Module()
+        if is_ecp5(platform):
+            self._elaborate_ecp5(m)
+        else:
+            self._elaborate_generic(m)
+        return m

@@ -151,18 +151,21 @@ def run_stage(name: str, argv: list[str], cwd: Path, log: Path, *, progress: boo
 def parse_nextpnr_report(path: Path, device: ECP5Device, target_mhz: float,
                          clock: str | None = None) -> ImplReport:
     """Read nextpnr's ``--report`` JSON. ``fmax_mhz`` is the achieved frequency of ``clock``
-    (a substring of the clock net's name), or the lowest over all constrained clocks."""
+    (a substring of the clock net's name); by default of the clocks constrained to
+    ``target_mhz`` (the system clock, not the board oscillator feeding the PLL)."""
     rep = json.loads(Path(path).read_text())
     util = rep.get("utilization", {})
 
     def used(cell):
         return int(util.get(cell, {}).get("used", 0))
 
-    fmax = None
-    for net, f in rep.get("fmax", {}).items():
-        if clock is not None and clock not in net:
-            continue
-        fmax = f["achieved"] if fmax is None else min(fmax, f["achieved"])
+    clocks = rep.get("fmax", {})
+    if clock is not None:
+        chosen = [f for net, f in clocks.items() if clock in net]
+    else:   # the clocks constrained to the target (the system clock), else all of them
+        chosen = [f for f in clocks.values() if abs(f["constraint"] - target_mhz) <= 0.01 * target_mhz]
+        chosen = chosen or list(clocks.values())
+    fmax = min((f["achieved"] for f in chosen), default=None)
     return ImplReport(device=device.name, target_mhz=target_mhz,
                       fmax_mhz=None if fmax is None else round(fmax, 2),
                       lut=used("TRELLIS_COMB"), lut_total=device.lut,

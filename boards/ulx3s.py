@@ -1,0 +1,33 @@
+"""Radiona ULX3S: Lattice ECP5 LFE5U-12F/25F/45F/85F (CABGA381, speed 6), 25 MHz
+oscillator, FT231X USB-UART (up to 3 Mbaud), 32 MB SDR SDRAM, 8 LEDs."""
+
+from amaranth_boards import ulx3s
+
+from hdlgen.config import AcceleratorConfig
+from hdlgen.flow import ECP5_DEVICES
+
+from . import Board, BoardDevice
+
+# The MAC array takes most DSPs; the rest serve the requantizer, norms and softmax.
+_85F = AcceleratorConfig(lanes=16, macs_per_lane=8, context_length=256, sys_clk_mhz=125.0)
+_45F = AcceleratorConfig(lanes=8, macs_per_lane=8, context_length=256, sys_clk_mhz=125.0)
+_25F = AcceleratorConfig(lanes=4, macs_per_lane=4, context_length=128, sys_clk_mhz=125.0)
+
+BOARD = Board(
+    name="ulx3s",
+    description="Radiona ULX3S (ECP5, FT231X USB-UART, 32 MB SDRAM)",
+    devices={
+        "12F": BoardDevice(ECP5_DEVICES["12F"], ulx3s.ULX3S_12F_Platform, _25F),
+        "25F": BoardDevice(ECP5_DEVICES["25F"], ulx3s.ULX3S_25F_Platform, _25F),
+        "45F": BoardDevice(ECP5_DEVICES["45F"], ulx3s.ULX3S_45F_Platform, _45F),
+        "85F": BoardDevice(ECP5_DEVICES["85F"], ulx3s.ULX3S_85F_Platform, _85F),
+    },
+    default_device="85F",
+    clk_resource="clk25",
+    clk_in_mhz=25.0,
+    uart_resource="uart",
+    max_baud=3_000_000,
+    led_count=8,
+    package="CABGA381",
+    speed=6,
+)

@@ -1,0 +1,191 @@
+"""``hdlgen build`` (elaborate -> Yosys -> nextpnr -> ecppack) and ``hdlgen report``.
+
+Every argument is checked before the first long step: board, device, the frequency the PLL
+must make, whether the array fits the device's DSPs, whether ``--program`` can run. Each build
+writes ``report.json`` next to the bitstream and prints the same figures as a table.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from hdlgen.errors import UserError
+
+__all__ = ["add_target_arguments", "resolve_target", "format_report", "run", "run_report"]
+
+HELP = "build a bitstream for a board: elaborate, synthesize, place and route, pack"
+HELP_REPORT = "show a build's report.json again as a table (or as JSON)"
+
+# AcceleratorConfig fields offered as CLI flags (``--freq`` is sys_clk_mhz).
+_CONFIG_FLAGS = {"lanes": "MAC array lanes (rows in parallel)",
+                 "macs_per_lane": "int8 MACs per lane per cycle",
+                 "context_length": "KV-cache capacity in positions",
+                 "uart_baud": "host link baud rate",
+                 "scratch_bytes": "host-visible scratch RAM, bytes"}
+
+
+def add_target_arguments(p, *, freq=True):
+    """``--board``, ``--device``, ``--freq`` and the configuration overrides."""
+    p.add_argument("--board", default="ulx3s", help="board name (default: ulx3s)")
+    p.add_argument("--device", default=None, help="FPGA variant of the board, e.g. 12F, 25F, 45F, "
+                   "85F (default: the board's default, 85F for ulx3s)")
+    if freq:
+        p.add_argument("--freq", type=float, default=None, metavar="MHZ",
+                       help="system clock made by the PLL (default: the board/device default)")
+    g = p.add_argument_group("accelerator configuration (defaults come from the board/device)")
+    for name, text in _CONFIG_FLAGS.items():
+        g.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=text)
+
+
+def resolve_target(args):
+    """Board, board device and the checked :class:`AcceleratorConfig` for ``args``."""
+    from boards import get_board
+    board = get_board(args.board)
+    bdev = board.device(args.device)
+    changes = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k, None) is not None}
+    if getattr(args, "freq", None) is not None:
+        if args.freq <= 0:
+            raise UserError(f"--freq {args.freq:g} must be a positive frequency in MHz")
+        changes["sys_clk_mhz"] = args.freq
+    config = bdev.config.replace(**changes)
+    bdev.check_fits(config)
+    if config.uart_baud > board.max_baud:
+        raise UserError(f"--uart-baud {config.uart_baud} exceeds the {board.name} USB-UART's "
+                        f"{board.max_baud} baud")
+    return board, bdev, config
+
+
+def add_arguments(p):
+    add_target_arguments(p)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (default: build/<board>-<device>)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    p.add_argument("--program", action="store_true",
+                   help="program the board with openFPGALoader after the build")
+    p.add_argument("--allow-timing-failure", action="store_true",
+                   help="exit 0 even when fmax is below the target clock")
+    p.add_argument("--no-router2", dest="router2", action="store_false",
+                   help="use nextpnr's default router instead of router2")
+    p.add_argument("--plan-only", action="store_true",
+                   help="write the build plan (RTLIL, scripts, constraints) without running tools")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _openfpgaloader() -> str | None:
+    exe = os.environ.get("OPENFPGALOADER", "openFPGALoader")
+    return shutil.which(exe)
+
+
+def _row(name, used, total=None):
+    if total:
+        return f"  {name:<10} {used:>8} / {total:<8} {100.0 * used / total:5.1f} %"
+    return f"  {name:<10} {used}"
+
+
+def format_report(rep: dict) -> str:
+    """The report as a short table."""
+    fmax = rep.get("fmax_mhz")
+    met = fmax is not None and fmax >= rep["target_mhz"]
+    lines = [f"{rep.get('board', '?')} {rep['device']}: target {rep['target_mhz']:g} MHz, "
+             f"fmax {fmax if fmax is not None else '?'} MHz ({'met' if met else 'NOT met'})"]
+    for key, name in (("lut", "LUT4"), ("ff", "FF"), ("dsp", "MULT18X18D"), ("ebr", "DP16KD")):
+        lines.append(_row(name, rep[key], rep.get(f"{key}_total")))
+    secs = rep.get("seconds", {})
+    if secs:
+        lines.append("  time       " + ", ".join(f"{k} {v:.1f} s" for k, v in secs.items()))
+    if rep.get("bitstream"):
+        lines.append(f"  bitstream  {rep['bitstream']}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from hdlgen.flow import ToolError, implement_plan
+    from hdlgen.soc.top import Top
+
+    board, bdev, config = resolve_target(args)
+    top = Top(board, config)               # checks the PLL can make the clock
+    out = Path(args.out or f"build/{board.name}-{bdev.device.name}")
+    if args.program and _openfpgaloader() is None:
+        raise UserError("--program needs openFPGALoader, which is not installed "
+                        "(apt-get install openfpgaloader, or set OPENFPGALOADER); "
+                        "build without --program to get the bitstream only")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+
+    print(f"hdlgen build: {board.name} {bdev.device.part}, {top.sys_clk_mhz:g} MHz, "
+          f"{config.lanes}x{config.macs_per_lane} MACs -> {out}/", file=sys.stderr)
+    seconds = {}
+    t0 = time.monotonic()
+    platform = bdev.platform()
+    plan = platform.build(top, name="top", build_dir=str(out), do_build=False)
+    plan.extract(str(out))
+    seconds["elaborate"] = round(time.monotonic() - t0, 1)
+    print(f"  {'elaborate':<9} {seconds['elaborate']:6.1f} s done", file=sys.stderr)
+    if args.plan_only:
+        print(f"build plan written to {out}/ (top.il, top.ys, top.lpf, build_top.sh)")
+        return 0
+    try:
+        rep = implement_plan(out, "top", bdev.device, board.package, board.speed, top.sys_clk_mhz,
+                             seed=args.seed, router2=args.router2)
+    except ToolError as e:
+        print(f"hdlgen: error: {e}", file=sys.stderr)
+        return 1
+    seconds.update(rep.seconds)
+    report = {"board": board.name, **asdict(rep), "seconds": seconds,
+              "bitstream": str((out / "top.bit").resolve()),
+              "config": asdict(config), "pll": asdict(top.pll)}
+    report["target_mhz"] = round(top.sys_clk_mhz, 4)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if not rep.timing_met and not args.allow_timing_failure:
+        print(f"hdlgen: error: timing not met: fmax {rep.fmax_mhz} MHz < target "
+              f"{top.sys_clk_mhz:g} MHz (lower --freq, or pass --allow-timing-failure)", file=sys.stderr)
+        return 1
+    if args.program:
+        exe = _openfpgaloader()
+        proc = subprocess.run([exe, "--board", board.name, str(out / "top.bit")])
+        if proc.returncode != 0:
+            print(f"hdlgen: error: openFPGALoader failed (exit {proc.returncode})", file=sys.stderr)
+            return 1
+    return 0
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def add_report_arguments(p):
+    p.add_argument("path", nargs="?", default=None,
+                   help="a build directory or its report.json (default: the newest under build/)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def find_report(path: str | None) -> Path:
+    """The report.json at ``path`` (file or build directory), or the newest under build/."""
+    if path is None:
+        found = sorted(Path("build").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise UserError("no build report under build/: run `python -m hdlgen build` first "
+                            "or name a report")
+        return found[-1]
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    if not p.is_file():
+        raise UserError(f"no report at {path!r}: name a build directory or its report.json")
+    return p
+
+
+def run_report(args) -> int:
+    p = find_report(args.path)
+    try:
+        rep = json.loads(p.read_text())
+        text = json.dumps(rep, indent=2) if args.json else format_report(rep)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{p} is not an hdlgen build report ({e})") from None
+    print(text)
+    return 0

@@ -1,0 +1,157 @@
+"""Shared parts of the element-wise blocks (requant, activation, eltwise, rope, argmax).
+
+Design rule these parts implement: the datapath of an element-wise block is a fixed-latency
+pipeline that **never stalls**. A valid bit travels with every item; no clock-enable or stall
+net reaches the multipliers, table memories or wide registers. Back-pressure is handled at the
+edges by :class:`CreditPipe`: an output FIFO large enough for everything in flight, and an
+input ``ready`` computed from a small credit counter (a register compare), so ``i.ready`` does
+not depend combinationally on ``o.ready``.
+
+Parts
+-----
+:class:`Mult18`
+    Signed 18x18 multiplier with input and output registers (latency 2). On ECP5 it is a
+    ``MULT18X18D`` with ``REG_INPUTA/B`` and ``REG_OUTPUT`` on, so the 3.9 ns multiplier path
+    stays inside the DSP; elsewhere a behavioural equivalent with the same latency.
+:class:`CreditPipe`
+    Stream ports around a never-stalling core.
+:func:`delay`
+    A shift register of registers (``reset_less`` for data, reset for valid bits).
+:func:`saturate`
+    Clamp a signed value into ``signed(bits)``.
+"""
+
+from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.blocks.ecp5 import is_ecp5
+
+__all__ = ["Mult18", "CreditPipe", "delay", "saturate", "MULT_LATENCY"]
+
+#: Cycles from ``Mult18.a``/``b`` to ``Mult18.p``.
+MULT_LATENCY = 2
+
+
+class Mult18(Elaboratable):
+    """Signed 18 x 18 -> 36 multiplier, registered inputs and output (latency 2, no enable).
+
+    Attributes
+    ----------
+    a, b : Signal(signed(18))
+        Operands, sampled at every clock edge (drive them from registers).
+    p : Signal(signed(36))
+        ``a * b`` of two cycles earlier.
+    """
+
+    def __init__(self, name="mult"):
+        self.name = name
+        self.a = Signal(signed(18), name=f"{name}_a")
+        self.b = Signal(signed(18), name=f"{name}_b")
+        self.p = Signal(signed(36), name=f"{name}_p")
+
+    def elaborate(self, platform):
+        m = Module()
+        if is_ecp5(platform):
+            ports = {}
+            for i in range(18):
+                ports[f"i_A{i}"] = self.a[i]
+                ports[f"i_B{i}"] = self.b[i]
+                ports[f"i_C{i}"] = Const(0)
+            for i in range(36):
+                ports[f"o_P{i}"] = self.p[i]
+            m.submodules.dsp = Instance(
+                "MULT18X18D",
+                p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+                p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
+                p_CLK0_DIV="ENABLED", p_GSR="DISABLED", p_SOURCEB_MODE="B_SHIFT",
+                p_MULT_BYPASS="DISABLED", p_RESETMODE="SYNC",
+                i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+                i_CLK0=ClockSignal("sync"), i_CLK1=Const(0), i_CLK2=Const(0), i_CLK3=Const(0),
+                i_CE0=Const(1), i_CE1=Const(0), i_CE2=Const(0), i_CE3=Const(0),
+                i_RST0=Const(0), i_RST1=Const(0), i_RST2=Const(0), i_RST3=Const(0),
+                **ports)
+        else:
+            a_r = Signal(signed(18), reset_less=True)
+            b_r = Signal(signed(18), reset_less=True)
+            m.d.sync += [a_r.eq(self.a), b_r.eq(self.b), self.p.eq(a_r * b_r)]
+        return m
+
+
+def delay(m, value, cycles: int, *, name: str, reset: bool = False):
+    """``value`` delayed by ``cycles`` registers (``cycles == 0`` returns ``value``).
+
+    Data delays are ``reset_less``; pass ``reset=True`` for valid bits."""
+    cur = value
+    for k in range(cycles):
+        nxt = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=not reset)
+        m.d.sync += nxt.eq(cur)
+        cur = nxt
+    return cur
+
+
+def saturate(value, bits: int):
+    """``value`` (signed) clamped into ``signed(bits)``; returns a ``signed(bits)`` value."""
+    hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
+    return Mux(value > hi, Const(hi, signed(bits)),
+               Mux(value < lo, Const(lo, signed(bits)), value[:bits].as_signed()))
+
+
+class CreditPipe(wiring.Component):
+    """Stream ports around a fixed-latency core that never stalls.
+
+    The core sees ``core_valid``/``core_in`` (the input payload of each accepted item, not
+    registered: register it first inside the core) and must produce ``core_out_valid``/
+    ``core_out`` exactly ``latency`` cycles later. Results go into a FIFO of
+    ``latency + 4`` entries; the input is accepted while fewer than that many items are in
+    flight or queued, so the FIFO never overflows and, with the output always ready, one item
+    per cycle flows through.
+
+    Parameters
+    ----------
+    in_shape, out_shape : shape-like
+        Payload layouts of ``i`` and ``o``.
+    latency : int
+        Core latency in cycles.
+    """
+
+    def __init__(self, in_shape, out_shape, latency: int):
+        if latency < 1:
+            raise ValueError(f"latency={latency!r}: a core must be at least one cycle deep")
+        self._latency = latency
+        self._depth = latency + 4
+        super().__init__({
+            "i": In(stream.Signature(in_shape)),
+            "o": Out(stream.Signature(out_shape)),
+            "core_valid": Out(1),
+            "core_in": Out(in_shape),
+            "core_out_valid": In(1),
+            "core_out": In(out_shape),
+        })
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def elaborate(self, platform):
+        m = Module()
+        width = Shape.cast(self.o.payload.shape()).width
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=width, depth=self._depth)
+        count = Signal(range(self._depth + 1))
+        accept = Signal()
+        deliver = Signal()
+        m.d.comb += [
+            self.i.ready.eq(count < self._depth),
+            accept.eq(self.i.valid & self.i.ready),
+            self.core_valid.eq(accept),
+            self.core_in.eq(self.i.payload),
+            fifo.w_en.eq(self.core_out_valid),
+            fifo.w_data.eq(self.core_out.as_value()),
+            self.o.valid.eq(fifo.r_rdy),
+            self.o.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.o.ready),
+            deliver.eq(self.o.valid & self.o.ready),
+        ]
+        m.d.sync += count.eq(count + accept - deliver)
+        return m

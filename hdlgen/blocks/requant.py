@@ -1,0 +1,172 @@
+"""Requantizer: int32 accumulator (+ optional int32 bias) -> int8 or int16 with a per-channel
+fixed-point multiplier and shift.
+
+Arithmetic (the contract with the model compiler; golden model
+:func:`sim.golden.requant.requantize`)::
+
+    x = acc + bias                                          # exact, 33 bits
+    y = saturate((x * mult + (1 << (shift - 1))) >> shift)  # mult 1..65535, shift 1..47
+
+``>>`` is arithmetic, so rounding is **round half up** (ties towards +inf). The hardware
+computes it as ``((x * mult) >> (shift - 1)) + 1) >> 1``, which is the same integer. ``shift``
+outside 1..47 gives an unspecified (but deterministic) result.
+
+How the per-channel parameters arrive: **in lockstep with the data.** Every input item carries
+its own ``mult``, ``shift`` (and ``bias``), so the block holds no parameter memory and works for
+any number of channels and any layer. The integrator streams them from wherever it keeps them
+(per-channel tables next to the weights, or constants for a per-tensor scale).
+
+Datapath: ``x * mult`` (33 x 16 bits) uses two ``MULT18X18D`` (x split at bit 17) with their
+input and output registers on; a fabric register after the DSPs; then the 49-bit sum, a coarse
+(0/16/32) and a fine (0..15) shift stage, rounding, saturation, each one register. Latency 10
+cycles, one item per cycle, no stall net (see :mod:`hdlgen.blocks.pointwise_kit`).
+"""
+
+from amaranth.hdl import Elaboratable, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.bench.registry import BlockBench
+from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, Mult18, delay, saturate
+
+__all__ = ["Requant", "RequantCore", "bench_configs"]
+
+
+class RequantCore(Elaboratable):
+    """Never-stalling ``saturate(((x * mult) >> sh) + 1) >> 1)`` pipeline, ``sh = shift - 1``.
+
+    Drive ``valid``, ``x``, ``mult``, ``sh``, ``last`` from registers; the results appear on
+    ``o_valid``, ``y``, ``o_last`` exactly :attr:`LATENCY` cycles later.
+
+    Parameters
+    ----------
+    x_bits : int
+        Width of the signed input ``x`` (at most 35).
+    out_bits : int
+        Width of the signed, saturated result.
+    """
+
+    LATENCY = MULT_LATENCY + 6
+
+    def __init__(self, x_bits: int, out_bits: int):
+        if not 18 <= x_bits <= 35:
+            raise ValueError(f"x_bits={x_bits!r}: the two-DSP split supports 18..35 bits")
+        self.x_bits, self.out_bits = x_bits, out_bits
+        self.valid = Signal()
+        self.x = Signal(signed(x_bits), reset_less=True)
+        self.mult = Signal(unsigned(16), reset_less=True)
+        self.sh = Signal(unsigned(6), reset_less=True)
+        self.last = Signal(reset_less=True)
+        self.o_valid = Signal()
+        self.y = Signal(signed(out_bits), reset_less=True)
+        self.o_last = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mul_lo = lo = Mult18("mul_lo")
+        m.submodules.mul_hi = hi = Mult18("mul_hi")
+        m.d.comb += [
+            lo.a.eq(self.x[:17]),                      # unsigned low part, top bit 0
+            hi.a.eq(self.x[17:].as_signed()),          # signed high part
+            lo.b.eq(self.mult),
+            hi.b.eq(self.mult),
+        ]
+        wv = self.x_bits + 17                          # |x * mult| < 2**(x_bits + 15)
+        # cycle c + 3: fabric register after the DSPs
+        p_lo = Signal(signed(36), reset_less=True)
+        p_hi = Signal(signed(36), reset_less=True)
+        m.d.sync += [p_lo.eq(lo.p), p_hi.eq(hi.p)]
+        # c + 4: the full product
+        v = Signal(signed(wv), reset_less=True)
+        m.d.sync += v.eq((p_hi << 17) + p_lo)
+        # c + 5: coarse shift by 0/16/32/48
+        sh4 = delay(m, self.sh, MULT_LATENCY + 2, name="sh")
+        t1 = Signal(signed(wv), reset_less=True)
+        with m.Switch(sh4[4:6]):
+            for k in range(4):
+                with m.Case(k):
+                    m.d.sync += t1.eq(v >> (16 * k))
+        # c + 6: fine shift by 0..15
+        sh5 = delay(m, sh4, 1, name="sh5")
+        t2 = Signal(signed(wv), reset_less=True)
+        m.d.sync += t2.eq(t1 >> sh5[:4])
+        # c + 7: round half up
+        r = Signal(signed(wv), reset_less=True)
+        m.d.sync += r.eq((t2 + 1) >> 1)
+        # c + 8: saturate
+        m.d.sync += self.y.eq(saturate(r, self.out_bits))
+        m.d.comb += [
+            self.o_valid.eq(delay(m, self.valid, self.LATENCY, name="valid", reset=True)),
+            self.o_last.eq(delay(m, self.last, self.LATENCY, name="last")),
+        ]
+        return m
+
+
+class Requant(wiring.Component):
+    """Stream requantizer, one item per cycle.
+
+    Parameters
+    ----------
+    out_bits : int
+        8 or 16: width of the saturated output.
+    has_bias : bool
+        Whether items carry an int32 ``bias`` added to ``acc`` before scaling.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(in_layout))
+        ``acc`` (signed 32), ``bias`` (signed 32, only with ``has_bias``), ``mult``
+        (unsigned 16, 1..65535), ``shift`` (unsigned 6, 1..47), ``last`` (passed through).
+    o : Out(stream.Signature(out_layout))
+        ``y`` (signed ``out_bits``), ``last``.
+    """
+
+    ACC_BITS = 32
+    LATENCY = 2 + RequantCore.LATENCY
+
+    def __init__(self, out_bits: int = 8, has_bias: bool = True):
+        if out_bits not in (8, 16):
+            raise ValueError(f"out_bits={out_bits!r}: the requantizer outputs int8 or int16, use 8 or 16")
+        self._out_bits, self._has_bias = out_bits, bool(has_bias)
+        fields = {"acc": signed(self.ACC_BITS)}
+        if has_bias:
+            fields["bias"] = signed(self.ACC_BITS)
+        fields.update({"mult": unsigned(16), "shift": unsigned(6), "last": unsigned(1)})
+        self.in_layout = data.StructLayout(fields)
+        self.out_layout = data.StructLayout({"y": signed(out_bits), "last": unsigned(1)})
+        super().__init__({"i": In(stream.Signature(self.in_layout)),
+                          "o": Out(stream.Signature(self.out_layout))})
+
+    @property
+    def out_bits(self) -> int:
+        return self._out_bits
+
+    @property
+    def has_bias(self) -> bool:
+        return self._has_bias
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.pipe = pipe = CreditPipe(self.in_layout, self.out_layout, self.LATENCY)
+        wiring.connect(m, wiring.flipped(self.i), pipe.i)
+        wiring.connect(m, pipe.o, wiring.flipped(self.o))
+        m.submodules.core = core = RequantCore(self.ACC_BITS + 1, self._out_bits)
+        # c0: register the accepted item
+        v0 = Signal()
+        r0 = Signal(self.in_layout, reset_less=True)
+        m.d.sync += [v0.eq(pipe.core_valid), r0.eq(pipe.core_in)]
+        # c1: exact sum and shift - 1
+        x = r0.acc + r0.bias if self._has_bias else r0.acc
+        m.d.sync += [core.valid.eq(v0), core.x.eq(x), core.mult.eq(r0.mult),
+                     core.sh.eq(r0.shift - 1), core.last.eq(r0.last)]
+        m.d.comb += [pipe.core_out_valid.eq(core.o_valid),
+                     pipe.core_out.y.eq(core.y), pipe.core_out.last.eq(core.o_last)]
+        return m
+
+
+def bench_configs():
+    """Instances measured by ``hdlgen bench blocks`` (exact block: no error metric)."""
+    return [
+        BlockBench("requant", {"out_bits": 8, "has_bias": True},
+                   lambda: Requant(out_bits=8, has_bias=True)),
+    ]

@@ -1,0 +1,83 @@
+"""Requantizer: golden model properties, then the RTL against the golden model under cocotb."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hdlgen.blocks.requant import Requant
+from sim.golden.requant import quantize_multiplier, requantize, requantize_float
+from sim.harness import run_cocotb
+
+COUNT = "3000"
+
+
+def test_golden_matches_exact_rational_rounding():
+    rng = np.random.default_rng(7)
+    acc = rng.integers(-2**31, 2**31, 4000)
+    bias = rng.integers(-2**31, 2**31, 4000)
+    mult = rng.integers(1, 65536, 4000)
+    shift = rng.integers(1, 48, 4000)
+    got = requantize(acc, mult, shift, bias, out_bits=16)
+    for k in range(0, 4000, 7):
+        x = int(acc[k]) + int(bias[k])
+        num, den = x * int(mult[k]), 1 << int(shift[k])
+        ref = (2 * num + den) // (2 * den)                  # floor(num/den + 1/2): half up
+        assert got[k] == min(max(ref, -32768), 32767)
+
+
+def test_golden_round_half_up_and_saturation():
+    assert list(requantize([5, -5, 3, -3], 1, 1)) == [3, -2, 2, -1]     # 2.5 -> 3, -2.5 -> -2
+    assert list(requantize([2**31 - 1, -2**31], 65535, 1)) == [127, -128]
+    assert list(requantize([2**31 - 1, -2**31], 65535, 1, out_bits=16)) == [32767, -32768]
+    assert list(requantize([100, 100], [1, 3], [2, 2], bias=[0, 4])) == [25, 78]
+
+
+@pytest.mark.parametrize("bad", [dict(mult=0), dict(mult=65536), dict(shift=0), dict(shift=48)])
+def test_golden_rejects_out_of_range_parameters(bad):
+    args = dict(acc=[1], mult=1, shift=1) | bad
+    with pytest.raises(ValueError, match="out of range"):
+        requantize(**args)
+
+
+def test_quantize_multiplier_is_most_precise():
+    rng = np.random.default_rng(3)
+    for scale in list(10.0 ** rng.uniform(-12, 4.2, 300)) + [1.0, 0.5, 2**-40, 32767.0]:
+        mult, shift = quantize_multiplier(scale)
+        assert 1 <= mult <= 65535 and 1 <= shift <= 47
+        err = abs(mult / 2**shift - scale)
+        assert err <= 2.0 ** -(shift + 1) * (1 + 1e-9)
+        if shift < 47:                                   # a larger shift would overflow mult
+            assert round(scale * 2 ** (shift + 1)) > 65535
+    x = rng.integers(-2**31, 2**31, 2000)
+    mult, shift = quantize_multiplier(3.1e-5)
+    assert np.max(np.abs(requantize(x, mult, shift, out_bits=16)
+                         - requantize_float(x, mult / 2**shift, out_bits=16))) == 0
+    for bad in (0.0, -1.0, float("nan"), 1e6, 1e-20):
+        with pytest.raises(ValueError, match="real_scale"):
+            quantize_multiplier(bad)
+
+
+def test_rejects_bad_out_bits():
+    with pytest.raises(ValueError, match="out_bits=12"):
+        Requant(out_bits=12)
+
+
+@pytest.mark.parametrize("out_bits,has_bias", [(8, True), (16, False)])
+def test_rtl_matches_golden(out_bits, has_bias):
+    params = {"out_bits": out_bits, "has_bias": has_bias}
+    run_cocotb(Requant(out_bits=out_bits, has_bias=has_bias), "sim.benches.requant",
+               name=f"requant_{out_bits}_{int(has_bias)}",
+               env={"HDLGEN_PARAMS": json.dumps(params), "HDLGEN_COUNT": COUNT})
+
+
+@pytest.mark.parametrize("corrupt", ["value", "missing"])
+def test_scoreboard_catches_errors(corrupt, monkeypatch):
+    # cocotb's runner sys.exit()s on failed tests under pytest; without the variable it
+    # returns and run_cocotb(check=False) reports the counts
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    params = {"out_bits": 8, "has_bias": True, "corrupt": corrupt}
+    res = run_cocotb(Requant(out_bits=8, has_bias=True), "sim.benches.requant", name="requant_8_1",
+                     testcase="random_stall_0", check=False,
+                     env={"HDLGEN_PARAMS": json.dumps(params), "HDLGEN_COUNT": "300"})
+    assert res.tests == 1 and res.failed == 1

@@ -218,6 +218,8 @@ class OOCPlatform:
     family = "ecp5"
 
     def __init__(self, device: str):
+        if device not in ECP5_DEVICES:
+            raise UserError(f"unknown ECP5 device {device!r}: use one of {', '.join(ECP5_DEVICES)}")
         self.device = ECP5_DEVICES[device].part
         self.package = "CABGA381"
         self.speed = "6"

@@ -160,10 +160,16 @@ def run_cocotb(component, test_module: str, *, name: str | None = None,
     run_env.update({k: str(v) for k, v in (env or {}).items()})
     test_id = hashlib.sha256(f"{test_module}:{testcase}:{os.getpid()}:{random.random()}".encode()).hexdigest()[:10]
     results_xml = build_dir / f"results-{test_id}.xml"
-    runner.test(test_module=test_module, hdl_toplevel=name, testcase=testcase, build_dir=build_dir,
-                test_dir=REPO_ROOT, results_xml=str(results_xml), extra_env=run_env, seed=seed,
-                waves=waves, timescale=_TIMESCALE if simulator == "icarus" else None,
-                log_file=build_dir / f"test-{test_id}.log")
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=name, testcase=testcase, build_dir=build_dir,
+                    test_dir=REPO_ROOT, results_xml=str(results_xml), extra_env=run_env, seed=seed,
+                    waves=waves, timescale=_TIMESCALE if simulator == "icarus" else None,
+                    log_file=build_dir / f"test-{test_id}.log")
+    except SystemExit:
+        pass    # the runner exits when a test failed; the results file says which
+    if not results_xml.exists():
+        raise AssertionError(f"cocotb {test_module} on {name}: the simulation ended abnormally "
+                             f"(seed {seed}); log: {build_dir}/test-{test_id}.log")
     tests, failed = get_results(results_xml)
     result = SimResult(tests=tests, failed=failed, results_xml=results_xml, build_dir=build_dir, seed=seed)
     if check and not result.passed:

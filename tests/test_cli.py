@@ -1,0 +1,62 @@
+"""CLI argument errors: one clear line naming the value, exit status 2, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from hdlgen.cli import main
+
+
+def run_cli(*argv):
+    proc = subprocess.run([sys.executable, "-m", "hdlgen", *argv], capture_output=True, text=True,
+                          timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["build", "--board", "nosuchboard"], "'nosuchboard'"),
+    (["build", "--device", "99F"], "'99F'"),
+    (["build", "--freq", "48"], "48 MHz"),
+    (["build", "--freq", "900"], "900 MHz"),
+    (["build", "--freq", "-5"], "-5"),
+    (["build", "--device", "12F", "--lanes", "16", "--macs-per-lane", "8"], "128 MULT18X18D"),
+    (["build", "--uart-baud", "12000000"], "12000000"),
+    (["build", "--bogus-flag"], "--bogus-flag"),
+    (["build", "--freq", "fast"], "'fast'"),
+    (["report", "/no/such/dir"], "/no/such/dir"),
+    (["verilog", "--block", "no_such_block"], "'no_such_block'"),
+    (["verilog", "--block", "stream_parts", "--param", "nonsense"], "'nonsense'"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, needle):
+    code, out, err = run_cli(*argv)
+    assert code == 2, (code, out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def test_program_without_openfpgaloader_is_refused_before_building(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENFPGALOADER", "definitely-not-installed-openfpgaloader")
+    monkeypatch.chdir(tmp_path)
+    code = main(["build", "--device", "12F", "--program", "--out", str(tmp_path / "b")])
+    assert code == 2
+    assert not (tmp_path / "b").exists()
+
+
+def test_help_lists_commands_and_example(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("build", "verilog", "report"):
+        assert cmd in out
+    assert "python -m hdlgen build --board ulx3s" in out
+
+
+def test_verilog_of_a_block(tmp_path):
+    out = tmp_path / "skid.v"
+    assert main(["verilog", "--block", "stream_parts", "--param", "shape=8", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "module stream_parts" in text and "i__payload" in text

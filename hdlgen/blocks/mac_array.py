@@ -1,0 +1,305 @@
+"""int8 multiply-accumulate array: ``lanes`` dot products of int8 x int8 -> int32 at a time.
+
+Datapath
+--------
+Every beat on ``i`` carries one *shared* slice of ``macs_per_lane`` int8 values, which all
+lanes see, and one *per-lane* slice of ``macs_per_lane`` int8 values for each lane. Lane ``l``
+multiplies its slice element by element with the shared slice (one product per
+``MULT18X18D``, ``lanes * macs_per_lane`` DSPs), sums the products in a pipelined adder tree
+and accumulates the sum. ``first`` starts a new dot product (the accumulator restarts from
+the beat's sum), ``last`` ends it: one beat of ``lanes`` signed ``acc_width``-bit results
+then appears on ``o``. A beat can be both ``first`` and ``last`` (a dot product of one beat).
+Dot products of ``n`` elements take ``ceil(n / macs_per_lane)`` beats; the caller pads the
+last beat with zeros.
+
+Two uses of the one datapath (multiplication commutes, so only the feeding differs):
+
+* **Matrix-vector (decode)**: ``y = W @ x``. The activation slice ``x[j:j+K]`` is the shared
+  operand; lane ``l`` gets ``W[r+l, j:j+K]`` (its own weight row). One pass of
+  ``ceil(d / K)`` beats gives ``lanes`` outputs ``y[r:r+lanes]``.
+* **Matrix-matrix tile (prefill)**: ``Y = X @ W.T`` for ``lanes`` tokens at once. The weight
+  slice ``W[n, j:j+K]`` is the shared operand (broadcast: one weight read serves ``lanes``
+  tokens) and lane ``l`` gets ``X[t+l, j:j+K]`` (its token's activations). One pass gives
+  the column ``Y[t:t+lanes, n]``; the next pass, with no gap, streams weight row ``n+1``
+  against the same activation tile. Weights are read once per ``lanes`` tokens, which is
+  where prefill gains over decode.
+
+Arithmetic: exact int8 x int8 products; sums wrap modulo ``2**acc_width`` (two's
+complement). The constructor checks that ``acc_width`` holds any dot product of up to
+``max_dot_length`` elements, so within that length no wrap can occur.
+:mod:`sim.golden.mac_array` is the bit-exact model.
+
+Pipeline and flow control
+-------------------------
+Nothing in the datapath has a clock enable or a stall: data registers load every cycle and
+``valid``/``first``/``last`` bits travel in a shift register beside the data (replicated
+per lane near the accumulators so that no control net crosses the die). The stages, counted
+in clock edges after the edge that transfers a beat on ``i``::
+
+    0            fabric input register (shared slice copied once per lane)
+    1 .. D       MULT18X18D input and output registers (D = 2, or 3 with dsp_pipeline)
+    D+1          fabric register after each DSP
+    D+2 .. D+1+T adder tree, one register per level (T = ceil(log2(macs_per_lane)))
+    D+2+T        accumulator
+    D+3+T        result written to the output FIFO, ``o.valid``
+
+Backpressure on ``o`` never stalls the pipeline. The output FIFO (distributed RAM, one per
+lane, ``fifo_depth`` results) has room for every result in flight: ``i.ready`` comes from a
+flip-flop and is high while there is a *credit*; a credit is taken when a ``last`` beat is
+accepted and given back when a result leaves on ``o``. With ``fifo_depth`` at least the
+credit round trip (:attr:`MACArray.credit_loop`), back-to-back dot products of any length,
+including one beat each, flow at one beat per cycle while ``o`` is ready.
+"""
+
+from amaranth.hdl import Cat, Elaboratable, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.blocks.dsp import DSPMultiplier, keep_register
+from hdlgen.bench.registry import BlockBench
+
+__all__ = ["MACArray", "required_acc_width", "bench_configs"]
+
+#: Operand width (int8).
+OPERAND_WIDTH = 8
+
+
+def required_acc_width(max_dot_length: int, operand_width: int = OPERAND_WIDTH) -> int:
+    """Bits a signed accumulator needs for any dot product of ``max_dot_length`` elements of
+    signed ``operand_width``-bit operands (the extreme is ``(-2**(w-1))**2 * n``)."""
+    return 2 * operand_width + (max_dot_length - 1).bit_length()
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+class _Lane(Elaboratable):
+    """One lane: ``K`` DSP multipliers, fabric product registers, adder tree, accumulator
+    and the lane's slice of the output FIFO, with its own copies of the control bits."""
+
+    def __init__(self, index, K, acc_width, fifo_depth, dsp_pipeline):
+        self.index, self.K, self.acc_width = index, K, acc_width
+        self.fifo_depth, self.dsp_pipeline = fifo_depth, dsp_pipeline
+        self.shared = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))   # stage 0, this lane's copy
+        self.operand = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))  # stage 0
+        self.ctrl_in = Signal(3)     # (valid, first, last) one stage before the lane copies
+        self.rd_fire = Signal()      # a result leaves on ``o`` this cycle
+        self.result = Signal(signed(acc_width))   # FIFO head of this lane
+
+    def elaborate(self, platform):
+        m = Module()
+        K, i = self.K, self.index
+        # Multipliers and the fabric register after each DSP.
+        level = []
+        for k in range(K):
+            mul = m.submodules[f"mul{k}"] = DSPMultiplier(OPERAND_WIDTH, OPERAND_WIDTH,
+                                                          pipeline=self.dsp_pipeline)
+            m.d.comb += [mul.a.eq(self.shared[k]), mul.b.eq(self.operand[k])]
+            prod = Signal(signed(2 * OPERAND_WIDTH), name=f"prod{k}", reset_less=True)
+            m.d.sync += prod.eq(mul.p)
+            level.append(prod)
+        # Adder tree, a register per level.
+        depth = 0
+        while len(level) > 1:
+            depth += 1
+            nxt = []
+            for j in range(0, len(level), 2):
+                pair = level[j:j + 2]
+                width = max(len(v) for v in pair) + (len(pair) == 2)
+                s = Signal(signed(width), name=f"sum{depth}_{j // 2}", reset_less=True)
+                m.d.sync += s.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
+                nxt.append(s)
+            level = nxt
+        tree = level[0]
+        # This lane's control copy, aligned with ``tree``.
+        ctrl = keep_register(m, platform, Signal(3, name=f"ctrl_l{i}"), self.ctrl_in)
+        valid, first, last = ctrl[0], ctrl[1], ctrl[2]
+        acc = Signal(signed(self.acc_width), name="acc", reset_less=True)
+        with m.If(valid):
+            m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
+        done = keep_register(m, platform, Signal(name=f"done_l{i}"), valid & last)
+        # Output FIFO slice: written the cycle after the accumulator holds the result.
+        ptr_shape = unsigned((self.fifo_depth - 1).bit_length())
+        mem = m.submodules.fifo = Memory(shape=signed(self.acc_width), depth=self.fifo_depth, init=[])
+        wp = mem.write_port()
+        rp = mem.read_port(domain="comb")
+        wr_ptr = Signal(ptr_shape, name=f"wr_ptr_l{i}")
+        rd_ptr = Signal(ptr_shape, name=f"rd_ptr_l{i}")
+        keep_register(m, platform, wr_ptr, wr_ptr + done)
+        keep_register(m, platform, rd_ptr, rd_ptr + self.rd_fire)
+        m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(acc), wp.en.eq(done),
+                     rp.addr.eq(rd_ptr), self.result.eq(rp.data)]
+        return m
+
+
+class MACArray(wiring.Component):
+    """``lanes`` int8 dot products at a time, ``macs_per_lane`` products per lane per cycle.
+
+    See the module documentation for the datapath, the decode and prefill uses, the pipeline
+    and the flow control.
+
+    Parameters
+    ----------
+    lanes : int
+        Dot products computed in parallel (``AcceleratorConfig.lanes``).
+    macs_per_lane : int
+        Elements per beat (``AcceleratorConfig.macs_per_lane``).
+    acc_width : int
+        Accumulator and result width, bits (``AcceleratorConfig.acc_width``).
+    max_dot_length : int
+        Longest dot product, elements, that must not overflow the accumulator
+        (``AcceleratorConfig.max_dot_length``).
+    dsp_pipeline : bool
+        Also use the MULT18X18D pipeline register (one more cycle of latency).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(StructLayout))
+        Beats: ``first``, ``last`` (1 bit each), ``shared`` (``macs_per_lane`` x int8) and
+        ``per_lane`` (``lanes`` x ``macs_per_lane`` x int8), packed LSB-first in this order.
+    o : Out(stream.Signature(ArrayLayout(signed(acc_width), lanes)))
+        One beat per finished dot product; element ``l`` is lane ``l``'s result.
+
+    Raises
+    ------
+    ValueError
+        When a parameter is not a positive integer or ``acc_width`` is too narrow for
+        ``max_dot_length``.
+    """
+
+    def __init__(self, lanes: int = 16, macs_per_lane: int = 8, acc_width: int = 32,
+                 max_dot_length: int = 4096, *, dsp_pipeline: bool = False):
+        for name, value in (("lanes", lanes), ("macs_per_lane", macs_per_lane),
+                            ("acc_width", acc_width), ("max_dot_length", max_dot_length)):
+            _check_positive_int(name, value)
+        need = required_acc_width(max_dot_length)
+        if acc_width < need:
+            raise ValueError(
+                f"acc_width={acc_width} is too narrow for max_dot_length={max_dot_length}: "
+                f"int8 x int8 dot products of that length need {need} bits; raise acc_width "
+                f"to at least {need} or lower max_dot_length")
+        self._lanes, self._macs_per_lane = lanes, macs_per_lane
+        self._acc_width, self._max_dot_length = acc_width, max_dot_length
+        self._dsp_pipeline = bool(dsp_pipeline)
+        self._tree_levels = (macs_per_lane - 1).bit_length()
+        self._fifo_depth = max(16, 1 << (self.credit_loop - 1).bit_length())
+        operand = signed(OPERAND_WIDTH)
+        self._in_layout = data.StructLayout({
+            "first": unsigned(1),
+            "last": unsigned(1),
+            "shared": data.ArrayLayout(operand, macs_per_lane),
+            "per_lane": data.ArrayLayout(data.ArrayLayout(operand, macs_per_lane), lanes),
+        })
+        self._out_layout = data.ArrayLayout(signed(acc_width), lanes)
+        super().__init__({
+            "i": In(stream.Signature(self._in_layout)),
+            "o": Out(stream.Signature(self._out_layout)),
+        })
+
+    @classmethod
+    def from_config(cls, config) -> "MACArray":
+        """The array an :class:`hdlgen.config.AcceleratorConfig` describes."""
+        return cls(config.lanes, config.macs_per_lane, config.acc_width, config.max_dot_length)
+
+    lanes = property(lambda self: self._lanes)
+    macs_per_lane = property(lambda self: self._macs_per_lane)
+    acc_width = property(lambda self: self._acc_width)
+    max_dot_length = property(lambda self: self._max_dot_length)
+    fifo_depth = property(lambda self: self._fifo_depth,
+                          doc="Results the output FIFO holds (= credits).")
+    in_layout = property(lambda self: self._in_layout)
+    out_layout = property(lambda self: self._out_layout)
+
+    @property
+    def dsp_latency(self) -> int:
+        return 3 if self._dsp_pipeline else 2
+
+    @property
+    def latency(self) -> int:
+        """Clock edges from the transfer of a ``last`` beat on ``i`` to its result on ``o``
+        (when the FIFO is empty): after that many edges ``o.valid`` is high."""
+        return self.dsp_latency + self._tree_levels + 3
+
+    @property
+    def credit_loop(self) -> int:
+        """Edges from taking a credit to being able to use it again when ``o`` is always
+        ready: ``latency``, one to transfer the result, one to accept the next beat."""
+        return self.latency + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        L, K = self._lanes, self._macs_per_lane
+        depth = self._fifo_depth
+
+        # Credits: free FIFO entries not yet promised to a dot product in flight.
+        credits = Signal(range(depth + 1), init=depth)
+        ready = Signal(init=1)
+        accept = self.i.valid & ready
+        rd_fire = self.o.valid & self.o.ready
+        credits_next = credits - (accept & self.i.payload.last) + rd_fire
+        m.d.sync += [credits.eq(credits_next), ready.eq(credits_next != 0)]
+        m.d.comb += self.i.ready.eq(ready)
+
+        # Stage 0: input register; data load every cycle, ``valid`` marks transferred beats.
+        per_lane = Signal.like(self.i.payload.per_lane, name="per_lane_r", reset_less=True)
+        m.d.sync += per_lane.eq(self.i.payload.per_lane)
+        ctrl = Signal(3, name="ctrl0")
+        m.d.sync += ctrl.eq(Cat(accept, self.i.payload.first, self.i.payload.last))
+
+        # Shared control chain up to two stages before the adder tree output; then one copy
+        # per group of lanes and one per lane (in the lanes).
+        tree_stage = 1 + self.dsp_latency + self._tree_levels   # stage of the tree output
+        for stage in range(1, tree_stage - 1):
+            nxt = Signal(3, name=f"ctrl{stage}")
+            m.d.sync += nxt.eq(ctrl)
+            ctrl = nxt
+        groups = _isqrt_ceil(L)
+        per_group = -(-L // groups)
+        group_ctrl = [keep_register(m, platform, Signal(3, name=f"ctrl_g{g}"), ctrl)
+                      for g in range(-(-L // per_group))]
+
+        # Shared copy of the control for the FIFO occupancy and ``o.valid``.
+        done = Signal(name="done")
+        chain = ctrl
+        for stage in range(tree_stage - 1, tree_stage + 1):
+            nxt = Signal(3, name=f"ctrl_s{stage}")
+            m.d.sync += nxt.eq(chain)
+            chain = nxt
+        m.d.sync += done.eq(chain[0] & chain[2])
+        count = Signal(range(depth + 1))
+        count_next = count + done - rd_fire
+        o_valid = Signal()
+        m.d.sync += [count.eq(count_next), o_valid.eq(count_next != 0)]
+        m.d.comb += self.o.valid.eq(o_valid)
+
+        for l in range(L):
+            lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline)
+            # This lane's copy of the shared slice (one copy per lane keeps each DSP input
+            # net local).
+            shared = Signal(K * OPERAND_WIDTH, name=f"shared_l{l}", reset_less=True)
+            keep_register(m, platform, shared, self.i.payload.shared)
+            m.d.comb += [lane.shared.eq(shared),
+                         lane.operand.eq(per_lane[l]),
+                         lane.ctrl_in.eq(group_ctrl[l // per_group]),
+                         lane.rd_fire.eq(rd_fire),
+                         self.o.payload[l].eq(lane.result)]
+        return m
+
+
+def _isqrt_ceil(n: int) -> int:
+    r = 1
+    while r * r < n:
+        r += 1
+    return r
+
+
+def bench_configs() -> list:
+    """What ``hdlgen bench blocks`` measures: the default 16 x 8 = 128-MAC array."""
+    return [
+        BlockBench(name="mac_array",
+                   params={"lanes": 16, "macs_per_lane": 8, "acc_width": 32, "max_dot_length": 4096},
+                   build=lambda: MACArray(16, 8, 32, 4096)),
+    ]

@@ -2,9 +2,10 @@
 
 The weights are drawn from a seeded generator so a ``(arch, seed, overrides)`` triple always
 gives the same model. Scales are chosen so activations look like a trained model's (unit-RMS
-normalised vectors, residual stream of order 1, peaked next-token distributions) rather than a
-fresh initialisation's near-uniform logits: matrices ``N(0, 1/fan_in)``, output projections
-half that standard deviation, norm gains ``1 + N(0, 0.1^2)``.
+normalised vectors, residual stream of order 1, next-token distributions that are neither
+uniform nor an echo of the input token): matrices ``N(0, 1/fan_in)``, token embedding (and
+separate classifier) ``N(0, 0.2^2)`` so the layers, not the embedding, dominate the residual
+stream a tied classifier reads, norm gains ``1 + N(0, 0.1^2)``.
 """
 
 from dataclasses import fields
@@ -26,8 +27,6 @@ RANDOM_DEFAULTS = {
                  vocab_size=96, seq_len=64, shared_classifier=True),
 }
 
-# Output projections write into the residual stream: keep them smaller so it grows slowly.
-_OUTPUT_PROJECTIONS = {"wo", "w2", "w_proj"}
 _GAINS = {"rms_att", "rms_ffn", "rms_final", "ln1_w", "ln2_w", "lnf_w"}
 
 
@@ -66,14 +65,11 @@ def random_model(arch: str, *, seed: int = 0, **overrides) -> Model:
         if key in _GAINS:
             w = 1.0 + 0.1 * rng.standard_normal(shape)
         elif key in ("token_embedding", "wcls"):
-            w = 0.5 * rng.standard_normal(shape)
+            w = 0.2 * rng.standard_normal(shape)
         elif key == "pos_embedding":
             w = 0.3 * rng.standard_normal(shape)
         elif len(shape) == 3:
-            std = 1.0 / np.sqrt(shape[-1])
-            if key in _OUTPUT_PROJECTIONS:
-                std *= 0.5
-            w = std * rng.standard_normal(shape)
+            w = rng.standard_normal(shape) / np.sqrt(shape[-1])
         else:  # biases (gpt2)
             w = 0.02 * rng.standard_normal(shape)
         weights[key] = w.astype(np.float32)

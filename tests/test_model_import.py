@@ -1,0 +1,276 @@
+"""Model configs, llama2.c and .npz import/export, random models."""
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from hdlgen.errors import UserError
+from hdlgen.model import (Model, ModelConfig, load_model, random_model, read_llama2c, read_npz,
+                          weight_shapes, write_llama2c, write_npz)
+from sim.float_ref import rope_tables
+
+STORIES = "/work/shared/models/stories260K.bin"
+STORIES_SHA256 = "9414d5a285453a7eab631713d171753232c978f6f97654211469aff8be93c8d6"
+needs_stories = pytest.mark.skipif(not os.path.exists(STORIES), reason=f"{STORIES} not present")
+
+
+def _header(dim=16, hidden=24, layers=2, heads=4, kv_heads=2, vocab=32, seq_len=8):
+    return struct.pack("<7i", dim, hidden, layers, heads, kv_heads, vocab, seq_len)
+
+
+def _llama2c_bytes(dim=16, hidden=24, layers=2, heads=4, kv_heads=2, vocab=32, seq_len=8):
+    """A well-formed llama2.c file for the given header (values 0.01 * index)."""
+    kv = dim * kv_heads // heads
+    hs = dim // heads
+    n = (abs(vocab) * dim + layers * dim + layers * dim * dim + 2 * layers * kv * dim
+         + layers * dim * dim + layers * dim + 3 * layers * hidden * dim + dim
+         + seq_len * hs) + (abs(vocab) * dim if vocab < 0 else 0)
+    return (_header(dim, hidden, layers, heads, kv_heads, vocab, seq_len)
+            + (0.01 * np.arange(n, dtype=np.float32)).astype("<f4").tobytes())
+
+
+# ModelConfig ---------------------------------------------------------------------------------
+
+def test_config_derived_values():
+    c = ModelConfig()
+    assert (c.head_size, c.kv_dim, c.kv_mul) == (8, 32, 2)
+    assert ModelConfig.from_dict(c.to_dict()) == c
+    assert c.replace(n_kv_heads=1).kv_dim == 8
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(arch="bert"), ["arch='bert'", "'llama'", "'gpt2'"]),
+    (dict(dim=-64), ["dim=-64", "positive"]),
+    (dict(n_layers=0), ["n_layers=0", "positive"]),
+    (dict(n_heads=7), ["n_heads=7", "dim=64"]),
+    (dict(n_kv_heads=3), ["n_kv_heads=3", "n_heads=8"]),
+    (dict(dim=24, n_heads=8, n_kv_heads=8), ["odd", "rotary"]),
+    (dict(norm_eps=0.0), ["norm_eps"]),
+    (dict(dim=64.0), ["dim=64.0", "integer"]),
+])
+def test_config_errors_name_value(changes, words):
+    with pytest.raises(UserError) as e:
+        ModelConfig(**changes)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_config_from_dict_unknown_key():
+    with pytest.raises(UserError, match="unknown model config key.*n_experts"):
+        ModelConfig.from_dict({**ModelConfig().to_dict(), "n_experts": 4})
+
+
+# llama2.c ------------------------------------------------------------------------------------
+
+@needs_stories
+def test_stories260k_import():
+    m = read_llama2c(STORIES)
+    assert m.config == ModelConfig(arch="llama", dim=64, hidden_dim=172, n_layers=5, n_heads=8,
+                                   n_kv_heads=4, vocab_size=512, seq_len=512,
+                                   shared_classifier=True)
+    assert m.source["sha256"] == STORIES_SHA256
+    assert m.name == "stories260K"
+    assert m.n_params == 260032
+    raw = np.fromfile(STORIES, dtype="<f4")
+    # tensors at the offsets the README gives: token_embedding first, rms_att right after
+    assert np.array_equal(m.weights["token_embedding"].ravel(), raw[7:7 + 512 * 64])
+    assert np.array_equal(m.weights["rms_att"].ravel(), raw[7 + 512 * 64:7 + 512 * 64 + 5 * 64])
+    assert m.weights["wk"].shape == (5, 32, 64)
+    assert m.classifier is m.weights["token_embedding"]
+    # rms_final sits just before the two (512, 4) freq_cis tables
+    assert np.array_equal(m.weights["rms_final"], raw[-2 * 512 * 4 - 64:-2 * 512 * 4])
+    # the checkpoint's own rotary tables agree with the recomputed ones (pairs (2i, 2i+1))
+    cos, sin = rope_tables(8, np.arange(512))
+    assert np.abs(raw[-2 * 2048:-2048].reshape(512, 4) - cos).max() < 1e-6
+    assert np.abs(raw[-2048:].reshape(512, 4) - sin).max() < 1e-6
+    assert not m.weights["wq"].flags.writeable
+
+
+@needs_stories
+def test_stories260k_write_back_reproduces_weights(tmp_path):
+    m = read_llama2c(STORIES)
+    out = tmp_path / "copy.bin"
+    write_llama2c(m, out)
+    a = np.fromfile(STORIES, dtype="<u4")
+    b = np.fromfile(out, dtype="<u4")
+    assert a.shape == b.shape
+    n_tables = 2 * 512 * 4
+    assert np.array_equal(a[:-n_tables], b[:-n_tables])      # header and every weight, bit for bit
+    m2 = read_llama2c(out)
+    assert m2.digest() == m.digest()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("kv", [1, 2, 6])
+def test_llama2c_roundtrip_random(tmp_path, shared, kv):
+    m = random_model("llama", seed=3, n_kv_heads=kv, shared_classifier=shared)
+    path = tmp_path / "m.bin"
+    write_llama2c(m, path)
+    hdr = np.fromfile(path, dtype="<i4", count=7)
+    assert hdr[5] == (96 if shared else -96)
+    back = read_llama2c(path)
+    assert back.config == m.config
+    for k in weight_shapes(m.config):
+        assert np.array_equal(back.weights[k], m.weights[k]), k
+
+
+def test_llama2c_synthetic_file_layout(tmp_path):
+    path = tmp_path / "s.bin"
+    path.write_bytes(_llama2c_bytes(vocab=-32))
+    m = read_llama2c(path)
+    assert not m.config.shared_classifier
+    # last tensor is wcls, after the two (8, 2) freq tables
+    total = (len(path.read_bytes()) - 28) // 4
+    assert np.allclose(m.weights["wcls"].ravel(), 0.01 * np.arange(total - 32 * 16, total,
+                                                                    dtype=np.float32))
+    assert m.weights["token_embedding"][0, 1] == np.float32(0.01)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(dim=-16), ["dim=-16", "positive"]),
+    (dict(layers=0), ["n_layers=0", "positive"]),
+    (dict(seq_len=-1), ["seq_len=-1"]),
+    (dict(heads=5), ["n_heads=5", "dim=16"]),
+    (dict(kv_heads=3), ["n_kv_heads=3", "n_heads=4"]),
+    (dict(kv_heads=0), ["n_kv_heads=0"]),
+])
+def test_llama2c_bad_header(tmp_path, kwargs, words):
+    path = tmp_path / "bad.bin"
+    path.write_bytes(_header(**kwargs) + bytes(4000))
+    with pytest.raises(UserError) as e:
+        read_llama2c(path)
+    msg = str(e.value)
+    assert str(path) in msg
+    for w in words:
+        assert w in msg
+
+
+@pytest.mark.parametrize("delta", [-4, 4, -1000])
+def test_llama2c_size_mismatch(tmp_path, delta):
+    good = _llama2c_bytes()
+    path = tmp_path / "size.bin"
+    path.write_bytes(good[:delta] if delta < 0 else good + bytes(delta))
+    with pytest.raises(UserError) as e:
+        read_llama2c(path)
+    msg = str(e.value)
+    assert f"{len(good) + delta} bytes" in msg and f"describes {len(good)} bytes" in msg
+    assert "dim=16" in msg
+
+
+def test_llama2c_other_errors(tmp_path):
+    with pytest.raises(UserError, match="cannot read"):
+        read_llama2c(tmp_path / "missing.bin")
+    short = tmp_path / "short.bin"
+    short.write_bytes(b"\x01\x02")
+    with pytest.raises(UserError, match="2 bytes is too short"):
+        read_llama2c(short)
+    v1 = tmp_path / "v1.bin"
+    v1.write_bytes(struct.pack("<Ii", 0x616B3432, 1) + bytes(256))
+    with pytest.raises(UserError, match="version 1/2"):
+        read_llama2c(v1)
+    nan = bytearray(_llama2c_bytes())
+    nan[28:32] = struct.pack("<f", float("nan"))
+    p = tmp_path / "nan.bin"
+    p.write_bytes(bytes(nan))
+    with pytest.raises(UserError, match="token_embedding holds non-finite"):
+        read_llama2c(p)
+    with pytest.raises(UserError, match="arch='gpt2'"):
+        write_llama2c(random_model("gpt2"), tmp_path / "g.bin")
+
+
+# .npz ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch, shared", [("gpt2", True), ("gpt2", False), ("llama", False)])
+def test_npz_roundtrip(tmp_path, arch, shared):
+    m = random_model(arch, seed=5, shared_classifier=shared, dim=40, n_heads=5,
+                     **({"n_kv_heads": 5} if arch == "llama" else {}))
+    path = tmp_path / "m.npz"
+    write_npz(m, path)
+    with np.load(path, allow_pickle=False) as z:
+        assert str(z["format"][()]) == "hdlgen-model/1"
+        assert json.loads(str(z["config"][()]))["arch"] == arch
+        assert ("wcls" in z.files) == (not shared)
+    back = read_npz(path)
+    assert back.config == m.config and back.digest() == m.digest()
+    assert load_model(str(path)).digest() == m.digest()
+
+
+def _write_raw_npz(path, arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def test_npz_errors(tmp_path):
+    m = random_model("gpt2", seed=1)
+    good = {"format": np.array("hdlgen-model/1"),
+            "config": np.array(json.dumps(m.config.to_dict())),
+            **{k: np.asarray(v) for k, v in m.weights.items()}}
+    cases = [
+        ({k: v for k, v in good.items() if k != "config"}, "no 'config' entry"),
+        ({**good, "format": np.array("other/9")}, "format 'other/9' is not supported"),
+        ({**good, "config": np.array("{not json")}, "not valid JSON"),
+        ({**good, "config": np.array(json.dumps({**m.config.to_dict(), "moe": 1}))},
+         "unknown model config key.*moe"),
+        ({**good, "config": np.array(json.dumps({**m.config.to_dict(), "n_heads": 5}))},
+         "n_heads=5 does not divide dim=48"),
+        ({k: v for k, v in good.items() if k != "b_fc"}, r"missing \['b_fc'\]"),
+        ({**good, "extra": np.zeros(3)}, r"unexpected \['extra'\]"),
+        ({**good, "wq": np.zeros((2, 48, 47))}, r"wq has shape \(2, 48, 47\), expected \(2, 48, 48\)"),
+    ]
+    for i, (arrays, pattern) in enumerate(cases):
+        path = tmp_path / f"bad{i}.npz"
+        _write_raw_npz(path, arrays)
+        with pytest.raises(UserError, match=pattern):
+            read_npz(path)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file at all")
+    with pytest.raises(UserError, match="junk.npz"):
+        read_npz(junk)
+
+
+# load_model / random models ------------------------------------------------------------------
+
+def test_load_model_dispatch(tmp_path):
+    assert load_model("random:llama", seed=2).config.arch == "llama"
+    assert load_model("random:gpt2", seed=2, n_layers=3).config.n_layers == 3
+    with pytest.raises(UserError, match="not found"):
+        load_model(tmp_path / "nope.bin")
+    other = tmp_path / "m.safetensors"
+    other.write_bytes(b"x")
+    with pytest.raises(UserError, match="unknown file type"):
+        load_model(other)
+    with pytest.raises(UserError, match="only to random"):
+        load_model(other, dim=8)
+    with pytest.raises(UserError, match="random:bert"):
+        load_model("random:bert")
+
+
+def test_random_models_deterministic_and_overridable():
+    a = random_model("llama", seed=7)
+    assert a.digest() == random_model("llama", seed=7).digest()
+    assert a.digest() != random_model("llama", seed=8).digest()
+    assert a.config.n_kv_heads < a.config.n_heads                     # GQA by default
+    assert random_model("gpt2").config.n_kv_heads == random_model("gpt2").config.n_heads
+    mqa = random_model("llama", seed=1, dim=40, n_heads=5, n_kv_heads=1, hidden_dim=100,
+                       vocab_size=77)
+    assert (mqa.config.kv_dim, mqa.weights["wk"].shape) == (8, (2, 8, 40))
+    g = random_model("gpt2", n_heads=6)
+    assert g.config.n_kv_heads == 6
+    assert "n_kv_heads=1" in mqa.name
+    with pytest.raises(UserError, match="unknown random-model override.*depth"):
+        random_model("llama", depth=3)
+    with pytest.raises(UserError, match="seed=-1"):
+        random_model("llama", seed=-1)
+    with pytest.raises(UserError, match="n_kv_heads=4 does not divide n_heads=6"):
+        random_model("llama", n_kv_heads=4)
+
+
+def test_model_rejects_mismatched_weights():
+    m = random_model("llama")
+    with pytest.raises(UserError, match="missing"):
+        Model(m.config, {k: v for k, v in m.weights.items() if k != "w3"})
+    with pytest.raises(UserError, match="non-finite"):
+        m.with_weights(wq=np.full(m.weights["wq"].shape, np.inf, np.float32))

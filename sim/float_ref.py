@@ -21,8 +21,10 @@ Every value is float32 (as in ``run.c``); only the order of additions inside dot
 differs from ``run.c``'s sequential loops (BLAS), a difference of a few float32 ulps that does
 not change greedy decoding of stories260K (pinned by ``tests/test_float_ref.py``).
 
-Quantization calibration observes the activations through ``observer(point, layer, value)``,
-called at each named point of :data:`POINTS` (``layer`` is ``-1`` outside the layers).
+Quantization calibration observes the activations through ``hook(point, layer, value)``,
+called at each named point of :data:`POINTS` (``layer`` is ``-1`` outside the layers). A hook
+that returns an array replaces the value (same shape): that is how
+:mod:`hdlgen.model.quantize` simulates rounding to the integer grids of the int8 scheme.
 :meth:`FloatModel.forward_sequence` recomputes a whole sequence without a cache (matrix form,
 causal mask): an independent implementation used to check the incremental one.
 """
@@ -127,11 +129,14 @@ class FloatModel:
         Weights and config (either architecture).
     context : int, optional
         KV-cache capacity in positions; default and maximum ``config.seq_len``.
-    observer : callable, optional
-        ``observer(point, layer, value)`` called with each activation of :data:`POINTS`.
+    hook : callable, optional
+        ``hook(point, layer, value)`` called with each activation of :data:`POINTS`; it may
+        return a replacement array of the same shape (``None`` keeps the value). ``q_rope`` and
+        ``k_rope`` values have shape ``(heads, head_size)``, ``att_scores`` and ``att_prob``
+        ``(n_kv_heads, kv_mul, pos + 1)``, the others are vectors.
     """
 
-    def __init__(self, model: Model, context: int = None, observer=None):
+    def __init__(self, model: Model, context: int = None, hook=None):
         self.model = model
         self.config = c = model.config
         if context is None:
@@ -140,7 +145,7 @@ class FloatModel:
             raise UserError(f"context={context!r} must be an integer from 1 to the model's "
                             f"seq_len={c.seq_len}")
         self.context = context
-        self.observer = observer
+        self.hook = hook
         self.w = model.weights
         self.wcls = model.classifier
         self.key_cache = np.zeros((c.n_layers, context, c.n_kv_heads, c.head_size), F32)
@@ -153,9 +158,11 @@ class FloatModel:
         """Forget the cached positions."""
         self.length = 0
 
-    def _observe(self, point, layer, value):
-        if self.observer is not None:
-            self.observer(point, layer, value)
+    def _hook(self, point, layer, value):
+        if self.hook is None:
+            return value
+        out = self.hook(point, layer, value)
+        return value if out is None else np.asarray(out, dtype=F32).reshape(value.shape)
 
     # one decode step -------------------------------------------------------------------------
     def forward(self, token: int, pos: int) -> np.ndarray:
@@ -190,94 +197,94 @@ class FloatModel:
         keys = self.key_cache[l, :pos + 1]            # (t, g, hs)
         vals = self.value_cache[l, :pos + 1]
         scores = np.einsum("gmh,tgh->gmt", qg, keys).astype(F32) / np.sqrt(F32(c.head_size))
-        self._observe("att_scores", l, scores)
+        scores = self._hook("att_scores", l, scores)
         prob = softmax(scores, axis=-1)
-        self._observe("att_prob", l, prob)
+        prob = self._hook("att_prob", l, prob)
         out = np.einsum("gmt,tgh->gmh", prob, vals).astype(F32)
         return out.reshape(c.dim)
 
     def _forward_llama(self, token, pos):
         c, w = self.config, self.w
         x = w["token_embedding"][token].copy()
-        self._observe("embedding", -1, x)
+        x = self._hook("embedding", -1, x)
         cos = self._cos[pos][None, :]
         sin = self._sin[pos][None, :]
         for l in range(c.n_layers):
             xb = rmsnorm(x, w["rms_att"][l], c.norm_eps)
-            self._observe("attn_norm", l, xb)
+            xb = self._hook("attn_norm", l, xb)
             q = w["wq"][l] @ xb
             k = w["wk"][l] @ xb
             v = w["wv"][l] @ xb
-            self._observe("q", l, q)
-            self._observe("k", l, k)
-            self._observe("v", l, v)
+            q = self._hook("q", l, q)
+            k = self._hook("k", l, k)
+            v = self._hook("v", l, v)
             q = _rope(q.reshape(c.n_heads, c.head_size), cos, sin)
             k = _rope(k.reshape(c.n_kv_heads, c.head_size), cos, sin)
-            self._observe("q_rope", l, q.reshape(-1))
-            self._observe("k_rope", l, k.reshape(-1))
+            q = self._hook("q_rope", l, q)
+            k = self._hook("k_rope", l, k)
             self.key_cache[l, pos] = k
             self.value_cache[l, pos] = v.reshape(c.n_kv_heads, c.head_size)
             att = self._attention(l, q, pos)
-            self._observe("att_out", l, att)
+            att = self._hook("att_out", l, att)
             xb2 = w["wo"][l] @ att
-            self._observe("attn_proj", l, xb2)
+            xb2 = self._hook("attn_proj", l, xb2)
             x = x + xb2
-            self._observe("residual_attn", l, x)
+            x = self._hook("residual_attn", l, x)
             xb = rmsnorm(x, w["rms_ffn"][l], c.norm_eps)
-            self._observe("ffn_norm", l, xb)
+            xb = self._hook("ffn_norm", l, xb)
             hb = w["w1"][l] @ xb
             hb2 = w["w3"][l] @ xb
-            self._observe("ffn_gate", l, hb)
-            self._observe("ffn_up", l, hb2)
+            hb = self._hook("ffn_gate", l, hb)
+            hb2 = self._hook("ffn_up", l, hb2)
             hb = hb * (F32(1.0) / (F32(1.0) + np.exp(-hb)))
-            self._observe("ffn_silu", l, hb)
+            hb = self._hook("ffn_silu", l, hb)
             hb = hb * hb2
-            self._observe("ffn_hidden", l, hb)
+            hb = self._hook("ffn_hidden", l, hb)
             xb = w["w2"][l] @ hb
-            self._observe("ffn_out", l, xb)
+            xb = self._hook("ffn_out", l, xb)
             x = x + xb
-            self._observe("residual", l, x)
+            x = self._hook("residual", l, x)
         x = rmsnorm(x, w["rms_final"], c.norm_eps)
-        self._observe("final_norm", -1, x)
+        x = self._hook("final_norm", -1, x)
         logits = self.wcls @ x
-        self._observe("logits", -1, logits)
+        logits = self._hook("logits", -1, logits)
         return logits
 
     def _forward_gpt2(self, token, pos):
         c, w = self.config, self.w
         x = w["token_embedding"][token] + w["pos_embedding"][pos]
-        self._observe("embedding", -1, x)
+        x = self._hook("embedding", -1, x)
         for l in range(c.n_layers):
             h = layernorm(x, w["ln1_w"][l], w["ln1_b"][l], c.norm_eps)
-            self._observe("attn_norm", l, h)
+            h = self._hook("attn_norm", l, h)
             q = w["wq"][l] @ h + w["bq"][l]
             k = w["wk"][l] @ h + w["bk"][l]
             v = w["wv"][l] @ h + w["bv"][l]
-            self._observe("q", l, q)
-            self._observe("k", l, k)
-            self._observe("v", l, v)
+            q = self._hook("q", l, q)
+            k = self._hook("k", l, k)
+            v = self._hook("v", l, v)
             self.key_cache[l, pos] = k.reshape(c.n_kv_heads, c.head_size)
             self.value_cache[l, pos] = v.reshape(c.n_kv_heads, c.head_size)
             att = self._attention(l, q.reshape(c.n_heads, c.head_size), pos)
-            self._observe("att_out", l, att)
+            att = self._hook("att_out", l, att)
             a = w["wo"][l] @ att + w["bo"][l]
-            self._observe("attn_proj", l, a)
+            a = self._hook("attn_proj", l, a)
             x = x + a
-            self._observe("residual_attn", l, x)
+            x = self._hook("residual_attn", l, x)
             h = layernorm(x, w["ln2_w"][l], w["ln2_b"][l], c.norm_eps)
-            self._observe("ffn_norm", l, h)
+            h = self._hook("ffn_norm", l, h)
             f = w["w_fc"][l] @ h + w["b_fc"][l]
-            self._observe("ffn_fc", l, f)
+            f = self._hook("ffn_fc", l, f)
             g = gelu_tanh(f)
-            self._observe("ffn_hidden", l, g)
+            g = self._hook("ffn_hidden", l, g)
             m = w["w_proj"][l] @ g + w["b_proj"][l]
-            self._observe("ffn_out", l, m)
+            m = self._hook("ffn_out", l, m)
             x = x + m
-            self._observe("residual", l, x)
+            x = self._hook("residual", l, x)
         x = layernorm(x, w["lnf_w"], w["lnf_b"], c.norm_eps)
-        self._observe("final_norm", -1, x)
+        x = self._hook("final_norm", -1, x)
         logits = self.wcls @ x
-        self._observe("logits", -1, logits)
+        logits = self._hook("logits", -1, logits)
         return logits
 
     # sequences -------------------------------------------------------------------------------

@@ -160,10 +160,21 @@ def test_observer_sees_every_point(arch):
         seen.setdefault(point, set()).add(layer)
         assert value.dtype == np.float32 and np.all(np.isfinite(value))
 
-    fm = FloatModel(m, observer=obs)
+    fm = FloatModel(m, hook=obs)
     fm.forward(1, 0)
     fm.forward(2, 1)
     assert set(seen) == set(POINTS[arch])
     layers = set(range(m.config.n_layers))
     for point, ls in seen.items():
         assert ls == ({-1} if point in ("embedding", "final_norm", "logits") else layers), point
+
+
+def test_hook_can_replace_values():
+    m = random_model("llama", seed=0)
+    base = FloatModel(m).forward(4, 0)
+    zero_logits = FloatModel(m, hook=lambda p, l, v: np.zeros_like(v) if p == "logits" else None)
+    assert not zero_logits.forward(4, 0).any()
+    # zeroing the feed-forward of every layer changes the result, returning None does not
+    no_ffn = FloatModel(m, hook=lambda p, l, v: np.zeros_like(v) if p == "ffn_out" else None)
+    assert not np.allclose(no_ffn.forward(4, 0), base)
+    assert np.array_equal(FloatModel(m, hook=lambda p, l, v: None).forward(4, 0), base)

@@ -1,0 +1,208 @@
+"""Fixed-point parts shared by the softmax and the norm blocks.
+
+Design rule: the arithmetic pipelines of these blocks never stall. A valid bit travels with
+every item; no enable net reaches the multipliers or the wide registers. Back-pressure is
+handled where results leave, by :class:`CreditFIFO`: a FIFO deep enough for every item in
+flight plus a credit counter that tells the issuing logic whether it may start another item.
+
+Parts
+-----
+:class:`Mul18`
+    Signed 18 x 18 multiplier, inputs and output registered inside the DSP plus one fabric
+    register after it (latency 3). ``MULT18X18D`` on ECP5, a behavioural equivalent elsewhere.
+:class:`WideMul`
+    Exact signed ``a`` (any width) x ``b`` (<= 18 bits) product from ``ceil(width(a) / 17)``
+    :class:`Mul18` and a registered adder tree.
+:class:`CreditFIFO`
+    Output FIFO with an issue credit.
+:func:`delay`
+    A chain of registers.
+:func:`saturate`
+    Clamp a signed value into ``signed(bits)``.
+
+Sequential units (restoring division, digit-by-digit square root) are written inline in the
+blocks' state machines; their integer definitions are Python's ``//`` and ``math.isqrt``.
+"""
+
+from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal, signed
+from amaranth.lib.fifo import SyncFIFOBuffered
+
+from hdlgen.blocks.ecp5 import is_ecp5
+
+__all__ = ["Mul18", "WideMul", "CreditFIFO", "delay", "saturate", "MUL18_LATENCY"]
+
+#: Cycles from :class:`Mul18` operands to its product (DSP input reg, DSP output reg, fabric reg).
+MUL18_LATENCY = 3
+
+
+class Mul18(Elaboratable):
+    """Signed 18 x 18 -> 36 multiplier with latency 3 and no enable.
+
+    Attributes
+    ----------
+    a, b : Signal(signed(18))
+        Operands, sampled at every clock edge (drive them from registers: the path into the
+        DSP input register crosses to the DSP row).
+    p : Signal(signed(36))
+        ``a * b`` of three cycles earlier, from a fabric register.
+    """
+
+    def __init__(self, name: str = "mul"):
+        self.name = name
+        self.a = Signal(signed(18), name=f"{name}_a")
+        self.b = Signal(signed(18), name=f"{name}_b")
+        self.p = Signal(signed(36), name=f"{name}_p")
+
+    def elaborate(self, platform):
+        m = Module()
+        raw = Signal(signed(36), name=f"{self.name}_raw")
+        if is_ecp5(platform):
+            ports = {}
+            for i in range(18):
+                ports[f"i_A{i}"] = self.a[i]
+                ports[f"i_B{i}"] = self.b[i]
+                ports[f"i_C{i}"] = Const(0)
+            for i in range(36):
+                ports[f"o_P{i}"] = raw[i]
+            m.submodules.dsp = Instance(
+                "MULT18X18D",
+                p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+                p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
+                p_CLK0_DIV="ENABLED", p_GSR="DISABLED", p_SOURCEB_MODE="B_SHIFT",
+                p_MULT_BYPASS="DISABLED", p_RESETMODE="SYNC",
+                i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+                i_CLK0=ClockSignal("sync"), i_CLK1=Const(0), i_CLK2=Const(0), i_CLK3=Const(0),
+                i_CE0=Const(1), i_CE1=Const(0), i_CE2=Const(0), i_CE3=Const(0),
+                i_RST0=Const(0), i_RST1=Const(0), i_RST2=Const(0), i_RST3=Const(0),
+                **ports)
+        else:
+            a_r = Signal(signed(18), reset_less=True)
+            b_r = Signal(signed(18), reset_less=True)
+            m.d.sync += [a_r.eq(self.a), b_r.eq(self.b), raw.eq(a_r * b_r)]
+        m.d.sync += self.p.eq(raw)
+        return m
+
+
+class WideMul(Elaboratable):
+    """Exact product of signed ``a`` (``a_width`` bits) and ``b`` (signed, <= 18 bits).
+
+    ``a`` is cut into 17-bit unsigned chunks (the top chunk signed, at most 18 bits); each
+    chunk times ``b`` is one :class:`Mul18`; the shifted partial products are summed in a
+    tree with one register per level. ``latency = 3 + ceil(log2(chunks))``.
+
+    Parameters
+    ----------
+    a_width : int
+        Width of ``a`` (signed).
+    b_width : int
+        Width of ``b`` (signed, <= 18; pass an unsigned value zero-extended by one bit).
+    """
+
+    def __init__(self, a_width: int, b_width: int, name: str = "wmul"):
+        if not 2 <= b_width <= 18:
+            raise ValueError(f"b_width={b_width!r}: the narrow operand must fit a DSP (2..18 bits)")
+        if a_width < 2:
+            raise ValueError(f"a_width={a_width!r} must be >= 2")
+        self.name = name
+        self.a_width, self.b_width = a_width, b_width
+        self.chunks = max(1, -(-(a_width - 1) // 17))
+        self.a = Signal(signed(a_width), name=f"{name}_a")
+        self.b = Signal(signed(b_width), name=f"{name}_b")
+        self.p = Signal(signed(a_width + b_width), name=f"{name}_p")
+        self.latency = MUL18_LATENCY + (self.chunks - 1).bit_length()
+
+    def elaborate(self, platform):
+        m = Module()
+        parts = []
+        for c in range(self.chunks):
+            mul = Mul18(f"{self.name}_{c}")
+            m.submodules[f"mul{c}"] = mul
+            lo = 17 * c
+            if c == self.chunks - 1:
+                chunk = self.a[lo:].as_signed()
+            else:
+                chunk = self.a[lo:lo + 17].as_unsigned()
+            m.d.comb += [mul.a.eq(chunk), mul.b.eq(self.b)]
+            parts.append((mul.p, lo))
+        # Registered adder tree over (value, shift) pairs; the shifts stay exact.
+        level = 0
+        while len(parts) > 1:
+            nxt = []
+            for i in range(0, len(parts), 2):
+                if i + 1 == len(parts):
+                    v = Signal(signed(len(parts[i][0])), name=f"{self.name}_t{level}_{i}",
+                               reset_less=True)
+                    m.d.sync += v.eq(parts[i][0])
+                    nxt.append((v, parts[i][1]))
+                    continue
+                (x, sx), (y, sy) = parts[i], parts[i + 1]
+                width = max(len(x) + sx, len(y) + sy) - sx + 1
+                v = Signal(signed(width), name=f"{self.name}_t{level}_{i}", reset_less=True)
+                m.d.sync += v.eq(x + (y << (sy - sx)))
+                nxt.append((v, sx))
+            parts = nxt
+            level += 1
+        value, _ = parts[0]
+        m.d.comb += self.p.eq(value)
+        return m
+
+
+class CreditFIFO(Elaboratable):
+    """Output FIFO for a never-stalling pipeline, with an issue credit.
+
+    The issuing logic starts an item only when ``can_issue`` is high and pulses ``issue``
+    for it; ``latency`` cycles (at most) later the pipeline writes the result with
+    ``w_en``/``w_data``. The FIFO holds ``depth`` items and ``can_issue`` is a register
+    compare, so nothing combinational runs from the output's ``ready`` to the issuing logic.
+
+    Attributes
+    ----------
+    issue : Signal, in
+    can_issue : Signal, out
+    w_en, w_data : in
+    r_valid, r_data, r_ready : the output side (stream-like)
+    """
+
+    def __init__(self, width: int, latency: int):
+        self.depth = latency + 4
+        self.issue = Signal()
+        self.can_issue = Signal()
+        self.w_en = Signal()
+        self.w_data = Signal(width)
+        self.r_valid = Signal()
+        self.r_ready = Signal()
+        self.r_data = Signal(width)
+        self._width = width
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self._width, depth=self.depth)
+        count = Signal(range(self.depth + 1))
+        pop = Signal()
+        m.d.comb += [
+            fifo.w_en.eq(self.w_en), fifo.w_data.eq(self.w_data),
+            self.r_valid.eq(fifo.r_rdy), self.r_data.eq(fifo.r_data),
+            fifo.r_en.eq(self.r_ready), pop.eq(fifo.r_rdy & self.r_ready),
+            self.can_issue.eq(count < self.depth),
+        ]
+        m.d.sync += count.eq(count + self.issue - pop)
+        return m
+
+
+def delay(m, value, cycles: int, *, name: str, reset: bool = False):
+    """``value`` delayed by ``cycles`` registers (``cycles == 0`` returns ``value``).
+
+    Data registers are ``reset_less``; pass ``reset=True`` for valid bits."""
+    cur = value
+    for k in range(cycles):
+        nxt = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=not reset)
+        m.d.sync += nxt.eq(cur)
+        cur = nxt
+    return cur
+
+
+def saturate(value, bits: int):
+    """``value`` (signed) clamped into ``signed(bits)``."""
+    hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
+    return Mux(value > hi, Const(hi, signed(bits)),
+               Mux(value < lo, Const(lo, signed(bits)), value[:bits].as_signed()))

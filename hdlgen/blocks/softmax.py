@@ -1,0 +1,220 @@
+"""Softmax over a row of integer logits, integer-only, bit-exact with
+:func:`sim.golden.softmax.softmax_golden` (the integer definition is in that module).
+
+A row is one packet on ``i`` (``last`` on its final element; the packet length is the causal
+length, 1..``max_len``); the probabilities of the row leave on ``o`` in the same order, the
+final one with ``last``. Rows are processed one after another in four phases:
+
+``LOAD``  one logit per cycle into the row buffer, running maximum.
+``EXP``   one element per cycle: ``d = max - x``, ``t = d * log2(e)`` on a DSP, ``2**-t`` from
+          a 256-entry table in block RAM and a shift; ``e`` overwrites ``x`` in the buffer and
+          is summed. Fixed-latency pipeline, no stall.
+``NORM``  the sum is normalised to 17 bits (one bit per cycle) and its reciprocal is computed
+          by restoring division (17 cycles).
+``OUT``   one element per cycle: ``p = (e * R + round) >> shift`` on a second DSP, saturated,
+          into an output FIFO; reads are issued only while the FIFO has credit, so output
+          back-pressure never stalls the pipeline.
+
+A row of ``n`` elements takes about ``3 n + 50`` cycles. Packets longer than ``max_len`` are
+consumed completely but only their first ``max_len`` elements are used (and output).
+
+Resources: 2 MULT18X18D, 2 DP16KD (row buffer up to 1024 x 18 bits, exp table).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.blocks.bram import READ_LATENCY, BlockRAM
+from hdlgen.blocks.fixpoint import MUL18_LATENCY, CreditFIFO, Mul18, delay
+from sim.golden.softmax import (EXP2_TABLE, LOG2E_FIX, Q_ZERO, check_params, softmax_error,
+                                sum_width)
+
+__all__ = ["Softmax", "bench_configs"]
+
+
+class Softmax(wiring.Component):
+    """Integer softmax over packets of logits.
+
+    Parameters
+    ----------
+    max_len : int
+        Longest row (row buffer depth), 1..4096.
+    in_width : int
+        Logit width (signed), 4..17.
+    in_frac : int
+        Fractional bits of the logits: real logit = ``x * 2**-in_frac``.
+    out_bits : int
+        Probability width (unsigned), 7..16: real probability = ``p * 2**-out_bits``.
+        15 (default) meets the row-sum bound for rows up to 512 long; see
+        :mod:`sim.golden.softmax`.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(StructLayout({"data": signed(in_width), "last": 1})))
+    o : Out(stream.Signature(StructLayout({"data": unsigned(out_bits), "last": 1})))
+    """
+
+    def __init__(self, *, max_len: int = 512, in_width: int = 16, in_frac: int = 8,
+                 out_bits: int = 15):
+        check_params(max_len, in_width, in_frac, out_bits)
+        self._max_len, self._in_width = max_len, in_width
+        self._in_frac, self._out_bits = in_frac, out_bits
+        in_layout = data.StructLayout({"data": signed(in_width), "last": 1})
+        out_layout = data.StructLayout({"data": unsigned(out_bits), "last": 1})
+        super().__init__({"i": In(stream.Signature(in_layout)),
+                          "o": Out(stream.Signature(out_layout))})
+
+    max_len = property(lambda self: self._max_len)
+    in_width = property(lambda self: self._in_width)
+    in_frac = property(lambda self: self._in_frac)
+    out_bits = property(lambda self: self._out_bits)
+
+    def elaborate(self, platform):
+        m = Module()
+        W, N, OB = self._in_width, self._max_len, self._out_bits
+        SW = sum_width(N)
+        sh_t = 15 + self._in_frac - 8
+
+        m.submodules.ram = ram = BlockRAM(width=max(W, 17), depth=N, ports=("w", "r"))
+        m.submodules.rom = rom = BlockRAM(width=17, depth=256, ports=("w", "r"), init=EXP2_TABLE)
+        m.submodules.mul_exp = mul_exp = Mul18("mul_exp")
+        m.submodules.mul_out = mul_out = Mul18("mul_out")
+        out_latency = READ_LATENCY + 1 + MUL18_LATENCY + 3
+        m.submodules.credit = credit = CreditFIFO(OB + 1, out_latency)
+
+        cnt = Signal(range(N + 1))          # LOAD: elements stored
+        n = Signal(range(N + 1))            # row length
+        mx = Signal(signed(W))
+        ia = Signal(range(N + 1))           # EXP/OUT: reads issued
+        wcnt = Signal(range(N + 1))         # EXP: results written
+        s = Signal(SW)                      # sum of exponentials
+        norm_cnt = Signal(range(SW + 1))    # right shifts applied to the sum
+        rnd = Signal(34 + SW)               # rounding constant 2**(sh-1)
+        rem = Signal(18)
+        recip = Signal(17)
+        div_i = Signal(range(18))
+
+        # ---- EXP pipeline (issue -> write-back), never stalls --------------------------------
+        exp_issue = Signal()
+        v_rd = delay(m, exp_issue, READ_LATENCY + 1, name="exp_v", reset=True)
+        x3 = Signal(signed(W), reset_less=True)
+        m.d.sync += x3.eq(ram.b.rdata[:W].as_signed())
+        d4 = Signal(unsigned(W), reset_less=True)
+        m.d.sync += d4.eq(mx - x3)
+        v4 = delay(m, v_rd, 1, name="exp_v4", reset=True)
+        m.d.comb += [mul_exp.a.eq(d4), mul_exp.b.eq(LOG2E_FIX)]
+        v7 = delay(m, v4, MUL18_LATENCY, name="exp_v7", reset=True)
+        t8 = Signal(36 - sh_t, reset_less=True)
+        m.d.sync += t8.eq((mul_exp.p.as_unsigned() + (1 << (sh_t - 1))) >> sh_t)
+        v8 = delay(m, v7, 1, name="exp_v8", reset=True)
+        q9 = Signal(range(Q_ZERO + 1), reset_less=True)
+        m.d.sync += q9.eq(Mux(t8[8:] >= Q_ZERO, Q_ZERO, t8[8:]))
+        m.d.comb += [rom.b.addr.eq(t8[:8]), rom.b.en.eq(v8)]
+        q11 = delay(m, q9, READ_LATENCY - 1, name="exp_q")
+        v11 = delay(m, v8, READ_LATENCY + 1, name="exp_v11", reset=True)
+        tab12 = Signal(17, reset_less=True)
+        q12 = Signal.like(q9, reset_less=True)
+        m.d.sync += [tab12.eq(rom.b.rdata), q12.eq(q11)]
+        v12 = delay(m, v11, 1, name="exp_v12", reset=True)
+        sh13 = Signal(18, reset_less=True)
+        m.d.sync += sh13.eq(Cat(0, tab12) >> q12)
+        v13 = delay(m, v12, 1, name="exp_v13", reset=True)
+        e14 = Signal(17, reset_less=True)
+        m.d.sync += e14.eq((sh13 + 1) >> 1)
+
+        # ---- OUT pipeline (issue -> FIFO) ---------------------------------------------------
+        out_issue = Signal()
+        out_last0 = Signal()
+        o_v = delay(m, out_issue, READ_LATENCY + 1, name="out_v", reset=True)
+        o_last = delay(m, out_last0, READ_LATENCY + 1, name="out_last")
+        e3 = Signal(17, reset_less=True)
+        m.d.sync += e3.eq(ram.b.rdata[:17])
+        m.d.comb += [mul_out.a.eq(e3), mul_out.b.eq(recip)]
+        o_v = delay(m, o_v, MUL18_LATENCY, name="out_vm", reset=True)
+        o_last = delay(m, o_last, MUL18_LATENCY, name="out_lastm")
+        acc = Signal(35 + SW, reset_less=True)
+        m.d.sync += acc.eq(mul_out.p.as_unsigned() + rnd)
+        shifted = Signal(36, reset_less=True)
+        m.d.sync += shifted.eq((acc >> (33 - OB)) >> norm_cnt)
+        sat = Signal(OB, reset_less=True)
+        m.d.sync += sat.eq(Mux(shifted >= (1 << OB), (1 << OB) - 1, shifted[:OB]))
+        o_v = delay(m, o_v, 3, name="out_vs", reset=True)
+        o_last = delay(m, o_last, 3, name="out_lasts")
+        m.d.comb += [credit.w_en.eq(o_v), credit.w_data.eq(Cat(sat, o_last)),
+                     self.o.valid.eq(credit.r_valid), self.o.payload.eq(credit.r_data),
+                     credit.r_ready.eq(self.o.ready), credit.issue.eq(out_issue)]
+
+        # ---- control ------------------------------------------------------------------------
+        with m.FSM(init="LOAD"):
+            with m.State("LOAD"):
+                m.d.comb += self.i.ready.eq(1)
+                x = self.i.payload.data
+                with m.If(self.i.valid):
+                    with m.If(cnt < N):
+                        m.d.comb += [ram.a.addr.eq(cnt), ram.a.en.eq(1), ram.a.we.eq(1),
+                                     ram.a.wdata.eq(x)]
+                        with m.If((cnt == 0) | (x > mx)):
+                            m.d.sync += mx.eq(x)
+                        m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(self.i.payload.last):
+                        m.d.sync += [n.eq(Mux(cnt < N, cnt + 1, cnt)), cnt.eq(0),
+                                     ia.eq(0), wcnt.eq(0), s.eq(0)]
+                        m.next = "EXP"
+
+            with m.State("EXP"):
+                with m.If(ia < n):
+                    m.d.comb += [ram.b.addr.eq(ia), ram.b.en.eq(1), exp_issue.eq(1)]
+                    m.d.sync += ia.eq(ia + 1)
+                with m.If(v13):
+                    m.d.comb += [ram.a.addr.eq(wcnt), ram.a.en.eq(1), ram.a.we.eq(1),
+                                 ram.a.wdata.eq(e14)]
+                    m.d.sync += [wcnt.eq(wcnt + 1), s.eq(s + e14)]
+                with m.If((wcnt == n) & ~v13):
+                    m.d.sync += [norm_cnt.eq(0), rnd.eq(1 << (33 - OB - 1))]
+                    m.next = "NORM"
+
+            with m.State("NORM"):
+                # S >= 2**16 always (the row maximum contributes 2**16): shift right until
+                # it has 17 bits; the shift count becomes part of the output shift.
+                with m.If(s[17:].any()):
+                    m.d.sync += [s.eq(s >> 1), norm_cnt.eq(norm_cnt + 1), rnd.eq(rnd << 1)]
+                with m.Else():
+                    m.d.sync += [rem.eq((1 << 16) - 1), recip.eq(0), div_i.eq(0)]
+                    m.next = "DIV"
+
+            with m.State("DIV"):
+                # recip = (2**33 - 1) // S, restoring, one quotient bit per cycle.
+                trial = Signal(19)
+                m.d.comb += trial.eq(Cat(1, rem))
+                with m.If(trial >= s[:17]):
+                    m.d.sync += [rem.eq(trial - s[:17]), recip.eq(Cat(1, recip))]
+                with m.Else():
+                    m.d.sync += [rem.eq(trial), recip.eq(Cat(0, recip))]
+                m.d.sync += div_i.eq(div_i + 1)
+                with m.If(div_i == 16):
+                    m.d.sync += ia.eq(0)
+                    m.next = "OUT"
+
+            with m.State("OUT"):
+                with m.If(credit.can_issue & (ia < n)):
+                    m.d.comb += [ram.b.addr.eq(ia), ram.b.en.eq(1), out_issue.eq(1),
+                                 out_last0.eq(ia == n - 1)]
+                    m.d.sync += ia.eq(ia + 1)
+                with m.If(ia == n):
+                    m.next = "LOAD"
+        return m
+
+
+def bench_configs():
+    """The instance ``hdlgen bench blocks`` measures: the engine's attention softmax."""
+    from hdlgen.bench.registry import BlockBench
+    params = {"max_len": 512, "in_width": 16, "in_frac": 8, "out_bits": 15}
+
+    def error():
+        err = softmax_error(**params)
+        return {"metric": "max_abs", "value": err["max_abs"], "bound": 0.012,
+                "row_sum": err["row_sum"], "row_sum_bound": 0.02}
+
+    return [BlockBench(name="softmax", params=params, build=lambda: Softmax(**params),
+                       error=error)]

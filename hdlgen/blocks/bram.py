@@ -192,6 +192,13 @@ class BlockRAM(wiring.Component):
 
     def __init__(self, *, width: int, depth: int, granularity: int | None = None,
                  ports=("rw", "r"), init=None):
+        try:
+            self._setup(width, depth, granularity, ports, init)
+        except Exception:
+            self._MustUse__silence = True   # a refused RAM is not an unused one
+            raise
+
+    def _setup(self, width, depth, granularity, ports, init):
         _check_int("width", width)
         _check_int("depth", depth)
         if granularity not in (None, 8):

@@ -1,0 +1,182 @@
+"""Memory banks: weight banks the MAC array reads a full row-slice from every cycle,
+activation scratchpads, and host access to any bank over Wishbone.
+
+:class:`MemoryBank` is a :class:`~hdlgen.blocks.bram.BlockRAM` of ``width`` bits (a multiple
+of 32) whose port ``a`` belongs to the host, through a 32-bit Wishbone subordinate ``bus``
+(byte selects honoured), and whose port ``b`` is exported as ``port`` for the compute side
+(raw :class:`~hdlgen.blocks.bram.PortSignature`: address + ``en`` in, ``rdata`` two cycles
+later, no back-pressure; the consumer carries a valid bit alongside, which keeps the MAC
+array free of a global stall net)::
+
+    bank = weight_bank(config, rows=512)          # width = lanes * macs_per_lane * 8 bits
+    dec.add(bank.bus, addr=WEIGHTS_BASE, name="weights")
+    m.d.comb += [bank.port.addr.eq(row), bank.port.en.eq(1)]
+    # two cycles later: bank.port.rdata is one row-slice (lanes * macs_per_lane int8)
+
+Host view: the bank is ``depth * width / 8`` bytes; byte address ``A`` is byte ``A % (width/8)``
+of row ``A // (width/8)``, little-endian (bus word ``k`` of a row is ``rdata[32k:32k+32]``).
+A bus read takes 4 cycles at the bank (request, two cycles of RAM latency, a registered
+word select), a write 2 cycles.
+
+Weight layout (:func:`weight_rows`): the MAC array computes ``lanes`` outputs at a time,
+each a dot product consumed ``macs_per_lane`` inputs per cycle. Row ``r`` of the weight
+bank for output block ``ob`` and input block ``ib`` (``r = ob * in_blocks + ib``) holds, at
+byte ``l * macs_per_lane + k``, the weight ``W[ob * lanes + l, ib * macs_per_lane + k]``
+(zero padded). Reading rows ``ob * in_blocks .. ob * in_blocks + in_blocks - 1`` in order
+streams a whole output block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.blocks.bram import BlockRAM, PortSignature
+from hdlgen.config import AcceleratorConfig
+from hdlgen.soc import wishbone
+
+__all__ = ["MemoryBank", "weight_bank", "activation_bank", "weight_rows", "bus_bytes"]
+
+
+def bus_bytes(width: int, depth: int) -> int:
+    """Bytes of bus address space a bank of ``width`` x ``depth`` occupies (a power of 2)."""
+    words = (width // 32) * depth
+    return 4 << max(0, (words - 1).bit_length())
+
+
+class MemoryBank(wiring.Component):
+    """A BlockRAM with a Wishbone host port (port ``a``) and a compute port (port ``b``).
+
+    Parameters
+    ----------
+    width : int
+        Row width in bits, a multiple of 32.
+    depth : int
+        Rows.
+    compute : str
+        Direction of the compute port: ``"r"`` (weight banks) or ``"rw"`` (scratchpads).
+    init : sequence of int or None
+        Initial rows (baked into the bitstream).
+
+    Attributes
+    ----------
+    bus : In(wishbone.Signature(addr_width, data_width=32))
+    port : In(PortSignature)
+        Port ``b`` of the RAM, 2-cycle read latency.
+    """
+
+    def __init__(self, *, width: int, depth: int, compute: str = "r", init=None):
+        if not isinstance(width, int) or width < 32 or width % 32:
+            self._MustUse__silence = True
+            raise ValueError(f"bank width={width!r} must be a positive multiple of 32 bits "
+                             f"(host words); pad the row")
+        if compute not in ("r", "rw"):
+            self._MustUse__silence = True
+            raise ValueError(f"compute={compute!r}: use 'r' or 'rw'")
+        self._ram = BlockRAM(width=width, depth=depth, granularity=8, ports=("rw", compute), init=init)
+        self._width, self._depth = width, depth
+        self._words_per_row = width // 32
+        self._sel_bits = (self._words_per_row - 1).bit_length()
+        addr_width = (bus_bytes(width, depth) // 4 - 1).bit_length()
+        super().__init__({
+            "bus": In(wishbone.Signature(addr_width=addr_width, data_width=32)),
+            "port": In(PortSignature(addr_width=self._ram.addr_width, data_width=width,
+                                     lanes=width // 8, read=True, write=compute == "rw")),
+        })
+
+    width = property(lambda self: self._width)
+    depth = property(lambda self: self._depth)
+    size_bytes = property(lambda self: self._width // 8 * self._depth)
+    ram = property(lambda self: self._ram)
+
+    def elaborate(self, platform):
+        m = Module()
+        ram = m.submodules.ram = self._ram
+        wiring.connect(m, wiring.flipped(self.port), ram.b)
+        bus, a = self.bus, ram.a
+        sb = self._sel_bits
+        row = bus.adr[sb:]
+        word = bus.adr[:sb] if sb else None
+
+        ack = Signal()
+        err = Signal()
+        dat_r = Signal(32)
+        m.d.comb += [bus.ack.eq(ack), bus.err.eq(err), bus.dat_r.eq(dat_r)]
+        m.d.sync += [ack.eq(0), err.eq(0)]
+
+        m.d.comb += [a.addr.eq(row), a.wdata.eq(bus.dat_w.replicate(self._words_per_row))]
+        if sb:
+            for k in range(self._words_per_row):
+                with m.If(word == k):
+                    m.d.comb += a.we[4 * k:4 * k + 4].eq(bus.sel)
+        else:
+            m.d.comb += a.we.eq(bus.sel)
+
+        pending = Signal(3)            # read pipeline: request, RAM stage 1, RAM output
+        sel1 = Signal(max(1, sb))
+        sel2 = Signal(max(1, sb))
+        busy = Signal()
+        in_range = row < self._depth
+        start = bus.cyc & bus.stb & ~busy & ~ack & ~err
+        with m.If(start):
+            with m.If(~in_range):
+                m.d.sync += err.eq(1)
+            with m.Elif(bus.we):
+                m.d.comb += a.en.eq(1)
+                m.d.sync += ack.eq(1)
+            with m.Else():
+                m.d.comb += [a.en.eq(1), a.we.eq(0)]
+                m.d.sync += [busy.eq(1), pending.eq(1)]
+                if sb:
+                    m.d.sync += sel1.eq(word)
+        with m.If(~start | ~bus.we | ~in_range):
+            m.d.comb += a.we.eq(0)
+        with m.If(busy):
+            m.d.sync += [pending.eq(pending << 1), sel2.eq(sel1)]
+            with m.If(pending[1]):
+                # rdata is valid in this cycle (two cycles after the request)
+                m.d.sync += [ack.eq(1), busy.eq(0), pending.eq(0)]
+                if sb:
+                    with m.Switch(sel2):
+                        for k in range(self._words_per_row):
+                            with m.Case(k):
+                                m.d.sync += dat_r.eq(a.rdata[32 * k:32 * k + 32])
+                else:
+                    m.d.sync += dat_r.eq(a.rdata)
+        return m
+
+
+def weight_bank(config: AcceleratorConfig, rows: int, init=None) -> MemoryBank:
+    """A weight bank: one row-slice (``lanes * macs_per_lane`` int8) per row."""
+    return MemoryBank(width=config.lanes * config.macs_per_lane * 8, depth=rows, compute="r",
+                      init=init)
+
+
+def activation_bank(config: AcceleratorConfig, rows: int, init=None) -> MemoryBank:
+    """An activation scratchpad: ``macs_per_lane`` int8 per row (one input slice of a dot
+    product), read and written by the compute side."""
+    width = max(32, -(-config.macs_per_lane * 8 // 32) * 32)
+    return MemoryBank(width=width, depth=rows, compute="rw", init=init)
+
+
+def weight_rows(weights, lanes: int, macs_per_lane: int) -> list[int]:
+    """Pack an int8 matrix ``W[out, in]`` into weight-bank rows (see the module docstring);
+    each row is returned as an unsigned integer of ``lanes * macs_per_lane * 8`` bits."""
+    w = np.asarray(weights)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be a 2-D matrix [out, in], not shape {w.shape}")
+    if w.min(initial=0) < -128 or w.max(initial=0) > 127:
+        raise ValueError("weights must be int8 values in -128..127")
+    n_out, n_in = w.shape
+    ob_n, ib_n = -(-n_out // lanes), -(-n_in // macs_per_lane)
+    padded = np.zeros((ob_n * lanes, ib_n * macs_per_lane), dtype=np.int64)
+    padded[:n_out, :n_in] = w
+    rows = []
+    for ob in range(ob_n):
+        for ib in range(ib_n):
+            blk = padded[ob * lanes:(ob + 1) * lanes, ib * macs_per_lane:(ib + 1) * macs_per_lane]
+            raw = (blk.reshape(-1) & 0xFF).astype(np.uint8).tobytes()
+            rows.append(int.from_bytes(raw, "little"))
+    return rows

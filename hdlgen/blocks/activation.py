@@ -26,10 +26,11 @@ from hdlgen.blocks.bram import READ_LATENCY, BlockRAM
 from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, Mult18, delay, saturate
 from sim.golden.activation import INDEX_BITS, FUNCTIONS, max_abs_error, table8, table16
 
-__all__ = ["Activation", "ActivationCore", "bench_configs"]
+__all__ = ["Activation", "ActivationCore", "core_latency", "check_args", "bench_configs"]
 
 
-def _check_args(function, in_bits, out_bits, in_scale, out_scale):
+def check_args(function, in_bits, out_bits, in_scale, out_scale):
+    """Validate activation parameters; raises ``ValueError`` naming the bad one."""
     if function not in FUNCTIONS:
         raise ValueError(f"function={function!r}: use one of {', '.join(FUNCTIONS)}")
     if in_bits not in (8, 16):
@@ -41,6 +42,11 @@ def _check_args(function, in_bits, out_bits, in_scale, out_scale):
             raise ValueError(f"{name}={s!r} must be a positive number (real units per LSB)")
 
 
+def core_latency(in_bits: int) -> int:
+    """Cycles from :class:`ActivationCore` ``x`` to ``y``: 3 (int8) or 7 (int16)."""
+    return READ_LATENCY + (0 if in_bits == 8 else MULT_LATENCY + 2) + 1
+
+
 class ActivationCore(Elaboratable):
     """Never-stalling table (+ interpolation) pipeline.
 
@@ -49,7 +55,7 @@ class ActivationCore(Elaboratable):
     """
 
     def __init__(self, function, in_bits, out_bits, in_scale, out_scale):
-        _check_args(function, in_bits, out_bits, in_scale, out_scale)
+        check_args(function, in_bits, out_bits, in_scale, out_scale)
         self.function, self.in_bits, self.out_bits = function, in_bits, out_bits
         self.in_scale, self.out_scale = float(in_scale), float(out_scale)
         self.valid = Signal()
@@ -61,7 +67,7 @@ class ActivationCore(Elaboratable):
 
     @property
     def latency(self) -> int:
-        return READ_LATENCY + (0 if self.in_bits == 8 else MULT_LATENCY + 2) + 1
+        return core_latency(self.in_bits)
 
     def elaborate(self, platform):
         m = Module()
@@ -115,7 +121,7 @@ class Activation(wiring.Component):
 
     def __init__(self, function="silu", in_bits=8, out_bits=16, in_scale=1 / 16,
                  out_scale=1 / 2048):
-        _check_args(function, in_bits, out_bits, in_scale, out_scale)
+        check_args(function, in_bits, out_bits, in_scale, out_scale)
         self._args = (function, in_bits, out_bits, float(in_scale), float(out_scale))
         self.in_layout = data.StructLayout({"x": signed(in_bits), "last": unsigned(1)})
         self.out_layout = data.StructLayout({"y": signed(out_bits), "last": unsigned(1)})
@@ -130,7 +136,7 @@ class Activation(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 1 + ActivationCore(*self._args).latency
+        return 1 + core_latency(self.in_bits)
 
     def elaborate(self, platform):
         m = Module()

@@ -36,12 +36,13 @@ Nothing in the datapath has a clock enable or a stall: data registers load every
 per lane near the accumulators so that no control net crosses the die). The stages, counted
 in clock edges after the edge that transfers a beat on ``i``::
 
-    0            fabric input register (shared slice copied once per lane)
-    1 .. D       MULT18X18D input and output registers (D = 2, or 3 with dsp_pipeline)
-    D+1          fabric register after each DSP
-    D+2 .. D+1+T adder tree, one register per level (T = ceil(log2(macs_per_lane)))
-    D+2+T        accumulator
-    D+3+T        result written to the output FIFO, ``o.valid``
+    0 .. F-1       fabric input register, then the fanout tree that copies the shared
+                   slice to every lane, 4 loads per register (F = 1 + ceil(log4(lanes)))
+    F .. F+D-1     MULT18X18D input and output registers (D = 2, or 3 with dsp_pipeline)
+    F+D            fabric register after each DSP
+    F+D+1 .. F+D+T adder tree, one register per level (T = ceil(log2(macs_per_lane)))
+    F+D+T+1        accumulator
+    F+D+T+2        result written to the output FIFO, ``o.valid``
 
 Backpressure on ``o`` never stalls the pipeline. The output FIFO (distributed RAM, one per
 lane, ``fifo_depth`` results) has room for every result in flight: ``i.ready`` comes from a
@@ -63,6 +64,8 @@ __all__ = ["MACArray", "required_acc_width", "bench_configs"]
 
 #: Operand width (int8).
 OPERAND_WIDTH = 8
+#: Most loads one register of the shared-operand fanout tree drives (besides the last level).
+_FANOUT = 4
 
 
 def required_acc_width(max_dot_length: int, operand_width: int = OPERAND_WIDTH) -> int:
@@ -83,8 +86,8 @@ class _Lane(Elaboratable):
     def __init__(self, index, K, acc_width, fifo_depth, dsp_pipeline):
         self.index, self.K, self.acc_width = index, K, acc_width
         self.fifo_depth, self.dsp_pipeline = fifo_depth, dsp_pipeline
-        self.shared = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))   # stage 0, this lane's copy
-        self.operand = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))  # stage 0
+        self.shared = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))   # stage F-1, this lane's copy
+        self.operand = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))  # stage F-1
         self.ctrl_in = Signal(3)     # (valid, first, last) one stage before the lane copies
         self.rd_fire = Signal()      # a result leaves on ``o`` this cycle
         self.result = Signal(signed(acc_width))   # FIFO head of this lane
@@ -221,7 +224,13 @@ class MACArray(wiring.Component):
     def latency(self) -> int:
         """Clock edges from the transfer of a ``last`` beat on ``i`` to its result on ``o``
         (when the FIFO is empty): after that many edges ``o.valid`` is high."""
-        return self.dsp_latency + self._tree_levels + 3
+        return self.fanout_stages + self.dsp_latency + self._tree_levels + 2
+
+    @property
+    def fanout_stages(self) -> int:
+        """Register stages from ``i`` to the DSP inputs (input register plus the levels of
+        the fanout tree of the shared slice)."""
+        return 1 + _fanout_levels(self._lanes)
 
     @property
     def credit_loop(self) -> int:
@@ -244,14 +253,22 @@ class MACArray(wiring.Component):
         m.d.comb += self.i.ready.eq(ready)
 
         # Stage 0: input register; data load every cycle, ``valid`` marks transferred beats.
-        per_lane = Signal.like(self.i.payload.per_lane, name="per_lane_r", reset_less=True)
-        m.d.sync += per_lane.eq(self.i.payload.per_lane)
+        # The shared slice then fans out through a tree of register copies (each copy drives
+        # at most ``_FANOUT`` others, the last level one lane); the per-lane slices are
+        # delayed by as many registers.
+        F = self.fanout_stages
+        shared_leaves = _fanout_tree(m, platform, self.i.payload.shared.as_value(), L, "shared")
+        per_lane = self.i.payload.per_lane
+        for stage in range(F):
+            nxt = Signal.like(per_lane, name=f"per_lane_s{stage}", reset_less=True)
+            m.d.sync += nxt.eq(per_lane)
+            per_lane = nxt
         ctrl = Signal(3, name="ctrl0")
         m.d.sync += ctrl.eq(Cat(accept, self.i.payload.first, self.i.payload.last))
 
         # Shared control chain up to two stages before the adder tree output; then one copy
         # per group of lanes and one per lane (in the lanes).
-        tree_stage = 1 + self.dsp_latency + self._tree_levels   # stage of the tree output
+        tree_stage = F + self.dsp_latency + self._tree_levels   # stage of the tree output
         for stage in range(1, tree_stage - 1):
             nxt = Signal(3, name=f"ctrl{stage}")
             m.d.sync += nxt.eq(ctrl)
@@ -277,16 +294,37 @@ class MACArray(wiring.Component):
 
         for l in range(L):
             lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline)
-            # This lane's copy of the shared slice (one copy per lane keeps each DSP input
-            # net local).
-            shared = Signal(K * OPERAND_WIDTH, name=f"shared_l{l}", reset_less=True)
-            keep_register(m, platform, shared, self.i.payload.shared)
-            m.d.comb += [lane.shared.eq(shared),
+            m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
                          lane.ctrl_in.eq(group_ctrl[l // per_group]),
                          lane.rd_fire.eq(rd_fire),
                          self.o.payload[l].eq(lane.result)]
         return m
+
+
+def _fanout_levels(n: int) -> int:
+    """Register levels after the root for ``n`` leaves with at most ``_FANOUT`` per driver."""
+    levels, width = 0, 1
+    while width < n:
+        width *= _FANOUT
+        levels += 1
+    return levels
+
+
+def _fanout_tree(m, platform, value, n: int, name: str) -> list:
+    """Registers ``value`` into one root and then copies it down a tree of kept registers to
+    ``n`` leaves, each register driving at most ``_FANOUT`` of the next level. Every leaf is
+    ``1 + _fanout_levels(n)`` cycles behind ``value``."""
+    root = Signal(len(value), name=f"{name}_root", reset_less=True)
+    m.d.sync += root.eq(value)
+    level = [root]
+    depth = _fanout_levels(n)
+    for d in range(1, depth + 1):
+        count = -(-n // _FANOUT ** (depth - d))
+        level = [keep_register(m, platform, Signal(len(value), name=f"{name}_f{d}_{c}",
+                                                  reset_less=True), level[c // _FANOUT])
+                 for c in range(count)]
+    return level if depth else [root] * n
 
 
 def _isqrt_ceil(n: int) -> int:

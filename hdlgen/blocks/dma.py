@@ -1,0 +1,296 @@
+"""Descriptor-driven DMA: strided word copies between memories, one word per cycle.
+
+:class:`DMA` takes descriptors on a stream, checks them, then streams read requests out of
+``rd_cmd``, takes the returned words on ``rd_data`` (in order) and streams them with their
+destination addresses out of ``wr``. Each descriptor ends with one ``status`` beat.
+
+Descriptor (``desc``, :data:`DESC_LAYOUT`): ``src`` and ``dst`` byte addresses (multiples
+of 4), ``length`` in 32-bit words, ``src_stride`` and ``dst_stride`` in words (word ``k`` is
+read from ``src + 4*k*src_stride`` and written to ``dst + 4*k*dst_stride``; stride 0 repeats
+one address).
+
+Status (``status``, :data:`STATUS_LAYOUT`): ``code`` (:class:`DMAError`) and ``count``, the
+words written. Checked before anything moves: ``LENGTH_ZERO``; ``MISALIGNED`` (``src`` or
+``dst`` not a multiple of 4); ``BAD_SRC`` / ``BAD_DST`` (the first and last address of the
+copy do not lie in one readable / writable region of ``regions``). A word returned with
+``err`` set (``READ_ERROR``) is not written; the copy continues and reports the error.
+
+Memory side (all ``amaranth.lib.stream``; connect them to memories with
+:class:`BankReadPort` / :class:`BankWritePort` for a BlockRAM-style port, or to a bus):
+
+``rd_cmd``  Out ``{addr}``: byte address to read.
+``rd_data`` In ``{data, err}``: the words, in request order, one per request.
+``wr``      Out ``{addr, data}``: byte address and word to write.
+
+Within one descriptor, reads run ahead of writes: overlapping source and destination ranges
+give an undefined result. Descriptors run one after another (the status beat of one comes
+after its last write left the DMA, and before the next descriptor's first read).
+
+Steady state: one word per cycle when the memories keep up (the check costs one cycle per
+bit of ``length - 1`` at the start of each descriptor: a shift-and-add for the last
+address, which keeps the DSP blocks for the MAC array). ``busy`` is high while a descriptor
+is in flight (for the profiling counters).
+
+Example::
+
+    dma = DMA(regions=[Region("scratch", 0x1_0000, 0x1_0000, "rw"),
+                       Region("weights", 0x10_0000, 0x2_0000, "w")])
+"""
+
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.blocks.bram import PortSignature
+from hdlgen.blocks.stream_parts import SkidBuffer
+
+__all__ = ["Region", "DMAError", "DESC_LAYOUT", "STATUS_LAYOUT", "DMA", "BankReadPort",
+           "BankWritePort"]
+
+
+@dataclass(frozen=True)
+class Region:
+    """An address range the DMA may touch: ``base`` and ``size`` in bytes, ``access`` one of
+    ``"r"``, ``"w"``, ``"rw"``."""
+    name: str
+    base: int
+    size: int
+    access: str = "rw"
+
+    def __post_init__(self):
+        if self.access not in ("r", "w", "rw"):
+            raise ValueError(f"region {self.name}: access={self.access!r} must be 'r', 'w' or 'rw'")
+        if self.base % 4 or self.size % 4 or self.size <= 0 or self.base < 0:
+            raise ValueError(f"region {self.name}: base={self.base:#x}, size={self.size:#x} must "
+                             f"be non-negative multiples of 4 (size > 0)")
+        if self.base + self.size > 1 << 32:
+            raise ValueError(f"region {self.name} ends past the 32-bit address space")
+
+
+class DMAError(enum.Enum, shape=3):
+    OK = 0
+    LENGTH_ZERO = 1
+    MISALIGNED = 2
+    BAD_SRC = 3
+    BAD_DST = 4
+    READ_ERROR = 5
+
+
+LENGTH_BITS = 16
+STRIDE_BITS = 16
+
+DESC_LAYOUT = data.StructLayout({
+    "src": 32, "dst": 32, "length": LENGTH_BITS, "src_stride": STRIDE_BITS, "dst_stride": STRIDE_BITS,
+})
+STATUS_LAYOUT = data.StructLayout({"code": DMAError, "count": LENGTH_BITS})
+RD_CMD_LAYOUT = data.StructLayout({"addr": 32})
+RD_DATA_LAYOUT = data.StructLayout({"data": 32, "err": 1})
+WR_LAYOUT = data.StructLayout({"addr": 32, "data": 32})
+
+
+class DMA(wiring.Component):
+    """The DMA engine (see the module docstring).
+
+    Parameters
+    ----------
+    regions : list of Region
+        Where the DMA may read (``"r"``/``"rw"``) and write (``"w"``/``"rw"``).
+    """
+
+    desc: In(stream.Signature(DESC_LAYOUT))
+    status: Out(stream.Signature(STATUS_LAYOUT))
+    rd_cmd: Out(stream.Signature(RD_CMD_LAYOUT))
+    rd_data: In(stream.Signature(RD_DATA_LAYOUT))
+    wr: Out(stream.Signature(WR_LAYOUT))
+    busy: Out(1)
+
+    def __init__(self, regions):
+        regions = list(regions)
+        if not regions:
+            self._MustUse__silence = True
+            raise ValueError("the DMA needs at least one region it may access")
+        self._regions = regions
+        super().__init__()
+
+    @property
+    def regions(self) -> list[Region]:
+        return list(self._regions)
+
+    def elaborate(self, platform):
+        m = Module()
+        d = Signal(DESC_LAYOUT)
+        code = Signal(DMAError)
+        count = Signal(LENGTH_BITS)
+
+        # shift-and-add: last offsets (length - 1) * stride, in words
+        mplier = Signal(LENGTH_BITS)
+        s_mcand = Signal(32 + 1)
+        d_mcand = Signal(32 + 1)
+        s_off = Signal(34)
+        d_off = Signal(34)
+
+        src_ok = Signal()
+        dst_ok = Signal()
+        issued = Signal(LENGTH_BITS)
+        received = Signal(LENGTH_BITS)
+        rd_ptr = Signal(32)
+        wr_ptr = Signal(32)
+        rd_step = Signal(32)
+        wr_step = Signal(32)
+
+        wr_skid = m.submodules.wr_skid = SkidBuffer(WR_LAYOUT)
+        wiring.connect(m, wr_skid.o, wiring.flipped(self.wr))
+
+        m.d.comb += self.status.payload.code.eq(code)
+        m.d.comb += self.status.payload.count.eq(count)
+
+        with m.FSM(name="dma") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.desc.ready.eq(1)
+                with m.If(self.desc.valid):
+                    p = self.desc.payload
+                    m.d.sync += [d.eq(p), code.eq(DMAError.OK), count.eq(0), issued.eq(0), received.eq(0),
+                                 mplier.eq(p.length - 1), s_mcand.eq(p.src_stride),
+                                 d_mcand.eq(p.dst_stride), s_off.eq(0), d_off.eq(0),
+                                 rd_ptr.eq(p.src), wr_ptr.eq(p.dst),
+                                 rd_step.eq(p.src_stride << 2), wr_step.eq(p.dst_stride << 2)]
+                    with m.If(p.length == 0):
+                        m.d.sync += code.eq(DMAError.LENGTH_ZERO)
+                        m.next = "STATUS"
+                    with m.Elif(p.src[:2].any() | p.dst[:2].any()):
+                        m.d.sync += code.eq(DMAError.MISALIGNED)
+                        m.next = "STATUS"
+                    with m.Else():
+                        m.next = "MULTIPLY"
+            with m.State("MULTIPLY"):
+                with m.If(mplier == 0):
+                    m.next = "CHECK"
+                with m.Else():
+                    with m.If(mplier[0]):
+                        m.d.sync += [s_off.eq(s_off + s_mcand), d_off.eq(d_off + d_mcand)]
+                    m.d.sync += [mplier.eq(mplier >> 1), s_mcand.eq(s_mcand << 1),
+                                 d_mcand.eq(d_mcand << 1)]
+            with m.State("CHECK"):
+                s_last = d.src + (s_off << 2)
+                d_last = d.dst + (d_off << 2)
+                s_in, d_in = 0, 0
+                for r in self._regions:
+                    lo, hi = r.base, r.base + r.size
+                    if "r" in r.access:
+                        s_in = s_in | ((d.src >= lo) & (s_last < hi))
+                    if "w" in r.access:
+                        d_in = d_in | ((d.dst >= lo) & (d_last < hi))
+                m.d.sync += [src_ok.eq(s_in), dst_ok.eq(d_in)]
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                with m.If(~src_ok):
+                    m.d.sync += code.eq(DMAError.BAD_SRC)
+                    m.next = "STATUS"
+                with m.Elif(~dst_ok):
+                    m.d.sync += code.eq(DMAError.BAD_DST)
+                    m.next = "STATUS"
+                with m.Else():
+                    m.next = "RUN"
+            with m.State("RUN"):
+                # read requests
+                m.d.comb += [self.rd_cmd.valid.eq(issued != d.length),
+                             self.rd_cmd.payload.addr.eq(rd_ptr)]
+                with m.If(self.rd_cmd.valid & self.rd_cmd.ready):
+                    m.d.sync += [issued.eq(issued + 1), rd_ptr.eq(rd_ptr + rd_step)]
+                # returned words -> writes
+                m.d.comb += [wr_skid.i.payload.addr.eq(wr_ptr),
+                             wr_skid.i.payload.data.eq(self.rd_data.payload.data),
+                             wr_skid.i.valid.eq(self.rd_data.valid & ~self.rd_data.payload.err),
+                             self.rd_data.ready.eq(wr_skid.i.ready)]
+                with m.If(self.rd_data.valid & self.rd_data.ready):
+                    m.d.sync += [wr_ptr.eq(wr_ptr + wr_step), received.eq(received + 1)]
+                    with m.If(self.rd_data.payload.err):
+                        m.d.sync += code.eq(DMAError.READ_ERROR)
+                    with m.Else():
+                        m.d.sync += count.eq(count + 1)
+                    with m.If(received + 1 == d.length):
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):
+                # the last writes leave the skid buffer before the status is reported
+                with m.If(~wr_skid.o.valid):
+                    m.next = "STATUS"
+            with m.State("STATUS"):
+                m.d.comb += self.status.valid.eq(1)
+                with m.If(self.status.ready):
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+class BankReadPort(wiring.Component):
+    """Serves ``rd_cmd``/``rd_data`` streams from a RAM port with a fixed read latency
+    (a :class:`~hdlgen.blocks.bram.BlockRAM` port: 2 cycles), one word per cycle, under
+    back-pressure (credits for a small FIFO, so no request is issued without room for its
+    answer).
+
+    Parameters
+    ----------
+    base : int
+        Byte address of word 0 of the RAM in the DMA's address space.
+    addr_width : int
+        Word-address width of the RAM port.
+    latency : int
+        Read latency of the RAM port in cycles.
+    """
+
+    def __init__(self, *, base: int, addr_width: int, latency: int = 2):
+        self._base, self._aw, self._lat = base, addr_width, latency
+        self._depth = latency + 2
+        super().__init__({
+            "rd_cmd": In(stream.Signature(RD_CMD_LAYOUT)),
+            "rd_data": Out(stream.Signature(RD_DATA_LAYOUT)),
+            "port": Out(PortSignature(addr_width=addr_width, data_width=32, read=True, write=False)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        q = m.submodules.q = fifo.SyncFIFO(width=32, depth=self._depth)
+        credits = Signal(range(self._depth + 1), init=self._depth)
+        issue = Signal()
+        take = Signal()
+        m.d.comb += [issue.eq(self.rd_cmd.valid & (credits != 0)), self.rd_cmd.ready.eq(credits != 0),
+                     self.port.addr.eq((self.rd_cmd.payload.addr - self._base) >> 2),
+                     self.port.en.eq(issue)]
+        valid = Signal(self._lat)
+        m.d.sync += valid.eq((valid << 1) | issue)
+        m.d.comb += [q.w_en.eq(valid[-1]), q.w_data.eq(self.port.rdata),
+                     self.rd_data.valid.eq(q.r_rdy), self.rd_data.payload.data.eq(q.r_data),
+                     q.r_en.eq(self.rd_data.ready), take.eq(q.r_rdy & self.rd_data.ready)]
+        m.d.sync += credits.eq(credits - issue + take)
+        return m
+
+
+class BankWritePort(wiring.Component):
+    """Writes a ``wr`` stream into a RAM port (one word per cycle, always ready).
+
+    Parameters
+    ----------
+    base : int
+        Byte address of word 0 of the RAM in the DMA's address space.
+    addr_width : int
+        Word-address width of the RAM port.
+    """
+
+    def __init__(self, *, base: int, addr_width: int):
+        self._base, self._aw = base, addr_width
+        super().__init__({
+            "wr": In(stream.Signature(WR_LAYOUT)),
+            "port": Out(PortSignature(addr_width=addr_width, data_width=32, lanes=4, read=False,
+                                      write=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.wr.ready.eq(1)
+        m.d.sync += [self.port.en.eq(self.wr.valid), self.port.we.eq(0b1111),
+                     self.port.addr.eq((self.wr.payload.addr - self._base) >> 2),
+                     self.port.wdata.eq(self.wr.payload.data)]
+        return m

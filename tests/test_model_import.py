@@ -274,3 +274,68 @@ def test_model_rejects_mismatched_weights():
         Model(m.config, {k: v for k, v in m.weights.items() if k != "w3"})
     with pytest.raises(UserError, match="non-finite"):
         m.with_weights(wq=np.full(m.weights["wq"].shape, np.inf, np.float32))
+
+
+# tokenizer -----------------------------------------------------------------------------------
+
+def _toy_tokenizer():
+    """A sentencepiece-shaped vocabulary: <unk> <s> </s>, 256 byte pieces, then pieces with
+    merge scores (higher merges first)."""
+    from hdlgen.model.tokenizer import Tokenizer
+    pieces = [b"<unk>", b"<s>", b"</s>"] + [b"<0x%02X>" % b for b in range(256)]
+    scores = [0.0] * len(pieces)
+    extra = [(b" ", -1.0), (b"a", -2.0), (b"b", -2.0), (b"c", -2.0), (b"ab", -5.0),
+             (b" a", -4.0), (b" ab", -3.0), (b"bc", -6.0), (b"abc", -2.5),
+             ("é".encode(), -3.0)]
+    for p, s in extra:
+        pieces.append(p)
+        scores.append(s)
+    return Tokenizer(pieces, scores)
+
+
+def test_tokenizer_encode_decode_like_run_c(tmp_path):
+    from hdlgen.model.tokenizer import Tokenizer
+    tok = _toy_tokenizer()
+    ids = {p: i for i, p in enumerate(tok.pieces)}
+    # dummy prefix " ", then merges by score: " a" (-4) vs "ab" (-5) -> " a"; then " ab" (-3)
+    assert tok.encode("ab") == [1, ids[b" ab"]]
+    # "abc": " a"(-4) first, then " ab"(-3) vs "bc"? pairs: (" a","b")->" ab" -3, ("b","c")->"bc"
+    # -6: " ab" wins; then (" ab","c") -> " abc" not a piece: done
+    assert tok.encode("abc", bos=False, eos=True) == [ids[b" ab"], ids[b"c"], 2]
+    # ties: leftmost merge wins; "cab" -> " " "c" "a" "b": "ab" is the only merge
+    assert tok.encode("cab", bos=False) == [ids[b" "], ids[b"c"], ids[b"ab"]]
+    # empty text: no dummy prefix
+    assert tok.encode("") == [1]
+    # a code point in the vocabulary, and byte fallback (+3) for one that is not
+    assert tok.encode("é", bos=False) == [ids[b" "], ids["é".encode()]]
+    assert tok.encode("ü", bos=False) == [ids[b" "], 0xC3 + 3, 0xBC + 3]
+    # decode: the leading space is dropped after BOS, byte pieces become bytes
+    assert tok.decode([ids[b" ab"], ids[b"c"]]) == "abc"
+    assert tok.decode([ids[b" ab"]], prev_token=5) == " ab"
+    assert tok.decode([0xC3 + 3, 0xBC + 3]) == "ü"
+    assert tok.decode(tok.encode("abcab cé", bos=False)) == "abcab cé"
+    # file round trip
+    path = tmp_path / "tok.bin"
+    tok.write(path)
+    back = Tokenizer.read(path, vocab_size=tok.vocab_size)
+    assert back.pieces == tok.pieces and np.array_equal(back.scores, tok.scores)
+    assert Tokenizer.read(path).vocab_size == tok.vocab_size
+
+
+def test_tokenizer_file_errors(tmp_path):
+    from hdlgen.model.tokenizer import Tokenizer
+    tok = _toy_tokenizer()
+    path = tmp_path / "tok.bin"
+    tok.write(path)
+    with pytest.raises(UserError, match=f"holds {tok.vocab_size} tokens but the model's "
+                                        f"vocab_size is 512"):
+        Tokenizer.read(path, vocab_size=512)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(data[:-2])
+    with pytest.raises(UserError, match="length 2 at byte"):
+        Tokenizer.read(cut)
+    with pytest.raises(UserError, match="cannot read tokenizer"):
+        Tokenizer.read(tmp_path / "none.bin")
+    with pytest.raises(UserError, match="out of range"):
+        tok.decode([10_000])

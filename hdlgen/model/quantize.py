@@ -314,7 +314,6 @@ class QuantizedModel:
         for name, b in bits.items():
             for point in _COVERS.get(name, (name,)):
                 grid[point] = (name, b)
-        snap_residual = grid["residual"]
 
         def hook(point, layer, value):
             if point == "att_scores":
@@ -323,9 +322,9 @@ class QuantizedModel:
             if point == "att_prob":
                 s = self.scales["att_prob"]
                 return np.clip(np.floor(value / s + 0.5), 0, 2 ** PROB_BITS - 1) * s
-            name, b = grid.get(point, snap_residual if point == "embedding" else (None, 0))
-            if name is None:
+            if point not in grid:
                 return None
+            name, b = grid[point]
             scale = self.scales[name]
             s = scale if scale.ndim == 0 else scale[layer]
             m = _qmax(b)

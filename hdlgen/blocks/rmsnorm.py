@@ -1,0 +1,304 @@
+"""RMSNorm over a vector of ``dim`` integers, integer-only, bit-exact with
+:func:`sim.golden.norm.norm_golden` (the integer definition and the scales are documented
+in :mod:`sim.golden.norm`). :class:`NormEngine` here also implements LayerNorm
+(:mod:`hdlgen.blocks.layernorm`).
+
+Streams
+-------
+``i``  the vector, one element per transfer, ``dim`` transfers per vector (no framing).
+``g``  per-channel parameters, one transfer per output element, consumed in lockstep with
+       the output pass: ``gamma`` (and ``beta`` for LayerNorm) of channel ``c`` with output
+       element ``c``. The engine streams them from its weight memory; ``g`` may be offered
+       at any time, it is only accepted during the output pass.
+``o``  the int8 result, ``last`` on the final element of each vector.
+
+Phases of one vector:
+
+``LOAD``   one element per cycle into the vector buffer (block RAM); ``sum(x)`` and
+           ``sum(x * x)`` (a DSP squares) accumulate.
+``SCALAR`` (LayerNorm only) ``dim * S2 - S1**2`` with a shift-and-add loop; then
+           ``v = (. << 8) + EPS``, normalised to ``[2**32, 2**34)`` by shifts of two bits
+           (an even shift, so the square root of the scale is exact), a digit-by-digit
+           square root (17 cycles) and a restoring division (17 cycles) give the 17-bit
+           reciprocal square root ``R`` and the output shift.
+``OUT``    one element per cycle, never stalling: ``xt * gamma * R`` as exact products on
+           DSPs (``xt = x``, or ``dim * x - S1`` for LayerNorm), shift, ``+ beta``, round,
+           saturate to int8, into an output FIFO; reads are issued only while the FIFO has
+           credit and ``g`` has data.
+
+Resources: RMSNorm 3 MULT18X18D (int16 input: one squares, ``x * gamma``, two for the
+product with ``R``), LayerNorm 6, one DP16KD per 1024 x 18 bits of vector buffer.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.blocks.bram import READ_LATENCY, BlockRAM
+from hdlgen.blocks.fixpoint import MUL18_LATENCY, CreditFIFO, Mul18, WideMul, delay, saturate
+from sim.golden.norm import EPS_BITS, NormParams, norm_error
+
+__all__ = ["NormEngine", "RMSNorm", "bench_configs"]
+
+
+class NormEngine(wiring.Component):
+    """RMSNorm or LayerNorm; use :class:`RMSNorm` or :class:`hdlgen.blocks.layernorm.LayerNorm`.
+
+    Parameters
+    ----------
+    kind : str
+        ``"rmsnorm"`` or ``"layernorm"``.
+    dim : int
+        Vector length, 1..4096 (any value, powers of two are not required).
+    in_width : int
+        Input width (signed), 2..16 (int8 and int16 activations).
+    gamma_width, gamma_frac : int
+        ``gamma`` format: signed, ``gamma_frac`` fractional bits (width <= 18).
+    beta_width, beta_frac : int
+        ``beta`` format (LayerNorm); ``beta_frac`` defaults to ``gamma_frac``.
+    out_frac : int
+        Fractional bits of the int8 output: ``y_real = y * 2**-out_frac``.
+    eps : float
+        Epsilon in units of the input LSB squared (``eps_real / in_scale**2``).
+    """
+
+    def __init__(self, kind: str, *, dim: int, in_width: int = 16, gamma_width: int = 16,
+                 gamma_frac: int = 12, beta_width: int = 16, beta_frac: int | None = None,
+                 out_frac: int = 4, eps: float = 0.0):
+        self._p = NormParams(kind, dim=dim, in_width=in_width, gamma_width=gamma_width,
+                             gamma_frac=gamma_frac, beta_width=beta_width, beta_frac=beta_frac,
+                             out_frac=out_frac, eps=eps)
+        g_fields = {"gamma": signed(gamma_width)}
+        if kind == "layernorm":
+            g_fields["beta"] = signed(beta_width)
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"data": signed(in_width)}))),
+            "g": In(stream.Signature(data.StructLayout(g_fields))),
+            "o": Out(stream.Signature(data.StructLayout({"data": signed(8), "last": 1}))),
+        })
+
+    @property
+    def params(self) -> NormParams:
+        """The validated parameters and derived constants (shared with the golden model)."""
+        return self._p
+
+    dim = property(lambda self: self._p.dim)
+    kind = property(lambda self: self._p.kind)
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._p
+        ln = p.kind == "layernorm"
+        D, W = p.dim, p.in_width
+
+        m.submodules.ram = ram = BlockRAM(width=W, depth=D, ports=("w", "r"))
+        m.submodules.sq = sq = Mul18("sq")
+
+        # ---- LOAD: buffer, sum, sum of squares ---------------------------------------------
+        cnt = Signal(range(D + 1))
+        s1 = Signal(signed(p.s1_width))
+        s2 = Signal(p.s2_width)
+        x_r = Signal(signed(W), reset_less=True)
+        x_v = Signal()
+        m.d.sync += x_v.eq(0)
+        m.d.comb += [sq.a.eq(x_r), sq.b.eq(x_r)]
+        sq_v = delay(m, x_v, MUL18_LATENCY, name="sq_v", reset=True)
+        with m.If(x_v):
+            m.d.sync += s1.eq(s1 + x_r)
+        with m.If(sq_v):
+            m.d.sync += s2.eq(s2 + sq.p.as_unsigned()[:2 * W])
+
+        # ---- SCALAR registers -------------------------------------------------------------
+        VW = p.v_width
+        acc = Signal(signed(VW + 2))
+        ma = Signal(VW + 2)
+        mb = Signal(max(p.s1_width, D.bit_length()))
+        phase = Signal()
+        v = Signal(max(VW, 35))
+        shr = Signal(range(p.shr_max + 1))
+        rem = Signal(21)
+        root = Signal(17)
+        msq = Signal(34)
+        it = Signal(range(18))
+        recip = Signal(17)
+        numr = Signal(17)
+        s1_out = Signal.like(s1)
+        wait = Signal(range(MUL18_LATENCY + 3))
+
+        # ---- OUT pipeline ----------------------------------------------------------------
+        gl = self.g.payload
+        oi = Signal(range(D + 1))
+        issue = Signal()
+        last0 = Signal()
+        g1 = Signal.like(gl, reset_less=True)
+        with m.If(issue):
+            m.d.sync += g1.eq(gl)
+        v_t = delay(m, issue, READ_LATENCY + 1, name="o_v", reset=True)     # cycle 3
+        last_t = delay(m, last0, READ_LATENCY + 1, name="o_last")
+        gamma_t = delay(m, g1.gamma, READ_LATENCY, name="o_gamma")          # cycle 3
+        beta_t = delay(m, g1.beta, READ_LATENCY, name="o_beta") if ln else None
+        x3 = Signal(signed(W), reset_less=True)
+        m.d.sync += x3.eq(ram.b.rdata.as_signed())
+        if ln:
+            m.submodules.mdim = mdim = Mul18("mdim")
+            m.d.comb += [mdim.a.eq(x3), mdim.b.eq(D)]
+            u = Signal(signed(p.xt_width), reset_less=True)
+            m.d.sync += u.eq(mdim.p - s1_out)
+            xt, pre = u, MUL18_LATENCY + 1
+        else:
+            xt, pre = x3, 0
+        v_t = delay(m, v_t, pre, name="o_vx", reset=True)
+        last_t = delay(m, last_t, pre, name="o_lastx")
+        gamma_t = delay(m, gamma_t, pre, name="o_gammax")
+        wm1 = WideMul(p.xt_width, p.gamma_width, name="xg")
+        wm2 = WideMul(p.p_width, 18, name="xgr")
+        m.submodules.wm1, m.submodules.wm2 = wm1, wm2
+        m.d.comb += [wm1.a.eq(xt), wm1.b.eq(gamma_t), wm2.a.eq(wm1.p), wm2.b.eq(recip)]
+        lat = wm1.latency + wm2.latency
+        v_t = delay(m, v_t, lat, name="o_vq", reset=True)
+        last_t = delay(m, last_t, lat, name="o_lastq")
+        q = wm2.p
+        za = Signal(signed(p.q_width), reset_less=True)
+        zb = Signal(signed(p.q_width), reset_less=True)
+        m.d.sync += [za.eq(q >> Cat(Const(0, 3), shr[3:])), zb.eq(za >> shr[:3])]
+        half = 1 << (p.guard - 1)
+        if ln:
+            beta_t = delay(m, beta_t, pre + lat + 1, name="o_betaq")
+            bs = p.beta_shift
+            bb = Signal(signed(max(p.beta_width + max(bs, 0), p.guard) + 2), reset_less=True)
+            m.d.sync += bb.eq((beta_t << bs if bs >= 0 else beta_t >> -bs) + half)
+            addend = bb
+        else:
+            addend = Const(half, signed(p.guard + 1))
+        total = Signal(signed(max(p.q_width, len(addend)) + 1), reset_less=True)
+        m.d.sync += total.eq(zb + addend)
+        y = Signal(signed(8), reset_less=True)
+        m.d.sync += y.eq(saturate(total >> p.guard, 8))
+        v_t = delay(m, v_t, 4, name="o_vy", reset=True)
+        last_t = delay(m, last_t, 4, name="o_lasty")
+        latency = READ_LATENCY + 1 + pre + lat + 4
+        m.submodules.credit = credit = CreditFIFO(9, latency)
+        m.d.comb += [credit.w_en.eq(v_t), credit.w_data.eq(Cat(y, last_t)),
+                     credit.issue.eq(issue), credit.r_ready.eq(self.o.ready),
+                     self.o.valid.eq(credit.r_valid), self.o.payload.eq(credit.r_data)]
+
+        # ---- control ----------------------------------------------------------------------
+        with m.FSM(init="LOAD"):
+            with m.State("LOAD"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.comb += [ram.a.addr.eq(cnt), ram.a.en.eq(1), ram.a.we.eq(1),
+                                 ram.a.wdata.eq(self.i.payload.data)]
+                    m.d.sync += [x_r.eq(self.i.payload.data), x_v.eq(1), cnt.eq(cnt + 1)]
+                    with m.If(cnt == D - 1):
+                        m.d.sync += [cnt.eq(0), wait.eq(0)]
+                        m.next = "DRAIN"
+
+            with m.State("DRAIN"):
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(wait == MUL18_LATENCY + 1):
+                    m.d.sync += s1_out.eq(s1)
+                    if ln:
+                        m.d.sync += [acc.eq(0), ma.eq(s2), mb.eq(D), phase.eq(0)]
+                        m.next = "MUL"
+                    else:
+                        m.d.sync += v.eq((s2 << EPS_BITS) + p.eps_int)
+                        m.next = "VMIN"
+
+            if ln:
+                with m.State("MUL"):
+                    # acc = dim * S2 - |S1| * |S1|, one partial product per cycle.
+                    with m.If(mb == 0):
+                        with m.If(phase == 0):
+                            a1 = Mux(s1 < 0, -s1, s1)
+                            m.d.sync += [ma.eq(a1), mb.eq(a1), phase.eq(1)]
+                        with m.Else():
+                            m.d.sync += v.eq((acc << EPS_BITS) + p.eps_int)
+                            m.next = "VMIN"
+                    with m.Else():
+                        with m.If(mb[0]):
+                            m.d.sync += acc.eq(Mux(phase, acc - ma, acc + ma))
+                        m.d.sync += [ma.eq(ma << 1), mb.eq(mb >> 1)]
+
+            with m.State("VMIN"):
+                with m.If(v == 0):
+                    m.d.sync += v.eq(1)
+                m.d.sync += shr.eq(p.sh0)
+                m.next = "NORM"
+
+            with m.State("NORM"):
+                # Even shift into [2**32, 2**34): k -= 2 per right shift (shr += 1).
+                with m.If(v[34:].any()):
+                    m.d.sync += [v.eq(v >> 2), shr.eq(shr + 1)]
+                with m.Elif(~v[32:34].any()):
+                    m.d.sync += [v.eq(v << 2), shr.eq(shr - 1)]
+                with m.Else():
+                    m.d.sync += [msq.eq(v[:34]), rem.eq(0), root.eq(0), it.eq(0)]
+                    m.next = "SQRT"
+
+            with m.State("SQRT"):
+                r4 = Signal(21)
+                trial = Signal(21)
+                m.d.comb += [r4.eq(Cat(msq[32:34], rem)), trial.eq(Cat(Const(1, 2), root))]
+                with m.If(r4 >= trial):
+                    m.d.sync += [rem.eq(r4 - trial), root.eq(Cat(1, root))]
+                with m.Else():
+                    m.d.sync += [rem.eq(r4), root.eq(Cat(0, root))]
+                m.d.sync += [msq.eq(msq << 2), it.eq(it + 1)]
+                with m.If(it == 16):
+                    m.d.sync += [rem.eq(p.num >> 17), numr.eq(p.num & 0x1FFFF), it.eq(0),
+                                 recip.eq(0)]
+                    m.next = "DIV"
+
+            with m.State("DIV"):
+                # recip = NUM // root: rem starts at NUM >> 17 (< root), one bit per cycle.
+                dtrial = Signal(19)
+                m.d.comb += dtrial.eq(Cat(numr[16], rem[:18]))
+                with m.If(dtrial >= root):
+                    m.d.sync += [rem.eq(dtrial - root), recip.eq(Cat(1, recip))]
+                with m.Else():
+                    m.d.sync += [rem.eq(dtrial), recip.eq(Cat(0, recip))]
+                m.d.sync += [numr.eq(numr << 1), it.eq(it + 1)]
+                with m.If(it == 16):
+                    m.d.sync += [oi.eq(0), s1.eq(0), s2.eq(0)]
+                    m.next = "OUT"
+
+            with m.State("OUT"):
+                can = credit.can_issue & (oi < D)
+                m.d.comb += [self.g.ready.eq(can), issue.eq(can & self.g.valid)]
+                with m.If(issue):
+                    m.d.comb += [ram.b.addr.eq(oi), ram.b.en.eq(1), last0.eq(oi == D - 1)]
+                    m.d.sync += oi.eq(oi + 1)
+                with m.If(oi == D):
+                    m.next = "LOAD"
+        return m
+
+
+class RMSNorm(NormEngine):
+    """``y = x / sqrt(mean(x**2) + eps) * gamma`` over vectors of ``dim`` integers.
+
+    Parameters as :class:`NormEngine` (without ``kind`` and the ``beta`` ones); the ``g``
+    stream carries ``gamma`` only.
+    """
+
+    def __init__(self, *, dim: int, in_width: int = 16, gamma_width: int = 16,
+                 gamma_frac: int = 12, out_frac: int = 4, eps: float = 0.0):
+        super().__init__("rmsnorm", dim=dim, in_width=in_width, gamma_width=gamma_width,
+                         gamma_frac=gamma_frac, out_frac=out_frac, eps=eps)
+
+
+def _bench(name, cls, params):
+    from hdlgen.bench.registry import BlockBench
+
+    def error():
+        p = cls(**params).params
+        return {"metric": "max_rel", "value": norm_error(p, count=300)["max_rel"],
+                "bound": 0.005}
+
+    return BlockBench(name=name, params=params, build=lambda: cls(**params), error=error)
+
+
+def bench_configs():
+    """GPT-2-size RMSNorm (dim 768, int16 in); stories260K uses the same block at dim 64."""
+    return [_bench("rmsnorm", RMSNorm, {"dim": 768, "in_width": 16, "gamma_frac": 12,
+                                        "out_frac": 4, "eps": 1.0})]

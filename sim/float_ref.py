@@ -37,7 +37,7 @@ from hdlgen.errors import UserError
 from hdlgen.model.checkpoint import Model
 
 __all__ = ["FloatModel", "Generation", "POINTS", "rope_tables", "rmsnorm", "layernorm",
-           "gelu_tanh", "softmax"]
+           "gelu_tanh", "silu", "softmax"]
 
 F32 = np.float32
 
@@ -76,6 +76,14 @@ def gelu_tanh(x):
     x = np.asarray(x, dtype=F32)
     c = F32(np.sqrt(2.0 / np.pi))
     return (F32(0.5) * x * (F32(1.0) + np.tanh(c * (x + F32(0.044715) * x * x * x)))).astype(F32)
+
+
+def silu(x):
+    """``run.c``'s SiLU ``x * (1 / (1 + exp(-x)))`` in float32 (``exp`` overflowing to inf
+    for ``x < -88`` gives ``-0.0``, as in C, without a warning)."""
+    x = np.asarray(x, dtype=F32)
+    with np.errstate(over="ignore"):
+        return (x * (F32(1.0) / (F32(1.0) + np.exp(-x)))).astype(F32)
 
 
 def softmax(x, axis=-1):
@@ -236,7 +244,7 @@ class FloatModel:
             hb2 = w["w3"][l] @ xb
             hb = self._hook("ffn_gate", l, hb)
             hb2 = self._hook("ffn_up", l, hb2)
-            hb = hb * (F32(1.0) / (F32(1.0) + np.exp(-hb)))
+            hb = silu(hb)
             hb = self._hook("ffn_silu", l, hb)
             hb = hb * hb2
             hb = self._hook("ffn_hidden", l, hb)
@@ -365,7 +373,7 @@ class FloatModel:
                 x = x + att @ w["wo"][l].T
                 h = rmsnorm(x, w["rms_ffn"][l], c.norm_eps)
                 g = h @ w["w1"][l].T
-                x = x + ((g / (1 + np.exp(-g))) * (h @ w["w3"][l].T)) @ w["w2"][l].T
+                x = x + (silu(g) * (h @ w["w3"][l].T)) @ w["w2"][l].T
             else:
                 x = x + att @ w["wo"][l].T + w["bo"][l]
                 h = layernorm(x, w["ln2_w"][l], w["ln2_b"][l], c.norm_eps)

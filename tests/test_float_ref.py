@@ -7,7 +7,8 @@ import pytest
 
 from hdlgen.errors import UserError
 from hdlgen.model import load_model, random_model
-from sim.float_ref import POINTS, FloatModel, gelu_tanh, layernorm, rmsnorm, rope_tables, softmax
+from sim.float_ref import (POINTS, FloatModel, gelu_tanh, layernorm, rmsnorm, rope_tables, silu,
+                           softmax)
 
 STORIES = "/work/shared/models/stories260K.bin"
 needs_stories = pytest.mark.skipif(not os.path.exists(STORIES), reason=f"{STORIES} not present")
@@ -61,6 +62,8 @@ def test_norms_and_activations_match_definitions():
     from math import erf, sqrt
     exact = np.array([0.5 * v * (1 + erf(v / sqrt(2))) for v in x64])
     assert np.abs(gelu_tanh(x) - exact).max() < 1e-3          # tanh approximation of GELU
+    s = silu(np.array([-200.0, -1.0, 0.0, 3.0], np.float32))      # no overflow warning
+    assert s[0] == 0 and np.allclose(s[1:], [-1 / (1 + np.e), 0.0, 3 / (1 + np.exp(-3))])
     p = softmax(np.array([1000.0, 1000.0, -1e9], np.float32))
     assert np.allclose(p, [0.5, 0.5, 0.0])
     assert all(a.dtype == np.float32 for a in (rmsnorm(x, w, 1e-5), gelu_tanh(x), p))

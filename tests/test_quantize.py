@@ -185,6 +185,16 @@ def test_fake_quant_tracks_float_and_improves_with_width(arch):
     a16 = teacher_forced(ref, wide.fake_quant(), tokens)
     assert a8.top1 >= 0.75 and a8.mean_kl < 0.05
     assert a16.mean_kl < a8.mean_kl / 10 and a16.top1 >= a8.top1
+    # to_int / to_real round trip on each grid, saturating at the width
+    x = np.array([0.0, 0.01, -0.5, 1e6])
+    qi = q8.to_int("attn_norm", 1, x)
+    assert qi[-1] == 127 and qi.dtype == np.int64
+    assert np.allclose(q8.to_real("attn_norm", 1, qi)[:3], x[:3],
+                       atol=q8.scale_of("attn_norm", 1) / 2)
+    assert q8.to_int("att_prob", 0, [1.0, -0.1]).tolist() == [2 ** PROB_BITS - 1, 0]
+    assert q8.to_int("residual", 0, [1e9])[0] == 32767
+    with pytest.raises(UserError, match="no activation scale 'nope'"):
+        q8.scale_of("nope")
     # the fake-quantized activations really sit on their grids
     seen = []
 

@@ -54,10 +54,21 @@ Calibration runs token sequences through the float reference (:mod:`sim.float_re
 records, per point and layer, the max-abs (``method="max"``) or a percentile of ``|x|``
 (``method="percentile"``, 8-bit points only; 16-bit points always use max-abs with headroom).
 
+Widths can be raised per point (``act_bits``) and per matrix (``weight_bits``, 16-bit weights
+meaning two int8 passes of the MAC array) where accuracy needs it.
+
 :meth:`QuantizedModel.fake_quant` runs the float reference with every activation snapped to its
 integer grid and the dequantized int8 weights: an estimate of the int8 accelerator's accuracy
 before the integer golden model exists (the multipliers' 16-bit precision and the blocks'
 internal rounding are not modelled).
+
+Measured on stories260K (fake-quant, teacher-forced over the float model's 256-token greedy
+sequence from BOS; top-1 agreement / mean KL in nats): this int8 scheme 0.750 / 0.198;
+percentile-99.9 calibration 0.629; int8 weights with float activations 0.902; 16-bit
+activations with int8 weights 0.906 / 0.038; 16-bit activations and weights 0.984 / 0.0007.
+Float weights rounded to 10 bits give 0.977, to 12 bits 0.996. This 64-wide model has many
+near-ties (10 % of positions have a top-2 logit margin below 0.14), so int8 weights alone cost
+about 10 % top-1 agreement.
 """
 
 import math
@@ -305,6 +316,30 @@ class QuantizedModel:
     def dequantized_model(self) -> Model:
         """The float model with every quantized matrix replaced by its dequantized int8 copy."""
         return self.model.with_weights(**{k: t.dequantize() for k, t in self.weights.items()})
+
+    def scale_of(self, name: str, layer: int = -1) -> float:
+        """Scale of activation ``name`` (a key of :attr:`scales`) at ``layer`` (ignored for
+        the model-wide ones)."""
+        if name not in self.scales:
+            raise UserError(f"no activation scale {name!r}; expected one of "
+                            f"{', '.join(self.scales)}")
+        s = self.scales[name]
+        return float(s if s.ndim == 0 else s[layer])
+
+    def to_int(self, name: str, layer: int, x) -> np.ndarray:
+        """Quantize real values ``x`` of activation ``name`` to its integer grid (round half
+        up, saturate to its width; ``att_prob`` unsigned)."""
+        s = self.scale_of(name, layer)
+        if name == "att_prob":
+            lo, hi = 0, 2 ** PROB_BITS - 1
+        else:
+            b = 16 if name == "att_scores" else self.act_bits[name]
+            lo, hi = -_qmax(b) - 1, _qmax(b)
+        return np.clip(np.floor(np.asarray(x, np.float64) / s + 0.5), lo, hi).astype(np.int64)
+
+    def to_real(self, name: str, layer: int, q) -> np.ndarray:
+        """Real values of integers ``q`` of activation ``name``."""
+        return np.asarray(q, np.float64) * self.scale_of(name, layer)
 
     def fake_quant(self, context: int = None) -> FloatModel:
         """A float reference that snaps every activation to its integer grid (see the module

@@ -128,12 +128,12 @@ def _qmax(bits):
 
 @dataclass(frozen=True)
 class QuantizedTensor:
-    """int8 weights with one scale per output row.
+    """Quantized weights with one scale per output row.
 
     Attributes
     ----------
-    q : numpy.ndarray of int8
-        ``(..., rows, cols)``, values in -127..127.
+    q : numpy.ndarray of int8 (or int16 for 16-bit weights)
+        ``(..., rows, cols)``, values in -127..127 (-32767..32767).
     scale : numpy.ndarray of float64
         ``(..., rows)``: real weight ``= q * scale[..., None]``.
     """
@@ -402,6 +402,13 @@ def quantize_model(model: Model, sequences=None, *, method: str = "max",
         for a matmul input fed in two int8 passes).
     weight_bits : dict, optional
         Width overrides (8 or 16) of weight matrices by key (e.g. ``{"token_embedding": 16}``).
+
+    Notes
+    -----
+    16-bit widths serve accuracy studies (:meth:`QuantizedModel.fake_quant`) and the choice of
+    where to spend two MAC passes. A 16-bit x 16-bit dot product does not fit the int32
+    accumulator the requantizer takes: the integer pipeline must requantize each int8 pass (or
+    widen the requantizer) for those points; the parameters here assume one accumulator.
     """
     c = model.config
     bits = dict(ACT_BITS[c.arch])

@@ -9,7 +9,7 @@ import pytest
 
 from hdlgen.errors import UserError
 from hdlgen.model import load_model, random_model
-from hdlgen.model.accuracy import compare_logits, log_softmax, teacher_forced
+from hdlgen.model.accuracy import compare_logits, log_softmax, reference_sequence, teacher_forced
 from hdlgen.model.quantize import (ACT_BITS, DEVICE_EBR, PROB_BITS, SCORE_FRAC, Requant,
                                    calibrate, calibration_tokens, check_fit, fit_report,
                                    memory_needs, quantize_model, quantize_weights)
@@ -219,7 +219,8 @@ def test_stories260k_quantization_accuracy_figures():
     0.906; 16-bit activations and weights 0.984 (KL 0.0007). Here 128 positions."""
     m = load_model(STORIES)
     ref = FloatModel(m, context=128)
-    tokens = [1] + ref.generate([1], 127).tokens
+    tokens = reference_sequence(m, 128)
+    assert len(tokens) == 128 and tokens[:4] == [1, 461, 461, 401]
     qm = quantize_model(m)
     acc = teacher_forced(ref, qm.fake_quant(128), tokens)
     assert 0.65 <= acc.top1 <= 0.9 and 0.05 < acc.mean_kl < 0.5
@@ -244,6 +245,10 @@ def test_compare_logits_definitions():
         compare_logits(a, b[:1])
     with pytest.raises(UserError, match="NaN"):
         compare_logits(a, b * np.nan)
+    m = random_model("gpt2")
+    with pytest.raises(UserError, match="positions=65"):
+        reference_sequence(m, 65)
+    assert reference_sequence(m, 1) == [1]
 
 
 def test_teacher_forced_self_and_perturbed():

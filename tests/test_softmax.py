@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from hdlgen.blocks.softmax import Softmax, bench_configs
@@ -68,7 +69,9 @@ def test_bench_config():
     err = cfg.error()
     assert err["metric"] == "max_abs" and err["value"] <= err["bound"] == 0.012
     assert err["row_sum"] <= 0.02
-    assert isinstance(cfg.build(), Softmax)
+    block = cfg.build()
+    assert isinstance(block, Softmax)
+    Fragment.get(block, None)                          # elaborates
 
 
 # ---- Amaranth simulator ------------------------------------------------------------------------

@@ -57,7 +57,11 @@ class Softmax(wiring.Component):
 
     def __init__(self, *, max_len: int = 512, in_width: int = 16, in_frac: int = 8,
                  out_bits: int = 15):
-        check_params(max_len, in_width, in_frac, out_bits)
+        try:
+            check_params(max_len, in_width, in_frac, out_bits)
+        except ValueError:
+            self._MustUse__silence = True       # not built: no "created but never used" warning
+            raise
         self._max_len, self._in_width = max_len, in_width
         self._in_frac, self._out_bits = in_frac, out_bits
         in_layout = data.StructLayout({"data": signed(in_width), "last": 1})
@@ -86,11 +90,12 @@ class Softmax(wiring.Component):
         cnt = Signal(range(N + 1))          # LOAD: elements stored
         n = Signal(range(N + 1))            # row length
         mx = Signal(signed(W))
-        ia = Signal(range(N + 1))           # EXP/OUT: reads issued
+        ia = Signal(range(N + 1))           # EXP: reads issued
         wcnt = Signal(range(N + 1))         # EXP: results written
-        s = Signal(SW)                      # sum of exponentials
+        acc = Signal(SW)                    # sum of exponentials (accumulator)
+        s = Signal(SW)                      # the sum being normalised (NORM, DIV)
         norm_cnt = Signal(range(SW + 1))    # right shifts applied to the sum
-        rnd = Signal(34 + SW)               # rounding constant 2**(sh-1)
+        exp_done = Signal()                 # registered: every e of the row written
         rem = Signal(18)
         recip = Signal(17)
         div_i = Signal(range(18))
@@ -133,76 +138,86 @@ class Softmax(wiring.Component):
         m.d.comb += [mul_out.a.eq(e3), mul_out.b.eq(recip)]
         o_v = delay(m, o_v, MUL18_LATENCY, name="out_vm", reset=True)
         o_last = delay(m, o_last, MUL18_LATENCY, name="out_lastm")
-        acc = Signal(35 + SW, reset_less=True)
-        m.d.sync += acc.eq(mul_out.p.as_unsigned() + rnd)
-        shifted = Signal(36, reset_less=True)
-        m.d.sync += shifted.eq((acc >> (33 - OB)) >> norm_cnt)
+        # (p + 2**(sh-1)) >> sh == ((p >> (sh-1)) + 1) >> 1, sh = 33 - OB + norm_cnt
+        shifted = Signal(36 - (32 - OB), reset_less=True)
+        m.d.sync += shifted.eq((mul_out.p.as_unsigned() >> (32 - OB)) >> norm_cnt)
+        rounded = Signal(len(shifted), reset_less=True)
+        m.d.sync += rounded.eq((shifted + 1) >> 1)
         sat = Signal(OB, reset_less=True)
-        m.d.sync += sat.eq(Mux(shifted >= (1 << OB), (1 << OB) - 1, shifted[:OB]))
+        m.d.sync += sat.eq(Mux(rounded[OB:].any(), (1 << OB) - 1, rounded[:OB]))
         o_v = delay(m, o_v, 3, name="out_vs", reset=True)
         o_last = delay(m, o_last, 3, name="out_lasts")
         m.d.comb += [credit.w_en.eq(o_v), credit.w_data.eq(Cat(sat, o_last)),
                      self.o.valid.eq(credit.r_valid), self.o.payload.eq(credit.r_data),
                      credit.r_ready.eq(self.o.ready), credit.issue.eq(out_issue)]
 
-        # ---- control ------------------------------------------------------------------------
-        with m.FSM(init="LOAD"):
-            with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(1)
-                x = self.i.payload.data
-                with m.If(self.i.valid):
-                    with m.If(cnt < N):
-                        m.d.comb += [ram.a.addr.eq(cnt), ram.a.en.eq(1), ram.a.we.eq(1),
-                                     ram.a.wdata.eq(x)]
-                        with m.If((cnt == 0) | (x > mx)):
-                            m.d.sync += mx.eq(x)
-                        m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(self.i.payload.last):
-                        m.d.sync += [n.eq(Mux(cnt < N, cnt + 1, cnt)), cnt.eq(0),
-                                     ia.eq(0), wcnt.eq(0), s.eq(0)]
-                        m.next = "EXP"
+        # ---- control: one-hot phase flags, registered conditions ---------------------------
+        # Every enable below is a phase flag AND at most one registered condition, so no
+        # control net goes through more than two LUT levels before fanning out.
+        st_load = Signal(init=1)
+        st_exp, st_norm, st_div, st_out = Signal(), Signal(), Signal(), Signal()
+        room = Signal(init=1)               # cnt < N
+        first = Signal(init=1)              # next element is the first of a row
+        ia_more = Signal()                  # EXP: ia < n
+        oi_more = Signal()                  # OUT: oi < n
+        oi = Signal(range(N + 1))
 
-            with m.State("EXP"):
-                with m.If(ia < n):
-                    m.d.comb += [ram.b.addr.eq(ia), ram.b.en.eq(1), exp_issue.eq(1)]
-                    m.d.sync += ia.eq(ia + 1)
-                with m.If(v13):
-                    m.d.comb += [ram.a.addr.eq(wcnt), ram.a.en.eq(1), ram.a.we.eq(1),
-                                 ram.a.wdata.eq(e14)]
-                    m.d.sync += [wcnt.eq(wcnt + 1), s.eq(s + e14)]
-                with m.If((wcnt == n) & ~v13):
-                    m.d.sync += [norm_cnt.eq(0), rnd.eq(1 << (33 - OB - 1))]
-                    m.next = "NORM"
+        x = self.i.payload.data
+        xfer = Signal()
+        m.d.comb += [self.i.ready.eq(st_load), xfer.eq(self.i.valid & st_load)]
+        # Port a writes logits in LOAD and exponentials in EXP; port b reads in EXP and OUT.
+        m.d.comb += [
+            ram.a.addr.eq(Mux(st_load, cnt, wcnt)),
+            ram.a.wdata.eq(Mux(st_load, x.as_unsigned(), e14)),
+            ram.a.en.eq((xfer & room) | v13), ram.a.we.eq(1),
+            exp_issue.eq(st_exp & ia_more),
+            out_issue.eq(st_out & oi_more & credit.can_issue),
+            ram.b.addr.eq(Mux(st_exp, ia, oi)), ram.b.en.eq(exp_issue | out_issue),
+            out_last0.eq(oi == n - 1),
+        ]
 
-            with m.State("NORM"):
-                # S >= 2**16 always (the row maximum contributes 2**16): shift right until
-                # it has 17 bits; the shift count becomes part of the output shift.
-                with m.If(s[17:].any()):
-                    m.d.sync += [s.eq(s >> 1), norm_cnt.eq(norm_cnt + 1), rnd.eq(rnd << 1)]
-                with m.Else():
-                    m.d.sync += [rem.eq((1 << 16) - 1), recip.eq(0), div_i.eq(0)]
-                    m.next = "DIV"
-
-            with m.State("DIV"):
-                # recip = (2**33 - 1) // S, restoring, one quotient bit per cycle.
-                trial = Signal(19)
-                m.d.comb += trial.eq(Cat(1, rem))
-                with m.If(trial >= s[:17]):
-                    m.d.sync += [rem.eq(trial - s[:17]), recip.eq(Cat(1, recip))]
-                with m.Else():
-                    m.d.sync += [rem.eq(trial), recip.eq(Cat(0, recip))]
-                m.d.sync += div_i.eq(div_i + 1)
-                with m.If(div_i == 16):
-                    m.d.sync += ia.eq(0)
-                    m.next = "OUT"
-
-            with m.State("OUT"):
-                with m.If(credit.can_issue & (ia < n)):
-                    m.d.comb += [ram.b.addr.eq(ia), ram.b.en.eq(1), out_issue.eq(1),
-                                 out_last0.eq(ia == n - 1)]
-                    m.d.sync += ia.eq(ia + 1)
-                with m.If(ia == n):
-                    m.next = "LOAD"
+        # LOAD
+        with m.If(xfer & room):
+            with m.If(first | (x > mx)):
+                m.d.sync += mx.eq(x)
+            m.d.sync += [cnt.eq(cnt + 1), room.eq(cnt + 1 < N), first.eq(0)]
+        with m.If(xfer & self.i.payload.last):
+            m.d.sync += [n.eq(cnt + room), cnt.eq(0), room.eq(1), first.eq(1),
+                         ia.eq(0), ia_more.eq(1), wcnt.eq(0), acc.eq(0), exp_done.eq(0),
+                         st_load.eq(0), st_exp.eq(1)]
+        # EXP
+        with m.If(exp_issue):
+            m.d.sync += [ia.eq(ia + 1), ia_more.eq(ia + 1 != n)]
+        with m.If(v13):
+            m.d.sync += [wcnt.eq(wcnt + 1), acc.eq(acc + e14)]
+        with m.If(st_exp):
+            m.d.sync += exp_done.eq((wcnt == n) & ~v13)
+        with m.If(st_exp & exp_done):
+            m.d.sync += [st_exp.eq(0), st_norm.eq(1), norm_cnt.eq(0), exp_done.eq(0), s.eq(acc),
+                         rem.eq((1 << 16) - 1), recip.eq(0), div_i.eq(0)]
+        # NORM: S >= 2**16 always (the row maximum contributes 2**16): shift right until
+        # it has 17 bits; the shift count becomes part of the output shift.
+        with m.If(st_norm):
+            with m.If(s[17:].any()):
+                m.d.sync += [s.eq(s >> 1), norm_cnt.eq(norm_cnt + 1)]
+            with m.Else():
+                m.d.sync += [st_norm.eq(0), st_div.eq(1)]
+        # DIV: recip = (2**33 - 1) // S, restoring, one quotient bit per cycle.
+        trial = Signal(19)
+        m.d.comb += trial.eq(Cat(1, rem))
+        with m.If(st_div):
+            with m.If(trial >= s[:17]):
+                m.d.sync += [rem.eq(trial - s[:17]), recip.eq(Cat(1, recip))]
+            with m.Else():
+                m.d.sync += [rem.eq(trial), recip.eq(Cat(0, recip))]
+            m.d.sync += div_i.eq(div_i + 1)
+            with m.If(div_i == 16):
+                m.d.sync += [st_div.eq(0), st_out.eq(1), oi.eq(0), oi_more.eq(1)]
+        # OUT
+        with m.If(out_issue):
+            m.d.sync += [oi.eq(oi + 1), oi_more.eq(oi + 1 != n)]
+        with m.If(st_out & ~oi_more):
+            m.d.sync += [st_out.eq(0), st_load.eq(1)]
         return m
 
 

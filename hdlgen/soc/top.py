@@ -2,11 +2,12 @@
 synchroniser holds the system in reset until the PLL locks, and the accelerator SoC is wired
 to the board's USB-UART and LEDs.
 
-LED 0 shows the PLL lock, LED 1 a heartbeat (about 1 Hz at the system clock), the others
-are driven by the SoC's ``leds`` output.
+LED 0 shows the PLL lock; LEDs 1-7 show the SoC's ``leds`` (heartbeat, frames received,
+frames rejected, busy, bus error, ...: see :class:`hdlgen.soc.soc.SoC`).
 """
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from hdlgen.config import AcceleratorConfig
@@ -47,12 +48,13 @@ class Top(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         board = self._board
-        clk_in = platform.request(board.clk_resource, 0)
+        m.submodules.clk_buf = clk_in = io.Buffer("i", platform.request(board.clk_resource, 0, dir="-"))
 
         m.domains.sync = cd_sync = ClockDomain("sync")
         m.submodules.pll = pll = ECP5PLL(self._pll)
         m.d.comb += [pll.clk_in.eq(clk_in.i), cd_sync.clk.eq(pll.clk_out)]
-        platform.add_clock_constraint(cd_sync.clk, self._pll.clk_out_mhz * 1e6)
+        # No add_clock_constraint here: nextpnr derives the PLL output clock from the 25 MHz
+        # input's constraint and the dividers (the flow also passes --freq).
         m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
 
         if self._soc_factory is None:
@@ -62,19 +64,20 @@ class Top(Elaboratable):
             soc = self._soc_factory(self._config)
         m.submodules.soc = soc
 
-        uart = platform.request(board.uart_resource, 0)
-        m.d.comb += [uart.tx.o.eq(soc.tx), soc.rx.eq(uart.rx.i)]
+        # tx comes from the SoC's UART register (idle high from reset); rx goes through the
+        # I/O cell's flip-flop, then the SoC's receiver synchroniser.
+        uart = platform.request(board.uart_resource, 0, dir="-")
+        m.submodules.uart_tx = tx_buf = io.Buffer("o", uart.tx)
+        m.submodules.uart_rx = rx_buf = io.FFBuffer("i", uart.rx)
+        m.d.comb += [tx_buf.o.eq(soc.tx), soc.rx.eq(rx_buf.i)]
 
-        leds = [platform.request("led", i) for i in range(board.led_count)]
-        heartbeat = Signal(range(max(2, round(self._pll.clk_out_mhz * 1e6))))
-        beat = Signal()
-        with m.If(heartbeat == 0):
-            m.d.sync += [heartbeat.eq(round(self._pll.clk_out_mhz * 1e6 / 2) - 1), beat.eq(~beat)]
-        with m.Else():
-            m.d.sync += heartbeat.eq(heartbeat - 1)
-        m.d.comb += [leds[0].o.eq(pll.locked), leds[1].o.eq(beat)]
+        leds = []
+        for i in range(board.led_count):
+            leds.append(buf := io.Buffer("o", platform.request("led", i, dir="-")))
+            m.submodules[f"led{i}"] = buf
+        m.d.comb += leds[0].o.eq(pll.locked)
         soc_leds = getattr(soc, "leds", None)
-        for i, led in enumerate(leds[2:]):
+        for i, led in enumerate(leds[1:]):
             if soc_leds is not None and i < len(soc_leds):
                 m.d.comb += led.o.eq(soc_leds[i])
         return m

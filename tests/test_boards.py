@@ -1,0 +1,51 @@
+"""Board descriptions: every ULX3S device elaborates to a build plan (no tools run), budgets
+match the device, and a configuration that cannot fit is refused before synthesis."""
+
+import pytest
+
+from boards import board_names, get_board
+from hdlgen.errors import UserError
+from hdlgen.soc.top import Top
+
+ULX3S = get_board("ulx3s")
+
+
+def test_ulx3s_is_registered_with_85f_default():
+    assert "ulx3s" in board_names()
+    assert ULX3S.default_device == "85F"
+    assert ULX3S.device(None).device.part == "LFE5U-85F"
+    assert ULX3S.device("12f").device.name == "12F"
+
+
+@pytest.mark.parametrize("device, dsp, ebr", [("12F", 28, 56), ("25F", 28, 56), ("45F", 72, 108),
+                                              ("85F", 156, 208)])
+def test_device_budgets(device, dsp, ebr):
+    bdev = ULX3S.device(device)
+    assert (bdev.device.dsp, bdev.device.ebr) == (dsp, ebr)
+    assert bdev.config.macs <= dsp
+    assert bdev.platform().device == bdev.device.part
+
+
+@pytest.mark.parametrize("device", ["12F", "25F", "45F", "85F"])
+def test_plan_only_build_of_every_device(device, tmp_path):
+    bdev = ULX3S.device(device)
+    top = Top(ULX3S, bdev.config)
+    plan = bdev.platform().build(top, name="top", build_dir=str(tmp_path), do_build=False)
+    files = dict(plan.files)
+    assert "top.il" in files and "top.lpf" in files
+    il = files["top.il"]
+    assert "EHXPLLL" in il
+    assert 'FREQUENCY 125' in files["top.lpf"] or "125" in files["top.lpf"]
+    lpf = files["top.lpf"]
+    assert "M1" in lpf and "L4" in lpf      # FT231X UART pins
+
+
+def test_too_many_macs_refused_before_synthesis():
+    bdev = ULX3S.device("12F")
+    with pytest.raises(UserError, match="MULT18X18D"):
+        bdev.check_fits(bdev.config.replace(lanes=16, macs_per_lane=8))
+
+
+def test_unknown_device_names_choices():
+    with pytest.raises(UserError, match="12F, 25F, 45F, 85F"):
+        ULX3S.device("99F")

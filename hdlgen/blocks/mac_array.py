@@ -235,8 +235,9 @@ class MACArray(wiring.Component):
     @property
     def credit_loop(self) -> int:
         """Edges from taking a credit to being able to use it again when ``o`` is always
-        ready: ``latency``, one to transfer the result, one to accept the next beat."""
-        return self.latency + 2
+        ready: ``latency``, one to transfer the result, one to register its return, one
+        to count it, one for ``ready`` to see it and accept the next beat."""
+        return self.latency + 4
 
     def elaborate(self, platform):
         m = Module()
@@ -244,12 +245,20 @@ class MACArray(wiring.Component):
         depth = self._fifo_depth
 
         # Credits: free FIFO entries not yet promised to a dot product in flight.
+        # ``ready`` comes from a flip-flop through one LUT level: it needs two credits, or one
+        # and none taken this cycle. A credit given back is counted one cycle later (``ret``)
+        # and seen by ``ready`` one more cycle later; both only delay, never over-commit.
         credits = Signal(range(depth + 1), init=depth)
         ready = Signal(init=1)
+        ret = Signal()
         accept = self.i.valid & ready
+        consume = accept & self.i.payload.last
         rd_fire = self.o.valid & self.o.ready
-        credits_next = credits - (accept & self.i.payload.last) + rd_fire
-        m.d.sync += [credits.eq(credits_next), ready.eq(credits_next != 0)]
+        m.d.sync += [
+            ret.eq(rd_fire),
+            credits.eq(credits - consume + ret),
+            ready.eq((credits >= 2) | ((credits >= 1) & ~consume)),
+        ]
         m.d.comb += self.i.ready.eq(ready)
 
         # Stage 0: input register; data load every cycle, ``valid`` marks transferred beats.
@@ -287,9 +296,12 @@ class MACArray(wiring.Component):
             chain = nxt
         m.d.sync += done.eq(chain[0] & chain[2])
         count = Signal(range(depth + 1))
-        count_next = count + done - rd_fire
         o_valid = Signal()
-        m.d.sync += [count.eq(count_next), o_valid.eq(count_next != 0)]
+        m.d.sync += [
+            count.eq(count + done - rd_fire),
+            # = (count + done - rd_fire != 0), without the adder on the path from ``o.ready``
+            o_valid.eq(done | (count >= 2) | ((count >= 1) & ~rd_fire)),
+        ]
         m.d.comb += self.o.valid.eq(o_valid)
 
         for l in range(L):

@@ -360,7 +360,10 @@ class BlockRAM(wiring.Component):
                     if "r" in dirs:
                         got = Signal(n, name=f"rd{pname}_{r}_{c}")
                         for i, p in enumerate(pos):
-                            src = do["B"] if (pseudo and p >= 18) else do[P]
+                            if pseudo:   # x36 read data: DOA = bits 0..17, DOB = 18..35
+                                src = do["A"] if p < 18 else do["B"]
+                            else:
+                                src = do[P]
                             m.d.comb += got[i].eq(src[p % 18])
                         outs[pname][r][c] = got
                 m.submodules[f"ebr_{r}_{c}"] = Instance("DP16KD", **_scalar_ports(kw))

@@ -113,7 +113,7 @@ def expected_replies(segs, max_burst=16):
     for data, long_gap in segs:
         out += model.feed(data)
         if long_gap:
-            model.timeout()
+            out += model.timeout()
     return bytes(out), model
 
 
@@ -184,7 +184,7 @@ def test_bridge_named_cases():
     ]
     exp, model = expected_replies(segs)
     replies = protocol.ReplyParser().feed(exp)
-    assert [r.status for r in replies] == [0, 0, 0, 0, 0, 0, 0, 5, 6, 4, 3, 2, 1, 5, 0]
+    assert [r.status for r in replies] == [0, 0, 0, 0, 0, 0, 0, 5, 6, 4, 3, 2, 1, 7, 5, 0]
     assert replies[2].data == (5,)
     assert replies[3].data == (protocol.BRIDGE_MAGIC, 1 << 16 | 16)
     assert replies[6].data == (0x11223344, 0x55667788)

@@ -18,7 +18,9 @@ Robustness rules (what the tests check):
   nothing is executed;
 * bytes outside a frame are skipped until the next ``A5 5A``; a WRITE whose count is 0 or
   above ``max_burst`` cannot be delimited and is dropped silently;
-* a frame is dropped silently when no byte arrives for ``timeout_cycles`` in the middle of it;
+* a frame is dropped when no byte arrives for ``timeout_cycles`` in the middle of it: with a
+  ``TRUNCATED`` reply (opcode and seq as received) once its header is complete, silently
+  before;
 * a WRITE byte-identical to the last executed WRITE (same seq and CRC: a host retry after a
   lost reply) is not executed again; the cached status is replied. Any other verified frame
   clears this cache;
@@ -169,6 +171,10 @@ class Bridge(wiring.Component):
             m.d.sync += idle.eq(0)
         m.d.comb += timed_out.eq(in_frame & (idle == self._timeout))
 
+        def truncated():
+            m.d.sync += [self.events.dropped.eq(1), status.eq(Status.TRUNCATED), done.eq(0)]
+            m.next = "REPLY"
+
         op_write = hdr.op == Opcode.WRITE
         count_ok = (hdr.count != 0) & (hdr.count <= max_burst)
         word_addr = hdr.addr[2:2 + self._addr_width]
@@ -215,8 +221,7 @@ class Bridge(wiring.Component):
                 m.d.comb += [self.i.ready.eq(1), in_frame.eq(1)]
                 m.d.comb += [wr.addr.eq(idx[2:]), wr.wdata.eq(Cat(word, byte))]
                 with m.If(timed_out):
-                    m.d.sync += self.events.dropped.eq(1)
-                    m.next = "HUNT"
+                    truncated()
                 with m.Elif(take):
                     m.d.sync += [word.eq(Cat(word[8:], byte)), rx_crc.eq(crc32_next(rx_crc, byte)),
                                  idx.eq(idx + 1)]
@@ -229,8 +234,7 @@ class Bridge(wiring.Component):
             with m.State("CRC"):
                 m.d.comb += [self.i.ready.eq(1), in_frame.eq(1)]
                 with m.If(timed_out):
-                    m.d.sync += self.events.dropped.eq(1)
-                    m.next = "HUNT"
+                    truncated()
                 with m.Elif(take):
                     m.d.sync += [got_crc.eq(Cat(got_crc[8:], byte)), idx.eq(idx + 1)]
                     with m.If(idx == 3):

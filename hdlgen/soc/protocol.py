@@ -23,7 +23,7 @@ Device behaviour the host relies on: a request is executed only when its CRC is 
 WRITE's payload is buffered and applied after the check); a CRC failure is answered with
 ``CRC_ERROR`` (echoing the opcode and seq as received, which may themselves be corrupted);
 garbage between frames is skipped; a frame that stops arriving is dropped after an
-inter-byte timeout, silently. A WRITE whose bytes are identical to the last executed WRITE
+inter-byte timeout: with a ``TRUNCATED`` reply if its header had arrived, silently if not. A WRITE whose bytes are identical to the last executed WRITE
 (a host retry after a lost reply: same seq, same CRC) is not executed again: the device
 answers with the cached status. Any other verified frame clears that cache, so the host
 must use a new seq for every new transaction and repeat a transaction byte for byte.
@@ -82,6 +82,9 @@ class Status(enum.Enum, shape=8):
     BUS_ERROR = 0x05
     #: A subordinate did not answer within the bridge's bus timeout; the burst stopped.
     TIMEOUT = 0x06
+    #: The frame stopped arriving after its header (inter-byte timeout); nothing was
+    #: executed. Opcode and seq are echoed as received (unverified).
+    TRUNCATED = 0x07
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,6 +269,15 @@ class ReplyParser:
             out.append(Reply(op, seq, status, count, tuple(words)))
             del buf[:n]
         return out
+
+    def drop_partial(self) -> list:
+        """Give up on the partial frame at the head of the buffer (a false sync, or a reply
+        whose length field was corrupted): skip one byte and rescan; returns any replies
+        found behind it."""
+        if self._buf:
+            del self._buf[:1]
+            self.skipped += 1
+        return self.feed(b"")
 
     def pending(self) -> int:
         """Bytes held waiting for the rest of a frame."""

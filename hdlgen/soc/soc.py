@@ -1,25 +1,163 @@
-"""The accelerator SoC: host link (UART -> bridge) on a Wishbone bus with the register bank
+"""The accelerator SoC: host link (UART -> bridge) on a Wishbone bus with the control block
 and on-chip memory.
 
-Address map (byte addresses; the register map lists the registers inside CSR_BASE):
+::
 
-============  ==========================  ======================================
-base          window                      what
-============  ==========================  ======================================
-CSR_BASE      MEM's control/CSR bank      identification, control, counters
-LINK_BASE     :class:`LinkStatus`         host-link frame counters
-SCRATCH_BASE  ``config.scratch_bytes``    scratch memory (activations, buffers)
-============  ==========================  ======================================
+    UART rx -> FIFO -> Bridge -> Decoder -+-> ControlBlock   ("ctrl",    regmap.CTRL_BASE)
+    UART tx <--------- Bridge             +-> MemoryBank     ("scratch", regmap.SCRATCH_BASE)
+
+The bus layout comes from :func:`hdlgen.soc.regmap.soc_layout` (the one definition the
+register map, the C header and the host are generated from). ``SoC(config)`` has the UART
+pins ``tx``/``rx`` and ``leds``; ``SoC(config, byte_port=True)`` replaces the UART by the
+bridge's byte streams ``rx_byte``/``tx_byte`` (fast simulation: one protocol byte per cycle
+instead of ten bit periods)::
+
+    soc = SoC(config)                                   # what the top level instantiates
+    m.d.comb += [pins.tx.o.eq(soc.tx), soc.rx.eq(pins.rx.i)]
+
+LEDs: 0 heartbeat (about 1.5 Hz at 125 MHz), 1 a frame was accepted, 2 a frame was
+rejected (CRC error, timeout, impossible length), 3 a job is running, 4 a bus error or bus
+timeout; events are stretched to about 50 ms so they are visible.
 """
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.bram import BlockRAM
-from hdlgen.soc import wishbone
+from hdlgen.config import AcceleratorConfig
+from hdlgen.errors import UserError
+from hdlgen.soc import regmap, wishbone
+from hdlgen.soc.bridge import Bridge
+from hdlgen.soc.protocol import MAX_BURST
+from hdlgen.soc.uart import UARTRx, UARTTx, uart_divisor
 
-__all__ = ["WishboneRAM"]
+__all__ = ["SoC", "WishboneRAM", "BUS_ADDR_WIDTH"]
+
+#: Word-address width of the SoC bus (the whole 32-bit byte address space).
+BUS_ADDR_WIDTH = 30
+
+
+class SoC(wiring.Component):
+    """Host link, bus, control block and scratch memory for one :class:`AcceleratorConfig`.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        ``sys_clk_mhz`` and ``uart_baud`` set the UART divisor (a baud more than 2 % off
+        is an error); ``scratch_bytes`` the scratch memory.
+    byte_port : bool
+        Replace the UART by byte streams ``rx_byte`` (in) and ``tx_byte`` (out).
+    link_timeout_cycles : int or None
+        Inter-byte timeout of the bridge; default 20 ms of system clock.
+    bus_timeout_cycles : int
+        Cycles the bridge waits for a subordinate before replying TIMEOUT.
+    rx_fifo_depth : int
+        Bytes buffered between the UART receiver and the bridge (the UART has no flow
+        control; the bridge does not read while it executes a request or sends a reply).
+
+    Attributes
+    ----------
+    tx : Out(1), rx : In(1)
+        UART pins (without ``byte_port``).
+    rx_byte : In(stream.Signature(8)), tx_byte : Out(stream.Signature(8))
+        Bridge byte streams (with ``byte_port``).
+    leds : Out(8)
+    layout : list
+        The bus layout (:func:`hdlgen.soc.regmap.soc_layout`).
+    """
+
+    def __init__(self, config: AcceleratorConfig | None = None, *, byte_port: bool = False,
+                 link_timeout_cycles: int | None = None, bus_timeout_cycles: int = 1024,
+                 rx_fifo_depth: int = 512):
+        config = (config or AcceleratorConfig()).check()
+        self._config = config
+        self._byte_port = bool(byte_port)
+        self._divisor = None if byte_port else uart_divisor(config.sys_clk_hz, config.uart_baud)
+        self._link_timeout = link_timeout_cycles or max(64, config.sys_clk_hz // 50)
+        self._bus_timeout = bus_timeout_cycles
+        if not isinstance(rx_fifo_depth, int) or rx_fifo_depth < 4:
+            raise UserError(f"rx_fifo_depth={rx_fifo_depth!r} must be an integer >= 4 bytes")
+        self._rx_fifo_depth = rx_fifo_depth
+        self._layout = regmap.soc_layout(config)
+        for entry in self._layout:
+            if entry.name not in ("ctrl", "scratch"):
+                raise UserError(f"bus layout entry {entry.name!r} has no subordinate in "
+                                f"hdlgen.soc.soc.SoC; add one there")
+        members = {"leds": Out(8)}
+        if byte_port:
+            members.update(rx_byte=In(stream.Signature(8)), tx_byte=Out(stream.Signature(8)))
+        else:
+            members.update(tx=Out(1, init=1), rx=In(1, init=1))
+        super().__init__(members)
+
+    config = property(lambda self: self._config)
+    byte_port = property(lambda self: self._byte_port)
+    layout = property(lambda self: list(self._layout))
+    link_timeout_cycles = property(lambda self: self._link_timeout)
+
+    @property
+    def uart_divisor(self):
+        """Clock cycles per UART bit (None with ``byte_port``)."""
+        return self._divisor
+
+    def elaborate(self, platform):
+        from hdlgen.blocks.membank import MemoryBank
+        from hdlgen.soc.control import ControlBlock
+
+        m = Module()
+        cfg = self._config
+        m.submodules.bridge = bridge = Bridge(timeout_cycles=self._link_timeout,
+                                              bus_timeout_cycles=self._bus_timeout,
+                                              max_burst=MAX_BURST, addr_width=BUS_ADDR_WIDTH)
+        if self._byte_port:
+            wiring.connect(m, wiring.flipped(self.rx_byte), bridge.i)
+            wiring.connect(m, bridge.o, wiring.flipped(self.tx_byte))
+        else:
+            m.submodules.uart_rx = urx = UARTRx(self._divisor)
+            m.submodules.uart_tx = utx = UARTTx(self._divisor)
+            m.submodules.rx_fifo = rxf = fifo.SyncFIFOBuffered(width=8, depth=self._rx_fifo_depth)
+            m.d.comb += [
+                urx.rx.eq(self.rx), self.tx.eq(utx.tx),
+                rxf.w_data.eq(urx.o.payload), rxf.w_en.eq(urx.o.valid), urx.o.ready.eq(rxf.w_rdy),
+                bridge.i.payload.eq(rxf.r_data), bridge.i.valid.eq(rxf.r_rdy),
+                rxf.r_en.eq(bridge.i.ready),
+            ]
+            wiring.connect(m, bridge.o, utx.i)
+
+        m.submodules.decoder = dec = wishbone.Decoder(addr_width=BUS_ADDR_WIDTH)
+        wiring.connect(m, bridge.bus, dec.bus)
+        ctrl = None
+        for entry in self._layout:
+            if entry.name == "ctrl":
+                m.submodules.ctrl = ctrl = ControlBlock(cfg)
+                dec.add(ctrl.bus, addr=entry.base, name="ctrl")
+            elif entry.name == "scratch":
+                m.submodules.scratch = ram = MemoryBank(width=32, depth=entry.size // 4)
+                dec.add(ram.bus, addr=entry.base, name="scratch")
+
+        # LEDs
+        heartbeat = Signal(27)
+        m.d.sync += heartbeat.eq(heartbeat + 1)
+        stretch = max(1, cfg.sys_clk_hz // 20)
+
+        def stretched(event, name):
+            cnt = Signal(range(stretch + 1), name=f"led_{name}")
+            with m.If(event):
+                m.d.sync += cnt.eq(stretch)
+            with m.Elif(cnt != 0):
+                m.d.sync += cnt.eq(cnt - 1)
+            return cnt != 0
+
+        ev = bridge.events
+        m.d.comb += [
+            self.leds[0].eq(heartbeat[-1]),
+            self.leds[1].eq(stretched(ev.frame_ok, "ok")),
+            self.leds[2].eq(stretched(ev.crc_error | ev.dropped, "bad")),
+            self.leds[3].eq(ctrl.busy if ctrl is not None else 0),
+            self.leds[4].eq(stretched(ev.bus_error, "buserr")),
+        ]
+        return m
 
 
 class WishboneRAM(wiring.Component):

@@ -34,7 +34,7 @@ async def random_frames(dut):
         await drv.send(data)
         expected += model.feed(data)
         if long_gap:
-            model.timeout()
+            expected += model.timeout()
             await ClockCycles(dut.clk, 2 * p["timeout"] + 10)
         else:
             await ClockCycles(dut.clk, rng.randrange(1, 30))

@@ -9,7 +9,7 @@ Use::
 
     model = BridgeModel(bus_read, bus_write, max_burst=256)
     replies = model.feed(request_bytes)   # bytes the device answers
-    model.timeout()                       # the inter-byte timeout expired: drop a partial frame
+    replies += model.timeout()            # the inter-byte timeout expired: drop a partial frame
 """
 
 import struct
@@ -62,10 +62,17 @@ class BridgeModel:
         self.last = None       # (crc, status, done) of the last executed WRITE
         self.stats = {"frame_ok": 0, "crc_error": 0, "dropped": 0, "duplicate": 0}
 
-    def timeout(self):
+    def timeout(self) -> bytes:
+        """The inter-byte timeout expired: drop a partial frame; returns the reply bytes
+        (``TRUNCATED`` once the header had arrived, nothing before)."""
+        out = b""
         if self.state in ("HEADER", "BODY"):
             self.stats["dropped"] += 1
+        if self.state == "BODY":
+            op, seq = self.buf[0], self.buf[1]
+            out = encode_reply(op, seq, Status.TRUNCATED, 0)
         self.state = "HUNT"
+        return out
 
     def feed(self, data: bytes) -> bytes:
         out = bytearray()

@@ -1,0 +1,180 @@
+"""cocotb module behind :class:`hdlgen.host.sim.SimTransport`: a byte pump between a TCP
+socket on 127.0.0.1 (``HDLGEN_LINK_PORT``) and the simulated SoC.
+
+``HDLGEN_PARAMS``: ``{"bit_level": false}`` drives the SoC's byte streams ``rx_byte`` /
+``tx_byte`` directly (one protocol byte per cycle); ``{"bit_level": true, "divisor": N}``
+drives the UART pin ``rx`` bit by bit and decodes ``tx`` (8N1, ``N`` cycles per bit), so the
+real UART is in the loop. The test ends when the host closes the socket.
+
+While bytes move, the byte pump acts every cycle; when the link is quiet it lets the
+simulator run in chunks of cycles and polls the socket between them (sleeping briefly when
+it has been quiet for long, so an idle simulation does not burn a CPU).
+"""
+
+import os
+import select
+import socket
+
+import cocotb
+from cocotb.triggers import Event, FallingEdge, ReadOnly, Timer
+
+from sim.cocotb_kit import bench_params, start
+
+PERIOD_NS = 10
+ACTIVE_CYCLES = 64        # stay cycle-by-cycle this long after the last byte moved
+FLUSH_QUIET = 8           # send collected output after this many cycles without a new byte
+CHUNK_CYCLES = 64         # cycles per step when quiet
+DEEP_QUIET = 20000        # quiet cycles after which the pump sleeps on the socket
+SLEEP_S = 0.002
+
+
+def _poll(sock, wait_s):
+    """New bytes from the host; b"" if none; None at end of stream."""
+    r, _, _ = select.select([sock], [], [], wait_s)
+    if not r:
+        return b""
+    try:
+        data = sock.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        return b""
+    except (ConnectionResetError, OSError):
+        return None
+    return data or None
+
+
+@cocotb.test()
+async def link(dut):
+    p = bench_params()
+    sock = socket.create_connection(("127.0.0.1", int(os.environ["HDLGEN_LINK_PORT"])))
+    sock.setblocking(False)
+    if p.get("bit_level"):
+        dut.rx.value = 1
+    await start(dut, period_ns=PERIOD_NS)
+    try:
+        if p.get("bit_level"):
+            await _bit_pump(dut, sock, int(p["divisor"]))
+        else:
+            await _byte_pump(dut, sock)
+    finally:
+        sock.close()
+
+
+def _send(sock, out: bytearray):
+    if out:
+        sock.setblocking(True)
+        sock.sendall(bytes(out))
+        sock.setblocking(False)
+        out.clear()
+
+
+async def _byte_pump(dut, sock):
+    inq, out = bytearray(), bytearray()
+    quiet = 0
+    rx_valid, rx_payload, rx_ready = dut.rx_byte__valid, dut.rx_byte__payload, dut.rx_byte__ready
+    tx_valid, tx_payload, tx_ready = dut.tx_byte__valid, dut.tx_byte__payload, dut.tx_byte__ready
+    rx_valid.value = 0
+    tx_ready.value = 0
+    await FallingEdge(dut.clk)
+    while True:
+        if not inq and quiet >= ACTIVE_CYCLES:
+            # Quiet: output held (ready low), run a chunk of cycles, look at the socket.
+            _send(sock, out)
+            rx_valid.value = 0
+            tx_ready.value = 0
+            data = _poll(sock, SLEEP_S if quiet >= DEEP_QUIET else 0)
+            if data is None:
+                return
+            if data:
+                inq += data
+                quiet = 0
+                continue
+            await Timer(CHUNK_CYCLES * PERIOD_NS, unit="ns")
+            await FallingEdge(dut.clk)
+            quiet += CHUNK_CYCLES
+            await ReadOnly()
+            if int(tx_valid.value):
+                quiet = 0
+            await FallingEdge(dut.clk)
+            continue
+        # Active: one cycle at a time (inputs set after the falling edge, handshakes sampled
+        # before the rising edge).
+        if not inq or quiet == 0:
+            data = _poll(sock, 0)
+            if data is None:
+                return
+            inq += data
+        if inq:
+            rx_valid.value = 1
+            rx_payload.value = inq[0]
+        else:
+            rx_valid.value = 0
+        tx_ready.value = 1
+        await ReadOnly()
+        took = bool(inq) and int(rx_ready.value) == 1
+        if int(tx_valid.value):
+            out.append(int(tx_payload.value))
+            moved = True
+        else:
+            moved = took
+        await FallingEdge(dut.clk)
+        if took:
+            del inq[0]
+        quiet = 0 if moved else quiet + 1
+        if quiet == FLUSH_QUIET or len(out) >= 4096:
+            _send(sock, out)
+
+
+async def _bit_pump(dut, sock, div):
+    bit_ns = div * PERIOD_NS
+    inq, out = bytearray(), bytearray()
+    have_input = Event()
+    done = Event()
+    state = {"quiet": 0}
+
+    async def line_driver():
+        while True:
+            if not inq:
+                have_input.clear()
+                await have_input.wait()
+                continue
+            b = inq.pop(0)
+            for level in [0] + [(b >> k) & 1 for k in range(8)] + [1]:
+                dut.rx.value = level
+                await Timer(bit_ns, unit="ns")
+            state["quiet"] = 0
+
+    async def line_monitor():
+        while True:
+            await FallingEdge(dut.tx)
+            await Timer(bit_ns // 2, unit="ns")
+            if int(dut.tx.value):
+                continue
+            byte = 0
+            for k in range(8):
+                await Timer(bit_ns, unit="ns")
+                byte |= int(dut.tx.value) << k
+            await Timer(bit_ns, unit="ns")
+            if int(dut.tx.value):          # stop bit; a framing error loses the byte
+                out.append(byte)
+            state["quiet"] = 0
+
+    async def poller():
+        while True:
+            quiet = state["quiet"]
+            if quiet >= 12 * div:
+                _send(sock, out)
+            data = _poll(sock, SLEEP_S if quiet >= DEEP_QUIET and not inq else 0)
+            if data is None:
+                done.set()
+                return
+            if data:
+                inq.extend(data)
+                have_input.set()
+                state["quiet"] = 0
+            await Timer(max(CHUNK_CYCLES, 2 * div) * PERIOD_NS, unit="ns")
+            state["quiet"] += max(CHUNK_CYCLES, 2 * div)
+
+    cocotb.start_soon(line_driver())
+    cocotb.start_soon(line_monitor())
+    cocotb.start_soon(poller())
+    await done.wait()

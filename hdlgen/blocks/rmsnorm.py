@@ -186,95 +186,103 @@ class NormEngine(wiring.Component):
                      credit.issue.eq(issue), credit.r_ready.eq(self.o.ready),
                      self.o.valid.eq(credit.r_valid), self.o.payload.eq(credit.r_data)]
 
-        # ---- control ----------------------------------------------------------------------
-        with m.FSM(init="LOAD"):
-            with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
-                    m.d.comb += [ram.a.addr.eq(cnt), ram.a.en.eq(1), ram.a.we.eq(1),
-                                 ram.a.wdata.eq(self.i.payload.data)]
-                    m.d.sync += [x_r.eq(self.i.payload.data), x_v.eq(1), cnt.eq(cnt + 1)]
-                    with m.If(cnt == D - 1):
-                        m.d.sync += [cnt.eq(0), wait.eq(0)]
-                        m.next = "DRAIN"
+        # ---- control: one-hot phase flags, registered conditions ---------------------------
+        # Every enable is a phase flag AND at most one registered condition (or a small
+        # counter compare), so no control net is deep before it fans out to a wide register.
+        st_load = Signal(init=1)
+        st_drain, st_mul, st_pre, st_norm = Signal(), Signal(), Signal(), Signal()
+        st_sqrt, st_div, st_out = Signal(), Signal(), Signal()
+        at_last = Signal(init=int(D == 1))  # LOAD: the next element is the last
+        oi_more = Signal()
+        hi, lo = Signal(), Signal()         # NORM: v >= 2**34, v < 2**32 (of the current v)
+        n_it = max(D.bit_length(), p.s1_width - 1)
+        mit = Signal(range(n_it + 1))
 
-            with m.State("DRAIN"):
-                m.d.sync += wait.eq(wait + 1)
-                with m.If(wait == MUL18_LATENCY + 1):
-                    m.d.sync += s1_out.eq(s1)
-                    if ln:
-                        m.d.sync += [acc.eq(0), ma.eq(s2), mb.eq(D), phase.eq(0)]
-                        m.next = "MUL"
-                    else:
-                        m.d.sync += v.eq((s2 << EPS_BITS) + p.eps_int)
-                        m.next = "VMIN"
-
-            if ln:
-                with m.State("MUL"):
-                    # acc = dim * S2 - |S1| * |S1|, one partial product per cycle.
-                    with m.If(mb == 0):
-                        with m.If(phase == 0):
-                            a1 = Mux(s1 < 0, -s1, s1)
-                            m.d.sync += [ma.eq(a1), mb.eq(a1), phase.eq(1)]
-                        with m.Else():
-                            m.d.sync += v.eq((acc << EPS_BITS) + p.eps_int)
-                            m.next = "VMIN"
-                    with m.Else():
-                        with m.If(mb[0]):
-                            m.d.sync += acc.eq(Mux(phase, acc - ma, acc + ma))
-                        m.d.sync += [ma.eq(ma << 1), mb.eq(mb >> 1)]
-
-            with m.State("VMIN"):
-                with m.If(v == 0):
-                    m.d.sync += v.eq(1)
-                m.d.sync += shr.eq(p.sh0)
-                m.next = "NORM"
-
-            with m.State("NORM"):
-                # Even shift into [2**32, 2**34): k -= 2 per right shift (shr += 1).
-                with m.If(v[34:].any()):
-                    m.d.sync += [v.eq(v >> 2), shr.eq(shr + 1)]
-                with m.Elif(~v[32:34].any()):
-                    m.d.sync += [v.eq(v << 2), shr.eq(shr - 1)]
-                with m.Else():
-                    m.d.sync += [msq.eq(v[:34]), rem.eq(0), root.eq(0), it.eq(0)]
-                    m.next = "SQRT"
-
-            with m.State("SQRT"):
-                r4 = Signal(21)
-                trial = Signal(21)
-                m.d.comb += [r4.eq(Cat(msq[32:34], rem)), trial.eq(Cat(Const(1, 2), root))]
-                with m.If(r4 >= trial):
-                    m.d.sync += [rem.eq(r4 - trial), root.eq(Cat(1, root))]
-                with m.Else():
-                    m.d.sync += [rem.eq(r4), root.eq(Cat(0, root))]
-                m.d.sync += [msq.eq(msq << 2), it.eq(it + 1)]
-                with m.If(it == 16):
-                    m.d.sync += [rem.eq(p.num >> 17), numr.eq(p.num & 0x1FFFF), it.eq(0),
-                                 recip.eq(0)]
-                    m.next = "DIV"
-
-            with m.State("DIV"):
-                # recip = NUM // root: rem starts at NUM >> 17 (< root), one bit per cycle.
-                dtrial = Signal(19)
-                m.d.comb += dtrial.eq(Cat(numr[16], rem[:18]))
-                with m.If(dtrial >= root):
-                    m.d.sync += [rem.eq(dtrial - root), recip.eq(Cat(1, recip))]
-                with m.Else():
-                    m.d.sync += [rem.eq(dtrial), recip.eq(Cat(0, recip))]
-                m.d.sync += [numr.eq(numr << 1), it.eq(it + 1)]
-                with m.If(it == 16):
-                    m.d.sync += [oi.eq(0), s1.eq(0), s2.eq(0)]
-                    m.next = "OUT"
-
-            with m.State("OUT"):
-                can = credit.can_issue & (oi < D)
-                m.d.comb += [self.g.ready.eq(can), issue.eq(can & self.g.valid)]
-                with m.If(issue):
-                    m.d.comb += [ram.b.addr.eq(oi), ram.b.en.eq(1), last0.eq(oi == D - 1)]
-                    m.d.sync += oi.eq(oi + 1)
-                with m.If(oi == D):
-                    m.next = "LOAD"
+        xfer = Signal()
+        m.d.comb += [self.i.ready.eq(st_load), xfer.eq(self.i.valid & st_load)]
+        m.d.comb += [ram.a.addr.eq(cnt), ram.a.en.eq(xfer), ram.a.we.eq(1),
+                     ram.a.wdata.eq(self.i.payload.data)]
+        # LOAD
+        with m.If(xfer):
+            m.d.sync += [x_r.eq(self.i.payload.data), x_v.eq(1), cnt.eq(cnt + 1),
+                         at_last.eq(cnt == D - 2)]
+            with m.If(at_last):
+                m.d.sync += [cnt.eq(0), at_last.eq(int(D == 1)), wait.eq(0),
+                             st_load.eq(0), st_drain.eq(1)]
+        # DRAIN: the squares still in the DSP reach s2.
+        with m.If(st_drain):
+            m.d.sync += wait.eq(wait + 1)
+            with m.If(wait == MUL18_LATENCY + 1):
+                m.d.sync += [s1_out.eq(s1), st_drain.eq(0)]
+                if ln:
+                    m.d.sync += [acc.eq(0), ma.eq(s2), mb.eq(D), phase.eq(0), mit.eq(0),
+                                 st_mul.eq(1)]
+                else:
+                    m.d.sync += [v.eq((s2 << EPS_BITS) + p.eps_int), st_pre.eq(1)]
+        if ln:
+            # MUL: acc = dim * S2 - |S1| * |S1|, one partial product per cycle, a fixed
+            # number of cycles per phase.
+            a1 = Signal(p.s1_width)
+            m.d.comb += a1.eq(Mux(s1_out < 0, -s1_out, s1_out))
+            with m.If(st_mul):
+                with m.If(mb[0]):
+                    m.d.sync += acc.eq(acc + Mux(phase, ~ma, ma) + phase)
+                m.d.sync += [ma.eq(ma << 1), mb.eq(mb >> 1), mit.eq(mit + 1)]
+                with m.If(~phase & (mit == D.bit_length() - 1)):
+                    m.d.sync += [ma.eq(a1), mb.eq(a1), phase.eq(1), mit.eq(0)]
+                with m.If(phase & (mit == p.s1_width - 2)):
+                    m.d.sync += [st_mul.eq(0), st_pre.eq(1)]
+            with m.If(st_pre & phase):
+                m.d.sync += [v.eq((acc << EPS_BITS) + p.eps_int), phase.eq(0)]
+        # PRE: flags of v (one cycle; for LayerNorm v is loaded in the first cycle of PRE).
+        pre_go = (st_pre & ~phase) if ln else st_pre
+        with m.If(pre_go):
+            m.d.sync += [hi.eq(v[34:].any()), lo.eq(~v[32:34].any()), shr.eq(p.sh0),
+                         st_pre.eq(0), st_norm.eq(1)]
+        # NORM: even shift into [2**32, 2**34): k -= 2 per right shift (shr += 1).
+        with m.If(st_norm):
+            with m.If(hi):
+                m.d.sync += [v.eq(v >> 2), shr.eq(shr + 1), hi.eq(v[36:].any()),
+                             lo.eq(~v[34:36].any())]
+            with m.Elif(lo):
+                m.d.sync += [v.eq(v << 2), shr.eq(shr - 1), lo.eq(~v[30:32].any())]
+            with m.Else():
+                m.d.sync += [msq.eq(v[:34]), rem.eq(0), root.eq(0), it.eq(0),
+                             st_norm.eq(0), st_sqrt.eq(1)]
+        # SQRT: digit by digit, two bits of m per cycle.
+        r4 = Signal(21)
+        trial = Signal(21)
+        m.d.comb += [r4.eq(Cat(msq[32:34], rem)), trial.eq(Cat(Const(1, 2), root))]
+        with m.If(st_sqrt):
+            with m.If(r4 >= trial):
+                m.d.sync += [rem.eq(r4 - trial), root.eq(Cat(1, root))]
+            with m.Else():
+                m.d.sync += [rem.eq(r4), root.eq(Cat(0, root))]
+            m.d.sync += [msq.eq(msq << 2), it.eq(it + 1)]
+            with m.If(it == 16):
+                m.d.sync += [rem.eq(p.num >> 17), numr.eq(p.num & 0x1FFFF), it.eq(0),
+                             recip.eq(0), st_sqrt.eq(0), st_div.eq(1)]
+        # DIV: recip = NUM // root; rem starts at NUM >> 17 (< root), one bit per cycle.
+        dtrial = Signal(19)
+        m.d.comb += dtrial.eq(Cat(numr[16], rem[:18]))
+        with m.If(st_div):
+            with m.If(dtrial >= root):
+                m.d.sync += [rem.eq(dtrial - root), recip.eq(Cat(1, recip))]
+            with m.Else():
+                m.d.sync += [rem.eq(dtrial), recip.eq(Cat(0, recip))]
+            m.d.sync += [numr.eq(numr << 1), it.eq(it + 1)]
+            with m.If(it == 16):
+                m.d.sync += [oi.eq(0), oi_more.eq(1), s1.eq(0), s2.eq(0),
+                             st_div.eq(0), st_out.eq(1)]
+        # OUT
+        can = Signal()
+        m.d.comb += [can.eq(st_out & oi_more & credit.can_issue),
+                     self.g.ready.eq(can), issue.eq(can & self.g.valid),
+                     ram.b.addr.eq(oi), ram.b.en.eq(issue), last0.eq(oi == D - 1)]
+        with m.If(issue):
+            m.d.sync += [oi.eq(oi + 1), oi_more.eq(oi != D - 1)]
+        with m.If(st_out & ~oi_more):
+            m.d.sync += [st_out.eq(0), st_load.eq(1)]
         return m
 
 

@@ -89,6 +89,7 @@ class Softmax(wiring.Component):
 
         cnt = Signal(range(N + 1))          # LOAD: elements stored
         n = Signal(range(N + 1))            # row length
+        n_m1 = Signal(range(N))             # row length - 1
         mx = Signal(signed(W))
         ia = Signal(range(N + 1))           # EXP: reads issued
         wcnt = Signal(range(N + 1))         # EXP: results written
@@ -161,33 +162,42 @@ class Softmax(wiring.Component):
         ia_more = Signal()                  # EXP: ia < n
         oi_more = Signal()                  # OUT: oi < n
         oi = Signal(range(N + 1))
+        x_r = Signal(signed(W), reset_less=True)
+        wa = Signal(range(N), reset_less=True)
+        first_r = Signal(reset_less=True)
+        xv = Signal()                       # x_r is to be stored
+        exp_go = Signal()                   # EXP, not its first cycle
 
         x = self.i.payload.data
         xfer = Signal()
         m.d.comb += [self.i.ready.eq(st_load), xfer.eq(self.i.valid & st_load)]
         # Port a writes logits in LOAD and exponentials in EXP; port b reads in EXP and OUT.
         m.d.comb += [
-            ram.a.addr.eq(Mux(st_load, cnt, wcnt)),
-            ram.a.wdata.eq(Mux(st_load, x.as_unsigned(), e14)),
-            ram.a.en.eq((xfer & room) | v13), ram.a.we.eq(1),
-            exp_issue.eq(st_exp & ia_more),
+            ram.a.addr.eq(Mux(xv, wa, wcnt)),
+            ram.a.wdata.eq(Mux(xv, x_r.as_unsigned(), e14)),
+            ram.a.en.eq(xv | v13), ram.a.we.eq(1),
+            exp_issue.eq(st_exp & exp_go & ia_more),
             out_issue.eq(st_out & oi_more & credit.can_issue),
             ram.b.addr.eq(Mux(st_exp, ia, oi)), ram.b.en.eq(exp_issue | out_issue),
-            out_last0.eq(oi == n - 1),
+            out_last0.eq(oi == n_m1),
         ]
 
-        # LOAD
+        # LOAD: the accepted logit is registered (x_r) before it is stored and compared; the
+        # last one is stored in the first cycle of EXP, which therefore issues no read.
+        m.d.sync += [xv.eq(xfer & room), exp_go.eq(st_exp)]
+        with m.If(xfer):
+            m.d.sync += [x_r.eq(x), wa.eq(cnt), first_r.eq(first)]
+        with m.If(xv & (first_r | (x_r > mx))):
+            m.d.sync += mx.eq(x_r)
         with m.If(xfer & room):
-            with m.If(first | (x > mx)):
-                m.d.sync += mx.eq(x)
-            m.d.sync += [cnt.eq(cnt + 1), room.eq(cnt + 1 < N), first.eq(0)]
+            m.d.sync += [cnt.eq(cnt + 1), room.eq(cnt != N - 1), first.eq(0)]
         with m.If(xfer & self.i.payload.last):
-            m.d.sync += [n.eq(cnt + room), cnt.eq(0), room.eq(1), first.eq(1),
-                         ia.eq(0), ia_more.eq(1), wcnt.eq(0), acc.eq(0), exp_done.eq(0),
-                         st_load.eq(0), st_exp.eq(1)]
+            m.d.sync += [n.eq(cnt + room), n_m1.eq(Mux(room, cnt, cnt - 1)), cnt.eq(0),
+                         room.eq(1), first.eq(1), ia.eq(0), ia_more.eq(1), wcnt.eq(0),
+                         acc.eq(0), exp_done.eq(0), st_load.eq(0), st_exp.eq(1)]
         # EXP
         with m.If(exp_issue):
-            m.d.sync += [ia.eq(ia + 1), ia_more.eq(ia + 1 != n)]
+            m.d.sync += [ia.eq(ia + 1), ia_more.eq(ia != n_m1)]
         with m.If(v13):
             m.d.sync += [wcnt.eq(wcnt + 1), acc.eq(acc + e14)]
         with m.If(st_exp):
@@ -215,7 +225,7 @@ class Softmax(wiring.Component):
                 m.d.sync += [st_div.eq(0), st_out.eq(1), oi.eq(0), oi_more.eq(1)]
         # OUT
         with m.If(out_issue):
-            m.d.sync += [oi.eq(oi + 1), oi_more.eq(oi + 1 != n)]
+            m.d.sync += [oi.eq(oi + 1), oi_more.eq(oi != n_m1)]
         with m.If(st_out & ~oi_more):
             m.d.sync += [st_out.eq(0), st_load.eq(1)]
         return m

@@ -11,10 +11,10 @@ bits. The output is int8 with ``out_frac`` fractional bits: ``y_real = y * 2**-o
 Integer definition for one vector of ``dim`` elements::
 
     S1 = sum(x), S2 = sum(x * x)                                  # exact
-    RMSNorm:   v = (S2 << 8) + EPS,  EPS = round(eps * dim * 2**8),          xt = x
-    LayerNorm: v = ((dim * S2 - S1 * S1) << 8) + EPS,  EPS = round(eps * dim**2 * 2**8),
+    RMSNorm:   v = (S2 << 8) + EPS,  EPS = max(1, round(eps * dim * 2**8)),       xt = x
+    LayerNorm: v = ((dim * S2 - S1 * S1) << 8) + EPS,  EPS = max(1, round(eps * dim**2 * 2**8)),
                xt = dim * x - S1                                  # = dim * (x - mean)
-    v = max(v, 1)
+    (EPS >= 1 keeps v >= 1 for an all-zero vector; it is eps = 1 / (256 dim) LSB**2 at most)
     k = the even integer with 2**32 <= m < 2**34, m = v << k (v >> -k when k < 0, floor)
     s = isqrt(m)                       # 2**16 <= s < 2**17, digit by digit
     R = NUM // s                       # restoring division, < 2**17
@@ -76,14 +76,14 @@ class NormParams:
         ln = kind == "layernorm"
         if ln:
             self.num, self.j = 2 ** 33 - 1, 0
-            self.eps_int = round(eps * dim * dim * 2 ** EPS_BITS)
+            self.eps_int = max(1, round(eps * dim * dim * 2 ** EPS_BITS))
         else:
             j = 0
             while dim >= 4 ** j:
                 j += 1
             self.j = j
             self.num = round(math.sqrt(dim) / 2 ** j * 2 ** 33)
-            self.eps_int = round(eps * dim * 2 ** EPS_BITS)
+            self.eps_int = max(1, round(eps * dim * 2 ** EPS_BITS))
         sh_min = 17 + gamma_frac - out_frac - self.j - EPS_BITS // 2
         self.guard = min(GUARD_MAX, sh_min)
         if self.guard < 1:
@@ -150,7 +150,7 @@ def norm_golden(p: NormParams, x, gamma, beta=None) -> np.ndarray:
         v = ((p.dim * s2 - s1 * s1) << EPS_BITS) + p.eps_int
     else:
         v = (s2 << EPS_BITS) + p.eps_int
-    R, k = _rsqrt(p, max(v, 1))
+    R, k = _rsqrt(p, v)
     shr = p.sh0 - k // 2
     out = []
     for xi, gi, bi in zip(xs, gs, bs):

@@ -21,7 +21,7 @@ Parts
     Clamp a signed value into ``signed(bits)``.
 """
 
-from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -92,10 +92,18 @@ def delay(m, value, cycles: int, *, name: str, reset: bool = False):
 
 
 def saturate(value, bits: int):
-    """``value`` (signed) clamped into ``signed(bits)``; returns a ``signed(bits)`` value."""
+    """``value`` (signed) clamped into ``signed(bits)``; returns a ``signed(bits)`` value.
+
+    The range check is a reduction over the bits above ``bits - 1`` (all equal to the sign:
+    in range), a LUT tree rather than two carry-chain comparisons."""
+    value = Value.cast(value)
+    if len(value) <= bits:
+        return value.as_signed()
+    top = value[bits - 1:]
+    fits = ~top.any() | top.all()
     hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
-    return Mux(value > hi, Const(hi, signed(bits)),
-               Mux(value < lo, Const(lo, signed(bits)), value[:bits].as_signed()))
+    return Mux(fits, value[:bits].as_signed(),
+               Mux(value[-1], Const(lo, signed(bits)), Const(hi, signed(bits))))
 
 
 class CreditPipe(wiring.Component):

@@ -17,9 +17,9 @@ any number of channels and any layer. The integrator streams them from wherever 
 (per-channel tables next to the weights, or constants for a per-tensor scale).
 
 Datapath: ``x * mult`` (33 x 16 bits) uses two ``MULT18X18D`` (x split at bit 17) with their
-input and output registers on; a fabric register after the DSPs; then the 49-bit sum, a coarse
-(0/16/32) and a fine (0..15) shift stage, rounding, saturation, each one register. Latency 10
-cycles, one item per cycle, no stall net (see :mod:`hdlgen.blocks.pointwise_kit`).
+input and output registers on; a fabric register after the DSPs; then the 49-bit sum, three shift stages
+(by 0/16/32/48, 0/4/8/12, 0..3), rounding, range flags, saturation, each one register.
+Latency 12 cycles, one item per cycle, no stall net (see :mod:`hdlgen.blocks.pointwise_kit`).
 """
 
 from amaranth.hdl import Elaboratable, Module, Signal, signed, unsigned
@@ -27,7 +27,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.bench.registry import BlockBench
-from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, Mult18, delay, saturate
+from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, Mult18, delay
 
 __all__ = ["Requant", "RequantCore", "bench_configs"]
 
@@ -46,7 +46,7 @@ class RequantCore(Elaboratable):
         Width of the signed, saturated result.
     """
 
-    LATENCY = MULT_LATENCY + 6
+    LATENCY = MULT_LATENCY + 8
 
     def __init__(self, x_bits: int, out_bits: int):
         if not 18 <= x_bits <= 35:
@@ -86,15 +86,37 @@ class RequantCore(Elaboratable):
             for k in range(4):
                 with m.Case(k):
                     m.d.sync += t1.eq(v >> (16 * k))
-        # c + 6: fine shift by 0..15
+        # c + 6, c + 7: shift by 0/4/8/12, then by 0..3 (4:1 muxes: one LUT level each)
         sh5 = delay(m, sh4, 1, name="sh5")
+        t15 = Signal(signed(wv), reset_less=True)
+        with m.Switch(sh5[2:4]):
+            for k in range(4):
+                with m.Case(k):
+                    m.d.sync += t15.eq(t1 >> (4 * k))
+        sh6 = delay(m, sh5, 1, name="sh6")
         t2 = Signal(signed(wv), reset_less=True)
-        m.d.sync += t2.eq(t1 >> sh5[:4])
-        # c + 7: round half up
-        r = Signal(signed(wv), reset_less=True)
-        m.d.sync += r.eq((t2 + 1) >> 1)
-        # c + 8: saturate
-        m.d.sync += self.y.eq(saturate(r, self.out_bits))
+        with m.Switch(sh6[0:2]):
+            for k in range(4):
+                with m.Case(k):
+                    m.d.sync += t2.eq(t15 >> k)
+        # c + 8: round half up: r = (t2 + 1) >> 1 = u >> 1
+        u = Signal(signed(wv), reset_less=True)
+        m.d.sync += u.eq(t2 + 1)
+        # c + 9: the low bits of r and the range flags of its upper bits (LUT reductions)
+        ob = self.out_bits
+        r_lo = Signal(signed(ob), reset_less=True)
+        top_any = Signal(reset_less=True)
+        top_all = Signal(reset_less=True)
+        neg = Signal(reset_less=True)
+        m.d.sync += [r_lo.eq(u[1:ob + 1]), top_any.eq(u[ob:].any()), top_all.eq(u[ob:].all()),
+                     neg.eq(u[-1])]
+        # c + 10: saturate
+        with m.If(~top_any | top_all):
+            m.d.sync += self.y.eq(r_lo)
+        with m.Elif(neg):
+            m.d.sync += self.y.eq(-(1 << (ob - 1)))
+        with m.Else():
+            m.d.sync += self.y.eq((1 << (ob - 1)) - 1)
         m.d.comb += [
             self.o_valid.eq(delay(m, self.valid, self.LATENCY, name="valid", reset=True)),
             self.o_last.eq(delay(m, self.last, self.LATENCY, name="last")),

@@ -1,0 +1,501 @@
+"""Model compiler: a :class:`~hdlgen.model.checkpoint.Model` and an
+:class:`~hdlgen.config.AcceleratorConfig` in; a program for one decode step, a memory image and
+a manifest out.
+
+Numeric scheme
+--------------
+Every tensor is a signed integer ``v`` with real value ``v * scale`` (symmetric, per
+:mod:`hdlgen.model.quantize`, which calibrates the scales on sequences of the float model).
+The widths are set by what the blocks take:
+
+================================ ====== ===================================================
+tensor                           bits   where the width comes from
+================================ ====== ===================================================
+weights                          8      per output row; 16 (two int8 planes, two MAC passes)
+                                        per matrix on request (``weight_bits``)
+residual stream                  16     one scale for the model; residual adds saturate
+norm outputs                     8      the norm blocks' int8 output; the calibrated scale
+                                        is folded into the gains (``gamma``), so the output
+                                        grid is exactly the calibrated one
+q                                16     RoPE at 16 bits; fed to the scores as the MAC
+                                        array's shared operand
+k, v (KV cache)                  8      the KV cache holds int8 rows
+attention scores                 16     ``2**-8`` (softmax ``in_frac = 8``)
+probabilities                    14     unsigned, ``2**-14`` (softmax ``out_bits = 14``)
+att_out, ffn_up, ffn_hidden      16     requantizer ``out_bits = 16``
+ffn_gate / ffn_fc                16     SiLU/GELU blocks' interpolated int16 input
+logits                           16     argmax on them
+================================ ====== ===================================================
+
+Matrix-vector products: int8 weights (the per-lane operand) times the activation (the shared
+operand), accumulated exactly in int32 (``acc_width``); a 16-bit shared operand is an exact
+16 x 8 product on the MULT18X18D (the golden model composes it from int8 passes of the MAC
+array model; see :mod:`sim.golden.engine`). Rounding happens only in the requantizer
+(``saturate((acc * mult + 2**(shift-1)) >> shift)``, round half up, 16-bit ``mult``,
+:func:`sim.golden.requant.quantize_multiplier`) and inside the norm, RoPE, softmax and
+activation blocks (their golden models define it).
+
+Memory layout: weights in the weight bank in :func:`hdlgen.blocks.membank.weight_rows` order,
+the decoder layers at a fixed stride (the program's ``LOOP`` steps the base registers); the
+parameter memory holds per-row requantization words, biases, norm gains and epsilons, the RoPE
+and activation ROM tables.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hdlgen.config import AcceleratorConfig
+from hdlgen.engine.isa import (EltOp, Func, Instruction, NormKind, Opcode, Reg, Width,
+                               encode_program)
+from hdlgen.errors import UserError
+from hdlgen.compiler.image import (MemoryImage, ParamAllocator, WeightAllocator, act_table_words,
+                                   requant_word, rope_table_words)
+from hdlgen.model.checkpoint import Model
+from hdlgen.model.quantize import DEVICE_EBR, Requant, quantize_model
+from sim.golden.requant import quantize_multiplier
+
+__all__ = ["CompileOptions", "Compiled", "compile_model", "PROB_BITS", "SCORE_FRAC",
+           "DEFAULT_ACT_BITS", "fit_check"]
+
+#: Width of the softmax probabilities (unsigned; < 2**14 keeps the int8 plane split exact).
+PROB_BITS = 14
+#: Fractional bits of the attention scores.
+SCORE_FRAC = 8
+#: Activation widths of the default scheme (points of :data:`hdlgen.model.quantize.ACT_BITS`).
+DEFAULT_ACT_BITS = {"llama": {"q": 16, "att_out": 16, "ffn_up": 16, "ffn_hidden": 16},
+                    "gpt2": {"q": 16, "att_out": 16, "ffn_hidden": 16}}
+# Points fixed by the blocks.
+_FIXED8 = ("attn_norm", "ffn_norm", "final_norm", "k", "v")
+#: Largest 16-bit weight that splits into two signed int8 planes (``256 * hi + lo``).
+W16_MAX = 127 * 256 + 127
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Choices of the compiler.
+
+    Attributes
+    ----------
+    context : int or None
+        KV-cache positions (default: ``config.context_length`` capped at the model's seq_len).
+    device : str
+        ECP5 device for the fit check (``"85F"``...).
+    act_bits : dict
+        Overrides of the activation widths (8 or 16) of ``q``, ``att_out``, ``ffn_up``,
+        ``ffn_hidden``.
+    weight_bits : dict
+        16 for matrices to run as two int8 planes (e.g. ``{"w2": 16}``).
+    calibration : list of list of int or None
+        Token sequences to calibrate on (default: :func:`hdlgen.model.quantize.calibration_tokens`).
+    residual_headroom, logit_headroom : float
+        See :func:`hdlgen.model.quantize.quantize_model`.
+    logits_out : bool
+        End the program with ``OUTPUT`` of the logits (readable by the host).
+    fit : bool
+        Refuse (``UserError``) when the image does not fit the device.
+    """
+    context: int = None
+    device: str = "85F"
+    act_bits: dict = field(default_factory=dict)
+    weight_bits: dict = field(default_factory=dict)
+    calibration: list = None
+    residual_headroom: float = 2.0
+    logit_headroom: float = 1.5
+    logits_out: bool = True
+    fit: bool = True
+
+
+@dataclass
+class Compiled:
+    """Result of :func:`compile_model`.
+
+    Attributes
+    ----------
+    program : list of Instruction
+    image : MemoryImage
+    manifest : dict
+    qmodel : hdlgen.model.quantize.QuantizedModel
+    buffers : dict of str to (int, int)
+        Scratchpad regions ``(address, elements)``.
+    logit_scale : float
+        Real value of one logit LSB.
+    """
+    program: list
+    image: MemoryImage
+    manifest: dict
+    qmodel: object
+    buffers: dict
+    logit_scale: float
+    config: AcceleratorConfig = None
+
+    @property
+    def words(self) -> list:
+        return encode_program(self.program)
+
+
+def _pow2_at_most(v: float) -> int:
+    return math.floor(math.log2(v))
+
+
+def _eps_words(eps_int: int) -> list:
+    return [eps_int & 0xFFFFFFFF, eps_int >> 32]
+
+
+def fit_check(image: MemoryImage, program_words: int, device: str, model_name: str,
+              per_position_ebr: float = None) -> dict:
+    """EBR use of an image against the device; :class:`UserError` when it does not fit."""
+    dev = str(device).upper().replace("LFE5U-", "")
+    if dev not in DEVICE_EBR:
+        raise UserError(f"device {device!r} is not known; expected one of {', '.join(DEVICE_EBR)}")
+    ebr = image.memory_ebr(program_words)
+    nbytes = image.memory_bytes(program_words)
+    total = sum(ebr.values())
+    avail = DEVICE_EBR[dev]
+    if total > avail:
+        items = ", ".join(f"{k} {nbytes[k]:,} bytes ({ebr[k]} EBR)" for k in ebr)
+        msg = (f"{model_name} with a context of {image.context} needs {total} EBR "
+               f"({sum(nbytes.values()):,} bytes: {items}) but the {dev} has {avail} EBR "
+               f"({avail * 2048:,} bytes)")
+        # the longest context that fits
+        best = 0
+        for ctx in (4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 8):
+            if ctx >= image.context:
+                continue
+            trial = MemoryImage(**{**image.__dict__, "context": ctx,
+                                   "act_elements": image.act_elements})
+            if sum(trial.memory_ebr(program_words).values()) <= avail:
+                best = ctx
+                break
+        msg += (f"; a context of {best} would fit" if best else
+                "; it does not fit at any context: use a bigger device or a smaller model")
+        raise UserError(msg)
+    return {"device": dev, "ebr": ebr, "ebr_total": total, "ebr_available": avail,
+            "bytes": nbytes}
+
+
+def compile_model(model: Model, config: AcceleratorConfig = None,
+                  options: CompileOptions = None) -> Compiled:
+    """Quantize ``model``, lay it out in the engine's memories and emit the decode-step program.
+
+    Raises
+    ------
+    UserError
+        When the model needs something the blocks cannot do (RoPE on a head size that is not a
+        power of two), a parameter does not fit its field, or the image does not fit the device.
+    """
+    config = (config or AcceleratorConfig()).check()
+    opt = options or CompileOptions()
+    c = model.config
+    arch = c.arch
+    ctx = opt.context if opt.context is not None else min(config.context_length, c.seq_len)
+    if isinstance(ctx, bool) or not isinstance(ctx, int) or not 1 <= ctx <= c.seq_len:
+        raise UserError(f"context={ctx!r} must be an integer from 1 to the model's "
+                        f"seq_len={c.seq_len}")
+    if arch == "llama" and c.head_size & (c.head_size - 1):
+        raise UserError(f"head size {c.head_size} (dim {c.dim} / n_heads {c.n_heads}) is not a "
+                        f"power of two: the RoPE block needs one; pick n_heads so that "
+                        f"dim / n_heads is 2, 4, 8, 16, ...")
+    if max(c.dim, c.hidden_dim) > config.max_dot_length:
+        raise UserError(f"the model's widest dot product ({max(c.dim, c.hidden_dim)}) exceeds "
+                        f"max_dot_length={config.max_dot_length}; raise it in the config")
+    act_bits = dict(DEFAULT_ACT_BITS[arch])
+    for k, v in opt.act_bits.items():
+        if k in _FIXED8 and v != 8:
+            raise UserError(f"act_bits {k}={v}: this tensor is int8 in the blocks (norm "
+                            f"output / KV cache); only q, att_out, ffn_up, ffn_hidden can be 16")
+        act_bits[k] = v
+    qm = quantize_model(model, opt.calibration, residual_headroom=opt.residual_headroom,
+                        logit_headroom=opt.logit_headroom, act_bits=act_bits,
+                        weight_bits=opt.weight_bits or None)
+    bits = qm.act_bits
+    sc = qm.scales
+    L, D, H, KV, V, hs = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size, c.head_size
+    lanes, K = config.lanes, config.macs_per_lane
+
+    def width(b):
+        return Width.W16 if b == 16 else Width.W8
+
+    def per_layer(name):
+        s = sc[name]
+        return np.full(L, float(s)) if s.ndim == 0 else s
+
+    # ---- scratchpad ---------------------------------------------------------------------------
+    buffers = {}
+    top = 0
+
+    def buf(name, n):
+        nonlocal top
+        buffers[name] = (top, n)
+        top += n
+        return buffers[name][0]
+
+    X = buf("x", D)
+    XB = buf("xb", D)
+    Q = buf("q", D)
+    KB = buf("k", KV)
+    VB = buf("v", KV)
+    S = buf("scores", c.n_heads * ctx)
+    P = buf("probs", c.n_heads * ctx)
+    ATT = buf("att", D)
+    HB = buf("hb", H)
+    HB2 = buf("hb2", H) if arch == "llama" else None
+    HH = buf("hh", H)
+    LOG = buf("logits", V)
+
+    # ---- weights and parameters ---------------------------------------------------------------
+    wa = WeightAllocator(lanes, K)
+    pa = ParamAllocator()
+    tables = {}
+
+    def add_matrix(q):
+        planes = 2 if np.asarray(q).dtype == np.int16 else 1
+        q = np.asarray(q, dtype=np.int64)
+        if planes == 2:
+            q = np.clip(q, -W16_MAX - 1, W16_MAX)
+            lo = ((q + 128) & 255) - 128
+            hi = (q - lo) >> 8
+            addr = wa.add(hi)
+            wa.add(lo)
+            return addr, 2
+        return wa.add(q), 1
+
+    def wplanes(key):
+        return 2 if qm.weights[key].q.dtype == np.int16 else 1
+
+    def add_requant(rq: Requant, index=()):
+        mult = np.atleast_1d(rq.mult[index])
+        shift = np.atleast_1d(rq.shift[index])
+        addr = pa.add([requant_word(m, s) for m, s in zip(mult, shift)])
+        if rq.bias is not None:
+            pa.add(np.atleast_1d(rq.bias[index]))
+        return addr
+
+    def add_requant_real(name, real, out_bits):
+        try:
+            m, s = quantize_multiplier(float(real))
+        except ValueError as e:
+            raise UserError(f"requantization {name}: {e}") from None
+        return pa.add([requant_word(m, s)])
+
+    emb = qm.weights["token_embedding"]
+    emb_w, emb_planes = add_matrix(emb.q)
+    emb_p = add_requant(qm.requant["embedding"])
+    if arch == "gpt2":
+        posq = qm.weights["pos_embedding"]
+        pos_w, pos_planes = add_matrix(posq.q[:ctx])
+        pos_p = add_requant(qm.requant["pos_embedding"], slice(0, ctx))
+    if c.shared_classifier:
+        cls_w, cls_planes = emb_w, emb_planes
+    else:
+        cls_w, cls_planes = add_matrix(qm.weights["wcls"].q)
+    cls_p = add_requant(qm.requant["cls"])
+
+    # norms: the calibrated output scale is folded into the gains; one (gamma_frac, out_frac)
+    # per norm site shared by all layers (the instruction is shared by the loop)
+    gkeys = {"llama": ("rms_att", "rms_ffn", "rms_final"),
+             "gpt2": ("ln1_w", "ln2_w", "lnf_w")}[arch]
+    bkeys = {"llama": (None, None, None), "gpt2": ("ln1_b", "ln2_b", "lnf_b")}[arch]
+    s_res = float(sc["residual"])
+    kind = NormKind.RMSNORM if arch == "llama" else NormKind.LAYERNORM
+    eps_lsb = c.norm_eps / s_res ** 2
+    if eps_lsb >= 2 ** 20:
+        raise UserError(f"norm epsilon {c.norm_eps} is {eps_lsb:.3g} residual LSB squared, "
+                        f"beyond the norm block's 2**20; the residual scale {s_res:.3g} is too "
+                        f"fine")
+    eps_int = round(eps_lsb * (D if kind == NormKind.RMSNORM else D * D) * 256)
+
+    def norm_site(gkey, bkey, out_scale):
+        g = np.atleast_2d(model.weights[gkey].astype(np.float64))          # (L or 1, D)
+        s_out = np.atleast_1d(out_scale)[:, None]
+        gr = g / s_out
+        e = _pow2_at_most(32767 / max(np.abs(gr).max(), 1e-30))
+        e = min(e, 24)
+        if e < -8:
+            raise UserError(f"norm gains of {gkey} are too large for the int16 gain field")
+        gf, of = (e, 0) if e >= 0 else (0, -e)
+        gamma = np.clip(np.floor(gr * 2.0 ** e + 0.5), -32768, 32767).astype(np.int64)
+        beta, bf = None, 0
+        if bkey is not None:
+            br = np.atleast_2d(model.weights[bkey].astype(np.float64)) / s_out
+            bf = _pow2_at_most(32767 / max(np.abs(br).max(), 1e-30)) + of
+            bf = max(0, min(bf, 24))
+            beta = np.clip(np.floor(br * 2.0 ** (bf - of) + 0.5), -32768, 32767).astype(np.int64)
+        return gamma, beta, gf, of, bf
+
+    def add_norm_params(gamma, beta, layer):
+        addr = pa.add(gamma[layer])
+        if beta is not None:
+            pa.add(beta[layer])
+        pa.add(_eps_words(eps_int))
+        return addr
+
+    n_att = norm_site(gkeys[0], bkeys[0], per_layer("attn_norm"))
+    n_ffn = norm_site(gkeys[1], bkeys[1], per_layer("ffn_norm"))
+    n_fin = norm_site(gkeys[2], bkeys[2], float(sc["final_norm"]))
+    fin_p = add_norm_params(n_fin[0], n_fin[1], 0)
+
+    rope_p = None
+    if arch == "llama":
+        rope_p = pa.add(rope_table_words(ctx, hs, c.rope_theta))
+        tables[rope_p] = {"kind": "rope", "context": ctx, "head_size": hs,
+                          "theta": float(c.rope_theta)}
+    # FFN nonlinearity tables: one per layer (scales differ per layer) inside the layer block
+    silu_scale = per_layer("ffn_gate") if arch == "llama" else None
+
+    # attention requantization (per layer)
+    s_q, s_k, s_v = per_layer("q"), per_layer("k"), per_layer("v")
+    score_real = s_q * s_k / math.sqrt(hs) * 2.0 ** SCORE_FRAC
+    attv_real = 2.0 ** -PROB_BITS * s_v / per_layer("att_out")
+
+    # ---- per-layer blocks at a fixed stride ---------------------------------------------------
+    mats = {"llama": ("wq", "wk", "wv", "wo", "w1", "w3", "w2"),
+            "gpt2": ("wq", "wk", "wv", "wo", "w_fc", "w_proj")}[arch]
+    waddr, paddr = [], []
+    for layer in range(L):
+        wl, pl = {}, {}
+        w0, p0 = wa.rows, pa.words
+        for m in mats:
+            wl[m], _ = add_matrix(qm.weights[m].q[layer])
+            wl[m] -= w0
+        for m in mats:
+            pl[m] = add_requant(qm.requant[m], layer) - p0
+        pl["att_norm"] = add_norm_params(n_att[0], n_att[1], layer) - p0
+        pl["ffn_norm"] = add_norm_params(n_ffn[0], n_ffn[1], layer) - p0
+        pl["scores"] = add_requant_real("att_scores", score_real[layer], 16) - p0
+        pl["attv"] = add_requant_real("att_value", attv_real[layer], bits["att_out"]) - p0
+        if arch == "llama":
+            mul_real = float(silu_scale[layer]) * qm.scale_of("ffn_up", layer) / \
+                qm.scale_of("ffn_hidden", layer)
+            a = add_requant_real("ffn_mul", mul_real, bits["ffn_hidden"])
+            t = pa.add(act_table_words("silu", 16, 16, qm.scale_of("ffn_gate", layer),
+                                       float(silu_scale[layer])))
+            tables[a] = {"kind": "swiglu", "a_bits": 16, "b_bits": bits["ffn_up"],
+                         "out_bits": bits["ffn_hidden"], "a_scale": qm.scale_of("ffn_gate", layer),
+                         "silu_scale": float(silu_scale[layer]), "table": t}
+            pl["ffn_mul"] = a - p0
+        else:
+            a = pa.add(act_table_words("gelu_tanh", 16, bits["ffn_hidden"],
+                                       qm.scale_of("ffn_fc", layer),
+                                       qm.scale_of("ffn_hidden", layer)))
+            tables[a] = {"kind": "act", "func": "gelu_tanh", "in_bits": 16,
+                         "out_bits": bits["ffn_hidden"], "in_scale": qm.scale_of("ffn_fc", layer),
+                         "out_scale": qm.scale_of("ffn_hidden", layer)}
+            pl["act"] = a - p0
+        waddr.append((w0, wl))
+        paddr.append((p0, pl))
+    wstride = (waddr[1][0] - waddr[0][0]) if L > 1 else 0
+    pstride = (paddr[1][0] - paddr[0][0]) if L > 1 else 0
+    for layer in range(1, L):
+        if (waddr[layer][0] - waddr[0][0] != layer * wstride or waddr[layer][1] != waddr[0][1]
+                or paddr[layer][0] - paddr[0][0] != layer * pstride
+                or paddr[layer][1] != paddr[0][1]):
+            raise AssertionError("decoder layers are not laid out at a fixed stride")
+    W0, WL = waddr[0][0], waddr[0][1]
+    P0, PL = paddr[0][0], paddr[0][1]
+
+    def wa_(m):
+        return W0 + WL[m]
+
+    def pa_(m):
+        return P0 + PL[m]
+
+    # ---- program ------------------------------------------------------------------------------
+    I = Instruction.make
+    prog = [I(Opcode.EMBED, index_reg=Reg.TOKEN, dst=X, waddr=emb_w, rows=V, cols=D,
+              paddr=emb_p)]
+    if emb_planes == 2 or (arch == "gpt2" and pos_planes == 2):
+        raise UserError("16-bit embedding tables are not supported (EMBED reads one int8 row); "
+                        "keep token_embedding / pos_embedding at 8 bits")
+    if arch == "gpt2":
+        prog.append(I(Opcode.EMBED, index_reg=Reg.POS, accumulate=1, dst=X, waddr=pos_w,
+                      rows=ctx, cols=D, paddr=pos_p))
+
+    def mv(m, src, dst, rows, cols, in_bits, out_bits, accumulate=0, bias=0):
+        return I(Opcode.MATVEC, in_width=width(in_bits), out_width=width(out_bits),
+                 w_planes=wplanes(m), bias=bias, layer_rel=1, accumulate=accumulate, src=src,
+                 dst=dst, waddr=wa_(m), rows=rows, cols=cols, paddr=pa_(m))
+
+    g = int(arch == "gpt2")
+    body = [
+        I(Opcode.NORM, kind=kind, layer_rel=1, gamma_frac=n_att[2], beta_frac=n_att[4],
+          out_frac=n_att[3], src=X, dst=XB, len=D, paddr=pa_("att_norm")),
+        mv("wq", XB, Q, D, D, 8, bits["q"], bias=g),
+        mv("wk", XB, KB, KV, D, 8, 8, bias=g),
+        mv("wv", XB, VB, KV, D, 8, 8, bias=g),
+    ]
+    if arch == "llama":
+        body += [I(Opcode.ROPE, width=width(bits["q"]), src=Q, dst=Q, n_heads=c.n_heads,
+                   head_size=hs, paddr=rope_p),
+                 I(Opcode.ROPE, width=Width.W8, src=KB, dst=KB, n_heads=c.n_kv_heads,
+                   head_size=hs, paddr=rope_p)]
+    body += [
+        I(Opcode.KVAPPEND, kv=0, src=KB, kv_heads=c.n_kv_heads, head_size=hs),
+        I(Opcode.KVAPPEND, kv=1, src=VB, kv_heads=c.n_kv_heads, head_size=hs),
+        I(Opcode.SCORES, q_width=width(bits["q"]), q=Q, dst=S, stride=ctx, n_heads=c.n_heads,
+          kv_mul=c.kv_mul, head_size=hs, paddr=pa_("scores")),
+        I(Opcode.SOFTMAX, causal=1, in_frac=SCORE_FRAC, out_bits=PROB_BITS, src=S, dst=P,
+          stride=ctx, rows=c.n_heads, len=ctx),
+        I(Opcode.ATTV, out_width=width(bits["att_out"]), prob_bits=PROB_BITS, p=P, dst=ATT,
+          stride=ctx, n_heads=c.n_heads, kv_mul=c.kv_mul, head_size=hs, paddr=pa_("attv")),
+        mv("wo", ATT, X, D, D, bits["att_out"], 16, accumulate=1, bias=g),
+        I(Opcode.NORM, kind=kind, layer_rel=1, gamma_frac=n_ffn[2], beta_frac=n_ffn[4],
+          out_frac=n_ffn[3], src=X, dst=XB, len=D, paddr=pa_("ffn_norm")),
+    ]
+    if arch == "llama":
+        body += [
+            mv("w1", XB, HB, H, D, 8, 16),
+            mv("w3", XB, HB2, H, D, 8, bits["ffn_up"]),
+            I(Opcode.ELTWISE, eop=EltOp.SWIGLU, width=width(bits["ffn_hidden"]), a=HB, b=HB2,
+              dst=HH, len=H, paddr=pa_("ffn_mul")),
+            mv("w2", HH, X, D, H, bits["ffn_hidden"], 16, accumulate=1),
+        ]
+    else:
+        body += [
+            mv("w_fc", XB, HB, H, D, 8, 16, bias=1),
+            I(Opcode.ACT, func=Func.GELU_TANH, in_width=Width.W16,
+              out_width=width(bits["ffn_hidden"]), src=HB, dst=HH, len=H, paddr=pa_("act")),
+            mv("w_proj", HH, X, D, H, bits["ffn_hidden"], 16, accumulate=1, bias=1),
+        ]
+    prog.append(I(Opcode.LOOP, count=L, body=len(body), wstride=wstride, pstride=pstride))
+    prog += body
+    prog += [
+        I(Opcode.NORM, kind=kind, gamma_frac=n_fin[2], beta_frac=n_fin[4], out_frac=n_fin[3],
+          src=X, dst=XB, len=D, paddr=fin_p),
+        I(Opcode.MATVEC, in_width=Width.W8, out_width=Width.W16, w_planes=cls_planes, src=XB,
+          dst=LOG, waddr=cls_w, rows=V, cols=D, paddr=cls_p),
+        I(Opcode.ARGMAX, src=LOG, len=V),
+    ]
+    if opt.logits_out:
+        prog.append(I(Opcode.OUTPUT, src=LOG, len=V))
+    prog.append(I(Opcode.HALT))
+
+    image = MemoryImage(lanes=lanes, macs_per_lane=K, weights=wa.array(), params=pa.array(),
+                        act_elements=top, kv_layers=L, kv_heads=c.n_kv_heads, head_size=hs,
+                        context=ctx, tables=tables)
+    fit = None
+    if opt.fit:
+        fit = fit_check(image, len(prog), opt.device, model.name)
+    manifest = {
+        "model": {"name": model.name, "config": c.to_dict()},
+        "accelerator": {k: getattr(config, k) for k in config.__dataclass_fields__},
+        "context": ctx,
+        "scheme": {"act_bits": dict(bits, att_scores=16, att_prob=PROB_BITS),
+                   "weight_planes": {k: wplanes(k) for k in qm.weights},
+                   "score_frac": SCORE_FRAC, "prob_bits": PROB_BITS},
+        "quantization": qm.manifest(),
+        "memory_map": {
+            "scratch": {k: {"addr": a, "elements": n} for k, (a, n) in buffers.items()},
+            "weights": {"rows": int(image.weights.shape[0]), "row_bytes": lanes * K,
+                        "layer0": W0, "layer_stride": wstride},
+            "params": {"words": int(image.params.size), "layer0": P0, "layer_stride": pstride},
+            "kv_cache": {"layers": L, "kv_heads": c.n_kv_heads, "head_size": hs,
+                         "context": ctx},
+        },
+        "fit": fit or {"bytes": image.memory_bytes(len(prog)), "ebr": image.memory_ebr(len(prog))},
+        "program": [str(i) for i in prog],
+        "logit_scale": float(sc["logits"]),
+    }
+    return Compiled(program=prog, image=image, manifest=manifest, qmodel=qm, buffers=buffers,
+                    logit_scale=float(sc["logits"]), config=config)

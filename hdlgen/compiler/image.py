@@ -1,0 +1,155 @@
+"""Memory image of a compiled model: the contents of the engine's memories (weight bank,
+parameter memory), the scratchpad and KV-cache shapes, and the descriptors of the ROM tables.
+
+The image is what the hardware loads (block-RAM initial contents or host writes) and what the
+integer golden model (:mod:`sim.golden.engine`) executes on.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.golden.activation import table16, table8
+from sim.golden.rope import rope_tables
+
+__all__ = ["MemoryImage", "WeightAllocator", "ParamAllocator", "requant_word", "split_requant_word",
+           "rope_table_words", "act_table_words", "ebr_count", "EBR_CONFIGS"]
+
+#: DP16KD aspect ratios (depth, width bits), data bits only (the 9th/18th/36th bits unused).
+EBR_CONFIGS = ((16384, 1), (8192, 2), (4096, 4), (2048, 8), (1024, 16), (512, 32))
+
+
+def ebr_count(width_bits: int, depth: int) -> int:
+    """Fewest DP16KD blocks holding a ``width_bits`` x ``depth`` memory (byte-wide data, the
+    parity bits unused)."""
+    if width_bits <= 0 or depth <= 0:
+        return 0
+    return min(-(-width_bits // w) * -(-depth // d) for d, w in EBR_CONFIGS)
+
+
+def requant_word(mult: int, shift: int) -> int:
+    """One requantization parameter word: ``mult`` bits 0-15, ``shift`` bits 16-21."""
+    return int(mult) | int(shift) << 16
+
+
+def split_requant_word(word: int) -> tuple[int, int]:
+    return int(word) & 0xFFFF, (int(word) >> 16) & 0x3F
+
+
+def _u32(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64) & 0xFFFFFFFF
+
+
+def rope_table_words(context: int, head_size: int, theta: float) -> np.ndarray:
+    """ROM words of the RoPE table: for each position and pair, ``C`` then ``S`` (signed 18-bit,
+    two's complement in 32-bit words)."""
+    c, s = rope_tables(context, head_size, theta)
+    return _u32(np.stack([c, s], axis=-1).reshape(-1))
+
+
+def act_table_words(func: str, in_bits: int, out_bits: int, in_scale: float,
+                    out_scale: float) -> np.ndarray:
+    """ROM words of an activation table: int8 input: 256 entries; int16 input: 512
+    ``(base, delta)`` pairs (two words each)."""
+    if in_bits == 8:
+        return _u32(table8(func, out_bits, in_scale, out_scale))
+    base, delta = table16(func, out_bits, in_scale, out_scale)
+    return _u32(np.stack([base, delta], axis=-1).reshape(-1))
+
+
+class WeightAllocator:
+    """Lays int8 matrices out in weight-bank rows (:func:`hdlgen.blocks.membank.weight_rows`
+    layout: row ``ob * in_blocks + ib`` holds ``W[ob*lanes + l, ib*K + k]`` at byte
+    ``l*K + k``)."""
+
+    def __init__(self, lanes: int, macs_per_lane: int):
+        self.lanes, self.K = lanes, macs_per_lane
+        self.blocks = []
+        self.rows = 0
+
+    def add(self, w) -> int:
+        w = np.asarray(w, dtype=np.int64)
+        if w.min(initial=0) < -128 or w.max(initial=0) > 127:
+            raise ValueError("weight plane outside int8")
+        n_out, n_in = w.shape
+        ob_n, ib_n = -(-n_out // self.lanes), -(-n_in // self.K)
+        pad = np.zeros((ob_n * self.lanes, ib_n * self.K), dtype=np.int8)
+        pad[:n_out, :n_in] = w
+        rows = pad.reshape(ob_n, self.lanes, ib_n, self.K).transpose(0, 2, 1, 3)
+        rows = rows.reshape(ob_n * ib_n, self.lanes * self.K)
+        addr = self.rows
+        self.blocks.append(rows)
+        self.rows += rows.shape[0]
+        return addr
+
+    def array(self) -> np.ndarray:
+        if not self.blocks:
+            return np.zeros((0, self.lanes * self.K), dtype=np.int8)
+        return np.concatenate(self.blocks, axis=0)
+
+
+class ParamAllocator:
+    """Parameter memory: 32-bit words."""
+
+    def __init__(self):
+        self.chunks = []
+        self.words = 0
+
+    def add(self, words) -> int:
+        w = _u32(np.atleast_1d(np.asarray(words, dtype=np.int64)))
+        addr = self.words
+        self.chunks.append(w)
+        self.words += len(w)
+        return addr
+
+    def array(self) -> np.ndarray:
+        if not self.chunks:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate(self.chunks)
+
+
+@dataclass
+class MemoryImage:
+    """Contents of the engine's memories for one compiled model.
+
+    Attributes
+    ----------
+    lanes, macs_per_lane : int
+        MAC-array shape the weight layout is for.
+    weights : numpy.ndarray of int8
+        Weight bank, ``(rows, lanes * macs_per_lane)``.
+    params : numpy.ndarray of int64
+        Parameter memory, unsigned 32-bit words.
+    act_elements : int
+        Scratchpad size (16-bit elements).
+    kv_layers, kv_heads, head_size, context : int
+        KV-cache shape.
+    tables : dict of int to dict
+        Descriptor of each ROM table by parameter address (``kind`` ``"rope"``, ``"act"`` or
+        ``"swiglu"`` and the parameters its words were generated from).
+    """
+    lanes: int
+    macs_per_lane: int
+    weights: np.ndarray
+    params: np.ndarray
+    act_elements: int
+    kv_layers: int
+    kv_heads: int
+    head_size: int
+    context: int
+    tables: dict = field(default_factory=dict)
+
+    def memory_bytes(self, program_words: int = 0) -> dict:
+        """Bytes of each memory (data bits, as the host sees them)."""
+        return {"weights": int(self.weights.size), "params": 4 * int(self.params.size),
+                "kv_cache": 2 * self.kv_layers * self.kv_heads * self.context * self.head_size,
+                "scratch": 2 * self.act_elements, "program": 16 * program_words}
+
+    def memory_ebr(self, program_words: int = 0) -> dict:
+        """DP16KD blocks of each memory (:func:`ebr_count`)."""
+        kv_rows = 2 * self.kv_layers * self.kv_heads * self.context
+        return {"weights": ebr_count(8 * self.lanes * self.macs_per_lane, self.weights.shape[0]),
+                "params": ebr_count(32, int(self.params.size)),
+                "kv_cache": ebr_count(8 * self.head_size, kv_rows),
+                "scratch": ebr_count(16, self.act_elements),
+                "program": ebr_count(128, max(1, program_words))}

@@ -1,0 +1,550 @@
+"""Integer golden model of the transformer engine: executes a program
+(:mod:`hdlgen.engine.isa`) on a memory image (:class:`hdlgen.compiler.image.MemoryImage`)
+exactly as the hardware does, by composing the block golden models of :mod:`sim.golden` (MAC
+array, requantizer, norm, RoPE, KV cache, softmax, activation, element-wise, argmax). It
+defines the accelerator's output bit for bit; every instruction's result can be captured with
+a trace hook ``trace(pc, layer, instr, values)``.
+
+The engine's own glue, besides moving data between memories, is one piece of arithmetic: the
+**pass combiner** between the MAC array and the requantizer. The MAC-array model multiplies
+int8 by int8; a 16-bit operand is fed as int8 planes and the per-pass accumulators are
+combined exactly, ``acc = sum(factor_p * acc_p)`` wrapped to ``acc_width`` bits. For a 16-bit
+shared operand ``x`` the planes are ``lo = ((x + 128) & 255) - 128`` (factor 1) and
+``hi = (x - lo) >> 8`` (factor 256; when ``hi`` reaches 128, for ``x >= 32640``, it is fed as
+127 plus a carry plane of 0/1 with factor 256); for a 16-bit weight the compiler stores the
+high and low planes (``256 * hi + lo``). The result equals the exact dot product, which is
+what a MAC array with a 16-bit shared operand (MULT18X18D: 18 x 18 signed) computes in one
+pass: an RTL engine using either form is bit-exact with this model.
+
+Errors: a bad program (unknown opcode, a region outside a memory, a missing ``HALT``, a nested
+``LOOP``) and a position at or beyond the KV cache's context raise :class:`EngineError`
+naming the instruction and the value.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hdlgen.engine.isa import (EltOp, Func, Instruction, ISAError, NormKind, Opcode, Reg, Width,
+                               decode_program)
+from hdlgen.errors import UserError
+from sim.golden.activation import activation
+from sim.golden.argmax import argmax_packets
+from sim.golden.eltwise import residual_add, swiglu
+from sim.golden.kv_cache import KVCacheModel
+from sim.golden.mac_array import Beat, mac_array_model, matmat_beats, matvec_beats, wrap
+from sim.golden.norm import NormParams, norm_golden
+from sim.golden.requant import requantize
+from sim.golden.rope import rope
+from sim.golden.softmax import softmax_golden
+
+__all__ = ["Engine", "EngineError", "StepResult", "shared_planes"]
+
+_FUNC = {Func.SILU: "silu", Func.GELU: "gelu", Func.GELU_TANH: "gelu_tanh", Func.RELU: "relu"}
+
+
+class EngineError(UserError):
+    """A program or memory image the engine cannot run, or a step it refuses."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Result of one decode step.
+
+    Attributes
+    ----------
+    token : int
+        ``RESULT`` register: the argmax next-token id.
+    value : int
+        The largest logit (integer).
+    logits : numpy.ndarray of int64 or None
+        What ``OUTPUT`` copied out (the integer logits), if the program has one.
+    instructions : int
+        Instructions executed.
+    """
+    token: int
+    value: int
+    logits: np.ndarray
+    instructions: int
+
+
+def shared_planes(x) -> list:
+    """int8 planes ``[(factor, plane)]`` of 16-bit values ``x`` with
+    ``x == sum(factor * plane)`` (see the module docstring)."""
+    x = np.asarray(x, dtype=np.int64)
+    if x.size and (x.min() < -32768 or x.max() > 32767):
+        raise ValueError("shared operand outside int16")
+    lo = ((x + 128) & 255) - 128
+    hi = (x - lo) >> 8
+    planes = [(256, np.minimum(hi, 127))]
+    carry = hi - planes[0][1]
+    if carry.any():
+        planes.append((256, carry))
+    planes.append((1, lo))
+    return planes
+
+
+def _s16(words) -> np.ndarray:
+    w = np.asarray(words, dtype=np.int64) & 0xFFFF
+    return np.where(w >= 0x8000, w - 0x10000, w)
+
+
+def _s32(words) -> np.ndarray:
+    w = np.asarray(words, dtype=np.int64) & 0xFFFFFFFF
+    return np.where(w >= 0x80000000, w - 0x100000000, w)
+
+
+class Engine:
+    """The integer golden model of the engine.
+
+    Parameters
+    ----------
+    image : MemoryImage
+        Memory contents (:class:`hdlgen.compiler.image.MemoryImage`).
+    program : list of Instruction or of int
+        Instructions, or 128-bit words (decoded here).
+    acc_width : int
+        MAC-array accumulator width.
+    trace : callable, optional
+        ``trace(pc, layer, instr, values)`` after every instruction that writes a tensor
+        (``values``: what it wrote; for attention instructions an array per head).
+    """
+
+    def __init__(self, image, program, *, acc_width: int = 32, trace=None):
+        self.image = image
+        if program and not isinstance(program[0], Instruction):
+            try:
+                program = decode_program(list(program))
+            except ISAError as e:
+                raise EngineError(f"bad program: {e}") from None
+        self.program = list(program)
+        if not self.program or self.program[-1].op != Opcode.HALT:
+            raise EngineError("bad program: it must end with HALT (the sequencer would run off "
+                              "the end of the program memory)")
+        self.acc_width = acc_width
+        self.trace = trace
+        self.lanes, self.K = image.lanes, image.macs_per_lane
+        if image.weights.ndim != 2 or image.weights.shape[1] != self.lanes * self.K:
+            raise EngineError(f"weight bank rows are {image.weights.shape[1:]} bytes, expected "
+                              f"lanes*macs_per_lane={self.lanes * self.K}")
+        self._wbank = image.weights.astype(np.int64).reshape(-1, self.lanes, self.K)
+        self._params = np.asarray(image.params, dtype=np.int64)
+        self._check_tables()
+        hs = image.head_size
+        beat = max(b for b in (8, 4, 2, 1) if hs % b == 0)
+        self._kv_args = dict(layers=image.kv_layers, kv_heads=image.kv_heads, head_dim=hs,
+                             beat_bytes=beat, context_length=image.context)
+        self._norms = {}
+        self.reset()
+
+    # ---- state --------------------------------------------------------------------------------
+    def reset(self):
+        """Empty KV cache and scratchpad (a new sequence)."""
+        self.kv = KVCacheModel(**self._kv_args)
+        self.act = np.zeros(self.image.act_elements, dtype=np.int64)
+        self.regs = {r: 0 for r in Reg}
+        self.output = None
+
+    def _check_tables(self):
+        from hdlgen.compiler.image import act_table_words, rope_table_words
+        for addr, d in self.image.tables.items():
+            if d["kind"] == "rope":
+                words, at = rope_table_words(d["context"], d["head_size"], d["theta"]), addr
+            elif d["kind"] == "act":
+                words, at = act_table_words(d["func"], d["in_bits"], d["out_bits"],
+                                            d["in_scale"], d["out_scale"]), addr
+            elif d["kind"] == "swiglu":
+                words, at = act_table_words("silu", d["a_bits"], 16, d["a_scale"],
+                                            d["silu_scale"]), d["table"]
+            else:
+                raise EngineError(f"table at parameter word {addr}: unknown kind {d['kind']!r}")
+            got = self._params[at:at + len(words)]
+            if len(got) != len(words) or np.any(got != words):
+                raise EngineError(f"{d['kind']} table at parameter word {at} does not match its "
+                                  f"descriptor {d}: the memory image is corrupt")
+
+    # ---- memory access with bounds checks -----------------------------------------------------
+    def _err(self, msg):
+        raise EngineError(f"instruction {self._pc} ({self._instr}): {msg}")
+
+    def _read(self, addr, n, bits=16, unsigned=False):
+        if addr < 0 or n < 0 or addr + n > len(self.act):
+            self._err(f"scratchpad region {addr}..{addr + n - 1} is outside the scratchpad of "
+                      f"{len(self.act)} elements")
+        v = self.act[addr:addr + n].copy()
+        lo, hi = (0, (1 << bits) - 1) if unsigned else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+        if v.size and (v.min() < lo or v.max() > hi):
+            self._err(f"scratchpad values at {addr}..{addr + n - 1} are outside the "
+                      f"{'unsigned' if unsigned else 'signed'} {bits}-bit range of this operand")
+        return v
+
+    def _write(self, addr, values):
+        values = np.asarray(values, dtype=np.int64)
+        if addr < 0 or addr + values.size > len(self.act):
+            self._err(f"scratchpad region {addr}..{addr + values.size - 1} is outside the "
+                      f"scratchpad of {len(self.act)} elements")
+        self.act[addr:addr + values.size] = values.reshape(-1)
+
+    def _pwords(self, addr, n):
+        if addr < 0 or n < 0 or addr + n > len(self._params):
+            self._err(f"parameter region {addr}..{addr + n - 1} is outside the parameter memory "
+                      f"of {len(self._params)} words")
+        return self._params[addr:addr + n]
+
+    def _requant_params(self, addr, n):
+        w = self._pwords(addr, n)
+        return w & 0xFFFF, (w >> 16) & 0x3F
+
+    def _wrows(self, waddr, rows, cols):
+        ob_n, ib_n = -(-rows // self.lanes), -(-cols // self.K)
+        if waddr < 0 or waddr + ob_n * ib_n > len(self._wbank):
+            self._err(f"weight region rows {waddr}..{waddr + ob_n * ib_n - 1} is outside the "
+                      f"weight bank of {len(self._wbank)} rows")
+        return ob_n, ib_n
+
+    def _matrix(self, waddr, rows, cols) -> np.ndarray:
+        """The int8 matrix ``[rows, cols]`` stored at ``waddr`` (for row reads)."""
+        ob_n, ib_n = self._wrows(waddr, rows, cols)
+        blk = self._wbank[waddr:waddr + ob_n * ib_n].reshape(ob_n, ib_n, self.lanes, self.K)
+        return blk.transpose(0, 2, 1, 3).reshape(ob_n * self.lanes, ib_n * self.K)[:rows, :cols]
+
+    # ---- the MAC array ------------------------------------------------------------------------
+    def _bank_matvec(self, waddr, rows, cols, x8):
+        """``W @ x8`` through the MAC-array model, beats read straight from the weight bank."""
+        ob_n, ib_n = self._wrows(waddr, rows, cols)
+        xp = np.zeros(ib_n * self.K, dtype=np.int64)
+        xp[:cols] = x8
+        beats = []
+        for ob in range(ob_n):
+            for ib in range(ib_n):
+                beats.append(Beat(xp[ib * self.K:(ib + 1) * self.K],
+                                  self._wbank[waddr + ob * ib_n + ib], ib == 0, ib == ib_n - 1))
+        out = mac_array_model(beats, self.lanes, self.K, self.acc_width)
+        return np.concatenate(out)[:rows]
+
+    def _combine(self, parts):
+        acc = np.zeros_like(parts[0][1])
+        for f, a in parts:
+            acc = acc + f * a
+        return wrap(acc, self.acc_width)
+
+    def _matvec(self, waddr, rows, cols, x, in_bits, w_planes):
+        xs = shared_planes(x) if in_bits == 16 else [(1, x)]
+        ws = [(1, waddr)] if w_planes == 1 else \
+            [(256, waddr), (1, waddr + int(np.prod(self._wrows(waddr, rows, cols))))]
+        if w_planes == 2 and in_bits == 16:
+            self._err("a 16-bit weight needs an 8-bit input (a 16 x 16 product does not fit "
+                      "the accumulator)")
+        parts = [(fx * fw, self._bank_matvec(a, rows, cols, p)) for fw, a in ws for fx, p in xs]
+        return self._combine(parts)
+
+    def _small_matvec(self, M, x, in_bits):
+        """``M @ x`` for an int8 matrix held outside the weight bank (KV-cache rows)."""
+        xs = shared_planes(x) if in_bits == 16 else [(1, x)]
+        parts = []
+        for f, p in xs:
+            out = mac_array_model(matvec_beats(M, p, self.lanes, self.K), self.lanes, self.K,
+                                  self.acc_width)
+            parts.append((f, np.concatenate(out)[:M.shape[0]]))
+        return self._combine(parts)
+
+    # ---- execution ----------------------------------------------------------------------------
+    def step(self, token: int, pos: int) -> StepResult:
+        """One decode step: ``TOKEN = token``, ``POS = pos``, run to ``HALT``."""
+        ctx = self.image.context
+        if isinstance(pos, bool) or not isinstance(pos, (int, np.integer)) or pos < 0:
+            raise EngineError(f"position {pos!r} must be a non-negative integer")
+        if pos >= ctx:
+            raise EngineError(f"position {pos} is beyond the KV cache's context of {ctx} "
+                              f"positions (0..{ctx - 1}); compile with a longer context or "
+                              f"start a new sequence")
+        self.regs[Reg.TOKEN] = int(token)
+        self.regs[Reg.POS] = int(pos)
+        self.output = None
+        prog = self.program
+        pc, count = 0, 0
+        loop = None     # (start, end, count)
+        wbase = pbase = 0
+        while True:
+            if pc >= len(prog):
+                raise EngineError(f"program counter {pc} ran past the end of the program")
+            ins = prog[pc]
+            self._pc, self._instr = pc, ins
+            count += 1
+            if count > 10_000_000:
+                raise EngineError("program does not halt")
+            op = ins.op
+            if op == Opcode.HALT:
+                break
+            if op == Opcode.LOOP:
+                if loop is not None:
+                    self._err("LOOP inside a LOOP body: loops do not nest")
+                if ins.count == 0 or ins.body == 0 or pc + ins.body >= len(prog):
+                    self._err(f"LOOP count={ins.count} body={ins.body} is empty or runs past the "
+                              f"end of the program ({len(prog)} instructions)")
+                loop = (pc + 1, pc + ins.body, ins.count, ins.wstride, ins.pstride)
+                self.regs[Reg.LAYER] = 0
+                wbase = pbase = 0
+                pc += 1
+                continue
+            self._exec(ins, wbase, pbase, pc)
+            if loop is not None and pc == loop[1]:
+                self.regs[Reg.LAYER] += 1
+                if self.regs[Reg.LAYER] < loop[2]:
+                    wbase += loop[3]
+                    pbase += loop[4]
+                    pc = loop[0]
+                    continue
+                loop = None
+                wbase = pbase = 0
+            pc += 1
+        return StepResult(token=int(self.regs[Reg.RESULT]), value=int(self.regs[Reg.RESULT_VALUE]),
+                          logits=None if self.output is None else self.output.copy(),
+                          instructions=count)
+
+    def _emit(self, pc, ins, values):
+        if self.trace is not None:
+            self.trace(pc, int(self.regs[Reg.LAYER]), ins, np.array(values, copy=True))
+
+    def _exec(self, ins, wbase, pbase, pc):
+        op = ins.op
+        regs = self.regs
+        rel = getattr(ins, "layer_rel", 0) if op in (Opcode.MATVEC, Opcode.MATMAT, Opcode.NORM) \
+            else 0
+        wb, pb = (wbase, pbase) if rel else (0, 0)
+        pos, layer = regs[Reg.POS], regs[Reg.LAYER]
+        if op in (Opcode.NOP, Opcode.SYNC):
+            return
+        if op == Opcode.SETREG:
+            if ins.reg == Reg.POS and ins.value >= self.image.context:
+                self._err(f"POS={ins.value} is beyond the context of {self.image.context}")
+            regs[ins.reg] = ins.value
+            return
+        if op == Opcode.EMBED:
+            idx = regs[ins.index_reg]
+            if not 0 <= idx < ins.rows:
+                self._err(f"index {idx} (register {ins.index_reg.name}) is outside the table's "
+                          f"{ins.rows} rows")
+            row = self._matrix(ins.waddr, ins.rows, ins.cols)[idx]
+            m, s = self._requant_params(ins.paddr + idx, 1)
+            y = requantize(row, m[0], s[0], out_bits=16)
+            if ins.accumulate:
+                y = residual_add(self._read(ins.dst, ins.cols), y, 16)
+            self._write(ins.dst, y)
+            self._emit(pc, ins, y)
+            return
+        if op == Opcode.MATVEC:
+            in_bits = 16 if ins.in_width == Width.W16 else 8
+            out_bits = 16 if ins.out_width == Width.W16 else 8
+            if ins.w_planes not in (1, 2):
+                self._err(f"w_planes={ins.w_planes}: use 1 (int8) or 2 (16-bit as two planes)")
+            x = self._read(ins.src, ins.cols, in_bits)
+            acc = self._matvec(ins.waddr + wb, ins.rows, ins.cols, x, in_bits, ins.w_planes)
+            m, s = self._requant_params(ins.paddr + pb, ins.rows)
+            bias = _s32(self._pwords(ins.paddr + pb + ins.rows, ins.rows)) if ins.bias else None
+            y = requantize(acc, m, s, bias=bias, out_bits=out_bits)
+            if ins.accumulate:
+                y = residual_add(self._read(ins.dst, ins.rows), y, 16)
+            self._write(ins.dst, y)
+            self._emit(pc, ins, y)
+            return
+        if op == Opcode.MATMAT:
+            t = ins.tokens
+            if not 1 <= t <= self.lanes:
+                self._err(f"tokens={t}: a tile holds 1..lanes={self.lanes} tokens")
+            X = self._read(ins.src, t * ins.cols, 8).reshape(t, ins.cols)
+            W = self._matrix(ins.waddr + wb, ins.rows, ins.cols)
+            res = mac_array_model(matmat_beats(X, W, self.lanes, self.K), self.lanes, self.K,
+                                  self.acc_width)
+            acc = np.stack(res, axis=1)[:t]                  # (tokens, rows)
+            m, s = self._requant_params(ins.paddr + pb, ins.rows)
+            bias = _s32(self._pwords(ins.paddr + pb + ins.rows, ins.rows)) if ins.bias else None
+            y = requantize(acc, m, s, bias=bias,
+                           out_bits=16 if ins.out_width == Width.W16 else 8)
+            self._write(ins.dst, y)
+            self._emit(pc, ins, y)
+            return
+        if op == Opcode.REQUANT:
+            x = self._read(ins.src, ins.len)
+            m, s = self._requant_params(ins.paddr, ins.len if ins.per_elem else 1)
+            y = requantize(x, m, s, out_bits=16 if ins.out_width == Width.W16 else 8)
+            self._write(ins.dst, y)
+            self._emit(pc, ins, y)
+            return
+        if op == Opcode.NORM:
+            n = ins.len
+            ln = ins.kind == NormKind.LAYERNORM
+            base = ins.paddr + pb
+            gamma = _s16(self._pwords(base, n))
+            beta = _s16(self._pwords(base + n, n)) if ln else None
+            ew = self._pwords(base + (2 * n if ln else n), 2)
+            eps_int = int(ew[0]) | int(ew[1]) << 32
+            key = (ins.kind, n, ins.gamma_frac, ins.beta_frac, ins.out_frac, eps_int)
+            p = self._norms.get(key)
+            if p is None:
+                try:
+                    p = NormParams("layernorm" if ln else "rmsnorm", dim=n, in_width=16,
+                                   gamma_width=16, gamma_frac=ins.gamma_frac,
+                                   beta_width=16, beta_frac=ins.beta_frac,
+                                   out_frac=ins.out_frac,
+                                   eps=eps_int / ((n * n if ln else n) * 256))
+                except ValueError as e:
+                    self._err(str(e))
+                if p.eps_int != eps_int:
+                    self._err(f"epsilon word {eps_int} is not representable by the norm block")
+                self._norms[key] = p
+            y = norm_golden(p, self._read(ins.src, n), gamma, beta)
+            self._write(ins.dst, y)
+            self._emit(pc, ins, y)
+            return
+        if op == Opcode.ROPE:
+            d = self.image.tables.get(ins.paddr)
+            if d is None or d["kind"] != "rope":
+                self._err(f"no RoPE table at parameter word {ins.paddr}")
+            if d["head_size"] != ins.head_size:
+                self._err(f"head_size={ins.head_size} but the table at {ins.paddr} is for "
+                          f"{d['head_size']}")
+            if pos >= d["context"]:
+                self._err(f"POS={pos} is beyond the RoPE table's {d['context']} positions")
+            bits = 16 if ins.width == Width.W16 else 8
+            x = self._read(ins.src, ins.n_heads * ins.head_size, bits)
+            y = rope(x, pos, ins.head_size, d["theta"], bits)
+            self._write(ins.dst, y)
+            self._emit(pc, ins, y)
+            return
+        if op == Opcode.KVAPPEND:
+            hs = ins.head_size
+            if hs != self.image.head_size or ins.kv_heads > self.image.kv_heads:
+                self._err(f"kv_heads={ins.kv_heads} x head_size={hs} does not match the KV cache "
+                          f"({self.image.kv_heads} x {self.image.head_size})")
+            x = self._read(ins.src, ins.kv_heads * hs, 8)
+            for h in range(ins.kv_heads):
+                if not self.kv.append_row(layer, h, ins.kv, pos, x[h * hs:(h + 1) * hs]):
+                    self._err(f"KV append at layer {layer}, head {h}, position {pos} is outside "
+                              f"the cache ({self.image.kv_layers} layers, context "
+                              f"{self.image.context})")
+            self._emit(pc, ins, x)
+            return
+        if op in (Opcode.SCORES, Opcode.ATTV):
+            self._attention(ins, pos, layer, pc)
+            return
+        if op == Opcode.SOFTMAX:
+            n = pos + 1 if ins.causal else ins.len
+            out = []
+            for r in range(ins.rows):
+                x = self._read(ins.src + r * ins.stride, n)
+                try:
+                    p = softmax_golden(x, max_len=self.image.context, in_width=16,
+                                       in_frac=ins.in_frac, out_bits=ins.out_bits)
+                except ValueError as e:
+                    self._err(str(e))
+                self._write(ins.dst + r * ins.stride, p)
+                out.append(p)
+            self._emit(pc, ins, np.stack(out))
+            return
+        if op == Opcode.ACT:
+            d = self.image.tables.get(ins.paddr)
+            if d is None or d["kind"] != "act" or d["func"] != _FUNC[ins.func]:
+                self._err(f"no {_FUNC[ins.func]} table at parameter word {ins.paddr}")
+            in_bits = 16 if ins.in_width == Width.W16 else 8
+            out_bits = 16 if ins.out_width == Width.W16 else 8
+            if (in_bits, out_bits) != (d["in_bits"], d["out_bits"]):
+                self._err(f"widths {in_bits}->{out_bits} do not match the table's "
+                          f"{d['in_bits']}->{d['out_bits']}")
+            y = activation(self._read(ins.src, ins.len, in_bits), d["func"], in_bits, out_bits,
+                           d["in_scale"], d["out_scale"])
+            self._write(ins.dst, y)
+            self._emit(pc, ins, y)
+            return
+        if op == Opcode.ELTWISE:
+            bits = 16 if ins.width == Width.W16 else 8
+            if ins.eop == EltOp.ADD:
+                y = residual_add(self._read(ins.a, ins.len, bits), self._read(ins.b, ins.len, bits),
+                                 bits)
+            elif ins.eop == EltOp.SWIGLU:
+                d = self.image.tables.get(ins.paddr)
+                if d is None or d["kind"] != "swiglu":
+                    self._err(f"no SwiGLU parameters at parameter word {ins.paddr}")
+                if d["out_bits"] != bits:
+                    self._err(f"width {bits} does not match the SwiGLU parameters' {d['out_bits']}")
+                m, s = self._requant_params(ins.paddr, 1)
+                y = swiglu(self._read(ins.a, ins.len, d["a_bits"]),
+                           self._read(ins.b, ins.len, d["b_bits"]), int(m[0]), int(s[0]),
+                           a_bits=d["a_bits"], b_bits=d["b_bits"], out_bits=d["out_bits"],
+                           a_scale=d["a_scale"], silu_scale=d["silu_scale"])
+            else:
+                self._err(f"element-wise operation {ins.eop!r} is not implemented")
+            self._write(ins.dst, y)
+            self._emit(pc, ins, y)
+            return
+        if op == Opcode.ARGMAX:
+            if ins.len < 1:
+                self._err("ARGMAX of an empty vector")
+            (i, v), = argmax_packets([self._read(ins.src, ins.len)], bits=16)
+            regs[Reg.RESULT], regs[Reg.RESULT_VALUE] = i, v
+            self._emit(pc, ins, np.array([i, v]))
+            return
+        if op == Opcode.OUTPUT:
+            self.output = self._read(ins.src, ins.len)
+            self._emit(pc, ins, self.output)
+            return
+        self._err(f"opcode {op.name} cannot execute here")
+
+    def _attention(self, ins, pos, layer, pc):
+        hs, n = ins.head_size, pos + 1
+        if hs != self.image.head_size:
+            self._err(f"head_size={hs} does not match the KV cache's {self.image.head_size}")
+        if ins.kv_mul < 1 or ins.n_heads > ins.kv_mul * self.image.kv_heads:
+            self._err(f"n_heads={ins.n_heads} with kv_mul={ins.kv_mul} needs more than the KV "
+                      f"cache's {self.image.kv_heads} heads")
+        if ins.op == Opcode.SCORES and n > ins.stride:
+            self._err(f"POS+1={n} scores do not fit the row stride {ins.stride}")
+        if ins.op == Opcode.ATTV and n > ins.stride:
+            self._err(f"POS+1={n} probabilities do not fit the row stride {ins.stride}")
+        if not (0 <= layer < self.image.kv_layers):
+            self._err(f"LAYER={layer} is outside the KV cache's {self.image.kv_layers} layers")
+        m, s = self._requant_params(ins.paddr, 1)
+        out = []
+        for h in range(ins.n_heads):
+            kvh = h // ins.kv_mul
+            if ins.op == Opcode.SCORES:
+                qb = 16 if ins.q_width == Width.W16 else 8
+                q = self._read(ins.q + h * hs, hs, qb)
+                keys = self.kv.rows(layer, kvh, 0, pos).astype(np.int64)     # (n, hs)
+                acc = self._small_matvec(keys, q, qb)
+                y = requantize(acc, m[0], s[0], out_bits=16)
+                self._write(ins.dst + h * ins.stride, y)
+            else:
+                p = self._read(ins.p + h * ins.stride, n, ins.prob_bits, unsigned=True)
+                if ins.prob_bits > 15:
+                    self._err(f"prob_bits={ins.prob_bits}: at most 15")
+                vals = self.kv.rows(layer, kvh, 1, pos).astype(np.int64)     # (n, hs)
+                acc = self._small_matvec(vals.T, p, 16)
+                y = requantize(acc, m[0], s[0],
+                               out_bits=16 if ins.out_width == Width.W16 else 8)
+                self._write(ins.dst + h * hs, y)
+            out.append(y)
+        self._emit(pc, ins, np.stack(out))
+
+    # ---- sequences ----------------------------------------------------------------------------
+    def run(self, prompt, steps: int = 0):
+        """Prompt position by position, then ``steps`` greedy tokens. Returns
+        ``(predictions, tokens, results)``."""
+        self.reset()
+        preds, results, toks = [], [], []
+        pos = 0
+        for t in prompt:
+            r = self.step(int(t), pos)
+            results.append(r)
+            preds.append(r.token)
+            pos += 1
+        nxt = preds[-1] if preds else 0
+        for _ in range(steps):
+            toks.append(nxt)
+            if len(toks) == steps:
+                break
+            r = self.step(nxt, pos)
+            results.append(r)
+            nxt = r.token
+            pos += 1
+        return preds, toks, results

@@ -111,3 +111,67 @@ def test_dma_between_block_rams():
     sim.add_testbench(tb)
     sim.run()
     assert statuses == [(OK, 64), (OK, 100), (LENGTH_ZERO, 0)]
+
+
+def test_dma_control_registers_over_wishbone():
+    """DMAControl programmed over its register bank copies inside a MemoryBank reached through
+    WishboneDMAPort and a Decoder; errors are reported in DMA_STATUS."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_csr import wb_access
+    from amaranth.lib import wiring
+    from hdlgen.blocks.dma import DMAControl, WishboneDMAPort
+    from hdlgen.blocks.membank import MemoryBank
+    from hdlgen.soc import wishbone
+    from hdlgen.soc.regmap import Bank, RegisterMap
+
+    rng = random.Random(11)
+    init = [rng.getrandbits(32) for _ in range(256)]
+    m = Module()
+    ctl = m.submodules.ctl = DMAControl([Region("bank", 0x1000, 0x400, "rw")])
+    port = m.submodules.port = WishboneDMAPort()
+    bank = m.submodules.bank = MemoryBank(width=32, depth=256, init=init)
+    dec = m.submodules.dec = wishbone.Decoder(addr_width=30)
+    dec.add(bank.bus, addr=0x1000, name="bank")
+    wiring.connect(m, ctl.rd_cmd, port.rd_cmd)
+    wiring.connect(m, port.rd_data, ctl.rd_data)
+    wiring.connect(m, ctl.wr, port.wr)
+    wiring.connect(m, port.bus, dec.bus)
+    rm = RegisterMap.from_layout([Bank("dma", 0, 32, tuple(ctl.registers))], config={},
+                                 config_hash=0, version=(1, 0))
+    results = {}
+
+    async def tb(ctx):
+        async def copy(src, dst, n, ss=1, ds=1):
+            await wb_access(ctx, ctl.bus, rm.address("DMA_SRC"), src)
+            await wb_access(ctx, ctl.bus, rm.address("DMA_DST"), dst)
+            await wb_access(ctx, ctl.bus, rm.address("DMA_LEN"), n)
+            await wb_access(ctx, ctl.bus, rm.address("DMA_STRIDE"), rm.encode("DMA_STRIDE", SRC=ss, DST=ds))
+            await wb_access(ctx, ctl.bus, rm.address("DMA_CTRL"), rm.encode("DMA_CTRL", GO=1))
+            for _ in range(2000):
+                st = rm.decode("DMA_STATUS", (await wb_access(ctx, ctl.bus, rm.address("DMA_STATUS")))[0])
+                if st["DONE"]:
+                    break
+            await wb_access(ctx, ctl.bus, rm.address("DMA_STATUS"), rm.encode("DMA_STATUS", DONE=1, ERROR=1))
+            return st
+        results["ok"] = await copy(0x1000, 0x1200, 16, 2, 1)
+        results["len0"] = await copy(0x1000, 0x1200, 0)
+        results["bad_dst"] = await copy(0x1000, 0x13F0, 16)
+        got = []
+        for k in range(16):
+            ctx.set(bank.port.addr, 0x80 + k)
+            ctx.set(bank.port.en, 1)
+            await ctx.tick()
+            await ctx.tick()
+            got.append(ctx.get(bank.port.rdata))
+        results["data"] = got
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert results["ok"] == {"BUSY": 0, "DONE": 1, "ERROR": 0, "CODE": OK, "COUNT": 16}
+    assert results["len0"]["ERROR"] == 1 and results["len0"]["CODE"] == LENGTH_ZERO
+    assert results["bad_dst"]["CODE"] == BAD_DST and results["bad_dst"]["COUNT"] == 0
+    assert results["data"] == [init[2 * k] for k in range(16)]

@@ -48,7 +48,7 @@ from hdlgen.blocks.bram import PortSignature
 from hdlgen.blocks.stream_parts import SkidBuffer
 
 __all__ = ["Region", "DMAError", "DESC_LAYOUT", "STATUS_LAYOUT", "DMA", "BankReadPort",
-           "BankWritePort"]
+           "BankWritePort", "dma_registers", "DMAControl", "WishboneDMAPort"]
 
 
 @dataclass(frozen=True)
@@ -293,4 +293,159 @@ class BankWritePort(wiring.Component):
         m.d.sync += [self.port.en.eq(self.wr.valid), self.port.we.eq(0b1111),
                      self.port.addr.eq((self.wr.payload.addr - self._base) >> 2),
                      self.port.wdata.eq(self.wr.payload.data)]
+        return m
+
+
+def dma_registers() -> list:
+    """Registers of :class:`DMAControl` (byte offsets in its bank), the single definition the
+    register map documents."""
+    from hdlgen.soc.csr import Access, Field, Register
+    return [
+        Register("DMA_SRC", 0x00, [Field("ADDR", 32, Access.RW, desc="Source byte address (multiple of 4).")],
+                 "DMA source address."),
+        Register("DMA_DST", 0x04, [Field("ADDR", 32, Access.RW, desc="Destination byte address (multiple of 4).")],
+                 "DMA destination address."),
+        Register("DMA_LEN", 0x08, [Field("WORDS", LENGTH_BITS, Access.RW, desc="Words to copy (0 is refused).")],
+                 "DMA length."),
+        Register("DMA_STRIDE", 0x0C, [
+            Field("SRC", STRIDE_BITS, Access.RW, reset=1, desc="Source stride in words."),
+            Field("DST", STRIDE_BITS, Access.RW, reset=1, desc="Destination stride in words."),
+        ], "DMA strides."),
+        Register("DMA_CTRL", 0x10, [Field("GO", 1, Access.WO, desc="Write 1 to start the copy described above.")],
+                 "DMA command."),
+        Register("DMA_STATUS", 0x14, [
+            Field("BUSY", 1, Access.RO, desc="A copy is queued or running."),
+            Field("DONE", 1, Access.W1C, desc="A copy finished (with or without error); write 1 to clear."),
+            Field("ERROR", 1, Access.W1C, desc="The last copy failed; write 1 to clear."),
+            Field("CODE", 3, Access.RO, offset=8, desc="DMAError of the last copy: 0 ok, 1 length 0, "
+                                                       "2 misaligned, 3 bad source, 4 bad destination, "
+                                                       "5 read error."),
+            Field("COUNT", LENGTH_BITS, Access.RO, offset=16, desc="Words written by the last copy."),
+        ], "DMA status."),
+    ]
+
+
+class DMAControl(wiring.Component):
+    """A :class:`DMA` programmed through registers (:func:`dma_registers`), for the host.
+
+    The host writes ``DMA_SRC``, ``DMA_DST``, ``DMA_LEN``, ``DMA_STRIDE``, then ``DMA_CTRL.GO``;
+    ``DMA_STATUS`` reports ``BUSY``, then ``DONE`` (and ``ERROR`` with ``CODE``) and ``COUNT``.
+    A ``GO`` while busy is ignored.
+
+    Attributes
+    ----------
+    bus : In(wishbone.Signature(addr_width=3))
+        The register bank (32 bytes).
+    rd_cmd, rd_data, wr : as :class:`DMA`
+    busy : Out(1)
+    """
+
+    def __init__(self, regions):
+        from hdlgen.soc import wishbone
+        self._dma = DMA(regions)
+        self._regs = dma_registers()
+        super().__init__({
+            "bus": In(wishbone.Signature(addr_width=3, data_width=32)),
+            "rd_cmd": Out(stream.Signature(RD_CMD_LAYOUT)),
+            "rd_data": In(stream.Signature(RD_DATA_LAYOUT)),
+            "wr": Out(stream.Signature(WR_LAYOUT)),
+            "busy": Out(1),
+        })
+
+    @property
+    def registers(self):
+        return list(self._regs)
+
+    def elaborate(self, platform):
+        from hdlgen.soc.csr import CSRBank
+        m = Module()
+        dma = m.submodules.dma = self._dma
+        bank = m.submodules.bank = CSRBank(self._regs, addr_width=3)
+        wiring.connect(m, wiring.flipped(self.bus), bank.bus)
+        wiring.connect(m, dma.rd_cmd, wiring.flipped(self.rd_cmd))
+        wiring.connect(m, wiring.flipped(self.rd_data), dma.rd_data)
+        wiring.connect(m, dma.wr, wiring.flipped(self.wr))
+        r = bank.regs
+        pending = Signal()
+        go = r.dma_ctrl.go.stb & r.dma_ctrl.go.data[0]
+        with m.If(go & ~pending):
+            m.d.sync += pending.eq(1)
+        m.d.comb += [
+            dma.desc.valid.eq(pending),
+            dma.desc.payload.src.eq(r.dma_src.addr.data),
+            dma.desc.payload.dst.eq(r.dma_dst.addr.data),
+            dma.desc.payload.length.eq(r.dma_len.words.data),
+            dma.desc.payload.src_stride.eq(r.dma_stride.src.data),
+            dma.desc.payload.dst_stride.eq(r.dma_stride.dst.data),
+        ]
+        with m.If(dma.desc.valid & dma.desc.ready):
+            m.d.sync += pending.eq(0)
+        in_flight = Signal()
+        with m.If(dma.desc.valid & dma.desc.ready):
+            m.d.sync += in_flight.eq(1)
+        code = Signal(3)
+        count = Signal(LENGTH_BITS)
+        m.d.comb += dma.status.ready.eq(1)
+        with m.If(dma.status.valid):
+            m.d.sync += [in_flight.eq(0), code.eq(dma.status.payload.code),
+                         count.eq(dma.status.payload.count)]
+            m.d.comb += [r.dma_status.done.set.eq(1),
+                         r.dma_status.error.set.eq(dma.status.payload.code != DMAError.OK)]
+        busy = pending | in_flight
+        m.d.comb += [r.dma_status.busy.data.eq(busy), r.dma_status.code.data.eq(code),
+                     r.dma_status.count.data.eq(count), self.busy.eq(busy)]
+        return m
+
+
+class WishboneDMAPort(wiring.Component):
+    """Serves the DMA's ``rd_cmd``/``rd_data``/``wr`` streams with Wishbone classic cycles, so
+    the DMA reaches anything on the bus (one access at a time: a few cycles per word, for
+    main memory and bus-attached memories; on-chip banks reach one word per cycle through
+    :class:`BankReadPort`/:class:`BankWritePort`). Pending writes go first; a read that ends
+    with ``err`` returns a word with ``err`` set. A write that ends with ``err`` sets the
+    sticky ``wr_error``.
+
+    Attributes
+    ----------
+    bus : Out(wishbone.Signature(addr_width=30, data_width=32))
+    """
+
+    def __init__(self, *, addr_width: int = 30):
+        from hdlgen.soc import wishbone
+        self._aw = addr_width
+        super().__init__({
+            "rd_cmd": In(stream.Signature(RD_CMD_LAYOUT)),
+            "rd_data": Out(stream.Signature(RD_DATA_LAYOUT)),
+            "wr": In(stream.Signature(WR_LAYOUT)),
+            "bus": Out(wishbone.Signature(addr_width=addr_width, data_width=32)),
+            "wr_error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.bus
+        m.d.comb += bus.sel.eq(0b1111)
+        with m.If(self.rd_data.valid & self.rd_data.ready):
+            m.d.sync += self.rd_data.valid.eq(0)
+        with m.FSM(name="wbdma"):
+            with m.State("IDLE"):
+                with m.If(self.wr.valid):
+                    m.d.sync += [bus.adr.eq(self.wr.payload.addr[2:]), bus.dat_w.eq(self.wr.payload.data),
+                                 bus.we.eq(1), bus.cyc.eq(1), bus.stb.eq(1)]
+                    m.d.comb += self.wr.ready.eq(1)
+                    m.next = "WAIT"
+                with m.Elif(self.rd_cmd.valid & ~self.rd_data.valid):
+                    m.d.sync += [bus.adr.eq(self.rd_cmd.payload.addr[2:]), bus.we.eq(0),
+                                 bus.cyc.eq(1), bus.stb.eq(1)]
+                    m.d.comb += self.rd_cmd.ready.eq(1)
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(bus.ack | bus.err):
+                    m.d.sync += [bus.cyc.eq(0), bus.stb.eq(0)]
+                    with m.If(~bus.we):
+                        m.d.sync += [self.rd_data.valid.eq(1), self.rd_data.payload.data.eq(bus.dat_r),
+                                     self.rd_data.payload.err.eq(bus.err)]
+                    with m.Elif(bus.err):
+                        m.d.sync += self.wr_error.eq(1)
+                    m.next = "IDLE"
         return m

@@ -31,8 +31,10 @@ at that edge, e.g. the high word of a 64-bit counter when the low word is read. 
 lower case in the gateware (``bank.regs.status.done.set``).
 
 Bus behaviour (:class:`CSRBank`): 32-bit Wishbone B4 subordinate, byte selects honoured
-(only the bits of selected bytes are written), one-cycle registered ``ack``; an access to an
-offset with no register ends with ``err``.
+(only the bits of selected bytes are written); an access is answered two cycles after it
+starts (the first registers a one-hot register select, the second writes or reads, so no
+address decode sits in front of the read mux); an access to an offset with no register
+ends with ``err``.
 """
 
 from __future__ import annotations
@@ -235,26 +237,40 @@ class CSRBank(wiring.Component):
         m.d.comb += [bus.ack.eq(ack), bus.err.eq(err), bus.dat_r.eq(dat_r)]
         m.d.sync += [ack.eq(0), err.eq(0)]
 
-        req = bus.cyc & bus.stb & ~ack & ~err
+        # Two-stage access: the request cycle registers a one-hot register select, the
+        # write data and mask; the next cycle writes or reads (an AND-OR over the one-hot
+        # select, no address decode on the path) and answers.
+        n = len(self._registers)
+        stage = Signal()
+        hits = Signal(n)
+        any_hit = Signal()
+        we_r = Signal()
+        wd_r = Signal(32)
         wmask = Signal(32)
-        for i in range(4):
-            m.d.comb += wmask[8 * i:8 * i + 8].eq(bus.sel[i].replicate(8))
-        do_write = req & bus.we
-        do_read = req & ~bus.we
+        req = bus.cyc & bus.stb & ~ack & ~err & ~stage
+        m.d.sync += stage.eq(req)
+        with m.If(req):
+            m.d.sync += [we_r.eq(bus.we), wd_r.eq(bus.dat_w),
+                         any_hit.eq(sum(bus.adr == r.offset // 4 for r in self._registers) != 0)]
+            for i in range(4):
+                m.d.sync += wmask[8 * i:8 * i + 8].eq(bus.sel[i].replicate(8))
+            for i, r in enumerate(self._registers):
+                m.d.sync += hits[i].eq(bus.adr == r.offset // 4)
+        do_write = stage & we_r
+        do_read = stage & ~we_r
 
         # Storage and per-field behaviour.
         values = {}
-        for r in self._registers:
+        for i, r in enumerate(self._registers):
             port = getattr(self.regs, r.name.lower())
-            hit = Signal(name=f"hit_{r.name.lower()}")
-            m.d.comb += hit.eq(bus.adr == r.offset // 4)
+            hit = hits[i]
             if r.read_strobe:
                 m.d.comb += port.rd_stb.eq(do_read & hit)
             word = []
             for f in r.fields:
                 fp = getattr(port, f.name.lower())
                 sl = slice(f.offset, f.offset + f.width)
-                mask, wd = wmask[sl], bus.dat_w[sl]
+                mask, wd = wmask[sl], wd_r[sl]
                 if f.access == Access.RW:
                     reg = Signal(f.width, init=f.reset, name=f"{r.name.lower()}_{f.name.lower()}")
                     with m.If(do_write & hit):
@@ -281,16 +297,17 @@ class CSRBank(wiring.Component):
                     m.d.comb += [fp.stb.eq(stb), fp.data.eq(data)]
             values[r.name] = word
 
-        any_hit = Const(0)
-        for r in self._registers:
-            any_hit = any_hit | (bus.adr == r.offset // 4)
-        with m.If(req):
+        with m.If(stage):
             m.d.sync += [ack.eq(any_hit), err.eq(~any_hit)]
         with m.If(do_read):
-            m.d.sync += dat_r.eq(0)
-            with m.Switch(bus.adr):
-                for r in self._registers:
-                    with m.Case(r.offset // 4):
-                        for f, sig in values[r.name]:
-                            m.d.sync += dat_r[f.offset:f.offset + f.width].eq(sig)
+            terms = []
+            for i, r in enumerate(self._registers):
+                word = Signal(32, name=f"rd_{r.name.lower()}")
+                for f, sig in values[r.name]:
+                    m.d.comb += word[f.offset:f.offset + f.width].eq(sig)
+                terms.append(word & hits[i].replicate(32))
+            acc = terms[0]
+            for t in terms[1:]:
+                acc = acc | t
+            m.d.sync += dat_r.eq(acc)
         return m

@@ -42,7 +42,7 @@ and activation ROM tables.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -143,6 +143,32 @@ def _eps_words(eps_int: int) -> list:
     return [eps_int & 0xFFFFFFFF, eps_int >> 32]
 
 
+def _global_ffn_scales(qm):
+    """One scale for the FFN nonlinearity's input (and GELU's output) across the layers, so one
+    table ROM serves every layer; the matmul requantizations that touch them are redone."""
+    c = qm.config
+    w = qm.model.weights
+    names = ("ffn_gate",) if c.arch == "llama" else ("ffn_fc", "ffn_hidden")
+    scales = dict(qm.scales)
+    for n in names:
+        scales[n] = np.full(c.n_layers, float(np.max(scales[n])))
+    requant = dict(qm.requant)
+    mm = {"llama": {"w1": ("w1", "ffn_norm", "ffn_gate", None)},
+          "gpt2": {"w_fc": ("w_fc", "ffn_norm", "ffn_fc", "b_fc"),
+                   "w_proj": ("w_proj", "ffn_hidden", "residual", "b_proj")}}[c.arch]
+    for name, (key, s_in, s_out, bkey) in mm.items():
+        def pl(n):
+            v = scales[n]
+            return np.full(c.n_layers, float(v)) if np.ndim(v) == 0 else v
+        acc_scale = pl(s_in)[:, None] * qm.weights[key].scale
+        bias = None
+        if bkey is not None:
+            bias = np.rint(w[bkey].astype(np.float64) / acc_scale).astype(np.int64)
+        requant[name] = Requant.from_real(name, acc_scale / pl(s_out)[:, None],
+                                          qm.act_bits[s_out], bias)
+    return replace(qm, scales=scales, requant=requant)
+
+
 def fit_check(image: MemoryImage, program_words: int, device: str, model_name: str,
               per_position_ebr: float = None) -> dict:
     """EBR use of an image against the device; :class:`UserError` when it does not fit."""
@@ -209,6 +235,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     qm = quantize_model(model, opt.calibration, residual_headroom=opt.residual_headroom,
                         logit_headroom=opt.logit_headroom, act_bits=act_bits,
                         weight_bits=opt.weight_bits or None)
+    qm = _global_ffn_scales(qm)
     bits = qm.act_bits
     sc = qm.scales
     L, D, H, KV, V, hs = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size, c.head_size
@@ -341,8 +368,17 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         rope_p = pa.add(rope_table_words(ctx, hs, c.rope_theta))
         tables[rope_p] = {"kind": "rope", "context": ctx, "head_size": hs,
                           "theta": float(c.rope_theta)}
-    # FFN nonlinearity tables: one per layer (scales differ per layer) inside the layer block
-    silu_scale = per_layer("ffn_gate") if arch == "llama" else None
+    # FFN nonlinearity: one table ROM for all layers (global scales, see _global_ffn_scales)
+    if arch == "llama":
+        silu_scale = per_layer("ffn_gate")
+        silu_t = pa.add(act_table_words("silu", 16, 16, float(silu_scale[0]),
+                                        float(silu_scale[0])))
+    else:
+        gelu_t = pa.add(act_table_words("gelu_tanh", 16, bits["ffn_hidden"],
+                                        qm.scale_of("ffn_fc", 0), qm.scale_of("ffn_hidden", 0)))
+        tables[gelu_t] = {"kind": "act", "func": "gelu_tanh", "in_bits": 16,
+                          "out_bits": bits["ffn_hidden"], "in_scale": qm.scale_of("ffn_fc", 0),
+                          "out_scale": qm.scale_of("ffn_hidden", 0)}
 
     # attention requantization (per layer)
     s_q, s_k, s_v = per_layer("q"), per_layer("k"), per_layer("v")
@@ -369,20 +405,11 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
             mul_real = float(silu_scale[layer]) * qm.scale_of("ffn_up", layer) / \
                 qm.scale_of("ffn_hidden", layer)
             a = add_requant_real("ffn_mul", mul_real, bits["ffn_hidden"])
-            t = pa.add(act_table_words("silu", 16, 16, qm.scale_of("ffn_gate", layer),
-                                       float(silu_scale[layer])))
+            t = silu_t
             tables[a] = {"kind": "swiglu", "a_bits": 16, "b_bits": bits["ffn_up"],
                          "out_bits": bits["ffn_hidden"], "a_scale": qm.scale_of("ffn_gate", layer),
                          "silu_scale": float(silu_scale[layer]), "table": t}
             pl["ffn_mul"] = a - p0
-        else:
-            a = pa.add(act_table_words("gelu_tanh", 16, bits["ffn_hidden"],
-                                       qm.scale_of("ffn_fc", layer),
-                                       qm.scale_of("ffn_hidden", layer)))
-            tables[a] = {"kind": "act", "func": "gelu_tanh", "in_bits": 16,
-                         "out_bits": bits["ffn_hidden"], "in_scale": qm.scale_of("ffn_fc", layer),
-                         "out_scale": qm.scale_of("ffn_hidden", layer)}
-            pl["act"] = a - p0
         waddr.append((w0, wl))
         paddr.append((p0, pl))
     wstride = (waddr[1][0] - waddr[0][0]) if L > 1 else 0
@@ -433,11 +460,11 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     body += [
         I(Opcode.KVAPPEND, kv=0, src=KB, kv_heads=c.n_kv_heads, head_size=hs),
         I(Opcode.KVAPPEND, kv=1, src=VB, kv_heads=c.n_kv_heads, head_size=hs),
-        I(Opcode.SCORES, q_width=width(bits["q"]), q=Q, dst=S, stride=ctx, n_heads=c.n_heads,
+        I(Opcode.SCORES, layer_rel=1, q_width=width(bits["q"]), q=Q, dst=S, stride=ctx, n_heads=c.n_heads,
           kv_mul=c.kv_mul, head_size=hs, paddr=pa_("scores")),
         I(Opcode.SOFTMAX, causal=1, in_frac=SCORE_FRAC, out_bits=PROB_BITS, src=S, dst=P,
           stride=ctx, rows=c.n_heads, len=ctx),
-        I(Opcode.ATTV, out_width=width(bits["att_out"]), prob_bits=PROB_BITS, p=P, dst=ATT,
+        I(Opcode.ATTV, layer_rel=1, out_width=width(bits["att_out"]), prob_bits=PROB_BITS, p=P, dst=ATT,
           stride=ctx, n_heads=c.n_heads, kv_mul=c.kv_mul, head_size=hs, paddr=pa_("attv")),
         mv("wo", ATT, X, D, D, bits["att_out"], 16, accumulate=1, bias=g),
         I(Opcode.NORM, kind=kind, layer_rel=1, gamma_frac=n_ffn[2], beta_frac=n_ffn[4],
@@ -447,7 +474,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         body += [
             mv("w1", XB, HB, H, D, 8, 16),
             mv("w3", XB, HB2, H, D, 8, bits["ffn_up"]),
-            I(Opcode.ELTWISE, eop=EltOp.SWIGLU, width=width(bits["ffn_hidden"]), a=HB, b=HB2,
+            I(Opcode.ELTWISE, layer_rel=1, eop=EltOp.SWIGLU, width=width(bits["ffn_hidden"]), a=HB, b=HB2,
               dst=HH, len=H, paddr=pa_("ffn_mul")),
             mv("w2", HH, X, D, H, bits["ffn_hidden"], 16, accumulate=1),
         ]
@@ -455,7 +482,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         body += [
             mv("w_fc", XB, HB, H, D, 8, 16, bias=1),
             I(Opcode.ACT, func=Func.GELU_TANH, in_width=Width.W16,
-              out_width=width(bits["ffn_hidden"]), src=HB, dst=HH, len=H, paddr=pa_("act")),
+              out_width=width(bits["ffn_hidden"]), src=HB, dst=HH, len=H, paddr=gelu_t),
             mv("w_proj", HH, X, D, H, bits["ffn_hidden"], 16, accumulate=1, bias=1),
         ]
     prog.append(I(Opcode.LOOP, count=L, body=len(body), wstride=wstride, pstride=pstride))

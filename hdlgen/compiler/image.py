@@ -17,14 +17,19 @@ __all__ = ["MemoryImage", "WeightAllocator", "ParamAllocator", "requant_word", "
 
 #: DP16KD aspect ratios (depth, width bits), data bits only (the 9th/18th/36th bits unused).
 EBR_CONFIGS = ((16384, 1), (8192, 2), (4096, 4), (2048, 8), (1024, 16), (512, 32))
+#: The same using every bit (a wide memory's bits spread over the blocks' 9/18/36-bit ports).
+EBR_CONFIGS_PARITY = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+#: Programs up to this many words live in distributed (LUT) RAM, not in block RAM.
+PROGRAM_LUT_WORDS = 64
 
 
-def ebr_count(width_bits: int, depth: int) -> int:
-    """Fewest DP16KD blocks holding a ``width_bits`` x ``depth`` memory (byte-wide data, the
-    parity bits unused)."""
+def ebr_count(width_bits: int, depth: int, parity: bool = False) -> int:
+    """Fewest DP16KD blocks holding a ``width_bits`` x ``depth`` memory; with ``parity`` the
+    9th bits hold data too (:data:`EBR_CONFIGS_PARITY`)."""
     if width_bits <= 0 or depth <= 0:
         return 0
-    return min(-(-width_bits // w) * -(-depth // d) for d, w in EBR_CONFIGS)
+    configs = EBR_CONFIGS_PARITY if parity else EBR_CONFIGS
+    return min(-(-width_bits // w) * -(-depth // d) for d, w in configs)
 
 
 def requant_word(mult: int, shift: int) -> int:
@@ -141,15 +146,44 @@ class MemoryImage:
 
     def memory_bytes(self, program_words: int = 0) -> dict:
         """Bytes of each memory (data bits, as the host sees them)."""
-        return {"weights": int(self.weights.size), "params": 4 * int(self.params.size),
+        return {"weights": int(self.weights.size),
+                "params": 4 * (int(self.params.size) - self.table_words()),
+                "tables": 4 * self.table_words(),
                 "kv_cache": 2 * self.kv_layers * self.kv_heads * self.context * self.head_size,
                 "scratch": 2 * self.act_elements, "program": 16 * program_words}
 
-    def memory_ebr(self, program_words: int = 0) -> dict:
-        """DP16KD blocks of each memory (:func:`ebr_count`)."""
+    def rom_tables(self) -> dict:
+        """``{address: (kind, words)}`` of the distinct ROM tables in the parameter memory."""
+        out = {}
+        for addr, d in self.tables.items():
+            if d["kind"] == "rope":
+                out[addr] = ("rope", d["context"] * d["head_size"])
+            elif d["kind"] == "act":
+                out[addr] = ("act", 256 if d["in_bits"] == 8 else 1024)
+            elif d["kind"] == "swiglu":
+                out[d["table"]] = ("act", 256 if d["a_bits"] == 8 else 1024)
+        return out
+
+    def table_words(self) -> int:
+        """Parameter words that are ROM tables of the blocks (RoPE, activation), which keep
+        them in their own block RAM."""
+        return sum(n for _, n in self.rom_tables().values())
+
+    def memory_ebr(self, program_words: int = 0, parity: bool = True) -> dict:
+        """DP16KD blocks of each memory (:func:`ebr_count`): the weight bank (with ``parity``
+        its rows spread over the blocks' 36-bit ports), the parameter memory without the ROM
+        tables, the tables in their blocks (RoPE 36-bit cos/sin pairs, activation 36-bit
+        knot pairs), KV cache, scratchpad and program (in LUT RAM up to
+        :data:`PROGRAM_LUT_WORDS` words)."""
         kv_rows = 2 * self.kv_layers * self.kv_heads * self.context
-        return {"weights": ebr_count(8 * self.lanes * self.macs_per_lane, self.weights.shape[0]),
-                "params": ebr_count(32, int(self.params.size)),
+        tables = 0
+        for kind, words in self.rom_tables().values():
+            tables += ebr_count(36, words // 2, True)
+        return {"weights": ebr_count(8 * self.lanes * self.macs_per_lane, self.weights.shape[0],
+                                     parity),
+                "params": ebr_count(32, int(self.params.size) - self.table_words()),
+                "tables": tables,
                 "kv_cache": ebr_count(8 * self.head_size, kv_rows),
                 "scratch": ebr_count(16, self.act_elements),
-                "program": ebr_count(128, max(1, program_words))}
+                "program": 0 if program_words <= PROGRAM_LUT_WORDS else
+                ebr_count(128, program_words, parity)}

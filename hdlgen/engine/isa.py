@@ -27,6 +27,8 @@ last ``ARGMAX``. ``LOOP`` also keeps two base registers, ``WBASE`` and ``PBASE``
 weight and parameter addresses of instructions with ``layer_rel`` set; they start at 0 and
 grow by the loop's ``wstride``/``pstride`` after each iteration, so one copy of a decoder layer's
 instructions serves every layer (the compiler lays the layers out at a fixed stride).
+``MATVEC``, ``MATMAT``, ``NORM``, ``SCORES``, ``ATTV``, ``ACT`` and ``ELTWISE`` have
+``layer_rel``.
 
 Attention instructions (``SCORES``, ``SOFTMAX``, ``ATTV``) iterate over the query heads with
 an internal counter; query head ``h`` reads KV head ``h // kv_mul`` (grouped-query and
@@ -269,6 +271,7 @@ class Scores(data.Struct):
     ``t = 0 .. POS`` (K of layer ``LAYER``, KV head ``h // kv_mul``), 16-bit scores; one
     requantization word at ``paddr``."""
     op: Opcode
+    layer_rel: unsigned(1)
     q_width: Width
     q: BUF
     dst: BUF
@@ -299,6 +302,7 @@ class AttV(data.Struct):
     V[t, i])`` over ``t = 0 .. POS`` (V of layer ``LAYER``, KV head ``h // kv_mul``);
     probabilities are unsigned ``prob_bits`` wide; one requantization word at ``paddr``."""
     op: Opcode
+    layer_rel: unsigned(1)
     out_width: Width
     prob_bits: unsigned(5)
     p: BUF
@@ -314,6 +318,7 @@ class Act(data.Struct):
     """``dst[i] = f(src[i])`` for ``i < len`` through the table at ``paddr``
     (:mod:`sim.golden.activation`)."""
     op: Opcode
+    layer_rel: unsigned(1)
     func: Func
     in_width: Width
     out_width: Width
@@ -327,6 +332,7 @@ class Eltwise(data.Struct):
     """``ADD``: ``dst = saturate(a + b)`` at ``width``; ``SWIGLU``: ``dst = requant(silu(a) *
     b)`` with the SiLU table and requantization word at ``paddr``."""
     op: Opcode
+    layer_rel: unsigned(1)
     eop: EltOp
     width: Width
     a: BUF

@@ -43,6 +43,10 @@ __all__ = ["Engine", "EngineError", "StepResult", "shared_planes"]
 _FUNC = {Func.SILU: "silu", Func.GELU: "gelu", Func.GELU_TANH: "gelu_tanh", Func.RELU: "relu"}
 
 
+_LAYER_REL = (Opcode.MATVEC, Opcode.MATMAT, Opcode.NORM, Opcode.SCORES, Opcode.ATTV, Opcode.ACT,
+              Opcode.ELTWISE)
+
+
 class EngineError(UserError):
     """A program or memory image the engine cannot run, or a step it refuses."""
 
@@ -309,8 +313,7 @@ class Engine:
     def _exec(self, ins, wbase, pbase, pc):
         op = ins.op
         regs = self.regs
-        rel = getattr(ins, "layer_rel", 0) if op in (Opcode.MATVEC, Opcode.MATMAT, Opcode.NORM) \
-            else 0
+        rel = ins.layer_rel if op in _LAYER_REL else 0
         wb, pb = (wbase, pbase) if rel else (0, 0)
         pos, layer = regs[Reg.POS], regs[Reg.LAYER]
         if op in (Opcode.NOP, Opcode.SYNC):
@@ -426,7 +429,7 @@ class Engine:
             self._emit(pc, ins, x)
             return
         if op in (Opcode.SCORES, Opcode.ATTV):
-            self._attention(ins, pos, layer, pc)
+            self._attention(ins, pos, layer, pc, pb)
             return
         if op == Opcode.SOFTMAX:
             n = pos + 1 if ins.causal else ins.len
@@ -443,9 +446,9 @@ class Engine:
             self._emit(pc, ins, np.stack(out))
             return
         if op == Opcode.ACT:
-            d = self.image.tables.get(ins.paddr)
+            d = self.image.tables.get(ins.paddr + pb)
             if d is None or d["kind"] != "act" or d["func"] != _FUNC[ins.func]:
-                self._err(f"no {_FUNC[ins.func]} table at parameter word {ins.paddr}")
+                self._err(f"no {_FUNC[ins.func]} table at parameter word {ins.paddr + pb}")
             in_bits = 16 if ins.in_width == Width.W16 else 8
             out_bits = 16 if ins.out_width == Width.W16 else 8
             if (in_bits, out_bits) != (d["in_bits"], d["out_bits"]):
@@ -462,12 +465,12 @@ class Engine:
                 y = residual_add(self._read(ins.a, ins.len, bits), self._read(ins.b, ins.len, bits),
                                  bits)
             elif ins.eop == EltOp.SWIGLU:
-                d = self.image.tables.get(ins.paddr)
+                d = self.image.tables.get(ins.paddr + pb)
                 if d is None or d["kind"] != "swiglu":
-                    self._err(f"no SwiGLU parameters at parameter word {ins.paddr}")
+                    self._err(f"no SwiGLU parameters at parameter word {ins.paddr + pb}")
                 if d["out_bits"] != bits:
                     self._err(f"width {bits} does not match the SwiGLU parameters' {d['out_bits']}")
-                m, s = self._requant_params(ins.paddr, 1)
+                m, s = self._requant_params(ins.paddr + pb, 1)
                 y = swiglu(self._read(ins.a, ins.len, d["a_bits"]),
                            self._read(ins.b, ins.len, d["b_bits"]), int(m[0]), int(s[0]),
                            a_bits=d["a_bits"], b_bits=d["b_bits"], out_bits=d["out_bits"],
@@ -490,7 +493,7 @@ class Engine:
             return
         self._err(f"opcode {op.name} cannot execute here")
 
-    def _attention(self, ins, pos, layer, pc):
+    def _attention(self, ins, pos, layer, pc, pb):
         hs, n = ins.head_size, pos + 1
         if hs != self.image.head_size:
             self._err(f"head_size={hs} does not match the KV cache's {self.image.head_size}")
@@ -503,7 +506,7 @@ class Engine:
             self._err(f"POS+1={n} probabilities do not fit the row stride {ins.stride}")
         if not (0 <= layer < self.image.kv_layers):
             self._err(f"LAYER={layer} is outside the KV cache's {self.image.kv_layers} layers")
-        m, s = self._requant_params(ins.paddr, 1)
+        m, s = self._requant_params(ins.paddr + pb, 1)
         out = []
         for h in range(ins.n_heads):
             kvh = h // ins.kv_mul

@@ -1,0 +1,107 @@
+"""``hdlgen bench accuracy``: the integer accelerator's next-token agreement with the float
+model.
+
+Teacher-forced over the float reference's greedy sequence from BOS (``--positions`` tokens):
+at each position the integer golden model (:mod:`sim.golden.engine`, the accelerator's exact
+output) and the float reference (:mod:`sim.float_ref`) read the same token; the command
+reports the fraction of positions whose top-1 next tokens agree and the mean KL divergence
+``KL(P_float || P_int)`` of the next-token distributions (the integer logits dequantized with
+their scale), with the memory the compiled image needs. With ``--json`` one object::
+
+    {"model": ..., "positions": 256, "top1_agreement": X, "mean_kl": X, "max_kl": X,
+     "mismatches": [...], "scheme": {...}, "memory": {...}, "fits": true, "seconds": X}
+
+``--weight16 wq,wk`` runs those matrices as 16-bit weights (two int8 planes, two MAC
+passes); ``--act8 q,att_out`` narrows activations of the default scheme to 8 bits.
+"""
+
+import json
+import time
+
+import numpy as np
+
+from hdlgen.errors import UserError
+
+__all__ = ["HELP", "add_arguments", "run", "GoldenLogits", "measure"]
+
+HELP = "teacher-forced top-1 agreement and KL of the integer golden model vs the float model"
+
+
+class GoldenLogits:
+    """``logits_sequence(tokens)`` of a compiled model on the integer golden model, dequantized
+    (for :func:`hdlgen.model.accuracy.teacher_forced`)."""
+
+    def __init__(self, compiled):
+        from sim.golden.engine import Engine
+        self.compiled = compiled
+        self.engine = Engine(compiled.image, compiled.words, acc_width=compiled.config.acc_width)
+
+    def logits_sequence(self, tokens) -> np.ndarray:
+        self.engine.reset()
+        rows = []
+        for pos, t in enumerate(tokens):
+            r = self.engine.step(int(t), pos)
+            if r.logits is None:
+                raise UserError("the program does not output logits (compile with logits_out)")
+            rows.append(r.logits * self.compiled.logit_scale)
+        return np.stack(rows)
+
+
+def measure(model, positions: int, options=None, config=None) -> dict:
+    """Compile ``model`` and measure its agreement over ``positions`` teacher-forced tokens."""
+    from hdlgen.compiler import CompileOptions, compile_model
+    from hdlgen.model.accuracy import reference_sequence, teacher_forced
+    from sim.float_ref import FloatModel
+    options = options or CompileOptions()
+    t0 = time.time()
+    seq = reference_sequence(model, positions)
+    from dataclasses import replace
+    comp = compile_model(model, config, replace(options, context=max(positions, options.context
+                                                                     or 0) or None))
+    agree = teacher_forced(FloatModel(model, context=len(seq)), GoldenLogits(comp), seq)
+    fit = comp.manifest["fit"]
+    total = sum(fit["ebr"].values())
+    return {"model": model.name, "positions": positions, **agree.to_json(),
+            "scheme": comp.manifest["scheme"], "memory": fit, "ebr_total": total,
+            "fits": fit.get("ebr_available") is None or total <= fit["ebr_available"],
+            "seconds": round(time.time() - t0, 1)}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="llama2.c .bin, hdlgen .npz, random:llama or random:gpt2")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a random model")
+    parser.add_argument("--positions", type=int, default=256,
+                        help="teacher-forced positions (default 256, at most seq_len)")
+    parser.add_argument("--weight16", default="",
+                        help="comma-separated weight matrices to run as 16-bit (two int8 planes)")
+    parser.add_argument("--act8", default="",
+                        help="comma-separated activations (q, att_out, ffn_up, ffn_hidden) to "
+                             "narrow to 8 bits")
+    parser.add_argument("--device", default="85F", help="ECP5 device for the fit check")
+    parser.add_argument("--no-fit", action="store_true",
+                        help="measure even when the image does not fit the device")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    from hdlgen.compiler import CompileOptions
+    from hdlgen.model import load_model
+    model = load_model(args.model, seed=args.seed)
+    if not 1 <= args.positions <= model.config.seq_len:
+        raise UserError(f"--positions {args.positions} must be 1..{model.config.seq_len} "
+                        f"(the model's seq_len)")
+    w16 = {k: 16 for k in args.weight16.split(",") if k}
+    a8 = {k: 8 for k in args.act8.split(",") if k}
+    opts = CompileOptions(device=args.device, weight_bits=w16, act_bits=a8, fit=not args.no_fit)
+    res = measure(model, args.positions, opts)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"model {res['model']}: teacher-forced over {res['positions']} positions")
+        print(f"  top-1 agreement {res['top1_agreement']:.4f}   mean KL {res['mean_kl']:.4f} "
+              f"nats   max KL {res['max_kl']:.3f}")
+        print(f"  memory {res['ebr_total']} EBR {res['memory']['ebr']}")
+        print(f"  weight planes {res['scheme']['weight_planes']}")
+        print(f"  {res['seconds']} s")
+    return 0

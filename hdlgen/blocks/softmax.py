@@ -90,7 +90,7 @@ class Softmax(wiring.Component):
         cnt = Signal(range(N + 1))          # LOAD: elements stored
         n = Signal(range(N + 1))            # row length
         n_m1 = Signal(range(N))             # row length - 1
-        mx = Signal(signed(W))
+        mx = Signal(signed(W), init=-(1 << (W - 1)))
         ia = Signal(range(N + 1))           # EXP: reads issued
         wcnt = Signal(range(N + 1))         # EXP: results written
         acc = Signal(SW)                    # sum of exponentials (accumulator)
@@ -158,13 +158,11 @@ class Softmax(wiring.Component):
         st_load = Signal(init=1)
         st_exp, st_norm, st_div, st_out = Signal(), Signal(), Signal(), Signal()
         room = Signal(init=1)               # cnt < N
-        first = Signal(init=1)              # next element is the first of a row
         ia_more = Signal()                  # EXP: ia < n
         oi_more = Signal()                  # OUT: oi < n
         oi = Signal(range(N + 1))
         x_r = Signal(signed(W), reset_less=True)
         wa = Signal(range(N), reset_less=True)
-        first_r = Signal(reset_less=True)
         xv = Signal()                       # x_r is to be stored
         exp_go = Signal()                   # EXP, not its first cycle
 
@@ -186,14 +184,26 @@ class Softmax(wiring.Component):
         # last one is stored in the first cycle of EXP, which therefore issues no read.
         m.d.sync += [xv.eq(xfer & room), exp_go.eq(st_exp)]
         with m.If(xfer):
-            m.d.sync += [x_r.eq(x), wa.eq(cnt), first_r.eq(first)]
-        with m.If(xv & (first_r | (x_r > mx))):
-            m.d.sync += mx.eq(x_r)
+            m.d.sync += [x_r.eq(x), wa.eq(cnt)]
+        # Running maximum in two stages so that no compare drives the enable of mx: stage 1
+        # decides (against the element still in stage 2 if that one is a new maximum),
+        # stage 2 updates.
+        x2 = Signal(signed(W), reset_less=True)
+        xv2 = Signal()
+        upd2 = Signal()
+        # mx starts each row at the most negative value (set when the previous row ends), so
+        # the first element always updates it.
+        # (a >= b as the sign of a - b: one clean carry chain each)
+        ge_x2, ge_mx = Signal(), Signal()
+        m.d.comb += [ge_x2.eq(~(x_r - x2)[W]), ge_mx.eq(~(x_r - mx)[W])]
+        m.d.sync += [x2.eq(x_r), xv2.eq(xv), upd2.eq(Mux(xv2 & upd2, ge_x2, ge_mx))]
+        with m.If(xv2 & upd2):
+            m.d.sync += mx.eq(x2)
         with m.If(xfer & room):
-            m.d.sync += [cnt.eq(cnt + 1), room.eq(cnt != N - 1), first.eq(0)]
+            m.d.sync += [cnt.eq(cnt + 1), room.eq(cnt != N - 1)]
         with m.If(xfer & self.i.payload.last):
             m.d.sync += [n.eq(cnt + room), n_m1.eq(Mux(room, cnt, cnt - 1)), cnt.eq(0),
-                         room.eq(1), first.eq(1), ia.eq(0), ia_more.eq(1), wcnt.eq(0),
+                         room.eq(1), ia.eq(0), ia_more.eq(1), wcnt.eq(0),
                          acc.eq(0), exp_done.eq(0), st_load.eq(0), st_exp.eq(1)]
         # EXP
         with m.If(exp_issue):
@@ -227,7 +237,7 @@ class Softmax(wiring.Component):
         with m.If(out_issue):
             m.d.sync += [oi.eq(oi + 1), oi_more.eq(oi != n_m1)]
         with m.If(st_out & ~oi_more):
-            m.d.sync += [st_out.eq(0), st_load.eq(1)]
+            m.d.sync += [st_out.eq(0), st_load.eq(1), mx.eq(-(1 << (W - 1)))]
         return m
 
 

@@ -143,30 +143,74 @@ def _eps_words(eps_int: int) -> list:
     return [eps_int & 0xFFFFFFFF, eps_int >> 32]
 
 
+# matmul -> (weight key, input point, output point, bias key), as hdlgen.model.quantize
+_MATMULS = {
+    "llama": {"wq": ("wq", "attn_norm", "q", None), "wk": ("wk", "attn_norm", "k", None),
+              "wv": ("wv", "attn_norm", "v", None), "wo": ("wo", "att_out", "residual", None),
+              "w1": ("w1", "ffn_norm", "ffn_gate", None), "w3": ("w3", "ffn_norm", "ffn_up", None),
+              "w2": ("w2", "ffn_hidden", "residual", None)},
+    "gpt2": {"wq": ("wq", "attn_norm", "q", "bq"), "wk": ("wk", "attn_norm", "k", "bk"),
+             "wv": ("wv", "attn_norm", "v", "bv"), "wo": ("wo", "att_out", "residual", "bo"),
+             "w_fc": ("w_fc", "ffn_norm", "ffn_fc", "b_fc"),
+             "w_proj": ("w_proj", "ffn_hidden", "residual", "b_proj")},
+}
+
+
+def _redo_requant(qm, scales, weights, names):
+    """Requantization of matmuls ``names`` (and ``cls``) for changed scales or weights."""
+    c = qm.config
+    requant = dict(qm.requant)
+
+    def pl(n):
+        v = scales[n]
+        return np.full(c.n_layers, float(v)) if np.ndim(v) == 0 else np.asarray(v)
+
+    for name in names:
+        if name == "cls":
+            t = weights["token_embedding" if c.shared_classifier else "wcls"]
+            requant["cls"] = Requant.from_real(
+                "cls", float(scales["final_norm"]) * t.scale / float(scales["logits"]), 16)
+            continue
+        key, s_in, s_out, bkey = _MATMULS[c.arch][name]
+        acc_scale = pl(s_in)[:, None] * weights[key].scale
+        bias = None
+        if bkey is not None:
+            bias = np.rint(qm.model.weights[bkey].astype(np.float64) / acc_scale).astype(np.int64)
+        requant[name] = Requant.from_real(name, acc_scale / pl(s_out)[:, None],
+                                          qm.act_bits[s_out], bias)
+    return requant
+
+
+def _w16_planes(qm):
+    """16-bit weights re-quantized to +-W16_MAX so they split exactly into two int8 planes."""
+    weights = dict(qm.weights)
+    changed = []
+    for key, t in qm.weights.items():
+        if t.q.dtype != np.int16:
+            continue
+        w = qm.model.weights[key].astype(np.float64)
+        amax = np.max(np.abs(w), axis=-1)
+        scale = np.where(amax > 0, amax / W16_MAX, 1.0)
+        q = np.clip(np.rint(w / scale[..., None]), -W16_MAX, W16_MAX).astype(np.int16)
+        weights[key] = type(t)(q=q, scale=scale)
+        changed += [n for n, spec in _MATMULS[qm.config.arch].items() if spec[0] == key]
+        if key == "wcls" or (key == "token_embedding" and qm.config.shared_classifier):
+            changed.append("cls")
+    if not changed:
+        return qm
+    return replace(qm, weights=weights, requant=_redo_requant(qm, qm.scales, weights, changed))
+
+
 def _global_ffn_scales(qm):
     """One scale for the FFN nonlinearity's input (and GELU's output) across the layers, so one
     table ROM serves every layer; the matmul requantizations that touch them are redone."""
     c = qm.config
-    w = qm.model.weights
     names = ("ffn_gate",) if c.arch == "llama" else ("ffn_fc", "ffn_hidden")
     scales = dict(qm.scales)
     for n in names:
         scales[n] = np.full(c.n_layers, float(np.max(scales[n])))
-    requant = dict(qm.requant)
-    mm = {"llama": {"w1": ("w1", "ffn_norm", "ffn_gate", None)},
-          "gpt2": {"w_fc": ("w_fc", "ffn_norm", "ffn_fc", "b_fc"),
-                   "w_proj": ("w_proj", "ffn_hidden", "residual", "b_proj")}}[c.arch]
-    for name, (key, s_in, s_out, bkey) in mm.items():
-        def pl(n):
-            v = scales[n]
-            return np.full(c.n_layers, float(v)) if np.ndim(v) == 0 else v
-        acc_scale = pl(s_in)[:, None] * qm.weights[key].scale
-        bias = None
-        if bkey is not None:
-            bias = np.rint(w[bkey].astype(np.float64) / acc_scale).astype(np.int64)
-        requant[name] = Requant.from_real(name, acc_scale / pl(s_out)[:, None],
-                                          qm.act_bits[s_out], bias)
-    return replace(qm, scales=scales, requant=requant)
+    redo = ("w1",) if c.arch == "llama" else ("w_fc", "w_proj")
+    return replace(qm, scales=scales, requant=_redo_requant(qm, scales, qm.weights, redo))
 
 
 def fit_check(image: MemoryImage, program_words: int, device: str, model_name: str,
@@ -194,8 +238,13 @@ def fit_check(image: MemoryImage, program_words: int, device: str, model_name: s
             if sum(trial.memory_ebr(program_words).values()) <= avail:
                 best = ctx
                 break
-        msg += (f"; a context of {best} would fit" if best else
-                "; it does not fit at any context: use a bigger device or a smaller model")
+        bigger = [d for d, n in DEVICE_EBR.items() if n > avail and total <= n]
+        if best:
+            msg += f"; a context of {best} would fit"
+        elif not bigger:
+            msg += "; it does not fit at any context: use a smaller model"
+        if bigger:
+            msg += f"; {'or ' if best else ''}it fits the {bigger[0]} at this context"
         raise UserError(msg)
     return {"device": dev, "ebr": ebr, "ebr_total": total, "ebr_available": avail,
             "bytes": nbytes}
@@ -235,7 +284,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     qm = quantize_model(model, opt.calibration, residual_headroom=opt.residual_headroom,
                         logit_headroom=opt.logit_headroom, act_bits=act_bits,
                         weight_bits=opt.weight_bits or None)
-    qm = _global_ffn_scales(qm)
+    qm = _global_ffn_scales(_w16_planes(qm))
     bits = qm.act_bits
     sc = qm.scales
     L, D, H, KV, V, hs = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size, c.head_size
@@ -280,7 +329,8 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         planes = 2 if np.asarray(q).dtype == np.int16 else 1
         q = np.asarray(q, dtype=np.int64)
         if planes == 2:
-            q = np.clip(q, -W16_MAX - 1, W16_MAX)
+            if np.abs(q).max(initial=0) > W16_MAX:
+                raise AssertionError("16-bit weight beyond the two-plane range")
             lo = ((q + 128) & 255) - 128
             hi = (q - lo) >> 8
             addr = wa.add(hi)

@@ -1,0 +1,107 @@
+"""Model compiler: layout, program structure, fit check and errors, on random models of both
+architectures (non-power-of-two widths, MQA, GQA) and on stories260K."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hdlgen.blocks.membank import weight_rows
+from hdlgen.compiler import CompileOptions, compile_model
+from hdlgen.compiler.image import WeightAllocator, ebr_count, split_requant_word
+from hdlgen.config import AcceleratorConfig
+from hdlgen.engine.isa import Opcode, decode_program
+from hdlgen.errors import UserError
+from hdlgen.model import load_model
+
+STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K.bin"
+
+SHAPES = [
+    ("random:llama", {}),                                            # GQA 6/2, dim 48
+    ("random:llama", dict(dim=40, n_heads=5, n_kv_heads=1, hidden_dim=100, vocab_size=77)),  # MQA
+    ("random:llama", dict(n_layers=3, shared_classifier=False, hidden_dim=72)),
+    ("random:gpt2", {}),                                             # MHA, head 12
+    ("random:gpt2", dict(dim=36, n_heads=3, hidden_dim=90, vocab_size=50, n_layers=1)),
+]
+
+
+def test_weight_layout_matches_membank():
+    rng = np.random.default_rng(1)
+    w = rng.integers(-128, 128, (37, 21))
+    wa = WeightAllocator(4, 8)
+    wa.add(rng.integers(-128, 128, (3, 3)))          # offset the second matrix
+    addr = wa.add(w)
+    rows = wa.array()[addr:]
+    ref = weight_rows(w, 4, 8)
+    assert len(rows) == len(ref)
+    for r, v in zip(rows, ref):
+        assert int.from_bytes(r.astype(np.uint8).tobytes(), "little") == v
+
+
+@pytest.mark.parametrize("spec,over", SHAPES)
+def test_compile_random(spec, over):
+    m = load_model(spec, seed=3, **over)
+    cfg = AcceleratorConfig(lanes=8, macs_per_lane=4)
+    comp = compile_model(m, cfg)
+    c = m.config
+    prog = comp.program
+    assert prog[-1].op == Opcode.HALT
+    assert decode_program(comp.words) == prog
+    loop = next(i for i in prog if i.op == Opcode.LOOP)
+    assert loop.count == c.n_layers
+    body = prog[prog.index(loop) + 1:prog.index(loop) + 1 + loop.body]
+    ops = [i.op for i in body]
+    assert ops.count(Opcode.KVAPPEND) == 2
+    assert (Opcode.ROPE in ops) == (c.arch == "llama")
+    sc = next(i for i in body if i.op == Opcode.SCORES)
+    assert (sc.n_heads, sc.kv_mul, sc.head_size) == (c.n_heads, c.kv_mul, c.head_size)
+    # the weight bank holds every matrix in the MAC array's row layout
+    assert comp.image.weights.shape[1] == cfg.lanes * cfg.macs_per_lane
+    # layer l's wq sits at its layer-0 address + l * wstride and equals the quantized matrix
+    from sim.golden.engine import Engine
+    eng = Engine(comp.image, comp.words)
+    wq = next(i for i in body if i.op == Opcode.MATVEC)
+    for layer in range(c.n_layers):
+        got = eng._matrix(wq.waddr + layer * loop.wstride, wq.rows, wq.cols)
+        assert np.array_equal(got, comp.qmodel.weights["wq"].q[layer])
+    assert comp.manifest["memory_map"]["weights"]["layer_stride"] == loop.wstride
+    # requantization words are valid quantize_multiplier pairs
+    cls = [i for i in prog if i.op == Opcode.MATVEC][-1]
+    words = comp.image.params[cls.paddr:cls.paddr + cls.rows]
+    for w in words[:5]:
+        mult, shift = split_requant_word(int(w))
+        assert 1 <= mult <= 65535 and 1 <= shift <= 47
+    json.dumps(comp.manifest)                       # the manifest is plain JSON
+    assert comp.manifest["fit"]["ebr_total"] <= comp.manifest["fit"]["ebr_available"]
+
+
+def test_compile_errors():
+    m = load_model("random:llama", seed=0, dim=48, n_heads=4, n_kv_heads=2)   # head size 12
+    with pytest.raises(UserError, match="head size 12 .* not a power of two"):
+        compile_model(m)
+    m = load_model("random:llama", seed=0)
+    with pytest.raises(UserError, match="act_bits k=16"):
+        compile_model(m, options=CompileOptions(act_bits={"k": 16}))
+    with pytest.raises(UserError, match="context=100"):
+        compile_model(m, options=CompileOptions(context=100))
+    with pytest.raises(UserError, match="max_dot_length"):
+        compile_model(m, AcceleratorConfig(max_dot_length=64))
+
+
+def test_ebr_count():
+    assert ebr_count(1024, 2056, parity=True) == 29 * 5
+    assert ebr_count(1024, 2056) == 32 * 5
+    assert ebr_count(64, 10240) == 40
+    assert ebr_count(16, 100) == 1
+
+
+@pytest.mark.skipif(not STORIES.exists(), reason="stories260K.bin not available")
+def test_stories_fits_85f_at_256_and_not_25f():
+    m = load_model(STORIES)
+    comp = compile_model(m, AcceleratorConfig(), CompileOptions(context=256))
+    fit = comp.manifest["fit"]
+    assert fit["ebr_total"] <= 208 and comp.image.context == 256
+    assert comp.image.kv_layers == 5 and comp.image.kv_heads == 4
+    with pytest.raises(UserError, match=r"needs \d+ EBR .* but the 25F has 56 EBR.*"):
+        compile_model(m, AcceleratorConfig(), CompileOptions(context=256, device="25F"))

@@ -126,10 +126,12 @@ def _amaranth_run(dut, beats, ready_pattern):
     assert got == expected
 
 
-@pytest.mark.parametrize("L,K,pipeline", [(3, 5, False), (1, 1, True), (2, 8, True)])
-def test_amaranth_sim_shapes(L, K, pipeline):
+@pytest.mark.parametrize("L,K,pipeline,post", [(3, 5, False, 1), (1, 1, True, 2), (2, 8, True, 3),
+                                               (5, 2, False, 2)])
+def test_amaranth_sim_shapes(L, K, pipeline, post):
     rng = np.random.default_rng(L * 100 + K)
-    dut = MACArray(L, K, acc_width=24, max_dot_length=256, dsp_pipeline=pipeline)
+    dut = MACArray(L, K, acc_width=24, max_dot_length=256, dsp_pipeline=pipeline,
+                   post_dsp_registers=post)
     beats = []
     for _ in range(40):
         n = int(rng.integers(1, 5))

@@ -39,10 +39,12 @@ in clock edges after the edge that transfers a beat on ``i``::
     0 .. F-1       fabric input register, then the fanout tree that copies the shared
                    slice to every lane, 4 loads per register (F = 1 + ceil(log4(lanes)))
     F .. F+D-1     MULT18X18D input and output registers (D = 2, or 3 with dsp_pipeline)
-    F+D            fabric register after each DSP
-    F+D+1 .. F+D+T adder tree, one register per level (T = ceil(log2(macs_per_lane)))
-    F+D+T+1        accumulator
-    F+D+T+2        result written to the output FIFO, ``o.valid``
+    F+D .. G-1     fabric registers after each DSP (R = post_dsp_registers, G = F+D+R):
+                   the first sits next to the DSP, the next ones carry the product across
+                   the DSP row to the lane's adder tree
+    G .. G+T-1     adder tree, one register per level (T = ceil(log2(macs_per_lane)))
+    G+T            accumulator
+    G+T+1          result written to the output FIFO, ``o.valid``
 
 Backpressure on ``o`` never stalls the pipeline. The output FIFO (distributed RAM, one per
 lane, ``fifo_depth`` results) has room for every result in flight: ``i.ready`` comes from a
@@ -83,9 +85,10 @@ class _Lane(Elaboratable):
     """One lane: ``K`` DSP multipliers, fabric product registers, adder tree, accumulator
     and the lane's slice of the output FIFO, with its own copies of the control bits."""
 
-    def __init__(self, index, K, acc_width, fifo_depth, dsp_pipeline):
+    def __init__(self, index, K, acc_width, fifo_depth, dsp_pipeline, post_dsp_registers):
         self.index, self.K, self.acc_width = index, K, acc_width
         self.fifo_depth, self.dsp_pipeline = fifo_depth, dsp_pipeline
+        self.post_dsp_registers = post_dsp_registers
         self.shared = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))   # stage F-1, this lane's copy
         self.operand = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))  # stage F-1
         self.ctrl_in = Signal(3)     # (valid, first, last) one stage before the lane copies
@@ -101,8 +104,11 @@ class _Lane(Elaboratable):
             mul = m.submodules[f"mul{k}"] = DSPMultiplier(OPERAND_WIDTH, OPERAND_WIDTH,
                                                           pipeline=self.dsp_pipeline)
             m.d.comb += [mul.a.eq(self.shared[k]), mul.b.eq(self.operand[k])]
-            prod = Signal(signed(2 * OPERAND_WIDTH), name=f"prod{k}", reset_less=True)
-            m.d.sync += prod.eq(mul.p)
+            prod = mul.p
+            for r in range(self.post_dsp_registers):
+                nxt = Signal(signed(2 * OPERAND_WIDTH), name=f"prod{k}_r{r}", reset_less=True)
+                m.d.sync += nxt.eq(prod)
+                prod = nxt
             level.append(prod)
         # Adder tree, a register per level.
         depth = 0
@@ -155,6 +161,10 @@ class MACArray(wiring.Component):
     max_dot_length : int
         Longest dot product, elements, that must not overflow the accumulator
         (``AcceleratorConfig.max_dot_length``).
+    post_dsp_registers : int
+        Fabric registers between each DSP output and the adder tree (at least 1). With 2 the
+        placer can put one next to the DSP and one next to the tree: the DSPs of a lane are
+        spread along a DSP row and a single register cannot be close to both ends.
     dsp_pipeline : bool
         Also use the MULT18X18D pipeline register (one more cycle of latency).
 
@@ -174,7 +184,8 @@ class MACArray(wiring.Component):
     """
 
     def __init__(self, lanes: int = 16, macs_per_lane: int = 8, acc_width: int = 32,
-                 max_dot_length: int = 4096, *, dsp_pipeline: bool = False):
+                 max_dot_length: int = 4096, *, post_dsp_registers: int = 2,
+                 dsp_pipeline: bool = False):
         for name, value in (("lanes", lanes), ("macs_per_lane", macs_per_lane),
                             ("acc_width", acc_width), ("max_dot_length", max_dot_length)):
             _check_positive_int(name, value)
@@ -187,6 +198,8 @@ class MACArray(wiring.Component):
         self._lanes, self._macs_per_lane = lanes, macs_per_lane
         self._acc_width, self._max_dot_length = acc_width, max_dot_length
         self._dsp_pipeline = bool(dsp_pipeline)
+        _check_positive_int("post_dsp_registers", post_dsp_registers)
+        self._post_dsp_registers = post_dsp_registers
         self._tree_levels = (macs_per_lane - 1).bit_length()
         self._fifo_depth = max(16, 1 << (self.credit_loop - 1).bit_length())
         operand = signed(OPERAND_WIDTH)
@@ -224,7 +237,8 @@ class MACArray(wiring.Component):
     def latency(self) -> int:
         """Clock edges from the transfer of a ``last`` beat on ``i`` to its result on ``o``
         (when the FIFO is empty): after that many edges ``o.valid`` is high."""
-        return self.fanout_stages + self.dsp_latency + self._tree_levels + 2
+        return (self.fanout_stages + self.dsp_latency + self._post_dsp_registers
+                + self._tree_levels + 1)
 
     @property
     def fanout_stages(self) -> int:
@@ -277,7 +291,8 @@ class MACArray(wiring.Component):
 
         # Shared control chain up to two stages before the adder tree output; then one copy
         # per group of lanes and one per lane (in the lanes).
-        tree_stage = F + self.dsp_latency + self._tree_levels   # stage of the tree output
+        # stage of the adder tree output
+        tree_stage = F + self.dsp_latency + self._post_dsp_registers - 1 + self._tree_levels
         for stage in range(1, tree_stage - 1):
             nxt = Signal(3, name=f"ctrl{stage}")
             m.d.sync += nxt.eq(ctrl)
@@ -305,7 +320,8 @@ class MACArray(wiring.Component):
         m.d.comb += self.o.valid.eq(o_valid)
 
         for l in range(L):
-            lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline)
+            lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline,
+                                                    self._post_dsp_registers)
             m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
                          lane.ctrl_in.eq(group_ctrl[l // per_group]),

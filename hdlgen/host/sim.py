@@ -68,7 +68,7 @@ class SimTransport(_Closing):
         else:
             link_timeout_cycles = link_timeout_cycles or 2000
             self.byte_time_s = 1e-4                 # per-cycle pump, plus bus work per word
-        self.latency_s = 0.3
+        self.latency_s = 0.15
         self.soc = SoC(self.config, byte_port=not self.bit_level,
                        link_timeout_cycles=link_timeout_cycles)
         fix_verilator_pch()

@@ -16,14 +16,14 @@ import select
 import socket
 
 import cocotb
-from cocotb.triggers import Event, FallingEdge, ReadOnly, Timer
+from cocotb.triggers import Event, FallingEdge, Timer
 
 from sim.cocotb_kit import bench_params, start
 
 PERIOD_NS = 10
-ACTIVE_CYCLES = 64        # stay cycle-by-cycle this long after the last byte moved
+ACTIVE_CYCLES = 16        # stay cycle-by-cycle this long after the last byte moved
 FLUSH_QUIET = 8           # send collected output after this many cycles without a new byte
-CHUNK_CYCLES = 64         # cycles per step when quiet
+CHUNK_CYCLES = 32         # cycles per step when quiet
 DEEP_QUIET = 20000        # quiet cycles after which the pump sleeps on the socket
 SLEEP_S = 0.002
 
@@ -69,18 +69,20 @@ def _send(sock, out: bytearray):
 
 async def _byte_pump(dut, sock):
     inq, out = bytearray(), bytearray()
-    quiet = 0
+    quiet = polls = 0
     rx_valid, rx_payload, rx_ready = dut.rx_byte__valid, dut.rx_byte__payload, dut.rx_byte__ready
     tx_valid, tx_payload, tx_ready = dut.tx_byte__valid, dut.tx_byte__payload, dut.tx_byte__ready
     rx_valid.value = 0
     tx_ready.value = 0
+    cur = [0, 0]          # what rx_valid and tx_ready were last set to
     await FallingEdge(dut.clk)
     while True:
         if not inq and quiet >= ACTIVE_CYCLES:
             # Quiet: output held (ready low), run a chunk of cycles, look at the socket.
             _send(sock, out)
-            rx_valid.value = 0
-            tx_ready.value = 0
+            if cur[0] or cur[1]:
+                rx_valid.value = tx_ready.value = 0
+                cur[:] = [0, 0]
             data = _poll(sock, SLEEP_S if quiet >= DEEP_QUIET else 0)
             if data is None:
                 return
@@ -91,34 +93,36 @@ async def _byte_pump(dut, sock):
             await Timer(CHUNK_CYCLES * PERIOD_NS, unit="ns")
             await FallingEdge(dut.clk)
             quiet += CHUNK_CYCLES
-            await ReadOnly()
             if int(tx_valid.value):
                 quiet = 0
-            await FallingEdge(dut.clk)
             continue
-        # Active: one cycle at a time (inputs set after the falling edge, handshakes sampled
-        # before the rising edge).
-        if not inq or quiet == 0:
+        # Active: one trigger per cycle. At the falling edge the DUT's outputs are settled
+        # and stay so until the rising edge: ``tx_byte.valid``/``payload`` are registers and
+        # the bridge's ``rx_byte.ready`` depends only on its state, not on ``valid``. So the
+        # handshakes of the coming rising edge are decided here, with this cycle's inputs.
+        polls += 1
+        if not inq and polls % 8 == 0:
             data = _poll(sock, 0)
             if data is None:
                 return
             inq += data
-        if inq:
-            rx_valid.value = 1
-            rx_payload.value = inq[0]
-        else:
-            rx_valid.value = 0
-        tx_ready.value = 1
-        await ReadOnly()
-        took = bool(inq) and int(rx_ready.value) == 1
+        moved = False
+        ready = int(rx_ready.value)
         if int(tx_valid.value):
             out.append(int(tx_payload.value))
             moved = True
-        else:
-            moved = took
+        if not cur[1]:
+            tx_ready.value = cur[1] = 1
+        if inq:
+            if not cur[0]:
+                rx_valid.value = cur[0] = 1
+            rx_payload.value = inq[0]
+            if ready:
+                del inq[0]
+                moved = True
+        elif cur[0]:
+            rx_valid.value = cur[0] = 0
         await FallingEdge(dut.clk)
-        if took:
-            del inq[0]
         quiet = 0 if moved else quiet + 1
         if quiet == FLUSH_QUIET or len(out) >= 4096:
             _send(sock, out)

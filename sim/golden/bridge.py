@@ -220,3 +220,56 @@ def random_segments(rng, n, *, ram_words, max_burst, silent_word=None, acc_word=
             frame = bytes(f)
         segs.append((frame, long_gap or rng.random() < 0.02))
     return segs
+
+
+class ModelTransport:
+    """A host transport whose "device" is :class:`BridgeModel` on a :class:`DictBus`: the
+    host API can be tested without a simulator. ``write`` feeds a request, the reply is
+    readable at once. ``silent`` makes the device never answer."""
+
+    latency_s = 0.01
+    byte_time_s = 0.0
+
+    def __init__(self, bus: DictBus, *, max_burst: int = MAX_BURST, silent: bool = False):
+        self.bus = bus
+        self.model = BridgeModel(bus.read, bus.write, max_burst=max_burst)
+        self.silent = silent
+        self._out = bytearray()
+        self.frames_in = 0
+
+    def write(self, data: bytes) -> None:
+        self.frames_in += 1
+        reply = self.model.feed(data)
+        if self.model.state != "HUNT":      # a partial frame: the device's timeout drops it
+            reply += self.model.timeout()
+        if not self.silent:
+            self._out += reply
+
+    def read(self, n: int, timeout: float) -> bytes:
+        if not self._out:
+            return b""
+        data = bytes(self._out[:n])
+        del self._out[:n]
+        return data
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def model_device_bus(regmap) -> DictBus:
+    """A :class:`DictBus` laid out like the SoC of ``regmap`` (a
+    :class:`hdlgen.soc.regmap.RegisterMap`): the control bank as plain words holding the
+    identification values, the scratch window as RAM."""
+    windows = [(b["base"] // 4, b["size"] // 4) for b in regmap.banks]
+    windows += [(w.base // 4, w.size // 4) for w in regmap.windows]
+    bus = DictBus(windows)
+    for r in regmap.registers:
+        if r.reset:
+            bus.mem[r.address // 4] = r.reset
+    return bus

@@ -152,8 +152,8 @@ class CreditFIFO(Elaboratable):
 
     The issuing logic starts an item only when ``can_issue`` is high and pulses ``issue``
     for it; ``latency`` cycles (at most) later the pipeline writes the result with
-    ``w_en``/``w_data``. The FIFO holds ``depth`` items and ``can_issue`` is a register
-    compare, so nothing combinational runs from the output's ``ready`` to the issuing logic.
+    ``w_en``/``w_data``. The FIFO holds ``depth`` items and ``can_issue`` is a register, so
+    nothing combinational runs from the output's ``ready`` to the issuing logic.
 
     Attributes
     ----------
@@ -183,9 +183,13 @@ class CreditFIFO(Elaboratable):
             fifo.w_en.eq(self.w_en), fifo.w_data.eq(self.w_data),
             self.r_valid.eq(fifo.r_rdy), self.r_data.eq(fifo.r_data),
             fifo.r_en.eq(self.r_ready), pop.eq(fifo.r_rdy & self.r_ready),
-            self.can_issue.eq(count < self.depth),
         ]
         m.d.sync += count.eq(count + self.issue - pop)
+        # Registered, one entry conservative: it lags ``count`` by a cycle, in which at most
+        # one more item can be issued.
+        can = Signal(init=1)
+        m.d.sync += can.eq(count < self.depth - 1)
+        m.d.comb += self.can_issue.eq(can)
         return m
 
 

@@ -121,6 +121,7 @@ class NormEngine(wiring.Component):
         v = Signal(max(VW, 35))
         shr = Signal(range(p.shr_max + 1))
         rem = Signal(21)
+        drem = Signal(18)
         root = Signal(17)
         msq = Signal(34)
         it = Signal(range(18))
@@ -253,23 +254,21 @@ class NormEngine(wiring.Component):
         r4 = Signal(21)
         trial = Signal(21)
         m.d.comb += [r4.eq(Cat(msq[32:34], rem)), trial.eq(Cat(Const(1, 2), root))]
+        sdiff = Signal(22)                  # r4 - trial; bit 21 set when negative
+        m.d.comb += sdiff.eq(r4 - trial)
         with m.If(st_sqrt):
-            with m.If(r4 >= trial):
-                m.d.sync += [rem.eq(r4 - trial), root.eq(Cat(1, root))]
-            with m.Else():
-                m.d.sync += [rem.eq(r4), root.eq(Cat(0, root))]
+            m.d.sync += [rem.eq(Mux(sdiff[21], r4, sdiff[:21])), root.eq(Cat(~sdiff[21], root))]
             m.d.sync += [msq.eq(msq << 2), it.eq(it + 1)]
             with m.If(it == 16):
-                m.d.sync += [rem.eq(p.num >> 17), numr.eq(p.num & 0x1FFFF), it.eq(0),
+                m.d.sync += [drem.eq(p.num >> 17), numr.eq(p.num & 0x1FFFF), it.eq(0),
                              recip.eq(0), st_sqrt.eq(0), st_div.eq(1)]
         # DIV: recip = NUM // root; rem starts at NUM >> 17 (< root), one bit per cycle.
         dtrial = Signal(19)
-        m.d.comb += dtrial.eq(Cat(numr[16], rem[:18]))
+        ddiff = Signal(20)                  # dtrial - root; bit 19 set when negative
+        m.d.comb += [dtrial.eq(Cat(numr[16], drem)), ddiff.eq(dtrial - root)]
         with m.If(st_div):
-            with m.If(dtrial >= root):
-                m.d.sync += [rem.eq(dtrial - root), recip.eq(Cat(1, recip))]
-            with m.Else():
-                m.d.sync += [rem.eq(dtrial), recip.eq(Cat(0, recip))]
+            m.d.sync += [drem.eq(Mux(ddiff[19], dtrial, ddiff[:18])),
+                         recip.eq(Cat(~ddiff[19], recip))]
             m.d.sync += [numr.eq(numr << 1), it.eq(it + 1)]
             with m.If(it == 16):
                 m.d.sync += [oi.eq(0), oi_more.eq(1), s1.eq(0), s2.eq(0),

@@ -157,3 +157,15 @@ def test_run_command_json(capsys):
     assert "RTL transformer engine" in capsys.readouterr().err
     assert main(["run", "--model", "random:llama", "--steps", "100"]) == 2
     assert "context" in capsys.readouterr().err
+
+
+def test_mac_reference_mode_is_identical():
+    m, comp = _compile("random:llama", dict(dim=40, n_heads=5, n_kv_heads=1, hidden_dim=100),
+                       weight_bits={"wq": 16})
+    a = Engine(comp.image, comp.words, mac="beats")
+    b = Engine(comp.image, comp.words, mac="reference")
+    for pos, t in enumerate([1, 7, 3, 3, 12]):
+        ra, rb = a.step(t, pos), b.step(t, pos)
+        assert ra.token == rb.token and np.array_equal(ra.logits, rb.logits)
+    with pytest.raises(EngineError, match="mac='fast'"):
+        Engine(comp.image, comp.words, mac="fast")

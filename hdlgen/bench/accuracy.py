@@ -6,7 +6,9 @@ at each position the integer golden model (:mod:`sim.golden.engine`, the acceler
 output) and the float reference (:mod:`sim.float_ref`) read the same token; the command
 reports the fraction of positions whose top-1 next tokens agree and the mean KL divergence
 ``KL(P_float || P_int)`` of the next-token distributions (the integer logits dequantized with
-their scale), with the memory the compiled image needs. With ``--json`` one object::
+their scale), with the memory the compiled image needs. The MAC array runs as its model's
+exact reference (``Engine(mac="reference")``, identical results; ``--mac beats`` feeds every
+beat through the array model instead, ~5x slower). With ``--json`` one object::
 
     {"model": ..., "positions": 256, "top1_agreement": X, "mean_kl": X, "max_kl": X,
      "mismatches": [...], "scheme": {...}, "memory": {...}, "fits": true, "seconds": X}
@@ -31,10 +33,11 @@ class GoldenLogits:
     """``logits_sequence(tokens)`` of a compiled model on the integer golden model, dequantized
     (for :func:`hdlgen.model.accuracy.teacher_forced`)."""
 
-    def __init__(self, compiled):
+    def __init__(self, compiled, mac: str = "beats"):
         from sim.golden.engine import Engine
         self.compiled = compiled
-        self.engine = Engine(compiled.image, compiled.words, acc_width=compiled.config.acc_width)
+        self.engine = Engine(compiled.image, compiled.words, acc_width=compiled.config.acc_width,
+                             mac=mac)
 
     def logits_sequence(self, tokens) -> np.ndarray:
         self.engine.reset()
@@ -47,7 +50,7 @@ class GoldenLogits:
         return np.stack(rows)
 
 
-def measure(model, positions: int, options=None, config=None) -> dict:
+def measure(model, positions: int, options=None, config=None, mac: str = "reference") -> dict:
     """Compile ``model`` and measure its agreement over ``positions`` teacher-forced tokens."""
     from hdlgen.compiler import CompileOptions, compile_model
     from hdlgen.model.accuracy import reference_sequence, teacher_forced
@@ -58,7 +61,7 @@ def measure(model, positions: int, options=None, config=None) -> dict:
     from dataclasses import replace
     comp = compile_model(model, config, replace(options, context=max(positions, options.context
                                                                      or 0) or None))
-    agree = teacher_forced(FloatModel(model, context=len(seq)), GoldenLogits(comp), seq)
+    agree = teacher_forced(FloatModel(model, context=len(seq)), GoldenLogits(comp, mac), seq)
     fit = comp.manifest["fit"]
     total = sum(fit["ebr"].values())
     return {"model": model.name, "positions": positions, **agree.to_json(),
@@ -81,6 +84,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="85F", help="ECP5 device for the fit check")
     parser.add_argument("--no-fit", action="store_true",
                         help="measure even when the image does not fit the device")
+    parser.add_argument("--mac", choices=("reference", "beats"), default="reference",
+                        help="MAC-array model: its exact reference (fast) or beat by beat")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -94,7 +99,7 @@ def run(args) -> int:
     w16 = {k: 16 for k in args.weight16.split(",") if k}
     a8 = {k: 8 for k in args.act8.split(",") if k}
     opts = CompileOptions(device=args.device, weight_bits=w16, act_bits=a8, fit=not args.no_fit)
-    res = measure(model, args.positions, opts)
+    res = measure(model, args.positions, opts, mac=args.mac)
     if args.json:
         print(json.dumps(res))
     else:

@@ -166,6 +166,10 @@ def _redo_requant(qm, scales, weights, names):
         return np.full(c.n_layers, float(v)) if np.ndim(v) == 0 else np.asarray(v)
 
     for name in names:
+        if name in ("embedding", "pos_embedding"):
+            t = weights["token_embedding" if name == "embedding" else "pos_embedding"]
+            requant[name] = Requant.from_real(name, t.scale / float(scales["residual"]), 16)
+            continue
         if name == "cls":
             t = weights["token_embedding" if c.shared_classifier else "wcls"]
             requant["cls"] = Requant.from_real(
@@ -196,6 +200,8 @@ def _w16_planes(qm):
         changed += [n for n, spec in _MATMULS[qm.config.arch].items() if spec[0] == key]
         if key == "wcls" or (key == "token_embedding" and qm.config.shared_classifier):
             changed.append("cls")
+        if key in ("token_embedding", "pos_embedding"):
+            changed.append("embedding" if key == "token_embedding" else "pos_embedding")
     if not changed:
         return qm
     return replace(qm, weights=weights, requant=_redo_requant(qm, qm.scales, weights, changed))
@@ -480,14 +486,11 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
 
     # ---- program ------------------------------------------------------------------------------
     I = Instruction.make
-    prog = [I(Opcode.EMBED, index_reg=Reg.TOKEN, dst=X, waddr=emb_w, rows=V, cols=D,
-              paddr=emb_p)]
-    if emb_planes == 2 or (arch == "gpt2" and pos_planes == 2):
-        raise UserError("16-bit embedding tables are not supported (EMBED reads one int8 row); "
-                        "keep token_embedding / pos_embedding at 8 bits")
+    prog = [I(Opcode.EMBED, index_reg=Reg.TOKEN, dst=X, waddr=emb_w, w_planes=emb_planes,
+              rows=V, cols=D, paddr=emb_p)]
     if arch == "gpt2":
         prog.append(I(Opcode.EMBED, index_reg=Reg.POS, accumulate=1, dst=X, waddr=pos_w,
-                      rows=ctx, cols=D, paddr=pos_p))
+                      w_planes=pos_planes, rows=ctx, cols=D, paddr=pos_p))
 
     def mv(m, src, dst, rows, cols, in_bits, out_bits, accumulate=0, bias=0):
         return I(Opcode.MATVEC, in_width=width(in_bits), out_width=width(out_bits),

@@ -165,10 +165,12 @@ class Embed(data.Struct):
     """``dst[0:cols] = requant(table[index], mult[index], shift[index])`` with ``index`` the
     value of register ``index_reg`` (< ``rows``) and ``table`` the int8 matrix at ``waddr``;
     16-bit output. With ``accumulate``, the result is added to ``dst`` (saturating int16
-    add), as for GPT-2's learned positions."""
+    add), as for GPT-2's learned positions. ``w_planes`` 2: a 16-bit table stored as two int8
+    matrices (high plane at ``waddr``, low plane right after it)."""
     op: Opcode
     index_reg: Reg
     accumulate: unsigned(1)
+    w_planes: unsigned(2)
     dst: BUF
     waddr: WADDR
     rows: LEN

@@ -32,7 +32,8 @@ from sim.golden.activation import activation
 from sim.golden.argmax import argmax_packets
 from sim.golden.eltwise import residual_add, swiglu
 from sim.golden.kv_cache import KVCacheModel
-from sim.golden.mac_array import Beat, mac_array_model, matmat_beats, matvec_beats, wrap
+from sim.golden.mac_array import (Beat, mac_array_model, matmat_beats, matvec_beats,
+                                  reference_matvec, wrap)
 from sim.golden.norm import NormParams, norm_golden
 from sim.golden.requant import requantize
 from sim.golden.rope import rope
@@ -112,9 +113,18 @@ class Engine:
     trace : callable, optional
         ``trace(pc, layer, instr, values)`` after every instruction that writes a tensor
         (``values``: what it wrote; for attention instructions an array per head).
+    mac : str
+        ``"beats"`` (default): every dot product is fed beat by beat through
+        :func:`sim.golden.mac_array.mac_array_model`; ``"reference"``: the MAC array model's
+        stated equivalent, :func:`sim.golden.mac_array.reference_matvec` wrapped to
+        ``acc_width`` (identical results, much faster; for long accuracy runs).
     """
 
-    def __init__(self, image, program, *, acc_width: int = 32, trace=None):
+    def __init__(self, image, program, *, acc_width: int = 32, trace=None, mac: str = "beats"):
+        if mac not in ("beats", "reference"):
+            raise EngineError(f"mac={mac!r}: use 'beats' or 'reference'")
+        self.mac = mac
+        self._mcache = {}
         self.image = image
         if program and not isinstance(program[0], Instruction):
             try:
@@ -215,6 +225,11 @@ class Engine:
     # ---- the MAC array ------------------------------------------------------------------------
     def _bank_matvec(self, waddr, rows, cols, x8):
         """``W @ x8`` through the MAC-array model, beats read straight from the weight bank."""
+        if self.mac == "reference":
+            key = (waddr, rows, cols)
+            if key not in self._mcache:
+                self._mcache[key] = self._matrix(waddr, rows, cols)
+            return wrap(reference_matvec(self._mcache[key], x8), self.acc_width)
         ob_n, ib_n = self._wrows(waddr, rows, cols)
         xp = np.zeros(ib_n * self.K, dtype=np.int64)
         xp[:cols] = x8
@@ -247,6 +262,9 @@ class Engine:
         xs = shared_planes(x) if in_bits == 16 else [(1, x)]
         parts = []
         for f, p in xs:
+            if self.mac == "reference":
+                parts.append((f, wrap(reference_matvec(M, p), self.acc_width)))
+                continue
             out = mac_array_model(matvec_beats(M, p, self.lanes, self.K), self.lanes, self.K,
                                   self.acc_width)
             parts.append((f, np.concatenate(out)[:M.shape[0]]))
@@ -328,7 +346,14 @@ class Engine:
             if not 0 <= idx < ins.rows:
                 self._err(f"index {idx} (register {ins.index_reg.name}) is outside the table's "
                           f"{ins.rows} rows")
+            if ins.w_planes not in (1, 2):
+                self._err(f"w_planes={ins.w_planes}: use 1 (int8) or 2 (16-bit as two planes)")
             row = self._matrix(ins.waddr, ins.rows, ins.cols)[idx]
+            if ins.w_planes == 2:
+                lo = self._matrix(ins.waddr + int(np.prod(self._wrows(ins.waddr, ins.rows,
+                                                                      ins.cols))),
+                                  ins.rows, ins.cols)[idx]
+                row = self._combine([(256, row), (1, lo)])
             m, s = self._requant_params(ins.paddr + idx, 1)
             y = requantize(row, m[0], s[0], out_bits=16)
             if ins.accumulate:

@@ -27,7 +27,7 @@ give an undefined result. Descriptors run one after another (the status beat of 
 after its last write left the DMA, and before the next descriptor's first read).
 
 Steady state: one word per cycle when the memories keep up (the check costs one cycle per
-bit of ``length - 1`` at the start of each descriptor: a shift-and-add for the last
+bit of ``length - 1``, plus four, at the start of each descriptor: a shift-and-add for the last
 address, which keeps the DSP blocks for the MAC array). ``busy`` is high while a descriptor
 is in flight (for the profiling counters).
 
@@ -132,8 +132,10 @@ class DMA(wiring.Component):
         s_off = Signal(34)
         d_off = Signal(34)
 
-        src_ok = Signal()
-        dst_ok = Signal()
+        s_last = Signal(36)
+        d_last = Signal(36)
+        src_in = Signal(len(self._regions))
+        dst_in = Signal(len(self._regions))
         issued = Signal(LENGTH_BITS)
         received = Signal(LENGTH_BITS)
         rd_ptr = Signal(32)
@@ -174,22 +176,22 @@ class DMA(wiring.Component):
                     m.d.sync += [mplier.eq(mplier >> 1), s_mcand.eq(s_mcand << 1),
                                  d_mcand.eq(d_mcand << 1)]
             with m.State("CHECK"):
-                s_last = d.src + (s_off << 2)
-                d_last = d.dst + (d_off << 2)
-                s_in, d_in = 0, 0
-                for r in self._regions:
+                # last addresses first (registered), then one comparison per region
+                m.d.sync += [s_last.eq(d.src + (s_off << 2)), d_last.eq(d.dst + (d_off << 2))]
+                m.next = "COMPARE"
+            with m.State("COMPARE"):
+                for i, r in enumerate(self._regions):
                     lo, hi = r.base, r.base + r.size
-                    if "r" in r.access:
-                        s_in = s_in | ((d.src >= lo) & (s_last < hi))
-                    if "w" in r.access:
-                        d_in = d_in | ((d.dst >= lo) & (d_last < hi))
-                m.d.sync += [src_ok.eq(s_in), dst_ok.eq(d_in)]
+                    m.d.sync += [
+                        src_in[i].eq(("r" in r.access) & (d.src >= lo) & (s_last < hi)),
+                        dst_in[i].eq(("w" in r.access) & (d.dst >= lo) & (d_last < hi)),
+                    ]
                 m.next = "DECIDE"
             with m.State("DECIDE"):
-                with m.If(~src_ok):
+                with m.If(~src_in.any()):
                     m.d.sync += code.eq(DMAError.BAD_SRC)
                     m.next = "STATUS"
-                with m.Elif(~dst_ok):
+                with m.Elif(~dst_in.any()):
                     m.d.sync += code.eq(DMAError.BAD_DST)
                     m.next = "STATUS"
                 with m.Else():

@@ -31,10 +31,11 @@ at that edge, e.g. the high word of a 64-bit counter when the low word is read. 
 lower case in the gateware (``bank.regs.status.done.set``).
 
 Bus behaviour (:class:`CSRBank`): 32-bit Wishbone B4 subordinate, byte selects honoured
-(only the bits of selected bytes are written); an access is answered two cycles after it
-starts (the first registers a one-hot register select, the second writes or reads, so no
-address decode sits in front of the read mux); an access to an offset with no register
-ends with ``err``.
+(only the bits of selected bytes are written); an access is answered three cycles after it
+starts (the first registers a one-hot register select, the second writes, or reads into
+partial words of four registers each, the third combines them and answers), so no address
+decode and no wide mux sits on one path; an access to an offset with no register ends with
+``err``.
 """
 
 from __future__ import annotations
@@ -237,18 +238,19 @@ class CSRBank(wiring.Component):
         m.d.comb += [bus.ack.eq(ack), bus.err.eq(err), bus.dat_r.eq(dat_r)]
         m.d.sync += [ack.eq(0), err.eq(0)]
 
-        # Two-stage access: the request cycle registers a one-hot register select, the
-        # write data and mask; the next cycle writes or reads (an AND-OR over the one-hot
-        # select, no address decode on the path) and answers.
+        # Three-stage access: the request cycle registers a one-hot register select, the
+        # write data and mask; the next cycle writes, or reads partial words (AND-OR over the
+        # one-hot select, no address decode on the path); the third answers.
         n = len(self._registers)
         stage = Signal()
+        stage2 = Signal()
         hits = Signal(n)
         any_hit = Signal()
         we_r = Signal()
         wd_r = Signal(32)
         wmask = Signal(32)
-        req = bus.cyc & bus.stb & ~ack & ~err & ~stage
-        m.d.sync += stage.eq(req)
+        req = bus.cyc & bus.stb & ~ack & ~err & ~stage & ~stage2
+        m.d.sync += [stage.eq(req), stage2.eq(stage)]
         with m.If(req):
             m.d.sync += [we_r.eq(bus.we), wd_r.eq(bus.dat_w),
                          any_hit.eq(sum(bus.adr == r.offset // 4 for r in self._registers) != 0)]
@@ -297,17 +299,23 @@ class CSRBank(wiring.Component):
                     m.d.comb += [fp.stb.eq(stb), fp.data.eq(data)]
             values[r.name] = word
 
-        with m.If(stage):
-            m.d.sync += [ack.eq(any_hit), err.eq(~any_hit)]
-        with m.If(do_read):
-            terms = []
-            for i, r in enumerate(self._registers):
+        # Read mux in two registered levels: groups of four registers, then the groups.
+        groups = []
+        for g in range(0, n, 4):
+            part = Signal(32, name=f"rd_part{g // 4}")
+            acc = Const(0, 32)
+            for i in range(g, min(g + 4, n)):
+                r = self._registers[i]
                 word = Signal(32, name=f"rd_{r.name.lower()}")
                 for f, sig in values[r.name]:
                     m.d.comb += word[f.offset:f.offset + f.width].eq(sig)
-                terms.append(word & hits[i].replicate(32))
-            acc = terms[0]
-            for t in terms[1:]:
-                acc = acc | t
-            m.d.sync += dat_r.eq(acc)
+                acc = acc | (word & hits[i].replicate(32))
+            with m.If(do_read):
+                m.d.sync += part.eq(acc)
+            groups.append(part)
+        with m.If(stage2):
+            total = Const(0, 32)
+            for part in groups:
+                total = total | part
+            m.d.sync += [ack.eq(any_hit), err.eq(~any_hit), dat_r.eq(total)]
         return m

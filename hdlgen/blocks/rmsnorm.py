@@ -128,7 +128,6 @@ class NormEngine(wiring.Component):
         recip = Signal(17)
         numr = Signal(17)
         s1_out = Signal.like(s1)
-        wait = Signal(range(MUL18_LATENCY + 3))
 
         # ---- OUT pipeline ----------------------------------------------------------------
         gl = self.g.payload
@@ -208,18 +207,17 @@ class NormEngine(wiring.Component):
             m.d.sync += [x_r.eq(self.i.payload.data), x_v.eq(1), cnt.eq(cnt + 1),
                          at_last.eq(cnt == D - 2)]
             with m.If(at_last):
-                m.d.sync += [cnt.eq(0), at_last.eq(int(D == 1)), wait.eq(0),
-                             st_load.eq(0), st_drain.eq(1)]
-        # DRAIN: the squares still in the DSP reach s2.
-        with m.If(st_drain):
-            m.d.sync += wait.eq(wait + 1)
-            with m.If(wait == MUL18_LATENCY + 1):
-                m.d.sync += [s1_out.eq(s1), st_drain.eq(0)]
-                if ln:
-                    m.d.sync += [acc.eq(0), ma.eq(s2), mb.eq(D), phase.eq(0), mit.eq(0),
-                                 st_mul.eq(1)]
-                else:
-                    m.d.sync += [v.eq((s2 << EPS_BITS) + p.eps_int), st_pre.eq(1)]
+                m.d.sync += [cnt.eq(0), at_last.eq(int(D == 1)), st_load.eq(0),
+                             st_drain.eq(1)]
+        # DRAIN: the squares still in the DSP reach s2 (a delayed pulse, no counter compare).
+        drain_done = delay(m, xfer & at_last, MUL18_LATENCY + 2, name="drain", reset=True)
+        with m.If(drain_done):
+            m.d.sync += [s1_out.eq(s1), st_drain.eq(0)]
+            if ln:
+                m.d.sync += [acc.eq(0), ma.eq(s2), mb.eq(D), phase.eq(0), mit.eq(0),
+                             st_mul.eq(1)]
+            else:
+                m.d.sync += [v.eq((s2 << EPS_BITS) + p.eps_int), st_pre.eq(1)]
         if ln:
             # MUL: acc = dim * S2 - |S1| * |S1|, one partial product per cycle, a fixed
             # number of cycles per phase.

@@ -287,6 +287,12 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
             raise UserError(f"act_bits {k}={v}: this tensor is int8 in the blocks (norm "
                             f"output / KV cache); only q, att_out, ffn_up, ffn_hidden can be 16")
         act_bits[k] = v
+    for key, b in opt.weight_bits.items():
+        for name, (wkey, s_in, _, _) in _MATMULS[arch].items():
+            if wkey == key and b == 16 and act_bits.get(s_in, 8) == 16:
+                raise UserError(f"weight_bits {key}=16 needs an 8-bit input, but {s_in} is 16-bit "
+                                f"(a 16 x 16 product does not fit the int32 accumulator); also "
+                                f"set act_bits {s_in}=8 (bench accuracy: --act8 {s_in})")
     qm = quantize_model(model, opt.calibration, residual_headroom=opt.residual_headroom,
                         logit_headroom=opt.logit_headroom, act_bits=act_bits,
                         weight_bits=opt.weight_bits or None)

@@ -64,7 +64,7 @@ class SimTransport(_Closing):
             div = uart_divisor(self.config.sys_clk_hz, self.config.uart_baud)
             params["divisor"] = div
             link_timeout_cycles = link_timeout_cycles or 400 * div
-            self.byte_time_s = 10 * div * 2e-6      # ~0.5 M simulated cycles per second
+            self.byte_time_s = 10 * div * 5e-5      # >= 20 k simulated cycles per second
         else:
             link_timeout_cycles = link_timeout_cycles or 2000
             self.byte_time_s = 1e-4                 # per-cycle pump, plus bus work per word

@@ -165,8 +165,7 @@ async def _bit_pump(dut, sock, div):
     async def poller():
         while True:
             quiet = state["quiet"]
-            if quiet >= 12 * div:
-                _send(sock, out)
+            _send(sock, out)
             data = _poll(sock, SLEEP_S if quiet >= DEEP_QUIET and not inq else 0)
             if data is None:
                 done.set()

@@ -15,8 +15,12 @@ array free of a global stall net)::
 
 Host view: the bank is ``depth * width / 8`` bytes; byte address ``A`` is byte ``A % (width/8)``
 of row ``A // (width/8)``, little-endian (bus word ``k`` of a row is ``rdata[32k:32k+32]``).
-A bus read takes 4 cycles at the bank (request, two cycles of RAM latency, a registered
-word select), a write 2 cycles.
+A bus write is acknowledged the cycle after it arrives; a read after
+:attr:`MemoryBank.read_latency` cycles (request, two cycles of RAM latency, a registered 4:1
+word select per stage). In a weight bank (``compute="r"``) the RAM is pseudo dual port (x36
+DP16KD mode): the host writes through port ``a`` and reads through port ``b``, in a cycle the
+compute side leaves ``port.en`` low, so a host read waits while the compute side streams;
+``port.rdata`` is then only meaningful two cycles after a cycle with ``port.en``.
 
 Weight layout (:func:`weight_rows`): the MAC array computes ``lanes`` outputs at a time,
 each a dot product consumed ``macs_per_lane`` inputs per cycle. Row ``r`` of the weight
@@ -29,7 +33,7 @@ streams a whole output block.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -75,7 +79,11 @@ class MemoryBank(wiring.Component):
         if compute not in ("r", "rw"):
             self._MustUse__silence = True
             raise ValueError(f"compute={compute!r}: use 'r' or 'rw'")
-        self._ram = BlockRAM(width=width, depth=depth, granularity=8, ports=("rw", compute), init=init)
+        # Weight banks: host writes on port a, host reads share port b with the compute side
+        # (pseudo dual port: allows the x36 DP16KD mode, half the EBRs of x18 at 512 rows).
+        ram_ports = ("w", "r") if compute == "r" else ("rw", "rw")
+        self._compute = compute
+        self._ram = BlockRAM(width=width, depth=depth, granularity=8, ports=ram_ports, init=init)
         self._width, self._depth = width, depth
         self._words_per_row = width // 32
         self._sel_bits = (self._words_per_row - 1).bit_length()
@@ -91,11 +99,25 @@ class MemoryBank(wiring.Component):
     size_bytes = property(lambda self: self._width // 8 * self._depth)
     ram = property(lambda self: self._ram)
 
+    @property
+    def read_latency(self) -> int:
+        """Cycles from a host read request reaching the bank to ``ack`` (no waiting)."""
+        return 3 + self._select_stages()
+
+    def _select_stages(self) -> int:
+        n, stages = self._words_per_row, 0
+        while n > 1:
+            n = -(-n // 4)
+            stages += 1
+        return stages
+
     def elaborate(self, platform):
         m = Module()
         ram = m.submodules.ram = self._ram
-        wiring.connect(m, wiring.flipped(self.port), ram.b)
-        bus, a = self.bus, ram.a
+        bus = self.bus
+        shared = self._compute == "r"
+        a = ram.a
+        b = ram.b
         sb = self._sel_bits
         row = bus.adr[sb:]
         word = bus.adr[:sb] if sb else None
@@ -106,45 +128,77 @@ class MemoryBank(wiring.Component):
         m.d.comb += [bus.ack.eq(ack), bus.err.eq(err), bus.dat_r.eq(dat_r)]
         m.d.sync += [ack.eq(0), err.eq(0)]
 
+        # host writes: port a
         m.d.comb += [a.addr.eq(row), a.wdata.eq(bus.dat_w.replicate(self._words_per_row))]
-        if sb:
-            for k in range(self._words_per_row):
-                with m.If(word == k):
-                    m.d.comb += a.we[4 * k:4 * k + 4].eq(bus.sel)
-        else:
-            m.d.comb += a.we.eq(bus.sel)
-
-        pending = Signal(3)            # read pipeline: request, RAM stage 1, RAM output
-        sel1 = Signal(max(1, sb))
-        sel2 = Signal(max(1, sb))
         busy = Signal()
         in_range = row < self._depth
         start = bus.cyc & bus.stb & ~busy & ~ack & ~err
+        write = start & bus.we & in_range
+        if sb:
+            for k in range(self._words_per_row):
+                with m.If(write & (word == k)):
+                    m.d.comb += a.we[4 * k:4 * k + 4].eq(bus.sel)
+        else:
+            with m.If(write):
+                m.d.comb += a.we.eq(bus.sel)
+
+        # host reads: port a (scratchpads) or port b when the compute side leaves it idle
+        rport = b if shared else a
+        host_rd = Signal()
+        if shared:
+            m.d.comb += [b.addr.eq(self.port.addr), b.en.eq(self.port.en),
+                         self.port.rdata.eq(b.rdata)]
+            with m.If(host_rd):
+                m.d.comb += [b.addr.eq(row), b.en.eq(1)]
+            m.d.comb += a.en.eq(write)
+        else:
+            wiring.connect(m, wiring.flipped(self.port), b)
+            m.d.comb += a.en.eq(write | host_rd)
+
+        rd_wait = Signal()             # a read waits for a cycle the compute port is idle
         with m.If(start):
             with m.If(~in_range):
                 m.d.sync += err.eq(1)
             with m.Elif(bus.we):
-                m.d.comb += a.en.eq(1)
                 m.d.sync += ack.eq(1)
             with m.Else():
-                m.d.comb += [a.en.eq(1), a.we.eq(0)]
-                m.d.sync += [busy.eq(1), pending.eq(1)]
-                if sb:
-                    m.d.sync += sel1.eq(word)
-        with m.If(~start | ~bus.we | ~in_range):
-            m.d.comb += a.we.eq(0)
-        with m.If(busy):
-            m.d.sync += [pending.eq(pending << 1), sel2.eq(sel1)]
-            with m.If(pending[1]):
-                # rdata is valid in this cycle (two cycles after the request)
-                m.d.sync += [ack.eq(1), busy.eq(0), pending.eq(0)]
-                if sb:
-                    with m.Switch(sel2):
-                        for k in range(self._words_per_row):
-                            with m.Case(k):
-                                m.d.sync += dat_r.eq(a.rdata[32 * k:32 * k + 32])
-                else:
-                    m.d.sync += dat_r.eq(a.rdata)
+                m.d.sync += [busy.eq(1), rd_wait.eq(1)]
+        sel = Signal(max(1, sb))
+        with m.If(start):
+            m.d.sync += sel.eq(word if sb else 0)
+        issue = rd_wait & (~self.port.en if shared else 1)
+        m.d.comb += host_rd.eq(issue)
+        with m.If(issue):
+            m.d.sync += rd_wait.eq(0)
+
+        # data returns two cycles after the issue, then a registered 4:1 select per stage
+        v = Signal(2)
+        m.d.sync += v.eq(Cat(issue, v[0]))
+        words = [rport.rdata[32 * k:32 * k + 32] for k in range(self._words_per_row)]
+        valid = v[1]
+        cur_sel = Signal.like(sel)
+        s1 = Signal.like(sel)
+        m.d.sync += [s1.eq(sel), cur_sel.eq(s1)]       # sel as seen when rdata is valid
+        shift = 0
+        while len(words) > 1:
+            nxt = []
+            for g in range(0, len(words), 4):
+                grp = words[g:g + 4]
+                w = Signal(32, name=f"sel{shift}_{g // 4}")
+                with m.If(valid):
+                    with m.Switch(cur_sel[shift:shift + 2]):
+                        for i, x in enumerate(grp):
+                            with m.Case(i):
+                                m.d.sync += w.eq(x)
+                nxt.append(w)
+            words = nxt
+            nv = Signal(name=f"valid{shift}")
+            ns = Signal.like(sel, name=f"selp{shift}")
+            m.d.sync += [nv.eq(valid), ns.eq(cur_sel)]
+            valid, cur_sel = nv, ns
+            shift += 2
+        with m.If(valid):
+            m.d.sync += [dat_r.eq(words[0]), ack.eq(1), busy.eq(0)]
         return m
 
 

@@ -184,3 +184,41 @@ def test_sim_bit_level_uart():
         assert dev.read_reg("SCRATCH") == 0xCAFEF00D
         assert dev.stats["retries"] == 0
     assert t.result is not None and t.result.passed
+
+
+def test_serial_transport_over_a_pty():
+    """SerialTransport's read/write against the model device on the other end of a pty."""
+    import os
+    import threading
+
+    from hdlgen.host import SerialTransport
+    master, slave = os.openpty()
+    t_model, _ = model_device()
+    stop = threading.Event()
+
+    def device():
+        while not stop.is_set():
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            reply = t_model.model.feed(data)     # a frame may come in pieces
+            if reply:
+                os.write(master, reply)
+
+    th = threading.Thread(target=device, daemon=True)
+    th.start()
+    try:
+        import tty
+        tty.setraw(slave)
+        with SerialTransport(os.ttyname(slave), 115_200) as t:
+            dev = Device(t, regmap=RM, seed=4)
+            dev.write(SCRATCH, list(range(300)))
+            assert dev.read(SCRATCH, 300) == list(range(300))
+            assert dev.stats["retries"] == 0
+    finally:
+        stop.set()
+        os.close(slave)
+        os.close(master)
+    with pytest.raises(UserError, match="cannot open serial port"):
+        SerialTransport("/dev/does-not-exist")

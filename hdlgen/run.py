@@ -49,6 +49,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tokenizer", default=None, help="llama2.c tokenizer .bin to print text")
     parser.add_argument("--check", action="store_true",
                         help="run the integer golden model alongside and compare every step")
+    parser.add_argument("--emit", default=None, metavar="DIR",
+                        help="also write the program, memory image and manifest to DIR")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -107,6 +109,8 @@ def run(args) -> int:
     t0 = time.time()
     comp = compile_model(model, config, CompileOptions(context=args.context, device=args.device))
     ctx = comp.image.context
+    if args.emit:
+        comp.save(args.emit)
     need = len(prompt) + max(args.steps - 1, 0)
     if need > ctx:
         raise UserError(f"{len(prompt)} prompt tokens + {args.steps} generated need {need} "

@@ -105,3 +105,19 @@ def test_stories_fits_85f_at_256_and_not_25f():
     assert comp.image.kv_layers == 5 and comp.image.kv_heads == 4
     with pytest.raises(UserError, match=r"needs \d+ EBR .* but the 25F has 56 EBR.*"):
         compile_model(m, AcceleratorConfig(), CompileOptions(context=256, device="25F"))
+
+
+def test_save_artefacts(tmp_path):
+    m = load_model("random:gpt2", seed=1)
+    comp = compile_model(m, AcceleratorConfig(lanes=8, macs_per_lane=4))
+    paths = comp.save(tmp_path)
+    assert {p.name for p in paths} == {"program.bin", "program.txt", "weights.bin", "params.bin",
+                                       "manifest.json"}
+    raw = (tmp_path / "program.bin").read_bytes()
+    words = [int.from_bytes(raw[i:i + 16], "little") for i in range(0, len(raw), 16)]
+    assert words == comp.words
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["model"]["config"]["arch"] == "gpt2" and man["tables"]
+    assert (tmp_path / "weights.bin").stat().st_size == comp.image.weights.size
+    params = np.frombuffer((tmp_path / "params.bin").read_bytes(), dtype="<u4")
+    assert np.array_equal(params, comp.image.params)

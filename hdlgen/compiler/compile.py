@@ -91,6 +91,9 @@ class CompileOptions:
         Token sequences to calibrate on (default: :func:`hdlgen.model.quantize.calibration_tokens`).
     residual_headroom, logit_headroom : float
         See :func:`hdlgen.model.quantize.quantize_model`.
+    method, percentile
+        Clip values of the 8-bit points (norm outputs, k, v): max-abs (``"max"``) or a
+        percentile of ``|x|`` (:func:`hdlgen.model.quantize.calibrate`).
     logits_out : bool
         End the program with ``OUTPUT`` of the logits (readable by the host).
     fit : bool
@@ -103,6 +106,8 @@ class CompileOptions:
     calibration: list = None
     residual_headroom: float = 2.0
     logit_headroom: float = 1.5
+    method: str = "max"
+    percentile: float = 99.99
     logits_out: bool = True
     fit: bool = True
 
@@ -133,6 +138,29 @@ class Compiled:
     @property
     def words(self) -> list:
         return encode_program(self.program)
+
+    def save(self, directory) -> list:
+        """Write the artefacts to ``directory``: ``program.bin`` (128-bit words, little-endian),
+        ``program.txt`` (one instruction per line), ``weights.bin`` (weight-bank rows),
+        ``params.bin`` (32-bit little-endian words) and ``manifest.json`` (with the ROM
+        tables' descriptors). Returns the paths."""
+        import json
+        from pathlib import Path
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        out = {
+            "program.bin": b"".join(w.to_bytes(16, "little") for w in self.words),
+            "program.txt": "".join(f"{n:4d}  {i}\n" for n, i in enumerate(self.program)).encode(),
+            "weights.bin": self.image.weights.astype(np.int8).tobytes(),
+            "params.bin": self.image.params.astype("<u4").tobytes(),
+            "manifest.json": (json.dumps({**self.manifest, "tables": {
+                str(k): v for k, v in self.image.tables.items()}}, indent=1) + "\n").encode(),
+        }
+        paths = []
+        for name, data in out.items():
+            (d / name).write_bytes(data)
+            paths.append(d / name)
+        return paths
 
 
 def _pow2_at_most(v: float) -> int:
@@ -293,7 +321,8 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                 raise UserError(f"weight_bits {key}=16 needs an 8-bit input, but {s_in} is 16-bit "
                                 f"(a 16 x 16 product does not fit the int32 accumulator); also "
                                 f"set act_bits {s_in}=8 (bench accuracy: --act8 {s_in})")
-    qm = quantize_model(model, opt.calibration, residual_headroom=opt.residual_headroom,
+    qm = quantize_model(model, opt.calibration, method=opt.method, percentile=opt.percentile,
+                        residual_headroom=opt.residual_headroom,
                         logit_headroom=opt.logit_headroom, act_bits=act_bits,
                         weight_bits=opt.weight_bits or None)
     qm = _global_ffn_scales(_w16_planes(qm))

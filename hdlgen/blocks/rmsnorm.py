@@ -26,8 +26,14 @@ Phases of one vector:
            saturate to int8, into an output FIFO; reads are issued only while the FIFO has
            credit and ``g`` has data.
 
-Resources: RMSNorm 3 MULT18X18D (int16 input: one squares, ``x * gamma``, two for the
-product with ``R``), LayerNorm 6, one DP16KD per 1024 x 18 bits of vector buffer.
+Control is a set of one-hot phase flags; every enable is a flag AND at most one registered
+condition, so no control net is deep before it fans out.
+
+Resources (int16 input, 16-bit gamma): RMSNorm 4 MULT18X18D (one squares in LOAD, one for
+``x * gamma``, two for the product with ``R``), LayerNorm 7 (plus ``dim * x``, and the wider
+centred products take one DSP more each); one DP16KD per 1024 x 18 bits of vector buffer.
+Measured out of context on the LFE5U-85F (speed 6), dim 768: RMSNorm 158 MHz, 916 LUT4,
+665 FF, 4 DSP, 1 EBR.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed

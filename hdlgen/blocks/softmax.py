@@ -18,7 +18,11 @@ final one with ``last``. Rows are processed one after another in four phases:
 A row of ``n`` elements takes about ``3 n + 50`` cycles. Packets longer than ``max_len`` are
 consumed completely but only their first ``max_len`` elements are used (and output).
 
-Resources: 2 MULT18X18D, 2 DP16KD (row buffer up to 1024 x 18 bits, exp table).
+Control is a set of one-hot phase flags with registered conditions; the running maximum
+is computed in two stages so no compare drives a wide enable.
+
+Resources: 2 MULT18X18D, 2 DP16KD (row buffer up to 1024 x 18 bits, exp table). Measured
+out of context on the LFE5U-85F (speed 6), max_len 512: 160 MHz, 771 LUT4, 505 FF.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned

@@ -94,6 +94,9 @@ class CompileOptions:
     method, percentile
         Clip values of the 8-bit points (norm outputs, k, v): max-abs (``"max"``) or a
         percentile of ``|x|`` (:func:`hdlgen.model.quantize.calibrate`).
+    gptq : bool
+        Round the weights with error feedback (:mod:`hdlgen.compiler.gptq`) instead of to
+        nearest (same grid and scales).
     logits_out : bool
         End the program with ``OUTPUT`` of the logits (readable by the host).
     fit : bool
@@ -108,6 +111,7 @@ class CompileOptions:
     logit_headroom: float = 1.5
     method: str = "max"
     percentile: float = 99.99
+    gptq: bool = False
     logits_out: bool = True
     fit: bool = True
 
@@ -235,6 +239,31 @@ def _w16_planes(qm):
     return replace(qm, weights=weights, requant=_redo_requant(qm, qm.scales, weights, changed))
 
 
+def _gptq(qm, sequences):
+    """Re-round every weight matrix with :func:`hdlgen.compiler.gptq.gptq_round` (same scales;
+    the token embedding only when it is a separate table from the classifier's lookups)."""
+    from hdlgen.compiler.gptq import INPUT_POINTS, capture_inputs, gptq_round
+    from hdlgen.model.quantize import calibration_tokens
+    c = qm.config
+    if sequences is None:
+        sequences = calibration_tokens(qm.model, 4, min(128, c.seq_len))
+    hs = capture_inputs(qm.model, sequences)
+    weights = dict(qm.weights)
+    for key, point in INPUT_POINTS[c.arch].items():
+        if key not in weights or key == "token_embedding":
+            continue          # the embedding is also read row by row: keep it rounded to nearest
+        t = weights[key]
+        qmax = W16_MAX if t.q.dtype == np.int16 else 127
+        w = qm.model.weights[key].astype(np.float64)
+        if w.ndim == 3:
+            q = np.stack([gptq_round(w[l], t.scale[l], hs[(point, l)], qmax)
+                          for l in range(c.n_layers)])
+        else:
+            q = gptq_round(w, t.scale, hs[(point, -1)], qmax)
+        weights[key] = type(t)(q=q.astype(t.q.dtype), scale=t.scale)
+    return replace(qm, weights=weights)
+
+
 def _global_ffn_scales(qm):
     """One scale for the FFN nonlinearity's input (and GELU's output) across the layers, so one
     table ROM serves every layer; the matmul requantizations that touch them are redone."""
@@ -326,6 +355,8 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                         logit_headroom=opt.logit_headroom, act_bits=act_bits,
                         weight_bits=opt.weight_bits or None)
     qm = _global_ffn_scales(_w16_planes(qm))
+    if opt.gptq:
+        qm = _gptq(qm, opt.calibration)
     bits = qm.act_bits
     sc = qm.scales
     L, D, H, KV, V, hs = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size, c.head_size

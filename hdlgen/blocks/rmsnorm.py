@@ -196,11 +196,13 @@ class NormEngine(wiring.Component):
         # Every enable is a phase flag AND at most one registered condition (or a small
         # counter compare), so no control net is deep before it fans out to a wide register.
         st_load = Signal(init=1)
-        st_drain, st_mul, st_pre, st_norm = Signal(), Signal(), Signal(), Signal()
-        st_sqrt, st_div, st_out = Signal(), Signal(), Signal()
+        st_drain, st_mul, st_pre, st_norm, st_sqrt, st_div, st_out = (
+            Signal(name=f"st_{n}") for n in ("drain", "mul", "pre", "norm", "sqrt", "div", "out"))
         at_last = Signal(init=int(D == 1))  # LOAD: the next element is the last
         oi_more = Signal()
-        hi, lo = Signal(), Signal()         # NORM: v >= 2**34, v < 2**32 (of the current v)
+        hi = Signal()                       # NORM: v >= 2**34 (of the current v)
+        lo = Signal()                       # NORM: v < 2**32
+        fit = Signal()                      # NORM: neither
         n_it = max(D.bit_length(), p.s1_width - 1)
         mit = Signal(range(n_it + 1))
 
@@ -227,33 +229,42 @@ class NormEngine(wiring.Component):
         if ln:
             # MUL: acc = dim * S2 - |S1| * |S1|, one partial product per cycle, a fixed
             # number of cycles per phase.
+            # ``last_it`` (registered) marks the last iteration of a phase.
+            l0, l1 = D.bit_length(), p.s1_width - 1
             a1 = Signal(p.s1_width)
-            m.d.comb += a1.eq(Mux(s1_out < 0, -s1_out, s1_out))
+            last_it = Signal()
+            with m.If(drain_done):
+                m.d.sync += [a1.eq(Mux(s1 < 0, -s1, s1)), last_it.eq(l0 == 1)]
             with m.If(st_mul):
                 with m.If(mb[0]):
                     m.d.sync += acc.eq(acc + Mux(phase, ~ma, ma) + phase)
-                m.d.sync += [ma.eq(ma << 1), mb.eq(mb >> 1), mit.eq(mit + 1)]
-                with m.If(~phase & (mit == D.bit_length() - 1)):
-                    m.d.sync += [ma.eq(a1), mb.eq(a1), phase.eq(1), mit.eq(0)]
-                with m.If(phase & (mit == p.s1_width - 2)):
+                m.d.sync += [ma.eq(ma << 1), mb.eq(mb >> 1), mit.eq(mit + 1),
+                             last_it.eq(Mux(phase, mit == l1 - 2, mit == l0 - 2))]
+                with m.If(last_it & ~phase):
+                    m.d.sync += [ma.eq(a1), mb.eq(a1), phase.eq(1), mit.eq(0),
+                                 last_it.eq(l1 == 1)]
+                with m.If(last_it & phase):
                     m.d.sync += [st_mul.eq(0), st_pre.eq(1)]
             with m.If(st_pre & phase):
                 m.d.sync += [v.eq((acc << EPS_BITS) + p.eps_int), phase.eq(0)]
         # PRE: flags of v (one cycle; for LayerNorm v is loaded in the first cycle of PRE).
         pre_go = (st_pre & ~phase) if ln else st_pre
         with m.If(pre_go):
-            m.d.sync += [hi.eq(v[34:].any()), lo.eq(~v[32:34].any()), shr.eq(p.sh0),
+            m.d.sync += [hi.eq(v[34:].any()), lo.eq(~v[32:34].any()),
+                         fit.eq(~v[34:].any() & v[32:34].any()), shr.eq(p.sh0),
                          st_pre.eq(0), st_norm.eq(1)]
-        # NORM: even shift into [2**32, 2**34): k -= 2 per right shift (shr += 1).
-        with m.If(st_norm):
-            with m.If(hi):
-                m.d.sync += [v.eq(v >> 2), shr.eq(shr + 1), hi.eq(v[36:].any()),
-                             lo.eq(~v[34:36].any())]
-            with m.Elif(lo):
-                m.d.sync += [v.eq(v << 2), shr.eq(shr - 1), lo.eq(~v[30:32].any())]
-            with m.Else():
-                m.d.sync += [msq.eq(v[:34]), rem.eq(0), root.eq(0), it.eq(0),
-                             st_norm.eq(0), st_sqrt.eq(1)]
+        # NORM: even shift into [2**32, 2**34): k -= 2 per right shift (shr += 1). The flags
+        # of the shifted value are computed from the current one, so each is a register.
+        with m.If(st_norm & hi):
+            # (v >= 2**34, so v >> 2 >= 2**32: never too small afterwards)
+            m.d.sync += [v.eq(v >> 2), shr.eq(shr + 1), hi.eq(v[36:].any()),
+                         fit.eq(~v[36:].any())]
+        with m.If(st_norm & lo):
+            m.d.sync += [v.eq(v << 2), shr.eq(shr - 1), lo.eq(~v[30:32].any()),
+                         fit.eq(v[30:32].any())]
+        with m.If(st_norm & fit):
+            m.d.sync += [msq.eq(v[:34]), rem.eq(0), root.eq(0), it.eq(0), fit.eq(0),
+                         st_norm.eq(0), st_sqrt.eq(1)]
         # SQRT: digit by digit, two bits of m per cycle.
         r4 = Signal(21)
         trial = Signal(21)

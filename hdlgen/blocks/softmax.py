@@ -160,7 +160,8 @@ class Softmax(wiring.Component):
         # Every enable below is a phase flag AND at most one registered condition, so no
         # control net goes through more than two LUT levels before fanning out.
         st_load = Signal(init=1)
-        st_exp, st_norm, st_div, st_out = Signal(), Signal(), Signal(), Signal()
+        st_exp, st_norm, st_div, st_out = (
+            Signal(name=f"st_{n}") for n in ("exp", "norm", "div", "out"))
         room = Signal(init=1)               # cnt < N
         ia_more = Signal()                  # EXP: ia < n
         oi_more = Signal()                  # OUT: oi < n
@@ -198,7 +199,7 @@ class Softmax(wiring.Component):
         # mx starts each row at the most negative value (set when the previous row ends), so
         # the first element always updates it.
         # (a >= b as the sign of a - b: one clean carry chain each)
-        ge_x2, ge_mx = Signal(), Signal()
+        ge_x2, ge_mx = Signal(name="ge_x2"), Signal(name="ge_mx")
         m.d.comb += [ge_x2.eq(~(x_r - x2)[W]), ge_mx.eq(~(x_r - mx)[W])]
         m.d.sync += [x2.eq(x_r), xv2.eq(xv), upd2.eq(Mux(xv2 & upd2, ge_x2, ge_mx))]
         with m.If(xv2 & upd2):

@@ -97,6 +97,15 @@ class CompileOptions:
     gptq : bool
         Round the weights with error feedback (:mod:`hdlgen.compiler.gptq`) instead of to
         nearest (same grid and scales).
+    smooth : float or None
+        Fold per-channel norm-output scales into the weights with this ``alpha``
+        (:mod:`hdlgen.compiler.smooth`); None: off.
+    untie : bool
+        With ``smooth``, give a tied classifier its own copy of the embedding so the final
+        norm can be smoothed too (the weight bank grows by one table).
+    smooth_kv : bool
+        Equalise the key and value channels' ranges for the int8 KV cache
+        (:func:`hdlgen.compiler.smooth.smooth_kv`).
     logits_out : bool
         End the program with ``OUTPUT`` of the logits (readable by the host).
     fit : bool
@@ -112,6 +121,9 @@ class CompileOptions:
     method: str = "max"
     percentile: float = 99.99
     gptq: bool = False
+    smooth: float = None
+    untie: bool = False
+    smooth_kv: bool = False
     logits_out: bool = True
     fit: bool = True
 
@@ -350,13 +362,24 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                 raise UserError(f"weight_bits {key}=16 needs an 8-bit input, but {s_in} is 16-bit "
                                 f"(a 16 x 16 product does not fit the int32 accumulator); also "
                                 f"set act_bits {s_in}=8 (bench accuracy: --act8 {s_in})")
-    qm = quantize_model(model, opt.calibration, method=opt.method, percentile=opt.percentile,
+    calibration = opt.calibration
+    if opt.smooth is not None or opt.smooth_kv:
+        from hdlgen.compiler.smooth import smooth_kv, smooth_norms
+        from hdlgen.model.quantize import calibration_tokens
+        if calibration is None:
+            calibration = calibration_tokens(model, 4, min(128, c.seq_len))
+        if opt.smooth_kv:
+            model = smooth_kv(model, calibration)
+        if opt.smooth is not None:
+            model = smooth_norms(model, calibration, opt.smooth, opt.untie)
+        c = model.config
+    qm = quantize_model(model, calibration, method=opt.method, percentile=opt.percentile,
                         residual_headroom=opt.residual_headroom,
                         logit_headroom=opt.logit_headroom, act_bits=act_bits,
                         weight_bits=opt.weight_bits or None)
     qm = _global_ffn_scales(_w16_planes(qm))
     if opt.gptq:
-        qm = _gptq(qm, opt.calibration)
+        qm = _gptq(qm, calibration)
     bits = qm.act_bits
     sc = qm.scales
     L, D, H, KV, V, hs = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size, c.head_size

@@ -121,3 +121,47 @@ def test_save_artefacts(tmp_path):
     assert (tmp_path / "weights.bin").stat().st_size == comp.image.weights.size
     params = np.frombuffer((tmp_path / "params.bin").read_bytes(), dtype="<u4")
     assert np.array_equal(params, comp.image.params)
+
+
+@pytest.mark.parametrize("spec,over", [("random:llama", dict(dim=40, n_heads=5, n_kv_heads=1)),
+                                       ("random:gpt2", {})])
+def test_smoothing_is_an_exact_reparametrisation(spec, over):
+    from hdlgen.compiler.smooth import smooth_kv, smooth_norms
+    from hdlgen.model.quantize import calibration_tokens
+    from sim.float_ref import FloatModel
+    m = load_model(spec, seed=4, **over)
+    seqs = calibration_tokens(m, 2, 24)
+    s = smooth_norms(smooth_kv(m, seqs), seqs, 0.75, untie=True)
+    assert not s.config.shared_classifier
+    ref = FloatModel(m, context=24).logits_sequence(seqs[0])
+    got = FloatModel(s, context=24).logits_sequence(seqs[0])
+    assert np.abs(got - ref).max() < 1e-4 * np.abs(ref).max()
+    changed = [k for k in m.weights if not np.allclose(m.weights[k], s.weights[k])]
+    assert {"wq", "wk", "wv", "wo"} <= set(changed)
+
+
+def test_gptq_rounding_beats_nearest():
+    from hdlgen.compiler.gptq import gptq_round
+    rng = np.random.default_rng(0)
+    # correlated inputs (as activations are): rank 8 plus a little noise
+    X = rng.standard_normal((400, 8)) @ rng.standard_normal((8, 48))
+    X += 0.1 * rng.standard_normal((400, 48))
+    W = rng.standard_normal((32, 48))
+    scale = np.abs(W).max(axis=1) / 127
+    near = np.clip(np.rint(W / scale[:, None]), -127, 127)
+    q = gptq_round(W, scale, X.T @ X)
+    assert np.abs(q).max() <= 127
+    err_near = np.linalg.norm(X @ (W - near * scale[:, None]).T)
+    err_gptq = np.linalg.norm(X @ (W - q * scale[:, None]).T)
+    assert err_gptq < 0.7 * err_near, (err_gptq, err_near)
+
+
+def test_compile_with_all_options_runs():
+    from sim.golden.engine import Engine
+    m = load_model("random:llama", seed=2)
+    comp = compile_model(m, AcceleratorConfig(lanes=8, macs_per_lane=4),
+                         CompileOptions(smooth=0.75, smooth_kv=True, gptq=True, untie=True,
+                                        weight_bits={"wq": 16, "token_embedding": 16}))
+    assert comp.manifest["scheme"]["weight_planes"]["wq"] == 2
+    r = Engine(comp.image, comp.words).step(1, 0)
+    assert 0 <= r.token < m.config.vocab_size

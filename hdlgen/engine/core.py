@@ -1,0 +1,1501 @@
+"""The transformer engine: program memory, memories, the compute blocks and the instruction
+sequencer that runs one decode step (:mod:`hdlgen.engine.isa`) without the host.
+
+Structure
+---------
+Memories (all :class:`~hdlgen.blocks.bram.BlockRAM`, registered outputs, 2-cycle reads): the
+program (128-bit words), the activation scratchpad (16-bit elements), the weight bank
+(``lanes * macs_per_lane`` int8 per row), the parameter memory (32-bit words) and a *vector
+buffer* of ``macs_per_lane`` 16-bit elements per word, which holds the shared operand of a
+``MATVEC`` (and operand ``a`` of an ``ELTWISE``) so that the MAC array gets a whole slice per
+cycle. The host reaches the first four through the Wishbone port (:mod:`hdlgen.engine.memmap`
+defines the windows) while no job runs.
+
+Units, each instantiated once from the blocks in :mod:`hdlgen.blocks`: the MAC array, the
+requantizer (16-bit out; 8-bit results are clamped again, which is the same saturation), the
+softmax, RoPE, the KV cache, argmax, the element-wise add and SwiGLU, an activation per table
+in the image and a norm per distinct norm configuration of the program (the norm and table
+blocks bake their formats and tables at elaboration, so the engine is generated for a compiled
+model: :class:`Engine` takes the :class:`~hdlgen.compiler.Compiled` result).
+
+Execution, one instruction at a time: fetch, decode, range checks (every scratchpad, weight and
+parameter region the instruction touches, the position against the KV capacity), then the
+instruction's phases, which stream operands through one unit and the results back:
+
+* ``ElementReader`` (:mod:`hdlgen.engine.streams`) streams scratchpad rows (and the vector
+  buffer in lockstep) into a unit; a second one streams norm gains/biases from the parameter
+  memory.
+* ``MATVEC``: the input is loaded into the vector buffer, then for each block of ``lanes``
+  output rows and each operand *pass* the weight rows and vector-buffer words are read at one
+  per cycle into the MAC array (a 16-bit input runs as int8 planes, high then low and, only
+  when an element is >= 32640, a carry plane; a 16-bit weight as its two stored planes; the
+  pass results are combined exactly, ``acc = sum(factor * acc_pass)``, see
+  :mod:`sim.golden.engine`), the ``lanes`` sums are serialised into the requantizer with their
+  per-row parameters and the writer stores them (adding to the destination for ``accumulate``).
+* ``SCORES``: the head's query sits in registers; K rows stream from the KV cache one beat per
+  cycle as the MAC array's shared operand against the query's planes on lanes 0-2.
+* ``ATTV``: V rows stream from the KV cache and are gathered; one MAC beat per position puts the
+  probability planes on the shared operand and the row's elements on the lanes (one group of
+  ``lanes // 2`` outputs per pass over V).
+* ``NORM``, ``ROPE``, ``SOFTMAX``, ``ACT``, ``ELTWISE``, ``REQUANT``, ``ARGMAX``,
+  ``KVAPPEND``: scratchpad -> unit -> scratchpad (or registers, or the KV cache).
+* ``OUTPUT`` exposes ``src[0:len]`` in the host's output window (a view of the scratchpad; the
+  values stay until the next job).
+
+``MATMAT`` (prefill tiles) is not implemented: it ends the job with ``UNSUPPORTED``.
+"""
+
+from math import gcd
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from hdlgen.blocks.activation import Activation
+from hdlgen.blocks.argmax import Argmax
+from hdlgen.blocks.bram import BlockRAM
+from hdlgen.blocks.eltwise import Eltwise
+from hdlgen.blocks.kv_cache import KVCache
+from hdlgen.blocks.layernorm import LayerNorm
+from hdlgen.blocks.mac_array import MACArray
+from hdlgen.blocks.pointwise_kit import saturate
+from hdlgen.blocks.requant import Requant
+from hdlgen.blocks.rmsnorm import RMSNorm
+from hdlgen.blocks.rope import Rope
+from hdlgen.blocks.softmax import Softmax
+from hdlgen.config import AcceleratorConfig
+from hdlgen.engine import isa
+from hdlgen.engine.isa import EltOp, LAYOUTS, NormKind, Opcode, Reg, Width
+from hdlgen.engine.memmap import EngineMap, WINDOWS
+from hdlgen.engine.streams import ElementReader
+from hdlgen.errors import UserError
+from hdlgen.soc import wishbone
+
+__all__ = ["Engine", "ErrorCode", "UNITS"]
+
+#: Per-unit busy outputs (``unit_busy`` bit ``n`` is ``UNITS[n]``), for the profiling counters.
+UNITS = ("mac_array", "kv_cache", "softmax", "norm", "requant", "rope", "activation", "eltwise",
+         "argmax", "loader")
+
+
+class ErrorCode(enum.Enum, shape=4):
+    """``error_code`` of a failed job."""
+    NONE = 0
+    BAD_OPCODE = 1          # an opcode the ISA does not define
+    UNSUPPORTED = 2         # defined but not in this engine (MATMAT, nested LOOP)
+    SCRATCH_RANGE = 3       # a scratchpad region outside the scratchpad
+    WEIGHT_RANGE = 4        # a weight region outside the weight bank
+    PARAM_RANGE = 5         # a parameter region outside the parameter memory
+    POS_RANGE = 6           # POS at or beyond the KV cache's context
+    BAD_FIELD = 7           # a field the generated units cannot serve (format, head size...)
+    BAD_INDEX = 8           # EMBED index outside the table
+    KV_CACHE = 9            # the KV cache refused an access
+    PROGRAM_RANGE = 10      # the program counter left the program memory
+    OVERRUN = 11            # a unit refused an item it was guaranteed to take (internal)
+
+
+# routes of the element reader's output
+_R_VB, _R_Q, _R_NORM, _R_ROPE, _R_KV, _R_SMAX, _R_ACT, _R_ELT, _R_ARGMAX, _R_RQ, _R_P = range(11)
+# writer sources
+_W_RQ, _W_NORM, _W_ROPE, _W_SMAX, _W_ACT, _W_ELT = range(6)
+# MAC modes
+_M_MATVEC, _M_SCORES, _M_ATTV = range(3)
+# operand planes
+_P_X8, _P_HI, _P_LO, _P_CARRY = range(4)
+
+
+def _pow2(n):
+    return n >= 1 and not n & (n - 1)
+
+
+def _bits(n):
+    return max(1, (max(1, n) - 1).bit_length())
+
+
+def _hi_plane(x):
+    """High int8 plane ``(x - lo) >> 8`` of a 16-bit value (range -128..128), 9 bits signed."""
+    return (x.as_signed() >> 8) + x[7]
+
+
+def _plane(x, sel):
+    """int8 plane ``sel`` of a signed 16-bit value (see :func:`sim.golden.engine.shared_planes`)."""
+    hi = Signal(signed(10))
+    out = Signal(signed(8))
+    lo = x[0:8].as_signed()
+    hi_eq = (_hi_plane(x))
+    return out, [hi.eq(hi_eq),
+                 out.eq(Mux(sel == _P_X8, lo, Mux(sel == _P_LO, lo,
+                            Mux(sel == _P_HI, Mux(hi > 127, 127, hi[0:8].as_signed()),
+                                Mux(hi > 127, 1, 0)))))]
+
+
+class Engine(wiring.Component):
+    """The transformer engine for a compiled model.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        MAC-array shape and accumulator (``lanes`` and ``macs_per_lane`` powers of two,
+        ``lanes >= 4``).
+    compiled : hdlgen.compiler.Compiled
+        The model's program and memory image: they size the memories and choose the formats
+        and tables of the norm, softmax, RoPE and activation units. The contents are loaded by
+        the host through ``bus`` (:meth:`EngineMap.image_writes`).
+    program_words : int, optional
+        Program-memory depth (default: the program's length).
+
+    Attributes
+    ----------
+    bus : In(wishbone.Signature(addr_width=map.addr_width))
+        Host access (windows in :mod:`hdlgen.engine.memmap`).
+    start : In(1)
+        One-cycle pulse: run a decode step with ``token`` and ``pos``.
+    token, pos : In(32)
+        ``TOKEN`` and ``POS``, sampled at ``start``.
+    busy : Out(1)
+    done, error : Out(1)
+        One-cycle pulses at the end of a job; ``error_code`` holds the :class:`ErrorCode`.
+    result, result_value : Out(32)
+        ``RESULT`` and ``RESULT_VALUE`` (the argmax).
+    unit_busy : Out(len(UNITS))
+        One bit per unit in :data:`UNITS`.
+    """
+
+    def __init__(self, config: AcceleratorConfig, compiled, *, program_words: int = None):
+        config = config.check()
+        image, program = compiled.image, list(compiled.program)
+        lanes, K = config.lanes, config.macs_per_lane
+        if not (_pow2(lanes) and _pow2(K) and lanes >= 4 and K >= 2):
+            raise UserError(f"the engine needs lanes (>= 4) and macs_per_lane (>= 2) to be powers "
+                            f"of two, not lanes={lanes}, macs_per_lane={K}")
+        if (image.lanes, image.macs_per_lane) != (lanes, K):
+            raise UserError(f"the image is laid out for lanes={image.lanes}, macs_per_lane="
+                            f"{image.macs_per_lane} but the config has {lanes}, {K}: compile "
+                            f"with the same config")
+        self._cfg, self._image, self._program = config, image, program
+        self._lanes, self._K = lanes, K
+        self._hs = image.head_size
+        self._beat = max(b for b in (K, K // 2, K // 4, 8, 4, 2, 1) if b <= K and
+                         self._hs % b == 0 and _pow2(b))
+        if 2 * (lanes // 2) < 2 or lanes < 3:
+            raise UserError("lanes must be at least 4")
+        self._ctx = image.context
+        pw = program_words or len(program)
+        if pw < len(program):
+            raise UserError(f"program_words={pw} is smaller than the program ({len(program)})")
+        self._map = EngineMap(program_words=pw, act_elements=max(1, image.act_elements),
+                              weight_rows=max(1, image.weights.shape[0]), row_bytes=lanes * K,
+                              param_words=max(1, int(image.params.size)))
+        self._analyse()
+        super().__init__({
+            "bus": In(wishbone.Signature(addr_width=self._map.addr_width)),
+            "start": In(1), "token": In(32), "pos": In(32),
+            "busy": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(ErrorCode),
+            "result": Out(32), "result_value": Out(32),
+            "unit_busy": Out(len(UNITS)),
+        })
+
+    @property
+    def memory_map(self) -> EngineMap:
+        return self._map
+
+    @property
+    def kv_beat_bytes(self) -> int:
+        return self._beat
+
+    # ---- elaboration-time analysis of the program ---------------------------------------------
+    def _analyse(self):
+        prog, image = self._program, self._image
+        params = [int(v) for v in image.params]
+        # layers each instruction runs at (parameter bases of layer-relative instructions)
+        pbases = {}
+        loop = None
+        for n, ins in enumerate(prog):
+            if ins.op == Opcode.LOOP:
+                loop = (n + 1, n + ins.body, ins.count, ins.pstride)
+                continue
+            if loop and loop[0] <= n <= loop[1]:
+                pbases[n] = [loop[3] * k for k in range(loop[2])]
+            else:
+                pbases[n] = [0]
+        norms, smax, self._vb_len = [], set(), 1
+        for n, ins in enumerate(prog):
+            if ins.op == Opcode.NORM:
+                ln = ins.kind == NormKind.LAYERNORM
+                for pb in (pbases[n] if ins.layer_rel else [0]):
+                    at = ins.paddr + pb + (2 * ins.len if ln else ins.len)
+                    if at + 2 > len(params):
+                        raise UserError(f"instruction {n} ({ins}): epsilon words at {at} are "
+                                        f"outside the parameter memory")
+                    eps_int = params[at] | params[at + 1] << 32
+                    key = (ins.kind, ins.len, ins.gamma_frac, ins.beta_frac, ins.out_frac,
+                           eps_int)
+                    if key not in norms:
+                        norms.append(key)
+            elif ins.op == Opcode.SOFTMAX:
+                smax.add((ins.in_frac, ins.out_bits))
+            elif ins.op == Opcode.MATVEC:
+                self._vb_len = max(self._vb_len, ins.cols)
+            elif ins.op == Opcode.ELTWISE:
+                self._vb_len = max(self._vb_len, ins.len)
+        if len(smax) > 1:
+            raise UserError(f"the program uses several softmax formats {sorted(smax)}; the "
+                            f"engine has one softmax unit")
+        self._norms = norms
+        self._smax = smax.pop() if smax else (8, 14)
+        self._rope = next((d for d in image.tables.values() if d["kind"] == "rope"), None)
+        self._rope_addr = next((a for a, d in image.tables.items() if d["kind"] == "rope"), 0)
+        self._acts = [(a, d) for a, d in sorted(image.tables.items()) if d["kind"] == "act"]
+        sw = {(d["a_bits"], d["b_bits"], d["out_bits"], d["a_scale"], d["silu_scale"])
+              for d in image.tables.values() if d["kind"] == "swiglu"}
+        if len(sw) > 1:
+            raise UserError(f"the image has several SwiGLU formats {sorted(sw)}; the engine "
+                            f"has one SwiGLU unit (the compiler shares one across layers)")
+        self._swiglu = sw.pop() if sw else None
+        self._swiglu_addrs = sorted(a for a, d in image.tables.items() if d["kind"] == "swiglu")
+
+    # ---- gateware ---------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        cfg, image, mp = self._cfg, self._image, self._map
+        lanes, K, hs, B = self._lanes, self._K, self._hs, self._beat
+        acc_w = cfg.acc_width
+        A, WR, PM = mp.act_elements, mp.weight_rows, mp.param_words
+        PD = mp.program_words
+        VBD = -(-self._vb_len // K)
+        ctx = self._ctx
+        G = lanes // 2                       # ATTV outputs per pass
+        NG = -(-hs // G)                     # ATTV groups
+        BPR = hs // B                        # KV beats per row
+        aw_act, aw_w, aw_p = _bits(A), _bits(WR), _bits(PM)
+
+        # ---- memories -------------------------------------------------------------------------
+        m.submodules.prog = prog = BlockRAM(width=128, depth=PD, granularity=8)
+        m.submodules.act = act = BlockRAM(width=16, depth=A)
+        m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8)
+        m.submodules.par = par = BlockRAM(width=32, depth=PM)
+        m.submodules.vb = vb = BlockRAM(width=16 * K, depth=VBD, granularity=8)
+
+        # ---- units ----------------------------------------------------------------------------
+        m.submodules.mac = mac = MACArray(lanes, K, acc_w, cfg.max_dot_length)
+        m.submodules.rq = rq = Requant(out_bits=16, has_bias=True)
+        m.submodules.smax = smax = Softmax(max_len=ctx, in_width=16, in_frac=self._smax[0],
+                                           out_bits=self._smax[1])
+        m.submodules.argmax = amax = Argmax(bits=16, max_length=max(2, max(
+            [i.len for i in self._program if i.op == Opcode.ARGMAX] + [2])))
+        kv_cfg = cfg.replace(context_length=ctx)
+        m.submodules.kv = kv = KVCache(layers=image.kv_layers, kv_heads=image.kv_heads,
+                                       head_dim=hs, beat_bytes=B, config=kv_cfg)
+        m.submodules.eadd = eadd = Eltwise("add", bits=16)
+        norms = []
+        for n, (kind, dim, gf, bf, of, eps_int) in enumerate(self._norms):
+            ln = kind == NormKind.LAYERNORM
+            eps = eps_int / ((dim * dim if ln else dim) * 256)
+            if ln:
+                blk = LayerNorm(dim=dim, in_width=16, gamma_width=16, gamma_frac=gf,
+                                beta_width=16, beta_frac=bf, out_frac=of, eps=eps)
+            else:
+                blk = RMSNorm(dim=dim, in_width=16, gamma_width=16, gamma_frac=gf,
+                              out_frac=of, eps=eps)
+            m.submodules[f"norm{n}"] = blk
+            norms.append(blk)
+        rope = None
+        if self._rope is not None:
+            m.submodules.rope = rope = Rope(head_size=self._rope["head_size"],
+                                            theta=self._rope["theta"], bits=16,
+                                            max_positions=self._rope["context"])
+        acts = []
+        for n, (addr, d) in enumerate(self._acts):
+            blk = Activation(d["func"], d["in_bits"], d["out_bits"], d["in_scale"],
+                             d["out_scale"])
+            m.submodules[f"act{n}"] = blk
+            acts.append((addr, d, blk))
+        swig = None
+        if self._swiglu is not None:
+            ab, bb, ob, a_sc, s_sc = self._swiglu
+            m.submodules.swiglu = swig = Eltwise("swiglu", a_bits=ab, b_bits=bb, out_bits=ob,
+                                                 a_scale=a_sc, silu_scale=s_sc)
+
+        m.submodules.rd = rd = ElementReader(addr_width=aw_act, width=16,
+                                             aux_addr_width=_bits(VBD), aux_width=16 * K,
+                                             aux_shift=(K - 1).bit_length())
+        m.submodules.prd = prd = ElementReader(addr_width=aw_p, width=32, aux_addr_width=aw_p,
+                                               aux_width=32, aux_shift=0)
+
+        # ---- sequencer state ------------------------------------------------------------------
+        busy = Signal()
+        pc = Signal(16)
+        ir = Signal(128)
+        regs = Array(Signal(32, name=f"reg_{r.name.lower()}") for r in Reg)
+        r_token, r_pos, r_layer = regs[Reg.TOKEN.value], regs[Reg.POS.value], regs[Reg.LAYER.value]
+        r_result, r_rvalue = regs[Reg.RESULT.value], regs[Reg.RESULT_VALUE.value]
+        wbase = Signal(24)
+        pbase = Signal(24)
+        lp_active = Signal()
+        lp_start = Signal(16)
+        lp_end = Signal(16)
+        lp_count = Signal(8)
+        err_code = Signal(ErrorCode)
+        out_addr = Signal(16)
+        out_len = Signal(16)
+        cycles = Signal(32)
+        st_done = Signal()
+        st_err = Signal()
+        m.d.comb += [self.busy.eq(busy), self.result.eq(r_result),
+                     self.result_value.eq(r_rvalue), self.error_code.eq(err_code)]
+        m.d.sync += [self.done.eq(0), self.error.eq(0)]
+        with m.If(busy):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        v = {op: data.View(lay, ir[:data.Layout.cast(lay).size]) for op, lay in LAYOUTS.items()}
+        opcode = Signal(6)
+        m.d.comb += opcode.eq(ir[0:6])
+
+        # per-instruction operands (set in DECODE)
+        npos = Signal(16)                     # POS + 1
+        m.d.comb += npos.eq(r_pos[:16] + 1)
+        wb_eff = Signal(24)
+        pb_eff = Signal(24)
+        x_w = Signal(24)                      # effective weight address
+        x_p = Signal(24)                      # effective parameter address
+        ob_n = Signal(16)
+        ib_n = Signal(16)
+        plane_sz = Signal(32)
+        # checks
+        mul_a1, mul_a2, mul_b1, mul_b2 = (Signal(16, name=n) for n in ("ma1", "ma2", "mb1", "mb2"))
+        prod_a, prod_b = Signal(32), Signal(32)
+        chk = {n: Signal(33, name=f"chk_{n}") for n in ("r1", "r2", "wr", "w", "p")}
+        chk_err = Signal(ErrorCode)
+        chk_hard = Signal(ErrorCode)          # a field error found in DECODE
+
+        # ---- the writer -----------------------------------------------------------------------
+        wr_start = Signal()
+        wr_base = Signal(aw_act)
+        wr_rowb = Signal(aw_act)
+        wr_cur = Signal(aw_act)
+        wr_len = Signal(16)
+        wr_stride = Signal(16)
+        wr_col = Signal(16)
+        wr_total = Signal(32)
+        wr_count = Signal(32)
+        wr_acc = Signal()
+        wr_w8 = Signal()
+        wr_src = Signal(3)
+        wr_done = Signal()
+        m.d.comb += wr_done.eq(wr_count == wr_total)
+
+        w_in_valid = Signal()
+        w_in = Signal(signed(17))
+        # rope unpairer
+        rp_hold = Signal()
+        rp_y1 = Signal(signed(16))
+        with m.Switch(wr_src):
+            with m.Case(_W_RQ):
+                m.d.comb += [w_in_valid.eq(rq.o.valid), w_in.eq(rq.o.payload.y)]
+            with m.Case(_W_NORM):
+                for blk in norms:
+                    with m.If(blk.o.valid):
+                        m.d.comb += [w_in_valid.eq(1), w_in.eq(blk.o.payload.data)]
+            with m.Case(_W_ROPE):
+                if rope is not None:
+                    m.d.comb += [w_in_valid.eq(rp_hold | rope.o.valid),
+                                 w_in.eq(Mux(rp_hold, rp_y1, rope.o.payload.y[0]))]
+            with m.Case(_W_SMAX):
+                m.d.comb += [w_in_valid.eq(smax.o.valid), w_in.eq(smax.o.payload.data)]
+            with m.Case(_W_ACT):
+                for _, _, blk in acts:
+                    with m.If(blk.o.valid):
+                        m.d.comb += [w_in_valid.eq(1), w_in.eq(blk.o.payload.y)]
+            with m.Case(_W_ELT):
+                with m.If(eadd.o.valid):
+                    m.d.comb += [w_in_valid.eq(1), w_in.eq(eadd.o.payload.y)]
+                if swig is not None:
+                    with m.If(swig.o.valid):
+                        m.d.comb += [w_in_valid.eq(1), w_in.eq(swig.o.payload.y)]
+        # every unit's output is always taken (the writer never stalls)
+        m.d.comb += [rq.o.ready.eq(1), smax.o.ready.eq(1), eadd.o.ready.eq(1),
+                     amax.o.ready.eq(1)]
+        for blk in norms:
+            m.d.comb += blk.o.ready.eq(1)
+        for _, _, blk in acts:
+            m.d.comb += blk.o.ready.eq(1)
+        if swig is not None:
+            m.d.comb += swig.o.ready.eq(1)
+        if rope is not None:
+            m.d.comb += rope.o.ready.eq(~rp_hold)
+            with m.If(rp_hold):
+                m.d.sync += rp_hold.eq(0)
+            with m.Elif(rope.o.valid & (wr_src == _W_ROPE)):
+                m.d.sync += [rp_hold.eq(1), rp_y1.eq(rope.o.payload.y[1])]
+
+        w_val = Signal(signed(16))
+        m.d.comb += w_val.eq(Mux(wr_w8, saturate(w_in, 8), saturate(w_in, 16)))
+        w1_v, w2_v = Signal(), Signal()
+        w1_d, w2_d = Signal(signed(16)), Signal(signed(16))
+        w1_a, w2_a = Signal(aw_act), Signal(aw_act)
+        wr_rd_en = Signal()
+        m.d.comb += wr_rd_en.eq(w_in_valid & wr_acc)
+        m.d.sync += [w1_v.eq(w_in_valid), w2_v.eq(w1_v), w1_d.eq(w_val), w2_d.eq(w1_d),
+                     w1_a.eq(wr_cur), w2_a.eq(w1_a)]
+        with m.If(wr_start):
+            m.d.sync += [wr_cur.eq(wr_base), wr_rowb.eq(wr_base), wr_col.eq(0), wr_count.eq(0)]
+        with m.Elif(w_in_valid):
+            with m.If(wr_col == wr_len - 1):
+                m.d.sync += [wr_col.eq(0), wr_rowb.eq(wr_rowb + wr_stride),
+                             wr_cur.eq(wr_rowb + wr_stride)]
+            with m.Else():
+                m.d.sync += [wr_col.eq(wr_col + 1), wr_cur.eq(wr_cur + 1)]
+        with m.If(w2_v & ~wr_start):
+            m.d.sync += wr_count.eq(wr_count + 1)
+        w_sum = Signal(signed(16))
+        m.d.comb += w_sum.eq(Mux(wr_acc, saturate(act.b.rdata.as_signed() + w2_d, 16), w2_d))
+
+        # ---- bus (host) -----------------------------------------------------------------------
+        bus = self.bus
+        WBITS = mp.window_bits
+        b_win = Signal(3)
+        b_off = Signal(WBITS)
+        m.d.comb += [b_win.eq(bus.adr[WBITS:WBITS + 3]), b_off.eq(bus.adr[:WBITS])]
+        b_state = Signal(3)        # 0 idle, 1..2 read wait, 3 capture, 4 ack/err
+        b_win_r = Signal(3)
+        b_sub = Signal(4)
+        b_dat = Signal(32)
+        b_err = Signal()
+        host_act = Signal(data.StructLayout({"addr": aw_act, "en": 1, "we": 1, "wdata": 16}))
+        host_w = Signal(data.StructLayout({"addr": aw_w, "en": 1, "we": lanes * K,
+                                           "wdata": lanes * K * 8}))
+        host_p = Signal(data.StructLayout({"addr": aw_p, "en": 1, "we": 1, "wdata": 32}))
+        host_prog = Signal(data.StructLayout({"addr": _bits(PD), "en": 1, "we": 16,
+                                              "wdata": 128}))
+        m.d.comb += [bus.ack.eq((b_state == 4) & ~b_err), bus.err.eq((b_state == 4) & b_err),
+                     bus.dat_r.eq(b_dat)]
+        rsw = mp.row_stride_words
+        rsw_bits = (rsw - 1).bit_length()
+        with m.Switch(b_state):
+            with m.Case(0):
+                with m.If(bus.cyc & bus.stb):
+                    m.d.sync += [b_win_r.eq(b_win), b_err.eq(0), b_dat.eq(0)]
+                    mem_win = (b_win >= WINDOWS["program"]) & (b_win <= WINDOWS["output"])
+                    with m.If(b_win == WINDOWS["regs"]):
+                        m.d.sync += b_state.eq(4)
+                        with m.Switch(b_off[:3]):
+                            with m.Case(0):
+                                m.d.sync += b_dat.eq(r_result)
+                            with m.Case(1):
+                                m.d.sync += b_dat.eq(r_rvalue)
+                            with m.Case(2):
+                                m.d.sync += b_dat.eq(Cat(busy, st_done, st_err, Const(0, 5),
+                                                         err_code, Const(0, 4), pc))
+                            with m.Case(3):
+                                m.d.sync += b_dat.eq(out_len)
+                            with m.Case(4):
+                                m.d.sync += b_dat.eq(out_addr)
+                            with m.Case(5):
+                                m.d.sync += b_dat.eq(cycles)
+                    with m.Elif(busy | ~mem_win):
+                        m.d.sync += [b_state.eq(4), b_err.eq(1)]
+                    with m.Else():
+                        m.d.sync += b_state.eq(Mux(bus.we, 4, 1))
+                        with m.Switch(b_win):
+                            with m.Case(WINDOWS["program"]):
+                                m.d.sync += b_sub.eq(b_off[:2])
+                                m.d.comb += [host_prog.addr.eq(b_off[2:]), host_prog.en.eq(1),
+                                             host_prog.wdata.eq(bus.dat_w.replicate(4))]
+                                with m.If(bus.we):
+                                    m.d.comb += host_prog.we.eq(
+                                        bus.sel << (4 * b_off[:2]))
+                                with m.If(b_off[2:] >= PD):
+                                    m.d.sync += [b_state.eq(4), b_err.eq(1)]
+                            with m.Case(WINDOWS["scratch"], WINDOWS["output"]):
+                                a = Mux(b_win == WINDOWS["output"], out_addr + b_off, b_off)
+                                m.d.comb += [host_act.addr.eq(a), host_act.en.eq(1),
+                                             host_act.we.eq(bus.we & (b_win == WINDOWS["scratch"])),
+                                             host_act.wdata.eq(bus.dat_w[:16])]
+                                lim = Mux(b_win == WINDOWS["output"], out_len, A)
+                                with m.If(b_off >= lim):
+                                    m.d.sync += [b_state.eq(4), b_err.eq(1)]
+                            with m.Case(WINDOWS["weights"]):
+                                m.d.sync += b_sub.eq(b_off[:rsw_bits] if rsw_bits else 0)
+                                row = b_off[rsw_bits:]
+                                m.d.comb += [host_w.addr.eq(row), host_w.en.eq(1),
+                                             host_w.wdata.eq(bus.dat_w.replicate(lanes * K // 4))]
+                                with m.If(bus.we):
+                                    m.d.comb += host_w.we.eq(
+                                        bus.sel << (4 * (b_off[:rsw_bits] if rsw_bits else 0)))
+                                with m.If((row >= WR) | ((b_off[:rsw_bits] if rsw_bits else 0)
+                                                        >= mp.row_words)):
+                                    m.d.sync += [b_state.eq(4), b_err.eq(1)]
+                            with m.Case(WINDOWS["params"]):
+                                m.d.comb += [host_p.addr.eq(b_off), host_p.en.eq(1),
+                                             host_p.we.eq(bus.we), host_p.wdata.eq(bus.dat_w)]
+                                with m.If(b_off >= PM):
+                                    m.d.sync += [b_state.eq(4), b_err.eq(1)]
+            with m.Case(1):
+                m.d.sync += b_state.eq(2)
+            with m.Case(2):
+                m.d.sync += b_state.eq(4)
+                with m.Switch(b_win_r):
+                    with m.Case(WINDOWS["program"]):
+                        m.d.sync += b_dat.eq(prog.a.rdata.word_select(b_sub[:2], 32))
+                    with m.Case(WINDOWS["scratch"], WINDOWS["output"]):
+                        m.d.sync += b_dat.eq(act.a.rdata.as_signed())
+                    with m.Case(WINDOWS["weights"]):
+                        m.d.sync += b_dat.eq(wts.a.rdata.word_select(b_sub, 32))
+                    with m.Case(WINDOWS["params"]):
+                        m.d.sync += b_dat.eq(par.a.rdata)
+            with m.Case(4):
+                m.d.sync += b_state.eq(0)
+
+        # ---- memory port muxes ----------------------------------------------------------------
+        # program: a = host, b = fetch
+        m.d.comb += [prog.a.addr.eq(host_prog.addr), prog.a.en.eq(host_prog.en),
+                     prog.a.we.eq(host_prog.we), prog.a.wdata.eq(host_prog.wdata)]
+        m.d.comb += [wts.a.addr.eq(host_w.addr), wts.a.en.eq(host_w.en), wts.a.we.eq(host_w.we),
+                     wts.a.wdata.eq(host_w.wdata)]
+        with m.If(busy):
+            m.d.comb += [act.a.addr.eq(w2_a), act.a.en.eq(w2_v), act.a.we.eq(w2_v),
+                         act.a.wdata.eq(w_sum)]
+        with m.Else():
+            m.d.comb += [act.a.addr.eq(host_act.addr), act.a.en.eq(host_act.en),
+                         act.a.we.eq(host_act.we), act.a.wdata.eq(host_act.wdata)]
+        # act port b: the writer's accumulate read, else the reader
+        with m.If(rd.busy):
+            m.d.comb += [act.b.addr.eq(rd.addr), act.b.en.eq(rd.en)]
+        with m.Else():
+            m.d.comb += [act.b.addr.eq(wr_cur), act.b.en.eq(wr_rd_en)]
+        m.d.comb += rd.rdata.eq(act.b.rdata)
+
+        # ---- sequencer FSM --------------------------------------------------------------------
+        fetch_en = Signal()
+        m.d.comb += [prog.b.addr.eq(pc), prog.b.en.eq(fetch_en)]
+        # MAC feed control (MATVEC)
+        mv_go = Signal()
+        mv_npass = Signal(2)
+        mv_carry = Signal()
+        mv_w2 = Signal()
+        mv_x16 = Signal()
+        mv_rows = Signal(16)
+        # attention control
+        at_h = Signal(8)
+        at_kvh = Signal(8)
+        at_sub = Signal(8)
+        at_g = Signal(8)
+        at_cmd = Signal()
+        at_kvsel = Signal()
+        at_last_seen = Signal()
+        mac_mode = Signal(2)
+        q_count = Signal(16)
+        vb_count = Signal(16)
+        # unit selection
+        rd_route = Signal(4)
+        norm_sel = Signal(range(max(1, len(norms))))
+        act_sel = Signal(range(max(1, len(acts))))
+        elt_swiglu = Signal()
+        amax_got = Signal()
+        kv_app_done = Signal()
+        rq_base = Signal(24)
+        rq_per_row = Signal()
+        rq_bias = Signal()
+        rq_rows = Signal(16)
+        ser_cnt = Signal(range(max(lanes, K) + 1))
+        rq_inflight = Signal()
+        embed_go = Signal()
+        embed_idx = Signal(16)
+        overrun = Signal()
+        rd_idx = Signal(16)
+        kp_data = Signal(8 * B)
+        kp_cnt = Signal(range(B + 1))
+        kp_beat = Signal(range(BPR + 1))
+        kp_head = Signal(8)
+        kp_valid = Signal()
+        kp_last = Signal()
+        elt_fetch = Signal()
+        cb_ps = Signal(2)
+        cb_ob = Signal(16)
+        cb_g = Signal(8)
+        at_ptr = Signal(16)
+        lp_wstride = Signal(24)
+        lp_pstride = Signal(24)
+        mul_c1, mul_c2 = Signal(16), Signal(16)
+        prod_c = Signal(32)
+        elt_m, elt_s = Signal(16), Signal(6)
+        # element-reader configuration (registered; a *_GO state pulses start)
+        rdc = {n: Signal(w, name=f"rdc_{n}") for n, w in
+               (("base", aw_act), ("rows", 16), ("row_len", 16), ("stride", 16))}
+        prdc = {n: Signal(w, name=f"prdc_{n}") for n, w in
+                (("base", aw_p), ("row_len", 16), ("aux_base", aw_p))}
+        m.d.comb += [rd.base.eq(rdc["base"]), rd.rows.eq(rdc["rows"]),
+                     rd.row_len.eq(rdc["row_len"]), rd.stride.eq(rdc["stride"]), rd.aux_base.eq(0),
+                     prd.base.eq(prdc["base"]), prd.rows.eq(1), prd.row_len.eq(prdc["row_len"]),
+                     prd.stride.eq(0), prd.aux_base.eq(prdc["aux_base"])]
+
+        def fail(code):
+            m.d.sync += [busy.eq(0), err_code.eq(code), self.error.eq(1), st_err.eq(1)]
+            m.next = "IDLE"
+
+        # region-check helper values
+        ins_n = Signal(16)       # generic element count
+
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [busy.eq(1), pc.eq(0), r_token.eq(self.token), r_pos.eq(self.pos),
+                                 r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
+                                 err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
+                                 cycles.eq(0)]
+                    with m.If(self.pos >= ctx):
+                        m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
+                                     self.error.eq(1), st_err.eq(1)]
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                with m.If(pc >= PD):
+                    fail(ErrorCode.PROGRAM_RANGE)
+                with m.Else():
+                    m.d.comb += fetch_en.eq(1)
+                    m.next = "FETCH1"
+            with m.State("FETCH1"):
+                m.next = "FETCH2"
+            with m.State("FETCH2"):
+                m.d.sync += ir.eq(prog.b.rdata)
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                self._decode(m, v, opcode, locals())
+            with m.State("CHECK1"):
+                m.d.sync += [prod_a.eq(mul_a1 * mul_a2), prod_b.eq(mul_b1 * mul_b2),
+                             prod_c.eq(mul_c1 * mul_c2)]
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
+                self._regions(m, v, opcode, locals())
+                m.next = "CHECK3"
+            with m.State("CHECK3"):
+                with m.If(chk_hard != ErrorCode.NONE):
+                    fail(chk_hard)
+                with m.Elif((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)):
+                    fail(ErrorCode.SCRATCH_RANGE)
+                with m.Elif(chk["w"] > WR):
+                    fail(ErrorCode.WEIGHT_RANGE)
+                with m.Elif(chk["p"] > PM):
+                    fail(ErrorCode.PARAM_RANGE)
+                with m.Else():
+                    m.next = "EXEC"
+            with m.State("EXEC"):
+                self._exec_start(m, v, opcode, locals())
+            # ---- MATVEC ---------------------------------------------------------------------
+            with m.State("MV_GO"):
+                m.d.comb += rd.start.eq(1)
+                m.next = "MV_LOAD"
+            with m.State("MV_LOAD"):
+                with m.If((vb_count == v[Opcode.MATVEC].cols) & ~rd.busy):
+                    m.d.sync += [mv_npass.eq(Mux(mv_w2, 2, Mux(mv_x16, Mux(mv_carry, 3, 2), 1)))]
+                    m.next = "MV_FEED"
+            with m.State("MV_FEED"):
+                m.d.comb += [mv_go.eq(1), wr_start.eq(1)]
+                m.next = "WAIT_WRITER"
+            with m.State("WAIT_WRITER"):
+                with m.If(wr_done):
+                    m.next = "NEXT"
+            # ---- EMBED ----------------------------------------------------------------------
+            with m.State("EMBED"):
+                m.d.comb += [embed_go.eq(1), wr_start.eq(1)]
+                m.next = "WAIT_WRITER"
+            # ---- streaming ops (reader -> unit -> writer) -----------------------------------
+            with m.State("STREAM"):
+                m.d.comb += [rd.start.eq(1), wr_start.eq(1)]
+                m.next = "WAIT_WRITER"
+            with m.State("PSTREAM"):       # NORM: scratch reader and parameter reader
+                m.d.comb += [rd.start.eq(1), prd.start.eq(1), wr_start.eq(1)]
+                m.next = "WAIT_WRITER"
+            # ---- ELTWISE --------------------------------------------------------------------
+            with m.State("ELT_PARAM"):
+                m.d.comb += elt_fetch.eq(1)
+                m.next = "ELT_PARAM1"
+            with m.State("ELT_PARAM1"):
+                m.next = "ELT_PARAM2"
+            with m.State("ELT_PARAM2"):
+                m.d.sync += [elt_m.eq(par.b.rdata[0:16]), elt_s.eq(par.b.rdata[16:22])]
+                m.d.comb += rd.start.eq(1)
+                m.next = "ELT_LOAD"
+            with m.State("ELT_LOAD"):
+                with m.If((vb_count == v[Opcode.ELTWISE].len) & ~rd.busy):
+                    m.d.sync += [rd_route.eq(_R_ELT), rdc["base"].eq(v[Opcode.ELTWISE].b)]
+                    m.next = "STREAM"
+            # ---- KVAPPEND / ARGMAX ----------------------------------------------------------
+            with m.State("KV_GO"):
+                m.d.comb += rd.start.eq(1)
+                m.next = "KV_WAIT"
+            with m.State("KV_WAIT"):
+                with m.If(kv_app_done):
+                    m.next = "NEXT"
+            with m.State("AM_GO"):
+                m.d.comb += rd.start.eq(1)
+                m.next = "ARGMAX_WAIT"
+            with m.State("ARGMAX_WAIT"):
+                with m.If(amax_got):
+                    m.next = "NEXT"
+            # ---- SCORES ---------------------------------------------------------------------
+            with m.State("SC_HEAD"):
+                with m.If(at_h == v[Opcode.SCORES].n_heads):
+                    m.next = "WAIT_WRITER"
+                with m.Else():
+                    m.d.sync += [rd_route.eq(_R_Q), q_count.eq(0), rdc["base"].eq(at_ptr),
+                                 rdc["rows"].eq(1), rdc["row_len"].eq(hs),
+                                 at_ptr.eq(at_ptr + hs)]
+                    m.next = "SC_GO"
+            with m.State("SC_GO"):
+                m.d.comb += rd.start.eq(1)
+                m.next = "SC_LOADQ"
+            with m.State("SC_LOADQ"):
+                with m.If(q_count == hs):
+                    m.d.sync += [at_cmd.eq(1), at_kvsel.eq(0), at_last_seen.eq(0)]
+                    m.next = "SC_STREAM"
+            with m.State("SC_STREAM"):
+                with m.If(at_last_seen):
+                    m.d.sync += at_h.eq(at_h + 1)
+                    with m.If(at_sub == v[Opcode.SCORES].kv_mul - 1):
+                        m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
+                    with m.Else():
+                        m.d.sync += at_sub.eq(at_sub + 1)
+                    m.next = "SC_HEAD"
+            # ---- ATTV -----------------------------------------------------------------------
+            with m.State("AV_GROUP"):
+                with m.If(at_h == v[Opcode.ATTV].n_heads):
+                    m.next = "WAIT_WRITER"
+                with m.Else():
+                    m.d.sync += [rd_route.eq(_R_P), rdc["base"].eq(at_ptr), rdc["rows"].eq(1),
+                                 rdc["row_len"].eq(npos)]
+                    m.next = "AV_GO"
+            with m.State("AV_GO"):
+                m.d.comb += rd.start.eq(1)
+                m.d.sync += [at_cmd.eq(1), at_kvsel.eq(1), at_last_seen.eq(0)]
+                m.next = "AV_STREAM"
+            with m.State("AV_STREAM"):
+                with m.If(at_last_seen & ~at_cmd & ~rd.busy & ~rd.o.valid):
+                    with m.If(at_g == NG - 1):
+                        m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1),
+                                     at_ptr.eq(at_ptr + v[Opcode.ATTV].stride)]
+                        with m.If(at_sub == v[Opcode.ATTV].kv_mul - 1):
+                            m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
+                        with m.Else():
+                            m.d.sync += at_sub.eq(at_sub + 1)
+                    with m.Else():
+                        m.d.sync += at_g.eq(at_g + 1)
+                    m.next = "AV_GROUP"
+            # ---- next instruction -----------------------------------------------------------
+            with m.State("NEXT"):
+                with m.If(kv.error.append | kv.error.read):
+                    fail(ErrorCode.KV_CACHE)
+                with m.Elif(lp_active & (pc == lp_end)):
+                    with m.If(r_layer + 1 < lp_count):
+                        m.d.sync += [r_layer.eq(r_layer + 1), pc.eq(lp_start),
+                                     wbase.eq(wbase + lp_wstride),
+                                     pbase.eq(pbase + lp_pstride)]
+                    with m.Else():
+                        m.d.sync += [r_layer.eq(r_layer + 1), lp_active.eq(0), wbase.eq(0),
+                                     pbase.eq(0), pc.eq(pc + 1)]
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+        with m.If(overrun & busy):
+            m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.OVERRUN), self.error.eq(1),
+                         st_err.eq(1)]
+        m.d.comb += kv.error_clear.eq(self.start)
+
+        # ---- reader output routing ------------------------------------------------------------
+        ro = rd.o.payload
+        vb_lane = Signal(signed(16))
+        m.d.comb += vb_lane.eq(ro.aux.word_select(ro.sub[:(K - 1).bit_length()], 16))
+        # vector-buffer load
+        vbw = Signal(data.StructLayout({"en": 1, "addr": _bits(VBD), "we": 2 * K,
+                                        "wdata": 16 * K}))
+        with m.If((rd_route == _R_VB) & rd.o.valid):
+            m.d.comb += [rd.o.ready.eq(1), vbw.en.eq(1),
+                         vbw.addr.eq(vb_count >> (K - 1).bit_length()),
+                         vbw.we.eq(Const(3, 2 * K) << (2 * vb_count[:(K - 1).bit_length()])),
+                         vbw.wdata.eq(ro.data[:16].replicate(K))]
+            m.d.sync += vb_count.eq(vb_count + 1)
+            with m.If(ro.data[:16].as_signed() >= 32640):
+                m.d.sync += mv_carry.eq(1)
+        m.d.comb += [vb.a.addr.eq(vbw.addr), vb.a.en.eq(vbw.en), vb.a.we.eq(vbw.we),
+                     vb.a.wdata.eq(vbw.wdata)]
+        # query registers (SCORES)
+        qr = Signal(16 * hs)
+        q_rot = Signal()
+        with m.If((rd_route == _R_Q) & rd.o.valid):
+            m.d.comb += rd.o.ready.eq(1)
+            m.d.sync += [qr.eq(Cat(qr[16:], ro.data[:16])), q_count.eq(q_count + 1)]
+        with m.Elif(q_rot):
+            m.d.sync += qr.eq(Cat(qr[16 * B:], qr[:16 * B]))
+        # norm
+        for n, blk in enumerate(norms):
+            m.d.comb += blk.i.payload.data.eq(ro.data[:16])
+            with m.If((rd_route == _R_NORM) & (norm_sel == n)):
+                m.d.comb += [blk.i.valid.eq(rd.o.valid), rd.o.ready.eq(blk.i.ready),
+                             blk.g.valid.eq(prd.o.valid), prd.o.ready.eq(blk.g.ready),
+                             blk.g.payload.gamma.eq(prd.o.payload.data[:16])]
+                if "beta" in blk.g.payload.shape().members:
+                    m.d.comb += blk.g.payload.beta.eq(prd.o.payload.aux[:16])
+        # rope pairer
+        if rope is not None:
+            rp_have = Signal()
+            rp_x0 = Signal(16)
+            with m.If(rd_route == _R_ROPE):
+                with m.If(~rp_have):
+                    m.d.comb += rd.o.ready.eq(1)
+                    with m.If(rd.o.valid):
+                        m.d.sync += [rp_have.eq(1), rp_x0.eq(ro.data[:16])]
+                with m.Else():
+                    m.d.comb += [rope.i.valid.eq(rd.o.valid), rd.o.ready.eq(rope.i.ready),
+                                 rope.i.payload.x[0].eq(rp_x0), rope.i.payload.x[1].eq(ro.data[:16]),
+                                 rope.i.payload.pos.eq(r_pos), rope.i.payload.last.eq(ro.last)]
+                    with m.If(rd.o.valid & rope.i.ready):
+                        m.d.sync += rp_have.eq(0)
+        # KV append packer
+        ap = kv.append.payload
+        m.d.comb += [kv.append.valid.eq(kp_valid), ap.layer.eq(r_layer), ap.head.eq(kp_head),
+                     ap.kv.eq(v[Opcode.KVAPPEND].kv), ap.pos.eq(r_pos), ap.beat.eq(kp_beat),
+                     ap.data.eq(kp_data)]
+        m.d.sync += kp_valid.eq(0)
+        with m.If(kp_valid):
+            with m.If(kp_beat == BPR - 1):
+                m.d.sync += [kp_beat.eq(0), kp_head.eq(kp_head + 1)]
+            with m.Else():
+                m.d.sync += kp_beat.eq(kp_beat + 1)
+            with m.If(kp_last):
+                m.d.sync += kv_app_done.eq(1)
+        with m.If((rd_route == _R_KV) & rd.o.valid):
+            m.d.comb += rd.o.ready.eq(1)
+            nd = Cat(kp_data[8:], ro.data[:8]) if B > 1 else ro.data[:8]
+            m.d.sync += kp_data.eq(nd)
+            with m.If(kp_cnt == B - 1):
+                m.d.sync += [kp_cnt.eq(0), kp_valid.eq(1), kp_last.eq(ro.last)]
+            with m.Else():
+                m.d.sync += kp_cnt.eq(kp_cnt + 1)
+        # softmax
+        m.d.comb += [smax.i.payload.data.eq(ro.data[:16]), smax.i.payload.last.eq(ro.row_end)]
+        with m.If(rd_route == _R_SMAX):
+            m.d.comb += [smax.i.valid.eq(rd.o.valid), rd.o.ready.eq(smax.i.ready)]
+        # activation
+        for n, (_, d, blk) in enumerate(acts):
+            m.d.comb += [blk.i.payload.x.eq(ro.data[:d["in_bits"]]),
+                         blk.i.payload.last.eq(ro.last)]
+            with m.If((rd_route == _R_ACT) & (act_sel == n)):
+                m.d.comb += [blk.i.valid.eq(rd.o.valid), rd.o.ready.eq(blk.i.ready)]
+        # element-wise (a from the vector buffer, b from the scratchpad)
+        m.d.comb += [eadd.i.payload.a.eq(vb_lane), eadd.i.payload.b.eq(ro.data[:16]),
+                     eadd.i.payload.last.eq(ro.last)]
+        if swig is not None:
+            m.d.comb += [swig.i.payload.a.eq(vb_lane), swig.i.payload.b.eq(ro.data[:16]),
+                         swig.i.payload.last.eq(ro.last)]
+        with m.If(rd_route == _R_ELT):
+            with m.If(elt_swiglu):
+                if swig is not None:
+                    m.d.comb += [swig.i.valid.eq(rd.o.valid), rd.o.ready.eq(swig.i.ready)]
+            with m.Else():
+                m.d.comb += [eadd.i.valid.eq(rd.o.valid), rd.o.ready.eq(eadd.i.ready)]
+        # argmax
+        m.d.comb += [amax.i.payload.logit.eq(ro.data[:16]), amax.i.payload.last.eq(ro.last)]
+        with m.If(rd_route == _R_ARGMAX):
+            m.d.comb += [amax.i.valid.eq(rd.o.valid), rd.o.ready.eq(amax.i.ready)]
+        with m.If(amax.o.valid):
+            m.d.sync += [r_result.eq(amax.o.payload.index),
+                         r_rvalue.eq(amax.o.payload.value.as_signed()), amax_got.eq(1)]
+
+        # ---- MAC feed -------------------------------------------------------------------------
+        beat_l = mac.i.payload.shape()
+        m.submodules.beats = bf = SyncFIFO(width=data.Layout.cast(beat_l).size, depth=5)
+        m.d.comb += [mac.i.valid.eq(bf.r_rdy), mac.i.payload.eq(bf.r_data), bf.r_en.eq(mac.i.ready)]
+        bf_issue = Signal()
+        bf_w = Signal(beat_l)
+        i1, i2 = Signal(), Signal()
+        # MATVEC issue
+        mv_active = Signal()
+        mv_ob = Signal(16)
+        mv_ps = Signal(2)
+        mv_ib = Signal(16)
+        mv_obrow = Signal(24)
+        mv_wrow = Signal(24)
+        with m.If(mv_go):
+            m.d.sync += [mv_active.eq(1), mv_ob.eq(0), mv_ps.eq(0), mv_ib.eq(0),
+                         mv_obrow.eq(x_w), mv_wrow.eq(x_w)]
+        m.d.comb += bf_issue.eq(mv_active & (bf.level + i1 + i2 < 5))
+        pass_sel = Signal(2)
+        with m.Switch(mv_ps):
+            with m.Case(0):
+                m.d.comb += pass_sel.eq(Mux(mv_x16, _P_HI, _P_X8))
+            with m.Case(1):
+                m.d.comb += pass_sel.eq(Mux(mv_x16, _P_LO, _P_X8))
+            with m.Default():
+                m.d.comb += pass_sel.eq(_P_CARRY)
+        with m.If(bf_issue):
+            with m.If(mv_ib == ib_n - 1):
+                m.d.sync += mv_ib.eq(0)
+                with m.If(mv_ps == mv_npass - 1):
+                    m.d.sync += [mv_ps.eq(0), mv_ob.eq(mv_ob + 1), mv_obrow.eq(mv_obrow + ib_n),
+                                 mv_wrow.eq(mv_obrow + ib_n)]
+                    with m.If(mv_ob == ob_n - 1):
+                        m.d.sync += mv_active.eq(0)
+                with m.Else():
+                    m.d.sync += [mv_ps.eq(mv_ps + 1),
+                                 mv_wrow.eq(mv_obrow + Mux(mv_w2, plane_sz, 0))]
+            with m.Else():
+                m.d.sync += [mv_ib.eq(mv_ib + 1), mv_wrow.eq(mv_wrow + 1)]
+        # EMBED reads
+        em_active = Signal()
+        em_ib = Signal(16)
+        em_row = Signal(24)
+        em_wait = Signal(2)
+        em_lane = Signal(range(lanes))
+        em_go_read = Signal()
+        with m.If(embed_go):
+            m.d.sync += [em_active.eq(1), em_ib.eq(0),
+                         em_row.eq(x_w + (embed_idx >> (lanes - 1).bit_length()) * ib_n),
+                         em_lane.eq(embed_idx[:(lanes - 1).bit_length()])]
+        with m.If(em_active & (em_wait == 0) & (ser_cnt == 0) & ~rq_inflight):
+            m.d.comb += em_go_read.eq(1)
+            m.d.sync += em_wait.eq(1)
+        with m.Elif(em_wait == 1):
+            m.d.sync += em_wait.eq(2)
+        with m.Elif(em_wait == 2):
+            m.d.sync += [em_wait.eq(0), em_ib.eq(em_ib + 1), em_row.eq(em_row + 1)]
+            with m.If(em_ib == ib_n - 1):
+                m.d.sync += em_active.eq(0)
+        with m.If(em_active):
+            m.d.comb += [wts.b.addr.eq(em_row), wts.b.en.eq(em_go_read)]
+        with m.Else():
+            m.d.comb += [wts.b.addr.eq(mv_wrow), wts.b.en.eq(bf_issue)]
+        with m.If(mv_active):
+            m.d.comb += [vb.b.addr.eq(mv_ib), vb.b.en.eq(bf_issue)]
+        with m.Else():
+            m.d.comb += [vb.b.addr.eq(rd.aux_addr), vb.b.en.eq(rd.aux_en)]
+        m.d.comb += rd.aux_rdata.eq(vb.b.rdata)
+        # MATVEC beat assembly, two cycles after the issue
+        f1, f2, l1, l2 = Signal(), Signal(), Signal(), Signal()
+        s1, s2 = Signal(2), Signal(2)
+        m.d.sync += [i1.eq(bf_issue), i2.eq(i1), f1.eq(mv_ib == 0), f2.eq(f1),
+                     l1.eq(mv_ib == ib_n - 1), l2.eq(l1), s1.eq(pass_sel), s2.eq(s1)]
+        mv_beat = Signal(beat_l)
+        m.d.comb += [mv_beat.first.eq(f2), mv_beat.last.eq(l2)]
+        for k in range(K):
+            p, stmts = _plane(vb.b.rdata[16 * k:16 * k + 16], s2)
+            m.d.comb += stmts + [mv_beat.shared[k].eq(p)]
+        for ln in range(lanes):
+            for k in range(K):
+                m.d.comb += mv_beat.per_lane[ln][k].eq(wts.b.rdata[8 * (ln * K + k):][:8])
+
+        # SCORES / ATTV beats from the KV cache
+        rdd = kv.read_data
+        sc_beat = Signal(beat_l)
+        sc_bcnt = Signal(range(BPR + 1))
+        for j in range(B):
+            m.d.comb += sc_beat.shared[j].eq(rdd.payload.data[8 * j:8 * j + 8])
+            x = qr[16 * j:16 * j + 16]
+            for ln, sel in ((0, _P_HI), (1, _P_LO), (2, _P_CARRY)):
+                p, stmts = _plane(x, Const(sel, 2))
+                m.d.comb += stmts + [sc_beat.per_lane[ln][j].eq(p)]
+        m.d.comb += [sc_beat.first.eq(sc_bcnt == 0), sc_beat.last.eq(rdd.payload.row_end)]
+        vrow = Signal(8 * hs)
+        vfull = Signal(8 * hs)
+        m.d.comb += vfull.eq(Cat(vrow[8 * B:], rdd.payload.data) if BPR > 1 else rdd.payload.data)
+        av_beat = Signal(beat_l)
+        av_t0 = Signal()
+        pv = ro.data[:16]
+        m.d.comb += [av_beat.shared[0].eq(_hi_plane(pv)[:8]), av_beat.shared[1].eq(pv[:8]),
+                     av_beat.first.eq(av_t0), av_beat.last.eq(rdd.payload.last)]
+        gsel = Array(Array(vfull[8 * (g * G + ln):][:8] if g * G + ln < hs else Const(0, 8)
+                           for ln in range(G)) for g in range(NG))
+        for ln in range(G):
+            m.d.comb += [av_beat.per_lane[ln][0].eq(gsel[at_g][ln]),
+                         av_beat.per_lane[G + ln][1].eq(gsel[at_g][ln])]
+        with m.If(mac_mode == _M_SCORES):
+            m.d.comb += [rdd.ready.eq(bf.w_rdy), bf.w_en.eq(rdd.valid), bf_w.eq(sc_beat)]
+            with m.If(rdd.valid & bf.w_rdy):
+                m.d.comb += q_rot.eq(1)
+                m.d.sync += sc_bcnt.eq(Mux(rdd.payload.row_end, 0, sc_bcnt + 1))
+                with m.If(rdd.payload.last):
+                    m.d.sync += at_last_seen.eq(1)
+        with m.Elif(mac_mode == _M_ATTV):
+            end = rdd.payload.row_end
+            m.d.comb += [bf_w.eq(av_beat),
+                         rdd.ready.eq(~end | (rd.o.valid & bf.w_rdy)),
+                         bf.w_en.eq(rdd.valid & end & rd.o.valid)]
+            with m.If(rd_route == _R_P):
+                m.d.comb += rd.o.ready.eq(rdd.valid & end & bf.w_rdy)
+            with m.If(rdd.valid & rdd.ready):
+                m.d.sync += vrow.eq(vfull)
+                with m.If(end):
+                    m.d.sync += av_t0.eq(0)
+                with m.If(rdd.payload.last):
+                    m.d.sync += at_last_seen.eq(1)
+        with m.Else():
+            m.d.comb += [bf.w_en.eq(i2), bf_w.eq(mv_beat)]
+        m.d.comb += bf.w_data.eq(bf_w.as_value())
+        with m.If(at_cmd):
+            m.d.comb += [kv.read_cmd.valid.eq(1), kv.read_cmd.payload.layer.eq(r_layer),
+                         kv.read_cmd.payload.head.eq(at_kvh), kv.read_cmd.payload.kv.eq(at_kvsel),
+                         kv.read_cmd.payload.pos.eq(r_pos)]
+            with m.If(kv.read_cmd.ready):
+                m.d.sync += [at_cmd.eq(0), sc_bcnt.eq(0), av_t0.eq(1)]
+
+        # ---- combiner and serializer -> requantizer -------------------------------------------
+        S = max(lanes, K)
+        ser = Array(Signal(signed(acc_w), name=f"ser{n}") for n in range(S))
+        ser_idx = Signal(16)
+        cb = Array(Signal(signed(acc_w), name=f"cb{n}") for n in range(lanes))
+        ser_free = Signal()
+        m.d.comb += ser_free.eq(ser_cnt <= 1)
+        r = mac.o.payload
+        mac_take = Signal()
+        m.d.comb += [mac.o.ready.eq(ser_free & ~em_active), mac_take.eq(mac.o.valid & mac.o.ready)]
+        emit = Signal()
+        m.d.comb += emit.eq(ser_cnt != 0)
+        with m.If(emit):
+            m.d.sync += [ser_cnt.eq(ser_cnt - 1), ser_idx.eq(ser_idx + 1)]
+            for n in range(S - 1):
+                m.d.sync += ser[n].eq(ser[n + 1])
+        shift = Signal()
+        with m.Switch(cb_ps):
+            with m.Case(0):
+                m.d.comb += shift.eq(mv_x16 | mv_w2)
+            with m.Case(1):
+                m.d.comb += shift.eq(0)
+            with m.Default():
+                m.d.comb += shift.eq(1)
+        with m.If(mac_take):
+            with m.Switch(mac_mode):
+                with m.Case(_M_MATVEC):
+                    nvs = []
+                    for n in range(lanes):
+                        term = Mux(shift, r[n] << 8, r[n])
+                        nv = Signal(signed(acc_w), name=f"cbn{n}")
+                        m.d.comb += nv.eq(Mux(cb_ps == 0, term, cb[n] + term))
+                        m.d.sync += cb[n].eq(nv)
+                        nvs.append(nv)
+                    with m.If(cb_ps == mv_npass - 1):
+                        left = Signal(signed(18))
+                        m.d.comb += left.eq(mv_rows - (cb_ob << (lanes - 1).bit_length()))
+                        m.d.sync += [cb_ps.eq(0), cb_ob.eq(cb_ob + 1),
+                                     ser_idx.eq(cb_ob << (lanes - 1).bit_length()),
+                                     ser_cnt.eq(Mux(left >= lanes, lanes, left))]
+                        for n in range(lanes):
+                            m.d.sync += ser[n].eq(nvs[n])
+                    with m.Else():
+                        m.d.sync += cb_ps.eq(cb_ps + 1)
+                with m.Case(_M_SCORES):
+                    m.d.sync += [ser[0].eq((r[0] << 8) + r[1] + (r[2] << 8)), ser_cnt.eq(1)]
+                with m.Case(_M_ATTV):
+                    for n in range(G):
+                        m.d.sync += ser[n].eq((r[n] << 8) + r[G + n])
+                    rem = Signal(signed(16))
+                    m.d.comb += rem.eq(hs - cb_g * G)
+                    m.d.sync += [ser_cnt.eq(Mux(rem >= G, G, rem)),
+                                 cb_g.eq(Mux(cb_g == NG - 1, 0, cb_g + 1))]
+        # EMBED: a weight row's lane slice into the serializer
+        with m.If(em_active & (em_wait == 2)):
+            for k in range(K):
+                m.d.sync += ser[k].eq(wts.b.rdata.word_select(em_lane, 8 * K)[8 * k:8 * k + 8]
+                                      .as_signed())
+            rem = v[Opcode.EMBED].cols - em_ib * K
+            m.d.sync += ser_cnt.eq(Mux(rem >= K, K, rem))
+        # reader -> requantizer (REQUANT)
+        rq_src_valid = Signal()
+        rq_src_acc = Signal(signed(32))
+        rq_src_idx = Signal(16)
+        with m.If(rd_route == _R_RQ):
+            m.d.comb += [rd.o.ready.eq(1), rq_src_valid.eq(rd.o.valid),
+                         rq_src_acc.eq(ro.data[:16].as_signed()), rq_src_idx.eq(rd_idx)]
+            with m.If(rd.o.valid):
+                m.d.sync += rd_idx.eq(rd_idx + 1)
+        with m.Else():
+            m.d.comb += [rq_src_valid.eq(emit), rq_src_acc.eq(ser[0]), rq_src_idx.eq(ser_idx)]
+        # parameter reads for the requantizer (port b: mult/shift, port a: bias)
+        q1, q2 = Signal(), Signal()
+        qa1, qa2 = Signal(signed(32)), Signal(signed(32))
+        m.d.sync += [q1.eq(rq_src_valid), q2.eq(q1), qa1.eq(rq_src_acc), qa2.eq(qa1)]
+        m.d.comb += rq_inflight.eq(q1 | q2 | rq.i.valid)
+        with m.If(prd.busy | prd.o.valid):
+            m.d.comb += [par.b.addr.eq(prd.addr), par.b.en.eq(prd.en)]
+        with m.Else():
+            m.d.comb += [par.b.addr.eq(rq_base + Mux(rq_per_row, rq_src_idx, 0)),
+                         par.b.en.eq(rq_src_valid | elt_fetch)]
+        m.d.comb += [prd.rdata.eq(par.b.rdata), prd.aux_rdata.eq(par.a.rdata)]
+        with m.If(busy):
+            with m.If(prd.busy | prd.o.valid):
+                m.d.comb += [par.a.addr.eq(prd.aux_addr), par.a.en.eq(prd.aux_en)]
+            with m.Else():
+                m.d.comb += [par.a.addr.eq(rq_base + rq_rows + rq_src_idx),
+                             par.a.en.eq(rq_src_valid & rq_bias)]
+        with m.Else():
+            m.d.comb += [par.a.addr.eq(host_p.addr), par.a.en.eq(host_p.en),
+                         par.a.we.eq(host_p.we), par.a.wdata.eq(host_p.wdata)]
+        m.d.comb += [rq.i.valid.eq(q2), rq.i.payload.acc.eq(qa2),
+                     rq.i.payload.bias.eq(Mux(rq_bias, par.a.rdata.as_signed(), 0)),
+                     rq.i.payload.mult.eq(par.b.rdata[0:16]),
+                     rq.i.payload.shift.eq(par.b.rdata[16:22]), rq.i.payload.last.eq(0)]
+        m.d.comb += overrun.eq(q2 & ~rq.i.ready)
+        if swig is not None:
+            m.d.comb += [swig.mult.eq(elt_m), swig.shift.eq(elt_s)]
+
+        # ---- unit busy (profiling) ------------------------------------------------------------
+        ub = Signal(len(UNITS))
+        fsm_busy = {
+            "mac_array": bf.r_rdy | mac.o.valid | mv_active,
+            "kv_cache": kv.append.valid | kv.read_cmd.valid | rdd.valid,
+            "softmax": (rd_route == _R_SMAX) & busy & ~wr_done,
+            "norm": (rd_route == _R_NORM) & busy & ~wr_done,
+            "requant": rq.i.valid | rq.o.valid,
+            "rope": (rd_route == _R_ROPE) & busy & ~wr_done,
+            "activation": (rd_route == _R_ACT) & busy & ~wr_done,
+            "eltwise": (rd_route == _R_ELT) & busy & ~wr_done,
+            "argmax": (rd_route == _R_ARGMAX) & busy & ~amax_got,
+            "loader": (rd_route == _R_VB) & rd.busy,
+        }
+        for n, u in enumerate(UNITS):
+            m.d.comb += ub[n].eq(fsm_busy[u])
+        m.d.sync += self.unit_busy.eq(ub)
+        return m
+
+    # ---- sequencer pieces (emitted inside the FSM states) -----------------------------------
+    def _decode(self, m, v, opcode, s):
+        """DECODE state: operand set-up and the multiplier inputs of the range checks."""
+        lanes, K, hs, ctx = self._lanes, self._K, self._hs, self._ctx
+        lb, kb = (lanes - 1).bit_length(), (K - 1).bit_length()
+        image = self._image
+        chk, chk_hard = s["chk"], s["chk_hard"]
+        ma1, ma2, mb1, mb2 = s["mul_a1"], s["mul_a2"], s["mul_b1"], s["mul_b2"]
+        pb, wb = s["pbase"], s["wbase"]
+        x_w, x_p, ob_n, ib_n = s["x_w"], s["x_p"], s["ob_n"], s["ib_n"]
+        npos = s["npos"]
+        mc1, mc2 = s["mul_c1"], s["mul_c2"]
+        m.d.sync += [chk_hard.eq(ErrorCode.NONE), ma1.eq(0), ma2.eq(0), mb1.eq(0), mb2.eq(0),
+                     mc1.eq(0), mc2.eq(0)]
+
+        def rel(ins):
+            return (Mux(ins.layer_rel, wb, 0), Mux(ins.layer_rel, pb, 0))
+
+        def bad(cond, code=ErrorCode.BAD_FIELD):
+            with m.If(cond):
+                m.d.sync += chk_hard.eq(code)
+
+        def fail(code):
+            m.d.sync += [s["busy"].eq(0), s["err_code"].eq(code), self.error.eq(1),
+                         s["st_err"].eq(1)]
+            m.next = "IDLE"
+
+        with m.Switch(opcode):
+            with m.Case(Opcode.NOP, Opcode.SYNC):
+                m.next = "NEXT"
+            with m.Case(Opcode.HALT):
+                m.d.sync += [s["busy"].eq(0), self.done.eq(1), s["st_done"].eq(1)]
+                m.next = "IDLE"
+            with m.Case(Opcode.SETREG):
+                ins = v[Opcode.SETREG]
+                with m.If((ins.reg == Reg.POS) & (ins.value >= ctx)):
+                    fail(ErrorCode.POS_RANGE)
+                with m.Elif(ins.reg.as_value() > Reg.RESULT_VALUE.value):
+                    fail(ErrorCode.BAD_FIELD)
+                with m.Else():
+                    m.d.sync += s["regs"][ins.reg.as_value()].eq(ins.value)
+                    m.next = "NEXT"
+            with m.Case(Opcode.LOOP):
+                ins = v[Opcode.LOOP]
+                with m.If(s["lp_active"]):
+                    fail(ErrorCode.UNSUPPORTED)
+                with m.Elif((ins.count == 0) | (ins.body == 0) |
+                            (s["pc"] + ins.body >= self._map.program_words)):
+                    fail(ErrorCode.PROGRAM_RANGE)
+                with m.Else():
+                    m.d.sync += [s["lp_active"].eq(1), s["lp_start"].eq(s["pc"] + 1),
+                                 s["lp_end"].eq(s["pc"] + ins.body), s["lp_count"].eq(ins.count),
+                                 s["r_layer"].eq(0), wb.eq(0), pb.eq(0),
+                                 s["lp_wstride"].eq(ins.wstride), s["lp_pstride"].eq(ins.pstride)]
+                    m.next = "NEXT"
+            with m.Case(Opcode.MATMAT):
+                fail(ErrorCode.UNSUPPORTED)
+            with m.Case(Opcode.EMBED):
+                ins = v[Opcode.EMBED]
+                idx = s["regs"][ins.index_reg.as_value()]
+                m.d.sync += [s["embed_idx"].eq(idx), x_w.eq(ins.waddr),
+                             ob_n.eq((ins.rows + lanes - 1) >> lb),
+                             ib_n.eq((ins.cols + K - 1) >> kb),
+                             ma1.eq((ins.rows + lanes - 1) >> lb), ma2.eq((ins.cols + K - 1) >> kb)]
+                bad(idx >= ins.rows, ErrorCode.BAD_INDEX)
+                bad(ins.index_reg.as_value() > Reg.RESULT_VALUE.value)
+                m.next = "CHECK1"
+            with m.Case(Opcode.MATVEC):
+                ins = v[Opcode.MATVEC]
+                w_, p_ = rel(ins)
+                m.d.sync += [x_w.eq(ins.waddr + w_), x_p.eq(ins.paddr + p_),
+                             ob_n.eq((ins.rows + lanes - 1) >> lb),
+                             ib_n.eq((ins.cols + K - 1) >> kb),
+                             ma1.eq((ins.rows + lanes - 1) >> lb), ma2.eq((ins.cols + K - 1) >> kb)]
+                bad((ins.w_planes == 0) | (ins.w_planes == 3))
+                bad((ins.w_planes == 2) & (ins.in_width == Width.W16))
+                bad(ins.cols > self._vb_len)
+                bad((ins.rows == 0) | (ins.cols == 0))
+                m.next = "CHECK1"
+            with m.Case(Opcode.REQUANT):
+                m.next = "CHECK1"
+            with m.Case(Opcode.NORM):
+                ins = v[Opcode.NORM]
+                w_, p_ = rel(ins)
+                m.d.sync += x_p.eq(ins.paddr + p_)
+                match = 0
+                for n, (kind, dim, gf, bf, of, _) in enumerate(self._norms):
+                    hit = ((ins.kind == kind) & (ins.len == dim) & (ins.gamma_frac == gf) &
+                           (ins.out_frac == of) &
+                           ((ins.beta_frac == bf) | (ins.kind == NormKind.RMSNORM)))
+                    with m.If(hit):
+                        m.d.sync += s["norm_sel"].eq(n)
+                    match = match | hit
+                bad(~match if self._norms else Const(1))
+                m.next = "CHECK1"
+            with m.Case(Opcode.ROPE):
+                ins = v[Opcode.ROPE]
+                m.d.sync += [ma1.eq(ins.n_heads), ma2.eq(ins.head_size)]
+                if self._rope is None:
+                    bad(Const(1))
+                else:
+                    bad((ins.head_size != self._rope["head_size"]) |
+                        (ins.paddr != self._rope_addr) | (ins.n_heads == 0))
+                m.next = "CHECK1"
+            with m.Case(Opcode.KVAPPEND):
+                ins = v[Opcode.KVAPPEND]
+                m.d.sync += [ma1.eq(ins.kv_heads), ma2.eq(ins.head_size)]
+                bad((ins.head_size != hs) | (ins.kv_heads > image.kv_heads) |
+                    (ins.kv_heads == 0))
+                bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
+                m.next = "CHECK1"
+            with m.Case(Opcode.SCORES):
+                ins = v[Opcode.SCORES]
+                w_, p_ = rel(ins)
+                m.d.sync += [x_p.eq(ins.paddr + p_), ma1.eq(ins.n_heads), ma2.eq(hs),
+                             mb1.eq(ins.n_heads - 1), mb2.eq(ins.stride), mc1.eq(ins.n_heads),
+                             mc2.eq(npos)]
+                bad((ins.head_size != hs) | (ins.kv_mul == 0) | (ins.n_heads == 0) |
+                    (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride))
+                bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
+                m.next = "CHECK1"
+            with m.Case(Opcode.ATTV):
+                ins = v[Opcode.ATTV]
+                w_, p_ = rel(ins)
+                m.d.sync += [x_p.eq(ins.paddr + p_), ma1.eq(ins.n_heads), ma2.eq(hs),
+                             mb1.eq(ins.n_heads - 1), mb2.eq(ins.stride)]
+                bad((ins.head_size != hs) | (ins.kv_mul == 0) | (ins.n_heads == 0) |
+                    (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride) |
+                    (ins.prob_bits > 15))
+                bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
+                m.next = "CHECK1"
+            with m.Case(Opcode.SOFTMAX):
+                ins = v[Opcode.SOFTMAX]
+                n = Mux(ins.causal, npos, ins.len)
+                m.d.sync += [mb1.eq(Mux(ins.rows == 0, 0, ins.rows - 1)), mb2.eq(ins.stride),
+                             mc1.eq(ins.rows), mc2.eq(n)]
+                bad((ins.in_frac != self._smax[0]) | (ins.out_bits != self._smax[1]) |
+                    (ins.rows == 0) | (n == 0) | (n > ctx))
+                m.next = "CHECK1"
+            with m.Case(Opcode.ACT):
+                ins = v[Opcode.ACT]
+                w_, p_ = rel(ins)
+                m.d.sync += x_p.eq(ins.paddr + p_)
+                match = 0
+                fn = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}
+                for n, (addr, d, _) in enumerate(self._sig_acts()):
+                    hit = ((ins.paddr + p_ == addr) & (ins.func.as_value() == fn[d["func"]]) &
+                           (ins.in_width == (Width.W16 if d["in_bits"] == 16 else Width.W8)) &
+                           (ins.out_width == (Width.W16 if d["out_bits"] == 16 else Width.W8)))
+                    with m.If(hit):
+                        m.d.sync += s["act_sel"].eq(n)
+                    match = match | hit
+                bad(~match if self._acts else Const(1))
+                m.next = "CHECK1"
+            with m.Case(Opcode.ELTWISE):
+                ins = v[Opcode.ELTWISE]
+                w_, p_ = rel(ins)
+                m.d.sync += x_p.eq(ins.paddr + p_)
+                bad(ins.len > self._vb_len)
+                bad(ins.len == 0)
+                if self._swiglu is None:
+                    bad(ins.eop != EltOp.ADD)
+                else:
+                    ab, bb, ob, _, _ = self._swiglu
+                    ok = ins.width == (Width.W16 if ob == 16 else Width.W8)
+                    bad((ins.eop == EltOp.SWIGLU) & ~ok)
+                bad(ins.eop.as_value() > EltOp.SWIGLU.value)
+                m.next = "CHECK1"
+            with m.Case(Opcode.ARGMAX):
+                bad(v[Opcode.ARGMAX].len == 0)
+                m.next = "CHECK1"
+            with m.Case(Opcode.OUTPUT):
+                m.next = "CHECK1"
+            with m.Default():
+                fail(ErrorCode.BAD_OPCODE)
+
+    def _sig_acts(self):
+        return [(a, d, None) for a, d in self._acts]
+
+    def _regions(self, m, v, opcode, s):
+        """CHECK2 state: the end (exclusive) of every region the instruction touches."""
+        chk = s["chk"]
+        pa, pb_ = s["prod_a"], s["prod_b"]
+        npos = s["npos"]
+        x_w, x_p = s["x_w"], s["x_p"]
+        m.d.sync += [c.eq(0) for c in chk.values()]
+        with m.Switch(opcode):
+            with m.Case(Opcode.EMBED):
+                ins = v[Opcode.EMBED]
+                m.d.sync += [chk["wr"].eq(ins.dst + ins.cols), chk["w"].eq(ins.waddr + pa),
+                             chk["p"].eq(ins.paddr + ins.rows)]
+            with m.Case(Opcode.MATVEC):
+                ins = v[Opcode.MATVEC]
+                m.d.sync += [chk["r1"].eq(ins.src + ins.cols), chk["wr"].eq(ins.dst + ins.rows),
+                             chk["w"].eq(x_w + Mux(ins.w_planes == 2, pa << 1, pa)),
+                             chk["p"].eq(x_p + Mux(ins.bias, ins.rows << 1, ins.rows)),
+                             s["plane_sz"].eq(pa)]
+            with m.Case(Opcode.REQUANT):
+                ins = v[Opcode.REQUANT]
+                m.d.sync += [chk["r1"].eq(ins.src + ins.len), chk["wr"].eq(ins.dst + ins.len),
+                             chk["p"].eq(ins.paddr + Mux(ins.per_elem, ins.len, 1))]
+            with m.Case(Opcode.NORM):
+                ins = v[Opcode.NORM]
+                ln = ins.kind == NormKind.LAYERNORM
+                m.d.sync += [chk["r1"].eq(ins.src + ins.len), chk["wr"].eq(ins.dst + ins.len),
+                             chk["p"].eq(x_p + Mux(ln, ins.len << 1, ins.len) + 2)]
+            with m.Case(Opcode.ROPE):
+                ins = v[Opcode.ROPE]
+                m.d.sync += [chk["r1"].eq(ins.src + pa), chk["wr"].eq(ins.dst + pa)]
+            with m.Case(Opcode.KVAPPEND):
+                ins = v[Opcode.KVAPPEND]
+                m.d.sync += chk["r1"].eq(ins.src + pa)
+            with m.Case(Opcode.SCORES):
+                ins = v[Opcode.SCORES]
+                m.d.sync += [chk["r1"].eq(ins.q + pa), chk["wr"].eq(ins.dst + pb_ + npos),
+                             chk["p"].eq(x_p + 1)]
+            with m.Case(Opcode.ATTV):
+                ins = v[Opcode.ATTV]
+                m.d.sync += [chk["r1"].eq(ins.p + pb_ + npos), chk["wr"].eq(ins.dst + pa),
+                             chk["p"].eq(x_p + 1)]
+            with m.Case(Opcode.SOFTMAX):
+                ins = v[Opcode.SOFTMAX]
+                n = Mux(ins.causal, npos, ins.len)
+                m.d.sync += [chk["r1"].eq(ins.src + pb_ + n), chk["wr"].eq(ins.dst + pb_ + n)]
+            with m.Case(Opcode.ACT):
+                ins = v[Opcode.ACT]
+                m.d.sync += [chk["r1"].eq(ins.src + ins.len), chk["wr"].eq(ins.dst + ins.len)]
+            with m.Case(Opcode.ELTWISE):
+                ins = v[Opcode.ELTWISE]
+                m.d.sync += [chk["r1"].eq(ins.a + ins.len), chk["r2"].eq(ins.b + ins.len),
+                             chk["wr"].eq(ins.dst + ins.len), chk["p"].eq(x_p + 1)]
+            with m.Case(Opcode.ARGMAX):
+                ins = v[Opcode.ARGMAX]
+                m.d.sync += chk["r1"].eq(ins.src + ins.len)
+            with m.Case(Opcode.OUTPUT):
+                ins = v[Opcode.OUTPUT]
+                m.d.sync += chk["r1"].eq(ins.src + ins.len)
+
+    def _exec_start(self, m, v, opcode, s):
+        """EXEC state: configure the reader, the units and the writer; go to the op's phase."""
+        hs = self._hs
+        rdc, prdc = s["rdc"], s["prdc"]
+
+        def writer(base, total, row_len=None, stride=None, acc=0, w8=0, src=_W_RQ):
+            m.d.sync += [s["wr_base"].eq(base), s["wr_total"].eq(total),
+                         s["wr_len"].eq(total if row_len is None else row_len),
+                         s["wr_stride"].eq(0 if stride is None else stride),
+                         s["wr_acc"].eq(acc), s["wr_w8"].eq(w8), s["wr_src"].eq(src)]
+
+        def reader(base, rows, row_len, stride=0, route=_R_VB):
+            m.d.sync += [rdc["base"].eq(base), rdc["rows"].eq(rows), rdc["row_len"].eq(row_len),
+                         rdc["stride"].eq(stride), s["rd_route"].eq(route)]
+
+        def rqcfg(base, per_row, bias=0, rows=0):
+            m.d.sync += [s["rq_base"].eq(base), s["rq_per_row"].eq(per_row),
+                         s["rq_bias"].eq(bias), s["rq_rows"].eq(rows)]
+
+        m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC)]
+        with m.Switch(opcode):
+            with m.Case(Opcode.EMBED):
+                ins = v[Opcode.EMBED]
+                writer(ins.dst, ins.cols, acc=ins.accumulate)
+                rqcfg(ins.paddr + s["embed_idx"], 0)
+                m.d.sync += s["rd_route"].eq(_R_VB)
+                m.next = "EMBED"
+            with m.Case(Opcode.MATVEC):
+                ins = v[Opcode.MATVEC]
+                writer(ins.dst, ins.rows, acc=ins.accumulate, w8=ins.out_width == Width.W8)
+                rqcfg(s["x_p"], 1, ins.bias, ins.rows)
+                reader(ins.src, 1, ins.cols, route=_R_VB)
+                m.d.sync += [s["vb_count"].eq(0), s["mv_carry"].eq(0),
+                             s["mv_w2"].eq(ins.w_planes == 2),
+                             s["mv_x16"].eq(ins.in_width == Width.W16),
+                             s["mv_rows"].eq(ins.rows), s["cb_ps"].eq(0), s["cb_ob"].eq(0)]
+                m.next = "MV_GO"
+            with m.Case(Opcode.REQUANT):
+                ins = v[Opcode.REQUANT]
+                writer(ins.dst, ins.len, w8=ins.out_width == Width.W8)
+                rqcfg(ins.paddr, ins.per_elem)
+                reader(ins.src, 1, ins.len, route=_R_RQ)
+                m.d.sync += s["rd_idx"].eq(0)
+                m.next = "STREAM"
+            with m.Case(Opcode.NORM):
+                ins = v[Opcode.NORM]
+                writer(ins.dst, ins.len, w8=1, src=_W_NORM)
+                reader(ins.src, 1, ins.len, route=_R_NORM)
+                m.d.sync += [prdc["base"].eq(s["x_p"]), prdc["row_len"].eq(ins.len),
+                             prdc["aux_base"].eq(s["x_p"] + ins.len)]
+                m.next = "PSTREAM"
+            with m.Case(Opcode.ROPE):
+                ins = v[Opcode.ROPE]
+                writer(ins.dst, s["prod_a"], w8=ins.width == Width.W8, src=_W_ROPE)
+                reader(ins.src, 1, s["prod_a"], route=_R_ROPE)
+                m.next = "STREAM"
+            with m.Case(Opcode.KVAPPEND):
+                ins = v[Opcode.KVAPPEND]
+                reader(ins.src, 1, s["prod_a"], route=_R_KV)
+                m.d.sync += [s["kv_app_done"].eq(0), s["kp_head"].eq(0), s["kp_beat"].eq(0),
+                             s["kp_cnt"].eq(0)]
+                m.next = "KV_GO"
+            with m.Case(Opcode.SCORES):
+                ins = v[Opcode.SCORES]
+                writer(ins.dst, s["prod_c"], s["npos"], ins.stride)
+                rqcfg(s["x_p"], 0)
+                m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
+                             s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES)]
+                m.next = "SC_HEAD"
+            with m.Case(Opcode.ATTV):
+                ins = v[Opcode.ATTV]
+                writer(ins.dst, s["prod_a"], w8=ins.out_width == Width.W8)
+                rqcfg(s["x_p"], 0)
+                m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
+                             s["at_g"].eq(0), s["cb_g"].eq(0), s["at_ptr"].eq(ins.p),
+                             s["mac_mode"].eq(_M_ATTV)]
+                m.next = "AV_GROUP"
+            with m.Case(Opcode.SOFTMAX):
+                ins = v[Opcode.SOFTMAX]
+                n = Mux(ins.causal, s["npos"], ins.len)
+                writer(ins.dst, s["prod_c"], n, ins.stride, src=_W_SMAX)
+                reader(ins.src, ins.rows, n, ins.stride, route=_R_SMAX)
+                m.next = "STREAM"
+            with m.Case(Opcode.ACT):
+                ins = v[Opcode.ACT]
+                writer(ins.dst, ins.len, w8=ins.out_width == Width.W8, src=_W_ACT)
+                reader(ins.src, 1, ins.len, route=_R_ACT)
+                m.next = "STREAM"
+            with m.Case(Opcode.ELTWISE):
+                ins = v[Opcode.ELTWISE]
+                writer(ins.dst, ins.len, w8=ins.width == Width.W8, src=_W_ELT)
+                rqcfg(s["x_p"], 0)
+                reader(ins.a, 1, ins.len, route=_R_VB)
+                m.d.sync += [s["elt_swiglu"].eq(ins.eop == EltOp.SWIGLU), s["vb_count"].eq(0)]
+                m.next = "ELT_PARAM"
+            with m.Case(Opcode.ARGMAX):
+                ins = v[Opcode.ARGMAX]
+                reader(ins.src, 1, ins.len, route=_R_ARGMAX)
+                m.d.sync += s["amax_got"].eq(0)
+                m.next = "AM_GO"
+            with m.Case(Opcode.OUTPUT):
+                ins = v[Opcode.OUTPUT]
+                m.d.sync += [s["out_addr"].eq(ins.src), s["out_len"].eq(ins.len)]
+                m.next = "NEXT"

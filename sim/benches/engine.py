@@ -1,0 +1,202 @@
+"""cocotb bench of :class:`hdlgen.engine.core.Engine`: a compiled random model is loaded through
+the engine's Wishbone port, decode steps run on the device, and the result token, the largest
+logit, the logits (output window) and the **whole scratchpad** (every intermediate buffer the
+program leaves) are compared with the integer golden model (:mod:`sim.golden.engine`) bit for
+bit after every step.
+
+``HDLGEN_PARAMS`` (JSON, see :func:`build`): ``spec``, ``seed``, ``over`` (model overrides),
+``context``, ``lanes``, ``macs_per_lane``, ``steps`` (list of ``[token, pos]``; a position at or
+beyond the context must end with ``error`` code ``POS_RANGE`` and leave the golden model
+refusing it too), ``stop_after`` (debug: cut the program after that many instructions),
+``corrupt`` (negative test: ``"value"`` flips one expected logit, ``"missing"`` expects one
+more logit than the device gives; the bench must then fail), ``bad_program`` (replace
+instruction ``n`` by an undefined opcode; the step must end with ``BAD_OPCODE``),
+``report`` (path: write cycles per step as JSON).
+"""
+
+import json
+import os
+
+import numpy as np
+
+from hdlgen.compiler import CompileOptions, compile_model
+from hdlgen.config import AcceleratorConfig
+from hdlgen.engine.isa import Instruction, Opcode, encode
+from hdlgen.model import load_model
+
+__all__ = ["build", "program_of", "engine_of"]
+
+
+def build(p: dict):
+    """``(config, compiled)`` of bench parameters ``p``."""
+    cfg = AcceleratorConfig(lanes=p.get("lanes", 8), macs_per_lane=p.get("macs_per_lane", 4))
+    model = load_model(p.get("spec", "random:llama"), seed=p.get("seed", 1), **p.get("over", {}))
+    comp = compile_model(model, cfg, CompileOptions(context=p.get("context", 16)))
+    return cfg, comp
+
+
+def engine_of(cfg, comp):
+    """The engine under test (program memory one word longer than the program, room for a
+    cut program's HALT)."""
+    from hdlgen.engine.core import Engine
+    return Engine(cfg, comp, program_words=len(comp.program) + 1)
+
+
+def program_of(comp, p: dict) -> list:
+    """The program the bench runs: the compiled one, optionally cut after ``stop_after``
+    instructions (inside the layer loop: one layer, the body cut there) and ended by HALT."""
+    prog = list(comp.program)
+    cut = p.get("stop_after")
+    if cut is None:
+        return prog
+    out = prog[:cut]
+    for n, ins in enumerate(out):
+        if ins.op == Opcode.LOOP and n + ins.body >= cut:
+            body = cut - n - 1
+            out[n] = Instruction.make(Opcode.LOOP, count=1, body=body, wstride=ins.wstride,
+                                      pstride=ins.pstride) if body else \
+                Instruction.make(Opcode.NOP)
+    return out + [Instruction.make(Opcode.HALT)]
+
+
+try:
+    import cocotb
+    from cocotb.triggers import FallingEdge
+except ImportError:          # the helpers above are used without a simulator too
+    cocotb = None
+
+if cocotb is not None:
+    from sim.cocotb_kit import bench_params, start, to_signed
+    from sim.golden.engine import Engine as Golden, EngineError
+    from hdlgen.engine.core import ErrorCode
+
+    class Host:
+        """Wishbone initiator on the engine's ``bus`` port."""
+
+        def __init__(self, dut):
+            self.dut = dut
+            dut.bus__cyc.value = 0
+            dut.bus__stb.value = 0
+            dut.bus__we.value = 0
+            dut.bus__sel.value = 0xF
+
+        async def _cycle(self, addr, we, value=0):
+            d = self.dut
+            d.bus__adr.value = addr >> 2
+            d.bus__we.value = we
+            d.bus__dat_w.value = value
+            d.bus__sel.value = 0xF
+            d.bus__cyc.value = 1
+            d.bus__stb.value = 1
+            for _ in range(50):
+                await FallingEdge(d.clk)
+                if d.bus__ack.value or d.bus__err.value:
+                    err = bool(d.bus__err.value)
+                    data = int(d.bus__dat_r.value)
+                    d.bus__cyc.value = 0
+                    d.bus__stb.value = 0
+                    return err, data
+            raise AssertionError(f"no bus answer at {addr:#x}")
+
+        async def write(self, addr, value):
+            err, _ = await self._cycle(addr, 1, value)
+            assert not err, f"bus error writing {addr:#x}"
+
+        async def read(self, addr):
+            err, data = await self._cycle(addr, 0)
+            assert not err, f"bus error reading {addr:#x}"
+            return data
+
+    async def _run_step(dut, host, mp, token, pos, timeout=2_000_000):
+        dut.token.value = token
+        dut.pos.value = pos
+        dut.start.value = 1
+        await FallingEdge(dut.clk)
+        dut.start.value = 0
+        n = 0
+        while True:
+            await FallingEdge(dut.clk)
+            n += 1
+            if dut.done.value or dut.error.value:
+                break
+            if not dut.busy.value and n > 2:
+                raise AssertionError("engine went idle without done/error")
+            assert n < timeout, f"step token={token} pos={pos} did not finish"
+        code = int(dut.error_code.value)
+        cycles = await host.read(mp.word("regs", 5))
+        return bool(dut.error.value), code, cycles
+
+    @cocotb.test()
+    async def decode_steps(dut):
+        p = bench_params()
+        cfg, comp = build(p)
+        prog = program_of(comp, p)
+        words = [encode(i) for i in prog]
+        if "bad_program" in p:
+            words[p["bad_program"]] = 63          # opcode 63 is not defined
+        img = comp.image
+        mp = engine_of(cfg, comp).memory_map
+        await start(dut)
+        host = Host(dut)
+        dut.start.value = 0
+        await FallingEdge(dut.clk)
+        for addr, value in mp.image_writes(words, img):
+            await host.write(addr, value)
+        # read back a few words of each memory (the host port itself)
+        for addr, value in mp.image_writes(words, img)[::997]:
+            got = await host.read(addr)
+            assert got == value, f"readback {addr:#x}: {got:#x} != {value:#x}"
+
+        gold = Golden(img, prog if "bad_program" not in p else comp.program)
+        gold.reset()
+        report = []
+        for token, pos in p["steps"]:
+            err, code, cycles = await _run_step(dut, host, mp, token, pos)
+            if "bad_program" in p:
+                assert err and code == ErrorCode.BAD_OPCODE.value, (err, code)
+                dut._log.info(f"bad program refused with code {code}")
+                continue
+            if pos >= img.context:
+                assert err and code == ErrorCode.POS_RANGE.value, (err, code)
+                try:
+                    gold.step(token, pos)
+                except EngineError:
+                    pass
+                else:
+                    raise AssertionError("the golden model accepted a position beyond the context")
+                dut._log.info(f"pos {pos} refused with code {code}")
+                continue
+            assert not err, f"step token={token} pos={pos} failed with code {code} ({ErrorCode(code).name})"
+            r = gold.step(token, pos)
+            # whole scratchpad
+            act = [to_signed(await host.read(mp.word("scratch", e)), 16)
+                   for e in range(img.act_elements)]
+            act = np.array(act, dtype=np.int64)
+            bad = np.nonzero(act != gold.act)[0]
+            if bad.size:
+                names = []
+                for name, (a, n) in comp.buffers.items():
+                    sel = bad[(bad >= a) & (bad < a + n)]
+                    if sel.size:
+                        names.append(f"{name}: {sel.size} of {n} differ, first at +{sel[0] - a}: "
+                                     f"rtl {act[sel[0]]} golden {gold.act[sel[0]]}")
+                raise AssertionError(f"step token={token} pos={pos}: scratchpad differs: "
+                                     + "; ".join(names))
+            if r.logits is not None:
+                n = await host.read(mp.word("regs", 3))
+                logits = [to_signed(await host.read(mp.word("output", i)), 32) for i in range(n)]
+                expected = [int(x) for x in r.logits]
+                if p.get("corrupt") == "value":
+                    expected[len(expected) // 2] += 1
+                elif p.get("corrupt") == "missing":
+                    expected.append(0)
+                assert logits == expected, f"logits differ at pos {pos}"
+            token_rtl = int(dut.result.value)
+            value_rtl = to_signed(int(dut.result_value.value), 32)
+            assert (token_rtl, value_rtl) == (r.token, r.value), \
+                f"argmax rtl {(token_rtl, value_rtl)} golden {(r.token, r.value)}"
+            dut._log.info(f"step token={token} pos={pos}: next {token_rtl}, {cycles} cycles")
+            report.append({"token": token, "pos": pos, "next": token_rtl, "cycles": cycles})
+        if p.get("report"):
+            with open(p["report"], "w") as f:
+                json.dump(report, f)

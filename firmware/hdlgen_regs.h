@@ -5,7 +5,7 @@
 
 #define HDLGEN_REGMAP_VERSION_MAJOR 1
 #define HDLGEN_REGMAP_VERSION_MINOR 0
-#define HDLGEN_CONFIG_HASH 0x26ae4befu
+#define HDLGEN_CONFIG_HASH 0xfb85c185u
 #define HDLGEN_ID_VALUE 0x48470100u
 
 /* Extract / insert a field: HDLGEN_GET(value, STATUS, DONE), HDLGEN_SET(STATUS, DONE, 1) */
@@ -35,7 +35,7 @@
 
 /* CONFIG_HASH: Build fingerprint. */
 #define HDLGEN_CONFIG_HASH_ADDR 0x00000004u
-#define HDLGEN_CONFIG_HASH_RESET 0x26ae4befu
+#define HDLGEN_CONFIG_HASH_RESET 0xfb85c185u
 #define HDLGEN_CONFIG_HASH_HASH_SHIFT 0
 #define HDLGEN_CONFIG_HASH_HASH_WIDTH 32
 #define HDLGEN_CONFIG_HASH_HASH_MASK 0xffffffffu  /* RO */
@@ -138,32 +138,67 @@
 #define HDLGEN_BUSY_MAC_ARRAY_CYCLES_WIDTH 32
 #define HDLGEN_BUSY_MAC_ARRAY_CYCLES_MASK 0xffffffffu  /* RO */
 
-/* BUSY_DMA: Busy-cycle counter of dma since the last start or clear. */
-#define HDLGEN_BUSY_DMA_ADDR 0x00000044u
-#define HDLGEN_BUSY_DMA_RESET 0x00000000u
-#define HDLGEN_BUSY_DMA_CYCLES_SHIFT 0
-#define HDLGEN_BUSY_DMA_CYCLES_WIDTH 32
-#define HDLGEN_BUSY_DMA_CYCLES_MASK 0xffffffffu  /* RO */
-
 /* BUSY_KV_CACHE: Busy-cycle counter of kv_cache since the last start or clear. */
-#define HDLGEN_BUSY_KV_CACHE_ADDR 0x00000048u
+#define HDLGEN_BUSY_KV_CACHE_ADDR 0x00000044u
 #define HDLGEN_BUSY_KV_CACHE_RESET 0x00000000u
 #define HDLGEN_BUSY_KV_CACHE_CYCLES_SHIFT 0
 #define HDLGEN_BUSY_KV_CACHE_CYCLES_WIDTH 32
 #define HDLGEN_BUSY_KV_CACHE_CYCLES_MASK 0xffffffffu  /* RO */
 
 /* BUSY_SOFTMAX: Busy-cycle counter of softmax since the last start or clear. */
-#define HDLGEN_BUSY_SOFTMAX_ADDR 0x0000004cu
+#define HDLGEN_BUSY_SOFTMAX_ADDR 0x00000048u
 #define HDLGEN_BUSY_SOFTMAX_RESET 0x00000000u
 #define HDLGEN_BUSY_SOFTMAX_CYCLES_SHIFT 0
 #define HDLGEN_BUSY_SOFTMAX_CYCLES_WIDTH 32
 #define HDLGEN_BUSY_SOFTMAX_CYCLES_MASK 0xffffffffu  /* RO */
 
 /* BUSY_NORM: Busy-cycle counter of norm since the last start or clear. */
-#define HDLGEN_BUSY_NORM_ADDR 0x00000050u
+#define HDLGEN_BUSY_NORM_ADDR 0x0000004cu
 #define HDLGEN_BUSY_NORM_RESET 0x00000000u
 #define HDLGEN_BUSY_NORM_CYCLES_SHIFT 0
 #define HDLGEN_BUSY_NORM_CYCLES_WIDTH 32
 #define HDLGEN_BUSY_NORM_CYCLES_MASK 0xffffffffu  /* RO */
+
+/* BUSY_REQUANT: Busy-cycle counter of requant since the last start or clear. */
+#define HDLGEN_BUSY_REQUANT_ADDR 0x00000050u
+#define HDLGEN_BUSY_REQUANT_RESET 0x00000000u
+#define HDLGEN_BUSY_REQUANT_CYCLES_SHIFT 0
+#define HDLGEN_BUSY_REQUANT_CYCLES_WIDTH 32
+#define HDLGEN_BUSY_REQUANT_CYCLES_MASK 0xffffffffu  /* RO */
+
+/* BUSY_ROPE: Busy-cycle counter of rope since the last start or clear. */
+#define HDLGEN_BUSY_ROPE_ADDR 0x00000054u
+#define HDLGEN_BUSY_ROPE_RESET 0x00000000u
+#define HDLGEN_BUSY_ROPE_CYCLES_SHIFT 0
+#define HDLGEN_BUSY_ROPE_CYCLES_WIDTH 32
+#define HDLGEN_BUSY_ROPE_CYCLES_MASK 0xffffffffu  /* RO */
+
+/* BUSY_ACTIVATION: Busy-cycle counter of activation since the last start or clear. */
+#define HDLGEN_BUSY_ACTIVATION_ADDR 0x00000058u
+#define HDLGEN_BUSY_ACTIVATION_RESET 0x00000000u
+#define HDLGEN_BUSY_ACTIVATION_CYCLES_SHIFT 0
+#define HDLGEN_BUSY_ACTIVATION_CYCLES_WIDTH 32
+#define HDLGEN_BUSY_ACTIVATION_CYCLES_MASK 0xffffffffu  /* RO */
+
+/* BUSY_ELTWISE: Busy-cycle counter of eltwise since the last start or clear. */
+#define HDLGEN_BUSY_ELTWISE_ADDR 0x0000005cu
+#define HDLGEN_BUSY_ELTWISE_RESET 0x00000000u
+#define HDLGEN_BUSY_ELTWISE_CYCLES_SHIFT 0
+#define HDLGEN_BUSY_ELTWISE_CYCLES_WIDTH 32
+#define HDLGEN_BUSY_ELTWISE_CYCLES_MASK 0xffffffffu  /* RO */
+
+/* BUSY_ARGMAX: Busy-cycle counter of argmax since the last start or clear. */
+#define HDLGEN_BUSY_ARGMAX_ADDR 0x00000060u
+#define HDLGEN_BUSY_ARGMAX_RESET 0x00000000u
+#define HDLGEN_BUSY_ARGMAX_CYCLES_SHIFT 0
+#define HDLGEN_BUSY_ARGMAX_CYCLES_WIDTH 32
+#define HDLGEN_BUSY_ARGMAX_CYCLES_MASK 0xffffffffu  /* RO */
+
+/* BUSY_LOADER: Busy-cycle counter of loader since the last start or clear. */
+#define HDLGEN_BUSY_LOADER_ADDR 0x00000064u
+#define HDLGEN_BUSY_LOADER_RESET 0x00000000u
+#define HDLGEN_BUSY_LOADER_CYCLES_SHIFT 0
+#define HDLGEN_BUSY_LOADER_CYCLES_WIDTH 32
+#define HDLGEN_BUSY_LOADER_CYCLES_MASK 0xffffffffu  /* RO */
 
 #endif /* HDLGEN_REGS_H */

@@ -114,7 +114,7 @@ def test_bram_checker_catches_errors(corrupt):
 def _bank_env(bank, init=(), **extra):
     p = {"width": bank.width, "depth": bank.depth, "compute": "rw" if "we" in
          bank.port.signature.members else "r", "bus_bytes": bus_bytes(bank.width, bank.depth),
-         "init": list(init)}
+         "init": list(init), "latency": bank.latency}
     p.update(extra)
     return {"HDLGEN_PARAMS": json.dumps(p)}
 

@@ -290,3 +290,10 @@ def test_control_verilog_checker_catches_errors():
                      name="control", env={**_ctrl_cocotb_env(corrupt="value"), "HDLGEN_COUNT": "200"},
                      check=False)
     assert res.tests == 1 and res.failed == 1
+
+
+def test_profile_units_match_the_engine():
+    """The control block's busy counters are the engine's units, in the same order."""
+    from hdlgen.engine.core import UNITS
+    from hdlgen.soc.control import PROFILE_UNITS
+    assert tuple(UNITS) == PROFILE_UNITS

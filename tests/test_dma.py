@@ -162,8 +162,8 @@ def test_dma_control_registers_over_wishbone():
         for k in range(16):
             ctx.set(bank.port.addr, 0x80 + k)
             ctx.set(bank.port.en, 1)
-            await ctx.tick()
-            await ctx.tick()
+            for _ in range(bank.latency):
+                await ctx.tick()
             got.append(ctx.get(bank.port.rdata))
         results["data"] = got
 

@@ -145,6 +145,9 @@ class DMA(wiring.Component):
 
         wr_skid = m.submodules.wr_skid = SkidBuffer(WR_LAYOUT)
         wiring.connect(m, wr_skid.o, wiring.flipped(self.wr))
+        rd_skid = m.submodules.rd_skid = SkidBuffer(RD_CMD_LAYOUT)
+        wiring.connect(m, rd_skid.o, wiring.flipped(self.rd_cmd))
+        all_issued = Signal()
 
         m.d.comb += self.status.payload.code.eq(code)
         m.d.comb += self.status.payload.count.eq(count)
@@ -154,7 +157,7 @@ class DMA(wiring.Component):
                 m.d.comb += self.desc.ready.eq(1)
                 with m.If(self.desc.valid):
                     p = self.desc.payload
-                    m.d.sync += [d.eq(p), code.eq(DMAError.OK), count.eq(0), issued.eq(0), received.eq(0),
+                    m.d.sync += [d.eq(p), code.eq(DMAError.OK), count.eq(0), issued.eq(0), received.eq(0), all_issued.eq(0),
                                  mplier.eq(p.length - 1), s_mcand.eq(p.src_stride),
                                  d_mcand.eq(p.dst_stride), s_off.eq(0), d_off.eq(0),
                                  rd_ptr.eq(p.src), wr_ptr.eq(p.dst),
@@ -197,11 +200,12 @@ class DMA(wiring.Component):
                 with m.Else():
                     m.next = "RUN"
             with m.State("RUN"):
-                # read requests
-                m.d.comb += [self.rd_cmd.valid.eq(issued != d.length),
-                             self.rd_cmd.payload.addr.eq(rd_ptr)]
-                with m.If(self.rd_cmd.valid & self.rd_cmd.ready):
+                # read requests (through a skid buffer: valid and ready from flip-flops)
+                m.d.comb += [rd_skid.i.valid.eq(~all_issued), rd_skid.i.payload.addr.eq(rd_ptr)]
+                with m.If(rd_skid.i.valid & rd_skid.i.ready):
                     m.d.sync += [issued.eq(issued + 1), rd_ptr.eq(rd_ptr + rd_step)]
+                    with m.If(issued + 1 == d.length):
+                        m.d.sync += all_issued.eq(1)
                 # returned words -> writes
                 m.d.comb += [wr_skid.i.payload.addr.eq(wr_ptr),
                              wr_skid.i.payload.data.eq(self.rd_data.payload.data),

@@ -4,23 +4,23 @@ activation scratchpads, and host access to any bank over Wishbone.
 :class:`MemoryBank` is a :class:`~hdlgen.blocks.bram.BlockRAM` of ``width`` bits (a multiple
 of 32) whose port ``a`` belongs to the host, through a 32-bit Wishbone subordinate ``bus``
 (byte selects honoured), and whose port ``b`` is exported as ``port`` for the compute side
-(raw :class:`~hdlgen.blocks.bram.PortSignature`: address + ``en`` in, ``rdata`` two cycles
-later, no back-pressure; the consumer carries a valid bit alongside, which keeps the MAC
+(raw :class:`~hdlgen.blocks.bram.PortSignature`: address + ``en`` in, ``rdata``
+:attr:`MemoryBank.latency` cycles later (3 on weight banks, 2 on scratchpads), no back-pressure; the consumer carries a valid bit alongside, which keeps the MAC
 array free of a global stall net)::
 
     bank = weight_bank(config, rows=512)          # width = lanes * macs_per_lane * 8 bits
     dec.add(bank.bus, addr=WEIGHTS_BASE, name="weights")
     m.d.comb += [bank.port.addr.eq(row), bank.port.en.eq(1)]
-    # two cycles later: bank.port.rdata is one row-slice (lanes * macs_per_lane int8)
+    # bank.latency (3) cycles later: bank.port.rdata is one row-slice (lanes * macs_per_lane int8)
 
 Host view: the bank is ``depth * width / 8`` bytes; byte address ``A`` is byte ``A % (width/8)``
 of row ``A // (width/8)``, little-endian (bus word ``k`` of a row is ``rdata[32k:32k+32]``).
 A bus write is acknowledged the cycle after it arrives; a read after
-:attr:`MemoryBank.read_latency` cycles (request, two cycles of RAM latency, a registered 4:1
+:attr:`MemoryBank.read_latency` cycles (request, RAM latency, a registered 4:1
 word select per stage). In a weight bank (``compute="r"``) the RAM is pseudo dual port (x36
 DP16KD mode): the host writes through port ``a`` and reads through port ``b``, in a cycle the
 compute side leaves ``port.en`` low, so a host read waits while the compute side streams;
-``port.rdata`` is then only meaningful two cycles after a cycle with ``port.en``.
+``port.rdata`` is then only meaningful ``latency`` cycles after a cycle with ``port.en``.
 
 Weight layout (:func:`weight_rows`): the MAC array computes ``lanes`` outputs at a time,
 each a dot product consumed ``macs_per_lane`` inputs per cycle. Row ``r`` of the weight
@@ -100,9 +100,15 @@ class MemoryBank(wiring.Component):
     ram = property(lambda self: self._ram)
 
     @property
+    def latency(self) -> int:
+        """Read latency of the compute ``port``: 3 cycles on weight banks (a register in
+        front of the shared RAM port), 2 on scratchpads."""
+        return 3 if self._compute == "r" else 2
+
+    @property
     def read_latency(self) -> int:
         """Cycles from a host read request reaching the bank to ``ack`` (no waiting)."""
-        return 3 + self._select_stages()
+        return 1 + self.latency + self._select_stages()
 
     def _select_stages(self) -> int:
         n, stages = self._words_per_row, 0
@@ -146,11 +152,12 @@ class MemoryBank(wiring.Component):
         rport = b if shared else a
         host_rd = Signal()
         if shared:
-            m.d.comb += [b.addr.eq(self.port.addr), b.en.eq(self.port.en),
-                         self.port.rdata.eq(b.rdata)]
+            # compute and host requests meet in a register in front of the RAM's port b, so
+            # the EBR address pins are driven straight from flip-flops (one more cycle)
+            m.d.sync += [b.addr.eq(self.port.addr), b.en.eq(self.port.en)]
             with m.If(host_rd):
-                m.d.comb += [b.addr.eq(row), b.en.eq(1)]
-            m.d.comb += a.en.eq(write)
+                m.d.sync += [b.addr.eq(row), b.en.eq(1)]
+            m.d.comb += [self.port.rdata.eq(b.rdata), a.en.eq(write)]
         else:
             wiring.connect(m, wiring.flipped(self.port), b)
             m.d.comb += a.en.eq(write | host_rd)
@@ -171,14 +178,13 @@ class MemoryBank(wiring.Component):
         with m.If(issue):
             m.d.sync += rd_wait.eq(0)
 
-        # data returns two cycles after the issue, then a registered 4:1 select per stage
-        v = Signal(2)
-        m.d.sync += v.eq(Cat(issue, v[0]))
+        # data returns `latency` cycles after the issue, then a registered 4:1 select per stage
+        lat = self.latency
+        v = Signal(lat)
+        m.d.sync += v.eq(Cat(issue, v[:-1]))
         words = [rport.rdata[32 * k:32 * k + 32] for k in range(self._words_per_row)]
-        valid = v[1]
-        cur_sel = Signal.like(sel)
-        s1 = Signal.like(sel)
-        m.d.sync += [s1.eq(sel), cur_sel.eq(s1)]       # sel as seen when rdata is valid
+        valid = v[-1]
+        cur_sel = sel          # held from the request until the answer
         shift = 0
         while len(words) > 1:
             nxt = []

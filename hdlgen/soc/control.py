@@ -12,7 +12,7 @@ bank:
 0x0C    ``CONTEXT``      KV-cache capacity in positions
 0x10    ``CTRL``         ``START``, ``ABORT``, ``CLEAR_COUNTERS`` (write-only commands)
 0x14    ``STATUS``       ``BUSY`` (RO), ``DONE``/``ERROR`` (W1C), ``CODE`` (:class:`ErrorCode`)
-0x18    ``WATCHDOG``     job cycle limit; 0 disables the watchdog
+0x18    ``WATCHDOG``     job cycle limit (taken when a job starts); 0 disables it
 0x1C    ``SCRATCH``      free read/write word for link tests
 0x20    ``CYCLES_LO``    free-running 64-bit cycle counter, low word; reading it latches
 0x24    ``CYCLES_HI``    ... the high word, read it second
@@ -62,7 +62,10 @@ MAGIC = 0x4847
 #: ``ID.VERSION_MAJOR``, ``ID.VERSION_MINOR`` of the register layout.
 VERSION = (1, 0)
 #: Units profiled by default (one ``BUSY_<UNIT>`` counter each).
-PROFILE_UNITS = ("mac_array", "dma", "kv_cache", "softmax", "norm")
+#: The same tuple as the engine's ``hdlgen.engine.core.UNITS`` (bit ``n`` of ``unit_busy``);
+#: ``tests/test_csr.py`` checks they agree.
+PROFILE_UNITS = ("mac_array", "kv_cache", "softmax", "norm", "requant", "rope", "activation",
+                 "eltwise", "argmax", "loader")
 #: Word-address width of the control bank's bus (64 words, 256 bytes).
 ADDR_WIDTH = 6
 _BUSY_BASE = 0x40
@@ -138,7 +141,8 @@ def control_registers(config: AcceleratorConfig | None = None,
                                                        "2 aborted, 3 start while busy, 0x10+c engine code c."),
         ], "Job status."),
         Register("WATCHDOG", 0x18, [
-            Field("LIMIT", 32, Access.RW, desc="Abort a job after this many cycles; 0 disables."),
+            Field("LIMIT", 32, Access.RW, desc="Abort a job after this many cycles (read when the job "
+                                               "starts); 0 disables."),
         ], "Watchdog limit."),
         Register("SCRATCH", 0x1C, [
             Field("VALUE", 32, Access.RW, desc="Free for host link tests."),
@@ -239,9 +243,14 @@ class ControlBlock(wiring.Component):
                      regs.status.done.set.eq(done_set), regs.status.error.set.eq(err_set)]
         m.d.sync += [self.start.eq(0), self.abort.eq(0)]
 
+        # Watchdog: a down-counter loaded at start (no adder or magnitude compare against
+        # LIMIT on one path); fires so that the job ends with JOB_CYCLES == LIMIT.
         limit = regs.watchdog.limit.data
+        wd_left = Signal(32)
+        wd_armed = Signal()
         wd_hit = Signal()
-        m.d.sync += wd_hit.eq(busy & (limit != 0) & (job_cycles + 2 >= limit) & ~wd_hit)
+        m.d.sync += [wd_left.eq(wd_left - 1),
+                     wd_hit.eq(busy & wd_armed & (wd_left[2:] == 0) & (wd_left[:2] != 3) & ~wd_hit)]
         start_cmd = regs.ctrl.start.stb & regs.ctrl.start.data[0]
         abort_cmd = regs.ctrl.abort.stb & regs.ctrl.abort.data[0]
         clear_cmd = regs.ctrl.clear_counters.stb & regs.ctrl.clear_counters.data[0]
@@ -267,7 +276,8 @@ class ControlBlock(wiring.Component):
                 fail(ErrorCode.WATCHDOG)
                 m.d.sync += self.abort.eq(1)
         with m.Elif(start_cmd):
-            m.d.sync += [busy.eq(1), job_cycles.eq(0), self.start.eq(1)]
+            m.d.sync += [busy.eq(1), job_cycles.eq(0), self.start.eq(1),
+                         wd_left.eq(limit), wd_armed.eq(limit != 0)]
 
         # Per-unit busy counters (inputs registered once: they come from across the die).
         n = len(self._units)

@@ -13,7 +13,7 @@ is disabled). The generator never touches one address from both ports in the sam
 (a collision the FPGA leaves undefined). ``corrupt`` makes the checker expect one wrong
 value or one extra read, which must fail.
 
-``bank_traffic`` (MemoryBank): random Wishbone reads and writes with byte selects and random
+``bank_traffic`` (MemoryBank, ``"latency"`` of its compute port): random Wishbone reads and writes with byte selects and random
 idle gaps on the host port, while the compute port streams random reads (and writes, for
 "rw" banks); accesses past the bank's depth must end with ``err``.
 """
@@ -158,7 +158,7 @@ async def bank_traffic(dut):
     stop = False
 
     async def compute_side():
-        pipe = [None, None]
+        pipe = [None] * p.get("latency", 2)
         while not stop:
             await FallingEdge(dut.clk)
             en = rng.random() < 0.6
@@ -218,14 +218,15 @@ async def bank_traffic(dut):
     assert not errors, errors[:3]
     if compute == "rw":
         dut.port__we.value = 0
-    for row in range(depth + 2):
+    lat = p.get("latency", 2)
+    for row in range(depth + lat):
         await FallingEdge(dut.clk)
         dut.port__en.value = int(row < depth)
         dut.port__addr.value = row % depth
         await ReadOnly()
-        if row >= 2:
+        if row >= lat:
             got = int(dut.port__rdata.value)
-            assert got == mem[row - 2], f"sweep row {row - 2}: {got:#x}, expected {mem[row - 2]:#x}"
+            assert got == mem[row - lat], f"sweep row {row - lat}: {got:#x}, expected {mem[row - lat]:#x}"
 
 
 def _dp16kd_model() -> str:

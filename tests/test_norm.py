@@ -186,3 +186,38 @@ def test_cocotb_edge_cases(kind):
 def test_cocotb_scoreboard_catches_errors(kind, corrupt):
     res = _cocotb(kind, count=5, testcase="random_vectors", check=False, corrupt=corrupt)
     assert res.tests == 1 and res.failed == 1
+
+
+@pytest.mark.parametrize("kind,overhead", [("rmsnorm", 64), ("layernorm", 100)])
+def test_throughput_one_element_per_cycle(kind, overhead):
+    """Loading and output both stream one element per cycle: a vector takes 2 dim + a
+    constant number of cycles (the scalar phase)."""
+    dim, vectors = 200, 2
+    dut = CLASSES[kind](dim=dim)
+    done = {"outputs": 0, "cycles": 0}
+
+    async def tb_x(ctx):
+        for _ in range(vectors):
+            for j in range(dim):
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"data": j % 100 - 50})
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def tb_g(ctx):
+        ctx.set(dut.g.valid, 1)
+        ctx.set(dut.g.payload, {"gamma": 4096, "beta": 0} if kind == "layernorm" else {"gamma": 4096})
+
+    async def tb_out(ctx):
+        ctx.set(dut.o.ready, 1)
+        while done["outputs"] < vectors * dim:
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            done["cycles"] += 1
+            done["outputs"] += int(valid)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for tb in (tb_x, tb_g, tb_out):
+        sim.add_testbench(tb)
+    sim.run()
+    assert done["cycles"] / vectors <= 2 * dim + overhead, done

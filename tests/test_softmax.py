@@ -154,3 +154,32 @@ def test_cocotb_full_length_rows():
 def test_cocotb_scoreboard_catches_errors(corrupt):
     res = _cocotb(SMALL, count=20, testcase="random_rows", check=False, corrupt=corrupt)
     assert res.tests == 1 and res.failed == 1
+
+
+def test_throughput_one_element_per_cycle():
+    """Each pass streams one element per cycle: a row of n takes about 3 n + 48 cycles."""
+    n, rows = 256, 2
+    dut = Softmax(**FULL)
+    done = {"outputs": 0, "cycles": 0}
+
+    async def tb_in(ctx):
+        for _ in range(rows):
+            for j in range(n):
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"data": j % 100, "last": int(j == n - 1)})
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def tb_out(ctx):
+        ctx.set(dut.o.ready, 1)
+        while done["outputs"] < rows * n:
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            done["cycles"] += 1
+            done["outputs"] += int(valid)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb_in)
+    sim.add_testbench(tb_out)
+    sim.run()
+    assert done["cycles"] / rows <= 3 * n + 64, done

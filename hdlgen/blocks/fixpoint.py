@@ -164,7 +164,7 @@ class CreditFIFO(Elaboratable):
     """
 
     def __init__(self, width: int, latency: int):
-        self.depth = latency + 4
+        self.depth = latency + 8
         self.issue = Signal()
         self.can_issue = Signal()
         self.w_en = Signal()
@@ -184,11 +184,15 @@ class CreditFIFO(Elaboratable):
             self.r_valid.eq(fifo.r_rdy), self.r_data.eq(fifo.r_data),
             fifo.r_en.eq(self.r_ready), pop.eq(fifo.r_rdy & self.r_ready),
         ]
-        m.d.sync += count.eq(count + self.issue - pop)
-        # Registered, one entry conservative: it lags ``count`` by a cycle, in which at most
-        # one more item can be issued.
+        # The occupancy is counted from registered copies of ``issue`` and ``pop`` (so the
+        # issue logic only drives a flip-flop here) and ``can_issue`` is registered again:
+        # it reflects the occupancy of two cycles ago, in which at most two more items can
+        # have been issued, hence the margin of two entries.
+        issue_r = Signal()
+        pop_r = Signal()
         can = Signal(init=1)
-        m.d.sync += can.eq(count < self.depth - 1)
+        m.d.sync += [issue_r.eq(self.issue), pop_r.eq(pop),
+                     count.eq(count + issue_r - pop_r), can.eq(count < self.depth - 2)]
         m.d.comb += self.can_issue.eq(can)
         return m
 

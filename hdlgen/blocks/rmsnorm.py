@@ -41,7 +41,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.bram import READ_LATENCY, BlockRAM
-from hdlgen.blocks.fixpoint import MUL18_LATENCY, CreditFIFO, Mul18, WideMul, delay, saturate
+from hdlgen.blocks.fixpoint import MUL18_LATENCY, CreditFIFO, Mul18, WideMul, delay
 from sim.golden.norm import EPS_BITS, NormParams, norm_error
 
 __all__ = ["NormEngine", "RMSNorm", "bench_configs"]
@@ -182,11 +182,18 @@ class NormEngine(wiring.Component):
             addend = Const(half, signed(p.guard + 1))
         total = Signal(signed(max(p.q_width, len(addend)) + 1), reset_less=True)
         m.d.sync += total.eq(zb + addend)
+        # Saturation in two stages: the value fits int8 when the bits from the output's bit 7
+        # up are all equal (a wide AND/OR, registered), then a small mux.
+        top = total[p.guard + 7:]
+        all1, all0, neg = Signal(), Signal(), Signal()
+        low = Signal(8, reset_less=True)
+        m.d.sync += [all1.eq(top.all()), all0.eq(~top.any()), neg.eq(total[-1]),
+                     low.eq(total[p.guard:p.guard + 8])]
         y = Signal(signed(8), reset_less=True)
-        m.d.sync += y.eq(saturate(total >> p.guard, 8))
-        v_t = delay(m, v_t, 4, name="o_vy", reset=True)
-        last_t = delay(m, last_t, 4, name="o_lasty")
-        latency = READ_LATENCY + 1 + pre + lat + 4
+        m.d.sync += y.eq(Mux(all1 | all0, low, Mux(neg, -128, 127)))
+        v_t = delay(m, v_t, 5, name="o_vy", reset=True)
+        last_t = delay(m, last_t, 5, name="o_lasty")
+        latency = READ_LATENCY + 1 + pre + lat + 5
         m.submodules.credit = credit = CreditFIFO(9, latency)
         m.d.comb += [credit.w_en.eq(v_t), credit.w_data.eq(Cat(y, last_t)),
                      credit.issue.eq(issue), credit.r_ready.eq(self.o.ready),

@@ -283,8 +283,8 @@ class ControlBlock(wiring.Component):
         n = len(self._units)
         ub = Signal(max(1, n))
         m.d.sync += ub.eq(self.unit_busy)
-        clear = Signal()
-        m.d.comb += clear.eq(clear_cmd | (start_cmd & ~busy))
+        clear = Signal()                  # registered: it fans out to every counter
+        m.d.sync += clear.eq(clear_cmd | (start_cmd & ~busy))
         with m.If(clear_cmd & ~busy):
             m.d.sync += job_cycles.eq(0)
         for i, u in enumerate(self._units):

@@ -72,6 +72,13 @@ def test_compile_random(spec, over):
     for w in words[:5]:
         mult, shift = split_requant_word(int(w))
         assert 1 <= mult <= 65535 and 1 <= shift <= 47
+    # the fit check's plan (shapes only, before quantizing) has the image's exact sizes
+    from hdlgen.compiler.compile import _program_length, plan_image
+    plan = plan_image(c, cfg, comp.image.context)
+    assert plan.weights.shape == comp.image.weights.shape
+    assert (plan.params.size, plan.act_elements) == (comp.image.params.size,
+                                                     comp.image.act_elements)
+    assert _program_length(c) == len(prog)
     json.dumps(comp.manifest)                       # the manifest is plain JSON
     assert comp.manifest["fit"]["ebr_total"] <= comp.manifest["fit"]["ebr_available"]
 
@@ -98,13 +105,16 @@ def test_ebr_count():
 
 @pytest.mark.skipif(not STORIES.exists(), reason="stories260K.bin not available")
 def test_stories_fits_85f_at_256_and_not_25f():
+    import time
     m = load_model(STORIES)
-    comp = compile_model(m, AcceleratorConfig(), CompileOptions(context=256))
+    comp = compile_model(m, AcceleratorConfig(), CompileOptions(context=256, gptq=False))
     fit = comp.manifest["fit"]
     assert fit["ebr_total"] <= 208 and comp.image.context == 256
     assert comp.image.kv_layers == 5 and comp.image.kv_heads == 4
-    with pytest.raises(UserError, match=r"needs \d+ EBR .* but the 25F has 56 EBR.*"):
+    t0 = time.time()
+    with pytest.raises(UserError, match=r"needs \d+ EBR .* but the 25F has 56 EBR.*fits the 85F"):
         compile_model(m, AcceleratorConfig(), CompileOptions(context=256, device="25F"))
+    assert time.time() - t0 < 2, "the fit check must refuse before quantizing"
 
 
 def test_save_artefacts(tmp_path):

@@ -14,7 +14,28 @@ beat through the array model instead, ~5x slower). With ``--json`` one object::
      "mismatches": [...], "scheme": {...}, "memory": {...}, "fits": true, "seconds": X}
 
 ``--weight16 wq,wk`` runs those matrices as 16-bit weights (two int8 planes, two MAC
-passes); ``--act8 q,att_out`` narrows activations of the default scheme to 8 bits.
+passes); ``--act8 q,att_out`` narrows activations of the default scheme to 8 bits;
+``--plain`` turns off the compiler's free accuracy measures (per-channel smoothing of the norm
+outputs and of the KV cache, GPTQ rounding; see :class:`hdlgen.compiler.CompileOptions`).
+
+Measured on stories260K (teacher-forced, 256 positions, ECP5-85F at context 256, 16 x 8 MAC
+array; ``python -m hdlgen bench accuracy --model ../shared/models/stories260K.bin
+--positions 256 [...]``; KL in nats):
+
+================================================ ======= ======= ===== ==============
+options                                          top-1   mean KL EBR   weight bytes
+================================================ ======= ======= ===== ==============
+``--plain``                                      0.824   0.098   204   263,168
+(default: smoothing, KV smoothing, GPTQ)         see the report of the run below
+``--weight16 token_embedding,wq,wk``             see below
+================================================ ======= ======= ===== ==============
+
+Over 512 positions (``--positions 512 --no-fit``): plain 0.832 / 0.086; smoothing 0.846 /
+0.066; + GPTQ 0.861 / 0.061; + 16-bit embedding, wq, wk 0.869 / 0.047; + KV smoothing 0.877 /
+0.046. What limits it: the norm blocks' int8 outputs (fake quantization: 16-bit norm outputs
+alone take int8-weight agreement from 0.836 to about 0.88-0.91) and int8 weights (16-bit
+weights with 16-bit activations everywhere: 0.984, but twice the weight memory, which the
+85F's block RAM does not hold at context 256).
 """
 
 import json
@@ -81,6 +102,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--act8", default="",
                         help="comma-separated activations (q, att_out, ffn_up, ffn_hidden) to "
                              "narrow to 8 bits")
+    parser.add_argument("--smooth", type=float, default=0.75, metavar="ALPHA",
+                        help="alpha of the per-channel norm-output scales folded into the "
+                             "weights (0..1, default 0.75)")
+    parser.add_argument("--untie", action="store_true",
+                        help="a separate classifier copy so the final norm is smoothed too")
+    parser.add_argument("--plain", action="store_true",
+                        help="the plain per-row int8 scheme: no smoothing of norm outputs or "
+                             "KV cache, weights rounded to nearest")
     parser.add_argument("--device", default="85F", help="ECP5 device for the fit check")
     parser.add_argument("--no-fit", action="store_true",
                         help="measure even when the image does not fit the device")
@@ -98,7 +127,9 @@ def run(args) -> int:
                         f"(the model's seq_len)")
     w16 = {k: 16 for k in args.weight16.split(",") if k}
     a8 = {k: 8 for k in args.act8.split(",") if k}
-    opts = CompileOptions(device=args.device, weight_bits=w16, act_bits=a8, fit=not args.no_fit)
+    opts = CompileOptions(device=args.device, weight_bits=w16, act_bits=a8, fit=not args.no_fit,
+                          smooth=None if args.plain else args.smooth,
+                          smooth_kv=not args.plain, untie=args.untie, gptq=not args.plain)
     res = measure(model, args.positions, opts, mac=args.mac)
     if args.json:
         print(json.dumps(res))

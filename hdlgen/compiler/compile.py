@@ -120,10 +120,10 @@ class CompileOptions:
     logit_headroom: float = 1.5
     method: str = "max"
     percentile: float = 99.99
-    gptq: bool = False
-    smooth: float = None
+    gptq: bool = True
+    smooth: float = 0.75
     untie: bool = False
-    smooth_kv: bool = False
+    smooth_kv: bool = True
     logits_out: bool = True
     fit: bool = True
 
@@ -288,6 +288,54 @@ def _global_ffn_scales(qm):
     return replace(qm, scales=scales, requant=_redo_requant(qm, scales, qm.weights, redo))
 
 
+def _matrix_rows(rows, cols, lanes, K, planes=1):
+    return -(-rows // lanes) * -(-cols // K) * planes
+
+
+def _program_length(c) -> int:
+    body = 17 if c.arch == "llama" else 14
+    return body + 7 + (c.arch == "gpt2")
+
+
+def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
+               untie: bool = False) -> MemoryImage:
+    """A memory image of the right sizes (zero contents) for model config ``c``, computed from
+    the shapes alone: what the fit check needs before quantizing anything."""
+    wb = weight_bits or {}
+    lanes, K = config.lanes, config.macs_per_lane
+    L, D, H, KV, V = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size
+    mats = {"llama": {"wq": (D, D), "wk": (KV, D), "wv": (KV, D), "wo": (D, D), "w1": (H, D),
+                      "w3": (H, D), "w2": (D, H)},
+            "gpt2": {"wq": (D, D), "wk": (KV, D), "wv": (KV, D), "wo": (D, D), "w_fc": (H, D),
+                     "w_proj": (D, H)}}[c.arch]
+
+    def planes(k):
+        return 2 if wb.get(k) == 16 else 1
+
+    rows = L * sum(_matrix_rows(r, cc, lanes, K, planes(k)) for k, (r, cc) in mats.items())
+    rows += _matrix_rows(V, D, lanes, K, planes("token_embedding"))
+    if not c.shared_classifier or untie:
+        rows += _matrix_rows(V, D, lanes, K, planes("wcls"))
+    gpt2 = c.arch == "gpt2"
+    if gpt2:
+        rows += _matrix_rows(ctx, D, lanes, K, planes("pos_embedding"))
+    out_rows = sum(r for r, _ in mats.values())
+    # requantization words (+ biases), norm gains (+ biases) and epsilons, attention and FFN words
+    words = L * (out_rows * (2 if gpt2 else 1) + (2 if gpt2 else 1) * 2 * D + 4 + (2 if gpt2 else 3))
+    words += 2 * V + D * (2 if gpt2 else 1) + 2 + (ctx if gpt2 else 0)
+    tables, twords = {}, 0
+    if not gpt2:
+        tables[words] = {"kind": "rope", "context": ctx, "head_size": c.head_size}
+        twords += ctx * c.head_size
+    tables[words + twords] = {"kind": "act", "in_bits": 16}
+    twords += 1024
+    act = 4 * D + 2 * KV + 2 * c.n_heads * ctx + (3 if not gpt2 else 2) * H + V
+    return MemoryImage(lanes=lanes, macs_per_lane=K, weights=np.zeros((rows, lanes * K), np.int8),
+                       params=np.zeros(words + twords, np.int64), act_elements=act,
+                       kv_layers=L, kv_heads=c.n_kv_heads, head_size=c.head_size, context=ctx,
+                       tables=tables)
+
+
 def fit_check(image: MemoryImage, program_words: int, device: str, model_name: str,
               per_position_ebr: float = None) -> dict:
     """EBR use of an image against the device; :class:`UserError` when it does not fit."""
@@ -362,6 +410,9 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                 raise UserError(f"weight_bits {key}=16 needs an 8-bit input, but {s_in} is 16-bit "
                                 f"(a 16 x 16 product does not fit the int32 accumulator); also "
                                 f"set act_bits {s_in}=8 (bench accuracy: --act8 {s_in})")
+    if opt.fit:                     # refuse before anything long (quantization, layout)
+        fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None),
+                  _program_length(c), opt.device, model.name)
     calibration = opt.calibration
     if opt.smooth is not None or opt.smooth_kv:
         from hdlgen.compiler.smooth import smooth_kv, smooth_norms

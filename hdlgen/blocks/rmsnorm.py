@@ -107,7 +107,8 @@ class NormEngine(wiring.Component):
         # ---- LOAD: buffer, sum, sum of squares ---------------------------------------------
         cnt = Signal(range(D + 1))
         s1 = Signal(signed(p.s1_width))
-        s2 = Signal(p.s2_width)
+        s2_start = 0 if ln else p.eps_int >> EPS_BITS
+        s2 = Signal(max(p.s2_width, p.v_width - EPS_BITS) + 1, init=s2_start)
         x_r = Signal(signed(W), reset_less=True)
         x_v = Signal()
         m.d.sync += x_v.eq(0)
@@ -229,35 +230,51 @@ class NormEngine(wiring.Component):
         with m.If(drain_done):
             m.d.sync += [s1_out.eq(s1), st_drain.eq(0)]
             if ln:
-                m.d.sync += [acc.eq(0), ma.eq(s2), mb.eq(D), phase.eq(0), mit.eq(0),
-                             st_mul.eq(1)]
+                m.d.sync += [acc.eq(p.eps_int >> EPS_BITS), ma.eq(s2), mb.eq(D),
+                             phase.eq(0), mit.eq(0), st_mul.eq(1)]
             else:
-                m.d.sync += [v.eq((s2 << EPS_BITS) + p.eps_int), st_pre.eq(1)]
+                # s2 starts at EPS >> 8, so v = (S2 << 8) + EPS is wiring only.
+                m.d.sync += [v.eq(Cat(Const(p.eps_int & 0xFF, EPS_BITS), s2)),
+                             st_pre.eq(1)]
         if ln:
-            # MUL: acc = dim * S2 - |S1| * |S1|, one partial product per cycle, a fixed
-            # number of cycles per phase.
-            # ``last_it`` (registered) marks the last iteration of a phase.
+            # MUL: acc = dim * S2 - |S1| * |S1| (+ EPS >> 8, its start value), one partial
+            # product per two cycles: the wide addition is split in two halves with a
+            # registered carry. In the second phase ``ma`` holds -|S1| << i (two's
+            # complement), so both phases only add. ``last_it`` marks a phase's last step.
             l0, l1 = D.bit_length(), p.s1_width - 1
+            AW = len(acc)
+            H = AW // 2
             a1 = Signal(p.s1_width)
+            neg_a1 = Signal(AW)
             last_it = Signal()
+            hstep = Signal()
+            carry = Signal()
+            lo_sum = Signal(H + 1)
+            m.d.comb += [neg_a1.eq(-a1), lo_sum.eq(acc[:H] + ma[:H])]
             with m.If(drain_done):
-                m.d.sync += [a1.eq(Mux(s1 < 0, -s1, s1)), last_it.eq(l0 == 1)]
-            with m.If(st_mul):
+                m.d.sync += [a1.eq(Mux(s1 < 0, -s1, s1)), last_it.eq(l0 == 1), hstep.eq(0)]
+            with m.If(st_mul & ~hstep):
                 with m.If(mb[0]):
-                    m.d.sync += acc.eq(acc + Mux(phase, ~ma, ma) + phase)
-                m.d.sync += [ma.eq(ma << 1), mb.eq(mb >> 1), mit.eq(mit + 1),
+                    m.d.sync += [acc[:H].eq(lo_sum[:H]), carry.eq(lo_sum[H])]
+                with m.Else():
+                    m.d.sync += carry.eq(0)
+                m.d.sync += hstep.eq(1)
+            with m.If(st_mul & hstep):
+                with m.If(mb[0]):
+                    m.d.sync += acc[H:].eq(acc[H:] + ma[H:] + carry)
+                m.d.sync += [ma.eq(ma << 1), mb.eq(mb >> 1), mit.eq(mit + 1), hstep.eq(0),
                              last_it.eq(Mux(phase, mit == l1 - 2, mit == l0 - 2))]
                 with m.If(last_it & ~phase):
-                    m.d.sync += [ma.eq(a1), mb.eq(a1), phase.eq(1), mit.eq(0),
+                    m.d.sync += [ma.eq(neg_a1), mb.eq(a1), phase.eq(1), mit.eq(0),
                                  last_it.eq(l1 == 1)]
                 with m.If(last_it & phase):
                     m.d.sync += [st_mul.eq(0), st_pre.eq(1)]
             with m.If(st_pre & phase):
-                m.d.sync += [v.eq((acc << EPS_BITS) + p.eps_int), phase.eq(0)]
+                m.d.sync += [v.eq(Cat(Const(p.eps_int & 0xFF, EPS_BITS), acc)), phase.eq(0)]
         # PRE: flags of v (one cycle; for LayerNorm v is loaded in the first cycle of PRE).
         pre_go = (st_pre & ~phase) if ln else st_pre
         with m.If(pre_go):
-            m.d.sync += [hi.eq(v[34:].any()), lo.eq(~v[32:34].any()),
+            m.d.sync += [hi.eq(v[34:].any()), lo.eq(~v[32:].any()),
                          fit.eq(~v[34:].any() & v[32:34].any()), shr.eq(p.sh0),
                          st_pre.eq(0), st_norm.eq(1)]
         # NORM: even shift into [2**32, 2**34): k -= 2 per right shift (shr += 1). The flags
@@ -293,7 +310,7 @@ class NormEngine(wiring.Component):
                          recip.eq(Cat(~ddiff[19], recip))]
             m.d.sync += [numr.eq(numr << 1), it.eq(it + 1)]
             with m.If(it == 16):
-                m.d.sync += [oi.eq(0), oi_more.eq(1), s1.eq(0), s2.eq(0),
+                m.d.sync += [oi.eq(0), oi_more.eq(1), s1.eq(0), s2.eq(s2_start),
                              st_div.eq(0), st_out.eq(1)]
         # OUT
         can = Signal()

@@ -169,3 +169,17 @@ def test_mac_reference_mode_is_identical():
         assert ra.token == rb.token and np.array_equal(ra.logits, rb.logits)
     with pytest.raises(EngineError, match="mac='fast'"):
         Engine(comp.image, comp.words, mac="fast")
+
+
+def test_run_command_tokenizer(tmp_path, capsys):
+    from hdlgen.model import Tokenizer
+    pieces = [b"<unk>", b"\n<s>\n", b"\n</s>\n", b" "] + [bytes([97 + i % 26]) * (1 + i // 26)
+                                                             for i in range(92)]
+    path = tmp_path / "tok.bin"
+    Tokenizer(pieces, [0.0] * len(pieces)).write(path)
+    assert main(["run", "--model", "random:llama", "--seed", "7", "--steps", "3",
+                 "--tokenizer", str(path), "--prompt", "ab", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prompt"][0] == 1 and len(out["tokens"]) == 3 and isinstance(out["text"], str)
+    assert main(["run", "--model", "random:llama", "--prompt", "ab"]) == 2
+    assert "--tokenizer" in capsys.readouterr().err

@@ -271,7 +271,8 @@ class KVAppend(data.Struct):
 class Scores(data.Struct):
     """For each query head ``h < n_heads``: ``dst[h * stride + t] = requant(q_h . K[t])`` for
     ``t = 0 .. POS`` (K of layer ``LAYER``, KV head ``h // kv_mul``), 16-bit scores; one
-    requantization word at ``paddr``."""
+    requantization word at ``paddr``. On the MAC array: ``q_h`` is the shared operand, key row
+    ``t`` the operand of lane ``t mod lanes`` (passes of ``lanes`` positions)."""
     op: Opcode
     layer_rel: unsigned(1)
     q_width: Width
@@ -302,7 +303,9 @@ class Softmax(data.Struct):
 class AttV(data.Struct):
     """For each query head ``h``: ``dst[h * head_size + i] = requant(sum_t p[h * stride + t]
     V[t, i])`` over ``t = 0 .. POS`` (V of layer ``LAYER``, KV head ``h // kv_mul``);
-    probabilities are unsigned ``prob_bits`` wide; one requantization word at ``paddr``."""
+    probabilities are unsigned ``prob_bits`` wide; one requantization word at ``paddr``. On the
+    MAC array: ``p_h`` is the shared operand (16-bit: int8 planes), lane ``i`` takes column
+    ``i`` of V (``V[t, i]`` for consecutive ``t``), so ``head_size`` lanes work per pass."""
     op: Opcode
     layer_rel: unsigned(1)
     out_width: Width

@@ -11,6 +11,8 @@ from amaranth.hdl import UnusedElaboratable
 
 from hdlgen.blocks.activation import Activation, bench_configs
 from sim.golden.activation import activation, max_abs_error, reference, table16
+from sim.amaranth_streams import run_stream_amaranth
+from sim.benches.activation import case as case_items
 from sim.harness import run_cocotb
 
 COUNT = "3000"
@@ -70,11 +72,28 @@ def test_rejects_bad_parameters(kw):
     _rejects(next(iter(kw)), Activation, **kw)
 
 
-CASES = {
+CASES = {   # cocotb + Verilator, one build each
     "silu8": dict(function="silu", in_bits=8, out_bits=16, in_scale=1 / 16, out_scale=1 / 2048),
     "gelu16": dict(function="gelu", in_bits=16, out_bits=16, in_scale=1 / 4096, out_scale=1 / 4096),
-    "relu8": dict(function="relu", in_bits=8, out_bits=8, in_scale=1 / 16, out_scale=1 / 16),
 }
+SIM_CASES = {   # Amaranth's simulator: same datapaths, other tables
+    "relu8": dict(function="relu", in_bits=8, out_bits=8, in_scale=1 / 16, out_scale=1 / 16),
+    "gelu8": dict(function="gelu", in_bits=8, out_bits=16, in_scale=1 / 16, out_scale=1 / 2048),
+    "silu16": dict(function="silu", in_bits=16, out_bits=16, in_scale=1 / 4096, out_scale=1 / 4096),
+    "gelu_tanh16to8": dict(function="gelu_tanh", in_bits=16, out_bits=8, in_scale=1 / 2048,
+                           out_scale=1 / 16),
+}
+
+
+@pytest.mark.parametrize("case", list(SIM_CASES))
+def test_other_tables_in_amaranth_sim(case):
+    p = SIM_CASES[case]
+    g = np.random.default_rng(4)
+    lo, hi = -(1 << (p["in_bits"] - 1)), (1 << (p["in_bits"] - 1)) - 1
+    x = np.concatenate([[lo, hi, 0, -1, 1], g.integers(lo, hi + 1, 3000)])
+    items, expected = case_items(p, x, x & 1)
+    got = run_stream_amaranth(Activation(**p), items, len(expected), stall_in=0.2, stall_out=0.2)
+    assert got == expected
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -10,6 +10,9 @@ from amaranth.hdl import UnusedElaboratable
 
 from hdlgen.blocks.argmax import Argmax
 from sim.golden.argmax import argmax_packets
+from sim.amaranth_streams import run_stream_amaranth
+from sim.benches.argmax import case as case_items
+from sim.benches.argmax import random_packets
 from sim.harness import run_cocotb
 
 COUNT = "3000"
@@ -49,8 +52,17 @@ def test_rejects_bad_parameters(kw):
     _rejects(next(iter(kw)), Argmax, **kw)
 
 
-CASES = {"logit16_vocab512": dict(bits=16, max_length=512),
-         "logit24_vocab50257": dict(bits=24, max_length=50257)}
+CASES = {"logit16_vocab512": dict(bits=16, max_length=512)}   # cocotb + Verilator
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.3])
+def test_wide_logits_in_amaranth_sim(stall):
+    p = dict(bits=24, max_length=50257)
+    g = np.random.default_rng(9)
+    packets = random_packets(p, g, 3000) + [[-(1 << 23)], [(1 << 23) - 1] * 3, [0, 0]]
+    items, expected = case_items(p, packets)
+    got = run_stream_amaranth(Argmax(**p), items, len(expected), stall_in=stall, stall_out=stall)
+    assert got == expected
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -12,6 +12,9 @@ from hdlgen.blocks.eltwise import Eltwise
 from sim.golden.activation import activation
 from sim.golden.eltwise import residual_add, swiglu, swiglu_float
 from sim.golden.requant import quantize_multiplier
+from sim.amaranth_streams import run_stream_amaranth
+from sim.benches.eltwise import case as case_items
+from sim.benches.eltwise import random_inputs, typical_scale
 from sim.harness import run_cocotb
 
 COUNT = "3000"
@@ -54,13 +57,30 @@ def test_rejects_bad_parameters(kw):
     _rejects([k for k in kw if k != "op"][0] if len(kw) > 1 or "op" not in kw else "op", Eltwise, **kw)
 
 
-CASES = {
-    "add8": dict(op="add", bits=8),
+CASES = {   # cocotb + Verilator, one build each
     "add16": dict(op="add", bits=16),
     "swiglu8": dict(op="swiglu", a_bits=8, b_bits=8, out_bits=8, a_scale=1 / 16, silu_scale=1 / 2048),
+}
+SIM_CASES = {   # Amaranth's simulator
+    "add8": dict(op="add", bits=8),
     "swiglu16": dict(op="swiglu", a_bits=16, b_bits=16, out_bits=16, a_scale=1 / 4096,
                      silu_scale=1 / 4096),
+    "swiglu16x8to8": dict(op="swiglu", a_bits=16, b_bits=8, out_bits=8, a_scale=1 / 4096,
+                          silu_scale=1 / 4096),
 }
+
+
+@pytest.mark.parametrize("case", list(SIM_CASES))
+def test_other_widths_in_amaranth_sim(case):
+    p = SIM_CASES[case]
+    g = np.random.default_rng(6)
+    mult, shift = typical_scale(p)
+    a, b, last = random_inputs(p, g, 3000)
+    items, expected = case_items(p, a, b, last, mult, shift)
+    dut = Eltwise(p["op"], **{k: v for k, v in p.items() if k != "op"})
+    extra = [(dut.mult, mult), (dut.shift, shift)] if p["op"] == "swiglu" else None
+    got = run_stream_amaranth(dut, items, len(expected), stall_in=0.2, stall_out=0.2, extra=extra)
+    assert got == expected
 
 
 @pytest.mark.parametrize("case", list(CASES))

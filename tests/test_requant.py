@@ -2,6 +2,7 @@
 
 import gc
 import json
+import random
 import warnings
 
 import numpy as np
@@ -10,6 +11,8 @@ from amaranth.hdl import UnusedElaboratable
 
 from hdlgen.blocks.requant import Requant
 from sim.golden.requant import quantize_multiplier, requantize, requantize_float
+from sim.amaranth_streams import run_stream_amaranth
+from sim.benches.requant import expected_of, items_of, random_vectors
 from sim.harness import run_cocotb
 
 COUNT = "3000"
@@ -75,12 +78,21 @@ def test_rejects_bad_out_bits():
     _rejects("out_bits=12", Requant, out_bits=12)
 
 
-@pytest.mark.parametrize("out_bits,has_bias", [(8, True), (16, False)])
-def test_rtl_matches_golden(out_bits, has_bias):
-    params = {"out_bits": out_bits, "has_bias": has_bias}
-    run_cocotb(Requant(out_bits=out_bits, has_bias=has_bias), "sim.benches.requant",
-               name=f"requant_{out_bits}_{int(has_bias)}",
+def test_rtl_matches_golden():
+    """cocotb + Verilator: int8 output with bias (the bench configuration)."""
+    params = {"out_bits": 8, "has_bias": True}
+    run_cocotb(Requant(out_bits=8, has_bias=True), "sim.benches.requant", name="requant_8_1",
                env={"HDLGEN_PARAMS": json.dumps(params), "HDLGEN_COUNT": COUNT})
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.3])
+def test_int16_without_bias_in_amaranth_sim(stall):
+    """The other parameter set, in Amaranth's simulator (no second Verilator build)."""
+    p = {"out_bits": 16, "has_bias": False}
+    vec = random_vectors(p, random.Random(11), 3000)
+    got = run_stream_amaranth(Requant(out_bits=16, has_bias=False), items_of(p, *vec), 3000,
+                              stall_in=stall, stall_out=stall, seed=3)
+    assert got == expected_of(p, *vec)
 
 
 @pytest.mark.parametrize("corrupt", ["value", "missing"])

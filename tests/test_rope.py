@@ -10,6 +10,9 @@ from amaranth.hdl import UnusedElaboratable
 
 from hdlgen.blocks.rope import Rope, bench_configs
 from sim.golden.rope import max_lsb_error, rope, rope_float, rope_tables
+from sim.amaranth_streams import run_stream_amaranth
+from sim.benches.rope import case as case_items
+from sim.benches.rope import random_vectors
 from sim.harness import run_cocotb
 
 COUNT = "3000"
@@ -63,10 +66,26 @@ def test_rejects_bad_parameters(kw):
     _rejects(next(iter(kw)), Rope, **kw)
 
 
-CASES = {
+CASES = {   # cocotb + Verilator
     "stories8": dict(head_size=8, theta=10000.0, bits=8, max_positions=512, dim=64),
-    "wide16": dict(head_size=16, theta=500000.0, bits=16, max_positions=100, dim=32),
 }
+SIM_CASES = {   # Amaranth's simulator
+    "wide16": dict(head_size=16, theta=500000.0, bits=16, max_positions=100, dim=32),
+    "pairs_only": dict(head_size=2, theta=10000.0, bits=8, max_positions=16, dim=6),
+}
+
+
+@pytest.mark.parametrize("case", list(SIM_CASES))
+def test_other_shapes_in_amaranth_sim(case):
+    p = SIM_CASES[case]
+    g = np.random.default_rng(8)
+    vecs, pos = random_vectors(p, g, 3000)
+    lo, hi = -(1 << (p["bits"] - 1)), (1 << (p["bits"] - 1)) - 1
+    vecs = np.concatenate([np.full((2, p["dim"]), hi), np.full((1, p["dim"]), lo), vecs])
+    pos = np.concatenate([[p["max_positions"] - 1, 1, 0], pos])
+    items, expected = case_items(p, vecs, pos)
+    got = run_stream_amaranth(_build(p), items, len(expected), stall_in=0.2, stall_out=0.2)
+    assert got == expected
 
 
 def _build(p):

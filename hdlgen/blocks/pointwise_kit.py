@@ -49,7 +49,7 @@ class Mult18(Elaboratable):
         self.name = name
         self.a = Signal(signed(18), name=f"{name}_a")
         self.b = Signal(signed(18), name=f"{name}_b")
-        self.p = Signal(signed(36), name=f"{name}_p")
+        self.p = Signal(signed(36), name=f"{name}_p", reset_less=True)
 
     def elaborate(self, platform):
         m = Module()

@@ -16,7 +16,8 @@ def _args(p):
     return (p["function"], p["in_bits"], p["out_bits"], p["in_scale"], p["out_scale"])
 
 
-def _run_items(p, x, last):
+def case(p, x, last):
+    """Packed input payloads and expected outputs (golden model)."""
     y = activation(x, *_args(p))
     items = [pack([int(a), int(b)], [p["in_bits"], 1]) for a, b in zip(x, last)]
     expected = [pack([int(a), int(b)], [p["out_bits"], 1]) for a, b in zip(y, last)]
@@ -31,7 +32,7 @@ async def _random(dut, salt, stall):
     ib = p["in_bits"]
     x = g.integers(-(1 << (ib - 1)), 1 << (ib - 1), n)
     last = g.integers(0, 2, n)
-    items, expected = _run_items(p, x, last)
+    items, expected = case(p, x, last)
     await run_stream(dut, items, expected, rng, stall_in=stall, stall_out=stall,
                      max_cycles_per_item=1 if stall == 0 else None)
 
@@ -60,10 +61,10 @@ async def exhaustive_and_extremes(dut):
     ib = p["in_bits"]
     lo, hi = -(1 << (ib - 1)), (1 << (ib - 1)) - 1
     x = np.arange(lo, hi + 1)
-    items, expected = _run_items(p, x, (x & 1))
+    items, expected = case(p, x, (x & 1))
     await run_stream(dut, items, expected, rng, max_cycles_per_item=1)
     edge = np.array([lo, hi, 0, -1, 1, lo + 1, hi - 1] + ([127, 128, -128, -129, 255, 256] if ib == 16 else []))
-    items, expected = _run_items(p, edge, np.ones_like(edge))
+    items, expected = case(p, edge, np.ones_like(edge))
     await run_stream(dut, items, expected, rng, stall_in=0.5, stall_out=0.5, reset=False)
-    items, expected = _run_items(p, np.array([hi]), np.array([1]))
+    items, expected = case(p, np.array([hi]), np.array([1]))
     await run_stream(dut, items, expected, rng, reset=False)

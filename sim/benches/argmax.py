@@ -12,7 +12,8 @@ from sim.cocotb_kit import bench_count, bench_params, bench_rng, pack
 from sim.golden.argmax import argmax_packets
 
 
-def _case(p, packets):
+def case(p, packets):
+    """Packed input payloads and expected outputs (golden model)."""
     bits, ib = p["bits"], max(1, (p["max_length"] - 1).bit_length())
     items = [pack([int(v), int(k == len(pk) - 1)], [bits, 1]) for pk in packets
              for k, v in enumerate(pk)]
@@ -20,7 +21,7 @@ def _case(p, packets):
     return items, expected
 
 
-def _random_packets(p, g, n):
+def random_packets(p, g, n):
     """Packets of random length (1 .. max_length, biased short) until ``n`` logits; half of
     them drawn from a narrow range so ties are frequent."""
     bits, lmax = p["bits"], p["max_length"]
@@ -42,7 +43,7 @@ async def _random(dut, salt, stall):
     p = bench_params()
     rng = bench_rng(salt)
     g = np.random.default_rng(rng.getrandbits(32))
-    items, expected = _case(p, _random_packets(p, g, bench_count(3000)))
+    items, expected = case(p, random_packets(p, g, bench_count(3000)))
     await run_stream(dut, items, expected, rng, stall_in=stall, stall_out=stall,
                      max_cycles_per_item=1 if stall == 0 else None)
 
@@ -77,8 +78,8 @@ async def edge_cases(dut):
         list(range(-20, 20)), list(range(20, -20, -1)),
         [lo] * (lmax - 1) + [lo + 1],
     ]
-    items, expected = _case(p, packets)
+    items, expected = case(p, packets)
     await run_stream(dut, items, expected, rng, max_cycles_per_item=1)
     await run_stream(dut, items, expected, rng, stall_in=0.5, stall_out=0.5, reset=False)
-    items, expected = _case(p, [[hi]] * 50)          # length-1 packets, output slower
+    items, expected = case(p, [[hi]] * 50)          # length-1 packets, output slower
     await run_stream(dut, items, expected, rng, stall_in=0.0, stall_out=0.5, reset=False)

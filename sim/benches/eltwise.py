@@ -18,7 +18,8 @@ def _widths(p):
     return p["a_bits"], p["b_bits"], p["out_bits"]
 
 
-def _case(p, a, b, last, mult=None, shift=None):
+def case(p, a, b, last, mult=None, shift=None):
+    """Packed input payloads and expected outputs (golden model)."""
     ab, bb, ob = _widths(p)
     if p["op"] == "add":
         y = residual_add(a, b, p["bits"])
@@ -36,14 +37,15 @@ def _set_params(dut, p, mult, shift):
         dut.shift.value = int(shift)
 
 
-def _typical_scale(p):
+def typical_scale(p):
     """mult/shift that map the product range onto the output range (some saturation)."""
     ab, bb, ob = _widths(p)
     prod_bits = 15 + bb - 1 - 2                     # |silu| up to 2**15, |b| up to 2**(bb-1)
     return 40000, 16 + prod_bits - (ob - 1)
 
 
-def _random_inputs(p, g, n):
+def random_inputs(p, g, n):
+    """Uniform random operands over the whole input ranges, random ``last``."""
     ab, bb, _ = _widths(p)
     a = g.integers(-(1 << (ab - 1)), 1 << (ab - 1), n)
     b = g.integers(-(1 << (bb - 1)), 1 << (bb - 1), n)
@@ -55,10 +57,10 @@ async def _random(dut, salt, stall):
     rng = bench_rng(salt)
     g = np.random.default_rng(rng.getrandbits(32))
     n = bench_count(3000)
-    mult, shift = _typical_scale(p)
+    mult, shift = typical_scale(p)
     mult = int(g.integers(mult // 2, 65536))
     _set_params(dut, p, mult, shift)
-    items, expected = _case(p, *_random_inputs(p, g, n), mult, shift)
+    items, expected = case(p, *random_inputs(p, g, n), mult, shift)
     await run_stream(dut, items, expected, rng, stall_in=stall, stall_out=stall,
                      max_cycles_per_item=1 if stall == 0 else None)
 
@@ -90,16 +92,16 @@ async def edge_cases(dut):
     a = np.array([x for x in ea for _ in eb] + [5] * 40)
     b = np.array([z for _ in ea for z in eb] + [-7] * 40)
     last = np.arange(len(a)) % 2
-    settings = [_typical_scale(p)]
+    settings = [typical_scale(p)]
     if p["op"] == "swiglu":
         settings += [(65535, 1), (1, 47), (1, 1), (65535, 47), (32768, 16)]
     first = True
     for mult, shift in settings:
         _set_params(dut, p, mult, shift)
-        items, expected = _case(p, a, b, last, mult, shift)
+        items, expected = case(p, a, b, last, mult, shift)
         await run_stream(dut, items, expected, rng, stall_in=0.3, stall_out=0.3, reset=first)
         first = False
     mult, shift = settings[0]
     _set_params(dut, p, mult, shift)
-    items, expected = _case(p, a[:1], b[:1], last[:1], mult, shift)
+    items, expected = case(p, a[:1], b[:1], last[:1], mult, shift)
     await run_stream(dut, items, expected, rng, reset=False)

@@ -16,7 +16,8 @@ def _widths(p):
     return [32, 32, 16, 6, 1] if p["has_bias"] else [32, 16, 6, 1]
 
 
-def _items(p, acc, bias, mult, shift, last):
+def items_of(p, acc, bias, mult, shift, last):
+    """Packed input payloads."""
     out = []
     for k in range(len(acc)):
         fields = [acc[k], bias[k], mult[k], shift[k], last[k]] if p["has_bias"] else \
@@ -25,7 +26,8 @@ def _items(p, acc, bias, mult, shift, last):
     return out
 
 
-def _expected(p, acc, bias, mult, shift, last):
+def expected_of(p, acc, bias, mult, shift, last):
+    """Packed expected outputs (golden model)."""
     y = requantize(acc, mult, shift, bias if p["has_bias"] else None, p["out_bits"])
     return [pack([int(v), int(l)], [p["out_bits"], 1]) for v, l in zip(y, last)]
 
@@ -53,7 +55,7 @@ async def _random(dut, salt, stall):
     rng = bench_rng(salt)
     n = bench_count(3000)
     vec = random_vectors(p, rng, n)
-    await run_stream(dut, _items(p, *vec), _expected(p, *vec), rng, stall_in=stall, stall_out=stall,
+    await run_stream(dut, items_of(p, *vec), expected_of(p, *vec), rng, stall_in=stall, stall_out=stall,
                      max_cycles_per_item=1 if stall == 0 else None)
 
 
@@ -94,7 +96,7 @@ async def edge_cases(dut):
                 rows.append((v, 0, 1, shift, 1))
     acc, bias, mult, shift, last = (np.array(c, dtype=np.int64) for c in zip(*rows))
     vec = (acc, bias, mult, shift, last)
-    await run_stream(dut, _items(p, *vec), _expected(p, *vec), rng, stall_in=0.2, stall_out=0.3)
+    await run_stream(dut, items_of(p, *vec), expected_of(p, *vec), rng, stall_in=0.2, stall_out=0.3)
     # a single item
     one = tuple(np.array([c], dtype=np.int64) for c in (123456, -7, 40000, 20, 1))
-    await run_stream(dut, _items(p, *one), _expected(p, *one), rng, reset=False)
+    await run_stream(dut, items_of(p, *one), expected_of(p, *one), rng, reset=False)

@@ -12,7 +12,7 @@ from sim.cocotb_kit import bench_count, bench_params, bench_rng, pack
 from sim.golden.rope import rope
 
 
-def _case(p, vectors, positions):
+def case(p, vectors, positions):
     """Items and expected outputs for whole vectors (rows of ``vectors``) at ``positions``."""
     bits, hs = p["bits"], p["head_size"]
     pos_bits = max(1, (p["max_positions"] - 1).bit_length())
@@ -27,7 +27,8 @@ def _case(p, vectors, positions):
     return items, expected
 
 
-def _random_vectors(p, g, pairs):
+def random_vectors(p, g, pairs):
+    """Random vectors of ``dim`` elements (about ``pairs`` pairs in all), random positions."""
     bits = p["bits"]
     dim = p["dim"]
     rows = max(1, pairs // (dim // 2))
@@ -39,7 +40,7 @@ async def _random(dut, salt, stall):
     p = bench_params()
     rng = bench_rng(salt)
     g = np.random.default_rng(rng.getrandbits(32))
-    items, expected = _case(p, *_random_vectors(p, g, bench_count(3000)))
+    items, expected = case(p, *random_vectors(p, g, bench_count(3000)))
     await run_stream(dut, items, expected, rng, stall_in=stall, stall_out=stall,
                      max_cycles_per_item=1 if stall == 0 else None)
 
@@ -72,11 +73,11 @@ async def edge_cases(dut):
             np.tile([lo, hi], dim // 2), np.zeros(dim, int), np.full(dim, 3)]
     npos = p["max_positions"]
     vecs = [pats[k % len(pats)] for k in range(npos)]
-    items, expected = _case(p, vecs, np.arange(npos))
+    items, expected = case(p, vecs, np.arange(npos))
     await run_stream(dut, items, expected, rng, max_cycles_per_item=1)
-    items, expected = _case(p, [pats[0], pats[2]], [0, npos - 1])
+    items, expected = case(p, [pats[0], pats[2]], [0, npos - 1])
     await run_stream(dut, items, expected, rng, stall_in=0.5, stall_out=0.5, reset=False)
     # a one-pair vector after a partial head: the index restarts after 'last'
     short = [np.array([hi, 7]), np.array([lo, -5])]
-    items, expected = _case(p, short, [npos - 1, 1])
+    items, expected = case(p, short, [npos - 1, 1])
     await run_stream(dut, items, expected, rng, reset=False)

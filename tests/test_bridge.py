@@ -88,7 +88,9 @@ def run_segments(segs, *, timeout_cycles=200, max_burst=16, seed=0, stall=0.2):
                 ctx.set(dut.i.valid, 0)
                 if rng.random() < stall:
                     await ctx.tick().repeat(rng.randrange(1, 4))
-            await ctx.tick().repeat(2 * timeout_cycles + 10 if long_gap else rng.randrange(1, 20))
+            # (long: beyond the timeout even if the bridge first finishes the previous frame)
+            await ctx.tick().repeat(2 * timeout_cycles + 30 * max_burst + 200 if long_gap
+                                    else rng.randrange(1, 20))
         await ctx.tick().repeat(4 * max_burst * 12 + 200)
 
     async def monitor(ctx):

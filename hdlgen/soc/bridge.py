@@ -34,6 +34,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.bram import BlockRAM, READ_LATENCY
+from hdlgen.blocks.stream_parts import SkidBuffer
 from hdlgen.soc import wishbone
 from hdlgen.soc.protocol import (BRIDGE_MAGIC, MAX_BURST, PROTOCOL_VERSION, SYNC, Opcode,
                                  Status, crc32_matrix)
@@ -87,7 +88,7 @@ class Bridge(wiring.Component):
     Attributes
     ----------
     i : In(stream.Signature(8))
-        Request bytes.
+        Request bytes (through a register slice: ``i.ready`` is a flip-flop).
     o : Out(stream.Signature(8))
         Reply bytes (``payload``/``valid`` registered).
     bus : Out(wishbone.Signature(addr_width))
@@ -124,25 +125,42 @@ class Bridge(wiring.Component):
         max_burst = self._max_burst
         bus = self.bus
 
+        # Register slice on the input: whatever feeds the bridge (a FIFO's block RAM, a UART)
+        # is cut from the frame parser's next-state logic.
+        m.submodules.in_reg = in_reg = SkidBuffer(8)
+        wiring.connect(m, wiring.flipped(self.i), in_reg.i)
+        rx_in = in_reg.o
+
         m.submodules.buf = buf = BlockRAM(width=32, depth=max_burst, ports=("w", "r"))
         wr, rd = buf.a, buf.b
+        # Buffer writes are registered: port a is driven from flip-flops.
+        wr_en = Signal()
+        wr_addr = Signal.like(wr.addr)
+        wr_data = Signal(32)
+        m.d.sync += wr_en.eq(0)
+        m.d.comb += [wr.en.eq(wr_en), wr.we.eq(wr_en), wr.addr.eq(wr_addr), wr.wdata.eq(wr_data)]
         assert buf.latency == READ_LATENCY == 2
 
         # ---- receive side
-        byte = self.i.payload
-        take = self.i.valid & self.i.ready
+        byte = rx_in.payload
+        take = rx_in.valid & rx_in.ready
         hdr = Signal(_Header)
         rx_crc = Signal(32)
         got_crc = Signal(32)
         idx = Signal(range(4 * max_burst + 1))   # byte index within the current field
+        last_idx = Signal.like(idx)                # index of the last payload byte
         word = Signal(24)                          # payload bytes 0..2 of the current word
         idle = Signal(range(self._timeout + 1))
 
         # ---- execution / reply state
+        chk = Signal(data.StructLayout({"crc_ok": 1, "dup": 1, "count_ok": 1, "aligned": 1,
+                                        "op_ping": 1, "op_rw": 1, "op_write": 1}))
         status = Signal(Status)
         done = Signal(16)                          # words transferred (reply count)
         widx = Signal(range(max_burst + 1))        # word index of bus access / reply data
         bus_wait = Signal(range(self._bus_timeout + 1))
+        bus_timed_out = Signal()            # registered: bus_wait reached the limit
+        is_last = Signal()                  # registered: widx is the last word of the burst
         reply_word = Signal(32)
         tx_crc = Signal(32)
         tx_idx = Signal(3)
@@ -157,23 +175,32 @@ class Bridge(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         can_send = ~self.o.valid | self.o.ready
 
+        # The reply CRC is updated one cycle after a byte is loaded, from the output register
+        # (not from the byte multiplexer), so the CRC network is not behind the mux.
+        crc_en = Signal()
+        m.d.sync += crc_en.eq(0)
+        with m.If(crc_en):
+            m.d.sync += tx_crc.eq(crc32_next(tx_crc, self.o.payload))
+
         def send(value, crc=True):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(value)]
-            if crc:
-                m.d.sync += tx_crc.eq(crc32_next(tx_crc, value))
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(value), crc_en.eq(crc)]
 
         # Inter-byte timeout inside a frame.
         in_frame = Signal()
         timed_out = Signal()
+        # The comparison is registered: ``timed_out`` is a flip-flop, set the cycle after the
+        # counter reached the limit (and the frame parser does not take a byte then).
         with m.If(in_frame & ~take):
             m.d.sync += idle.eq(idle + 1)
         with m.Else():
             m.d.sync += idle.eq(0)
-        m.d.comb += timed_out.eq(in_frame & (idle == self._timeout))
+        m.d.sync += timed_out.eq(in_frame & ~take & ~timed_out & (idle == self._timeout - 1))
 
         def truncated():
             m.d.sync += [self.events.dropped.eq(1), status.eq(Status.TRUNCATED), done.eq(0)]
             m.next = "REPLY"
+
+        m.d.sync += bus_timed_out.eq(bus.cyc & (bus_wait == self._bus_timeout - 1))
 
         op_write = hdr.op == Opcode.WRITE
         count_ok = (hdr.count != 0) & (hdr.count <= max_burst)
@@ -181,12 +208,12 @@ class Bridge(wiring.Component):
 
         with m.FSM():
             with m.State("HUNT"):
-                m.d.comb += self.i.ready.eq(1)
+                m.d.comb += rx_in.ready.eq(1)
                 with m.If(take & (byte == SYNC[0])):
                     m.next = "SYNC1"
 
             with m.State("SYNC1"):
-                m.d.comb += [self.i.ready.eq(1), in_frame.eq(1)]
+                m.d.comb += [rx_in.ready.eq(~timed_out), in_frame.eq(1)]
                 with m.If(timed_out):
                     m.next = "HUNT"
                 with m.Elif(take):
@@ -197,7 +224,7 @@ class Bridge(wiring.Component):
                         m.next = "HUNT"
 
             with m.State("HEADER"):
-                m.d.comb += [self.i.ready.eq(1), in_frame.eq(1)]
+                m.d.comb += [rx_in.ready.eq(~timed_out), in_frame.eq(1)]
                 with m.If(timed_out):
                     m.d.sync += self.events.dropped.eq(1)
                     m.next = "HUNT"
@@ -208,7 +235,7 @@ class Bridge(wiring.Component):
                         m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                m.d.sync += idx.eq(0)
+                m.d.sync += [idx.eq(0), last_idx.eq((hdr.count << 2) - 1)]
                 with m.If(op_write & ~count_ok):
                     m.d.sync += self.events.dropped.eq(1)
                     m.next = "HUNT"
@@ -218,21 +245,21 @@ class Bridge(wiring.Component):
                     m.next = "CRC"
 
             with m.State("PAYLOAD"):
-                m.d.comb += [self.i.ready.eq(1), in_frame.eq(1)]
-                m.d.comb += [wr.addr.eq(idx[2:]), wr.wdata.eq(Cat(word, byte))]
+                m.d.comb += [rx_in.ready.eq(~timed_out), in_frame.eq(1)]
+                m.d.sync += [wr_addr.eq(idx[2:]), wr_data.eq(Cat(word, byte))]
                 with m.If(timed_out):
                     truncated()
                 with m.Elif(take):
                     m.d.sync += [word.eq(Cat(word[8:], byte)), rx_crc.eq(crc32_next(rx_crc, byte)),
                                  idx.eq(idx + 1)]
                     with m.If(idx[:2] == 3):
-                        m.d.comb += [wr.en.eq(1), wr.we.eq(1)]
-                    with m.If(idx == (hdr.count << 2) - 1):
+                        m.d.sync += wr_en.eq(1)
+                    with m.If(idx == last_idx):
                         m.d.sync += idx.eq(0)
                         m.next = "CRC"
 
             with m.State("CRC"):
-                m.d.comb += [self.i.ready.eq(1), in_frame.eq(1)]
+                m.d.comb += [rx_in.ready.eq(~timed_out), in_frame.eq(1)]
                 with m.If(timed_out):
                     truncated()
                 with m.Elif(take):
@@ -241,38 +268,45 @@ class Bridge(wiring.Component):
                         m.next = "CHECK"
 
             with m.State("CHECK"):
-                m.d.sync += [widx.eq(0), done.eq(0), bus_wait.eq(0)]
-                with m.If(got_crc != ~rx_crc):
+                # Register the comparisons; DECODE acts on them.
+                m.d.sync += [widx.eq(0), done.eq(0), bus_wait.eq(0),
+                             chk.crc_ok.eq(got_crc == ~rx_crc),
+                             chk.dup.eq(op_write & last_valid & (last_crc == got_crc)),
+                             chk.count_ok.eq(count_ok), chk.aligned.eq(hdr.addr[:2] == 0),
+                             chk.op_ping.eq(hdr.op == Opcode.PING),
+                             chk.op_rw.eq((hdr.op == Opcode.READ) | op_write),
+                             chk.op_write.eq(op_write)]
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                with m.If(~chk.crc_ok):
                     m.d.sync += [status.eq(Status.CRC_ERROR), self.events.crc_error.eq(1)]
                     m.next = "REPLY"
                 with m.Else():
                     m.d.sync += self.events.frame_ok.eq(1)
-                    with m.If(op_write & last_valid & (last_crc == got_crc)):
+                    with m.If(chk.dup):
                         m.d.sync += [status.eq(last_status), done.eq(last_done),
                                      self.events.duplicate.eq(1)]
                         m.next = "REPLY"
                     with m.Else():
                         m.d.sync += last_valid.eq(0)
-                        with m.Switch(hdr.op):
-                            with m.Case(Opcode.PING):
-                                m.d.sync += [status.eq(Status.OK), done.eq(2)]
-                                m.next = "REPLY"
-                            with m.Case(Opcode.READ, Opcode.WRITE):
-                                with m.If(~count_ok):
-                                    m.d.sync += status.eq(Status.BAD_LENGTH)
-                                    m.next = "REPLY"
-                                with m.Elif(hdr.addr[:2] != 0):
-                                    m.d.sync += status.eq(Status.BAD_ALIGN)
-                                    m.next = "REPLY"
-                                with m.Elif(op_write):
-                                    m.d.sync += status.eq(Status.OK)
-                                    m.next = "W_FETCH"
-                                with m.Else():
-                                    m.d.sync += status.eq(Status.OK)
-                                    m.next = "R_BUS"
-                            with m.Default():
-                                m.d.sync += status.eq(Status.BAD_OPCODE)
-                                m.next = "REPLY"
+                        with m.If(chk.op_ping):
+                            m.d.sync += [status.eq(Status.OK), done.eq(2)]
+                            m.next = "REPLY"
+                        with m.Elif(~chk.op_rw):
+                            m.d.sync += status.eq(Status.BAD_OPCODE)
+                            m.next = "REPLY"
+                        with m.Elif(~chk.count_ok):
+                            m.d.sync += status.eq(Status.BAD_LENGTH)
+                            m.next = "REPLY"
+                        with m.Elif(~chk.aligned):
+                            m.d.sync += status.eq(Status.BAD_ALIGN)
+                            m.next = "REPLY"
+                        with m.Elif(chk.op_write):
+                            m.d.sync += status.eq(Status.OK)
+                            m.next = "W_FETCH"
+                        with m.Else():
+                            m.d.sync += status.eq(Status.OK)
+                            m.next = "R_BUS"
 
             # ---- WRITE: buffer word -> bus, one word at a time
             with m.State("W_FETCH"):
@@ -281,7 +315,8 @@ class Bridge(wiring.Component):
             with m.State("W_WAIT"):
                 m.next = "W_ISSUE"
             with m.State("W_ISSUE"):     # rd.rdata valid READ_LATENCY cycles after W_FETCH
-                m.d.sync += [bus.dat_w.eq(rd.rdata), bus.adr.eq(word_addr + widx), bus.we.eq(1),
+                m.d.sync += [is_last.eq(widx + 1 == hdr.count),
+                             bus.dat_w.eq(rd.rdata), bus.adr.eq(word_addr + widx), bus.we.eq(1),
                              bus.sel.eq(0xF), bus.cyc.eq(1), bus.stb.eq(1), bus_wait.eq(0)]
                 m.next = "W_BUS"
             with m.State("W_BUS"):
@@ -294,29 +329,30 @@ class Bridge(wiring.Component):
 
                 with m.If(bus.ack):
                     m.d.sync += [widx.eq(widx + 1), done.eq(done + 1), bus.cyc.eq(0), bus.stb.eq(0)]
-                    with m.If(widx + 1 == hdr.count):
+                    with m.If(is_last):
                         finish(Status.OK, done + 1)
                     with m.Else():
                         m.next = "W_FETCH"
                 with m.Elif(bus.err):
                     m.d.sync += self.events.bus_error.eq(1)
                     finish(Status.BUS_ERROR, done)
-                with m.Elif(bus_wait == self._bus_timeout):
+                with m.Elif(bus_timed_out):
                     m.d.sync += self.events.bus_error.eq(1)
                     finish(Status.TIMEOUT, done)
 
             # ---- READ: bus -> buffer, one word at a time
             with m.State("R_BUS"):
-                m.d.sync += [bus.adr.eq(word_addr + widx), bus.we.eq(0), bus.sel.eq(0xF),
+                m.d.sync += [is_last.eq(widx + 1 == hdr.count),
+                             bus.adr.eq(word_addr + widx), bus.we.eq(0), bus.sel.eq(0xF),
                              bus.cyc.eq(1), bus.stb.eq(1), bus_wait.eq(0)]
                 m.next = "R_WAIT"
             with m.State("R_WAIT"):
                 m.d.sync += bus_wait.eq(bus_wait + 1)
-                m.d.comb += [wr.addr.eq(widx), wr.wdata.eq(bus.dat_r)]
+                m.d.sync += [wr_addr.eq(widx), wr_data.eq(bus.dat_r)]
                 with m.If(bus.ack):
-                    m.d.comb += [wr.en.eq(1), wr.we.eq(1)]
+                    m.d.sync += wr_en.eq(1)
                     m.d.sync += [widx.eq(widx + 1), done.eq(done + 1), bus.cyc.eq(0), bus.stb.eq(0)]
-                    with m.If(widx + 1 == hdr.count):
+                    with m.If(is_last):
                         m.next = "REPLY"
                     with m.Else():
                         m.next = "R_BUS"
@@ -324,7 +360,7 @@ class Bridge(wiring.Component):
                     m.d.sync += [status.eq(Status.BUS_ERROR), self.events.bus_error.eq(1),
                                  bus.cyc.eq(0), bus.stb.eq(0)]
                     m.next = "REPLY"
-                with m.Elif(bus_wait == self._bus_timeout):
+                with m.Elif(bus_timed_out):
                     m.d.sync += [status.eq(Status.TIMEOUT), self.events.bus_error.eq(1),
                                  bus.cyc.eq(0), bus.stb.eq(0)]
                     m.next = "REPLY"
@@ -339,16 +375,14 @@ class Bridge(wiring.Component):
                                           status, done[:8], done[8:16]))
                 has_data = ((hdr.op == Opcode.READ) | (hdr.op == Opcode.PING)) & (done != 0)
                 with m.If(can_send):
-                    send(fields.word_select(tx_idx, 8), crc=False)
-                    with m.If(tx_idx >= 2):
-                        m.d.sync += tx_crc.eq(crc32_next(tx_crc, fields.word_select(tx_idx, 8)))
+                    send(fields.word_select(tx_idx, 8), crc=tx_idx >= 2)
                     m.d.sync += tx_idx.eq(tx_idx + 1)
                     with m.If(tx_idx == 6):
                         m.d.sync += tx_idx.eq(0)
                         with m.If(has_data):
                             m.next = "T_FETCH"
                         with m.Else():
-                            m.next = "T_CRC"
+                            m.next = "T_PAD"
             with m.State("T_FETCH"):
                 m.d.comb += [rd.addr.eq(widx), rd.en.eq(1)]
                 m.next = "T_WAIT"
@@ -360,7 +394,7 @@ class Bridge(wiring.Component):
                                                   (PROTOCOL_VERSION << 16) | max_burst))
                 with m.Else():
                     m.d.sync += reply_word.eq(rd.rdata)
-                m.d.sync += tx_idx.eq(0)
+                m.d.sync += [tx_idx.eq(0), is_last.eq(widx + 1 == done)]
                 m.next = "T_DATA"
             with m.State("T_DATA"):
                 with m.If(can_send):
@@ -368,10 +402,13 @@ class Bridge(wiring.Component):
                     m.d.sync += tx_idx.eq(tx_idx + 1)
                     with m.If(tx_idx == 3):
                         m.d.sync += [tx_idx.eq(0), widx.eq(widx + 1)]
-                        with m.If(widx + 1 == done):
-                            m.next = "T_CRC"
+                        with m.If(is_last):
+                            m.next = "T_PAD"
                         with m.Else():
                             m.next = "T_FETCH"
+            with m.State("T_PAD"):       # the last byte's CRC update happens in this cycle
+                m.d.sync += tx_idx.eq(0)
+                m.next = "T_CRC"
             with m.State("T_CRC"):
                 final = ~tx_crc
                 with m.If(can_send):

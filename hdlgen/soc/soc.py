@@ -4,7 +4,7 @@ and on-chip memory.
 ::
 
     UART rx -> FIFO -> Bridge -> Decoder -+-> ControlBlock   ("ctrl",    regmap.CTRL_BASE)
-    UART tx <--------- Bridge             +-> MemoryBank     ("scratch", regmap.SCRATCH_BASE)
+    UART tx <--------- Bridge             +-> WishboneRAM    ("scratch", regmap.SCRATCH_BASE)
 
 The bus layout comes from :func:`hdlgen.soc.regmap.soc_layout` (the one definition the
 register map, the C header and the host are generated from). ``SoC(config)`` has the UART
@@ -69,7 +69,7 @@ class SoC(wiring.Component):
 
     def __init__(self, config: AcceleratorConfig | None = None, *, byte_port: bool = False,
                  link_timeout_cycles: int | None = None, bus_timeout_cycles: int = 1024,
-                 rx_fifo_depth: int = 512):
+                 rx_fifo_depth: int = 64):
         config = (config or AcceleratorConfig()).check()
         self._config = config
         self._byte_port = bool(byte_port)
@@ -102,7 +102,6 @@ class SoC(wiring.Component):
         return self._divisor
 
     def elaborate(self, platform):
-        from hdlgen.blocks.membank import MemoryBank
         from hdlgen.soc.control import ControlBlock
 
         m = Module()
@@ -133,7 +132,7 @@ class SoC(wiring.Component):
                 m.submodules.ctrl = ctrl = ControlBlock(cfg)
                 dec.add(ctrl.bus, addr=entry.base, name="ctrl")
             elif entry.name == "scratch":
-                m.submodules.scratch = ram = MemoryBank(width=32, depth=entry.size // 4)
+                m.submodules.scratch = ram = WishboneRAM(entry.size // 4)
                 dec.add(ram.bus, addr=entry.base, name="scratch")
 
         # LEDs
@@ -161,8 +160,12 @@ class SoC(wiring.Component):
 
 
 class WishboneRAM(wiring.Component):
-    """Block RAM as a Wishbone subordinate: 32-bit words, byte enables, every access acked
-    three cycles after it starts (the RAM's two cycles of read latency, registered).
+    """Block RAM as a Wishbone subordinate: 32-bit words, byte enables.
+
+    The request is registered before it reaches the RAM, so the enables, address and data
+    of every DP16KD tile come straight from flip-flops (a 64 KiB scratch is 32 tiles spread
+    over the die: a combinational request decode in front of that fan-out limited the SoC
+    to ~100 MHz). Every access is acknowledged four cycles after it starts.
 
     Parameters
     ----------
@@ -191,18 +194,24 @@ class WishboneRAM(wiring.Component):
                                           ports=("rw", "r"), init=self._init)
         bus = self.bus
         busy = Signal()
+        r_en = Signal()
+        r_addr = Signal.like(bus.adr)
+        r_we = Signal(4)
+        r_wdata = Signal(32)
         p1 = Signal()
         req = bus.cyc & bus.stb & ~busy
         m.d.comb += [
-            ram.a.addr.eq(bus.adr), ram.a.en.eq(req), ram.a.wdata.eq(bus.dat_w),
-            ram.a.we.eq(bus.sel & bus.we.replicate(4)),
+            ram.a.addr.eq(r_addr), ram.a.en.eq(r_en), ram.a.wdata.eq(r_wdata), ram.a.we.eq(r_we),
             bus.dat_r.eq(ram.a.rdata),
         ]
-        m.d.sync += [p1.eq(req), bus.ack.eq(p1)]
+        m.d.sync += [r_en.eq(req), p1.eq(r_en), bus.ack.eq(p1)]
         with m.If(req):
-            m.d.sync += busy.eq(1)
-        with m.Elif(bus.ack):
+            m.d.sync += [busy.eq(1), r_addr.eq(bus.adr), r_wdata.eq(bus.dat_w),
+                         r_we.eq(bus.sel & bus.we.replicate(4))]
+        with m.Else():
+            m.d.sync += r_we.eq(0)
+        with m.If(bus.ack):
             m.d.sync += busy.eq(0)
-        with m.If(~bus.cyc):     # abandoned cycle: forget it (the write, if any, is done)
+        with m.If(~bus.cyc):     # abandoned cycle: forget it (a write already issued completes)
             m.d.sync += [busy.eq(0), p1.eq(0), bus.ack.eq(0)]
         return m

@@ -35,7 +35,9 @@ async def random_frames(dut):
         expected += model.feed(data)
         if long_gap:
             expected += model.timeout()
-            await ClockCycles(dut.clk, 2 * p["timeout"] + 10)
+            # the bridge may still be executing and replying to the previous frame (the
+            # bytes just sent wait in its input register): leave room for that too
+            await ClockCycles(dut.clk, 2 * p["timeout"] + 30 * p["max_burst"] + 200)
         else:
             await ClockCycles(dut.clk, rng.randrange(1, 30))
         await FallingEdge(dut.clk)   # StreamDriver.send must start at a falling edge

@@ -15,7 +15,8 @@ array free of a global stall net)::
 
 Host view: the bank is ``depth * width / 8`` bytes; byte address ``A`` is byte ``A % (width/8)``
 of row ``A // (width/8)``, little-endian (bus word ``k`` of a row is ``rdata[32k:32k+32]``).
-A bus write is acknowledged the cycle after it arrives; a read after
+Host requests reach the RAM through registers. A bus write is acknowledged the cycle after
+it arrives (and lands in the RAM one cycle later); a read after
 :attr:`MemoryBank.read_latency` cycles (request, RAM latency, a registered 4:1
 word select per stage). In a weight bank (``compute="r"``) the RAM is pseudo dual port (x36
 DP16KD mode): the host writes through port ``a`` and reads through port ``b``, in a cycle the
@@ -108,7 +109,7 @@ class MemoryBank(wiring.Component):
     @property
     def read_latency(self) -> int:
         """Cycles from a host read request reaching the bank to ``ack`` (no waiting)."""
-        return 1 + self.latency + self._select_stages()
+        return 4 + self._select_stages()
 
     def _select_stages(self) -> int:
         n, stages = self._words_per_row, 0
@@ -134,33 +135,34 @@ class MemoryBank(wiring.Component):
         m.d.comb += [bus.ack.eq(ack), bus.err.eq(err), bus.dat_r.eq(dat_r)]
         m.d.sync += [ack.eq(0), err.eq(0)]
 
-        # host writes: port a
-        m.d.comb += [a.addr.eq(row), a.wdata.eq(bus.dat_w.replicate(self._words_per_row))]
+        # Host requests reach the RAM through registers (address, byte enables and data
+        # drive the EBR pins straight from flip-flops): writes and scratchpad reads on port a,
+        # weight-bank reads on port b in a cycle the compute side leaves it idle.
         busy = Signal()
         in_range = row < self._depth
         start = bus.cyc & bus.stb & ~busy & ~ack & ~err
         write = start & bus.we & in_range
-        if sb:
-            for k in range(self._words_per_row):
-                with m.If(write & (word == k)):
-                    m.d.comb += a.we[4 * k:4 * k + 4].eq(bus.sel)
-        else:
-            with m.If(write):
-                m.d.comb += a.we.eq(bus.sel)
-
-        # host reads: port a (scratchpads) or port b when the compute side leaves it idle
-        rport = b if shared else a
         host_rd = Signal()
+        m.d.sync += [a.en.eq(0), a.we.eq(0)]
+        with m.If(write):
+            m.d.sync += [a.en.eq(1), a.addr.eq(row),
+                         a.wdata.eq(bus.dat_w.replicate(self._words_per_row))]
+            if sb:
+                for k in range(self._words_per_row):
+                    with m.If(word == k):
+                        m.d.sync += a.we[4 * k:4 * k + 4].eq(bus.sel)
+            else:
+                m.d.sync += a.we.eq(bus.sel)
+        rport = b if shared else a
         if shared:
-            # compute and host requests meet in a register in front of the RAM's port b, so
-            # the EBR address pins are driven straight from flip-flops (one more cycle)
             m.d.sync += [b.addr.eq(self.port.addr), b.en.eq(self.port.en)]
             with m.If(host_rd):
                 m.d.sync += [b.addr.eq(row), b.en.eq(1)]
-            m.d.comb += [self.port.rdata.eq(b.rdata), a.en.eq(write)]
+            m.d.comb += self.port.rdata.eq(b.rdata)
         else:
             wiring.connect(m, wiring.flipped(self.port), b)
-            m.d.comb += a.en.eq(write | host_rd)
+            with m.If(host_rd):
+                m.d.sync += [a.en.eq(1), a.addr.eq(row)]
 
         rd_wait = Signal()             # a read waits for a cycle the compute port is idle
         with m.If(start):
@@ -178,8 +180,9 @@ class MemoryBank(wiring.Component):
         with m.If(issue):
             m.d.sync += rd_wait.eq(0)
 
-        # data returns `latency` cycles after the issue, then a registered 4:1 select per stage
-        lat = self.latency
+        # data returns three cycles after the issue (request register + RAM), then a
+        # registered 4:1 select per stage
+        lat = 3
         v = Signal(lat)
         m.d.sync += v.eq(Cat(issue, v[:-1]))
         words = [rport.rdata[32 * k:32 * k + 32] for k in range(self._words_per_row)]

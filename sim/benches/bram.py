@@ -113,7 +113,7 @@ async def random_ports(dut):
     cocotb.log.info("%d cycles, %d reads checked", n, checked)
 
 
-async def _wb(dut, adr_bytes, data=None, sel=0xF, timeout=20):
+async def _wb(dut, adr_bytes, data=None, sel=0xF, timeout=200):
     dut.bus__adr.value = adr_bytes >> 2
     dut.bus__we.value = int(data is not None)
     dut.bus__dat_w.value = data or 0

@@ -48,7 +48,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.ecp5 import is_ecp5
 
-__all__ = ["PortSignature", "BlockRAM", "Tiling", "ecp5_tiling", "READ_LATENCY"]
+__all__ = ["PortSignature", "BlockRAM", "Tiling", "ecp5_tiling", "READ_LATENCY", "bench_configs"]
 
 #: Cycles from a read request (``addr`` with ``en``) to ``rdata``.
 READ_LATENCY = 2
@@ -388,3 +388,10 @@ class BlockRAM(wiring.Component):
         else:
             self._elaborate_generic(m)
         return m
+
+
+def bench_configs() -> list:
+    """What ``hdlgen bench blocks`` measures: a 64 KiB byte-writable RAM (32 DP16KD)."""
+    from hdlgen.bench.registry import BlockBench
+    params = {"width": 32, "depth": 16384, "granularity": 8}
+    return [BlockBench(name="bram", params=params, build=lambda: BlockRAM(**params))]

@@ -42,7 +42,7 @@ from hdlgen.blocks.bram import BlockRAM, PortSignature
 from hdlgen.config import AcceleratorConfig
 from hdlgen.soc import wishbone
 
-__all__ = ["MemoryBank", "weight_bank", "activation_bank", "weight_rows", "bus_bytes"]
+__all__ = ["MemoryBank", "weight_bank", "activation_bank", "weight_rows", "bus_bytes", "bench_configs"]
 
 
 def bus_bytes(width: int, depth: int) -> int:
@@ -243,3 +243,13 @@ def weight_rows(weights, lanes: int, macs_per_lane: int) -> list[int]:
             raw = (blk.reshape(-1) & 0xFF).astype(np.uint8).tobytes()
             rows.append(int.from_bytes(raw, "little"))
     return rows
+
+
+def bench_configs() -> list:
+    """What ``hdlgen bench blocks`` measures: the default weight bank (16 x 8 int8 per row,
+    512 rows: 64 KiB in 32 DP16KD) with its host port."""
+    from hdlgen.bench.registry import BlockBench
+    cfg = AcceleratorConfig()
+    return [BlockBench(name="weight_bank", params={"lanes": cfg.lanes, "macs_per_lane": cfg.macs_per_lane,
+                                                   "rows": 512},
+                       build=lambda: weight_bank(cfg, rows=512))]

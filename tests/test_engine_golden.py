@@ -183,3 +183,18 @@ def test_run_command_tokenizer(tmp_path, capsys):
     assert out["prompt"][0] == 1 and len(out["tokens"]) == 3 and isinstance(out["text"], str)
     assert main(["run", "--model", "random:llama", "--prompt", "ab"]) == 2
     assert "--tokenizer" in capsys.readouterr().err
+
+
+def test_kv_beats_match_mac_array_helper():
+    """The engine's KV-cache beats are the MAC array module's own matvec_beats."""
+    from sim.golden.mac_array import mac_array_model, matvec_beats
+    m, comp = _compile("random:gpt2", {}, context=8)
+    eng = Engine(comp.image, comp.words)
+    rng = np.random.default_rng(3)
+    for rows, cols in ((5, 12), (9, 3), (1, 1), (16, 12)):
+        M = rng.integers(-128, 128, (rows, cols))
+        x = rng.integers(-32768, 32768, cols)
+        want = sum(f * np.concatenate(mac_array_model(matvec_beats(M, p, 8, 4), 8, 4))[:rows]
+                   for f, p in shared_planes(x))
+        assert np.array_equal(eng._small_matvec(M, x, 16), want)
+        assert np.array_equal(want, M @ x)

@@ -32,8 +32,7 @@ from sim.golden.activation import activation
 from sim.golden.argmax import argmax_packets
 from sim.golden.eltwise import residual_add, swiglu
 from sim.golden.kv_cache import KVCacheModel
-from sim.golden.mac_array import (Beat, mac_array_model, matmat_beats, matvec_beats,
-                                  reference_matvec, wrap)
+from sim.golden.mac_array import Beat, mac_array_model, matmat_beats, reference_matvec, wrap
 from sim.golden.norm import NormParams, norm_golden
 from sim.golden.requant import requantize
 from sim.golden.rope import rope
@@ -258,16 +257,27 @@ class Engine:
         return self._combine(parts)
 
     def _small_matvec(self, M, x, in_bits):
-        """``M @ x`` for an int8 matrix held outside the weight bank (KV-cache rows)."""
+        """``M @ x`` for an int8 matrix held outside the weight bank (KV-cache rows): the same
+        beats as :func:`sim.golden.mac_array.matvec_beats` (rows on the lanes, ``x`` shared,
+        zero padding), built with array slicing."""
         xs = shared_planes(x) if in_bits == 16 else [(1, x)]
+        rows, cols = M.shape
+        ob_n, ib_n = -(-rows // self.lanes), -(-cols // self.K)
+        Mp = np.zeros((ob_n * self.lanes, ib_n * self.K), dtype=np.int64)
+        Mp[:rows, :cols] = M
         parts = []
         for f, p in xs:
             if self.mac == "reference":
                 parts.append((f, wrap(reference_matvec(M, p), self.acc_width)))
                 continue
-            out = mac_array_model(matvec_beats(M, p, self.lanes, self.K), self.lanes, self.K,
-                                  self.acc_width)
-            parts.append((f, np.concatenate(out)[:M.shape[0]]))
+            xp = np.zeros(ib_n * self.K, dtype=np.int64)
+            xp[:cols] = p
+            beats = [Beat(xp[ib * self.K:(ib + 1) * self.K],
+                          Mp[ob * self.lanes:(ob + 1) * self.lanes, ib * self.K:(ib + 1) * self.K],
+                          ib == 0, ib == ib_n - 1)
+                     for ob in range(ob_n) for ib in range(ib_n)]
+            out = mac_array_model(beats, self.lanes, self.K, self.acc_width)
+            parts.append((f, np.concatenate(out)[:rows]))
         return self._combine(parts)
 
     # ---- execution ----------------------------------------------------------------------------

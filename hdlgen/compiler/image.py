@@ -9,27 +9,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hdlgen.blocks.bram import ecp5_tiling
 from sim.golden.activation import table16, table8
 from sim.golden.rope import rope_tables
 
 __all__ = ["MemoryImage", "WeightAllocator", "ParamAllocator", "requant_word", "split_requant_word",
-           "rope_table_words", "act_table_words", "ebr_count", "EBR_CONFIGS"]
+           "rope_table_words", "act_table_words", "ebr_count", "PROGRAM_LUT_WORDS"]
 
-#: DP16KD aspect ratios (depth, width bits), data bits only (the 9th/18th/36th bits unused).
-EBR_CONFIGS = ((16384, 1), (8192, 2), (4096, 4), (2048, 8), (1024, 16), (512, 32))
-#: The same using every bit (a wide memory's bits spread over the blocks' 9/18/36-bit ports).
-EBR_CONFIGS_PARITY = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 #: Programs up to this many words live in distributed (LUT) RAM, not in block RAM.
 PROGRAM_LUT_WORDS = 64
 
 
 def ebr_count(width_bits: int, depth: int, parity: bool = False) -> int:
-    """Fewest DP16KD blocks holding a ``width_bits`` x ``depth`` memory; with ``parity`` the
-    9th bits hold data too (:data:`EBR_CONFIGS_PARITY`)."""
+    """DP16KD blocks of a ``width_bits`` x ``depth`` memory with one write and one read port, as
+    :func:`hdlgen.blocks.bram.ecp5_tiling` tiles it: with ``parity`` every bit of the x9/x18/x36
+    modes holds data (no byte enables); without, bytes sit in the 9-bit lanes (byte-writable,
+    the ninth bits unused)."""
     if width_bits <= 0 or depth <= 0:
         return 0
-    configs = EBR_CONFIGS_PARITY if parity else EBR_CONFIGS
-    return min(-(-width_bits // w) * -(-depth // d) for d, w in configs)
+    t = ecp5_tiling(width_bits, depth, granularity=None if parity else 8, ports=("w", "r"))
+    return t.columns * t.rows
 
 
 def requant_word(mult: int, shift: int) -> int:
@@ -170,11 +169,13 @@ class MemoryImage:
         return sum(n for _, n in self.rom_tables().values())
 
     def memory_ebr(self, program_words: int = 0, parity: bool = True) -> dict:
-        """DP16KD blocks of each memory (:func:`ebr_count`): the weight bank (with ``parity``
-        its rows spread over the blocks' 36-bit ports), the parameter memory without the ROM
-        tables, the tables in their blocks (RoPE 36-bit cos/sin pairs, activation 36-bit
-        knot pairs), KV cache, scratchpad and program (in LUT RAM up to
-        :data:`PROGRAM_LUT_WORDS` words)."""
+        """DP16KD blocks of each memory (:func:`ebr_count`), for the memory plan the fit
+        assumes: every memory with one write and one read port (pseudo-dual-port, so the x36
+        mode is available); the weight bank with ``parity`` uses all 36 bits of each block
+        (the host then writes whole rows, e.g. through a row staging register, as byte enables
+        need the 9-bit lanes); the parameter memory without the ROM tables, which live in
+        their blocks (RoPE 36-bit cos/sin pairs, activation 36-bit knot pairs); the KV cache,
+        the scratchpad; the program in LUT RAM up to :data:`PROGRAM_LUT_WORDS` words."""
         kv_rows = 2 * self.kv_layers * self.kv_heads * self.context
         tables = 0
         for kind, words in self.rom_tables().values():

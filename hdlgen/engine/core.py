@@ -735,6 +735,9 @@ class Engine(wiring.Component):
                 with m.If(amax_got):
                     m.next = "NEXT"
             # ---- SCORES ---------------------------------------------------------------------
+            with m.State("SC_START"):
+                m.d.comb += wr_start.eq(1)
+                m.next = "SC_HEAD"
             with m.State("SC_HEAD"):
                 with m.If(at_h == v[Opcode.SCORES].n_heads):
                     m.next = "WAIT_WRITER"
@@ -759,6 +762,9 @@ class Engine(wiring.Component):
                         m.d.sync += at_sub.eq(at_sub + 1)
                     m.next = "SC_HEAD"
             # ---- ATTV -----------------------------------------------------------------------
+            with m.State("AV_START"):
+                m.d.comb += wr_start.eq(1)
+                m.next = "AV_GROUP"
             with m.State("AV_GROUP"):
                 with m.If(at_h == v[Opcode.ATTV].n_heads):
                     m.next = "WAIT_WRITER"
@@ -1463,7 +1469,7 @@ class Engine(wiring.Component):
                 rqcfg(s["x_p"], 0)
                 m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
                              s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES)]
-                m.next = "SC_HEAD"
+                m.next = "SC_START"
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
                 writer(ins.dst, s["prod_a"], w8=ins.out_width == Width.W8)
@@ -1471,7 +1477,7 @@ class Engine(wiring.Component):
                 m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
                              s["at_g"].eq(0), s["cb_g"].eq(0), s["at_ptr"].eq(ins.p),
                              s["mac_mode"].eq(_M_ATTV)]
-                m.next = "AV_GROUP"
+                m.next = "AV_START"
             with m.Case(Opcode.SOFTMAX):
                 ins = v[Opcode.SOFTMAX]
                 n = Mux(ins.causal, s["npos"], ins.len)

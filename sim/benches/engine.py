@@ -61,7 +61,7 @@ def program_of(comp, p: dict) -> list:
 
 try:
     import cocotb
-    from cocotb.triggers import FallingEdge
+    from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge
 except ImportError:          # the helpers above are used without a simulator too
     cocotb = None
 
@@ -107,24 +107,33 @@ if cocotb is not None:
             assert not err, f"bus error reading {addr:#x}"
             return data
 
-    async def _run_step(dut, host, mp, token, pos, timeout=2_000_000):
+    async def _run_step(dut, host, mp, token, pos, prog, timeout=400_000):
         dut.token.value = token
         dut.pos.value = pos
         dut.start.value = 1
         await FallingEdge(dut.clk)
         dut.start.value = 0
-        n = 0
-        while True:
-            await FallingEdge(dut.clk)
-            n += 1
-            if dut.done.value or dut.error.value:
-                break
-            if not dut.busy.value and n > 2:
-                raise AssertionError("engine went idle without done/error")
-            assert n < timeout, f"step token={token} pos={pos} did not finish"
-        code = int(dut.error_code.value)
+        if not (dut.done.value or dut.error.value):
+            t = await First(RisingEdge(dut.done), RisingEdge(dut.error),
+                            ClockCycles(dut.clk, timeout))
+            if not (dut.done.value or dut.error.value):
+                status = await host.read(mp.word("regs", 2))
+                pc = status >> 16
+                ins = prog[pc] if pc < len(prog) else "?"
+                dbg = []
+                for name in ("seq_state", "at_h", "at_g", "q_count", "at_cmd", "at_last_seen",
+                             "ser_cnt", "wr_count", "wr_total", "vb_count", "mv_active",
+                             "cb_ps", "cb_ob", "mac_mode", "rd_route"):
+                    try:
+                        dbg.append(f"{name}={int(getattr(dut, name).value)}")
+                    except Exception:
+                        pass
+                raise AssertionError(f"step token={token} pos={pos} did not finish in {timeout} "
+                                     f"cycles; STATUS {status:#x}, pc {pc}: {ins}; {' '.join(dbg)}")
+        err, code = bool(dut.error.value), int(dut.error_code.value)
+        await FallingEdge(dut.clk)
         cycles = await host.read(mp.word("regs", 5))
-        return bool(dut.error.value), code, cycles
+        return err, code, cycles
 
     @cocotb.test()
     async def decode_steps(dut):
@@ -151,7 +160,7 @@ if cocotb is not None:
         gold.reset()
         report = []
         for token, pos in p["steps"]:
-            err, code, cycles = await _run_step(dut, host, mp, token, pos)
+            err, code, cycles = await _run_step(dut, host, mp, token, pos, prog)
             if "bad_program" in p:
                 assert err and code == ErrorCode.BAD_OPCODE.value, (err, code)
                 dut._log.info(f"bad program refused with code {code}")

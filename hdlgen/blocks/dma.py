@@ -136,8 +136,8 @@ class DMA(wiring.Component):
         d_last = Signal(36)
         src_in = Signal(len(self._regions))
         dst_in = Signal(len(self._regions))
-        issued = Signal(LENGTH_BITS)
-        received = Signal(LENGTH_BITS)
+        to_issue = Signal(LENGTH_BITS)       # down-counters: "last" is an equality with 1
+        to_receive = Signal(LENGTH_BITS)
         rd_ptr = Signal(32)
         wr_ptr = Signal(32)
         rd_step = Signal(32)
@@ -157,7 +157,8 @@ class DMA(wiring.Component):
                 m.d.comb += self.desc.ready.eq(1)
                 with m.If(self.desc.valid):
                     p = self.desc.payload
-                    m.d.sync += [d.eq(p), code.eq(DMAError.OK), count.eq(0), issued.eq(0), received.eq(0), all_issued.eq(0),
+                    m.d.sync += [d.eq(p), code.eq(DMAError.OK), count.eq(0), all_issued.eq(0),
+                                 to_issue.eq(p.length), to_receive.eq(p.length),
                                  mplier.eq(p.length - 1), s_mcand.eq(p.src_stride),
                                  d_mcand.eq(p.dst_stride), s_off.eq(0), d_off.eq(0),
                                  rd_ptr.eq(p.src), wr_ptr.eq(p.dst),
@@ -203,8 +204,8 @@ class DMA(wiring.Component):
                 # read requests (through a skid buffer: valid and ready from flip-flops)
                 m.d.comb += [rd_skid.i.valid.eq(~all_issued), rd_skid.i.payload.addr.eq(rd_ptr)]
                 with m.If(rd_skid.i.valid & rd_skid.i.ready):
-                    m.d.sync += [issued.eq(issued + 1), rd_ptr.eq(rd_ptr + rd_step)]
-                    with m.If(issued + 1 == d.length):
+                    m.d.sync += [to_issue.eq(to_issue - 1), rd_ptr.eq(rd_ptr + rd_step)]
+                    with m.If(to_issue == 1):
                         m.d.sync += all_issued.eq(1)
                 # returned words -> writes
                 m.d.comb += [wr_skid.i.payload.addr.eq(wr_ptr),
@@ -212,12 +213,12 @@ class DMA(wiring.Component):
                              wr_skid.i.valid.eq(self.rd_data.valid & ~self.rd_data.payload.err),
                              self.rd_data.ready.eq(wr_skid.i.ready)]
                 with m.If(self.rd_data.valid & self.rd_data.ready):
-                    m.d.sync += [wr_ptr.eq(wr_ptr + wr_step), received.eq(received + 1)]
+                    m.d.sync += [wr_ptr.eq(wr_ptr + wr_step), to_receive.eq(to_receive - 1)]
                     with m.If(self.rd_data.payload.err):
                         m.d.sync += code.eq(DMAError.READ_ERROR)
                     with m.Else():
                         m.d.sync += count.eq(count + 1)
-                    with m.If(received + 1 == d.length):
+                    with m.If(to_receive == 1):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 # the last writes leave the skid buffer before the status is reported

@@ -23,7 +23,9 @@ from pathlib import Path
 
 from hdlgen.errors import UserError
 
-__all__ = ["add_arguments", "run", "load_program"]
+__all__ = ["HELP", "add_arguments", "run", "load_program"]
+
+HELP = "check registers, memory and link robustness of a device (simulated or on a board)"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = REPO_ROOT / "firmware" / "selftest.py"

@@ -2,11 +2,11 @@
 activation scratchpads, and host access to any bank over Wishbone.
 
 :class:`MemoryBank` is a :class:`~hdlgen.blocks.bram.BlockRAM` of ``width`` bits (a multiple
-of 32) whose port ``a`` belongs to the host, through a 32-bit Wishbone subordinate ``bus``
-(byte selects honoured), and whose port ``b`` is exported as ``port`` for the compute side
-(raw :class:`~hdlgen.blocks.bram.PortSignature`: address + ``en`` in, ``rdata``
-:attr:`MemoryBank.latency` cycles later (3 on weight banks, 2 on scratchpads), no back-pressure; the consumer carries a valid bit alongside, which keeps the MAC
-array free of a global stall net)::
+of 32) with a 32-bit Wishbone subordinate ``bus`` for the host (byte selects honoured) and a
+compute port ``port`` (raw :class:`~hdlgen.blocks.bram.PortSignature`: address + ``en`` in,
+``rdata`` :attr:`MemoryBank.latency` cycles later, 3 on weight banks and 2 on scratchpads;
+no back-pressure: the consumer carries a valid bit alongside, which keeps the MAC array free
+of a global stall net)::
 
     bank = weight_bank(config, rows=512)          # width = lanes * macs_per_lane * 8 bits
     dec.add(bank.bus, addr=WEIGHTS_BASE, name="weights")

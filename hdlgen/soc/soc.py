@@ -70,6 +70,7 @@ class SoC(wiring.Component):
     def __init__(self, config: AcceleratorConfig | None = None, *, byte_port: bool = False,
                  link_timeout_cycles: int | None = None, bus_timeout_cycles: int = 1024,
                  rx_fifo_depth: int = 64):
+        self._MustUse__silence = True         # not "unused" if the arguments are rejected
         config = (config or AcceleratorConfig()).check()
         self._config = config
         self._byte_port = bool(byte_port)
@@ -84,6 +85,7 @@ class SoC(wiring.Component):
             if entry.name not in ("ctrl", "scratch"):
                 raise UserError(f"bus layout entry {entry.name!r} has no subordinate in "
                                 f"hdlgen.soc.soc.SoC; add one there")
+        self._MustUse__silence = False
         members = {"leds": Out(8)}
         if byte_port:
             members.update(rx_byte=In(stream.Signature(8)), tx_byte=Out(stream.Signature(8)))
@@ -181,6 +183,7 @@ class WishboneRAM(wiring.Component):
 
     def __init__(self, depth: int, init=None):
         if not isinstance(depth, int) or depth < 2 or depth & (depth - 1):
+            self._MustUse__silence = True     # rejected: not an unused elaboratable
             raise ValueError(f"depth must be a power of two >= 2 words, not {depth!r}")
         self._depth = depth
         self._init = init

@@ -76,7 +76,9 @@ class UARTTx(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, divisor: int):
+        self._MustUse__silence = True     # not "unused" if the argument is rejected
         _check_divisor(divisor)
+        self._MustUse__silence = False
         self._divisor = divisor
         super().__init__()
 
@@ -130,7 +132,9 @@ class UARTRx(wiring.Component):
     overrun: Out(1)
 
     def __init__(self, divisor: int):
+        self._MustUse__silence = True     # not "unused" if the argument is rejected
         _check_divisor(divisor)
+        self._MustUse__silence = False
         self._divisor = divisor
         super().__init__()
 

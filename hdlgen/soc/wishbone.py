@@ -151,8 +151,10 @@ class Decoder(wiring.Component):
     """
 
     def __init__(self, *, addr_width: int, data_width: int = 32, granularity: int = 8):
+        self._MustUse__silence = True         # not "unused" if the arguments are rejected
         self._sig = Signature(addr_width=addr_width, data_width=data_width, granularity=granularity)
         self._subs = []  # (name, base_byte, size_bytes, bus)
+        self._MustUse__silence = False
         super().__init__({"bus": In(self._sig)})
 
     @property
@@ -269,6 +271,7 @@ class Arbiter(wiring.Component):
 
     def __init__(self, n: int, *, addr_width: int, data_width: int = 32, granularity: int = 8):
         if not isinstance(n, int) or n < 1:
+            self._MustUse__silence = True     # rejected: not an unused elaboratable
             raise TypeError(f"n must be a positive integer, not {n!r}")
         sig = Signature(addr_width=addr_width, data_width=data_width, granularity=granularity)
         self._n = n

@@ -18,11 +18,12 @@ any number of channels and any layer. The integrator streams them from wherever 
 
 Datapath: ``x * mult`` (33 x 16 bits) uses two ``MULT18X18D`` (x split at bit 17) with their
 input and output registers on; a fabric register after the DSPs; then the 49-bit sum, three shift stages
-(by 0/16/32/48, 0/4/8/12, 0..3), rounding, range flags, saturation, each one register.
+(by 0/16/32/48, then, on ``out_bits + 17`` bits with an overflow flag, 0/4/8/12 and 0..3),
+rounding, range flags, saturation, each one register.
 Latency 12 cycles, one item per cycle, no stall net (see :mod:`hdlgen.blocks.pointwise_kit`).
 """
 
-from amaranth.hdl import Elaboratable, Module, Signal, signed, unsigned
+from amaranth.hdl import Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -86,32 +87,42 @@ class RequantCore(Elaboratable):
             for k in range(4):
                 with m.Case(k):
                     m.d.sync += t1.eq(v >> (16 * k))
-        # c + 6, c + 7: shift by 0/4/8/12, then by 0..3 (4:1 muxes: one LUT level each)
+        # From here on only n = out_bits + 17 bits are kept: if t1 does not fit in n bits,
+        # |t1| >= 2**(out_bits + 16), so after at most 15 more bits of shift the result
+        # saturates anyway (towards t1's sign); a flag carries that along.
+        ob = self.out_bits
+        n = ob + 17
+        # c + 6: shift by 0/4/8/12 (4:1 mux, one LUT level); t1's range flag
         sh5 = delay(m, sh4, 1, name="sh5")
-        t15 = Signal(signed(wv), reset_less=True)
+        t15 = Signal(signed(n), reset_less=True)
         with m.Switch(sh5[2:4]):
             for k in range(4):
                 with m.Case(k):
-                    m.d.sync += t15.eq(t1 >> (4 * k))
+                    m.d.sync += t15.eq((t1 >> (4 * k))[:n])
+        ovf = Signal(reset_less=True)
+        sgn = Signal(reset_less=True)
+        m.d.sync += [ovf.eq(~(~t1[n - 1:].any() | t1[n - 1:].all())), sgn.eq(t1[-1])]
+        # c + 7: shift by 0..3
         sh6 = delay(m, sh5, 1, name="sh6")
-        t2 = Signal(signed(wv), reset_less=True)
+        t2 = Signal(signed(n), reset_less=True)
         with m.Switch(sh6[0:2]):
             for k in range(4):
                 with m.Case(k):
                     m.d.sync += t2.eq(t15 >> k)
         # c + 8: round half up: r = (t2 + 1) >> 1 = u >> 1
-        u = Signal(signed(wv), reset_less=True)
+        u = Signal(signed(n + 1), reset_less=True)
         m.d.sync += u.eq(t2 + 1)
-        # c + 9: the low bits of r and the range flags of its upper bits (LUT reductions)
-        ob = self.out_bits
+        ovf8 = delay(m, ovf, 2, name="ovf")
+        sgn8 = delay(m, sgn, 2, name="sgn")
+        # c + 9: the low bits of r and whether it saturates (LUT reductions)
         r_lo = Signal(signed(ob), reset_less=True)
-        top_any = Signal(reset_less=True)
-        top_all = Signal(reset_less=True)
+        sat = Signal(reset_less=True)
         neg = Signal(reset_less=True)
-        m.d.sync += [r_lo.eq(u[1:ob + 1]), top_any.eq(u[ob:].any()), top_all.eq(u[ob:].all()),
-                     neg.eq(u[-1])]
+        top = u[ob:]
+        m.d.sync += [r_lo.eq(u[1:ob + 1]), sat.eq(ovf8 | ~(~top.any() | top.all())),
+                     neg.eq(Mux(ovf8, sgn8, u[-1]))]
         # c + 10: saturate
-        with m.If(~top_any | top_all):
+        with m.If(~sat):
             m.d.sync += self.y.eq(r_lo)
         with m.Elif(neg):
             m.d.sync += self.y.eq(-(1 << (ob - 1)))

@@ -152,83 +152,88 @@ class DMA(wiring.Component):
         m.d.comb += self.status.payload.code.eq(code)
         m.d.comb += self.status.payload.count.eq(count)
 
-        with m.FSM(name="dma") as fsm:
-            with m.State("IDLE"):
-                m.d.comb += self.desc.ready.eq(1)
-                with m.If(self.desc.valid):
-                    p = self.desc.payload
-                    m.d.sync += [d.eq(p), code.eq(DMAError.OK), count.eq(0), all_issued.eq(0),
-                                 to_issue.eq(p.length), to_receive.eq(p.length),
-                                 mplier.eq(p.length - 1), s_mcand.eq(p.src_stride),
-                                 d_mcand.eq(p.dst_stride), s_off.eq(0), d_off.eq(0),
-                                 rd_ptr.eq(p.src), wr_ptr.eq(p.dst),
-                                 rd_step.eq(p.src_stride << 2), wr_step.eq(p.dst_stride << 2)]
-                    with m.If(p.length == 0):
-                        m.d.sync += code.eq(DMAError.LENGTH_ZERO)
-                        m.next = "STATUS"
-                    with m.Elif(p.src[:2].any() | p.dst[:2].any()):
-                        m.d.sync += code.eq(DMAError.MISALIGNED)
-                        m.next = "STATUS"
-                    with m.Else():
-                        m.next = "MULTIPLY"
-            with m.State("MULTIPLY"):
-                with m.If(mplier == 0):
-                    m.next = "CHECK"
-                with m.Else():
-                    with m.If(mplier[0]):
-                        m.d.sync += [s_off.eq(s_off + s_mcand), d_off.eq(d_off + d_mcand)]
-                    m.d.sync += [mplier.eq(mplier >> 1), s_mcand.eq(s_mcand << 1),
-                                 d_mcand.eq(d_mcand << 1)]
-            with m.State("CHECK"):
-                # last addresses first (registered), then one comparison per region
-                m.d.sync += [s_last.eq(d.src + (s_off << 2)), d_last.eq(d.dst + (d_off << 2))]
-                m.next = "COMPARE"
-            with m.State("COMPARE"):
-                for i, r in enumerate(self._regions):
-                    lo, hi = r.base, r.base + r.size
-                    m.d.sync += [
-                        src_in[i].eq(("r" in r.access) & (d.src >= lo) & (s_last < hi)),
-                        dst_in[i].eq(("w" in r.access) & (d.dst >= lo) & (d_last < hi)),
-                    ]
-                m.next = "DECIDE"
-            with m.State("DECIDE"):
-                with m.If(~src_in.any()):
-                    m.d.sync += code.eq(DMAError.BAD_SRC)
-                    m.next = "STATUS"
-                with m.Elif(~dst_in.any()):
-                    m.d.sync += code.eq(DMAError.BAD_DST)
-                    m.next = "STATUS"
-                with m.Else():
-                    m.next = "RUN"
-            with m.State("RUN"):
-                # read requests (through a skid buffer: valid and ready from flip-flops)
-                m.d.comb += [rd_skid.i.valid.eq(~all_issued), rd_skid.i.payload.addr.eq(rd_ptr)]
-                with m.If(rd_skid.i.valid & rd_skid.i.ready):
-                    m.d.sync += [to_issue.eq(to_issue - 1), rd_ptr.eq(rd_ptr + rd_step)]
-                    with m.If(to_issue == 1):
-                        m.d.sync += all_issued.eq(1)
-                # returned words -> writes
-                m.d.comb += [wr_skid.i.payload.addr.eq(wr_ptr),
-                             wr_skid.i.payload.data.eq(self.rd_data.payload.data),
-                             wr_skid.i.valid.eq(self.rd_data.valid & ~self.rd_data.payload.err),
-                             self.rd_data.ready.eq(wr_skid.i.ready)]
-                with m.If(self.rd_data.valid & self.rd_data.ready):
-                    m.d.sync += [wr_ptr.eq(wr_ptr + wr_step), to_receive.eq(to_receive - 1)]
-                    with m.If(self.rd_data.payload.err):
-                        m.d.sync += code.eq(DMAError.READ_ERROR)
-                    with m.Else():
-                        m.d.sync += count.eq(count + 1)
-                    with m.If(to_receive == 1):
-                        m.next = "DRAIN"
-            with m.State("DRAIN"):
-                # the last writes leave the skid buffer before the status is reported
-                with m.If(~wr_skid.o.valid):
-                    m.next = "STATUS"
-            with m.State("STATUS"):
-                m.d.comb += self.status.valid.eq(1)
-                with m.If(self.status.ready):
-                    m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        # One-hot state flags: every clock enable is one flag AND one handshake, no state
+        # decode on the paths to the wide pointer registers.
+        st = {n: Signal(name=f"st_{n}", init=(n == "idle"))
+              for n in ("idle", "mul", "check", "cmp", "decide", "run", "drain", "status")}
+
+        def goto(cur, nxt):
+            m.d.sync += [st[cur].eq(0), st[nxt].eq(1)]
+
+        # IDLE: take a descriptor; length and alignment are checked at once
+        m.d.comb += self.desc.ready.eq(st["idle"])
+        with m.If(st["idle"] & self.desc.valid):
+            p = self.desc.payload
+            m.d.sync += [d.eq(p), code.eq(DMAError.OK), count.eq(0), all_issued.eq(0),
+                         to_issue.eq(p.length), to_receive.eq(p.length),
+                         mplier.eq(p.length - 1), s_mcand.eq(p.src_stride),
+                         d_mcand.eq(p.dst_stride), s_off.eq(0), d_off.eq(0),
+                         rd_ptr.eq(p.src), wr_ptr.eq(p.dst),
+                         rd_step.eq(p.src_stride << 2), wr_step.eq(p.dst_stride << 2)]
+            with m.If(p.length == 0):
+                m.d.sync += code.eq(DMAError.LENGTH_ZERO)
+                goto("idle", "status")
+            with m.Elif(p.src[:2].any() | p.dst[:2].any()):
+                m.d.sync += code.eq(DMAError.MISALIGNED)
+                goto("idle", "status")
+            with m.Else():
+                goto("idle", "mul")
+        # MULTIPLY: shift-and-add (length - 1) * stride
+        with m.If(st["mul"]):
+            with m.If(mplier == 0):
+                goto("mul", "check")
+            with m.Else():
+                with m.If(mplier[0]):
+                    m.d.sync += [s_off.eq(s_off + s_mcand), d_off.eq(d_off + d_mcand)]
+                m.d.sync += [mplier.eq(mplier >> 1), s_mcand.eq(s_mcand << 1),
+                             d_mcand.eq(d_mcand << 1)]
+        # CHECK: last addresses (registered), COMPARE: one comparison per region
+        with m.If(st["check"]):
+            m.d.sync += [s_last.eq(d.src + (s_off << 2)), d_last.eq(d.dst + (d_off << 2))]
+            goto("check", "cmp")
+        with m.If(st["cmp"]):
+            for i, r in enumerate(self._regions):
+                lo, hi = r.base, r.base + r.size
+                m.d.sync += [
+                    src_in[i].eq(("r" in r.access) & (d.src >= lo) & (s_last < hi)),
+                    dst_in[i].eq(("w" in r.access) & (d.dst >= lo) & (d_last < hi)),
+                ]
+            goto("cmp", "decide")
+        with m.If(st["decide"]):
+            with m.If(~src_in.any()):
+                m.d.sync += code.eq(DMAError.BAD_SRC)
+                goto("decide", "status")
+            with m.Elif(~dst_in.any()):
+                m.d.sync += code.eq(DMAError.BAD_DST)
+                goto("decide", "status")
+            with m.Else():
+                goto("decide", "run")
+        # RUN: read requests (through a skid buffer: valid and ready from flip-flops) ...
+        m.d.comb += [rd_skid.i.valid.eq(st["run"] & ~all_issued), rd_skid.i.payload.addr.eq(rd_ptr)]
+        with m.If(rd_skid.i.valid & rd_skid.i.ready):
+            m.d.sync += [to_issue.eq(to_issue - 1), rd_ptr.eq(rd_ptr + rd_step)]
+            with m.If(to_issue == 1):
+                m.d.sync += all_issued.eq(1)
+        # ... and returned words become writes
+        m.d.comb += [wr_skid.i.payload.addr.eq(wr_ptr),
+                     wr_skid.i.payload.data.eq(self.rd_data.payload.data),
+                     wr_skid.i.valid.eq(st["run"] & self.rd_data.valid & ~self.rd_data.payload.err),
+                     self.rd_data.ready.eq(st["run"] & wr_skid.i.ready)]
+        with m.If(self.rd_data.valid & self.rd_data.ready):
+            m.d.sync += [wr_ptr.eq(wr_ptr + wr_step), to_receive.eq(to_receive - 1)]
+            with m.If(self.rd_data.payload.err):
+                m.d.sync += code.eq(DMAError.READ_ERROR)
+            with m.Else():
+                m.d.sync += count.eq(count + 1)
+            with m.If(to_receive == 1):
+                goto("run", "drain")
+        # DRAIN: the last writes leave the skid buffer before the status is reported
+        with m.If(st["drain"] & ~wr_skid.o.valid):
+            goto("drain", "status")
+        m.d.comb += self.status.valid.eq(st["status"])
+        with m.If(st["status"] & self.status.ready):
+            goto("status", "idle")
+        m.d.comb += self.busy.eq(~st["idle"])
         return m
 
 

@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdlgen.bench.registry import BlockBench
 from hdlgen.blocks.bram import READ_LATENCY, BlockRAM
-from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, Mult18, delay, saturate
+from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, delay, mult18, saturate
 from sim.golden.activation import INDEX_BITS, FUNCTIONS, max_abs_error, table8, table16
 
 __all__ = ["Activation", "ActivationCore", "core_latency", "check_args", "bench_configs"]
@@ -86,7 +86,7 @@ class ActivationCore(Elaboratable):
                                               init=words)
             m.d.comb += [rom.a.en.eq(0), rom.b.en.eq(1), rom.b.addr.eq(self.x[fb:])]
             frac = delay(m, self.x[:fb], READ_LATENCY, name="frac")
-            m.submodules.mul = mul = Mult18("interp")
+            m.submodules.mul = mul = mult18()
             m.d.comb += [mul.a.eq(rom.b.rdata[18:36].as_signed()), mul.b.eq(frac)]
             b2 = delay(m, rom.b.rdata[:18].as_signed(), MULT_LATENCY + 1, name="base")
             p = Signal(signed(36), reset_less=True)

@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdlgen.bench.registry import BlockBench
 from hdlgen.blocks.activation import ActivationCore, check_args, core_latency
-from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, Mult18, delay, saturate
+from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, delay, mult18, saturate
 from hdlgen.blocks.requant import RequantCore
 
 __all__ = ["Eltwise", "bench_configs"]
@@ -105,7 +105,7 @@ class Eltwise(wiring.Component):
         m.submodules.silu = silu = ActivationCore("silu", self._bits[0], 16, *self._scales)
         m.d.comb += [silu.valid.eq(v0), silu.x.eq(r0.a), silu.last.eq(r0.last)]
         b1 = delay(m, r0.b, silu.latency, name="b")
-        m.submodules.mul = mul = Mult18("swiglu")
+        m.submodules.mul = mul = mult18()
         m.d.comb += [mul.a.eq(silu.y), mul.b.eq(b1)]
         # per-tensor parameters, registered once
         mult_r = Signal(16, reset_less=True)

@@ -9,10 +9,10 @@ not depend combinationally on ``o.ready``.
 
 Parts
 -----
-:class:`Mult18`
-    Signed 18x18 multiplier with input and output registers (latency 2). On ECP5 it is a
-    ``MULT18X18D`` with ``REG_INPUTA/B`` and ``REG_OUTPUT`` on, so the 3.9 ns multiplier path
-    stays inside the DSP; elsewhere a behavioural equivalent with the same latency.
+:func:`mult18`
+    Signed 18x18 multiplier with input and output registers (latency 2): the shared
+    :class:`hdlgen.blocks.dsp.DSPMultiplier`, a ``MULT18X18D`` with ``REG_INPUTA/B`` and
+    ``REG_OUTPUT`` on, so the 3.9 ns multiplier path stays inside the DSP.
 :class:`CreditPipe`
     Stream ports around a never-stalling core.
 :func:`delay`
@@ -21,62 +21,26 @@ Parts
     Clamp a signed value into ``signed(bits)``.
 """
 
-from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from hdlgen.blocks.ecp5 import is_ecp5
+from hdlgen.blocks.dsp import DSPMultiplier
 
-__all__ = ["Mult18", "CreditPipe", "delay", "saturate", "MULT_LATENCY"]
+__all__ = ["mult18", "CreditPipe", "delay", "saturate", "MULT_LATENCY"]
 
-#: Cycles from ``Mult18.a``/``b`` to ``Mult18.p``.
+#: Cycles from ``a``/``b`` to ``p`` of :func:`mult18`.
 MULT_LATENCY = 2
 
 
-class Mult18(Elaboratable):
-    """Signed 18 x 18 -> 36 multiplier, registered inputs and output (latency 2, no enable).
-
-    Attributes
-    ----------
-    a, b : Signal(signed(18))
-        Operands, sampled at every clock edge (drive them from registers).
-    p : Signal(signed(36))
-        ``a * b`` of two cycles earlier.
-    """
-
-    def __init__(self, name="mult"):
-        self.name = name
-        self.a = Signal(signed(18), name=f"{name}_a")
-        self.b = Signal(signed(18), name=f"{name}_b")
-        self.p = Signal(signed(36), name=f"{name}_p", reset_less=True)
-
-    def elaborate(self, platform):
-        m = Module()
-        if is_ecp5(platform):
-            ports = {}
-            for i in range(18):
-                ports[f"i_A{i}"] = self.a[i]
-                ports[f"i_B{i}"] = self.b[i]
-                ports[f"i_C{i}"] = Const(0)
-            for i in range(36):
-                ports[f"o_P{i}"] = self.p[i]
-            m.submodules.dsp = Instance(
-                "MULT18X18D",
-                p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
-                p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
-                p_CLK0_DIV="ENABLED", p_GSR="DISABLED", p_SOURCEB_MODE="B_SHIFT",
-                p_MULT_BYPASS="DISABLED", p_RESETMODE="SYNC",
-                i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
-                i_CLK0=ClockSignal("sync"), i_CLK1=Const(0), i_CLK2=Const(0), i_CLK3=Const(0),
-                i_CE0=Const(1), i_CE1=Const(0), i_CE2=Const(0), i_CE3=Const(0),
-                i_RST0=Const(0), i_RST1=Const(0), i_RST2=Const(0), i_RST3=Const(0),
-                **ports)
-        else:
-            a_r = Signal(signed(18), reset_less=True)
-            b_r = Signal(signed(18), reset_less=True)
-            m.d.sync += [a_r.eq(self.a), b_r.eq(self.b), self.p.eq(a_r * b_r)]
-        return m
+def mult18():
+    """A signed 18 x 18 -> 36 :class:`hdlgen.blocks.dsp.DSPMultiplier` with input and output
+    registers (latency :data:`MULT_LATENCY`, no enable): drive ``a``/``b`` from registers,
+    read ``p``."""
+    mul = DSPMultiplier(18, 18)
+    assert mul.latency == MULT_LATENCY
+    return mul
 
 
 def delay(m, value, cycles: int, *, name: str, reset: bool = False):

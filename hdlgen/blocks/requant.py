@@ -28,7 +28,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.bench.registry import BlockBench
-from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, Mult18, delay
+from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, delay, mult18
 
 __all__ = ["Requant", "RequantCore", "bench_configs"]
 
@@ -64,8 +64,8 @@ class RequantCore(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mul_lo = lo = Mult18("mul_lo")
-        m.submodules.mul_hi = hi = Mult18("mul_hi")
+        m.submodules.mul_lo = lo = mult18()
+        m.submodules.mul_hi = hi = mult18()
         m.d.comb += [
             lo.a.eq(self.x[:17]),                      # unsigned low part, top bit 0
             hi.a.eq(self.x[17:].as_signed()),          # signed high part

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdlgen.bench.registry import BlockBench
 from hdlgen.blocks.bram import READ_LATENCY, BlockRAM
-from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, Mult18, delay, saturate
+from hdlgen.blocks.pointwise_kit import MULT_LATENCY, CreditPipe, delay, mult18, saturate
 from sim.golden.rope import FRAC_BITS, max_lsb_error, rope_tables
 
 __all__ = ["Rope", "bench_configs"]
@@ -116,7 +116,7 @@ class Rope(wiring.Component):
         x1 = delay(m, r0.x[1], READ_LATENCY, name="x1")
         prods = {}
         for name, a, b in (("x0c", x0, cos), ("x1s", x1, sin), ("x0s", x0, sin), ("x1c", x1, cos)):
-            m.submodules[name] = mul = Mult18(name)
+            m.submodules[name] = mul = mult18()
             m.d.comb += [mul.a.eq(a), mul.b.eq(b)]
             p = Signal(signed(36), name=f"{name}_r", reset_less=True)
             m.d.sync += p.eq(mul.p)                            # fabric register after the DSP

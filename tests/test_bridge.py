@@ -7,7 +7,7 @@ import random
 import zlib
 
 import pytest
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.lib import stream
@@ -253,3 +253,95 @@ def test_bridge_cocotb_scoreboard_can_fail(corrupt):
         {"ram_words": RAM_WORDS, "max_burst": 64, "silent_word": SILENT_WORD, "timeout": 300,
          "corrupt": corrupt})}, check=False)
     assert res.tests > 0 and res.failed > 0
+
+
+# ---- the SoC with an engine, in Amaranth's simulator -----------------------------------------
+
+class _FakeEngine(wiring.Component):
+    """Finishes a job 40 cycles after ``start`` (busy meanwhile); ``error`` if the job's first
+    word in its little memory is odd."""
+    bus: In(wishbone.Signature(addr_width=2))
+    start: In(1)
+    done: Out(1)
+    error: Out(1)
+    error_code: Out(4)
+    unit_busy: Out(2)
+
+    def elaborate(self, platform):
+        m = Module()
+        word = Signal(32)
+        cnt = Signal(8)
+        m.d.comb += self.bus.dat_r.eq(word)
+        m.d.sync += [self.bus.ack.eq(self.bus.cyc & self.bus.stb & ~self.bus.ack),
+                     self.done.eq(0), self.error.eq(0)]
+        with m.If(self.bus.cyc & self.bus.stb & self.bus.we & ~self.bus.ack):
+            m.d.sync += word.eq(self.bus.dat_w)
+        with m.If(self.start):
+            m.d.sync += cnt.eq(40)
+        with m.Elif(cnt != 0):
+            m.d.sync += cnt.eq(cnt - 1)
+            with m.If(cnt == 1):
+                m.d.sync += [self.done.eq(~word[0]), self.error.eq(word[0]), self.error_code.eq(5)]
+        m.d.comb += self.unit_busy.eq(Mux(cnt != 0, 0b11, 0))
+        return m
+
+
+def test_soc_with_engine_amaranth(monkeypatch):
+    from hdlgen.config import AcceleratorConfig
+    from hdlgen.soc import regmap
+    from hdlgen.soc.soc import SoC
+
+    cfg = AcceleratorConfig(scratch_bytes=256)
+    layout = regmap.soc_layout(cfg)
+    monkeypatch.setattr(regmap, "soc_layout",
+                        lambda config=None: layout + [regmap.Window("engine", 0x8000, 16)])
+    rm = regmap.soc_register_map(cfg)
+    eng = _FakeEngine()
+    dut = SoC(cfg, byte_port=True, link_timeout_cycles=500, subordinates={"engine": eng},
+              engine=eng)
+    frames = [
+        encode_request(Opcode.WRITE, 1, 0x8000, payload=[2]),                  # even: success
+        encode_request(Opcode.WRITE, 2, rm.address("CTRL"), payload=[rm.encode("CTRL", START=1)]),
+        encode_request(Opcode.READ, 3, rm.address("STATUS"), count=1),          # busy
+        encode_request(Opcode.READ, 4, 0x8000, count=1),
+    ]
+    replies = []
+
+    async def bench(ctx):
+        parser = protocol.ReplyParser()
+
+        async def exchange(frame, wait=0):
+            for b in frame:
+                ctx.set(dut.rx_byte.valid, 1)
+                ctx.set(dut.rx_byte.payload, b)
+                await ctx.tick().until(dut.rx_byte.ready)
+            ctx.set(dut.rx_byte.valid, 0)
+            ctx.set(dut.tx_byte.ready, 1)
+            for _ in range(2000):
+                if ctx.get(dut.tx_byte.valid):
+                    got = parser.feed(bytes([ctx.get(dut.tx_byte.payload)]))
+                    if got:
+                        await ctx.tick()
+                        replies.extend(got)
+                        await ctx.tick().repeat(wait + 1)
+                        return
+                await ctx.tick()
+            raise AssertionError("no reply")
+
+        for f in frames:
+            await exchange(f)
+        await ctx.tick().repeat(60)
+        await exchange(encode_request(Opcode.READ, 5, rm.address("STATUS"), count=1))
+        await exchange(encode_request(Opcode.READ, 6, rm.address("BUSY_MAC_ARRAY"), count=1))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [r.status for r in replies] == [0] * 6
+    busy = rm.decode("STATUS", replies[2].data[0])
+    assert busy["BUSY"] == 1
+    assert replies[3].data == (2,)
+    final = rm.decode("STATUS", replies[4].data[0])
+    assert final["BUSY"] == 0 and final["DONE"] == 1 and final["ERROR"] == 0
+    assert 30 <= replies[5].data[0] <= 45          # the engine's unit 0 was busy ~40 cycles

@@ -55,6 +55,15 @@ class SoC(wiring.Component):
     rx_fifo_depth : int
         Bytes buffered between the UART receiver and the bridge (the UART has no flow
         control; the bridge does not read while it executes a request or sends a reply).
+    subordinates : dict of str to Component, optional
+        More bus subordinates (each with a ``bus: In(wishbone.Signature(...))`` port), by
+        the name of their entry in :func:`hdlgen.soc.regmap.soc_layout` (which places them).
+    engine : Component, optional
+        The compute engine whose jobs the control block runs: ``start: In(1)`` is pulsed by
+        ``CTRL.START``; its ``done``/``error`` pulses and ``error_code`` end the job; its
+        ``unit_busy`` bits (if any) feed the ``BUSY_<UNIT>`` counters in order; ``abort:
+        In(1)`` (if any) gets ``CTRL.ABORT`` and watchdog aborts. Give it in ``subordinates``
+        too when the host reaches its memories over the bus.
 
     Attributes
     ----------
@@ -69,7 +78,7 @@ class SoC(wiring.Component):
 
     def __init__(self, config: AcceleratorConfig | None = None, *, byte_port: bool = False,
                  link_timeout_cycles: int | None = None, bus_timeout_cycles: int = 1024,
-                 rx_fifo_depth: int = 64):
+                 rx_fifo_depth: int = 64, subordinates: dict | None = None, engine=None):
         self._MustUse__silence = True         # not "unused" if the arguments are rejected
         config = (config or AcceleratorConfig()).check()
         self._config = config
@@ -81,10 +90,22 @@ class SoC(wiring.Component):
             raise UserError(f"rx_fifo_depth={rx_fifo_depth!r} must be an integer >= 4 bytes")
         self._rx_fifo_depth = rx_fifo_depth
         self._layout = regmap.soc_layout(config)
+        self._subs = dict(subordinates or {})
+        names = {entry.name for entry in self._layout}
         for entry in self._layout:
-            if entry.name not in ("ctrl", "scratch"):
-                raise UserError(f"bus layout entry {entry.name!r} has no subordinate in "
-                                f"hdlgen.soc.soc.SoC; add one there")
+            if entry.name not in ("ctrl", "scratch", *self._subs):
+                raise UserError(f"bus layout entry {entry.name!r} has no subordinate: pass it "
+                                f"in SoC(subordinates={{{entry.name!r}: ...}})")
+        for name, sub in self._subs.items():
+            if name not in names:
+                raise UserError(f"subordinate {name!r} has no entry in the bus layout "
+                                f"(hdlgen.soc.regmap.soc_layout): add one there")
+            if not hasattr(sub, "bus"):
+                raise UserError(f"subordinate {name!r} has no Wishbone 'bus' port")
+        for port in ("start", "done", "error", "error_code"):
+            if engine is not None and not hasattr(engine, port):
+                raise UserError(f"the engine has no {port!r} port (see the SoC docstring)")
+        self._engine = engine
         self._MustUse__silence = False
         members = {"leds": Out(8)}
         if byte_port:
@@ -136,6 +157,28 @@ class SoC(wiring.Component):
             elif entry.name == "scratch":
                 m.submodules.scratch = ram = WishboneRAM(entry.size // 4)
                 dec.add(ram.bus, addr=entry.base, name="scratch")
+            else:
+                sub = self._subs[entry.name]
+                m.submodules[entry.name] = sub
+                dec.add(sub.bus, addr=entry.base, name=entry.name)
+
+        engine = self._engine
+        if engine is not None:
+            if engine not in self._subs.values():
+                m.submodules.engine = engine
+            m.d.comb += [
+                engine.start.eq(ctrl.start),
+                ctrl.job_done.eq(engine.done),
+                ctrl.job_error.eq(engine.error),
+                ctrl.job_error_code.eq(engine.error_code.as_value()[:len(ctrl.job_error_code)]
+                                       if hasattr(engine.error_code, "as_value")
+                                       else engine.error_code[:len(ctrl.job_error_code)]),
+            ]
+            if hasattr(engine, "abort"):
+                m.d.comb += engine.abort.eq(ctrl.abort)
+            if hasattr(engine, "unit_busy"):
+                n = min(len(engine.unit_busy), len(ctrl.unit_busy))
+                m.d.comb += ctrl.unit_busy[:n].eq(engine.unit_busy[:n])
 
         # LEDs
         heartbeat = Signal(27)

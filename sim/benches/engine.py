@@ -4,14 +4,19 @@ logit, the logits (output window) and the **whole scratchpad** (every intermedia
 program leaves) are compared with the integer golden model (:mod:`sim.golden.engine`) bit for
 bit after every step.
 
-``HDLGEN_PARAMS`` (JSON, see :func:`build`): ``spec``, ``seed``, ``over`` (model overrides),
-``context``, ``lanes``, ``macs_per_lane``, ``steps`` (list of ``[token, pos]``; a position at or
-beyond the context must end with ``error`` code ``POS_RANGE`` and leave the golden model
-refusing it too), ``stop_after`` (debug: cut the program after that many instructions),
-``corrupt`` (negative test: ``"value"`` flips one expected logit, ``"missing"`` expects one
-more logit than the device gives; the bench must then fail), ``bad_program`` (replace
-instruction ``n`` by an undefined opcode; the step must end with ``BAD_OPCODE``),
-``report`` (path: write cycles per step as JSON).
+``HDLGEN_PARAMS`` (JSON): the model (see :func:`build`: ``spec``, ``seed``, ``over`` (model
+overrides), ``context``, ``lanes``, ``macs_per_lane``) and ``scenarios``, run one after another
+on the one build (the engine is reset and the scratchpad zeroed before each; the weights and
+parameters are loaded once, the program every time). A scenario has ``steps`` (list of
+``[token, pos]``; a position at or beyond the context must end with error ``POS_RANGE``, and
+the golden model must refuse it too) and optionally ``stop_after`` (debug: cut the program after
+that many instructions), ``corrupt`` (``"value"`` flips one expected logit, ``"missing"``
+expects one more logit than the device gives), ``bad_program`` (instruction ``n`` replaced by
+an undefined opcode: every step must end with ``BAD_OPCODE``), ``patch`` (``[n, {field:
+value}, code]``: fields of instruction ``n`` changed; every step must end with error ``code``
+and the golden model must refuse the program too), ``expect_fail`` (the scenario must fail:
+negative tests of the checker). ``outcome`` (path) receives each scenario's result and the
+cycles of every step as JSON.
 """
 
 import json
@@ -135,35 +140,51 @@ if cocotb is not None:
         cycles = await host.read(mp.word("regs", 5))
         return err, code, cycles
 
-    @cocotb.test()
-    async def decode_steps(dut):
-        p = bench_params()
-        cfg, comp = build(p)
+    async def _scenario(dut, host, cfg, comp, mp, p, first):
+        """One scenario: (re)load the memories, zero the scratchpad, run the steps."""
         prog = program_of(comp, p)
         words = [encode(i) for i in prog]
-        if "bad_program" in p:
+        expect_code = None
+        if "patch" in p:
+            n, fields, expect_code = p["patch"]
+            ins = prog[n]
+            words[n] = encode(Instruction.make(ins.op, **{**dict(ins.fields), **fields}))
+        elif "bad_program" in p:
             words[p["bad_program"]] = 63          # opcode 63 is not defined
+            expect_code = "BAD_OPCODE"
         img = comp.image
-        mp = engine_of(cfg, comp).memory_map
-        await start(dut)
-        host = Host(dut)
-        dut.start.value = 0
+        dut.rst.value = 1
         await FallingEdge(dut.clk)
-        for addr, value in mp.image_writes(words, img):
-            await host.write(addr, value)
-        # read back a few words of each memory (the host port itself)
-        for addr, value in mp.image_writes(words, img)[::997]:
-            got = await host.read(addr)
-            assert got == value, f"readback {addr:#x}: {got:#x} != {value:#x}"
+        dut.rst.value = 0
+        await FallingEdge(dut.clk)
+        writes = mp.image_writes(words, img)
+        if first:
+            for addr, value in writes:
+                await host.write(addr, value)
+            # read back a few words of each memory (the host port itself)
+            for addr, value in writes[::997]:
+                got = await host.read(addr)
+                assert got == value, f"readback {addr:#x}: {got:#x} != {value:#x}"
+        else:                                   # weights and parameters are already there
+            for addr, value in writes[:4 * len(words)]:
+                await host.write(addr, value)
+        for e in range(img.act_elements):       # a new sequence starts from a zero scratchpad
+            await host.write(mp.word("scratch", e), 0)
 
-        gold = Golden(img, prog if "bad_program" not in p else comp.program)
+        gold = Golden(img, prog if expect_code is None else comp.program)
         gold.reset()
         report = []
         for token, pos in p["steps"]:
             err, code, cycles = await _run_step(dut, host, mp, token, pos, prog)
-            if "bad_program" in p:
-                assert err and code == ErrorCode.BAD_OPCODE.value, (err, code)
-                dut._log.info(f"bad program refused with code {code}")
+            if expect_code is not None:
+                assert err and code == ErrorCode[expect_code].value, \
+                    f"expected error {expect_code}, got error={err} code={code}"
+                try:
+                    Golden(img, words).step(token, pos)
+                except EngineError as e:
+                    dut._log.info(f"bad program refused with code {code}; golden: {e}")
+                else:
+                    raise AssertionError("the golden model ran the bad program")
                 continue
             if pos >= img.context:
                 assert err and code == ErrorCode.POS_RANGE.value, (err, code)
@@ -206,9 +227,32 @@ if cocotb is not None:
                 f"argmax rtl {(token_rtl, value_rtl)} golden {(r.token, r.value)}"
             dut._log.info(f"step token={token} pos={pos}: next {token_rtl}, {cycles} cycles")
             report.append({"token": token, "pos": pos, "next": token_rtl, "cycles": cycles})
-        if p.get("report"):
-            with open(p["report"], "w") as f:
-                json.dump(report, f)
+        return report
+
+    @cocotb.test()
+    async def scenarios(dut):
+        """Every scenario of ``HDLGEN_PARAMS["scenarios"]`` on one build; a scenario with
+        ``expect_fail`` must fail (negative tests of the checker)."""
+        p = bench_params()
+        cfg, comp = build(p)
+        mp = engine_of(cfg, comp).memory_map
+        await start(dut)
+        host = Host(dut)
+        dut.start.value = 0
+        outcomes = []
+        for n, sc in enumerate(p["scenarios"]):
+            try:
+                report = await _scenario(dut, host, cfg, comp, mp, sc, n == 0)
+                outcomes.append({"passed": True, "steps": report})
+            except AssertionError as e:
+                outcomes.append({"passed": False, "message": str(e)})
+            dut._log.info(f"scenario {n}: {outcomes[-1]}")
+        if p.get("outcome"):
+            with open(p["outcome"], "w") as f:
+                json.dump(outcomes, f)
+        for n, (sc, out) in enumerate(zip(p["scenarios"], outcomes)):
+            assert out["passed"] != bool(sc.get("expect_fail")), \
+                f"scenario {n} {sc}: {out.get('message', 'passed but should have failed')}"
 
 
 def run(p: dict, check: bool = True):

@@ -135,7 +135,8 @@ def _amaranth_run(dut, vectors, stall, seed):
     ("rmsnorm", {"dim": 64, "in_width": 8, "eps": 0.5}, 6),        # stories260K
     ("layernorm", {"dim": 768, "in_width": 16, "eps": 1.0}, 2),    # GPT-2
     ("rmsnorm", {"dim": 172, "in_width": 16, "eps": 0.0}, 2),
-    ("layernorm", {"dim": 1, "in_width": 8, "eps": 0.0}, 4),
+    ("layernorm", {"dim": 1, "in_width": 8, "eps": 0.0}, 4),          # length 1
+    ("rmsnorm", {"dim": 1, "in_width": 16, "eps": 0.0}, 4),
 ])
 def test_amaranth_sim_matches_golden(kind, kw, count):
     dut = CLASSES[kind](**kw)
@@ -153,8 +154,9 @@ def test_amaranth_sim_matches_golden(kind, kw, count):
 
 # ---- cocotb on the Verilog ---------------------------------------------------------------------
 
-SMALL = {"rmsnorm": {"dim": 13, "in_width": 16, "eps": 0.5},
-         "layernorm": {"dim": 10, "in_width": 8, "eps": 0.25, "out_frac": 3}}
+# Short vectors: the next vector's scalar phase overlaps the tail of the output pipeline.
+SMALL = {"rmsnorm": {"dim": 3, "in_width": 16, "eps": 0.5},
+         "layernorm": {"dim": 6, "in_width": 8, "eps": 0.25, "out_frac": 3}}
 
 
 def _cocotb(kind, *, count=None, testcase=None, check=True, **extra):

@@ -141,7 +141,7 @@ def test_cocotb_random_rows(stall):
 
 @pytest.mark.parametrize("params", [SMALL, FULL], ids=["small", "full"])
 def test_cocotb_edge_cases(params):
-    _cocotb(params, testcase=["all_equal", "extremes", "length_one", "overlong"],
+    _cocotb(params, testcase=["all_equal", "extremes", "saturation", "length_one", "overlong"],
             stall_in=0.1, stall_out=0.3)
 
 

@@ -139,7 +139,10 @@ class NormEngine(wiring.Component):
         it_last = Signal()                  # registered it == 16 (SQRT and DIV take 17 steps)
         recip = Signal(17)
         numr = Signal(17)
+        # Per-vector constants of the output pass, copied when it starts: the next vector's
+        # scalar phase may begin while the last items are still in the output pipeline.
         s1_out = Signal.like(s1)
+        shr_o = Signal.like(shr)
 
         # ---- OUT pipeline ----------------------------------------------------------------
         gl = self.g.payload
@@ -176,7 +179,7 @@ class NormEngine(wiring.Component):
         q = wm2.p
         za = Signal(signed(p.q_width), reset_less=True)
         zb = Signal(signed(p.q_width), reset_less=True)
-        m.d.sync += [za.eq(q >> Cat(Const(0, 3), shr[3:])), zb.eq(za >> shr[:3])]
+        m.d.sync += [za.eq(q >> Cat(Const(0, 3), shr_o[3:])), zb.eq(za >> shr_o[:3])]
         half = 1 << (p.guard - 1)
         if ln:
             beta_t = delay(m, beta_t, pre + lat + 1, name="o_betaq")
@@ -234,7 +237,7 @@ class NormEngine(wiring.Component):
         # DRAIN: the squares still in the DSP reach s2 (a delayed pulse, no counter compare).
         drain_done = delay(m, xfer & at_last, MUL18_LATENCY + 2, name="drain", reset=True)
         with m.If(drain_done):
-            m.d.sync += [s1_out.eq(s1), st_drain.eq(0)]
+            m.d.sync += st_drain.eq(0)
             if ln:
                 m.d.sync += [acc.eq(p.eps_int >> EPS_BITS), ma.eq(s2), mb.eq(D),
                              phase.eq(0), mit.eq(0), st_mul.eq(1)]
@@ -330,6 +333,7 @@ class NormEngine(wiring.Component):
             m.d.sync += [numr.eq(numr << 1), it.eq(it + 1)]
             with m.If(it_last):
                 m.d.sync += [oi.eq(0), oi_more.eq(1), s1.eq(0), s2.eq(s2_start),
+                             s1_out.eq(s1), shr_o.eq(shr),
                              st_div.eq(0), st_out.eq(1)]
         # OUT
         can = Signal()

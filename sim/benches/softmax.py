@@ -125,3 +125,17 @@ async def overlong(dut):
     rows = [[rng.randint(lo, hi) for _ in range(max_len + extra)] for extra in (1, 2, 7)]
     rows.append([rng.randint(lo, hi) for _ in range(3)])   # the next row is unaffected
     await _check_rows(dut, rows, rng)
+
+
+@cocotb.test()
+async def saturation(dut):
+    """One dominant logit per row: its probability saturates to 2**out_bits - 1 and the
+    others underflow to 0 (exp of the largest differences is below the table's range)."""
+    rng = bench_rng("softmax-saturation")
+    lo, hi, max_len = _limits()
+    rows = []
+    for n in sorted({1, 2, 5, max_len}):
+        row = [lo] * n
+        row[rng.randrange(n)] = hi
+        rows.append(row)
+    await _check_rows(dut, rows, rng)

@@ -99,3 +99,16 @@ def test_cli_check(tmp_path, capsys):
     out = tmp_path / "m.json"
     assert regmap.main(["--json", str(out)]) == 0
     assert RegisterMap.from_json(out).address("SCRATCH") == 0x1C
+
+
+def test_extra_entries_and_overlap_check():
+    from hdlgen.blocks.dma import dma_registers
+    extra = (regmap.Bank("dma", 0x100, 0x20, tuple(dma_registers()), "DMA."),
+             regmap.Window("engine", 0x10_0000, 0x1_0000, "Engine."))
+    rm = soc_register_map(extra=extra)
+    assert rm.address("DMA_STATUS") == 0x114 and rm.window("engine") == (0x10_0000, 0x1_0000)
+    assert "HDLGEN_DMA_STATUS_CODE_MASK" in rm.c_header() and "## Bank `dma`" in rm.markdown()
+    with pytest.raises(regmap.UserError, match="overlaps"):
+        soc_register_map(extra=(regmap.Window("bad", regmap.SCRATCH_BASE + 0x100, 0x100),))
+    with pytest.raises(regmap.UserError, match="used twice"):
+        soc_register_map(extra=(regmap.Window("scratch", 0x20_0000, 0x100),))

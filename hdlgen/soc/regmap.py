@@ -115,8 +115,13 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def soc_layout(config=None) -> list:
-    """Banks and windows of the SoC bus, byte addresses (the single definition)."""
+def soc_layout(config=None, extra=()) -> list:
+    """Banks and windows of the SoC bus, byte addresses (the single definition).
+
+    ``extra``: further :class:`Bank` / :class:`Window` entries (an engine's window, a DMA
+    register bank, ...) placed by the caller; names must be new and windows must not
+    overlap (checked by :meth:`RegisterMap.from_layout`).
+    """
     from hdlgen.config import AcceleratorConfig
     from hdlgen.soc import control
     config = (config or AcceleratorConfig()).check()
@@ -126,15 +131,17 @@ def soc_layout(config=None) -> list:
              "Identification, job control and status, counters, watchdog."),
         Window("scratch", SCRATCH_BASE, _pow2_at_least(config.scratch_bytes),
                f"On-chip scratch RAM, {config.scratch_bytes} bytes, 32-bit words, byte writes."),
+        *extra,
     ]
 
 
-def soc_register_map(config=None) -> "RegisterMap":
-    """The :class:`RegisterMap` of the SoC built for ``config``."""
+def soc_register_map(config=None, extra=()) -> "RegisterMap":
+    """The :class:`RegisterMap` of the SoC built for ``config`` (``extra`` as for
+    :func:`soc_layout`)."""
     from hdlgen.config import AcceleratorConfig
     from hdlgen.soc import control
     config = (config or AcceleratorConfig()).check()
-    layout = soc_layout(config)
+    layout = soc_layout(config, extra)
     ctrl = next(e for e in layout if e.name == "ctrl")
     return RegisterMap.from_layout(layout, config=asdict(config),
                                    config_hash=ctrl.registers[1].fields[0].reset,
@@ -161,10 +168,17 @@ class RegisterMap:
     def from_layout(cls, layout, *, config: dict, config_hash: int, version) -> "RegisterMap":
         regs, windows, banks = [], [], []
         names = set()
+        placed = []
         for e in layout:
             if e.name in names:
                 raise UserError(f"bus entry name {e.name!r} is used twice")
             names.add(e.name)
+            for other in placed:
+                if e.base < other.base + other.size and other.base < e.base + e.size:
+                    raise UserError(f"bus entry {e.name!r} at {e.base:#x}..{e.base + e.size - 1:#x} "
+                                    f"overlaps {other.name!r} at {other.base:#x}.."
+                                    f"{other.base + other.size - 1:#x}")
+            placed.append(e)
             if isinstance(e, Bank):
                 banks.append({"name": e.name, "base": e.base, "size": e.size, "desc": e.desc})
                 for r in e.registers:

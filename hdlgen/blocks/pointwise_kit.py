@@ -119,7 +119,7 @@ class CreditPipe(wiring.Component):
             self.core_valid.eq(accept),
             self.core_in.eq(self.i.payload),
             fifo.w_en.eq(self.core_out_valid),
-            fifo.w_data.eq(self.core_out.as_value()),
+            fifo.w_data.eq(Value.cast(self.core_out)),
             self.o.valid.eq(fifo.r_rdy),
             self.o.payload.eq(fifo.r_data),
             fifo.r_en.eq(self.o.ready),

@@ -162,9 +162,11 @@ class MACArray(wiring.Component):
         Longest dot product, elements, that must not overflow the accumulator
         (``AcceleratorConfig.max_dot_length``).
     post_dsp_registers : int
-        Fabric registers between each DSP output and the adder tree (at least 1). With 2 the
-        placer can put one next to the DSP and one next to the tree: the DSPs of a lane are
-        spread along a DSP row and a single register cannot be close to both ends.
+        Fabric registers between each DSP output and the adder tree (at least 1). The DSPs
+        of a lane end up spread along the DSP rows (128 of the 85F's 156 DSPs are used), so
+        a product may travel half the die to its adder tree; with several registers the
+        placer splits that route (measured on the 85F, 16 x 8: one register 135 MHz, two
+        146 MHz, both limited by a DSP-to-register route).
     dsp_pipeline : bool
         Also use the MULT18X18D pipeline register (one more cycle of latency).
 
@@ -184,7 +186,7 @@ class MACArray(wiring.Component):
     """
 
     def __init__(self, lanes: int = 16, macs_per_lane: int = 8, acc_width: int = 32,
-                 max_dot_length: int = 4096, *, post_dsp_registers: int = 2,
+                 max_dot_length: int = 4096, *, post_dsp_registers: int = 3,
                  dsp_pipeline: bool = False):
         for name, value in (("lanes", lanes), ("macs_per_lane", macs_per_lane),
                             ("acc_width", acc_width), ("max_dot_length", max_dot_length)):

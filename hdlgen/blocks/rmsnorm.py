@@ -248,42 +248,38 @@ class NormEngine(wiring.Component):
         if ln:
             # MUL: acc = dim * S2 - |S1| * |S1| (+ EPS >> 8, its start value), one partial
             # product per two cycles: the wide addition is split in two halves with a
-            # registered carry. Each phase has its own shifting operand pair (the phase
-            # select sits in the adder's input LUTs, not in front of wide registers); the
-            # second phase adds -|S1| << i (two's complement). ``last_it`` marks a phase's
-            # last step.
+            # registered carry. One shifting operand pair (ma, mb): S2 << i and dim >> i,
+            # then -|S1| << i (two's complement, so both phases only add) and |S1| >> i; its
+            # load selects are flip-flops (``switch`` is decided a cycle early).
+            # ``last_it`` marks a phase's last step.
             l0, l1 = D.bit_length(), p.s1_width - 1
             AW = len(acc)
             H = AW // 2
             a1 = Signal(p.s1_width)
-            ma1 = Signal(AW)                     # -|S1| << i
-            mb1 = Signal(p.s1_width)             # |S1| >> i
+            neg_a1 = Signal(AW)
             last_it = Signal()
             hstep = Signal()
             step = Signal()                      # second half: shift, count
+            switch = Signal()                    # this step ends phase 0
             carry = Signal()
-            addend = Signal(AW)
-            bit = Signal()
             lo_sum = Signal(H + 1)
-            m.d.comb += [addend.eq(Mux(phase, ma1, ma)), bit.eq(Mux(phase, mb1[0], mb[0])),
-                         lo_sum.eq(acc[:H] + addend[:H]), step.eq(st_mul & hstep)]
+            m.d.comb += [lo_sum.eq(acc[:H] + ma[:H]), step.eq(st_mul & hstep)]
+            m.d.sync += [neg_a1.eq(-a1), switch.eq(st_mul & ~hstep & last_it & ~phase)]
             with m.If(drain_done):
                 m.d.sync += [a1.eq(Mux(s1 < 0, -s1, s1)), last_it.eq(l0 == 1), hstep.eq(0)]
-            with m.If(~phase):
-                m.d.sync += [ma1.eq(-a1), mb1.eq(a1)]
+            with m.If(switch):
+                m.d.sync += [ma.eq(neg_a1), mb.eq(a1)]
             with m.Elif(step):
-                m.d.sync += [ma1.eq(ma1 << 1), mb1.eq(mb1 >> 1)]
-            with m.If(step & ~phase):
                 m.d.sync += [ma.eq(ma << 1), mb.eq(mb >> 1)]
             with m.If(st_mul & ~hstep):
-                with m.If(bit):
+                with m.If(mb[0]):
                     m.d.sync += [acc[:H].eq(lo_sum[:H]), carry.eq(lo_sum[H])]
                 with m.Else():
                     m.d.sync += carry.eq(0)
                 m.d.sync += hstep.eq(1)
             with m.If(step):
-                with m.If(bit):
-                    m.d.sync += acc[H:].eq(acc[H:] + addend[H:] + carry)
+                with m.If(mb[0]):
+                    m.d.sync += acc[H:].eq(acc[H:] + ma[H:] + carry)
                 m.d.sync += [mit.eq(mit + 1), hstep.eq(0),
                              last_it.eq(Mux(phase, mit == l1 - 2, mit == l0 - 2))]
                 with m.If(last_it & ~phase):

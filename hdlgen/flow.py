@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -240,7 +240,7 @@ class OOCWrapper(wiring.Component):
         m.submodules.dut = dut = self._dut
         ins, outs = [], []
         for _path, member, value in dut.signature.flatten(dut):
-            (ins if member.flow == In else outs).append(value)
+            (ins if member.flow == In else outs).append(Value.cast(value))
         if ins:
             chain = Signal(sum(len(v) for v in ins))
             m.d.sync += chain.eq(Cat(self.si, chain[:-1]))

@@ -35,8 +35,10 @@ def test_plan_only_build_of_every_device(device, tmp_path):
     assert "top.il" in files and "top.lpf" in files
     il = files["top.il"]
     assert "EHXPLLL" in il
-    assert 'FREQUENCY 125' in files["top.lpf"] or "125" in files["top.lpf"]
+    assert f"parameter \\CLKFB_DIV {top.pll.clkfb_div}" in il
+    assert top.sys_clk_mhz == bdev.config.sys_clk_mhz
     lpf = files["top.lpf"]
+    assert 'FREQUENCY PORT "clk25_0__io" 25000000' in lpf   # nextpnr derives the PLL output
     assert "M1" in lpf and "L4" in lpf      # FT231X UART pins
 
 

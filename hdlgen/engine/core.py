@@ -48,10 +48,8 @@ instruction's phases, which stream operands through one unit and the results bac
 ``MATMAT`` (prefill tiles) is not implemented: it ends the job with ``UNSUPPORTED``.
 """
 
-from math import gcd
-
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, enum, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
@@ -68,7 +66,6 @@ from hdlgen.blocks.rmsnorm import RMSNorm
 from hdlgen.blocks.rope import Rope
 from hdlgen.blocks.softmax import Softmax
 from hdlgen.config import AcceleratorConfig
-from hdlgen.engine import isa
 from hdlgen.engine.isa import EltOp, LAYOUTS, NormKind, Opcode, Reg, Width
 from hdlgen.engine.memmap import EngineMap, WINDOWS
 from hdlgen.engine.streams import ElementReader
@@ -126,8 +123,7 @@ def _plane(x, sel):
     hi = Signal(signed(10))
     out = Signal(signed(8))
     lo = x[0:8].as_signed()
-    hi_eq = (_hi_plane(x))
-    return out, [hi.eq(hi_eq),
+    return out, [hi.eq(_hi_plane(x)),
                  out.eq(Mux(sel == _P_X8, lo, Mux(sel == _P_LO, lo,
                             Mux(sel == _P_HI, Mux(hi > 127, 127, hi[0:8].as_signed()),
                                 Mux(hi > 127, 1, 0)))))]
@@ -181,8 +177,6 @@ class Engine(wiring.Component):
         self._hs = image.head_size
         self._beat = max(b for b in (K, K // 2, K // 4, 8, 4, 2, 1) if b <= K and
                          self._hs % b == 0 and _pow2(b))
-        if 2 * (lanes // 2) < 2 or lanes < 3:
-            raise UserError("lanes must be at least 4")
         self._ctx = image.context
         pw = program_words or len(program)
         if pw < len(program):
@@ -369,7 +363,6 @@ class Engine(wiring.Component):
         mul_a1, mul_a2, mul_b1, mul_b2 = (Signal(16, name=n) for n in ("ma1", "ma2", "mb1", "mb2"))
         prod_a, prod_b = Signal(32), Signal(32)
         chk = {n: Signal(33, name=f"chk_{n}") for n in ("r1", "r2", "wr", "w", "p")}
-        chk_err = Signal(ErrorCode)
         chk_hard = Signal(ErrorCode)          # a field error found in DECODE
 
         # what the vector buffer holds: a MATVEC whose input is already there skips the load
@@ -653,9 +646,6 @@ class Engine(wiring.Component):
         def fail(code):
             m.d.sync += [busy.eq(0), err_code.eq(code), self.error.eq(1), st_err.eq(1)]
             m.next = "IDLE"
-
-        # region-check helper values
-        ins_n = Signal(16)       # generic element count
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -1332,7 +1322,7 @@ class Engine(wiring.Component):
                 m.d.sync += x_p.eq(ins.paddr + p_)
                 match = 0
                 fn = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}
-                for n, (addr, d, _) in enumerate(self._sig_acts()):
+                for n, (addr, d) in enumerate(self._acts):
                     hit = ((ins.paddr + p_ == addr) & (ins.func.as_value() == fn[d["func"]]) &
                            (ins.in_width == (Width.W16 if d["in_bits"] == 16 else Width.W8)) &
                            (ins.out_width == (Width.W16 if d["out_bits"] == 16 else Width.W8)))
@@ -1362,9 +1352,6 @@ class Engine(wiring.Component):
                 m.next = "CHECK1"
             with m.Default():
                 fail(ErrorCode.BAD_OPCODE)
-
-    def _sig_acts(self):
-        return [(a, d, None) for a, d in self._acts]
 
     def _regions(self, m, v, opcode, s):
         """CHECK2 state: the end (exclusive) of every region the instruction touches."""

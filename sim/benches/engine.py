@@ -22,7 +22,6 @@ cycles of every step as JSON.
 """
 
 import json
-import os
 
 import numpy as np
 

@@ -288,7 +288,9 @@ class NormEngine(wiring.Component):
                     m.d.sync += [phase.eq(1), mit.eq(0), last_it.eq(l1 == 1)]
                 with m.If(last_it & phase):
                     m.d.sync += [st_mul.eq(0), st_pre.eq(1)]
-            with m.If(st_pre & phase):
+            vload = Signal()                     # = st_pre & phase, registered
+            m.d.sync += vload.eq(step & last_it & phase)
+            with m.If(vload):
                 m.d.sync += [v.eq(Cat(Const(p.eps_int & 0xFF, EPS_BITS), acc)), phase.eq(0)]
         # PRE: flags of v (one cycle; for LayerNorm v is loaded in the first cycle of PRE).
         pre_go = (st_pre & ~phase) if ln else st_pre
@@ -297,15 +299,17 @@ class NormEngine(wiring.Component):
                          fit.eq(~v[34:].any() & v[32:34].any()), shr.eq(p.sh0),
                          st_pre.eq(0), st_norm.eq(1)]
         # NORM: even shift into [2**32, 2**34): k -= 2 per right shift (shr += 1). The flags
-        # of the shifted value are computed from the current one, so each is a register.
-        with m.If(st_norm & hi):
+        # of the shifted value are computed from the current one, so each is a register;
+        # they are only ever set during NORM (``fit`` clears them all), so they serve as the
+        # enables directly.
+        with m.If(hi):
             # (v >= 2**34, so v >> 2 >= 2**32: never too small afterwards)
             m.d.sync += [v.eq(v >> 2), shr.eq(shr + 1), hi.eq(v[36:].any()),
                          fit.eq(~v[36:].any())]
-        with m.If(st_norm & lo):
+        with m.If(lo):
             m.d.sync += [v.eq(v << 2), shr.eq(shr - 1), lo.eq(~v[30:32].any()),
                          fit.eq(v[30:32].any())]
-        with m.If(st_norm & fit):
+        with m.If(fit):
             m.d.sync += [msq.eq(v[:34]), rem.eq(0), root.eq(0), it.eq(0), fit.eq(0),
                          st_norm.eq(0), st_sqrt.eq(1)]
         # SQRT: digit by digit, two bits of m per cycle.

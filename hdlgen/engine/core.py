@@ -45,7 +45,11 @@ instruction's phases, which stream operands through one unit and the results bac
 * ``OUTPUT`` exposes ``src[0:len]`` in the host's output window (a view of the scratchpad; the
   values stay until the next job).
 
-``MATMAT`` (prefill tiles) is not implemented: it ends the job with ``UNSUPPORTED``.
+What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
+formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not
+re-read), the softmax formats, the RoPE and activation tables (by parameter address) and the
+SwiGLU scales, the head size, the longest ``ARGMAX``. ``MATMAT`` (prefill tiles) is not
+implemented: it ends the job with ``UNSUPPORTED``.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
@@ -250,6 +254,7 @@ class Engine(wiring.Component):
             raise UserError(f"the image has several SwiGLU formats {sorted(sw)}; the engine "
                             f"has one SwiGLU unit (the compiler shares one across layers)")
         self._swiglu = sw.pop() if sw else None
+        self._argmax_len = max([i.len for i in prog if i.op == Opcode.ARGMAX] + [2])
         self._swiglu_addrs = sorted(a for a, d in image.tables.items() if d["kind"] == "swiglu")
 
     # ---- gateware ---------------------------------------------------------------------------
@@ -279,8 +284,7 @@ class Engine(wiring.Component):
         m.submodules.rq = rq = Requant(out_bits=16, has_bias=True)
         m.submodules.smax = smax = Softmax(max_len=ctx, in_width=16, in_frac=self._smax[0],
                                            out_bits=self._smax[1])
-        m.submodules.argmax = amax = Argmax(bits=16, max_length=max(2, max(
-            [i.len for i in self._program if i.op == Opcode.ARGMAX] + [2])))
+        m.submodules.argmax = amax = Argmax(bits=16, max_length=self._argmax_len)
         kv_cfg = cfg.replace(context_length=ctx)
         m.submodules.kv = kv = KVCache(layers=image.kv_layers, kv_heads=image.kv_heads,
                                        head_dim=hs, beat_bytes=B, config=kv_cfg)
@@ -1346,7 +1350,7 @@ class Engine(wiring.Component):
                 bad(ins.eop.as_value() > EltOp.SWIGLU.value)
                 m.next = "CHECK1"
             with m.Case(Opcode.ARGMAX):
-                bad(v[Opcode.ARGMAX].len == 0)
+                bad((v[Opcode.ARGMAX].len == 0) | (v[Opcode.ARGMAX].len > self._argmax_len))
                 m.next = "CHECK1"
             with m.Case(Opcode.OUTPUT):
                 m.next = "CHECK1"

@@ -173,7 +173,14 @@ class Softmax(wiring.Component):
 
         x = self.i.payload.data
         xfer = Signal()
-        m.d.comb += [self.i.ready.eq(st_load), xfer.eq(self.i.valid & st_load)]
+        # got_last: the row's last logit was accepted in the previous cycle. The phase change
+        # happens then, from this flip-flop (not from the input's valid/last, which would
+        # fan out to every register the change initialises); ready drops at once.
+        got_last = Signal()
+        ready = Signal()
+        m.d.comb += [ready.eq(st_load & ~got_last), self.i.ready.eq(ready),
+                     xfer.eq(self.i.valid & ready)]
+        m.d.sync += got_last.eq(xfer & self.i.payload.last)
         # Port a writes logits in LOAD and exponentials in EXP; port b reads in EXP and OUT.
         m.d.comb += [
             ram.a.addr.eq(Mux(xv, wa, wcnt)),
@@ -185,8 +192,7 @@ class Softmax(wiring.Component):
             out_last0.eq(oi == n_m1),
         ]
 
-        # LOAD: the accepted logit is registered (x_r) before it is stored and compared; the
-        # last one is stored in the first cycle of EXP, which therefore issues no read.
+        # LOAD: the accepted logit is registered (x_r) before it is stored and compared.
         m.d.sync += [xv.eq(xfer & room), exp_go.eq(st_exp)]
         with m.If(xfer):
             m.d.sync += [x_r.eq(x), wa.eq(cnt)]
@@ -206,10 +212,10 @@ class Softmax(wiring.Component):
             m.d.sync += mx.eq(x2)
         with m.If(xfer & room):
             m.d.sync += [cnt.eq(cnt + 1), room.eq(cnt != N - 1)]
-        with m.If(xfer & self.i.payload.last):
-            m.d.sync += [n.eq(cnt + room), n_m1.eq(Mux(room, cnt, cnt - 1)), cnt.eq(0),
-                         room.eq(1), ia.eq(0), ia_more.eq(1), wcnt.eq(0),
-                         acc.eq(0), exp_done.eq(0), st_load.eq(0), st_exp.eq(1)]
+        with m.If(got_last):
+            m.d.sync += [n.eq(cnt), n_m1.eq(cnt - 1), cnt.eq(0), room.eq(1),
+                         ia.eq(0), ia_more.eq(1), wcnt.eq(0), acc.eq(0), exp_done.eq(0),
+                         st_load.eq(0), st_exp.eq(1)]
         # EXP
         with m.If(exp_issue):
             m.d.sync += [ia.eq(ia + 1), ia_more.eq(ia != n_m1)]

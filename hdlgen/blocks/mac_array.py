@@ -48,8 +48,8 @@ in clock edges after the edge that transfers a beat on ``i``::
 
 Backpressure on ``o`` never stalls the pipeline. The output FIFO (distributed RAM, one per
 lane, ``fifo_depth`` results) has room for every result in flight: ``i.ready`` comes from a
-flip-flop and is high while there is a *credit*; a credit is taken when a ``last`` beat is
-accepted and given back when a result leaves on ``o``. With ``fifo_depth`` at least the
+flip-flop fed by registers only and is high while there are *credits*; a credit is taken
+when a ``last`` beat is accepted and given back when a result leaves on ``o``. With ``fifo_depth`` at least the
 credit round trip (:attr:`MACArray.credit_loop`), back-to-back dot products of any length,
 including one beat each, flow at one beat per cycle while ``o`` is ready.
 """
@@ -252,8 +252,10 @@ class MACArray(wiring.Component):
     def credit_loop(self) -> int:
         """Edges from taking a credit to being able to use it again when ``o`` is always
         ready: ``latency``, one to transfer the result, one to register its return, one
-        to count it, one for ``ready`` to see it and accept the next beat."""
-        return self.latency + 4
+        to count it, one for ``ready`` to see it, one to accept the next beat; plus the
+        cycle before a taken credit is counted and the one credit ``ready`` keeps in
+        reserve."""
+        return self.latency + 6
 
     def elaborate(self, platform):
         m = Module()
@@ -261,19 +263,24 @@ class MACArray(wiring.Component):
         depth = self._fifo_depth
 
         # Credits: free FIFO entries not yet promised to a dot product in flight.
-        # ``ready`` comes from a flip-flop through one LUT level: it needs two credits, or one
-        # and none taken this cycle. A credit given back is counted one cycle later (``ret``)
-        # and seen by ``ready`` one more cycle later; both only delay, never over-commit.
+        # Credits. ``i.ready`` is a flip-flop computed from registers only (no path from the
+        # input port to it): a credit is taken one cycle after the ``last`` beat is accepted
+        # (from the stage-0 control register ``ctrl0``), and ``ready`` stays high only while
+        # at least two credits are left besides that pending one, so that whatever is
+        # accepted in the current cycle is covered too. A credit given back is registered
+        # (``ret``) before it is counted. All of this only delays, never over-commits.
         credits = Signal(range(depth + 1), init=depth)
         ready = Signal(init=1)
         ret = Signal()
         accept = self.i.valid & ready
-        consume = accept & self.i.payload.last
         rd_fire = self.o.valid & self.o.ready
+        ctrl = Signal(3, name="ctrl0")      # (valid, first, last) of stage 0
+        m.d.sync += ctrl.eq(Cat(accept, self.i.payload.first, self.i.payload.last))
+        pending = ctrl[0] & ctrl[2]
         m.d.sync += [
             ret.eq(rd_fire),
-            credits.eq(credits - consume + ret),
-            ready.eq((credits >= 2) | ((credits >= 1) & ~consume)),
+            credits.eq(credits - pending + ret),
+            ready.eq((credits >= 3) | ((credits >= 2) & ~pending)),
         ]
         m.d.comb += self.i.ready.eq(ready)
 
@@ -288,8 +295,6 @@ class MACArray(wiring.Component):
             nxt = Signal.like(per_lane, name=f"per_lane_s{stage}", reset_less=True)
             m.d.sync += nxt.eq(per_lane)
             per_lane = nxt
-        ctrl = Signal(3, name="ctrl0")
-        m.d.sync += ctrl.eq(Cat(accept, self.i.payload.first, self.i.payload.last))
 
         # Shared control chain up to two stages before the adder tree output; then one copy
         # per group of lanes and one per lane (in the lanes).

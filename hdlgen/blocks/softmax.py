@@ -25,7 +25,7 @@ Resources: 2 MULT18X18D, 2 DP16KD (row buffer up to 1024 x 18 bits, exp table). 
 out of context on the LFE5U-85F (speed 6), max_len 512: 158.8 MHz, 799 LUT4, 509 FF.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,7 +88,7 @@ class Softmax(wiring.Component):
         m.submodules.rom = rom = BlockRAM(width=17, depth=256, ports=("w", "r"), init=EXP2_TABLE)
         m.submodules.mul_exp = mul_exp = Mul18("mul_exp")
         m.submodules.mul_out = mul_out = Mul18("mul_out")
-        out_latency = READ_LATENCY + 1 + MUL18_LATENCY + 3
+        out_latency = READ_LATENCY + 1 + MUL18_LATENCY + 4
         m.submodules.credit = credit = CreditFIFO(OB + 1, out_latency)
 
         cnt = Signal(range(N + 1))          # LOAD: elements stored
@@ -144,14 +144,18 @@ class Softmax(wiring.Component):
         o_v = delay(m, o_v, MUL18_LATENCY, name="out_vm", reset=True)
         o_last = delay(m, o_last, MUL18_LATENCY, name="out_lastm")
         # (p + 2**(sh-1)) >> sh == ((p >> (sh-1)) + 1) >> 1, sh = 33 - OB + norm_cnt
-        shifted = Signal(36 - (32 - OB), reset_less=True)
-        m.d.sync += shifted.eq((mul_out.p.as_unsigned() >> (32 - OB)) >> norm_cnt)
+        # (the variable shift in two registered steps: by 4 * norm_cnt[2:], then norm_cnt[:2])
+        coarse = Signal(36 - (32 - OB), reset_less=True)
+        m.d.sync += coarse.eq((mul_out.p.as_unsigned() >> (32 - OB))
+                              >> Cat(Const(0, 2), norm_cnt[2:]))
+        shifted = Signal(len(coarse), reset_less=True)
+        m.d.sync += shifted.eq(coarse >> norm_cnt[:2])
         rounded = Signal(len(shifted), reset_less=True)
         m.d.sync += rounded.eq((shifted + 1) >> 1)
         sat = Signal(OB, reset_less=True)
         m.d.sync += sat.eq(Mux(rounded[OB:].any(), (1 << OB) - 1, rounded[:OB]))
-        o_v = delay(m, o_v, 3, name="out_vs", reset=True)
-        o_last = delay(m, o_last, 3, name="out_lasts")
+        o_v = delay(m, o_v, 4, name="out_vs", reset=True)
+        o_last = delay(m, o_last, 4, name="out_lasts")
         m.d.comb += [credit.w_en.eq(o_v), credit.w_data.eq(Cat(sat, o_last)),
                      self.o.valid.eq(credit.r_valid), self.o.payload.eq(credit.r_data),
                      credit.r_ready.eq(self.o.ready), credit.issue.eq(out_issue)]
@@ -223,12 +227,13 @@ class Softmax(wiring.Component):
             m.d.sync += [wcnt.eq(wcnt + 1), acc.eq(acc + e14)]
         with m.If(st_exp):
             m.d.sync += exp_done.eq((wcnt == n) & ~v13)
-        with m.If(st_exp & exp_done):
-            m.d.sync += [st_exp.eq(0), st_norm.eq(1), norm_cnt.eq(0), exp_done.eq(0), s.eq(acc),
-                         rem.eq((1 << 16) - 1), recip.eq(0), div_i.eq(0)]
+        with m.If(exp_done):                # (only ever set during EXP)
+            m.d.sync += [st_exp.eq(0), st_norm.eq(1), norm_cnt.eq(0), exp_done.eq(0), s.eq(acc)]
         # NORM: S >= 2**16 always (the row maximum contributes 2**16): shift right until
         # it has 17 bits; the shift count becomes part of the output shift.
         with m.If(st_norm):
+            # (recip needs no clearing: the division shifts in all its 17 bits)
+            m.d.sync += [rem.eq((1 << 16) - 1), div_i.eq(0)]
             with m.If(s[17:].any()):
                 m.d.sync += [s.eq(s >> 1), norm_cnt.eq(norm_cnt + 1)]
             with m.Else():

@@ -286,19 +286,17 @@ class _FakeEngine(wiring.Component):
         return m
 
 
-def test_soc_with_engine_amaranth(monkeypatch):
+def test_soc_with_engine_amaranth():
     from hdlgen.config import AcceleratorConfig
     from hdlgen.soc import regmap
     from hdlgen.soc.soc import SoC
 
     cfg = AcceleratorConfig(scratch_bytes=256)
-    layout = regmap.soc_layout(cfg)
-    monkeypatch.setattr(regmap, "soc_layout",
-                        lambda config=None: layout + [regmap.Window("engine", 0x8000, 16)])
-    rm = regmap.soc_register_map(cfg)
+    extra = [regmap.Window("engine", 0x8000, 16)]
+    rm = regmap.soc_register_map(cfg, extra)
     eng = _FakeEngine()
     dut = SoC(cfg, byte_port=True, link_timeout_cycles=500, subordinates={"engine": eng},
-              engine=eng)
+              extra_layout=extra, engine=eng)
     frames = [
         encode_request(Opcode.WRITE, 1, 0x8000, payload=[2]),                  # even: success
         encode_request(Opcode.WRITE, 2, rm.address("CTRL"), payload=[rm.encode("CTRL", START=1)]),

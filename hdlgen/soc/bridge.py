@@ -90,7 +90,8 @@ class Bridge(wiring.Component):
     i : In(stream.Signature(8))
         Request bytes (through a register slice: ``i.ready`` is a flip-flop).
     o : Out(stream.Signature(8))
-        Reply bytes (``payload``/``valid`` registered).
+        Reply bytes (through a register slice: ``valid``/``payload`` are flip-flops and
+        ``o.ready`` only reaches a flip-flop).
     bus : Out(wishbone.Signature(addr_width))
     events : Out(BridgeEvents)
     """
@@ -161,6 +162,8 @@ class Bridge(wiring.Component):
         bus_wait = Signal(range(self._bus_timeout + 1))
         bus_timed_out = Signal()            # registered: bus_wait reached the limit
         is_last = Signal()                  # registered: widx is the last word of the burst
+        count_m1 = Signal(16)               # hdr.count - 1 and done - 1, precomputed so the
+        done_m1 = Signal(16)                # last-word tests are plain comparisons
         reply_word = Signal(32)
         tx_crc = Signal(32)
         tx_idx = Signal(3)
@@ -171,19 +174,24 @@ class Bridge(wiring.Component):
         last_done = Signal(16)
 
         m.d.sync += [self.events.eq(0)]
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        can_send = ~self.o.valid | self.o.ready
+        # Replies leave through a register slice too, so ``o.ready`` (from a UART transmitter
+        # or a FIFO) is a flip-flop by the time it reaches the reply state machine.
+        m.submodules.out_reg = out_reg = SkidBuffer(8)
+        wiring.connect(m, out_reg.o, wiring.flipped(self.o))
+        tx_out = out_reg.i
+        with m.If(tx_out.ready):
+            m.d.sync += tx_out.valid.eq(0)
+        can_send = ~tx_out.valid | tx_out.ready
 
         # The reply CRC is updated one cycle after a byte is loaded, from the output register
         # (not from the byte multiplexer), so the CRC network is not behind the mux.
         crc_en = Signal()
         m.d.sync += crc_en.eq(0)
         with m.If(crc_en):
-            m.d.sync += tx_crc.eq(crc32_next(tx_crc, self.o.payload))
+            m.d.sync += tx_crc.eq(crc32_next(tx_crc, tx_out.payload))
 
         def send(value, crc=True):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(value), crc_en.eq(crc)]
+            m.d.sync += [tx_out.valid.eq(1), tx_out.payload.eq(value), crc_en.eq(crc)]
 
         # Inter-byte timeout inside a frame.
         in_frame = Signal()
@@ -278,6 +286,7 @@ class Bridge(wiring.Component):
                              chk.op_write.eq(op_write)]
                 m.next = "DECODE"
             with m.State("DECODE"):
+                m.d.sync += count_m1.eq(hdr.count - 1)
                 with m.If(~chk.crc_ok):
                     m.d.sync += [status.eq(Status.CRC_ERROR), self.events.crc_error.eq(1)]
                     m.next = "REPLY"
@@ -315,7 +324,7 @@ class Bridge(wiring.Component):
             with m.State("W_WAIT"):
                 m.next = "W_ISSUE"
             with m.State("W_ISSUE"):     # rd.rdata valid READ_LATENCY cycles after W_FETCH
-                m.d.sync += [is_last.eq(widx + 1 == hdr.count),
+                m.d.sync += [is_last.eq(widx == count_m1),
                              bus.dat_w.eq(rd.rdata), bus.adr.eq(word_addr + widx), bus.we.eq(1),
                              bus.sel.eq(0xF), bus.cyc.eq(1), bus.stb.eq(1), bus_wait.eq(0)]
                 m.next = "W_BUS"
@@ -342,7 +351,7 @@ class Bridge(wiring.Component):
 
             # ---- READ: bus -> buffer, one word at a time
             with m.State("R_BUS"):
-                m.d.sync += [is_last.eq(widx + 1 == hdr.count),
+                m.d.sync += [is_last.eq(widx == count_m1),
                              bus.adr.eq(word_addr + widx), bus.we.eq(0), bus.sel.eq(0xF),
                              bus.cyc.eq(1), bus.stb.eq(1), bus_wait.eq(0)]
                 m.next = "R_WAIT"
@@ -367,7 +376,8 @@ class Bridge(wiring.Component):
 
             # ---- reply: header, data words (READ, PING), CRC
             with m.State("REPLY"):
-                m.d.sync += [tx_idx.eq(0), widx.eq(0), tx_crc.eq(0xFFFFFFFF)]
+                m.d.sync += [done_m1.eq(done - 1), tx_idx.eq(0), widx.eq(0),
+                             tx_crc.eq(0xFFFFFFFF)]
                 m.next = "T_HDR"
             with m.State("T_HDR"):
                 fields = Signal(56)
@@ -394,7 +404,7 @@ class Bridge(wiring.Component):
                                                   (PROTOCOL_VERSION << 16) | max_burst))
                 with m.Else():
                     m.d.sync += reply_word.eq(rd.rdata)
-                m.d.sync += [tx_idx.eq(0), is_last.eq(widx + 1 == done)]
+                m.d.sync += [tx_idx.eq(0), is_last.eq(widx == done_m1)]
                 m.next = "T_DATA"
             with m.State("T_DATA"):
                 with m.If(can_send):

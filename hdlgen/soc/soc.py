@@ -20,7 +20,7 @@ rejected (CRC error, timeout, impossible length), 3 a job is running, 4 a bus er
 timeout; events are stretched to about 50 ms so they are visible.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Array, Module, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -57,7 +57,10 @@ class SoC(wiring.Component):
         control; the bridge does not read while it executes a request or sends a reply).
     subordinates : dict of str to Component, optional
         More bus subordinates (each with a ``bus: In(wishbone.Signature(...))`` port), by
-        the name of their entry in :func:`hdlgen.soc.regmap.soc_layout` (which places them).
+        the name of their entry in the bus layout (which places them).
+    extra_layout : sequence of regmap.Bank / regmap.Window
+        Entries added to :func:`hdlgen.soc.regmap.soc_layout` for those subordinates (the
+        host's register map must be made with the same ``extra``).
     engine : Component, optional
         The compute engine whose jobs the control block runs: ``start: In(1)`` is pulsed by
         ``CTRL.START``; its ``done``/``error`` pulses and ``error_code`` end the job; its
@@ -78,7 +81,8 @@ class SoC(wiring.Component):
 
     def __init__(self, config: AcceleratorConfig | None = None, *, byte_port: bool = False,
                  link_timeout_cycles: int | None = None, bus_timeout_cycles: int = 1024,
-                 rx_fifo_depth: int = 64, subordinates: dict | None = None, engine=None):
+                 rx_fifo_depth: int = 64, subordinates: dict | None = None, extra_layout=(),
+                 engine=None):
         self._MustUse__silence = True         # not "unused" if the arguments are rejected
         config = (config or AcceleratorConfig()).check()
         self._config = config
@@ -89,7 +93,7 @@ class SoC(wiring.Component):
         if not isinstance(rx_fifo_depth, int) or rx_fifo_depth < 4:
             raise UserError(f"rx_fifo_depth={rx_fifo_depth!r} must be an integer >= 4 bytes")
         self._rx_fifo_depth = rx_fifo_depth
-        self._layout = regmap.soc_layout(config)
+        self._layout = regmap.soc_layout(config, tuple(extra_layout))
         self._subs = dict(subordinates or {})
         names = {entry.name for entry in self._layout}
         for entry in self._layout:
@@ -208,9 +212,10 @@ class WishboneRAM(wiring.Component):
     """Block RAM as a Wishbone subordinate: 32-bit words, byte enables.
 
     The request is registered before it reaches the RAM, so the enables, address and data
-    of every DP16KD tile come straight from flip-flops (a 64 KiB scratch is 32 tiles spread
-    over the die: a combinational request decode in front of that fan-out limited the SoC
-    to ~100 MHz). Every access is acknowledged four cycles after it starts.
+    of every DP16KD tile come straight from flip-flops; and the RAM is split into banks of
+    at most ``bank_words`` words, each with its own copy of those registers, so that one
+    flip-flop drives a few nearby tiles rather than all of them (a 64 KiB scratch is 32
+    tiles spread over the die). Every access is acknowledged four cycles after it starts.
 
     Parameters
     ----------
@@ -218,46 +223,62 @@ class WishboneRAM(wiring.Component):
         Words; a power of two (the bus window is ``4 * depth`` bytes).
     init : list of int
         Initial contents.
+    bank_words : int
+        Largest bank (a power of two; default 4096 words = 16 KiB = 8 DP16KD).
 
     Attributes
     ----------
     bus : In(wishbone.Signature(addr_width=log2(depth)))
     """
 
-    def __init__(self, depth: int, init=None):
-        if not isinstance(depth, int) or depth < 2 or depth & (depth - 1):
-            self._MustUse__silence = True     # rejected: not an unused elaboratable
-            raise ValueError(f"depth must be a power of two >= 2 words, not {depth!r}")
+    def __init__(self, depth: int, init=None, *, bank_words: int = 4096):
+        for name, v in [("depth", depth), ("bank_words", bank_words)]:
+            if not isinstance(v, int) or v < 2 or v & (v - 1):
+                self._MustUse__silence = True     # rejected: not an unused elaboratable
+                raise ValueError(f"{name} must be a power of two >= 2 words, not {v!r}")
         self._depth = depth
-        self._init = init
+        self._init = list(init or [])
+        self._bank_words = min(bank_words, depth)
         super().__init__({"bus": In(wishbone.Signature(addr_width=(depth - 1).bit_length()))})
 
     depth = property(lambda self: self._depth)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.ram = ram = BlockRAM(width=32, depth=self._depth, granularity=8,
-                                          ports=("rw", "r"), init=self._init)
         bus = self.bus
+        bw = self._bank_words
+        nbanks = self._depth // bw
+        lo = (bw - 1).bit_length()            # word-address bits inside a bank
         busy = Signal()
-        r_en = Signal()
-        r_addr = Signal.like(bus.adr)
-        r_we = Signal(4)
-        r_wdata = Signal(32)
         p1 = Signal()
+        p2 = Signal()
+        sel_r = Signal(range(max(2, nbanks)))  # bank of the access, for the read mux
+        sel_p = Signal.like(sel_r)
         req = bus.cyc & bus.stb & ~busy
-        m.d.comb += [
-            ram.a.addr.eq(r_addr), ram.a.en.eq(r_en), ram.a.wdata.eq(r_wdata), ram.a.we.eq(r_we),
-            bus.dat_r.eq(ram.a.rdata),
-        ]
-        m.d.sync += [r_en.eq(req), p1.eq(r_en), bus.ack.eq(p1)]
+        bank_of = bus.adr[lo:] if nbanks > 1 else 0
+        rdatas = []
+        for b in range(nbanks):
+            ram = BlockRAM(width=32, depth=bw, granularity=8, ports=("rw", "r"),
+                           init=self._init[b * bw:(b + 1) * bw] or None)
+            m.submodules[f"bank{b}"] = ram
+            r_en = Signal(name=f"b{b}_en")
+            r_addr = Signal(lo or 1, name=f"b{b}_addr")
+            r_we = Signal(4, name=f"b{b}_we")
+            r_wdata = Signal(32, name=f"b{b}_wdata")
+            hit = req & (bank_of == b)
+            m.d.sync += [r_en.eq(hit), r_we.eq(0)]
+            with m.If(hit):
+                m.d.sync += [r_addr.eq(bus.adr[:lo]), r_wdata.eq(bus.dat_w),
+                             r_we.eq(bus.sel & bus.we.replicate(4))]
+            m.d.comb += [ram.a.addr.eq(r_addr), ram.a.en.eq(r_en), ram.a.wdata.eq(r_wdata),
+                         ram.a.we.eq(r_we)]
+            rdatas.append(ram.a.rdata)
+        m.d.comb += bus.dat_r.eq(Array(rdatas)[sel_p] if nbanks > 1 else rdatas[0])
+        m.d.sync += [p1.eq(req), p2.eq(p1), bus.ack.eq(p2), sel_p.eq(sel_r)]
         with m.If(req):
-            m.d.sync += [busy.eq(1), r_addr.eq(bus.adr), r_wdata.eq(bus.dat_w),
-                         r_we.eq(bus.sel & bus.we.replicate(4))]
-        with m.Else():
-            m.d.sync += r_we.eq(0)
+            m.d.sync += [busy.eq(1), sel_r.eq(bank_of)]
         with m.If(bus.ack):
             m.d.sync += busy.eq(0)
         with m.If(~bus.cyc):     # abandoned cycle: forget it (a write already issued completes)
-            m.d.sync += [busy.eq(0), p1.eq(0), bus.ack.eq(0)]
+            m.d.sync += [busy.eq(0), p1.eq(0), p2.eq(0), bus.ack.eq(0)]
         return m

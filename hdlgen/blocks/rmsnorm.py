@@ -32,9 +32,9 @@ condition, so no control net is deep before it fans out.
 Resources (int16 input, 16-bit gamma): RMSNorm 4 MULT18X18D (one squares in LOAD, one for
 ``x * gamma``, two for the product with ``R``), LayerNorm 7 (plus ``dim * x``, and the wider
 centred products take one DSP more each); one DP16KD per 1024 x 18 bits of vector buffer.
-Measured out of context on the LFE5U-85F (speed 6), dim 768, int16 input: RMSNorm
-158.7 MHz, 800 LUT4, 682 FF, 4 DSP, 1 EBR; LayerNorm 152.8 MHz, 1566 LUT4, 1651 FF,
-7 DSP, 1 EBR.
+Measured out of context on the LFE5U-85F (speed 6), dim 768, int16 input (nextpnr seeds
+1 and 2): RMSNorm 177 / 190 MHz, 793 LUT4, 686 FF, 4 DSP, 1 EBR; LayerNorm 163 / 156 MHz,
+1497 LUT4, 1624 FF, 7 DSP, 1 EBR.
 
 Cycles per vector: ``2 dim`` plus about 50 (RMSNorm) or 120 (LayerNorm: the variance loop
 takes two cycles per bit of ``dim`` and of ``|S1|``) for the scalar phase.

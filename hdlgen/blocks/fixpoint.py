@@ -17,19 +17,17 @@ Parts
     Output FIFO with an issue credit.
 :func:`delay`
     A chain of registers.
-:func:`saturate`
-    Clamp a signed value into ``signed(bits)``.
 
 Sequential units (restoring division, digit-by-digit square root) are written inline in the
 blocks' state machines; their integer definitions are Python's ``//`` and ``math.isqrt``.
 """
 
-from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, Signal, signed
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from hdlgen.blocks.ecp5 import is_ecp5
 
-__all__ = ["Mul18", "WideMul", "CreditFIFO", "delay", "saturate", "MUL18_LATENCY"]
+__all__ = ["Mul18", "WideMul", "CreditFIFO", "delay", "MUL18_LATENCY"]
 
 #: Cycles from :class:`Mul18` operands to its product (DSP input reg, DSP output reg, fabric reg).
 MUL18_LATENCY = 3
@@ -208,9 +206,3 @@ def delay(m, value, cycles: int, *, name: str, reset: bool = False):
         cur = nxt
     return cur
 
-
-def saturate(value, bits: int):
-    """``value`` (signed) clamped into ``signed(bits)``."""
-    hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
-    return Mux(value > hi, Const(hi, signed(bits)),
-               Mux(value < lo, Const(lo, signed(bits)), value[:bits].as_signed()))

@@ -165,13 +165,17 @@ class Device:
         self.stats["transactions"] += 1
         reasons = []
         heard = False
+        wait = timeout
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
             self.stats["attempts"] += 1
             self.transport.write(frame)
-            reply, reason, got_bytes = self._await_reply(seq, op, timeout)
+            reply, reason, got_bytes = self._await_reply(seq, op, wait)
             heard |= got_bytes
+            # After a timeout wait longer next time (a slow link or a loaded simulator is
+            # not a lost frame); back to the normal timeout once replies come again.
+            wait = min(4 * timeout, 2 * wait) if reason == "timeout" else timeout
             if reply is not None:
                 if reply.status == Status.OK.value:
                     return reply
@@ -179,7 +183,7 @@ class Device:
             reasons.append(reason)
         if not heard:
             raise LinkTimeout(f"no reply from the device to {op.name} at {addr:#010x} after "
-                              f"{self.retries + 1} attempts of {timeout:.2f} s: check the port, "
+                              f"{self.retries + 1} attempts ({timeout:.2f} s and longer): check the port, "
                               f"the baud rate and that the bitstream is loaded")
         raise RetriesExhausted(f"{op.name} at {addr:#010x} failed {self.retries + 1} times "
                                f"({', '.join(reasons)})", reasons)

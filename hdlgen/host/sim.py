@@ -46,19 +46,25 @@ class SimTransport(_Closing):
         How long to wait for the Verilator build and the simulator to connect.
     seed : int, optional
         Seed handed to the cocotb run.
+    soc : SoC, optional
+        A ready-made :class:`~hdlgen.soc.soc.SoC` (e.g. with an engine); it must have been
+        made with ``byte_port=not bit_level``. Default: ``SoC(config, ...)``.
+    regmap : RegisterMap, optional
+        The register map for ``soc`` (default: :func:`~hdlgen.soc.regmap.soc_register_map`
+        of ``config``); available as :attr:`regmap`.
     """
 
     def __init__(self, config: AcceleratorConfig | None = None, *, bit_level: bool = False,
                  link_timeout_cycles: int | None = None, startup_timeout_s: float = 1200.0,
-                 seed: int | None = None):
+                 seed: int | None = None, soc=None, regmap=None):
         from hdlgen.host._verilator import fix_verilator_pch
         from hdlgen.soc.regmap import soc_register_map
         from hdlgen.soc.soc import SoC
         from hdlgen.soc.uart import uart_divisor
 
-        self.config = (config or AcceleratorConfig()).check()
+        self.config = soc.config if soc is not None else (config or AcceleratorConfig()).check()
         self.bit_level = bool(bit_level)
-        self.regmap = soc_register_map(self.config)
+        self.regmap = regmap or soc_register_map(self.config)
         params = {"bit_level": self.bit_level}
         if self.bit_level:
             div = uart_divisor(self.config.sys_clk_hz, self.config.uart_baud)
@@ -69,8 +75,11 @@ class SimTransport(_Closing):
             link_timeout_cycles = link_timeout_cycles or 2000
             self.byte_time_s = 1e-4                 # per-cycle pump, plus bus work per word
         self.latency_s = 0.15
-        self.soc = SoC(self.config, byte_port=not self.bit_level,
-                       link_timeout_cycles=link_timeout_cycles)
+        if soc is not None and soc.byte_port == self.bit_level:
+            raise UserError(f"soc was made with byte_port={soc.byte_port}; bit_level="
+                            f"{self.bit_level} needs byte_port={not self.bit_level}")
+        self.soc = soc or SoC(self.config, byte_port=not self.bit_level,
+                              link_timeout_cycles=link_timeout_cycles)
         fix_verilator_pch()
 
         self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -8,24 +8,25 @@ flight plus a credit counter that tells the issuing logic whether it may start a
 Parts
 -----
 :class:`Mul18`
-    Signed 18 x 18 multiplier, inputs and output registered inside the DSP plus one fabric
-    register after it (latency 3). ``MULT18X18D`` on ECP5, a behavioural equivalent elsewhere.
+    Signed 18 x 18 multiplier: :class:`hdlgen.blocks.dsp.DSPMultiplier` (inputs and output
+    registered inside the DSP) plus one fabric register after it (latency 3).
 :class:`WideMul`
     Exact signed ``a`` (any width) x ``b`` (<= 18 bits) product from ``ceil(width(a) / 17)``
     :class:`Mul18` and a registered adder tree.
 :class:`CreditFIFO`
     Output FIFO with an issue credit.
 :func:`delay`
-    A chain of registers.
+    A chain of registers (:func:`hdlgen.blocks.pointwise_kit.delay`).
 
 Sequential units (restoring division, digit-by-digit square root) are written inline in the
 blocks' state machines; their integer definitions are Python's ``//`` and ``math.isqrt``.
 """
 
-from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, Module, Signal, signed
+from amaranth.hdl import Elaboratable, Module, Signal, signed
 from amaranth.lib.fifo import SyncFIFOBuffered
 
-from hdlgen.blocks.ecp5 import is_ecp5
+from hdlgen.blocks.dsp import DSPMultiplier
+from hdlgen.blocks.pointwise_kit import delay
 
 __all__ = ["Mul18", "WideMul", "CreditFIFO", "delay", "MUL18_LATENCY"]
 
@@ -53,31 +54,10 @@ class Mul18(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        raw = Signal(signed(36), name=f"{self.name}_raw")
-        if is_ecp5(platform):
-            ports = {}
-            for i in range(18):
-                ports[f"i_A{i}"] = self.a[i]
-                ports[f"i_B{i}"] = self.b[i]
-                ports[f"i_C{i}"] = Const(0)
-            for i in range(36):
-                ports[f"o_P{i}"] = raw[i]
-            m.submodules.dsp = Instance(
-                "MULT18X18D",
-                p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
-                p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
-                p_CLK0_DIV="ENABLED", p_GSR="DISABLED", p_SOURCEB_MODE="B_SHIFT",
-                p_MULT_BYPASS="DISABLED", p_RESETMODE="SYNC",
-                i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
-                i_CLK0=ClockSignal("sync"), i_CLK1=Const(0), i_CLK2=Const(0), i_CLK3=Const(0),
-                i_CE0=Const(1), i_CE1=Const(0), i_CE2=Const(0), i_CE3=Const(0),
-                i_RST0=Const(0), i_RST1=Const(0), i_RST2=Const(0), i_RST3=Const(0),
-                **ports)
-        else:
-            a_r = Signal(signed(18), reset_less=True)
-            b_r = Signal(signed(18), reset_less=True)
-            m.d.sync += [a_r.eq(self.a), b_r.eq(self.b), raw.eq(a_r * b_r)]
-        m.d.sync += self.p.eq(raw)
+        m.submodules.dsp = dsp = DSPMultiplier(18, 18)   # DSP input + output registers
+        assert dsp.latency + 1 == MUL18_LATENCY
+        m.d.comb += [dsp.a.eq(self.a), dsp.b.eq(self.b)]
+        m.d.sync += self.p.eq(dsp.p)                      # fabric register after the DSP
         return m
 
 
@@ -194,15 +174,4 @@ class CreditFIFO(Elaboratable):
         m.d.comb += self.can_issue.eq(can)
         return m
 
-
-def delay(m, value, cycles: int, *, name: str, reset: bool = False):
-    """``value`` delayed by ``cycles`` registers (``cycles == 0`` returns ``value``).
-
-    Data registers are ``reset_less``; pass ``reset=True`` for valid bits."""
-    cur = value
-    for k in range(cycles):
-        nxt = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=not reset)
-        m.d.sync += nxt.eq(cur)
-        cur = nxt
-    return cur
 

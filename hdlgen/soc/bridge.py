@@ -140,6 +140,10 @@ class Bridge(wiring.Component):
         wr_data = Signal(32)
         m.d.sync += wr_en.eq(0)
         m.d.comb += [wr.en.eq(wr_en), wr.we.eq(wr_en), wr.addr.eq(wr_addr), wr.wdata.eq(wr_data)]
+        # Address and data are loaded every cycle (no wide clock enable decoded from the
+        # state): from the payload while receiving, from the bus while a READ runs. A write
+        # uses the values loaded in the cycle that set ``wr_en``.
+        reading = Signal()
         assert buf.latency == READ_LATENCY == 2
 
         # ---- receive side
@@ -173,6 +177,8 @@ class Bridge(wiring.Component):
         last_status = Signal(Status)
         last_done = Signal(16)
 
+        m.d.sync += [wr_addr.eq(Mux(reading, widx, idx[2:])),
+                     wr_data.eq(Mux(reading, bus.dat_r, Cat(word, byte)))]
         m.d.sync += [self.events.eq(0)]
         # Replies leave through a register slice too, so ``o.ready`` (from a UART transmitter
         # or a FIFO) is a flip-flop by the time it reaches the reply state machine.
@@ -254,7 +260,6 @@ class Bridge(wiring.Component):
 
             with m.State("PAYLOAD"):
                 m.d.comb += [rx_in.ready.eq(~timed_out), in_frame.eq(1)]
-                m.d.sync += [wr_addr.eq(idx[2:]), wr_data.eq(Cat(word, byte))]
                 with m.If(timed_out):
                     truncated()
                 with m.Elif(take):
@@ -314,7 +319,7 @@ class Bridge(wiring.Component):
                             m.d.sync += status.eq(Status.OK)
                             m.next = "W_FETCH"
                         with m.Else():
-                            m.d.sync += status.eq(Status.OK)
+                            m.d.sync += [status.eq(Status.OK), reading.eq(1)]
                             m.next = "R_BUS"
 
             # ---- WRITE: buffer word -> bus, one word at a time
@@ -357,7 +362,6 @@ class Bridge(wiring.Component):
                 m.next = "R_WAIT"
             with m.State("R_WAIT"):
                 m.d.sync += bus_wait.eq(bus_wait + 1)
-                m.d.sync += [wr_addr.eq(widx), wr_data.eq(bus.dat_r)]
                 with m.If(bus.ack):
                     m.d.sync += wr_en.eq(1)
                     m.d.sync += [widx.eq(widx + 1), done.eq(done + 1), bus.cyc.eq(0), bus.stb.eq(0)]
@@ -376,7 +380,7 @@ class Bridge(wiring.Component):
 
             # ---- reply: header, data words (READ, PING), CRC
             with m.State("REPLY"):
-                m.d.sync += [done_m1.eq(done - 1), tx_idx.eq(0), widx.eq(0),
+                m.d.sync += [reading.eq(0), done_m1.eq(done - 1), tx_idx.eq(0), widx.eq(0),
                              tx_crc.eq(0xFFFFFFFF)]
                 m.next = "T_HDR"
             with m.State("T_HDR"):

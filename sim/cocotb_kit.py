@@ -95,7 +95,9 @@ class StreamDriver:
         self.valid.value = 0
 
     async def send(self, items) -> None:
-        """Transfer every item (an int payload) in order; returns after the last transfer."""
+        """Transfer every item (an int payload) in order; returns at the falling edge after
+        the last transfer. It first waits for a falling edge, so it may be called anywhere."""
+        await FallingEdge(self.clk)
         for item in items:
             while self.stall and self.rng.random() < self.stall:
                 self.valid.value = 0

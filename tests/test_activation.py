@@ -104,8 +104,7 @@ def test_rtl_matches_golden(case):
 
 
 @pytest.mark.parametrize("corrupt", ["value", "missing"])
-def test_scoreboard_catches_errors(corrupt, monkeypatch):
-    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)   # see tests/test_requant.py
+def test_scoreboard_catches_errors(corrupt):
     p = CASES["silu8"] | {"corrupt": corrupt}
     res = run_cocotb(Activation(**CASES["silu8"]), "sim.benches.activation", name="act_silu8",
                      testcase="random_stall_0", check=False,

@@ -73,8 +73,7 @@ def test_rtl_matches_golden(case):
 
 
 @pytest.mark.parametrize("corrupt", ["value", "missing"])
-def test_scoreboard_catches_errors(corrupt, monkeypatch):
-    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)   # see tests/test_requant.py
+def test_scoreboard_catches_errors(corrupt):
     p = CASES["logit16_vocab512"]
     res = run_cocotb(Argmax(**p), "sim.benches.argmax", name="argmax_logit16_vocab512",
                      testcase="random_stall_0", check=False,

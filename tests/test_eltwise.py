@@ -92,8 +92,7 @@ def test_rtl_matches_golden(case):
 
 
 @pytest.mark.parametrize("corrupt", ["value", "missing"])
-def test_scoreboard_catches_errors(corrupt, monkeypatch):
-    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)   # see tests/test_requant.py
+def test_scoreboard_catches_errors(corrupt):
     p = CASES["swiglu8"]
     kw = {k: v for k, v in p.items() if k != "op"}
     res = run_cocotb(Eltwise("swiglu", **kw), "sim.benches.eltwise", name="eltwise_swiglu8",

@@ -100,8 +100,7 @@ def test_rtl_matches_golden(case):
 
 
 @pytest.mark.parametrize("corrupt", ["value", "missing"])
-def test_scoreboard_catches_errors(corrupt, monkeypatch):
-    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)   # see tests/test_requant.py
+def test_scoreboard_catches_errors(corrupt):
     p = CASES["stories8"]
     res = run_cocotb(_build(p), "sim.benches.rope", name="rope_stories8",
                      testcase="random_stall_0", check=False,

@@ -203,9 +203,7 @@ def test_loopback_amaranth():
 
 
 def _bench(env, check=True):
-    from hdlgen.host._verilator import fix_verilator_pch
     from sim.harness import run_cocotb
-    fix_verilator_pch()
     return run_cocotb(Loopback(42), "sim.benches.uart", name="uart_loopback", env=env, check=check)
 
 

@@ -57,7 +57,6 @@ class SimTransport(_Closing):
     def __init__(self, config: AcceleratorConfig | None = None, *, bit_level: bool = False,
                  link_timeout_cycles: int | None = None, startup_timeout_s: float = 1200.0,
                  seed: int | None = None, soc=None, regmap=None):
-        from hdlgen.host._verilator import fix_verilator_pch
         from hdlgen.soc.regmap import soc_register_map
         from hdlgen.soc.soc import SoC
         from hdlgen.soc.uart import uart_divisor
@@ -80,7 +79,6 @@ class SimTransport(_Closing):
                             f"{self.bit_level} needs byte_port={not self.bit_level}")
         self.soc = soc or SoC(self.config, byte_port=not self.bit_level,
                               link_timeout_cycles=link_timeout_cycles)
-        fix_verilator_pch()
 
         self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._srv.bind(("127.0.0.1", 0))

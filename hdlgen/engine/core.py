@@ -354,8 +354,7 @@ class Engine(wiring.Component):
         m.d.comb += opcode.eq(ir[0:6])
 
         # per-instruction operands (set in DECODE)
-        npos = Signal(16)                     # POS + 1
-        m.d.comb += npos.eq(r_pos[:16] + 1)
+        npos = Signal(17)                     # POS + 1, a register (no adder on control paths)
         wb_eff = Signal(24)
         pb_eff = Signal(24)
         x_w = Signal(24)                      # effective weight address
@@ -466,7 +465,9 @@ class Engine(wiring.Component):
         m.d.comb += [b_win.eq(bus.adr[WBITS:WBITS + 3]), b_off.eq(bus.adr[:WBITS])]
         b_state = Signal(3)        # 0 idle, 1..2 read wait, 3 capture, 4 ack/err
         b_win_r = Signal(3)
-        b_sub = Signal(4)
+        rsw = mp.row_stride_words
+        rsw_bits = (rsw - 1).bit_length()
+        b_sub = Signal(max(2, rsw_bits))     # word within a program word or a weight row
         b_dat = Signal(32)
         b_err = Signal()
         host_act = Signal(data.StructLayout({"addr": aw_act, "en": 1, "we": 1, "wdata": 16}))
@@ -477,8 +478,6 @@ class Engine(wiring.Component):
                                               "wdata": 128}))
         m.d.comb += [bus.ack.eq((b_state == 4) & ~b_err), bus.err.eq((b_state == 4) & b_err),
                      bus.dat_r.eq(b_dat)]
-        rsw = mp.row_stride_words
-        rsw_bits = (rsw - 1).bit_length()
         with m.Switch(b_state):
             with m.Case(0):
                 with m.If(bus.cyc & bus.stb):
@@ -598,6 +597,8 @@ class Engine(wiring.Component):
         at_kvh = Signal(8)
         at_sub = Signal(8)
         at_g = Signal(8)
+        at_nh = Signal(8)                    # n_heads and kv_mul - 1 of the running attention op
+        at_kvm1 = Signal(8)
         at_cmd = Signal()
         at_kvsel = Signal()
         at_last_seen = Signal()
@@ -657,6 +658,7 @@ class Engine(wiring.Component):
                 job_pos = Mux(self.start, self.pos, h_pos)
                 with m.If(self.start | h_start):
                     m.d.sync += [busy.eq(1), pc.eq(0), r_token.eq(job_token), r_pos.eq(job_pos),
+                                 npos.eq(job_pos[:16] + 1),
                                  r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
                                  err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
                                  cycles.eq(0), vb_tag_valid.eq(0)]
@@ -757,7 +759,7 @@ class Engine(wiring.Component):
                 m.d.comb += wr_start.eq(1)
                 m.next = "SC_HEAD"
             with m.State("SC_HEAD"):
-                with m.If(at_h == v[Opcode.SCORES].n_heads):
+                with m.If(at_h == at_nh):
                     m.next = "WAIT_WRITER"
                 with m.Else():
                     m.d.sync += [rd_route.eq(_R_Q), q_count.eq(0), rdc["base"].eq(at_ptr),
@@ -774,7 +776,7 @@ class Engine(wiring.Component):
             with m.State("SC_STREAM"):
                 with m.If(at_last_seen):
                     m.d.sync += at_h.eq(at_h + 1)
-                    with m.If(at_sub == v[Opcode.SCORES].kv_mul - 1):
+                    with m.If(at_sub == at_kvm1):
                         m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
                     with m.Else():
                         m.d.sync += at_sub.eq(at_sub + 1)
@@ -784,7 +786,7 @@ class Engine(wiring.Component):
                 m.d.comb += wr_start.eq(1)
                 m.next = "AV_GROUP"
             with m.State("AV_GROUP"):
-                with m.If(at_h == v[Opcode.ATTV].n_heads):
+                with m.If(at_h == at_nh):
                     m.next = "WAIT_WRITER"
                 with m.Else():
                     m.d.sync += [rd_route.eq(_R_P), rdc["base"].eq(at_ptr), rdc["rows"].eq(1),
@@ -799,7 +801,7 @@ class Engine(wiring.Component):
                     with m.If(at_g == NG - 1):
                         m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1),
                                      at_ptr.eq(at_ptr + v[Opcode.ATTV].stride)]
-                        with m.If(at_sub == v[Opcode.ATTV].kv_mul - 1):
+                        with m.If(at_sub == at_kvm1):
                             m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
                         with m.Else():
                             m.d.sync += at_sub.eq(at_sub + 1)
@@ -1222,6 +1224,8 @@ class Engine(wiring.Component):
                     fail(ErrorCode.BAD_FIELD)
                 with m.Else():
                     m.d.sync += s["regs"][ins.reg.as_value()].eq(ins.value)
+                    with m.If(ins.reg == Reg.POS):
+                        m.d.sync += s["npos"].eq(ins.value[:16] + 1)
                     m.next = "NEXT"
             with m.Case(Opcode.LOOP):
                 ins = v[Opcode.LOOP]
@@ -1488,7 +1492,8 @@ class Engine(wiring.Component):
                 writer(ins.dst, s["prod_c"], s["npos"], ins.stride)
                 rqcfg(s["x_p"], 0)
                 m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
-                             s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES)]
+                             s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES),
+                             s["at_nh"].eq(ins.n_heads), s["at_kvm1"].eq(ins.kv_mul - 1)]
                 m.next = "SC_START"
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
@@ -1496,7 +1501,8 @@ class Engine(wiring.Component):
                 rqcfg(s["x_p"], 0)
                 m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
                              s["at_g"].eq(0), s["cb_g"].eq(0), s["at_ptr"].eq(ins.p),
-                             s["mac_mode"].eq(_M_ATTV)]
+                             s["mac_mode"].eq(_M_ATTV), s["at_nh"].eq(ins.n_heads),
+                             s["at_kvm1"].eq(ins.kv_mul - 1)]
                 m.next = "AV_START"
             with m.Case(Opcode.SOFTMAX):
                 ins = v[Opcode.SOFTMAX]

@@ -7,8 +7,8 @@ bit after every step.
 ``HDLGEN_PARAMS`` (JSON): the model (see :func:`build`: ``spec``, ``seed``, ``over`` (model
 overrides), ``context``, ``lanes``, ``macs_per_lane``, ``weight_bits`` (matrices stored as two
 int8 planes)) and ``scenarios``, run one after another
-on the one build (the engine is reset and the scratchpad zeroed before each; the weights and
-parameters are loaded once, the program every time). A scenario has ``steps`` (list of
+on the one build (the engine is reset and the scratchpad zeroed before each, the KV cache keeps its rows (so does
+the golden model's); the weights and parameters are loaded once, the program every time). A scenario has ``steps`` (list of
 ``[token, pos]``; a position at or beyond the context must end with error ``POS_RANGE``, and
 the golden model must refuse it too) and optionally ``stop_after`` (debug: cut the program after
 that many instructions), ``corrupt`` (``"value"`` flips one expected logit, ``"missing"``
@@ -147,7 +147,7 @@ if cocotb is not None:
         cycles = await host.read(mp.word("regs", 5))
         return err, code, cycles
 
-    async def _scenario(dut, host, cfg, comp, mp, p, first):
+    async def _scenario(dut, host, cfg, comp, mp, p, first, state):
         """One scenario: (re)load the memories, zero the scratchpad, run the steps."""
         prog = program_of(comp, p)
         words = [encode(i) for i in prog]
@@ -180,6 +180,9 @@ if cocotb is not None:
 
         gold = Golden(img, prog if expect_code is None else comp.program)
         gold.reset()
+        if "kv" in state:             # the device's KV cache keeps its rows across scenarios
+            gold.kv = state["kv"]
+        state["kv"] = gold.kv
         report = []
         for token, pos in p["steps"]:
             err, code, cycles = await _run_step(dut, host, mp, token, pos, prog,
@@ -248,9 +251,10 @@ if cocotb is not None:
         host = Host(dut)
         dut.start.value = 0
         outcomes = []
+        state = {}
         for n, sc in enumerate(p["scenarios"]):
             try:
-                report = await _scenario(dut, host, cfg, comp, mp, sc, n == 0)
+                report = await _scenario(dut, host, cfg, comp, mp, sc, n == 0, state)
                 outcomes.append({"passed": True, "steps": report})
             except AssertionError as e:
                 outcomes.append({"passed": False, "message": str(e)})

@@ -96,7 +96,7 @@ class _Lane(Elaboratable):
         self.nonempty_next = Signal()   # next value of the FIFO's "has a result" flag
         self.o_valid_next = Signal()    # next value of ``o.valid``
         self.o_ready = Signal()         # ``o.ready``
-        self.result = Signal(signed(acc_width), reset_less=True)   # output register
+        self.result = Signal(signed(acc_width), name=f"result_l{index}", reset_less=True)
 
     def elaborate(self, platform):
         m = Module()
@@ -149,8 +149,7 @@ class _Lane(Elaboratable):
         load = Signal(name=f"load_l{i}")
         m.d.comb += load.eq(nonempty & (~o_valid | self.o_ready))
         keep_register(m, platform, rd_ptr, rd_ptr + load)
-        with m.If(load):
-            m.d.sync += self.result.eq(rp.data)
+        keep_register(m, platform, self.result, rp.data, en=load)
         m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(acc), wp.en.eq(done), rp.addr.eq(rd_ptr)]
         return m
 

@@ -119,7 +119,7 @@ class DSPMultiplier(wiring.Component):
         return m
 
 
-def keep_register(m: Module, platform, q: Signal, d, *, en=None) -> Signal:
+def keep_register(m: Module, platform, q: Signal, d) -> Signal:
     """Add the register ``q <= d`` to ``m`` (``sync`` domain) so that synthesis keeps it even
     when an identical register exists elsewhere.
 
@@ -134,11 +134,6 @@ def keep_register(m: Module, platform, q: Signal, d, *, en=None) -> Signal:
         bits); data copies should be ``reset_less`` and then need no reset net.
     d : Value
         Next value.
-    en : Value or None
-        Clock enable (the register holds while it is low); ``None`` loads every cycle.
-        A primitive register with an enable is also how a register after a distributed
-        RAM's read port is kept out of the RAM (Yosys would otherwise fold it into a
-        synchronous read port).
 
     Returns
     -------
@@ -153,13 +148,10 @@ def keep_register(m: Module, platform, q: Signal, d, *, en=None) -> Signal:
         for i in range(len(q)):
             m.submodules[f"{q.name}_ff{i}"] = Instance(
                 "TRELLIS_FF",
-                p_GSR="DISABLED", p_CEMUX="1" if en is None else "CE", p_CLKMUX="CLK",
-                p_LSRMUX="LSR", p_SRMODE="LSR_OVER_CE", p_REGSET="RESET",
+                p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+                p_SRMODE="LSR_OVER_CE", p_REGSET="RESET",
                 i_CLK=ClockSignal(), i_LSR=Const(0) if q.reset_less else ResetSignal(),
-                i_CE=Const(1) if en is None else en, i_DI=d_bits[i], o_Q=q[i])
-    elif en is None:
-        m.d.sync += q.eq(d)
+                i_CE=Const(1), i_DI=d_bits[i], o_Q=q[i])
     else:
-        with m.If(en):
-            m.d.sync += q.eq(d)
+        m.d.sync += q.eq(d)
     return q

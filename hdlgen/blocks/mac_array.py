@@ -44,8 +44,7 @@ in clock edges after the edge that transfers a beat on ``i``::
                    the DSP row to the lane's adder tree
     G .. G+T-1     adder tree, one register per level (T = ceil(log2(macs_per_lane)))
     G+T            accumulator
-    G+T+1          result written to the output FIFO (distributed RAM)
-    G+T+2          output register, ``o.valid``
+    G+T+1          result written to the output FIFO, ``o.valid``
 
 Backpressure on ``o`` never stalls the pipeline. The output FIFO (distributed RAM, one per
 lane, ``fifo_depth`` results) has room for every result in flight: ``i.ready`` comes from a
@@ -93,10 +92,8 @@ class _Lane(Elaboratable):
         self.shared = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))   # stage F-1, this lane's copy
         self.operand = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))  # stage F-1
         self.ctrl_in = Signal(3)     # (valid, first, last) one stage before the lane copies
-        self.nonempty_next = Signal()   # next value of the FIFO's "has a result" flag
-        self.o_valid_next = Signal()    # next value of ``o.valid``
-        self.o_ready = Signal()         # ``o.ready``
-        self.result = Signal(signed(acc_width), name=f"result_l{index}", reset_less=True)
+        self.rd_fire = Signal()      # a result leaves on ``o`` this cycle
+        self.result = Signal(signed(acc_width))   # FIFO head of this lane
 
     def elaborate(self, platform):
         m = Module()
@@ -141,16 +138,9 @@ class _Lane(Elaboratable):
         wr_ptr = Signal(ptr_shape, name=f"wr_ptr_l{i}")
         rd_ptr = Signal(ptr_shape, name=f"rd_ptr_l{i}")
         keep_register(m, platform, wr_ptr, wr_ptr + done)
-        # Output register, loaded from the FIFO when it is empty or being read. Its enable
-        # comes from this lane's own copies of the FIFO state, so ``o.ready`` meets one LUT
-        # per lane instead of a clock-enable net across all lanes.
-        nonempty = keep_register(m, platform, Signal(name=f"nonempty_l{i}"), self.nonempty_next)
-        o_valid = keep_register(m, platform, Signal(name=f"o_valid_l{i}"), self.o_valid_next)
-        load = Signal(name=f"load_l{i}")
-        m.d.comb += load.eq(nonempty & (~o_valid | self.o_ready))
-        keep_register(m, platform, rd_ptr, rd_ptr + load)
-        keep_register(m, platform, self.result, rp.data, en=load)
-        m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(acc), wp.en.eq(done), rp.addr.eq(rd_ptr)]
+        keep_register(m, platform, rd_ptr, rd_ptr + self.rd_fire)
+        m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(acc), wp.en.eq(done),
+                     rp.addr.eq(rd_ptr), self.result.eq(rp.data)]
         return m
 
 
@@ -250,7 +240,7 @@ class MACArray(wiring.Component):
         """Clock edges from the transfer of a ``last`` beat on ``i`` to its result on ``o``
         (when the FIFO is empty): after that many edges ``o.valid`` is high."""
         return (self.fanout_stages + self.dsp_latency + self._post_dsp_registers
-                + self._tree_levels + 2)
+                + self._tree_levels + 1)
 
     @property
     def fanout_stages(self) -> int:
@@ -327,21 +317,13 @@ class MACArray(wiring.Component):
             m.d.sync += nxt.eq(chain)
             chain = nxt
         m.d.sync += done.eq(chain[0] & chain[2])
-        # FIFO occupancy (results in the RAM, not counting the output register) and the
-        # output register's valid bit; the lanes keep copies of ``nonempty`` and ``o_valid``.
         count = Signal(range(depth + 1))
-        nonempty = Signal()
         o_valid = Signal()
-        load = nonempty & (~o_valid | self.o.ready)
-        nonempty_next = Signal()
-        o_valid_next = Signal()
-        m.d.comb += [
-            # = (count + done - load != 0), without an adder on the path from ``o.ready``
-            nonempty_next.eq(done | (count >= 2) | ((count >= 1) & ~load)),
-            o_valid_next.eq(load | (o_valid & ~self.o.ready)),
+        m.d.sync += [
+            count.eq(count + done - rd_fire),
+            # = (count + done - rd_fire != 0), without the adder on the path from ``o.ready``
+            o_valid.eq(done | (count >= 2) | ((count >= 1) & ~rd_fire)),
         ]
-        m.d.sync += [count.eq(count + done - load), nonempty.eq(nonempty_next),
-                     o_valid.eq(o_valid_next)]
         m.d.comb += self.o.valid.eq(o_valid)
 
         for l in range(L):
@@ -350,9 +332,7 @@ class MACArray(wiring.Component):
             m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
                          lane.ctrl_in.eq(group_ctrl[l // per_group]),
-                         lane.nonempty_next.eq(nonempty_next),
-                         lane.o_valid_next.eq(o_valid_next),
-                         lane.o_ready.eq(self.o.ready),
+                         lane.rd_fire.eq(rd_fire),
                          self.o.payload[l].eq(lane.result)]
         return m
 

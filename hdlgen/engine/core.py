@@ -592,6 +592,7 @@ class Engine(wiring.Component):
         mv_w2 = Signal()
         mv_x16 = Signal()
         mv_rows = Signal(16)
+        em_w2 = Signal()                     # EMBED of a 16-bit (two-plane) table
         # attention control
         at_h = Signal(8)
         at_kvh = Signal(8)
@@ -975,21 +976,30 @@ class Engine(wiring.Component):
         em_wait = Signal(2)
         em_lane = Signal(range(lanes))
         em_go_read = Signal()
+        em_ph = Signal()                     # 16-bit table: 0 high plane, 1 low plane
+        em_hi = Signal(8 * K)
         with m.If(embed_go):
-            m.d.sync += [em_active.eq(1), em_ib.eq(0),
+            m.d.sync += [em_active.eq(1), em_ib.eq(0), em_ph.eq(0),
                          em_row.eq(x_w + (embed_idx >> (lanes - 1).bit_length()) * ib_n),
                          em_lane.eq(embed_idx[:(lanes - 1).bit_length()])]
+        em_slice = Signal(8 * K)
+        m.d.comb += em_slice.eq(wts.b.rdata.word_select(em_lane, 8 * K))
         with m.If(em_active & (em_wait == 0) & (ser_cnt == 0) & ~rq_inflight):
             m.d.comb += em_go_read.eq(1)
             m.d.sync += em_wait.eq(1)
         with m.Elif(em_wait == 1):
             m.d.sync += em_wait.eq(2)
         with m.Elif(em_wait == 2):
-            m.d.sync += [em_wait.eq(0), em_ib.eq(em_ib + 1), em_row.eq(em_row + 1)]
-            with m.If(em_ib == ib_n - 1):
-                m.d.sync += em_active.eq(0)
+            m.d.sync += em_wait.eq(0)
+            with m.If(em_w2 & ~em_ph):          # high plane read: now the low plane
+                m.d.sync += [em_ph.eq(1), em_hi.eq(em_slice)]
+            with m.Else():
+                m.d.sync += [em_ph.eq(0), em_ib.eq(em_ib + 1), em_row.eq(em_row + 1)]
+                with m.If(em_ib == ib_n - 1):
+                    m.d.sync += em_active.eq(0)
         with m.If(em_active):
-            m.d.comb += [wts.b.addr.eq(em_row), wts.b.en.eq(em_go_read)]
+            m.d.comb += [wts.b.addr.eq(Mux(em_ph, em_row + plane_sz, em_row)),
+                         wts.b.en.eq(em_go_read)]
         with m.Else():
             m.d.comb += [wts.b.addr.eq(mv_wrow), wts.b.en.eq(bf_issue)]
         with m.If(mv_active):
@@ -1119,10 +1129,11 @@ class Engine(wiring.Component):
                     m.d.sync += [ser_cnt.eq(Mux(rem >= G, G, rem)),
                                  cb_g.eq(Mux(cb_g == NG - 1, 0, cb_g + 1))]
         # EMBED: a weight row's lane slice into the serializer
-        with m.If(em_active & (em_wait == 2)):
+        with m.If(em_active & (em_wait == 2) & ~(em_w2 & ~em_ph)):
             for k in range(K):
-                m.d.sync += ser[k].eq(wts.b.rdata.word_select(em_lane, 8 * K)[8 * k:8 * k + 8]
-                                      .as_signed())
+                lo = em_slice[8 * k:8 * k + 8].as_signed()
+                hi = em_hi[8 * k:8 * k + 8].as_signed()
+                m.d.sync += ser[k].eq(Mux(em_w2, (hi << 8) + lo, lo))
             rem = v[Opcode.EMBED].cols - em_ib * K
             m.d.sync += ser_cnt.eq(Mux(rem >= K, K, rem))
         # reader -> requantizer (REQUANT)
@@ -1250,6 +1261,7 @@ class Engine(wiring.Component):
                              ib_n.eq((ins.cols + K - 1) >> kb),
                              ma1.eq((ins.rows + lanes - 1) >> lb), ma2.eq((ins.cols + K - 1) >> kb)]
                 bad(idx >= ins.rows, ErrorCode.BAD_INDEX)
+                bad((ins.w_planes == 0) | (ins.w_planes == 3))
                 bad(ins.index_reg.as_value() > Reg.RESULT_VALUE.value)
                 m.next = "CHECK1"
             with m.Case(Opcode.MATVEC):
@@ -1371,8 +1383,9 @@ class Engine(wiring.Component):
         with m.Switch(opcode):
             with m.Case(Opcode.EMBED):
                 ins = v[Opcode.EMBED]
-                m.d.sync += [chk["wr"].eq(ins.dst + ins.cols), chk["w"].eq(ins.waddr + pa),
-                             chk["p"].eq(ins.paddr + ins.rows)]
+                m.d.sync += [chk["wr"].eq(ins.dst + ins.cols),
+                             chk["w"].eq(ins.waddr + Mux(ins.w_planes == 2, pa << 1, pa)),
+                             chk["p"].eq(ins.paddr + ins.rows), s["plane_sz"].eq(pa)]
             with m.Case(Opcode.MATVEC):
                 ins = v[Opcode.MATVEC]
                 m.d.sync += [chk["r1"].eq(ins.src + ins.cols), chk["wr"].eq(ins.dst + ins.rows),
@@ -1445,7 +1458,7 @@ class Engine(wiring.Component):
                 ins = v[Opcode.EMBED]
                 writer(ins.dst, ins.cols, acc=ins.accumulate)
                 rqcfg(ins.paddr + s["embed_idx"], 0)
-                m.d.sync += s["rd_route"].eq(_R_VB)
+                m.d.sync += [s["rd_route"].eq(_R_VB), s["em_w2"].eq(ins.w_planes == 2)]
                 m.next = "EMBED"
             with m.Case(Opcode.MATVEC):
                 ins = v[Opcode.MATVEC]

@@ -165,8 +165,8 @@ class MACArray(wiring.Component):
         Fabric registers between each DSP output and the adder tree (at least 1). The DSPs
         of a lane end up spread along the DSP rows (128 of the 85F's 156 DSPs are used), so
         a product may travel half the die to its adder tree; with several registers the
-        placer splits that route (measured on the 85F, 16 x 8: one register 135 MHz, two
-        146 MHz, both limited by a DSP-to-register route).
+        placer splits that route (measured on the 85F, 16 x 8, seed 1: one register
+        135 MHz and two 146 MHz, both limited by a DSP-to-register route; three 156 MHz).
     dsp_pipeline : bool
         Also use the MULT18X18D pipeline register (one more cycle of latency).
 

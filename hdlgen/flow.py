@@ -312,8 +312,12 @@ def ooc_implement(component, *, device: str = "85F", freq_mhz: float = 150.0, se
     seconds = {"yosys": run_stage("yosys", [_find_tool("yosys"), "-q", "-l", "yosys.log", "top.ys"],
                                   out, out / "yosys.stdout", progress=progress, timeout_s=timeout_s)}
     counts = _module_counts(json.loads((out / "stat.json").read_text()), "\\top.dut")
+    # Pin the clock to a clock-capable pad (G2, the ULX3S oscillator's): left to the placer it
+    # can land where no route to the global clock network exists. The other pins float.
+    (out / "top.lpf").write_text('LOCATE COMP "clk" SITE "G2";\nIOBUF PORT "clk" IO_TYPE=LVCMOS33;\n')
     argv = nextpnr_argv(dev, "CABGA381", 6, json_in="top.json", freq_mhz=freq_mhz, seed=seed,
-                        report="report.json", router2=router2)
+                        report="report.json", router2=router2, lpf="top.lpf",
+                        extra=["--lpf-allow-unconstrained"])
     seconds["nextpnr"] = run_stage("nextpnr", argv, out, out / "nextpnr.stdout",
                                    progress=progress, timeout_s=timeout_s)
     rep = parse_nextpnr_report(out / "report.json", dev, freq_mhz)

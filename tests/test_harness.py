@@ -1,6 +1,8 @@
 """The cocotb + Verilator harness: a real bench passes, a wrong result fails, builds are cached."""
 
 import json
+import shutil
+
 import pytest
 
 from hdlgen.blocks.stream_parts import SkidBuffer
@@ -40,3 +42,15 @@ def test_build_is_cached():
     second = _run(0.0)
     assert second.build_dir == first.build_dir
     assert binary.stat().st_mtime_ns == stamp    # the simulator was not rebuilt
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog is not installed")
+def test_icarus_passes_and_fails():
+    params = {"width": 16, "stall": 0.1}
+    env = {"HDLGEN_PARAMS": json.dumps(params), "HDLGEN_COUNT": "500"}
+    assert run_cocotb(SkidBuffer(16), "sim.benches.skid_buffer", name="skid_buffer",
+                      env=env, simulator="icarus").passed
+    env["HDLGEN_PARAMS"] = json.dumps({**params, "corrupt": "value"})
+    bad = run_cocotb(SkidBuffer(16), "sim.benches.skid_buffer", name="skid_buffer", env=env,
+                     simulator="icarus", check=False)
+    assert (bad.tests, bad.failed) == (1, 1)

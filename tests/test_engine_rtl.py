@@ -98,6 +98,7 @@ def test_llama_gqa(tmp_path):
 def test_engine_construction_checks():
     cfg, comp = build(GQA)
     e = Engine(cfg, comp)
+    e._MustUse__silence = True              # only its memory map is looked at here
     mp = e.memory_map
     assert mp.base("program") == 1 << (mp.window_bits + 2)
     assert len(mp.image_writes(comp.words, comp.image)) == \

@@ -166,6 +166,7 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig, compiled, *, program_words: int = None):
+        self._MustUse__silence = True       # not "unused" if the arguments are rejected
         config = config.check()
         image, program = compiled.image, list(compiled.program)
         lanes, K = config.lanes, config.macs_per_lane
@@ -189,6 +190,7 @@ class Engine(wiring.Component):
                               weight_rows=max(1, image.weights.shape[0]), row_bytes=lanes * K,
                               param_words=max(1, int(image.params.size)))
         self._analyse()
+        self._MustUse__silence = False
         super().__init__({
             "bus": In(wishbone.Signature(addr_width=self._map.addr_width)),
             "start": In(1), "token": In(32), "pos": In(32),

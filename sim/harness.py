@@ -10,7 +10,9 @@ Verilog text (cached under ``sim_build/`` by a hash), and the cocotb test module
 it. Environment variables:
 
 ``HDLGEN_SIM``          ``verilator`` (default) or ``icarus`` (when ``iverilog`` is installed).
-``HDLGEN_WAVES``        ``1`` to record waveforms (FST with Verilator, VCD/FST with Icarus).
+``HDLGEN_WAVES``        ``1`` to record waveforms into the build directory: FST with Verilator
+                        when the LZ4 headers are installed (``apt-get install liblz4-dev``),
+                        VCD otherwise; Icarus writes what cocotb's runner configures.
 ``HDLGEN_SIM_BUILD``    cache directory (default ``<repo>/sim_build``).
 ``HDLGEN_SEED``         random seed handed to benches (default: a fresh one, printed).
 ``HDLGEN_COUNT``        number of random transactions benches run (bench default otherwise).
@@ -76,6 +78,12 @@ def setup_verilator_env() -> None:
     flags = os.environ.get("MAKEFLAGS", "")
     if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk, re.M) and "CFG_CXXFLAGS_PCH_I" not in flags:
         os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+
+
+def _have_lz4() -> bool:
+    """Verilator 5.048's FST writer needs the LZ4 headers (Debian: liblz4-dev); without them
+    waveforms are written as VCD instead."""
+    return any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include"))
 
 
 def verilog_of(component, name: str) -> str:
@@ -144,8 +152,8 @@ def run_cocotb(component, test_module: str, *, name: str | None = None,
     if simulator == "verilator":
         setup_verilator_env()
         build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-lint", "-Wno-style", "-O3"]
-        if waves:
-            build_args.append("--trace-fst")
+        if waves and _have_lz4():
+            build_args.append("--trace-fst")   # else plain --trace: VCD (dump.vcd)
     elif shutil.which("iverilog") is None:
         raise RuntimeError("HDLGEN_SIM=icarus but iverilog is not installed (apt-get install iverilog)")
 
@@ -171,7 +179,7 @@ def run_cocotb(component, test_module: str, *, name: str | None = None,
     results_xml = build_dir / f"results-{test_id}.xml"
     try:
         runner.test(test_module=test_module, hdl_toplevel=name, testcase=testcase, build_dir=build_dir,
-                    test_dir=REPO_ROOT, results_xml=str(results_xml), extra_env=run_env, seed=seed,
+                    test_dir=build_dir if waves else REPO_ROOT, results_xml=str(results_xml), extra_env=run_env, seed=seed,
                     waves=waves, timescale=_TIMESCALE if simulator == "icarus" else None,
                     log_file=build_dir / f"test-{test_id}.log")
     except SystemExit:

@@ -54,3 +54,15 @@ def test_icarus_passes_and_fails():
     bad = run_cocotb(SkidBuffer(16), "sim.benches.skid_buffer", name="skid_buffer", env=env,
                      simulator="icarus", check=False)
     assert (bad.tests, bad.failed) == (1, 1)
+
+
+def test_waveforms_only_on_request():
+    env = {"HDLGEN_PARAMS": json.dumps({"width": 16, "stall": 0.1}), "HDLGEN_COUNT": "100"}
+    plain = run_cocotb(SkidBuffer(16), "sim.benches.skid_buffer", name="skid_buffer", env=env,
+                       waves=False)
+    assert not list(plain.build_dir.glob("dump.*"))
+    traced = run_cocotb(SkidBuffer(16), "sim.benches.skid_buffer", name="skid_buffer", env=env,
+                        waves=True)
+    assert traced.build_dir != plain.build_dir
+    dumps = list(traced.build_dir.glob("dump.*"))
+    assert dumps and dumps[0].suffix in (".fst", ".vcd") and dumps[0].stat().st_size > 1000

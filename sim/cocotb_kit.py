@@ -23,7 +23,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 __all__ = ["bench_rng", "bench_count", "bench_params", "start", "StreamDriver", "StreamMonitor",
-           "pack", "unpack", "to_signed", "assert_streams_equal"]
+           "pack", "unpack", "to_signed", "assert_streams_equal", "wishbone_access"]
 
 
 def bench_rng(salt: str = "") -> random.Random:
@@ -160,3 +160,26 @@ def assert_streams_equal(expected, got, what: str = "output", fmt=lambda x: repr
             raise AssertionError(f"{what}[{i}]: expected {fmt(e)}, got {fmt(g)}")
     if len(expected) != len(got):
         raise AssertionError(f"{what}: expected {len(expected)} items, got {len(got)}")
+
+
+async def wishbone_access(dut, adr_bytes: int, data=None, sel=0xF, timeout=200, prefix="bus"):
+    """One Wishbone classic access on ``<prefix>__*`` (a write when ``data`` is given), started
+    at a falling edge; returns ``(dat_r, "ack" | "err")``. Fails after ``timeout`` cycles."""
+    sig = lambda name: getattr(dut, f"{prefix}__{name}")
+    sig("adr").value = adr_bytes >> 2
+    sig("we").value = int(data is not None)
+    sig("dat_w").value = data or 0
+    sig("sel").value = sel
+    sig("cyc").value = 1
+    sig("stb").value = 1
+    for _ in range(timeout):
+        await FallingEdge(dut.clk)
+        await ReadOnly()
+        ack, err = int(sig("ack").value), int(sig("err").value)
+        if ack or err:
+            dat = int(sig("dat_r").value)
+            await FallingEdge(dut.clk)
+            sig("cyc").value = 0
+            sig("stb").value = 0
+            return dat, ("ack" if ack else "err")
+    raise AssertionError(f"no ack/err at {adr_bytes:#x} within {timeout} cycles")

@@ -21,7 +21,7 @@ idle gaps on the host port, while the compute port streams random reads (and wri
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly
 
-from sim.cocotb_kit import bench_count, bench_params, bench_rng, start
+from sim.cocotb_kit import bench_count, bench_params, bench_rng, start, wishbone_access
 
 
 class RAMModel:
@@ -113,26 +113,6 @@ async def random_ports(dut):
     cocotb.log.info("%d cycles, %d reads checked", n, checked)
 
 
-async def _wb(dut, adr_bytes, data=None, sel=0xF, timeout=200):
-    dut.bus__adr.value = adr_bytes >> 2
-    dut.bus__we.value = int(data is not None)
-    dut.bus__dat_w.value = data or 0
-    dut.bus__sel.value = sel
-    dut.bus__cyc.value = 1
-    dut.bus__stb.value = 1
-    for _ in range(timeout):
-        await FallingEdge(dut.clk)
-        await ReadOnly()
-        ack, err = int(dut.bus__ack.value), int(dut.bus__err.value)
-        if ack or err:
-            dat = int(dut.bus__dat_r.value)
-            await FallingEdge(dut.clk)
-            dut.bus__cyc.value = 0
-            dut.bus__stb.value = 0
-            return dat, ("ack" if ack else "err")
-    raise AssertionError(f"no ack/err at {adr_bytes:#x} within {timeout} cycles")
-
-
 @cocotb.test()
 async def bank_traffic(dut):
     p = bench_params()
@@ -192,7 +172,7 @@ async def bank_traffic(dut):
             await FallingEdge(dut.clk)
         if rng.random() < 0.05 and bus_bytes > depth * row_bytes:
             a = depth * row_bytes + 4 * rng.randrange((bus_bytes - depth * row_bytes) // 4)
-            _, res = await _wb(dut, a, None if rng.random() < 0.5 else 1)
+            _, res = await wishbone_access(dut, a, None if rng.random() < 0.5 else 1)
             assert res == "err", f"access at {a:#x} past the bank's end answered {res}"
             continue
         row = rng.randrange(half)
@@ -200,12 +180,12 @@ async def bank_traffic(dut):
         k = (a % row_bytes) // 4
         if rng.random() < 0.5:
             v, sel = rng.getrandbits(32), rng.randrange(1, 16)
-            _, res = await _wb(dut, a, v, sel)
+            _, res = await wishbone_access(dut, a, v, sel)
             assert res == "ack"
             m = sum(0xFF << (8 * i) for i in range(4) if sel >> i & 1) << (32 * k)
             mem[row] = (mem[row] & ~m) | ((v << (32 * k)) & m)
         else:
-            dat, res = await _wb(dut, a)
+            dat, res = await wishbone_access(dut, a)
             want = (mem[row] >> (32 * k)) & 0xFFFF_FFFF
             if corrupt and i >= n // 2:      # the checker must catch one wrong value
                 want ^= 1

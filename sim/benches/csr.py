@@ -9,31 +9,16 @@ cycles, done) whose status and busy counters are checked; the cycle counter must
 ``corrupt`` (``"value"``) makes the model expect one wrong value, which must fail.
 """
 
+import functools
+
 import cocotb
-from cocotb.triggers import FallingEdge, ReadOnly
+from cocotb.triggers import FallingEdge
 
 from hdlgen.soc.regmap import RegisterMap
-from sim.cocotb_kit import bench_count, bench_params, bench_rng, start
+from sim.cocotb_kit import bench_count, bench_params, bench_rng, start, wishbone_access
 
-
-async def wb(dut, adr, data=None, sel=0xF, timeout=20):
-    dut.bus__adr.value = adr >> 2
-    dut.bus__we.value = int(data is not None)
-    dut.bus__dat_w.value = data or 0
-    dut.bus__sel.value = sel
-    dut.bus__cyc.value = 1
-    dut.bus__stb.value = 1
-    for _ in range(timeout):
-        await FallingEdge(dut.clk)
-        await ReadOnly()
-        ack, err = int(dut.bus__ack.value), int(dut.bus__err.value)
-        if ack or err:
-            dat = int(dut.bus__dat_r.value)
-            await FallingEdge(dut.clk)
-            dut.bus__cyc.value = 0
-            dut.bus__stb.value = 0
-            return dat, ("ack" if ack else "err")
-    raise AssertionError(f"no ack/err at {adr:#x}")
+# Every register access must be answered within 20 cycles.
+wb = functools.partial(wishbone_access, timeout=20)
 
 
 @cocotb.test()

@@ -4,9 +4,9 @@
 #define HDLGEN_REGS_H
 
 #define HDLGEN_REGMAP_VERSION_MAJOR 1
-#define HDLGEN_REGMAP_VERSION_MINOR 0
-#define HDLGEN_CONFIG_HASH 0xfb85c185u
-#define HDLGEN_ID_VALUE 0x48470100u
+#define HDLGEN_REGMAP_VERSION_MINOR 1
+#define HDLGEN_CONFIG_HASH 0x61141fa0u
+#define HDLGEN_ID_VALUE 0x48470101u
 
 /* Extract / insert a field: HDLGEN_GET(value, STATUS, DONE), HDLGEN_SET(STATUS, DONE, 1) */
 #define HDLGEN_GET(v, reg, fld) (((v) & HDLGEN_##reg##_##fld##_MASK) >> HDLGEN_##reg##_##fld##_SHIFT)
@@ -22,7 +22,7 @@
 
 /* ID: Identification; the host checks it on connect. */
 #define HDLGEN_ID_ADDR 0x00000000u
-#define HDLGEN_ID_RESET 0x48470100u
+#define HDLGEN_ID_RESET 0x48470101u
 #define HDLGEN_ID_VERSION_MINOR_SHIFT 0
 #define HDLGEN_ID_VERSION_MINOR_WIDTH 8
 #define HDLGEN_ID_VERSION_MINOR_MASK 0x000000ffu  /* RO */
@@ -35,7 +35,7 @@
 
 /* CONFIG_HASH: Build fingerprint. */
 #define HDLGEN_CONFIG_HASH_ADDR 0x00000004u
-#define HDLGEN_CONFIG_HASH_RESET 0xfb85c185u
+#define HDLGEN_CONFIG_HASH_RESET 0x61141fa0u
 #define HDLGEN_CONFIG_HASH_HASH_SHIFT 0
 #define HDLGEN_CONFIG_HASH_HASH_WIDTH 32
 #define HDLGEN_CONFIG_HASH_HASH_MASK 0xffffffffu  /* RO */
@@ -130,6 +130,20 @@
 #define HDLGEN_SYS_CLK_KHZ_SHIFT 0
 #define HDLGEN_SYS_CLK_KHZ_WIDTH 32
 #define HDLGEN_SYS_CLK_KHZ_MASK 0xffffffffu  /* RO */
+
+/* TOKEN: Input token of a decode step (the engine samples it when the job starts). */
+#define HDLGEN_TOKEN_ADDR 0x00000030u
+#define HDLGEN_TOKEN_RESET 0x00000000u
+#define HDLGEN_TOKEN_ID_SHIFT 0
+#define HDLGEN_TOKEN_ID_WIDTH 32
+#define HDLGEN_TOKEN_ID_MASK 0xffffffffu  /* RW */
+
+/* POS: Position of a decode step (sampled when the job starts). */
+#define HDLGEN_POS_ADDR 0x00000034u
+#define HDLGEN_POS_RESET 0x00000000u
+#define HDLGEN_POS_VALUE_SHIFT 0
+#define HDLGEN_POS_VALUE_WIDTH 32
+#define HDLGEN_POS_VALUE_MASK 0xffffffffu  /* RW */
 
 /* BUSY_MAC_ARRAY: Busy-cycle counter of mac_array since the last start or clear. */
 #define HDLGEN_BUSY_MAC_ARRAY_ADDR 0x00000040u

@@ -260,6 +260,8 @@ class _FakeEngine(wiring.Component):
     word in its little memory is odd."""
     bus: In(wishbone.Signature(addr_width=2))
     start: In(1)
+    token: In(32)
+    pos: In(32)
     done: Out(1)
     error: Out(1)
     error_code: Out(4)

@@ -18,6 +18,8 @@ bank:
 0x24    ``CYCLES_HI``    ... the high word, read it second
 0x28    ``JOB_CYCLES``   cycles of the running or last job
 0x2C    ``SYS_CLK``      system clock in kHz
+0x30    ``TOKEN``        token id of the next job (the engine's ``token`` input)
+0x34    ``POS``          position of the next job (the engine's ``pos`` input)
 0x40..  ``BUSY_<UNIT>``  cycles each unit was busy since the last start or clear
 ======  ===============  ==================================================================
 
@@ -32,6 +34,7 @@ Gateware ports::
     ctrl.job_error    # In(1):  pulse from the engine: the job failed, with
     ctrl.job_error_code  # In(4): the engine's code (reported as 0x10 + code)
     ctrl.unit_busy    # In(len(units)): busy signal of each profiled unit
+    ctrl.token, ctrl.pos  # Out(32): the TOKEN and POS registers (sampled by the engine at start)
 
 Job life cycle: writing ``CTRL.START`` when idle sets ``BUSY``, clears ``JOB_CYCLES`` and the
 busy counters and pulses ``start``; ``job_done`` ends the job with ``DONE``; ``job_error``,
@@ -60,7 +63,7 @@ __all__ = ["MAGIC", "VERSION", "PROFILE_UNITS", "ErrorCode", "control_registers"
 #: ``ID.MAGIC``: "HG".
 MAGIC = 0x4847
 #: ``ID.VERSION_MAJOR``, ``ID.VERSION_MINOR`` of the register layout.
-VERSION = (1, 0)
+VERSION = (1, 1)
 #: Units profiled by default (one ``BUSY_<UNIT>`` counter each).
 #: The same tuple as the engine's ``hdlgen.engine.core.UNITS`` (bit ``n`` of ``unit_busy``);
 #: ``tests/test_csr.py`` checks they agree.
@@ -159,6 +162,13 @@ def control_registers(config: AcceleratorConfig | None = None,
         Register("SYS_CLK", 0x2C, [
             Field("KHZ", 32, Access.RO, reset=round(config.sys_clk_mhz * 1000), desc="System clock in kHz."),
         ], "System clock frequency."),
+        Register("TOKEN", 0x30, [
+            Field("ID", 32, Access.RW, desc="Token id the next job decodes."),
+        ], "Input token of a decode step (the engine samples it when the job starts)."),
+        Register("POS", 0x34, [
+            Field("VALUE", 32, Access.RW, desc="Position of that token (0-based); a position at or "
+                                               "beyond the context ends the job with an engine error."),
+        ], "Position of a decode step (sampled when the job starts)."),
     ]
     for i, u in enumerate(units):
         regs.append(Register(f"BUSY_{u.upper()}", _BUSY_BASE + 4 * i, [
@@ -195,6 +205,8 @@ class ControlBlock(wiring.Component):
             "job_error": In(1),
             "job_error_code": In(4),
             "unit_busy": In(max(1, len(self._units))),
+            "token": Out(32),
+            "pos": Out(32),
         })
 
     @property
@@ -231,6 +243,7 @@ class ControlBlock(wiring.Component):
         with m.If(regs.cycles_lo.rd_stb):
             m.d.sync += hi_latch.eq(hi)
         m.d.comb += [regs.cycles_lo.value.data.eq(lo), regs.cycles_hi.value.data.eq(hi_latch)]
+        m.d.comb += [self.token.eq(regs.token.id.data), self.pos.eq(regs.pos.value.data)]
 
         # Job state.
         busy = Signal()

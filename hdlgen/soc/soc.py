@@ -63,7 +63,8 @@ class SoC(wiring.Component):
         host's register map must be made with the same ``extra``).
     engine : Component, optional
         The compute engine whose jobs the control block runs: ``start: In(1)`` is pulsed by
-        ``CTRL.START``; its ``done``/``error`` pulses and ``error_code`` end the job; its
+        ``CTRL.START`` with ``token``/``pos`` (``In(32)``) from ``CTRL.TOKEN``/``CTRL.POS``;
+        its ``done``/``error`` pulses and ``error_code`` end the job; its
         ``unit_busy`` bits (if any) feed the ``BUSY_<UNIT>`` counters in order; ``abort:
         In(1)`` (if any) gets ``CTRL.ABORT`` and watchdog aborts. Give it in ``subordinates``
         too when the host reaches its memories over the bus.
@@ -106,7 +107,7 @@ class SoC(wiring.Component):
                                 f"(hdlgen.soc.regmap.soc_layout): add one there")
             if not hasattr(sub, "bus"):
                 raise UserError(f"subordinate {name!r} has no Wishbone 'bus' port")
-        for port in ("start", "done", "error", "error_code"):
+        for port in ("start", "token", "pos", "done", "error", "error_code"):
             if engine is not None and not hasattr(engine, port):
                 raise UserError(f"the engine has no {port!r} port (see the SoC docstring)")
         self._engine = engine
@@ -172,6 +173,8 @@ class SoC(wiring.Component):
                 m.submodules.engine = engine
             m.d.comb += [
                 engine.start.eq(ctrl.start),
+                engine.token.eq(ctrl.token),
+                engine.pos.eq(ctrl.pos),
                 ctrl.job_done.eq(engine.done),
                 ctrl.job_error.eq(engine.error),
                 ctrl.job_error_code.eq(engine.error_code.as_value()[:len(ctrl.job_error_code)]

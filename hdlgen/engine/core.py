@@ -52,6 +52,7 @@ SwiGLU scales, the head size, the longest ``ARGMAX``. ``MATMAT`` (prefill tiles)
 implemented: it ends the job with ``UNSUPPORTED``.
 """
 
+import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.fifo import SyncFIFO
@@ -70,7 +71,7 @@ from hdlgen.blocks.rmsnorm import RMSNorm
 from hdlgen.blocks.rope import Rope
 from hdlgen.blocks.softmax import Softmax
 from hdlgen.config import AcceleratorConfig
-from hdlgen.engine.isa import EltOp, LAYOUTS, NormKind, Opcode, Reg, Width
+from hdlgen.engine.isa import EltOp, LAYOUTS, NormKind, Opcode, Reg, Width, encode_program
 from hdlgen.engine.memmap import EngineMap, WINDOWS
 from hdlgen.engine.streams import ElementReader
 from hdlgen.errors import UserError
@@ -147,6 +148,10 @@ class Engine(wiring.Component):
         the host through ``bus`` (:meth:`EngineMap.image_writes`).
     program_words : int, optional
         Program-memory depth (default: the program's length).
+    preload : bool
+        Bake the program, the weights and the parameters into the memories' initial contents
+        (the bitstream then runs the model after configuration; the host can still load other
+        contents of the same shapes through ``bus``).
 
     Attributes
     ----------
@@ -165,7 +170,8 @@ class Engine(wiring.Component):
         One bit per unit in :data:`UNITS`.
     """
 
-    def __init__(self, config: AcceleratorConfig, compiled, *, program_words: int = None):
+    def __init__(self, config: AcceleratorConfig, compiled, *, program_words: int = None,
+                 preload: bool = False):
         self._MustUse__silence = True       # not "unused" if the arguments are rejected
         config = config.check()
         image, program = compiled.image, list(compiled.program)
@@ -178,6 +184,7 @@ class Engine(wiring.Component):
                             f"{image.macs_per_lane} but the config has {lanes}, {K}: compile "
                             f"with the same config")
         self._cfg, self._image, self._program = config, image, program
+        self._preload = bool(preload)
         self._lanes, self._K = lanes, K
         self._hs = image.head_size
         self._beat = max(b for b in (K, K // 2, K // 4, 8, 4, 2, 1) if b <= K and
@@ -260,6 +267,17 @@ class Engine(wiring.Component):
         self._swiglu_addrs = sorted(a for a, d in image.tables.items() if d["kind"] == "swiglu")
 
     # ---- gateware ---------------------------------------------------------------------------
+    def _initial_contents(self) -> dict:
+        """``{"prog", "wts", "par"}``: one int per word of the program memory (128-bit
+        instructions), the weight bank (row bytes little-endian: byte ``lane * K + k`` in bits
+        ``8 (lane * K + k)``) and the parameter memory."""
+        image = self._image
+        wb = np.asarray(image.weights, dtype=np.int64) & 0xFF
+        rows = [int.from_bytes(bytes(int(b) for b in row), "little") for row in wb]
+        return {"prog": encode_program(self._program),
+                "wts": rows,
+                "par": [int(v) & 0xFFFFFFFF for v in np.asarray(image.params, dtype=np.int64)]}
+
     def elaborate(self, platform):
         m = Module()
         cfg, image, mp = self._cfg, self._image, self._map
@@ -275,10 +293,13 @@ class Engine(wiring.Component):
         aw_act, aw_w, aw_p = _bits(A), _bits(WR), _bits(PM)
 
         # ---- memories -------------------------------------------------------------------------
-        m.submodules.prog = prog = BlockRAM(width=128, depth=PD, granularity=8)
+        init = self._initial_contents() if self._preload else {}
+        m.submodules.prog = prog = BlockRAM(width=128, depth=PD, granularity=8,
+                                            init=init.get("prog"))
         m.submodules.act = act = BlockRAM(width=16, depth=A)
-        m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8)
-        m.submodules.par = par = BlockRAM(width=32, depth=PM)
+        m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8,
+                                          init=init.get("wts"))
+        m.submodules.par = par = BlockRAM(width=32, depth=PM, init=init.get("par"))
         m.submodules.vb = vb = BlockRAM(width=16 * K, depth=VBD, granularity=8)
 
         # ---- units ----------------------------------------------------------------------------

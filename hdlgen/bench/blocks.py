@@ -1,7 +1,10 @@
 """``hdlgen bench blocks``: every compute block synthesized and placed out of context.
 
 Every module of :mod:`hdlgen.blocks` that defines ``bench_configs()`` contributes
-:class:`hdlgen.bench.registry.BlockBench` entries; this command imports them all, implements
+:class:`hdlgen.bench.registry.BlockBench` entries, and
+:func:`hdlgen.bench.registry.system_benches` the designs composed of blocks (``engine``: the
+transformer engine for a stories260K-shaped model; ``--only engine`` measures it alone).
+This command imports them all, implements
 each entry alone on the chosen ECP5 (:func:`hdlgen.flow.ooc_implement`: Yosys, then nextpnr
 on a wrapper that feeds the block from a scan chain), evaluates its numerics against the
 float reference when it has an error bound, and prints a table, or with ``--json`` one JSON
@@ -24,9 +27,9 @@ import json
 import pkgutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from hdlgen.bench.registry import BlockBench
+from hdlgen.bench.registry import BlockBench, system_benches
 from hdlgen.errors import UserError
 
 __all__ = ["HELP", "add_arguments", "run", "discover", "measure"]
@@ -56,8 +59,9 @@ def add_arguments(parser) -> None:
 
 @dataclass
 class _Discovered:
-    entries: list          # [(module name, BlockBench)]
+    entries: list          # [(module name, BlockBench)] of hdlgen.blocks
     failures: list         # [{"name", "params", "message"}]
+    systems: list = field(default_factory=list)   # [(module name, BlockBench)], after the blocks
 
 
 def discover() -> _Discovered:
@@ -87,7 +91,8 @@ def discover() -> _Discovered:
                                             f"not a BlockBench"})
                 continue
             entries.append((modname, entry))
-    return _Discovered(entries, failures)
+    systems = [(system_benches.__module__, e) for e in system_benches()]
+    return _Discovered(entries, failures, systems)
 
 
 def _implement():
@@ -144,7 +149,7 @@ def _table(device: str, rows: list, targets: list, failures: list) -> str:
 
 def run(args, *, implement=None) -> int:
     found = discover()
-    entries = found.entries
+    entries = found.entries + found.systems
     failures = list(found.failures)
     if args.only:
         known = sorted({e.name for _, e in entries} | {f["name"] for f in failures})

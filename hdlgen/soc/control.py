@@ -95,20 +95,23 @@ def _check_units(units) -> tuple[str, ...]:
     return units
 
 
-def layout_hash(config: AcceleratorConfig, registers) -> int:
-    """CRC-32 of the configuration and the register layout (names, offsets, fields; not the
-    constant values), which the ``CONFIG_HASH`` register reports."""
+def layout_hash(config: AcceleratorConfig, registers, fingerprint: str = "") -> int:
+    """CRC-32 of the configuration, the register layout (names, offsets, fields; not the
+    constant values) and ``fingerprint`` (what else the build holds, e.g. the engine's model
+    and bus window), which the ``CONFIG_HASH`` register reports."""
     layout = [[r.name, r.offset, [[f.name, f.offset, f.width, f.access.name] for f in r.fields]]
               for r in registers]
-    text = json.dumps({"config": asdict(config), "layout": layout, "version": VERSION},
-                      sort_keys=True, separators=(",", ":"))
+    body = {"config": asdict(config), "layout": layout, "version": VERSION}
+    if fingerprint:
+        body["fingerprint"] = fingerprint
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return zlib.crc32(text.encode())
 
 
 def control_registers(config: AcceleratorConfig | None = None,
-                      units=PROFILE_UNITS) -> list[Register]:
+                      units=PROFILE_UNITS, fingerprint: str = "") -> list[Register]:
     """The control bank's registers for ``config`` (constant fields carry their values as
-    ``reset``)."""
+    ``reset``; ``fingerprint`` as for :func:`layout_hash`)."""
     config = (config or AcceleratorConfig()).check()
     units = _check_units(units)
     regs = [
@@ -174,7 +177,7 @@ def control_registers(config: AcceleratorConfig | None = None,
         regs.append(Register(f"BUSY_{u.upper()}", _BUSY_BASE + 4 * i, [
             Field("CYCLES", 32, Access.RO, desc=f"Cycles {u} was busy."),
         ], f"Busy-cycle counter of {u} since the last start or clear."))
-    h = layout_hash(config, regs)
+    h = layout_hash(config, regs, fingerprint)
     regs[1].fields[0].reset = h
     return regs
 
@@ -187,12 +190,15 @@ class ControlBlock(wiring.Component):
     config : AcceleratorConfig
     units : sequence of str
         Lower-case names of the profiled units (default :data:`PROFILE_UNITS`).
+    fingerprint : str
+        Mixed into ``CONFIG_HASH`` (see :func:`layout_hash`).
     """
 
-    def __init__(self, config: AcceleratorConfig | None = None, units=PROFILE_UNITS):
+    def __init__(self, config: AcceleratorConfig | None = None, units=PROFILE_UNITS,
+                 fingerprint: str = ""):
         self._config = (config or AcceleratorConfig()).check()
         self._units = _check_units(units)
-        self._registers = control_registers(self._config, self._units)
+        self._registers = control_registers(self._config, self._units, fingerprint)
         # The two halves of the free-running counter (attributes so tests can preload them).
         self._cycles_lo = Signal(32, name="cycles_lo")
         self._cycles_hi = Signal(32, name="cycles_hi")

@@ -115,17 +115,19 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def soc_layout(config=None, extra=()) -> list:
+def soc_layout(config=None, extra=(), fingerprint: str = "") -> list:
     """Banks and windows of the SoC bus, byte addresses (the single definition).
 
     ``extra``: further :class:`Bank` / :class:`Window` entries (an engine's window, a DMA
     register bank, ...) placed by the caller; names must be new and windows must not
-    overlap (checked by :meth:`RegisterMap.from_layout`).
+    overlap (checked by :meth:`RegisterMap.from_layout`). ``fingerprint`` is mixed into
+    ``CONFIG_HASH`` (e.g. the model an engine was generated for), so a host holding the
+    register map of another build is refused on connect.
     """
     from hdlgen.config import AcceleratorConfig
     from hdlgen.soc import control
     config = (config or AcceleratorConfig()).check()
-    ctrl_regs = control.control_registers(config)
+    ctrl_regs = control.control_registers(config, fingerprint=fingerprint)
     return [
         Bank("ctrl", CTRL_BASE, 4 << control.ADDR_WIDTH, tuple(ctrl_regs),
              "Identification, job control and status, counters, watchdog."),
@@ -135,13 +137,13 @@ def soc_layout(config=None, extra=()) -> list:
     ]
 
 
-def soc_register_map(config=None, extra=()) -> "RegisterMap":
-    """The :class:`RegisterMap` of the SoC built for ``config`` (``extra`` as for
-    :func:`soc_layout`)."""
+def soc_register_map(config=None, extra=(), fingerprint: str = "") -> "RegisterMap":
+    """The :class:`RegisterMap` of the SoC built for ``config`` (``extra`` and ``fingerprint``
+    as for :func:`soc_layout`)."""
     from hdlgen.config import AcceleratorConfig
     from hdlgen.soc import control
     config = (config or AcceleratorConfig()).check()
-    layout = soc_layout(config, extra)
+    layout = soc_layout(config, extra, fingerprint)
     ctrl = next(e for e in layout if e.name == "ctrl")
     return RegisterMap.from_layout(layout, config=asdict(config),
                                    config_hash=ctrl.registers[1].fields[0].reset,

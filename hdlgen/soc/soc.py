@@ -68,6 +68,9 @@ class SoC(wiring.Component):
         ``unit_busy`` bits (if any) feed the ``BUSY_<UNIT>`` counters in order; ``abort:
         In(1)`` (if any) gets ``CTRL.ABORT`` and watchdog aborts. Give it in ``subordinates``
         too when the host reaches its memories over the bus.
+    fingerprint : str
+        Mixed into ``CONFIG_HASH`` (:func:`hdlgen.soc.regmap.soc_layout`); the host's register
+        map must be made with the same one.
 
     Attributes
     ----------
@@ -83,7 +86,7 @@ class SoC(wiring.Component):
     def __init__(self, config: AcceleratorConfig | None = None, *, byte_port: bool = False,
                  link_timeout_cycles: int | None = None, bus_timeout_cycles: int = 1024,
                  rx_fifo_depth: int = 64, subordinates: dict | None = None, extra_layout=(),
-                 engine=None):
+                 engine=None, fingerprint: str = ""):
         self._MustUse__silence = True         # not "unused" if the arguments are rejected
         config = (config or AcceleratorConfig()).check()
         self._config = config
@@ -94,7 +97,8 @@ class SoC(wiring.Component):
         if not isinstance(rx_fifo_depth, int) or rx_fifo_depth < 4:
             raise UserError(f"rx_fifo_depth={rx_fifo_depth!r} must be an integer >= 4 bytes")
         self._rx_fifo_depth = rx_fifo_depth
-        self._layout = regmap.soc_layout(config, tuple(extra_layout))
+        self._fingerprint = str(fingerprint)
+        self._layout = regmap.soc_layout(config, tuple(extra_layout), self._fingerprint)
         self._subs = dict(subordinates or {})
         names = {entry.name for entry in self._layout}
         for entry in self._layout:
@@ -157,7 +161,7 @@ class SoC(wiring.Component):
         ctrl = None
         for entry in self._layout:
             if entry.name == "ctrl":
-                m.submodules.ctrl = ctrl = ControlBlock(cfg)
+                m.submodules.ctrl = ctrl = ControlBlock(cfg, fingerprint=self._fingerprint)
                 dec.add(ctrl.bus, addr=entry.base, name="ctrl")
             elif entry.name == "scratch":
                 m.submodules.scratch = ram = WishboneRAM(entry.size // 4)

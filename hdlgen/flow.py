@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from hdlgen.errors import UserError
 
 __all__ = ["ECP5Device", "ECP5_DEVICES", "ImplReport", "OOCPlatform", "ToolError",
-           "implement_plan", "ooc_implement", "run_stage", "tool_env"]
+           "check_netlist", "implement_plan", "ooc_implement", "run_stage", "tool_env"]
 
 
 @dataclass(frozen=True)
@@ -265,6 +265,61 @@ def _module_counts(stat: dict, module: str) -> dict:
             "ebr": cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)}
 
 
+#: Yosys command that makes wire names of the form ``name[N]`` private (see :func:`ooc_implement`).
+YOSYS_HIDE_BIT_LIKE_NAMES = r"rename -hide w:*\[*"
+
+
+def check_netlist(path: str | os.PathLike) -> None:
+    """Refuse a synthesized netlist (Yosys ``write_json``) in which a net has more than one
+    driver: two cell outputs, or a cell output and a module input, on the same bit.
+
+    A correct synthesis never produces one; it is the signature of a wire-name clash inside
+    Yosys (two registered output bits shorted together), which nextpnr would otherwise place
+    and time without complaint. Blackbox (primitive) modules are skipped.
+
+    Raises
+    ------
+    ToolError
+        Naming the module, the nets (by their netnames) and their drivers.
+    """
+    netlist = json.loads(Path(path).read_text())
+    problems = []
+    for mname, mod in netlist.get("modules", {}).items():
+        if int(mod.get("attributes", {}).get("blackbox", 0) or 0) or not mod.get("cells"):
+            continue
+        drivers = {}
+        for pname, port in mod.get("ports", {}).items():
+            if port["direction"] in ("input", "inout"):
+                for i, bit in enumerate(port["bits"]):
+                    if isinstance(bit, int):
+                        drivers.setdefault(bit, []).append(f"input port {pname}[{i}]")
+        for cname, cell in mod["cells"].items():
+            dirs = cell.get("port_directions", {})
+            for pin, bits in cell.get("connections", {}).items():
+                if dirs.get(pin) != "output":
+                    continue
+                for bit in bits:
+                    if isinstance(bit, int):
+                        drivers.setdefault(bit, []).append(f"{cname}.{pin} ({cell['type']})")
+        multi = {bit: who for bit, who in drivers.items() if len(who) > 1}
+        if not multi:
+            continue
+        names = {}
+        for nname, net in mod.get("netnames", {}).items():
+            for i, bit in enumerate(net["bits"]):
+                if bit in multi:
+                    names.setdefault(bit, []).append(f"{nname}[{i}]")
+        for bit, who in sorted(multi.items())[:8]:
+            problems.append(f"{mname}: net {', '.join(names.get(bit, [str(bit)])[:4])} "
+                            f"driven by {' and '.join(who)}")
+        if len(multi) > 8:
+            problems.append(f"{mname}: ... {len(multi) - 8} more multiply-driven nets")
+    if problems:
+        raise ToolError(f"synthesized netlist {path} has nets with more than one driver "
+                        f"(a Yosys wire-name clash shorts them; rename the signals involved "
+                        f"or report the case):\n  " + "\n  ".join(problems))
+
+
 @dataclass
 class OOCReport:
     """Out-of-context figures of one block: its own resources, the wrapped design's fmax."""
@@ -304,6 +359,11 @@ def ooc_implement(component, *, device: str = "85F", freq_mhz: float = 150.0, se
     (out / "top.ys").write_text("\n".join([
         "read_rtlil top.il",
         "hierarchy -top top",
+        # Amaranth names the elements of an array-shaped signal ``o__payload[1]``; Yosys'
+        # abc9 reintegration reads such a name as bit 1 of ``o__payload`` and, for registered
+        # outputs, either aborts (``count_id(wire->name) == 0``) or shorts two flip-flops onto
+        # one net. Making those alias names private avoids the clash (the ports keep theirs).
+        YOSYS_HIDE_BIT_LIKE_NAMES,
         "setattr -mod -set keep_hierarchy 1 top.dut",
         "synth_ecp5 -top top",
         "tee -q -o stat.json stat -json",
@@ -311,6 +371,7 @@ def ooc_implement(component, *, device: str = "85F", freq_mhz: float = 150.0, se
     ]) + "\n")
     seconds = {"yosys": run_stage("yosys", [_find_tool("yosys"), "-q", "-l", "yosys.log", "top.ys"],
                                   out, out / "yosys.stdout", progress=progress, timeout_s=timeout_s)}
+    check_netlist(out / "top.json")
     counts = _module_counts(json.loads((out / "stat.json").read_text()), "\\top.dut")
     # Pin the clock to a clock-capable pad (G2, the ULX3S oscillator's): left to the placer it
     # can land where no route to the global clock network exists. The other pins float.

@@ -3,9 +3,12 @@
 import json
 
 import pytest
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.stream_parts import SkidBuffer
-from hdlgen.flow import ECP5_DEVICES, ooc_implement, parse_nextpnr_report
+from hdlgen.flow import ECP5_DEVICES, ToolError, check_netlist, ooc_implement, parse_nextpnr_report
 
 
 def test_report_picks_the_system_clock(tmp_path):
@@ -30,3 +33,48 @@ def test_ooc_counts_the_block_alone(tmp_path):
     assert 0 < r.lut < 100
     assert r.dsp == 0 and r.ebr == 0
     assert r.fmax_mhz > 150
+
+
+def _netlist(cells, ports=None):
+    return {"modules": {"dut": {"attributes": {}, "ports": ports or {}, "cells": cells,
+                                "netnames": {"o__payload": {"bits": [5, 6, 7]}}}}}
+
+
+def _ff(q):
+    return {"type": "TRELLIS_FF", "port_directions": {"DI": "input", "Q": "output"},
+            "connections": {"DI": [2], "Q": [q]}}
+
+
+def test_check_netlist_refuses_multiply_driven_nets(tmp_path):
+    path = tmp_path / "top.json"
+    path.write_text(json.dumps(_netlist({"a": _ff(5), "b": _ff(6)})))
+    check_netlist(path)     # distinct drivers: fine
+    path.write_text(json.dumps(_netlist({"a": _ff(5), "b": _ff(5)})))
+    with pytest.raises(ToolError, match=r"o__payload\[0\] driven by a\.Q \(TRELLIS_FF\) and b\.Q"):
+        check_netlist(path)
+    # a cell output on a module input is a short too
+    path.write_text(json.dumps(_netlist({"a": _ff(6)}, {"i": {"direction": "input", "bits": [6]}})))
+    with pytest.raises(ToolError, match=r"input port i\[0\]"):
+        check_netlist(path)
+
+
+class _ArrayOut(wiring.Component):
+    """Registered array-shaped output: Amaranth names its elements ``o[0]``, ``o[1]``, which
+    Yosys' abc9 read as bits of ``o`` (it aborted, or shorted two flip-flops, before the OOC
+    flow hid those names)."""
+
+    def __init__(self):
+        super().__init__({"i": In(12), "o": Out(data.ArrayLayout(unsigned(4), 3))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.o.eq(self.i)
+        return m
+
+
+def test_ooc_array_shaped_registered_output(tmp_path):
+    r = ooc_implement(_ArrayOut(), device="12F", freq_mhz=150, out_dir=tmp_path)
+    assert r.ff == 12
+    dut = json.loads((tmp_path / "top.json").read_text())["modules"]["top.dut"]
+    bits = dut["ports"]["o"]["bits"]
+    assert len(set(bits)) == 12 and all(isinstance(b, int) for b in bits)

@@ -5,8 +5,15 @@ The prompt (token ids, or a text with ``--tokenizer``) is processed position by 
 
 ``golden``
     The integer golden model (:mod:`sim.golden.engine`): the accelerator's exact output.
-``sim`` / ``serial``
-    The RTL engine in simulation / on a board over the UART bridge (need the RTL engine).
+``sim``
+    The accelerator SoC (bridge, control block, engine generated for this model with the
+    weights preloaded) under Verilator, driven over the host protocol's bytes exactly as a
+    board (:class:`hdlgen.host.sim.SimTransport`); ``--load`` also loads the program and
+    weights over the link first (the run-time load path a board uses).
+``serial``
+    A board built with ``python -m hdlgen build --model M`` (same config), over its USB-UART
+    (``--port``); the host loads the program, weights and parameters first (``--no-load``
+    skips that when the board runs the bitstream's preloaded model).
 
 ``--check`` runs the integer golden model alongside the target and counts the steps whose
 next token differs (``golden_mismatches``); on the golden target it compares with the float
@@ -17,13 +24,17 @@ reference instead (``float_mismatches``: the int8 scheme's disagreements, not an
      "fmax_mhz": X, "fmax_source": "...", "tokens_per_s": X, ...}
 
 ``cycles_per_token`` and ``tokens_per_s`` need the RTL engine's cycle counts: ``null`` on the
-golden target.
+golden target. The accelerator configuration (MAC array shape, clock, ...) is the board
+device's default (``--board``, ``--device`` and the overrides of ``build``), so ``run`` and
+``build`` agree on it.
 """
 
 import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from hdlgen.errors import UserError
 
@@ -43,9 +54,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=16, help="tokens to generate")
     parser.add_argument("--target", choices=("golden", "sim", "serial"), default="golden")
     parser.add_argument("--port", default=None, help="serial port of the board (serial target)")
+    parser.add_argument("--load", dest="load", action="store_true", default=None,
+                        help="load program, weights and parameters over the link (default on "
+                             "serial, off on sim whose SoC has them preloaded)")
+    parser.add_argument("--no-load", dest="load", action="store_false",
+                        help="use the contents the device already has")
     parser.add_argument("--context", type=int, default=None,
                         help="KV-cache positions (default: the config's, capped at seq_len)")
-    parser.add_argument("--device", default="85F", help="ECP5 device for the fit check")
+    from hdlgen.build import add_target_arguments
+    add_target_arguments(parser, freq=False)
     parser.add_argument("--tokenizer", default=None, help="llama2.c tokenizer .bin to print text")
     parser.add_argument("--check", action="store_true",
                         help="run the integer golden model alongside and compare every step")
@@ -69,32 +86,46 @@ def parse_tokens(text: str, vocab: int) -> list:
     return toks
 
 
-def fmax_for(config) -> tuple:
-    """``(fmax_mhz, source)``: the newest build report's fmax when one exists under build/,
-    else the config's target clock."""
+def fmax_for(config, device: str | None = None, model: str | None = None) -> tuple:
+    """``(fmax_mhz, source)``: the fmax of the newest build report under ``build/`` for this
+    configuration (MAC array shape, context, clock) and device, preferring a build of
+    ``model`` (``build --model``); else the config's target clock. ``source`` says which."""
+    want = {k: getattr(config, k) for k in ("lanes", "macs_per_lane", "context_length",
+                                            "sys_clk_mhz")}
     reports = sorted(Path("build").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    same_config = None
     for p in reversed(reports):
         try:
             rep = json.loads(p.read_text())
         except (OSError, ValueError):
             continue
-        if rep.get("fmax_mhz"):
-            return float(rep["fmax_mhz"]), f"build report {p}"
-    return float(config.sys_clk_mhz), "target clock (no build report)"
+        cfg = rep.get("config") or {}
+        if not rep.get("fmax_mhz") or any(cfg.get(k) != v for k, v in want.items()):
+            continue
+        if device is not None and rep.get("device") not in (device, f"LFE5U-{device}"):
+            continue
+        if model is not None and rep.get("model") == model:
+            return float(rep["fmax_mhz"]), f"build report {p} (this model)"
+        if same_config is None:
+            same_config = (float(rep["fmax_mhz"]), f"build report {p} (same config, " +
+                           (f"model {rep['model']})" if rep.get("model") else "no engine)"))
+    if same_config is not None:
+        return same_config
+    return float(config.sys_clk_mhz), "target clock (no build report for this config)"
 
 
 def run(args) -> int:
+    from hdlgen.build import resolve_target
     from hdlgen.compiler import CompileOptions, compile_model
-    from hdlgen.config import AcceleratorConfig
     from hdlgen.model import Tokenizer, load_model
     from sim.float_ref import FloatModel
     from sim.golden.engine import Engine
 
     if args.steps < 0:
         raise UserError(f"--steps {args.steps} must be >= 0")
-    if args.target in ("sim", "serial"):
-        raise UserError(f"--target {args.target} needs the RTL transformer engine, which is not "
-                        f"built yet; use --target golden (the integer golden model) for now")
+    if args.target == "serial" and not args.port:
+        raise UserError("--target serial needs --port (e.g. /dev/ttyUSB0)")
+    _, bdev, config = resolve_target(args)
     model = load_model(args.model, seed=args.seed)
     c = model.config
     tok = Tokenizer.read(args.tokenizer, c.vocab_size) if args.tokenizer else None
@@ -105,9 +136,8 @@ def run(args) -> int:
         prompt = tok.encode(args.prompt, bos=True)
     else:
         prompt = parse_tokens(args.prompt_tokens, c.vocab_size)
-    config = AcceleratorConfig()
     t0 = time.time()
-    comp = compile_model(model, config, CompileOptions(context=args.context, device=args.device))
+    comp = compile_model(model, config, CompileOptions(context=args.context, device=bdev.device.name))
     ctx = comp.image.context
     if args.emit:
         comp.save(args.emit)
@@ -116,11 +146,15 @@ def run(args) -> int:
         raise UserError(f"{len(prompt)} prompt tokens + {args.steps} generated need {need} "
                         f"positions but the context is {ctx}: generate at most "
                         f"{ctx - len(prompt) + 1} tokens or raise --context")
-    engine = Engine(comp.image, comp.words, acc_width=config.acc_width)
-    preds, tokens, results = engine.run(prompt, args.steps)
-    out = {"model": model.name, "target": args.target, "prompt": prompt,
-           "tokens": tokens, "predictions": preds}
-    if args.check:
+    golden = Engine(comp.image, comp.words, acc_width=config.acc_width, mac="reference")
+    out = {"model": model.name, "target": args.target, "prompt": prompt}
+    if args.target == "golden":
+        preds, tokens, results = golden.run(prompt, args.steps)
+        cycles, mismatches, units = None, None, None
+    else:
+        preds, tokens, cycles, mismatches, units = _run_rtl(args, config, comp, golden, prompt)
+    out.update({"tokens": tokens, "predictions": preds})
+    if args.target == "golden" and args.check:
         # the golden target is the golden model: compare with the float reference instead
         fm = FloatModel(model, context=ctx).generate(prompt, args.steps)
         out["golden_mismatches"] = 0
@@ -128,12 +162,19 @@ def run(args) -> int:
                                       sum(a != b for a, b in zip(fm.tokens, tokens)))
         out["float_tokens"] = fm.tokens
     else:
-        out["golden_mismatches"] = None
-    fmax, src = fmax_for(config)
-    out.update({"cycles_per_token": None, "fmax_mhz": fmax, "fmax_source": src,
-                "tokens_per_s": None, "instructions_per_token": results[0].instructions
-                if results else 0, "elapsed_s": round(time.time() - t0, 3),
-                "memory": comp.manifest["fit"]})
+        out["golden_mismatches"] = mismatches
+    fmax, src = fmax_for(config, bdev.device.name, model.name)
+    tps = None
+    if cycles:
+        mean = sum(cycles) / len(cycles)
+        tps = round(fmax * 1e6 / mean, 2)
+    out.update({"cycles_per_token": cycles, "fmax_mhz": fmax, "fmax_source": src,
+                "tokens_per_s": tps, "config": {"lanes": config.lanes,
+                                                "macs_per_lane": config.macs_per_lane,
+                                                "device": bdev.device.name, "context": ctx},
+                "unit_busy_cycles": units,
+                "instructions_per_token": len(comp.program),
+                "elapsed_s": round(time.time() - t0, 3), "memory": comp.manifest["fit"]})
     if tok is not None:
         seq = prompt + tokens
         out["text"] = tok.decode(seq[1:] if seq[0] == 1 else seq, prev_token=1)
@@ -146,9 +187,53 @@ def run(args) -> int:
         print(f"tokens      {tokens}")
         if tok is not None:
             print(f"text        {out['text']!r}")
-        if args.check:
+        if args.target == "golden" and args.check:
             print(f"float reference tokens {out['float_tokens']} "
                   f"({out['float_mismatches']} differences)")
-        print(f"fmax {fmax} MHz ({src}); cycles per token: RTL engine not built")
+        if mismatches is not None:
+            print(f"golden mismatches {mismatches}")
+        if cycles:
+            print(f"cycles per token {cycles[0]} .. {cycles[-1]}; {tps} tokens/s at {fmax} MHz "
+                  f"({src})")
+        else:
+            print(f"fmax {fmax} MHz ({src}); cycles per token: only on the sim/serial targets")
     sys.stdout.flush()
-    return 0
+    return 1 if mismatches else 0
+
+
+def _run_rtl(args, config, comp, golden, prompt):
+    """Prompt and generation on the simulated SoC or a board; with ``--check`` every step is
+    compared with ``golden`` (next token, largest logit, and the logits when the program
+    outputs them). Returns ``(predictions, tokens, cycles, mismatches, unit cycles)``."""
+    from hdlgen.host.accelerator import open_accelerator
+
+    load = args.load if args.load is not None else args.target == "serial"
+    preds, tokens, cycles, mismatches = [], [], [], 0
+    units = {}
+    golden.reset()
+    with open_accelerator(args.target, config, comp, port=args.port, load=load) as acc:
+        acc.clear_scratch()
+        pos = 0
+        seq = list(prompt)
+        nxt = None
+        for n in range(len(prompt) + max(args.steps - 1, 0)):
+            token = seq[n] if n < len(prompt) else nxt
+            if n >= len(prompt):
+                tokens.append(token)
+            st = acc.step(token, pos)
+            cycles.append(st.cycles)
+            for u, v in st.units.items():
+                units[u] = units.get(u, 0) + v
+            if args.check:
+                r = golden.step(token, pos)
+                bad = (st.token, st.value) != (r.token, r.value)
+                if not bad and r.logits is not None:
+                    bad = not np.array_equal(acc.logits(), np.asarray(r.logits))
+                mismatches += int(bad)
+            if n < len(prompt):
+                preds.append(st.token)
+            nxt = st.token
+            pos += 1
+        if args.steps and len(tokens) < args.steps:
+            tokens.append(nxt)
+    return preds, tokens, cycles, (mismatches if args.check else None), units

@@ -1,0 +1,92 @@
+"""The accelerator for a compiled model: the SoC with the transformer engine on its bus.
+
+The engine (:class:`hdlgen.engine.core.Engine`) is generated for one compiled model (the
+model's shapes and number formats size its memories and units); it sits on the SoC bus as the
+window ``engine`` at :data:`ENGINE_BASE` (its own windows inside: registers, program,
+scratch, weights, parameters, output; :mod:`hdlgen.engine.memmap`), and the control block
+starts its jobs (``CTRL.TOKEN``, ``CTRL.POS``, ``CTRL.START``), watches them (watchdog,
+``STATUS``) and profiles its units (``BUSY_<UNIT>``)::
+
+    design = AcceleratorDesign(config, compiled)
+    soc = design.soc()                    # UART pins, for the board top level
+    soc = design.soc(byte_port=True)      # byte streams, for simulation
+    design.register_map                   # what the host needs (regmap.json of the build)
+
+``CONFIG_HASH`` covers the engine's hardware (memory map, context, head layout): a host with
+the register map of a build for a model of another shape is refused on connect, while other
+weights of the same shape can be loaded at run time (:class:`hdlgen.host.accelerator.Accelerator`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from hdlgen.config import AcceleratorConfig
+from hdlgen.soc import regmap
+
+__all__ = ["ENGINE_BASE", "AcceleratorDesign"]
+
+#: Byte address of the engine's window on the SoC bus.
+ENGINE_BASE = 0x0100_0000
+
+
+class AcceleratorDesign:
+    """The SoC + engine for ``compiled`` (see the module docstring).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        The configuration ``compiled`` was compiled for.
+    compiled : hdlgen.compiler.Compiled
+    preload : bool
+        Bake the program, weights and parameters into the block RAMs' initial contents (the
+        device runs the model right after configuration); otherwise the host loads them.
+    """
+
+    def __init__(self, config: AcceleratorConfig, compiled, *, preload: bool = True):
+        from hdlgen.engine.core import Engine
+        self.config = config.check()
+        self.compiled = compiled
+        self.preload = bool(preload)
+        # Built once for its memory map (a cheap check of the shapes); soc() builds its own.
+        probe = Engine(self.config, compiled)
+        self.engine_map = probe.memory_map
+        size = 4 << self.engine_map.addr_width
+        if size > ENGINE_BASE:
+            from hdlgen.errors import UserError
+            raise UserError(f"the engine's bus window ({size} bytes) is larger than the "
+                            f"{ENGINE_BASE} bytes reserved for it: the model is too large for "
+                            f"this address map")
+        image = compiled.image
+        self.window = regmap.Window(
+            "engine", ENGINE_BASE, size,
+            f"Transformer engine: registers, program, scratch, weights, parameters and output "
+            f"windows of {4 << self.engine_map.window_bits} bytes each (hdlgen.engine.memmap).")
+        self.fingerprint = json.dumps({
+            "engine_map": asdict(self.engine_map), "context": image.context,
+            "head_size": image.head_size, "kv_layers": image.kv_layers,
+            "kv_heads": image.kv_heads}, sort_keys=True, separators=(",", ":"))
+        self.register_map = regmap.soc_register_map(self.config, (self.window,),
+                                                    self.fingerprint)
+
+    @property
+    def engine_base(self) -> int:
+        return ENGINE_BASE
+
+    def soc(self, *, byte_port: bool = False, **kwargs):
+        """A :class:`~hdlgen.soc.soc.SoC` with a new engine (``kwargs`` go to the SoC)."""
+        from hdlgen.engine.core import Engine
+        from hdlgen.soc.soc import SoC
+        engine = Engine(self.config, self.compiled, preload=self.preload)
+        return SoC(self.config, byte_port=byte_port, subordinates={"engine": engine},
+                   extra_layout=(self.window,), engine=engine, fingerprint=self.fingerprint,
+                   **kwargs)
+
+    def soc_factory(self, config: AcceleratorConfig):
+        """For :class:`hdlgen.soc.top.Top` (``soc_factory=design.soc_factory``)."""
+        if config != self.config:
+            from hdlgen.errors import UserError
+            raise UserError("the top level's config differs from the one the model was "
+                            "compiled for")
+        return self.soc()

@@ -110,6 +110,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--plain", action="store_true",
                         help="the plain per-row int8 scheme: no smoothing of norm outputs or "
                              "KV cache, weights rounded to nearest")
+    parser.add_argument("--act-headroom", type=float, default=1.0, metavar="H",
+                        help="factor (>= 1) on the calibrated range of the 16-bit activations "
+                             "other than residual and logits (default 1)")
+    parser.add_argument("--norm16", action="store_true",
+                        help="int16 norm outputs into 16-bit matrix inputs (image extension "
+                             "norm_out_bits: golden model only, the RTL needs a change)")
+    parser.add_argument("--kv9", action="store_true",
+                        help="int9 KV cache (extension kv_bits: golden model only)")
+    parser.add_argument("--weight-width", type=int, choices=(8, 9), default=8,
+                        help="native width of every weight (9: extension weight_bits, golden "
+                             "model only; a 9-bit weight bank)")
     parser.add_argument("--device", default="85F", help="ECP5 device for the fit check")
     parser.add_argument("--no-fit", action="store_true",
                         help="measure even when the image does not fit the device")
@@ -129,7 +140,9 @@ def run(args) -> int:
     a8 = {k: 8 for k in args.act8.split(",") if k}
     opts = CompileOptions(device=args.device, weight_bits=w16, act_bits=a8, fit=not args.no_fit,
                           smooth=None if args.plain else args.smooth,
-                          smooth_kv=not args.plain, untie=args.untie, gptq=not args.plain)
+                          smooth_kv=not args.plain, untie=args.untie, gptq=not args.plain,
+                          act_headroom=args.act_headroom, norm_bits=16 if args.norm16 else 8,
+                          kv_bits=9 if args.kv9 else 8, weight_width=args.weight_width)
     res = measure(model, args.positions, opts, mac=args.mac)
     if args.json:
         print(json.dumps(res))

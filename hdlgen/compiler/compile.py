@@ -125,6 +125,24 @@ class CompileOptions:
         End the program with ``OUTPUT`` of the logits (readable by the host).
     fit : bool
         Refuse (``UserError``) when the image does not fit the device.
+    act_headroom : float
+        Factor (>= 1) on the calibrated max-abs of the 16-bit activations other than the
+        residual stream and the logits (``q``, ``att_out``, ``ffn_gate``, ``ffn_up``,
+        ``ffn_hidden``, 16-bit norm outputs), against saturation beyond the calibration
+        set's range (:func:`hdlgen.model.quantize.quantize_model`). Parameters only: the RTL
+        runs any value.
+    norm_bits : int
+        8 (the norm blocks' int8 output) or 16: the ``norm_out_bits`` extension (RTL change
+        needed): norm outputs int16 and the matrices reading them take a 16-bit input.
+    kv_bits : int
+        8 or 9: the ``kv_bits`` extension (RTL change needed): int9 KV-cache rows, ``k``/``v``
+        requantized to 16-bit outputs on the 9-bit grid (RoPE at 16 bits) and saturated to
+        int9 by ``KVAPPEND``. Same block RAM (a 72-bit row of 8 values uses the DP16KD's
+        ninth bits, empty with int8 rows).
+    weight_width : int
+        8 or 9: the ``weight_bits`` extension (RTL change needed): every matrix int9 in one
+        plane (per-row scales, GPTQ on the int9 grid), the weight bank ``9 * lanes *
+        macs_per_lane`` bits wide. Excludes 16-bit ``weight_bits``.
     """
     context: int = None
     device: str = "85F"
@@ -141,6 +159,21 @@ class CompileOptions:
     smooth_kv: bool = True
     logits_out: bool = True
     fit: bool = True
+    act_headroom: float = 1.0
+    norm_bits: int = 8
+    kv_bits: int = 8
+    weight_width: int = 8
+
+    def ext(self) -> dict:
+        """The image extensions these options need (:data:`sim.golden.engine.EXTENSIONS`)."""
+        out = {}
+        if self.norm_bits != 8:
+            out["norm_out_bits"] = self.norm_bits
+        if self.kv_bits != 8:
+            out["kv_bits"] = self.kv_bits
+        if self.weight_width != 8:
+            out["weight_bits"] = self.weight_width
+        return out
 
 
 @dataclass
@@ -182,7 +215,9 @@ class Compiled:
         out = {
             "program.bin": b"".join(w.to_bytes(16, "little") for w in self.words),
             "program.txt": "".join(f"{n:4d}  {i}\n" for n, i in enumerate(self.program)).encode(),
-            "weights.bin": self.image.weights.astype(np.int8).tobytes(),
+            "weights.bin": (self.image.weights.astype(np.int8).tobytes()
+                            if self.image.weight_bits == 8 else
+                            self.image.weights.astype("<i2").tobytes()),
             "params.bin": self.image.params.astype("<u4").tobytes(),
             "manifest.json": (json.dumps({**self.manifest, "tables": {
                 str(k): v for k, v in self.image.tables.items()}}, indent=1) + "\n").encode(),
@@ -249,13 +284,13 @@ def _w16_planes(qm):
     weights = dict(qm.weights)
     changed = []
     for key, t in qm.weights.items():
-        if t.q.dtype != np.int16:
+        if t.width != 16:
             continue
         w = qm.model.weights[key].astype(np.float64)
         amax = np.max(np.abs(w), axis=-1)
         scale = np.where(amax > 0, amax / W16_MAX, 1.0)
         q = np.clip(np.rint(w / scale[..., None]), -W16_MAX, W16_MAX).astype(np.int16)
-        weights[key] = type(t)(q=q, scale=scale)
+        weights[key] = type(t)(q=q, scale=scale, bits=16)
         changed += [n for n, spec in _MATMULS[qm.config.arch].items() if spec[0] == key]
         if key == "wcls" or (key == "token_embedding" and qm.config.shared_classifier):
             changed.append("cls")
@@ -280,14 +315,14 @@ def _gptq(qm, sequences):
         if key not in weights or key == "token_embedding":
             continue          # the embedding is also read row by row: keep it rounded to nearest
         t = weights[key]
-        qmax = W16_MAX if t.q.dtype == np.int16 else 127
+        qmax = W16_MAX if t.width == 16 else (1 << (t.width - 1)) - 1
         w = qm.model.weights[key].astype(np.float64)
         if w.ndim == 3:
             q = np.stack([gptq_round(w[l], t.scale[l], hs[(point, l)], qmax)
                           for l in range(c.n_layers)])
         else:
             q = gptq_round(w, t.scale, hs[(point, -1)], qmax)
-        weights[key] = type(t)(q=q.astype(t.q.dtype), scale=t.scale)
+        weights[key] = type(t)(q=q.astype(t.q.dtype), scale=t.scale, bits=t.width)
     return replace(qm, weights=weights)
 
 
@@ -313,9 +348,10 @@ def _program_length(c) -> int:
 
 
 def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
-               untie: bool = False) -> MemoryImage:
+               untie: bool = False, ext: dict = None) -> MemoryImage:
     """A memory image of the right sizes (zero contents) for model config ``c``, computed from
-    the shapes alone: what the fit check needs before quantizing anything."""
+    the shapes alone: what the fit check needs before quantizing anything (``ext``: the
+    image extensions, which set the widths of the weight bank and the KV cache)."""
     wb = weight_bits or {}
     lanes, K = config.lanes, config.macs_per_lane
     L, D, H, KV, V = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size
@@ -345,10 +381,12 @@ def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
     tables[words + twords] = {"kind": "act", "in_bits": 16}
     twords += 1024
     act = 4 * D + 2 * KV + 2 * c.n_heads * ctx + (3 if not gpt2 else 2) * H + V
-    return MemoryImage(lanes=lanes, macs_per_lane=K, weights=np.zeros((rows, lanes * K), np.int8),
+    ext = dict(ext or {})
+    wdt = np.int8 if ext.get("weight_bits", 8) == 8 else np.int16
+    return MemoryImage(lanes=lanes, macs_per_lane=K, weights=np.zeros((rows, lanes * K), wdt),
                        params=np.zeros(words + twords, np.int64), act_elements=act,
                        kv_layers=L, kv_heads=c.n_kv_heads, head_size=c.head_size, context=ctx,
-                       tables=tables)
+                       tables=tables, ext=ext)
 
 
 def fit_check(image: MemoryImage, program_words: int, device: str, model_name: str,
@@ -414,10 +452,25 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         raise UserError(f"the model's widest dot product ({max(c.dim, c.hidden_dim)}) exceeds "
                         f"max_dot_length={config.max_dot_length}; raise it in the config")
     act_bits = dict(DEFAULT_ACT_BITS[arch])
+    ext = opt.ext()
+    from sim.golden.engine import EXTENSIONS
+    for name, key in (("norm_bits", "norm_out_bits"), ("kv_bits", "kv_bits"),
+                      ("weight_width", "weight_bits")):
+        if getattr(opt, name) not in EXTENSIONS[key]:
+            raise UserError(f"{name}={getattr(opt, name)!r}: use one of {EXTENSIONS[key]}")
+    if opt.weight_width != 8 and any(b != opt.weight_width for b in opt.weight_bits.values()):
+        raise UserError(f"weight_width={opt.weight_width} gives every matrix one "
+                        f"{opt.weight_width}-bit plane; per-matrix weight_bits "
+                        f"{opt.weight_bits} cannot be combined with it")
+    if opt.norm_bits == 16:
+        act_bits.update(attn_norm=16, ffn_norm=16, final_norm=16)
+    if opt.kv_bits == 9:
+        act_bits.update(k=9, v=9)
     for k, v in opt.act_bits.items():
-        if k in _FIXED8 and v != 8:
+        if k in _FIXED8 and v != act_bits.get(k, 8):
             raise UserError(f"act_bits {k}={v}: this tensor is int8 in the blocks (norm "
-                            f"output / KV cache); only q, att_out, ffn_up, ffn_hidden can be 16")
+                            f"output / KV cache); only q, att_out, ffn_up, ffn_hidden can be 16 "
+                            f"(norm outputs: norm_bits=16; KV cache: kv_bits=9)")
         act_bits[k] = v
     for key, b in opt.weight_bits.items():
         for name, (wkey, s_in, _, _) in _MATMULS[arch].items():
@@ -426,8 +479,8 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                                 f"(a 16 x 16 product does not fit the int32 accumulator); also "
                                 f"set act_bits {s_in}=8 (bench accuracy: --act8 {s_in})")
     if opt.fit:                     # refuse before anything long (quantization, layout)
-        fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None),
-                  _program_length(c), opt.device, model.name)
+        fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
+                             ext), _program_length(c), opt.device, model.name)
     calibration = opt.calibration
     if opt.smooth is not None or opt.smooth_kv:
         from hdlgen.compiler.smooth import smooth_kv, smooth_norms
@@ -439,10 +492,16 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         if opt.smooth is not None:
             model = smooth_norms(model, calibration, opt.smooth, opt.untie)
         c = model.config
+    wbits = dict(opt.weight_bits)
+    if opt.weight_width != 8:
+        keys = {spec[0] for spec in _MATMULS[arch].values()} | {"token_embedding"}
+        keys |= {"pos_embedding"} if arch == "gpt2" else set()
+        keys |= set() if c.shared_classifier else {"wcls"}
+        wbits = {k: opt.weight_width for k in keys}
     qm = quantize_model(model, calibration, method=opt.method, percentile=opt.percentile,
                         residual_headroom=opt.residual_headroom,
                         logit_headroom=opt.logit_headroom, act_bits=act_bits,
-                        weight_bits=opt.weight_bits or None)
+                        weight_bits=wbits or None, act_headroom=opt.act_headroom)
     qm = _global_ffn_scales(_w16_planes(qm))
     if opt.gptq:
         qm = _gptq(qm, calibration)
@@ -482,12 +541,12 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     LOG = buf("logits", V)
 
     # ---- weights and parameters ---------------------------------------------------------------
-    wa = WeightAllocator(lanes, K)
+    wa = WeightAllocator(lanes, K, opt.weight_width)
     pa = ParamAllocator()
     tables = {}
 
     def add_matrix(q):
-        planes = 2 if np.asarray(q).dtype == np.int16 else 1
+        planes = 2 if np.asarray(q).dtype == np.int16 and opt.weight_width == 8 else 1
         q = np.asarray(q, dtype=np.int64)
         if planes == 2:
             if np.abs(q).max(initial=0) > W16_MAX:
@@ -500,7 +559,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         return wa.add(q), 1
 
     def wplanes(key):
-        return 2 if qm.weights[key].q.dtype == np.int16 else 1
+        return 2 if qm.weights[key].width == 16 else 1
 
     def add_requant(rq: Requant, index=()):
         mult = np.atleast_1d(rq.mult[index])
@@ -653,17 +712,19 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                  dst=dst, waddr=wa_(m), rows=rows, cols=cols, paddr=pa_(m))
 
     g = int(arch == "gpt2")
+    nb = opt.norm_bits                  # norm outputs: the width of the matrices' inputs
+    kvo = 16 if opt.kv_bits > 8 else 8  # k, v written as 16-bit on the 9-bit grid
     body = [
         I(Opcode.NORM, kind=kind, layer_rel=1, gamma_frac=n_att[2], beta_frac=n_att[4],
           out_frac=n_att[3], src=X, dst=XB, len=D, paddr=pa_("att_norm")),
-        mv("wq", XB, Q, D, D, 8, bits["q"], bias=g),
-        mv("wk", XB, KB, KV, D, 8, 8, bias=g),
-        mv("wv", XB, VB, KV, D, 8, 8, bias=g),
+        mv("wq", XB, Q, D, D, nb, bits["q"], bias=g),
+        mv("wk", XB, KB, KV, D, nb, kvo, bias=g),
+        mv("wv", XB, VB, KV, D, nb, kvo, bias=g),
     ]
     if arch == "llama":
         body += [I(Opcode.ROPE, width=width(bits["q"]), src=Q, dst=Q, n_heads=c.n_heads,
                    head_size=hs, paddr=rope_p),
-                 I(Opcode.ROPE, width=Width.W8, src=KB, dst=KB, n_heads=c.n_kv_heads,
+                 I(Opcode.ROPE, width=width(kvo), src=KB, dst=KB, n_heads=c.n_kv_heads,
                    head_size=hs, paddr=rope_p)]
     body += [
         I(Opcode.KVAPPEND, kv=0, src=KB, kv_heads=c.n_kv_heads, head_size=hs),
@@ -680,15 +741,15 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     ]
     if arch == "llama":
         body += [
-            mv("w1", XB, HB, H, D, 8, 16),
-            mv("w3", XB, HB2, H, D, 8, bits["ffn_up"]),
+            mv("w1", XB, HB, H, D, nb, 16),
+            mv("w3", XB, HB2, H, D, nb, bits["ffn_up"]),
             I(Opcode.ELTWISE, layer_rel=1, eop=EltOp.SWIGLU, width=width(bits["ffn_hidden"]), a=HB, b=HB2,
               dst=HH, len=H, paddr=pa_("ffn_mul")),
             mv("w2", HH, X, D, H, bits["ffn_hidden"], 16, accumulate=1),
         ]
     else:
         body += [
-            mv("w_fc", XB, HB, H, D, 8, 16, bias=1),
+            mv("w_fc", XB, HB, H, D, nb, 16, bias=1),
             I(Opcode.ACT, func=Func.GELU_TANH, in_width=Width.W16,
               out_width=width(bits["ffn_hidden"]), src=HB, dst=HH, len=H, paddr=gelu_t),
             mv("w_proj", HH, X, D, H, bits["ffn_hidden"], 16, accumulate=1, bias=1),
@@ -698,7 +759,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     prog += [
         I(Opcode.NORM, kind=kind, gamma_frac=n_fin[2], beta_frac=n_fin[4], out_frac=n_fin[3],
           src=X, dst=XB, len=D, paddr=fin_p),
-        I(Opcode.MATVEC, in_width=Width.W8, out_width=Width.W16, w_planes=cls_planes, src=XB,
+        I(Opcode.MATVEC, in_width=width(nb), out_width=Width.W16, w_planes=cls_planes, src=XB,
           dst=LOG, waddr=cls_w, rows=V, cols=D, paddr=cls_p),
         I(Opcode.ARGMAX, src=LOG, len=V),
     ]
@@ -708,7 +769,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
 
     image = MemoryImage(lanes=lanes, macs_per_lane=K, weights=wa.array(), params=pa.array(),
                         act_elements=top, kv_layers=L, kv_heads=c.n_kv_heads, head_size=hs,
-                        context=ctx, tables=tables)
+                        context=ctx, tables=tables, ext=ext)
     fit = None
     if opt.fit:
         fit = fit_check(image, len(prog), opt.device, model.name)
@@ -718,6 +779,8 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         "context": ctx,
         "scheme": {"act_bits": dict(bits, att_scores=16, att_prob=PROB_BITS),
                    "weight_planes": {k: wplanes(k) for k in qm.weights},
+                   "weight_bits": {k: t.width for k, t in qm.weights.items()},
+                   "act_headroom": opt.act_headroom, "ext": ext,
                    "score_frac": SCORE_FRAC, "prob_bits": PROB_BITS},
         "quantization": qm.manifest(),
         "memory_map": {

@@ -66,18 +66,20 @@ class WeightAllocator:
     layout: row ``ob * in_blocks + ib`` holds ``W[ob*lanes + l, ib*K + k]`` at byte
     ``l*K + k``)."""
 
-    def __init__(self, lanes: int, macs_per_lane: int):
+    def __init__(self, lanes: int, macs_per_lane: int, bits: int = 8):
         self.lanes, self.K = lanes, macs_per_lane
+        self.bits = bits
         self.blocks = []
         self.rows = 0
 
     def add(self, w) -> int:
         w = np.asarray(w, dtype=np.int64)
-        if w.min(initial=0) < -128 or w.max(initial=0) > 127:
-            raise ValueError("weight plane outside int8")
+        lo, hi = -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
+        if w.min(initial=0) < lo or w.max(initial=0) > hi:
+            raise ValueError(f"weight plane outside int{self.bits}")
         n_out, n_in = w.shape
         ob_n, ib_n = -(-n_out // self.lanes), -(-n_in // self.K)
-        pad = np.zeros((ob_n * self.lanes, ib_n * self.K), dtype=np.int8)
+        pad = np.zeros((ob_n * self.lanes, ib_n * self.K), dtype=self.dtype)
         pad[:n_out, :n_in] = w
         rows = pad.reshape(ob_n, self.lanes, ib_n, self.K).transpose(0, 2, 1, 3)
         rows = rows.reshape(ob_n * ib_n, self.lanes * self.K)
@@ -86,9 +88,13 @@ class WeightAllocator:
         self.rows += rows.shape[0]
         return addr
 
+    @property
+    def dtype(self):
+        return np.int8 if self.bits == 8 else np.int16
+
     def array(self) -> np.ndarray:
         if not self.blocks:
-            return np.zeros((0, self.lanes * self.K), dtype=np.int8)
+            return np.zeros((0, self.lanes * self.K), dtype=self.dtype)
         return np.concatenate(self.blocks, axis=0)
 
 
@@ -120,7 +126,7 @@ class MemoryImage:
     ----------
     lanes, macs_per_lane : int
         MAC-array shape the weight layout is for.
-    weights : numpy.ndarray of int8
+    weights : numpy.ndarray of int8 (int16 holding int9 with ``ext["weight_bits"] == 9``)
         Weight bank, ``(rows, lanes * macs_per_lane)``.
     params : numpy.ndarray of int64
         Parameter memory, unsigned 32-bit words.
@@ -131,6 +137,10 @@ class MemoryImage:
     tables : dict of int to dict
         Descriptor of each ROM table by parameter address (``kind`` ``"rope"``, ``"act"`` or
         ``"swiglu"`` and the parameters its words were generated from).
+    ext : dict
+        Scheme extensions the RTL engine does not run yet (:data:`sim.golden.engine.EXTENSIONS`:
+        ``norm_out_bits`` 16, ``kv_bits`` 9, ``weight_bits`` 9); empty for the default scheme.
+        The widths of the weight bank and KV-cache rows follow from it.
     """
     lanes: int
     macs_per_lane: int
@@ -142,13 +152,25 @@ class MemoryImage:
     head_size: int
     context: int
     tables: dict = field(default_factory=dict)
+    ext: dict = field(default_factory=dict)
+
+    @property
+    def weight_bits(self) -> int:
+        """Bits of one weight-bank value (8, or 9 with the ``weight_bits`` extension)."""
+        return int(self.ext.get("weight_bits", 8))
+
+    @property
+    def kv_bits(self) -> int:
+        """Bits of one KV-cache value (8, or 9 with the ``kv_bits`` extension)."""
+        return int(self.ext.get("kv_bits", 8))
 
     def memory_bytes(self, program_words: int = 0) -> dict:
-        """Bytes of each memory (data bits, as the host sees them)."""
-        return {"weights": int(self.weights.size),
+        """Bytes of each memory (data bits / 8, as the host sees them)."""
+        kv_values = 2 * self.kv_layers * self.kv_heads * self.context * self.head_size
+        return {"weights": int(self.weights.size) * self.weight_bits // 8,
                 "params": 4 * (int(self.params.size) - self.table_words()),
                 "tables": 4 * self.table_words(),
-                "kv_cache": 2 * self.kv_layers * self.kv_heads * self.context * self.head_size,
+                "kv_cache": kv_values * self.kv_bits // 8,
                 "scratch": 2 * self.act_elements, "program": 16 * program_words}
 
     def rom_tables(self) -> dict:
@@ -180,11 +202,12 @@ class MemoryImage:
         tables = 0
         for kind, words in self.rom_tables().values():
             tables += ebr_count(36, words // 2, True)
-        return {"weights": ebr_count(8 * self.lanes * self.macs_per_lane, self.weights.shape[0],
-                                     parity),
+        return {"weights": ebr_count(self.weight_bits * self.lanes * self.macs_per_lane,
+                                     self.weights.shape[0], parity or self.weight_bits > 8),
                 "params": ebr_count(32, int(self.params.size) - self.table_words()),
                 "tables": tables,
-                "kv_cache": ebr_count(8 * self.head_size, kv_rows),
+                "kv_cache": ebr_count(self.kv_bits * self.head_size, kv_rows,
+                                      self.kv_bits > 8),
                 "scratch": ebr_count(16, self.act_elements),
                 "program": 0 if program_words <= PROGRAM_LUT_WORDS else
                 ebr_count(128, program_words, parity)}

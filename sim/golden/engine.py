@@ -16,6 +16,25 @@ high and low planes (``256 * hi + lo``). The result equals the exact dot product
 what a MAC array with a 16-bit shared operand (MULT18X18D: 18 x 18 signed) computes in one
 pass: an RTL engine using either form is bit-exact with this model.
 
+Extensions (``image.ext``, empty by default; each needs an RTL change, see
+:mod:`hdlgen.compiler.compile`): a scheme the compiler emits only on request and the RTL engine
+does not run yet. The instruction encoding is unchanged; the image says how to read it.
+
+* ``"norm_out_bits": 16``: ``NORM`` writes int16: the norm blocks' integer definition
+  (:mod:`sim.golden.norm`) with the final clamp at ``-32768..32767`` instead of
+  ``-128..127`` (same rounding, same guard bits).
+* ``"kv_bits": 9``: the KV cache holds int9 rows. ``KVAPPEND`` reads its source as int16
+  and saturates each element to ``-256..255`` (the compiler writes ``k``/``v`` as 16-bit
+  ``MATVEC``/``ROPE`` outputs on the 9-bit grid); ``SCORES`` and ``ATTV`` multiply int9
+  cache rows exactly (a 9-bit per-lane operand).
+* ``"weight_bits": 9``: the weight bank holds int9 weights (``-256..255``, one plane; the
+  bank row is ``lanes * macs_per_lane`` 9-bit values). A product is exact and the dot
+  product is the exact sum wrapped to ``acc_width`` as before; this model computes it as two
+  int8 planes of the weight (``lo = ((w + 128) & 255) - 128``, ``hi = (w - lo) >> 8``,
+  factor 256), which equals a MAC array with a 9-bit per-lane operand (one MULT18X18D per
+  product). With 16-bit shared operands any dot product of up to 256 elements stays within
+  int32 (``256 * 32768 * 256 = 2**31``, reached only by ``-256 * -32768`` in every term).
+
 Errors: a bad program (unknown opcode, a region outside a memory, a missing ``HALT``, a nested
 ``LOOP``) and a position at or beyond the KV cache's context raise :class:`EngineError`
 naming the instruction and the value.
@@ -38,7 +57,7 @@ from sim.golden.requant import requantize
 from sim.golden.rope import rope
 from sim.golden.softmax import softmax_golden
 
-__all__ = ["Engine", "EngineError", "StepResult", "shared_planes"]
+__all__ = ["Engine", "EngineError", "StepResult", "shared_planes", "norm_wide", "EXTENSIONS"]
 
 _FUNC = {Func.SILU: "silu", Func.GELU: "gelu", Func.GELU_TANH: "gelu_tanh", Func.RELU: "relu"}
 
@@ -86,6 +105,53 @@ def shared_planes(x) -> list:
         planes.append((256, carry))
     planes.append((1, lo))
     return planes
+
+
+#: Image extensions and their allowed values (the first is the default: the RTL's behaviour).
+EXTENSIONS = {"norm_out_bits": (8, 16), "kv_bits": (8, 9), "weight_bits": (8, 9)}
+
+
+def _check_ext(ext) -> dict:
+    ext = dict(ext or {})
+    for k, v in ext.items():
+        if k not in EXTENSIONS or v not in EXTENSIONS[k]:
+            allowed = "; ".join(f"{n} in {vals}" for n, vals in EXTENSIONS.items())
+            raise EngineError(f"image extension {k}={v!r} is not known: use {allowed}")
+    return {k: ext.get(k, vals[0]) for k, vals in EXTENSIONS.items()}
+
+
+def _int8_planes(m) -> list:
+    """``[(factor, plane)]`` int8 planes of a signed matrix within int16 (``256 * hi + lo``)."""
+    m = np.asarray(m, dtype=np.int64)
+    if m.size == 0 or (m.min() >= -128 and m.max() <= 127):
+        return [(1, m)]
+    lo = ((m + 128) & 255) - 128
+    return [(256, (m - lo) >> 8), (1, lo)]
+
+
+def norm_wide(p: NormParams, x, gamma, beta=None, out_bits: int = 16) -> np.ndarray:
+    """:func:`sim.golden.norm.norm_golden` with the output clamped to ``out_bits`` (signed)
+    instead of int8: the ``norm_out_bits`` extension. Same integer steps (module docstring of
+    :mod:`sim.golden.norm`)."""
+    from sim.golden.norm import EPS_BITS, _check, _rsqrt
+    xs = _check("x", x, p.in_width, p.dim)
+    gs = _check("gamma", gamma, p.gamma_width, p.dim)
+    ln = p.kind == "layernorm"
+    bs = _check("beta", beta if beta is not None else np.zeros(p.dim), p.beta_width, p.dim)
+    s1 = sum(xs)
+    s2 = sum(v * v for v in xs)
+    v = (((p.dim * s2 - s1 * s1) if ln else s2) << EPS_BITS) + p.eps_int
+    R, k = _rsqrt(p, v)
+    shr = p.sh0 - k // 2
+    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
+    out = []
+    for xi, gi, bi in zip(xs, gs, bs):
+        xt = p.dim * xi - s1 if ln else xi
+        z = (xt * gi * R) >> shr
+        if ln:
+            z += bi << p.beta_shift if p.beta_shift >= 0 else bi >> -p.beta_shift
+        out.append(min(hi, max(lo, (z + (1 << (p.guard - 1))) >> p.guard)))
+    return np.asarray(out, dtype=np.int64)
 
 
 def _s16(words) -> np.ndarray:
@@ -140,7 +206,17 @@ class Engine:
         if image.weights.ndim != 2 or image.weights.shape[1] != self.lanes * self.K:
             raise EngineError(f"weight bank rows are {image.weights.shape[1:]} bytes, expected "
                               f"lanes*macs_per_lane={self.lanes * self.K}")
+        self.ext = _check_ext(getattr(image, "ext", None))
         self._wbank = image.weights.astype(np.int64).reshape(-1, self.lanes, self.K)
+        wb = self.ext["weight_bits"]
+        if self._wbank.size and (self._wbank.min() < -(1 << (wb - 1))
+                                 or self._wbank.max() >= 1 << (wb - 1)):
+            raise EngineError(f"weight bank values {self._wbank.min()}..{self._wbank.max()} "
+                              f"are outside int{wb} (image ext weight_bits={wb})")
+        self._wplanes = None
+        if wb > 8:
+            lo = ((self._wbank + 128) & 255) - 128
+            self._wplanes = [(256, (self._wbank - lo) >> 8), (1, lo)]
         self._params = np.asarray(image.params, dtype=np.int64)
         self._check_tables()
         hs = image.head_size
@@ -154,6 +230,11 @@ class Engine:
     def reset(self):
         """Empty KV cache and scratchpad (a new sequence)."""
         self.kv = KVCacheModel(**self._kv_args)
+        im = self.image
+        self._kv_wide = None
+        if self.ext["kv_bits"] > 8:        # int9 rows: [layer, head, k/v, position, element]
+            self._kv_wide = np.zeros((im.kv_layers, im.kv_heads, 2, im.context, im.head_size),
+                                     dtype=np.int64)
         self.act = np.zeros(self.image.act_elements, dtype=np.int64)
         self.regs = {r: 0 for r in Reg}
         self.output = None
@@ -215,19 +296,28 @@ class Engine:
                       f"weight bank of {len(self._wbank)} rows")
         return ob_n, ib_n
 
-    def _matrix(self, waddr, rows, cols) -> np.ndarray:
-        """The int8 matrix ``[rows, cols]`` stored at ``waddr`` (for row reads)."""
+    def _matrix(self, waddr, rows, cols, bank=None) -> np.ndarray:
+        """The int8 (int9 with ``weight_bits`` 9) matrix ``[rows, cols]`` stored at ``waddr``
+        (for row reads)."""
         ob_n, ib_n = self._wrows(waddr, rows, cols)
-        blk = self._wbank[waddr:waddr + ob_n * ib_n].reshape(ob_n, ib_n, self.lanes, self.K)
+        bank = self._wbank if bank is None else bank
+        blk = bank[waddr:waddr + ob_n * ib_n].reshape(ob_n, ib_n, self.lanes, self.K)
         return blk.transpose(0, 2, 1, 3).reshape(ob_n * self.lanes, ib_n * self.K)[:rows, :cols]
 
     # ---- the MAC array ------------------------------------------------------------------------
     def _bank_matvec(self, waddr, rows, cols, x8):
-        """``W @ x8`` through the MAC-array model, beats read straight from the weight bank."""
+        """``W @ x8`` through the MAC-array model, beats read straight from the weight bank
+        (a wide bank, ``weight_bits`` 9, as its exact int8 planes)."""
+        if self._wplanes is not None:
+            return self._combine([(f, self._plane_matvec(bank, waddr, rows, cols, x8, i))
+                                  for i, (f, bank) in enumerate(self._wplanes)])
+        return self._plane_matvec(self._wbank, waddr, rows, cols, x8, 0)
+
+    def _plane_matvec(self, bank, waddr, rows, cols, x8, tag):
         if self.mac == "reference":
-            key = (waddr, rows, cols)
+            key = (waddr, rows, cols, tag)
             if key not in self._mcache:
-                self._mcache[key] = self._matrix(waddr, rows, cols)
+                self._mcache[key] = self._matrix(waddr, rows, cols, bank)
             return wrap(reference_matvec(self._mcache[key], x8), self.acc_width)
         ob_n, ib_n = self._wrows(waddr, rows, cols)
         xp = np.zeros(ib_n * self.K, dtype=np.int64)
@@ -236,7 +326,7 @@ class Engine:
         for ob in range(ob_n):
             for ib in range(ib_n):
                 beats.append(Beat(xp[ib * self.K:(ib + 1) * self.K],
-                                  self._wbank[waddr + ob * ib_n + ib], ib == 0, ib == ib_n - 1))
+                                  bank[waddr + ob * ib_n + ib], ib == 0, ib == ib_n - 1))
         out = mac_array_model(beats, self.lanes, self.K, self.acc_width)
         return np.concatenate(out)[:rows]
 
@@ -263,6 +353,13 @@ class Engine:
         xs = shared_planes(x) if in_bits == 16 else [(1, x)]
         rows, cols = M.shape
         ob_n, ib_n = -(-rows // self.lanes), -(-cols // self.K)
+        parts = []
+        for fm, Mpl in _int8_planes(M):      # int9 KV rows: exact int8 planes
+            parts += [(fm * f, a) for f, a in self._small_planes(Mpl, xs, ob_n, ib_n)]
+        return self._combine(parts)
+
+    def _small_planes(self, M, xs, ob_n, ib_n):
+        rows, cols = M.shape
         Mp = np.zeros((ob_n * self.lanes, ib_n * self.K), dtype=np.int64)
         Mp[:rows, :cols] = M
         parts = []
@@ -278,7 +375,7 @@ class Engine:
                      for ob in range(ob_n) for ib in range(ib_n)]
             out = mac_array_model(beats, self.lanes, self.K, self.acc_width)
             parts.append((f, np.concatenate(out)[:rows]))
-        return self._combine(parts)
+        return parts
 
     # ---- execution ----------------------------------------------------------------------------
     def step(self, token: int, pos: int) -> StepResult:
@@ -431,7 +528,10 @@ class Engine:
                 if p.eps_int != eps_int:
                     self._err(f"epsilon word {eps_int} is not representable by the norm block")
                 self._norms[key] = p
-            y = norm_golden(p, self._read(ins.src, n), gamma, beta)
+            if self.ext["norm_out_bits"] == 8:
+                y = norm_golden(p, self._read(ins.src, n), gamma, beta)
+            else:
+                y = norm_wide(p, self._read(ins.src, n), gamma, beta, self.ext["norm_out_bits"])
             self._write(ins.dst, y)
             self._emit(pc, ins, y)
             return
@@ -455,9 +555,18 @@ class Engine:
             if hs != self.image.head_size or ins.kv_heads > self.image.kv_heads:
                 self._err(f"kv_heads={ins.kv_heads} x head_size={hs} does not match the KV cache "
                           f"({self.image.kv_heads} x {self.image.head_size})")
-            x = self._read(ins.src, ins.kv_heads * hs, 8)
+            kvb = self.ext["kv_bits"]
+            if kvb > 8:
+                x = np.clip(self._read(ins.src, ins.kv_heads * hs, 16), -(1 << (kvb - 1)),
+                            (1 << (kvb - 1)) - 1)
+            else:
+                x = self._read(ins.src, ins.kv_heads * hs, 8)
             for h in range(ins.kv_heads):
-                if not self.kv.append_row(layer, h, ins.kv, pos, x[h * hs:(h + 1) * hs]):
+                if self._kv_wide is not None and layer < self.image.kv_layers \
+                        and ins.kv in (0, 1) and pos < self.image.context:
+                    self._kv_wide[layer, h, ins.kv, pos] = x[h * hs:(h + 1) * hs]
+                row8 = ((x[h * hs:(h + 1) * hs] + 128) & 255) - 128     # low byte (int8 cache)
+                if not self.kv.append_row(layer, h, ins.kv, pos, row8):
                     self._err(f"KV append at layer {layer}, head {h}, position {pos} is outside "
                               f"the cache ({self.image.kv_layers} layers, context "
                               f"{self.image.context})")
@@ -548,7 +657,7 @@ class Engine:
             if ins.op == Opcode.SCORES:
                 qb = 16 if ins.q_width == Width.W16 else 8
                 q = self._read(ins.q + h * hs, hs, qb)
-                keys = self.kv.rows(layer, kvh, 0, pos).astype(np.int64)     # (n, hs)
+                keys = self._kv_rows(layer, kvh, 0, pos)                     # (n, hs)
                 acc = self._small_matvec(keys, q, qb)
                 y = requantize(acc, m[0], s[0], out_bits=16)
                 self._write(ins.dst + h * ins.stride, y)
@@ -556,13 +665,18 @@ class Engine:
                 p = self._read(ins.p + h * ins.stride, n, ins.prob_bits, unsigned=True)
                 if ins.prob_bits > 15:
                     self._err(f"prob_bits={ins.prob_bits}: at most 15")
-                vals = self.kv.rows(layer, kvh, 1, pos).astype(np.int64)     # (n, hs)
+                vals = self._kv_rows(layer, kvh, 1, pos)                     # (n, hs)
                 acc = self._small_matvec(vals.T, p, 16)
                 y = requantize(acc, m[0], s[0],
                                out_bits=16 if ins.out_width == Width.W16 else 8)
                 self._write(ins.dst + h * hs, y)
             out.append(y)
         self._emit(pc, ins, np.stack(out))
+
+    def _kv_rows(self, layer, head, kv, pos):
+        if self._kv_wide is not None:
+            return self._kv_wide[layer, head, kv, :pos + 1].copy()
+        return self.kv.rows(layer, head, kv, pos).astype(np.int64)
 
     # ---- sequences ----------------------------------------------------------------------------
     def run(self, prompt, steps: int = 0):

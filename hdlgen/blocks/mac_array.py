@@ -44,14 +44,25 @@ in clock edges after the edge that transfers a beat on ``i``::
                    the DSP row to the lane's adder tree
     G .. G+T-1     adder tree, one register per level (T = ceil(log2(macs_per_lane)))
     G+T            accumulator
-    G+T+1          result written to the output FIFO, ``o.valid``
+    G+T+1 .. G+T+V travel registers that carry each lane's result to the output FIFO (V = 2;
+                   the first sits in the lane, the next ones where the placer wants them)
+    G+T+V+1        result written to the output FIFO
+    G+T+V+2        output register, ``o.valid``
 
-Backpressure on ``o`` never stalls the pipeline. The output FIFO (distributed RAM, one per
-lane, ``fifo_depth`` results) has room for every result in flight: ``i.ready`` comes from a
+Backpressure on ``o`` never stalls the pipeline. The output FIFO (distributed RAM,
+``fifo_depth`` results) has room for every result in flight: ``i.ready`` comes from a
 flip-flop fed by registers only and is high while there are *credits*; a credit is taken
-when a ``last`` beat is accepted and given back when a result leaves on ``o``. With ``fifo_depth`` at least the
-credit round trip (:attr:`MACArray.credit_loop`), back-to-back dot products of any length,
-including one beat each, flow at one beat per cycle while ``o`` is ready.
+when a ``last`` beat is accepted and given back when a result leaves the FIFO for the output
+register. With ``fifo_depth`` at least the credit round trip (:attr:`MACArray.credit_loop`),
+back-to-back dot products of any length, including one beat each, flow at one beat per
+cycle while ``o`` is ready.
+
+The output FIFO is central, not in the lanes: the lanes sit next to their DSPs, spread along
+the DSP rows across the die, and ``o.ready`` must reach the output register in one cycle.
+It is split into one slice per group of lanes, each with its own distributed RAM, its own
+copies of the pointers and of the FIFO state (kept flip-flops, so Yosys cannot merge them),
+and its part of the output register: ``o.ready`` meets one LUT per group, whose output is the
+load enable of that group's output register and read pointer.
 """
 
 from amaranth.hdl import Cat, Elaboratable, Module, Mux, Signal, signed, unsigned
@@ -68,6 +79,8 @@ __all__ = ["MACArray", "required_acc_width", "bench_configs"]
 OPERAND_WIDTH = 8
 #: Most loads one register of the shared-operand fanout tree drives (besides the last level).
 _FANOUT = 4
+#: Registers that carry a lane's result from its accumulator to the central output FIFO.
+_TRAVEL = 2
 
 
 def required_acc_width(max_dot_length: int, operand_width: int = OPERAND_WIDTH) -> int:
@@ -83,17 +96,16 @@ def _check_positive_int(name, value):
 
 class _Lane(Elaboratable):
     """One lane: ``K`` DSP multipliers, fabric product registers, adder tree, accumulator
-    and the lane's slice of the output FIFO, with its own copies of the control bits."""
+    and the travel registers towards the output FIFO, with its own copy of the control bits."""
 
-    def __init__(self, index, K, acc_width, fifo_depth, dsp_pipeline, post_dsp_registers):
+    def __init__(self, index, K, acc_width, dsp_pipeline, post_dsp_registers, travel):
         self.index, self.K, self.acc_width = index, K, acc_width
-        self.fifo_depth, self.dsp_pipeline = fifo_depth, dsp_pipeline
-        self.post_dsp_registers = post_dsp_registers
+        self.dsp_pipeline, self.post_dsp_registers = dsp_pipeline, post_dsp_registers
+        self.travel = travel
         self.shared = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))   # stage F-1, this lane's copy
         self.operand = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))  # stage F-1
         self.ctrl_in = Signal(3)     # (valid, first, last) one stage before the lane copies
-        self.rd_fire = Signal()      # a result leaves on ``o`` this cycle
-        self.result = Signal(signed(acc_width))   # FIFO head of this lane
+        self.result = Signal(signed(acc_width))   # the accumulator, ``travel`` cycles later
 
     def elaborate(self, platform):
         m = Module()
@@ -125,22 +137,54 @@ class _Lane(Elaboratable):
         tree = level[0]
         # This lane's control copy, aligned with ``tree``.
         ctrl = keep_register(m, platform, Signal(3, name=f"ctrl_l{i}"), self.ctrl_in)
-        valid, first, last = ctrl[0], ctrl[1], ctrl[2]
+        valid, first = ctrl[0], ctrl[1]
         acc = Signal(signed(self.acc_width), name="acc", reset_less=True)
         with m.If(valid):
             m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
-        done = keep_register(m, platform, Signal(name=f"done_l{i}"), valid & last)
-        # Output FIFO slice: written the cycle after the accumulator holds the result.
-        ptr_shape = unsigned((self.fifo_depth - 1).bit_length())
-        mem = m.submodules.fifo = Memory(shape=signed(self.acc_width), depth=self.fifo_depth, init=[])
+        # Travel registers: load every cycle; the FIFO write enable says which value counts.
+        res = acc
+        for t in range(self.travel):
+            nxt = Signal(signed(self.acc_width), name=f"res_l{i}_t{t}", reset_less=True)
+            m.d.sync += nxt.eq(res)
+            res = nxt
+        m.d.comb += self.result.eq(res)
+        return m
+
+
+class _OutputSlice(Elaboratable):
+    """The output FIFO's slice for one group of lanes: distributed RAM written from the
+    lanes' travel registers, the group's part of the output register, and the group's own
+    copies of the pointers and of the FIFO state."""
+
+    def __init__(self, index, width, depth):
+        self.index, self.width, self.depth = index, width, depth
+        self.wdata = Signal(width)          # the group's results (travel registers)
+        self.we_next = Signal()             # next value of the write enable
+        self.nonempty_next = Signal()       # next value of "the RAM holds a result"
+        self.o_valid_next = Signal()        # next value of ``o.valid``
+        self.o_ready = Signal()             # ``o.ready``
+        self.out = Signal(width)            # output register (this group's part of ``o.payload``)
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.index
+        ptr_shape = unsigned((self.depth - 1).bit_length())
+        mem = m.submodules.ram = Memory(shape=unsigned(self.width), depth=self.depth, init=[])
         wp = mem.write_port()
         rp = mem.read_port(domain="comb")
-        wr_ptr = Signal(ptr_shape, name=f"wr_ptr_l{i}")
-        rd_ptr = Signal(ptr_shape, name=f"rd_ptr_l{i}")
-        keep_register(m, platform, wr_ptr, wr_ptr + done)
-        keep_register(m, platform, rd_ptr, rd_ptr + self.rd_fire)
-        m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(acc), wp.en.eq(done),
-                     rp.addr.eq(rd_ptr), self.result.eq(rp.data)]
+        we = keep_register(m, platform, Signal(name=f"we_g{g}"), self.we_next)
+        nonempty = keep_register(m, platform, Signal(name=f"nonempty_g{g}"), self.nonempty_next)
+        o_valid = keep_register(m, platform, Signal(name=f"o_valid_g{g}"), self.o_valid_next)
+        load = Signal(name=f"load_g{g}")
+        m.d.comb += load.eq(nonempty & (~o_valid | self.o_ready))
+        wr_ptr = Signal(ptr_shape, name=f"wr_ptr_g{g}")
+        rd_ptr = Signal(ptr_shape, name=f"rd_ptr_g{g}")
+        keep_register(m, platform, wr_ptr, wr_ptr + we)
+        keep_register(m, platform, rd_ptr, rd_ptr + load)
+        with m.If(load):
+            m.d.sync += self.out.eq(rp.data)
+        m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(self.wdata), wp.en.eq(we),
+                     rp.addr.eq(rd_ptr)]
         return m
 
 
@@ -240,7 +284,7 @@ class MACArray(wiring.Component):
         """Clock edges from the transfer of a ``last`` beat on ``i`` to its result on ``o``
         (when the FIFO is empty): after that many edges ``o.valid`` is high."""
         return (self.fanout_stages + self.dsp_latency + self._post_dsp_registers
-                + self._tree_levels + 1)
+                + self._tree_levels + _TRAVEL + 2)
 
     @property
     def fanout_stages(self) -> int:
@@ -251,10 +295,11 @@ class MACArray(wiring.Component):
     @property
     def credit_loop(self) -> int:
         """Edges from taking a credit to being able to use it again when ``o`` is always
-        ready: ``latency``, one to transfer the result, one to register its return, one
-        to count it, one for ``ready`` to see it, one to accept the next beat; plus the
-        cycle before a taken credit is counted and the one credit ``ready`` keeps in
-        reserve."""
+        ready: ``latency`` (the credit comes back one cycle earlier, when the result
+        leaves the FIFO for the output register), one to register its return, one to
+        count it, one for ``ready`` to see it, one to accept the next beat; plus the cycle
+        before a taken credit is counted and the one credit ``ready`` keeps in reserve
+        (one more than needed)."""
         return self.latency + 6
 
     def elaborate(self, platform):
@@ -273,12 +318,12 @@ class MACArray(wiring.Component):
         ready = Signal(init=1)
         ret = Signal()
         accept = self.i.valid & ready
-        rd_fire = self.o.valid & self.o.ready
         ctrl = Signal(3, name="ctrl0")      # (valid, first, last) of stage 0
         m.d.sync += ctrl.eq(Cat(accept, self.i.payload.first, self.i.payload.last))
         pending = ctrl[0] & ctrl[2]
+        load = Signal()                     # a result moves from the FIFO to the output register
         m.d.sync += [
-            ret.eq(rd_fire),
+            ret.eq(load),
             credits.eq(credits - pending + ret),
             ready.eq((credits >= 3) | ((credits >= 2) & ~pending)),
         ]
@@ -306,34 +351,63 @@ class MACArray(wiring.Component):
             ctrl = nxt
         groups = _isqrt_ceil(L)
         per_group = -(-L // groups)
+        n_groups = -(-L // per_group)
         group_ctrl = [keep_register(m, platform, Signal(3, name=f"ctrl_g{g}"), ctrl)
-                      for g in range(-(-L // per_group))]
+                      for g in range(n_groups)]
 
-        # Shared copy of the control for the FIFO occupancy and ``o.valid``.
-        done = Signal(name="done")
+        # Shared copy of the control: ``done`` is high in the cycle the accumulators hold a
+        # finished dot product; ``_TRAVEL`` cycles later the travel registers hold it and the
+        # FIFO slices write it (their write enables are copies of ``we``).
         chain = ctrl
         for stage in range(tree_stage - 1, tree_stage + 1):
             nxt = Signal(3, name=f"ctrl_s{stage}")
             m.d.sync += nxt.eq(chain)
             chain = nxt
+        done = Signal(name="done")
         m.d.sync += done.eq(chain[0] & chain[2])
+        we_next = done
+        for t in range(_TRAVEL - 1):
+            nxt = Signal(name=f"done_t{t}")
+            m.d.sync += nxt.eq(we_next)
+            we_next = nxt
+        we = Signal(name="we")
+        m.d.sync += we.eq(we_next)
+        # FIFO occupancy (results in the RAM, not counting the output register), "not
+        # empty" and ``o.valid``; the slices keep copies of the last two.
         count = Signal(range(depth + 1))
+        nonempty = Signal()
         o_valid = Signal()
-        m.d.sync += [
-            count.eq(count + done - rd_fire),
-            # = (count + done - rd_fire != 0), without the adder on the path from ``o.ready``
-            o_valid.eq(done | (count >= 2) | ((count >= 1) & ~rd_fire)),
+        nonempty_next = Signal()
+        o_valid_next = Signal()
+        m.d.comb += [
+            load.eq(nonempty & (~o_valid | self.o.ready)),
+            # = (count + we - load != 0), without an adder on the path from ``o.ready``
+            nonempty_next.eq(we | (count >= 2) | ((count >= 1) & ~load)),
+            o_valid_next.eq(load | (o_valid & ~self.o.ready)),
         ]
+        m.d.sync += [count.eq(count + we - load), nonempty.eq(nonempty_next),
+                     o_valid.eq(o_valid_next)]
         m.d.comb += self.o.valid.eq(o_valid)
 
+        lanes = []
         for l in range(L):
-            lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline,
-                                                    self._post_dsp_registers)
+            lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, self._dsp_pipeline,
+                                                    self._post_dsp_registers, _TRAVEL)
             m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
-                         lane.ctrl_in.eq(group_ctrl[l // per_group]),
-                         lane.rd_fire.eq(rd_fire),
-                         self.o.payload[l].eq(lane.result)]
+                         lane.ctrl_in.eq(group_ctrl[l // per_group])]
+            lanes.append(lane)
+        outs = []
+        for g in range(n_groups):
+            members = lanes[g * per_group:(g + 1) * per_group]
+            sl = m.submodules[f"out{g}"] = _OutputSlice(g, len(members) * self._acc_width, depth)
+            m.d.comb += [sl.wdata.eq(Cat(*(lane.result for lane in members))),
+                         sl.we_next.eq(we_next),
+                         sl.nonempty_next.eq(nonempty_next),
+                         sl.o_valid_next.eq(o_valid_next),
+                         sl.o_ready.eq(self.o.ready)]
+            outs.append(sl.out)
+        m.d.comb += self.o.payload.eq(Cat(*outs))
         return m
 
 

@@ -65,6 +65,14 @@ def add_arguments(p):
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default: build/<board>-<device>)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    p.add_argument("--model", default=None, metavar="M",
+                   help="generate the transformer engine for this model (llama2.c .bin, hdlgen "
+                        ".npz, random:llama, random:gpt2) with its weights in the block RAMs' "
+                        "initial contents; checked to fit before synthesis")
+    p.add_argument("--model-seed", type=int, default=0, help="seed of a random: model")
+    p.add_argument("--context", type=int, default=None,
+                   help="KV-cache positions of the model (default: the config's, capped at the "
+                        "model's seq_len)")
     p.add_argument("--program", action="store_true",
                    help="program the board with openFPGALoader after the build")
     p.add_argument("--allow-timing-failure", action="store_true",
@@ -111,17 +119,37 @@ def run(args) -> int:
     board, bdev, config = resolve_target(args)
     pll_params(board.clk_in_mhz, config.sys_clk_mhz)   # refuses a clock the PLL cannot make
     out = Path(args.out or f"build/{board.name}-{bdev.device.name}")
+    if args.model and not args.out:
+        stem = Path(args.model).stem if not args.model.startswith("random:") else \
+            f"{args.model.replace(':', '-')}-s{args.model_seed}"
+        out = Path(f"build/{board.name}-{bdev.device.name}-{stem}")
     if args.program and _openfpgaloader() is None:
         raise UserError("--program needs openFPGALoader, which is not installed "
                         "(apt-get install openfpgaloader, or set OPENFPGALOADER); "
                         "build without --program to get the bitstream only")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
+    design = model = None
+    if args.model:
+        from hdlgen.compiler import CompileOptions, compile_model
+        from hdlgen.model import load_model
+        from hdlgen.soc.accelerator import AcceleratorDesign
+        model = load_model(args.model, seed=args.model_seed)
+        # refuses (UserError) a model that does not fit the device, before any synthesis
+        comp = compile_model(model, config, CompileOptions(context=args.context,
+                                                           device=bdev.device.name))
+        design = AcceleratorDesign(config, comp, preload=True)
     out.mkdir(parents=True, exist_ok=True)
-    top = Top(board, config)
+    if design is not None:
+        top = Top(board, config, soc_factory=design.soc_factory)
+        (out / "regmap.json").write_text(design.register_map.to_json())
+        comp.save(out / "model")
+    else:
+        top = Top(board, config)
 
     print(f"hdlgen build: {board.name} {bdev.device.part}, {top.sys_clk_mhz:g} MHz, "
-          f"{config.lanes}x{config.macs_per_lane} MACs -> {out}/", file=sys.stderr)
+          f"{config.lanes}x{config.macs_per_lane} MACs" +
+          (f", engine for {model.name}" if model else "") + f" -> {out}/", file=sys.stderr)
     seconds = {}
     t0 = time.monotonic()
     platform = bdev.platform()
@@ -142,6 +170,9 @@ def run(args) -> int:
     report = {"board": board.name, **asdict(rep), "seconds": seconds,
               "bitstream": str((out / "top.bit").resolve()),
               "config": asdict(config), "pll": asdict(top.pll)}
+    if model is not None:
+        report["model"] = model.name
+        report["regmap"] = str((out / "regmap.json").resolve())
     report["target_mhz"] = round(top.sys_clk_mhz, 4)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2) if args.json else format_report(report))

@@ -251,15 +251,20 @@ class CSRBank(wiring.Component):
         wmask = Signal(32)
         req = bus.cyc & bus.stb & ~ack & ~err & ~stage & ~stage2
         m.d.sync += [stage.eq(req), stage2.eq(stage)]
-        with m.If(req):
-            m.d.sync += [we_r.eq(bus.we), wd_r.eq(bus.dat_w),
-                         any_hit.eq(sum(bus.adr == r.offset // 4 for r in self._registers) != 0)]
-            for i in range(4):
-                m.d.sync += wmask[8 * i:8 * i + 8].eq(bus.sel[i].replicate(8))
-            for i, r in enumerate(self._registers):
-                m.d.sync += hits[i].eq(bus.adr == r.offset // 4)
+        # The request is registered every cycle, without a clock enable: the initiator holds
+        # it until the answer, so the registers are stable from ``stage`` to the answer.
+        offsets = {r.offset // 4 for r in self._registers}
+        any_hit_now = Signal()
+        with m.Switch(bus.adr):       # a truth table of the address, not a sum of compares
+            with m.Case(*sorted(offsets)):
+                m.d.comb += any_hit_now.eq(1)
+        m.d.sync += [we_r.eq(bus.we), wd_r.eq(bus.dat_w), any_hit.eq(any_hit_now)]
+        for i in range(4):
+            m.d.sync += wmask[8 * i:8 * i + 8].eq(bus.sel[i].replicate(8))
+        for i, r in enumerate(self._registers):
+            m.d.sync += hits[i].eq(bus.adr == r.offset // 4)
         do_write = stage & we_r
-        do_read = stage & ~we_r
+        do_read = stage & ~we_r          # (only the read strobes use it)
 
         # Storage and per-field behaviour.
         values = {}
@@ -310,12 +315,12 @@ class CSRBank(wiring.Component):
                 for f, sig in values[r.name]:
                     m.d.comb += word[f.offset:f.offset + f.width].eq(sig)
                 acc = acc | (word & hits[i].replicate(32))
-            with m.If(do_read):
-                m.d.sync += part.eq(acc)
-            groups.append(part)
+            m.d.sync += part.eq(acc)     # every cycle: the value sampled at the end of ``stage``
+            groups.append(part)           # is the one answered
+        total = Const(0, 32)
+        for part in groups:
+            total = total | part
+        m.d.sync += dat_r.eq(total)
         with m.If(stage2):
-            total = Const(0, 32)
-            for part in groups:
-                total = total | part
-            m.d.sync += [ack.eq(any_hit), err.eq(~any_hit), dat_r.eq(total)]
+            m.d.sync += [ack.eq(any_hit), err.eq(~any_hit)]
         return m

@@ -28,8 +28,9 @@ Example::
     # the decoder connects itself to every subordinate added (no wiring.connect needed)
 
 An access to a byte address outside every window ends with ``err``. The decoder registers
-the request and the response (two extra cycles per access) so that neither the address
-decode nor the response mux sits on a combinational path between initiator and subordinate.
+the request, the window hits and the response (four extra cycles per access) so that neither
+the address decode nor the response mux sits on a combinational path between initiator and
+subordinate, and no clock enable is decoded from the request.
 """
 
 from amaranth.hdl import Const, Module, Signal
@@ -131,8 +132,8 @@ def _bus_signature(bus) -> Signature:
 class Decoder(wiring.Component):
     """One initiator, many subordinates at byte-address windows; unmapped addresses -> ``err``.
 
-    Request and response are registered: a read or write takes two cycles more than the
-    subordinate itself needs. The initiator must hold its request until ``ack``/``err``
+    Request, window hits and response are registered: a read or write takes four cycles more
+    than the subordinate itself needs. The initiator must hold its request until ``ack``/``err``
     (classic cycles); one access is in flight at a time.
 
     Parameters
@@ -194,24 +195,34 @@ class Decoder(wiring.Component):
         m = Module()
         bus = self.bus
         dw = self._sig.data_width
+        n = len(self._subs)
 
-        # Registered copy of the request, presented to the selected subordinate.
+        # Registered copy of the request, loaded every cycle (no clock enable: the initiator
+        # holds its request until the answer, so the copy is stable while a subordinate
+        # sees it), and the window hits, compared every cycle from the initiator's address.
         adr = Signal(self._sig.addr_width)
         dat_w = Signal(dw)
         sel = Signal(dw // self._sig.granularity)
         we = Signal()
-        sub_stb = Signal(len(self._subs), name="sub_stb")  # one-hot, registered
+        hit = Signal(n, name="hit")                # registered compare, one bit per window
+        m.d.sync += [adr.eq(bus.adr), dat_w.eq(bus.dat_w), sel.eq(bus.sel), we.eq(bus.we)]
+
+        busy = Signal()        # from the request's first cycle until the answer
+        req = Signal()         # the cycle after the first: ``hit`` is valid
+        sub_stb = Signal(n, name="sub_stb")        # one-hot, registered
+        got_ack = Signal(n)    # registered answer of each subordinate
+        got_err = Signal(n)
         resp_ack = Signal()
         resp_err = Signal()
         resp_dat = Signal(dw)
-        busy = Signal()
+        m.d.comb += [bus.ack.eq(resp_ack), bus.err.eq(resp_err), bus.dat_r.eq(resp_dat)]
 
         word_bytes = self._sig.word_bytes
-        hits = []
+        gated = []
         for i, (name, base, size, sub) in enumerate(self._subs):
             sub_aw = _bus_signature(sub).addr_width
             top = bus.adr[sub_aw:]
-            hits.append(top == (base // word_bytes) >> sub_aw if len(top) else Const(1))
+            m.d.sync += hit[i].eq(top == (base // word_bytes) >> sub_aw if len(top) else 1)
             m.d.comb += [
                 sub.adr.eq(adr[:sub_aw]),
                 sub.dat_w.eq(dat_w),
@@ -220,33 +231,34 @@ class Decoder(wiring.Component):
                 sub.cyc.eq(sub_stb[i]),
                 sub.stb.eq(sub_stb[i]),
             ]
+            # Each answer is captured next to its subordinate, its data already gated by its
+            # own ack (so the response mux below is a plain OR of flip-flops).
+            answer = sub_stb[i] & (sub.ack | sub.err)
+            data_i = Signal(dw, name=f"dat_r_{name}")
+            m.d.sync += [got_ack[i].eq(sub_stb[i] & sub.ack),
+                         got_err[i].eq(sub_stb[i] & ~sub.ack & sub.err),
+                         data_i.eq(sub.dat_r & (sub_stb[i] & sub.ack).replicate(dw))]
+            with m.If(answer):
+                m.d.sync += sub_stb[i].eq(0)
+            gated.append(data_i)
 
-        m.d.comb += [bus.ack.eq(resp_ack), bus.err.eq(resp_err), bus.dat_r.eq(resp_dat)]
-        m.d.sync += [resp_ack.eq(0), resp_err.eq(0)]
+        resp = Const(0, dw)
+        for data_i in gated:
+            resp = resp | data_i
+        m.d.sync += [resp_ack.eq(got_ack.any()), resp_err.eq(got_err.any()), resp_dat.eq(resp),
+                     req.eq(0)]
 
-        start = bus.cyc & bus.stb & ~busy & ~resp_ack & ~resp_err
-        with m.If(start):
-            m.d.sync += [adr.eq(bus.adr), dat_w.eq(bus.dat_w), sel.eq(bus.sel), we.eq(bus.we)]
-            any_hit = Const(0)
-            for i, hit in enumerate(hits):
-                m.d.sync += sub_stb[i].eq(hit)
-                any_hit = any_hit | hit
-            with m.If(any_hit):
-                m.d.sync += busy.eq(1)
-            with m.Else():
+        with m.If(bus.cyc & bus.stb & ~busy):
+            m.d.sync += [busy.eq(1), req.eq(1)]
+        with m.If(req):
+            m.d.sync += sub_stb.eq(hit)
+            with m.If(~hit.any()):
                 m.d.sync += resp_err.eq(1)
-
-        with m.If(busy):
-            done = Const(0)
-            for i, (_, _, _, sub) in enumerate(self._subs):
-                with m.If(sub_stb[i] & (sub.ack | sub.err)):
-                    m.d.sync += [resp_ack.eq(sub.ack), resp_err.eq(~sub.ack & sub.err),
-                                 resp_dat.eq(sub.dat_r)]
-                done = done | (sub_stb[i] & (sub.ack | sub.err))
-            with m.If(done):
-                m.d.sync += [busy.eq(0), sub_stb.eq(0)]
-            with m.If(~bus.cyc):  # initiator abandoned the cycle
-                m.d.sync += [busy.eq(0), sub_stb.eq(0), resp_ack.eq(0), resp_err.eq(0)]
+        with m.If(resp_ack | resp_err):
+            m.d.sync += busy.eq(0)
+        with m.If(~bus.cyc):  # the initiator abandoned the cycle (or is idle)
+            m.d.sync += [busy.eq(0), req.eq(0), sub_stb.eq(0), got_ack.eq(0), got_err.eq(0),
+                         resp_ack.eq(0), resp_err.eq(0)]
         return m
 
 

@@ -20,7 +20,7 @@ rejected (CRC error, timeout, impossible length), 3 a job is running, 4 a bus er
 timeout; events are stretched to about 50 ms so they are visible.
 """
 
-from amaranth.hdl import Array, Module, Signal
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -197,12 +197,14 @@ class SoC(wiring.Component):
         stretch = max(1, cfg.sys_clk_hz // 20)
 
         def stretched(event, name):
-            cnt = Signal(range(stretch + 1), name=f"led_{name}")
+            # Counts down from ``stretch - 1`` to -1 and stops there: the sign bit (a
+            # flip-flop) is both the LED (inverted) and the counter's enable, no comparator.
+            cnt = Signal(signed(stretch.bit_length() + 1), init=-1, name=f"led_{name}")
             with m.If(event):
-                m.d.sync += cnt.eq(stretch)
-            with m.Elif(cnt != 0):
+                m.d.sync += cnt.eq(stretch - 1)
+            with m.Elif(~cnt[-1]):
                 m.d.sync += cnt.eq(cnt - 1)
-            return cnt != 0
+            return ~cnt[-1]
 
         ev = bridge.events
         m.d.comb += [
@@ -222,7 +224,8 @@ class WishboneRAM(wiring.Component):
     of every DP16KD tile come straight from flip-flops; and the RAM is split into banks of
     at most ``bank_words`` words, each with its own copy of those registers, so that one
     flip-flop drives a few nearby tiles rather than all of them (a 64 KiB scratch is 32
-    tiles spread over the die). Every access is acknowledged four cycles after it starts.
+    tiles spread over the die). Each bank's read word is registered beside it before the
+    banks are combined. Every access is acknowledged five cycles after it starts.
 
     Parameters
     ----------
@@ -259,6 +262,7 @@ class WishboneRAM(wiring.Component):
         busy = Signal()
         p1 = Signal()
         p2 = Signal()
+        p3 = Signal()
         sel_r = Signal(range(max(2, nbanks)))  # bank of the access, for the read mux
         sel_p = Signal.like(sel_r)
         req = bus.cyc & bus.stb & ~busy
@@ -273,19 +277,27 @@ class WishboneRAM(wiring.Component):
             r_we = Signal(4, name=f"b{b}_we")
             r_wdata = Signal(32, name=f"b{b}_wdata")
             hit = req & (bank_of == b)
-            m.d.sync += [r_en.eq(hit), r_we.eq(0)]
-            with m.If(hit):
-                m.d.sync += [r_addr.eq(bus.adr[:lo]), r_wdata.eq(bus.dat_w),
-                             r_we.eq(bus.sel & bus.we.replicate(4))]
+            # Address and data are loaded every cycle (no clock enable fanned out to the
+            # tiles' inputs); only the enables depend on the request.
+            m.d.sync += [r_en.eq(hit), r_we.eq(Mux(hit, bus.sel & bus.we.replicate(4), 0)),
+                         r_addr.eq(bus.adr[:lo]), r_wdata.eq(bus.dat_w)]
             m.d.comb += [ram.a.addr.eq(r_addr), ram.a.en.eq(r_en), ram.a.wdata.eq(r_wdata),
                          ram.a.we.eq(r_we)]
-            rdatas.append(ram.a.rdata)
-        m.d.comb += bus.dat_r.eq(Array(rdatas)[sel_p] if nbanks > 1 else rdatas[0])
-        m.d.sync += [p1.eq(req), p2.eq(p1), bus.ack.eq(p2), sel_p.eq(sel_r)]
+            # Each bank's word is registered next to its tiles, already gated by the bank
+            # select, so the banks meet in a plain OR (the banks are spread over the die).
+            rdata = Signal(32, name=f"b{b}_rdata")
+            m.d.sync += rdata.eq(ram.a.rdata & (sel_p == b).replicate(32) if nbanks > 1
+                                 else ram.a.rdata)
+            rdatas.append(rdata)
+        dat_r = 0
+        for rdata in rdatas:
+            dat_r = dat_r | rdata
+        m.d.comb += bus.dat_r.eq(dat_r)
+        m.d.sync += [p1.eq(req), p2.eq(p1), p3.eq(p2), bus.ack.eq(p3), sel_p.eq(sel_r)]
         with m.If(req):
             m.d.sync += [busy.eq(1), sel_r.eq(bank_of)]
         with m.If(bus.ack):
             m.d.sync += busy.eq(0)
         with m.If(~bus.cyc):     # abandoned cycle: forget it (a write already issued completes)
-            m.d.sync += [busy.eq(0), p1.eq(0), p2.eq(0), bus.ack.eq(0)]
+            m.d.sync += [busy.eq(0), p1.eq(0), p2.eq(0), p3.eq(0), bus.ack.eq(0)]
         return m

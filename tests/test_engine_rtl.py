@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 LLAMA = {"spec": "random:llama", "seed": 3, "context": 6,
          "over": {"dim": 40, "n_heads": 5, "n_kv_heads": 1, "hidden_dim": 60, "vocab_size": 45,
                   "n_layers": 2}}                                        # MQA, non-power-of-two
-GQA = {"spec": "random:llama", "seed": 1, "context": 5,
+GQA = {"spec": "random:llama", "seed": 1, "context": 5, "weight_main_rows": 512,
        "weight_bits": {"wq": 16, "w1": 16, "token_embedding": 16},
        "over": {"dim": 48, "n_heads": 6, "n_kv_heads": 2, "hidden_dim": 72, "vocab_size": 40,
                 "n_layers": 1}}          # GQA; 16-bit (two-plane) wq, w1, embedding/classifier
@@ -91,7 +91,8 @@ def test_gpt2(tmp_path):
 
 def test_llama_gqa(tmp_path):
     """GQA llama (kv_mul 3) with 16-bit wq, w1 and embedding table (shared classifier), all
-    stored as two weight planes: three positions."""
+    stored as two weight planes: three positions. The weight bank is split: rows 0-511 in
+    block RAM, the rest (the embedding/classifier among them) in LUT RAM."""
     _run({**GQA, "scenarios": [{"steps": _steps(3)}]}, tmp_path)
 
 

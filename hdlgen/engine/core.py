@@ -73,6 +73,7 @@ from hdlgen.blocks.softmax import Softmax
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.isa import EltOp, LAYOUTS, NormKind, Opcode, Reg, Width, encode_program
 from hdlgen.engine.memmap import EngineMap, WINDOWS
+from hdlgen.engine.memories import DistRAM, SplitRAM, split_depth
 from hdlgen.engine.streams import ElementReader
 from hdlgen.errors import UserError
 from hdlgen.soc import wishbone
@@ -152,6 +153,11 @@ class Engine(wiring.Component):
         Bake the program, the weights and the parameters into the memories' initial contents
         (the bitstream then runs the model after configuration; the host can still load other
         contents of the same shapes through ``bus``).
+    weight_main_rows : int, optional
+        Weight rows kept in block RAM (a power of two), the rows beyond in LUT RAM. Default
+        (:func:`hdlgen.engine.memories.split_depth`): split only where it saves DP16KD tiles,
+        e.g. stories260K's 2056 rows of 128 bytes take 128 tiles plus 8 rows of LUT RAM instead
+        of 192 tiles.
 
     Attributes
     ----------
@@ -171,7 +177,7 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig, compiled, *, program_words: int = None,
-                 preload: bool = False):
+                 preload: bool = False, weight_main_rows: int = None):
         self._MustUse__silence = True       # not "unused" if the arguments are rejected
         config = config.check()
         image, program = compiled.image, list(compiled.program)
@@ -196,6 +202,13 @@ class Engine(wiring.Component):
         self._map = EngineMap(program_words=pw, act_elements=max(1, image.act_elements),
                               weight_rows=max(1, image.weights.shape[0]), row_bytes=lanes * K,
                               param_words=max(1, int(image.params.size)))
+        wr = self._map.weight_rows
+        self._weight_main_rows = (split_depth(lanes * K * 8, wr) if weight_main_rows is None
+                                  else weight_main_rows)
+        if not (self._weight_main_rows == wr or
+                (_pow2(self._weight_main_rows) and self._weight_main_rows < wr)):
+            raise UserError(f"weight_main_rows={weight_main_rows} must be the weight bank's "
+                            f"{wr} rows or a power of two below that")
         self._analyse()
         self._MustUse__silence = False
         super().__init__({
@@ -294,13 +307,20 @@ class Engine(wiring.Component):
 
         # ---- memories -------------------------------------------------------------------------
         init = self._initial_contents() if self._preload else {}
-        m.submodules.prog = prog = BlockRAM(width=128, depth=PD, granularity=8,
-                                            init=init.get("prog"))
+        # program and vector buffer: a few dozen wide words, LUT RAM; the weight bank in block
+        # RAM, but a tail of a few rows past a power of two in LUT RAM (see memories.py)
+        m.submodules.prog = prog = DistRAM(width=128, depth=PD, granularity=8,
+                                           init=init.get("prog"))
         m.submodules.act = act = BlockRAM(width=16, depth=A)
-        m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8,
-                                          init=init.get("wts"))
+        main_rows = self._weight_main_rows
+        if main_rows < WR:
+            m.submodules.wts = wts = SplitRAM(width=lanes * K * 8, depth=WR, granularity=8,
+                                              main_depth=main_rows, init=init.get("wts"))
+        else:
+            m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8,
+                                              init=init.get("wts"))
         m.submodules.par = par = BlockRAM(width=32, depth=PM, init=init.get("par"))
-        m.submodules.vb = vb = BlockRAM(width=16 * K, depth=VBD, granularity=8)
+        m.submodules.vb = vb = DistRAM(width=16 * K, depth=VBD, granularity=8)
 
         # ---- units ----------------------------------------------------------------------------
         m.submodules.mac = mac = MACArray(lanes, K, acc_w, cfg.max_dot_length)

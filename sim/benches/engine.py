@@ -6,7 +6,7 @@ bit after every step.
 
 ``HDLGEN_PARAMS`` (JSON): the model (see :func:`build`: ``spec``, ``seed``, ``over`` (model
 overrides), ``context``, ``lanes``, ``macs_per_lane``, ``weight_bits`` (matrices stored as two
-int8 planes)) and ``scenarios``, run one after another
+int8 planes), ``weight_main_rows`` (weight rows in block RAM, the rest in LUT RAM)) and ``scenarios``, run one after another
 on the one build (the engine is reset and the scratchpad zeroed before each, the KV cache keeps its rows (so does
 the golden model's); the weights and parameters are loaded once, the program every time). A scenario has ``steps`` (list of
 ``[token, pos]``; a position at or beyond the context must end with error ``POS_RANGE``, and
@@ -42,11 +42,13 @@ def build(p: dict):
     return cfg, comp
 
 
-def engine_of(cfg, comp):
+def engine_of(cfg, comp, p: dict = None):
     """The engine under test (program memory one word longer than the program, room for a
-    cut program's HALT)."""
+    cut program's HALT; ``p["weight_main_rows"]``: weight rows in block RAM, the rest in LUT
+    RAM)."""
     from hdlgen.engine.core import Engine
-    return Engine(cfg, comp, program_words=len(comp.program) + 1)
+    return Engine(cfg, comp, program_words=len(comp.program) + 1,
+                  weight_main_rows=(p or {}).get("weight_main_rows"))
 
 
 def program_of(comp, p: dict) -> list:
@@ -246,7 +248,7 @@ if cocotb is not None:
         ``expect_fail`` must fail (negative tests of the checker)."""
         p = bench_params()
         cfg, comp = build(p)
-        mp = engine_of(cfg, comp).memory_map
+        mp = engine_of(cfg, comp, p).memory_map
         await start(dut)
         host = Host(dut)
         dut.start.value = 0
@@ -275,7 +277,7 @@ def run(p: dict, check: bool = True):
     cache, stable."""
     from sim.harness import run_cocotb
     cfg, comp = build(p)
-    return run_cocotb(engine_of(cfg, comp), "sim.benches.engine", name="engine",
+    return run_cocotb(engine_of(cfg, comp, p), "sim.benches.engine", name="engine",
                       env={"HDLGEN_PARAMS": json.dumps(p)}, check=check)
 
 

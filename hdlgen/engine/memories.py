@@ -1,0 +1,150 @@
+"""Memories of the engine that do not map well onto whole DP16KD tiles.
+
+Both components have :class:`hdlgen.blocks.bram.BlockRAM`'s port interface (``a`` read/write,
+``b`` read-only, :class:`~hdlgen.blocks.bram.PortSignature`) and its two cycles of read
+latency, so the engine treats them as block RAMs:
+
+* :class:`DistRAM`: distributed (LUT) RAM for small, wide memories (the program, the vector
+  buffer), where a DP16KD would hold a few dozen words of its 512-2048.
+* :class:`SplitRAM`: a :class:`BlockRAM` for the first ``main_depth`` words and a
+  :class:`DistRAM` for the few words beyond (the weight bank of a model whose row count is just
+  over a multiple of 2048: a 1024-bit row needs at least 29 DP16KD whatever the depth, so 8 rows
+  past 2048 would cost as many tiles as 2048 rows).
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In
+
+from hdlgen.blocks.bram import BlockRAM, PortSignature, ecp5_tiling
+
+__all__ = ["DistRAM", "SplitRAM", "split_depth"]
+
+
+def _ports(width, depth, granularity):
+    aw = max(1, (depth - 1).bit_length())
+    lanes = width // granularity if granularity else 1
+    return {"a": In(PortSignature(addr_width=aw, data_width=width, lanes=lanes)),
+            "b": In(PortSignature(addr_width=aw, data_width=width, lanes=lanes, write=False))}
+
+
+def _check(width, depth, granularity, init):
+    if width < 1 or depth < 1:
+        raise ValueError(f"width={width} and depth={depth} must be at least 1")
+    if granularity not in (None, 8) or (granularity and width % 8):
+        raise ValueError(f"granularity={granularity!r} must be None or 8 (dividing "
+                         f"width={width})")
+    if init is not None and len(init) > depth:
+        raise ValueError(f"init has {len(init)} words but depth={depth}")
+
+
+class DistRAM(wiring.Component):
+    """Distributed RAM with :class:`BlockRAM`'s ports and 2-cycle read latency.
+
+    One write port (``a``) and **one** read port, shared: in a cycle with ``b.en`` port ``b``
+    reads, otherwise port ``a`` reads when ``a.en`` (the engine never reads both at once: the
+    host's port ``a`` is refused while a job runs). Both ports' ``rdata`` show the last word
+    read by either port, two cycles after its request. The read address is registered, then
+    the LUT RAM is read asynchronously into the output register, which loads every cycle (no
+    clock enable on the data): ``rdata`` holds while nothing new is read and that word is not
+    written. A read of a word written in the same cycle returns the new word.
+
+    Parameters
+    ----------
+    width, depth : int
+    granularity : int or None
+        ``8``: byte write enables (``we`` has ``width // 8`` bits); ``None``: one.
+    init : sequence of int or None
+        Initial contents.
+    """
+
+    def __init__(self, *, width: int, depth: int, granularity: int | None = None, init=None):
+        _check(width, depth, granularity, init)
+        self._width, self._depth, self._gran = width, depth, granularity
+        self._init = [int(v) for v in (init or [])]
+        super().__init__(_ports(width, depth, granularity))
+
+    width = property(lambda self: self._width)
+    depth = property(lambda self: self._depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        mem = m.submodules.mem = Memory(shape=self._width, depth=self._depth,
+                                        init=self._init + [0] * (self._depth - len(self._init)))
+        gran = self._gran or self._width
+        wp = mem.write_port(granularity=gran)
+        m.d.comb += [wp.addr.eq(self.a.addr), wp.data.eq(self.a.wdata)]
+        for i in range(self._width // gran):
+            m.d.comb += wp.en[i].eq(self.a.en & self.a.we[i])
+        rp = mem.read_port(domain="comb")
+        raddr = Signal.like(self.a.addr)
+        with m.If(self.b.en):
+            m.d.sync += raddr.eq(self.b.addr)
+        with m.Elif(self.a.en):
+            m.d.sync += raddr.eq(self.a.addr)
+        rdata = Signal(self._width)
+        m.d.comb += rp.addr.eq(raddr)
+        m.d.sync += rdata.eq(rp.data)
+        m.d.comb += [self.a.rdata.eq(rdata), self.b.rdata.eq(rdata)]
+        return m
+
+
+def split_depth(width: int, depth: int, granularity: int | None = 8, *, max_tail: int = 32):
+    """Words of a ``width`` x ``depth`` memory best kept in block RAM, the rest in LUT RAM:
+    the largest power of two below ``depth`` when the tail beyond it has at most ``max_tail``
+    words and the cut saves DP16KD tiles, else ``depth`` itself (no split)."""
+    main = 1 << ((depth - 1).bit_length() - 1) if depth > 1 else depth
+    if main >= depth or depth - main > max_tail:
+        return depth
+    full = ecp5_tiling(width, depth, granularity=granularity).primitives
+    cut = ecp5_tiling(width, main, granularity=granularity).primitives
+    return main if cut < full else depth
+
+
+class SplitRAM(wiring.Component):
+    """Words ``0 .. main_depth - 1`` in a :class:`BlockRAM`, the rest in a :class:`DistRAM`;
+    :class:`BlockRAM`'s ports (``a`` read/write, ``b`` read-only) and timing.
+
+    ``main_depth`` must be a power of two (the high address bit(s) select the part). The tail's
+    single read port follows :class:`DistRAM`: ``b`` wins over ``a`` in a cycle with both
+    enabled.
+    """
+
+    def __init__(self, *, width: int, depth: int, main_depth: int,
+                 granularity: int | None = None, init=None):
+        _check(width, depth, granularity, init)
+        if not (0 < main_depth < depth and main_depth & (main_depth - 1) == 0):
+            raise ValueError(f"main_depth={main_depth} must be a power of two below "
+                             f"depth={depth}")
+        self._width, self._depth, self._main, self._gran = width, depth, main_depth, granularity
+        self._init = [int(v) for v in (init or [])]
+        super().__init__(_ports(width, depth, granularity))
+
+    width = property(lambda self: self._width)
+    depth = property(lambda self: self._depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        md = self._main
+        mb = (md - 1).bit_length()
+        m.submodules.main = main = BlockRAM(width=self._width, depth=md,
+                                            granularity=self._gran, ports=("rw", "r"),
+                                            init=self._init[:md] or None)
+        m.submodules.tail = tail = DistRAM(width=self._width, depth=self._depth - md,
+                                           granularity=self._gran,
+                                           init=self._init[md:] or None)
+        for name in "ab":
+            port, pm, pt = getattr(self, name), getattr(main, name), getattr(tail, name)
+            hi = port.addr[mb:].any()
+            m.d.comb += [pm.addr.eq(port.addr[:mb]), pt.addr.eq(port.addr[:mb]),
+                         pm.en.eq(port.en & ~hi), pt.en.eq(port.en & hi)]
+            if name == "a":
+                m.d.comb += [pm.we.eq(port.we), pt.we.eq(port.we), pm.wdata.eq(port.wdata),
+                             pt.wdata.eq(port.wdata)]
+            s1, s2 = Signal(name=f"{name}_tail1"), Signal(name=f"{name}_tail2")
+            with m.If(port.en):
+                m.d.sync += s1.eq(hi)
+            m.d.sync += s2.eq(s1)
+            m.d.comb += port.rdata.eq(Mux(s2, pt.rdata, pm.rdata))
+        return m

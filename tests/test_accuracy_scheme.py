@@ -56,8 +56,8 @@ def test_norm_wide_is_norm_golden_with_a_wider_clamp():
 
 
 def test_headroom_changes_parameters_only():
-    _, a = _compile()
-    _, b = _compile(act_headroom=2.0)
+    _, a = _compile(act_headroom=1.0)
+    _, b = _compile()                               # default 2
     assert a.image.ext == {} and b.image.ext == {}
     assert a.words == b.words
     assert np.array_equal(a.image.weights, b.image.weights)
@@ -127,6 +127,8 @@ def test_gpt2_layernorm_16_bit_outputs_run():
 
 
 def test_option_errors():
+    with pytest.raises(UserError, match="weight_exp"):
+        _compile(weight_exp=True, weight_width=9)
     with pytest.raises(UserError, match="norm_bits=12"):
         _compile(norm_bits=12)
     with pytest.raises(UserError, match="weight_width=9"):
@@ -167,3 +169,32 @@ def test_stories_best_fitting_scheme():
     assert r["fits"] and r["ebr_total"] <= 208
     assert r["top1_agreement"] >= 0.88, r
     assert r["mean_kl"] < 0.04, r
+
+
+def test_weight_exp_groups_and_exact_matvec():
+    """int8 weights with one shift bit per lane and bank row: every lane slice of a bank row
+    is int8 or an even int9; both kinds occur; the matvec is the exact int9 product."""
+    _, comp = _compile(weight_exp=True, norm_bits=16)
+    im = comp.image
+    assert im.ext == {"weight_exp": 1, "norm_out_bits": 16}
+    bank = im.weights.astype(np.int64).reshape(-1, im.lanes, im.macs_per_lane)
+    fine = np.all((bank >= -128) & (bank <= 127), axis=-1)
+    even = np.all(bank % 2 == 0, axis=-1)
+    assert np.all(fine | even)
+    coarse = ~fine
+    assert coarse.any() and (fine & ~even).any()
+    assert im.weight_row_bits == 8 * im.lanes * im.macs_per_lane + im.lanes
+    w = comp.qmodel.weights["w1"].q[0].astype(np.int64)
+    _, rec = _trace(comp, [1, 5])
+    body = [r for r in rec if r[0] != "step" and r[1] == 0]
+    i = [n for n, r in enumerate(body) if r[2].op == Opcode.NORM][1]     # ffn norm, layer 0
+    x, (_, _, mv, y) = body[i][3], body[i + 1]
+    rq = comp.qmodel.requant["w1"]
+    assert np.array_equal(y, requantize(w @ x, rq.mult[0], rq.shift[0], out_bits=16))
+    # an odd int9 value in a slice beyond int8 is not representable: the engine refuses it
+    bad = im.weights.copy()
+    r, l = np.argwhere(coarse)[0]
+    bad.reshape(-1, im.lanes, im.macs_per_lane)[r, l, 0] = 201
+    im2 = type(im)(**{**im.__dict__, "weights": bad})
+    with pytest.raises(EngineError, match="neither int8 nor"):
+        Engine(im2, comp.words)

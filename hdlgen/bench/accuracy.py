@@ -110,9 +110,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--plain", action="store_true",
                         help="the plain per-row int8 scheme: no smoothing of norm outputs or "
                              "KV cache, weights rounded to nearest")
-    parser.add_argument("--act-headroom", type=float, default=1.0, metavar="H",
+    parser.add_argument("--act-headroom", type=float, default=2.0, metavar="H",
                         help="factor (>= 1) on the calibrated range of the 16-bit activations "
-                             "other than residual and logits (default 1)")
+                             "other than residual and logits (default 2)")
     parser.add_argument("--norm16", action="store_true",
                         help="int16 norm outputs into 16-bit matrix inputs (image extension "
                              "norm_out_bits: golden model only, the RTL needs a change)")
@@ -121,6 +121,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--weight-width", type=int, choices=(8, 9), default=8,
                         help="native width of every weight (9: extension weight_bits, golden "
                              "model only; a 9-bit weight bank)")
+    parser.add_argument("--weight-exp", action="store_true",
+                        help="int8 weights with a shift bit per lane and bank row (extension "
+                             "weight_exp: golden model only)")
     parser.add_argument("--device", default="85F", help="ECP5 device for the fit check")
     parser.add_argument("--no-fit", action="store_true",
                         help="measure even when the image does not fit the device")
@@ -142,7 +145,8 @@ def run(args) -> int:
                           smooth=None if args.plain else args.smooth,
                           smooth_kv=not args.plain, untie=args.untie, gptq=not args.plain,
                           act_headroom=args.act_headroom, norm_bits=16 if args.norm16 else 8,
-                          kv_bits=9 if args.kv9 else 8, weight_width=args.weight_width)
+                          kv_bits=9 if args.kv9 else 8, weight_width=args.weight_width,
+                          weight_exp=args.weight_exp)
     res = measure(model, args.positions, opts, mac=args.mac)
     if args.json:
         print(json.dumps(res))

@@ -14,7 +14,7 @@ import numpy as np
 from hdlgen.model.checkpoint import Model
 from sim.float_ref import FloatModel
 
-__all__ = ["gptq_round", "capture_inputs", "INPUT_POINTS"]
+__all__ = ["gptq_round", "gptq_round_steps", "capture_inputs", "INPUT_POINTS"]
 
 #: Matrix -> the float-reference observation point holding its input.
 INPUT_POINTS = {
@@ -50,9 +50,16 @@ def capture_inputs(model: Model, sequences) -> dict:
 def gptq_round(w, scale, H, qmax: int = 127, damp: float = 0.01) -> np.ndarray:
     """Integer weights ``Q`` (``w.shape``) on the grid ``scale[:, None] * Q``, ``|Q| <= qmax``,
     chosen column by column with error feedback through ``H``'s inverse."""
+    scale = np.asarray(scale, dtype=np.float64)
+    return gptq_round_steps(w, np.broadcast_to(scale[:, None], np.shape(w)), H, qmax, damp)
+
+
+def gptq_round_steps(w, steps, H, qmax: int = 127, damp: float = 0.01) -> np.ndarray:
+    """:func:`gptq_round` with one grid step per weight (``steps``, ``w.shape``; e.g. a
+    coarser step for some groups of a row): ``w ~ steps * Q``, ``|Q| <= qmax``."""
     W = np.asarray(w, dtype=np.float64).copy()
     rows, cols = W.shape
-    scale = np.asarray(scale, dtype=np.float64)
+    steps = np.asarray(steps, dtype=np.float64)
     H = np.asarray(H, dtype=np.float64).copy()
     dead = np.diag(H) == 0
     H[dead, dead] = 1.0
@@ -63,8 +70,8 @@ def gptq_round(w, scale, H, qmax: int = 127, damp: float = 0.01) -> np.ndarray:
     Q = np.zeros((rows, cols), dtype=np.int64)
     for j in range(cols):
         col = W[:, j]
-        q = np.clip(np.rint(col / scale), -qmax, qmax)
+        q = np.clip(np.rint(col / steps[:, j]), -qmax, qmax)
         Q[:, j] = q
-        err = (col - q * scale) / U[j, j]
+        err = (col - q * steps[:, j]) / U[j, j]
         W[:, j + 1:] -= np.outer(err, U[j, j + 1:])
     return Q

@@ -139,7 +139,8 @@ class MemoryImage:
         ``"swiglu"`` and the parameters its words were generated from).
     ext : dict
         Scheme extensions the RTL engine does not run yet (:data:`sim.golden.engine.EXTENSIONS`:
-        ``norm_out_bits`` 16, ``kv_bits`` 9, ``weight_bits`` 9); empty for the default scheme.
+        ``norm_out_bits`` 16, ``kv_bits`` 9, ``weight_bits`` 9, ``weight_exp`` 1); empty for
+        the default scheme.
         The widths of the weight bank and KV-cache rows follow from it.
     """
     lanes: int
@@ -160,6 +161,13 @@ class MemoryImage:
         return int(self.ext.get("weight_bits", 8))
 
     @property
+    def weight_row_bits(self) -> int:
+        """Bits of one weight-bank row: ``weight_bits`` per weight, plus one shift bit per
+        lane with the ``weight_exp`` extension."""
+        n = self.lanes * self.macs_per_lane
+        return self.weight_bits * n + (self.lanes if self.ext.get("weight_exp") else 0)
+
+    @property
     def kv_bits(self) -> int:
         """Bits of one KV-cache value (8, or 9 with the ``kv_bits`` extension)."""
         return int(self.ext.get("kv_bits", 8))
@@ -167,7 +175,7 @@ class MemoryImage:
     def memory_bytes(self, program_words: int = 0) -> dict:
         """Bytes of each memory (data bits / 8, as the host sees them)."""
         kv_values = 2 * self.kv_layers * self.kv_heads * self.context * self.head_size
-        return {"weights": int(self.weights.size) * self.weight_bits // 8,
+        return {"weights": int(self.weights.shape[0]) * self.weight_row_bits // 8,
                 "params": 4 * (int(self.params.size) - self.table_words()),
                 "tables": 4 * self.table_words(),
                 "kv_cache": kv_values * self.kv_bits // 8,
@@ -202,8 +210,9 @@ class MemoryImage:
         tables = 0
         for kind, words in self.rom_tables().values():
             tables += ebr_count(36, words // 2, True)
-        return {"weights": ebr_count(self.weight_bits * self.lanes * self.macs_per_lane,
-                                     self.weights.shape[0], parity or self.weight_bits > 8),
+        wide = self.weight_row_bits > 8 * self.lanes * self.macs_per_lane
+        return {"weights": ebr_count(self.weight_row_bits, self.weights.shape[0],
+                                     parity or wide),
                 "params": ebr_count(32, int(self.params.size) - self.table_words()),
                 "tables": tables,
                 "kv_cache": ebr_count(self.kv_bits * self.head_size, kv_rows,

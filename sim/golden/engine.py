@@ -27,6 +27,11 @@ does not run yet. The instruction encoding is unchanged; the image says how to r
   and saturates each element to ``-256..255`` (the compiler writes ``k``/``v`` as 16-bit
   ``MATVEC``/``ROPE`` outputs on the 9-bit grid); ``SCORES`` and ``ATTV`` multiply int9
   cache rows exactly (a 9-bit per-lane operand).
+* ``"weight_exp": 1``: the weight bank holds int8 values ``q`` plus one shift bit ``s`` per
+  lane and bank row (the ``macs_per_lane`` weights one lane reads in one beat); the weight is
+  ``q << s`` (int9 range, even where ``s = 1``). The image holds the weights ``q << s``; this
+  model checks each lane slice is representable and multiplies them like ``weight_bits`` 9.
+  A bank row is ``8 * lanes * macs_per_lane + lanes`` bits.
 * ``"weight_bits": 9``: the weight bank holds int9 weights (``-256..255``, one plane; the
   bank row is ``lanes * macs_per_lane`` 9-bit values). A product is exact and the dot
   product is the exact sum wrapped to ``acc_width`` as before; this model computes it as two
@@ -108,7 +113,8 @@ def shared_planes(x) -> list:
 
 
 #: Image extensions and their allowed values (the first is the default: the RTL's behaviour).
-EXTENSIONS = {"norm_out_bits": (8, 16), "kv_bits": (8, 9), "weight_bits": (8, 9)}
+EXTENSIONS = {"norm_out_bits": (8, 16), "kv_bits": (8, 9), "weight_bits": (8, 9),
+              "weight_exp": (0, 1)}
 
 
 def _check_ext(ext) -> dict:
@@ -208,11 +214,20 @@ class Engine:
                               f"lanes*macs_per_lane={self.lanes * self.K}")
         self.ext = _check_ext(getattr(image, "ext", None))
         self._wbank = image.weights.astype(np.int64).reshape(-1, self.lanes, self.K)
-        wb = self.ext["weight_bits"]
+        wb = 9 if self.ext["weight_exp"] else self.ext["weight_bits"]
         if self._wbank.size and (self._wbank.min() < -(1 << (wb - 1))
                                  or self._wbank.max() >= 1 << (wb - 1)):
             raise EngineError(f"weight bank values {self._wbank.min()}..{self._wbank.max()} "
-                              f"are outside int{wb} (image ext weight_bits={wb})")
+                              f"are outside int{wb} (image ext {self.ext})")
+        if self.ext["weight_exp"]:
+            fine = np.all((self._wbank >= -128) & (self._wbank <= 127), axis=-1)
+            even = np.all(self._wbank % 2 == 0, axis=-1)
+            bad = np.argwhere(~(fine | even))
+            if bad.size:
+                r, l = bad[0]
+                raise EngineError(f"weight bank row {r}, lane {l}: {self._wbank[r, l].tolist()} "
+                                  f"is neither int8 nor an int8 shifted left by one (ext "
+                                  f"weight_exp: q << s with one s per lane and row)")
         self._wplanes = None
         if wb > 8:
             lo = ((self._wbank + 128) & 255) - 128

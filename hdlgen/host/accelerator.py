@@ -97,12 +97,16 @@ class Accelerator:
         The engine's windows (``AcceleratorDesign.engine_map``).
     base : int
         Byte address of the engine's window on the SoC bus.
+    fingerprint : str, optional
+        The build's :func:`~hdlgen.soc.accelerator.engine_fingerprint`; :meth:`load` refuses a
+        compiled model whose fingerprint differs (it would need its own build).
     """
 
-    def __init__(self, device, engine_map: EngineMap, base: int):
+    def __init__(self, device, engine_map: EngineMap, base: int, fingerprint: str | None = None):
         self.dev = device
         self.map = engine_map
         self.base = int(base)
+        self.fingerprint = fingerprint
         self.units = [r.name[len("BUSY_"):].lower() for r in device.regmap.registers
                       if r.name.startswith("BUSY_")]
 
@@ -115,7 +119,18 @@ class Accelerator:
 
     def load(self, compiled, *, weights: bool = True, verify: bool = True) -> int:
         """Write the program, and with ``weights`` the weight bank and parameters, of
-        ``compiled``; with ``verify`` read everything back. Returns the words written."""
+        ``compiled``; with ``verify`` read everything back. Returns the words written.
+        :class:`~hdlgen.errors.UserError` (before writing anything) if the build's gateware
+        fixes other formats or constants than ``compiled`` needs."""
+        if self.fingerprint is not None:
+            from hdlgen.soc.accelerator import AcceleratorDesign
+            other = AcceleratorDesign(compiled.config, compiled, preload=False).fingerprint
+            if other != self.fingerprint:
+                from hdlgen.errors import UserError
+                raise UserError("this model cannot be loaded onto this build: the gateware fixes "
+                                "other formats or constants (norm epsilons, SwiGLU/activation "
+                                "tables, softmax formats or memory sizes) than it needs; build "
+                                "for it with: python -m hdlgen build --model <it>")
         writes = self.map.image_writes(compiled.words, compiled.image)
         if not weights:
             writes = writes[:4 * len(compiled.program)]
@@ -205,7 +220,7 @@ class open_accelerator:
             raise UserError(f"target {self.target!r}: use 'sim' or 'serial'")
         try:
             dev = Device(self.transport, regmap=d.register_map)
-            acc = Accelerator(dev, d.engine_map, d.engine_base)
+            acc = Accelerator(dev, d.engine_map, d.engine_base, d.fingerprint)
             if self.load:
                 acc.load(self.compiled)
         except BaseException:

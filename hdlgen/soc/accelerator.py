@@ -12,9 +12,11 @@ starts its jobs (``CTRL.TOKEN``, ``CTRL.POS``, ``CTRL.START``), watches them (wa
     soc = design.soc(byte_port=True)      # byte streams, for simulation
     design.register_map                   # what the host needs (regmap.json of the build)
 
-``CONFIG_HASH`` covers the engine's hardware (memory map, context, head layout): a host with
-the register map of a build for a model of another shape is refused on connect, while other
-weights of the same shape can be loaded at run time (:class:`hdlgen.host.accelerator.Accelerator`).
+``CONFIG_HASH`` covers what the engine's gateware fixes (:func:`engine_fingerprint`: memory
+map, context, head layout and the formats and constants baked into its units): a host with the
+register map of another build is refused on connect, and a compiled model is loaded at run
+time (:meth:`hdlgen.host.accelerator.Accelerator.load`) only onto a build with the same
+fingerprint — other contents are refused, never run with the wrong constants.
 """
 
 from __future__ import annotations
@@ -25,10 +27,37 @@ from dataclasses import asdict
 from hdlgen.config import AcceleratorConfig
 from hdlgen.soc import regmap
 
-__all__ = ["ENGINE_BASE", "AcceleratorDesign"]
+__all__ = ["ENGINE_BASE", "AcceleratorDesign", "engine_fingerprint"]
 
 #: Byte address of the engine's window on the SoC bus.
 ENGINE_BASE = 0x0100_0000
+
+
+def engine_fingerprint(engine) -> str:
+    """What the gateware of ``engine`` (:class:`hdlgen.engine.core.Engine`) fixes at
+    generation time, as text: its memory map, context and head layout, and the formats and
+    constants baked into its units (norm formats and epsilons, softmax formats, SwiGLU and
+    activation tables, RoPE table, longest argmax). Two compiled models with the same
+    fingerprint run on the same bitstream (one is loaded over the link); otherwise the model
+    needs its own build."""
+    image = engine._image
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in sorted(v.items()) if k != "words"}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if hasattr(v, "value") and not isinstance(v, (int, float)):
+            return v.value                      # enum members
+        return v if isinstance(v, (int, float, str, type(None))) else str(v)
+
+    return json.dumps({
+        "engine_map": asdict(engine.memory_map), "context": image.context,
+        "head_size": image.head_size, "kv_layers": image.kv_layers, "kv_heads": image.kv_heads,
+        "norms": plain(engine._norms), "softmax": plain(engine._smax),
+        "swiglu": plain(engine._swiglu), "acts": plain(engine._acts), "rope": plain(engine._rope),
+        "rope_addr": engine._rope_addr, "argmax_len": engine._argmax_len,
+    }, sort_keys=True, separators=(",", ":"))
 
 
 class AcceleratorDesign:
@@ -51,6 +80,7 @@ class AcceleratorDesign:
         self.preload = bool(preload)
         # Built once for its memory map (a cheap check of the shapes); soc() builds its own.
         probe = Engine(self.config, compiled)
+        probe._MustUse__silence = True          # built for its memory map only
         self.engine_map = probe.memory_map
         size = 4 << self.engine_map.addr_width
         if size > ENGINE_BASE:
@@ -58,15 +88,11 @@ class AcceleratorDesign:
             raise UserError(f"the engine's bus window ({size} bytes) is larger than the "
                             f"{ENGINE_BASE} bytes reserved for it: the model is too large for "
                             f"this address map")
-        image = compiled.image
         self.window = regmap.Window(
             "engine", ENGINE_BASE, size,
             f"Transformer engine: registers, program, scratch, weights, parameters and output "
             f"windows of {4 << self.engine_map.window_bits} bytes each (hdlgen.engine.memmap).")
-        self.fingerprint = json.dumps({
-            "engine_map": asdict(self.engine_map), "context": image.context,
-            "head_size": image.head_size, "kv_layers": image.kv_layers,
-            "kv_heads": image.kv_heads}, sort_keys=True, separators=(",", ":"))
+        self.fingerprint = engine_fingerprint(probe)
         self.register_map = regmap.soc_register_map(self.config, (self.window,),
                                                     self.fingerprint)
 

@@ -63,7 +63,8 @@ def test_headroom_changes_parameters_only():
     assert np.array_equal(a.image.weights, b.image.weights)
     assert not np.array_equal(a.image.params, b.image.params)
     sa, sb = a.qmodel.scales, b.qmodel.scales
-    assert np.allclose(sb["q"], 2 * sa["q"]) and np.allclose(sb["ffn_hidden"], 2 * sa["ffn_hidden"])
+    assert np.allclose(sb["q"], 2 * sa["q"])
+    assert np.allclose(sb["ffn_hidden"], 2 * sa["ffn_hidden"])
     assert np.allclose(sb["residual"], sa["residual"]) and np.allclose(sb["k"], sa["k"])
 
 
@@ -198,3 +199,39 @@ def test_weight_exp_groups_and_exact_matvec():
     im2 = type(im)(**{**im.__dict__, "weights": bad})
     with pytest.raises(EngineError, match="neither int8 nor"):
         Engine(im2, comp.words)
+
+
+def test_fake_quantization_orders_schemes():
+    """The fake-quantization estimator: near-lossless grids give a much smaller KL than the
+    int8 scheme on the same random model; bad schemes are refused."""
+    from hdlgen.compiler.fakequant import FakeScheme, measure_fake
+    m = load_model("random:llama", seed=3)
+    lossy = measure_fake(m, 16, FakeScheme())
+    fine = measure_fake(m, 16, FakeScheme(norm="static16", kv="static16", weight_bits=0))
+    mid = measure_fake(m, 16, FakeScheme(norm="dyn8", kv="row8", weight_bits=9, weight_exp=4))
+    assert fine["mean_kl"] < lossy["mean_kl"] / 10
+    assert 0 < mid["mean_kl"] < lossy["mean_kl"]
+    for bad in (dict(norm="int4"), dict(kv="x"), dict(weight_bits=4),
+                dict(weight_group=8, weight_exp=8), dict(act_headroom=0.5)):
+        with pytest.raises(UserError):
+            measure_fake(m, 4, FakeScheme(**bad))
+
+
+def test_cli_fake_and_extension_flags(capsys):
+    import json
+    from hdlgen.cli import main
+    assert main(["bench", "accuracy", "--model", "random:llama", "--positions", "8", "--fake",
+                 "--norm16", "--kv", "row8", "--weight-width", "10", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["fake_quantization"] and r["scheme"]["kv"] == "row8"
+    assert r["scheme"]["weight_bits"] == 10 and r["scheme"]["norm"] == "static16"
+    assert main(["bench", "accuracy", "--model", "random:llama", "--positions", "8",
+                 "--norm16", "--kv9", "--weight-exp", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["scheme"]["ext"] == {"norm_out_bits": 16, "kv_bits": 9, "weight_exp": 1}
+    assert main(["bench", "accuracy", "--model", "random:llama", "--positions", "8",
+                 "--kv", "row8"]) == 2
+    assert "add --fake" in capsys.readouterr().err
+    assert main(["bench", "accuracy", "--model", "random:llama", "--positions", "8",
+                 "--weight-width", "10"]) == 2
+    assert "--fake" in capsys.readouterr().err

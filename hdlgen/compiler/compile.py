@@ -13,17 +13,20 @@ tensor                           bits   where the width comes from
 ================================ ====== ===================================================
 weights                          8      per output row, rounded with error feedback (GPTQ);
                                         16 (two int8 planes, two MAC passes, values within
-                                        +-32639) per matrix on request (``weight_bits``)
+                                        +-32639) per matrix on request (``weight_bits``);
+                                        extensions: int9 (``weight_width``), int8 with a
+                                        shift bit per lane and row (``weight_exp``)
 residual stream                  16     one scale for the model; residual adds saturate
-norm outputs                     8      the norm blocks' int8 output; the calibrated scale
-                                        is folded into the gains (``gamma``), so the output
+norm outputs                     8      (16 with ``norm_bits``) the norm blocks' output;
+                                        the calibrated scale is folded into the gains
+                                        (``gamma``), so the output
                                         grid is exactly the calibrated one; per-channel
                                         ranges are equalised first (smoothing, folded into
                                         the next matrices)
 q                                16     RoPE at 16 bits; fed to the scores as the MAC
                                         array's shared operand
-k, v (KV cache)                  8      the KV cache holds int8 rows (channel ranges
-                                        equalised, folded into wq/wk/wv/wo)
+k, v (KV cache)                  8      (9 with ``kv_bits``) the KV cache rows (channel
+                                        ranges equalised, folded into wq/wk/wv/wo)
 attention scores                 16     ``2**-8`` (softmax ``in_frac = 8``)
 probabilities                    14     unsigned, ``2**-14`` (softmax ``out_bits = 14``)
 att_out, ffn_up, ffn_hidden      16     requantizer ``out_bits = 16``
@@ -42,9 +45,18 @@ activation blocks (their golden models define it).
 Before quantizing, the float model is reparametrised exactly (:mod:`hdlgen.compiler.smooth`)
 and after it the int8 weights are re-rounded (:mod:`hdlgen.compiler.gptq`): both cost nothing
 in hardware. FFN nonlinearity scales are one per model so one table ROM serves every layer.
-Measured on stories260K (``python -m hdlgen bench accuracy``, 256 positions, context 256 on
-the 85F): top-1 agreement with the float model 0.852, mean KL 0.065 (plain per-row int8:
-0.824 / 0.098; with 16-bit token_embedding, wq and wk, still 204 EBR: 0.867 / 0.052).
+The 16-bit activations other than the residual stream and the logits get twice their
+calibrated range (``act_headroom``; parameters only). Measured on stories260K (``python -m
+hdlgen bench accuracy``, 256 positions, context 256 on the 85F): top-1 agreement with the
+float model 0.867, mean KL 0.063 (without the headroom 0.852 / 0.065; the table of schemes is
+in :mod:`hdlgen.bench.accuracy`).
+
+Schemes beyond the RTL (image extensions, :data:`sim.golden.engine.EXTENSIONS`; the golden
+model runs them, ``CompileOptions`` asks for them, the instruction encoding is unchanged):
+``norm_bits=16`` (int16 norm outputs, the matrices after the norms read 16-bit inputs),
+``kv_bits=9`` (int9 KV cache in the same block RAM), ``weight_width=9`` (int9 weight bank),
+``weight_exp`` (int8 weights with one shift bit per lane and bank row). With the first two
+and ``weight_exp`` stories260K reaches 0.938 / 0.022 in the same 204 EBR.
 
 Fit: :func:`plan_image` sizes every memory from the shapes alone and :func:`fit_check` refuses
 (before quantizing) when the block RAM (:func:`hdlgen.compiler.image.ebr_count`) exceeds the

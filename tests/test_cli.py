@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,10 @@ def run_cli(*argv):
     (["report", "/no/such/dir"], "/no/such/dir"),
     (["verilog", "--block", "no_such_block"], "'no_such_block'"),
     (["verilog", "--block", "stream_parts", "--param", "nonsense"], "'nonsense'"),
+    (["build", "--model", "/no/such/model.bin"], "/no/such/model.bin"),
+    (["run", "--model", "random:llama", "--target", "serial"], "--port"),
+    (["bench", "model", "--model", "random:llama", "--target", "serial"], "--port"),
+    (["bench", "model", "--model", "random:llama", "--positions", "a,b"], "'a,b'"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv, needle):
     code, out, err = run_cli(*argv)
@@ -35,6 +40,19 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, needle):
     assert len(lines) == 1, err
     assert needle in lines[0], lines[0]
     assert "Traceback" not in err
+
+
+STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K.bin"
+
+
+@pytest.mark.skipif(not STORIES.exists(), reason="stories260K.bin not available")
+def test_model_that_does_not_fit_is_refused_before_synthesis(tmp_path):
+    """stories260K's int8 weights alone need more block RAM than the 12F has."""
+    code, out, err = run_cli("build", "--model", str(STORIES), "--device", "12F",
+                             "--out", str(tmp_path))
+    assert code == 2, (code, out, err)
+    assert "12F" in err and "bytes" in err and "Traceback" not in err
+    assert not (tmp_path / "top.il").exists()
 
 
 def test_program_without_openfpgaloader_is_refused_before_building(tmp_path, monkeypatch):

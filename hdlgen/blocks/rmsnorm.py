@@ -113,15 +113,15 @@ class NormEngine(wiring.Component):
         s1 = Signal(signed(p.s1_width))
         s2_start = 0 if ln else p.eps_int >> EPS_BITS
         s2 = Signal(max(p.s2_width, p.v_width - EPS_BITS) + 1, init=s2_start)
-        x_r = Signal(signed(W), reset_less=True)
-        x_v = Signal()
-        m.d.sync += x_v.eq(0)
+        # x_r is the accepted element, zero in a cycle without one, so both sums add every
+        # cycle (no enable net); the square leaves the DSP through a fabric register first.
+        # ``clr`` (registered) restarts them once the scalar phase has copied S1.
+        x_r = Signal(signed(W))
         m.d.comb += [sq.a.eq(x_r), sq.b.eq(x_r)]
-        sq_v = delay(m, x_v, MUL18_LATENCY, name="sq_v", reset=True)
-        with m.If(x_v):
-            m.d.sync += s1.eq(s1 + x_r)
-        with m.If(sq_v):
-            m.d.sync += s2.eq(s2 + sq.p.as_unsigned()[:2 * W])
+        sq_r = Signal(2 * W, reset_less=True)
+        m.d.sync += sq_r.eq(sq.p.as_unsigned()[:2 * W])
+        clr = Signal()
+        m.d.sync += s1.eq(Mux(clr, 0, s1 + x_r)), s2.eq(Mux(clr, s2_start, s2 + sq_r))
 
         # ---- SCALAR registers -------------------------------------------------------------
         VW = p.v_width
@@ -149,9 +149,11 @@ class NormEngine(wiring.Component):
         oi = Signal(range(D + 1))
         issue = Signal()
         last0 = Signal()
+        # g1 and the vector buffer's read port run every cycle (no enable): only the items
+        # marked by the ``issue`` pulse travelling beside them are used, so ``issue`` (the
+        # deepest control net) drives neither the 32-bit g1 enable nor the EBR's CEB pin.
         g1 = Signal.like(gl, reset_less=True)
-        with m.If(issue):
-            m.d.sync += g1.eq(gl)
+        m.d.sync += g1.eq(gl)
         v_t = delay(m, issue, READ_LATENCY + 1, name="o_v", reset=True)     # cycle 3
         last_t = delay(m, last0, READ_LATENCY + 1, name="o_last")
         gamma_t = delay(m, g1.gamma, READ_LATENCY, name="o_gamma")          # cycle 3
@@ -214,7 +216,7 @@ class NormEngine(wiring.Component):
         st_load = Signal(init=1)
         st_drain, st_mul, st_pre, st_norm, st_sqrt, st_div, st_out = (
             Signal(name=f"st_{n}") for n in ("drain", "mul", "pre", "norm", "sqrt", "div", "out"))
-        m.d.sync += it_last.eq((it == 15) & (st_sqrt | st_div))
+        m.d.sync += [it_last.eq((it == 15) & (st_sqrt | st_div)), clr.eq(0)]
         at_last = Signal(init=int(D == 1))  # LOAD: the next element is the last
         oi_more = Signal()
         hi = Signal()                       # NORM: v >= 2**34 (of the current v)
@@ -227,24 +229,24 @@ class NormEngine(wiring.Component):
         m.d.comb += [self.i.ready.eq(st_load), xfer.eq(self.i.valid & st_load)]
         m.d.comb += [ram.a.addr.eq(cnt), ram.a.en.eq(xfer), ram.a.we.eq(1),
                      ram.a.wdata.eq(self.i.payload.data)]
+        m.d.sync += x_r.eq(Mux(xfer, self.i.payload.data, 0))
         # LOAD
         with m.If(xfer):
-            m.d.sync += [x_r.eq(self.i.payload.data), x_v.eq(1), cnt.eq(cnt + 1),
-                         at_last.eq(cnt == D - 2)]
+            m.d.sync += [cnt.eq(cnt + 1), at_last.eq(cnt == D - 2)]
             with m.If(at_last):
                 m.d.sync += [cnt.eq(0), at_last.eq(int(D == 1)), st_load.eq(0),
                              st_drain.eq(1)]
         # DRAIN: the squares still in the DSP reach s2 (a delayed pulse, no counter compare).
-        drain_done = delay(m, xfer & at_last, MUL18_LATENCY + 2, name="drain", reset=True)
+        # (x_r, the DSP, sq_r, s2; drain_pre is drain_done one cycle early)
+        drain_pre = delay(m, xfer & at_last, MUL18_LATENCY + 2, name="drain", reset=True)
+        drain_done = delay(m, drain_pre, 1, name="drain_done", reset=True)
         with m.If(drain_done):
             m.d.sync += st_drain.eq(0)
             if ln:
-                m.d.sync += [acc.eq(p.eps_int >> EPS_BITS), ma.eq(s2), mb.eq(D),
-                             phase.eq(0), mit.eq(0), st_mul.eq(1)]
+                m.d.sync += [acc.eq(p.eps_int >> EPS_BITS), phase.eq(0), mit.eq(0),
+                             st_mul.eq(1)]
             else:
-                # s2 starts at EPS >> 8, so v = (S2 << 8) + EPS is wiring only.
-                m.d.sync += [v.eq(Cat(Const(p.eps_int & 0xFF, EPS_BITS), s2)),
-                             st_pre.eq(1)]
+                m.d.sync += st_pre.eq(1)
         if ln:
             # MUL: acc = dim * S2 - |S1| * |S1| (+ EPS >> 8, its start value), one partial
             # product per two cycles: the wide addition is split in two halves with a
@@ -265,14 +267,19 @@ class NormEngine(wiring.Component):
             lo_sum = Signal(H + 1)
             m.d.comb += lo_sum.eq(acc[:H] + ma[:H])
             # step (= st_mul & hstep) and switch are decided in the first half, registered.
+            ab_ce = Signal()                     # = drain_done | step, registered
             m.d.sync += [neg_a1.eq(-a1), step.eq(st_mul & ~hstep),
-                         switch.eq(st_mul & ~hstep & last_it & ~phase)]
+                         switch.eq(st_mul & ~hstep & last_it & ~phase),
+                         ab_ce.eq(drain_pre | (st_mul & ~hstep))]
             with m.If(drain_done):
                 m.d.sync += [a1.eq(Mux(s1 < 0, -s1, s1)), last_it.eq(l0 == 1), hstep.eq(0)]
-            with m.If(switch):
-                m.d.sync += [ma.eq(neg_a1), mb.eq(a1)]
-            with m.Elif(step):
-                m.d.sync += [ma.eq(ma << 1), mb.eq(mb >> 1)]
+            with m.If(ab_ce):
+                with m.If(drain_done):
+                    m.d.sync += [ma.eq(s2), mb.eq(D)]
+                with m.Elif(switch):
+                    m.d.sync += [ma.eq(neg_a1), mb.eq(a1)]
+                with m.Else():
+                    m.d.sync += [ma.eq(ma << 1), mb.eq(mb >> 1)]
             with m.If(st_mul & ~hstep):
                 with m.If(mb[0]):
                     m.d.sync += [acc[:H].eq(lo_sum[:H]), carry.eq(lo_sum[H])]
@@ -289,26 +296,40 @@ class NormEngine(wiring.Component):
                 with m.If(last_it & phase):
                     m.d.sync += [st_mul.eq(0), st_pre.eq(1)]
             vload = Signal()                     # = st_pre & phase, registered
-            m.d.sync += vload.eq(step & last_it & phase)
+            vload_n = step & last_it & phase
+            m.d.sync += vload.eq(vload_n)
             with m.If(vload):
-                m.d.sync += [v.eq(Cat(Const(p.eps_int & 0xFF, EPS_BITS), acc)), phase.eq(0)]
+                m.d.sync += phase.eq(0)
+            v_in = Cat(Const(p.eps_int & 0xFF, EPS_BITS), acc)
+        else:
+            # s2 starts at EPS >> 8, so v = (S2 << 8) + EPS is wiring only.
+            vload, vload_n = drain_done, drain_pre
+            v_in = Cat(Const(p.eps_int & 0xFF, EPS_BITS), s2)
         # PRE: flags of v (one cycle; for LayerNorm v is loaded in the first cycle of PRE).
         pre_go = (st_pre & ~phase) if ln else st_pre
         with m.If(pre_go):
-            m.d.sync += [hi.eq(v[34:].any()), lo.eq(~v[32:].any()),
-                         fit.eq(~v[34:].any() & v[32:34].any()), shr.eq(p.sh0),
+            m.d.sync += [fit.eq(~v[34:].any() & v[32:34].any()), shr.eq(p.sh0),
                          st_pre.eq(0), st_norm.eq(1)]
         # NORM: even shift into [2**32, 2**34): k -= 2 per right shift (shr += 1). The flags
         # of the shifted value are computed from the current one, so each is a register;
-        # they are only ever set during NORM (``fit`` clears them all), so they serve as the
-        # enables directly.
+        # they are only ever set during NORM (``fit`` clears them all). v's enable ``v_ce``
+        # is itself a register (load, or either flag, one cycle ahead).
+        hi_n, lo_n, v_ce = Signal(), Signal(), Signal()
+        # (v >= 2**34, so v >> 2 >= 2**32: never too small after a right shift)
+        m.d.comb += [hi_n.eq(Mux(pre_go, v[34:].any(), hi & v[36:].any())),
+                     lo_n.eq(Mux(pre_go, ~v[32:].any(), lo & ~v[30:32].any()))]
+        m.d.sync += [hi.eq(hi_n), lo.eq(lo_n), v_ce.eq(vload_n | hi_n | lo_n)]
+        with m.If(v_ce):
+            with m.If(vload):
+                m.d.sync += v.eq(v_in)
+            with m.Elif(hi):
+                m.d.sync += v.eq(v >> 2)
+            with m.Else():
+                m.d.sync += v.eq(v << 2)
         with m.If(hi):
-            # (v >= 2**34, so v >> 2 >= 2**32: never too small afterwards)
-            m.d.sync += [v.eq(v >> 2), shr.eq(shr + 1), hi.eq(v[36:].any()),
-                         fit.eq(~v[36:].any())]
+            m.d.sync += [shr.eq(shr + 1), fit.eq(~v[36:].any())]
         with m.If(lo):
-            m.d.sync += [v.eq(v << 2), shr.eq(shr - 1), lo.eq(~v[30:32].any()),
-                         fit.eq(v[30:32].any())]
+            m.d.sync += [shr.eq(shr - 1), fit.eq(v[30:32].any())]
         with m.If(fit):
             m.d.sync += [msq.eq(v[:34]), rem.eq(0), root.eq(0), it.eq(0), fit.eq(0),
                          st_norm.eq(0), st_sqrt.eq(1)]
@@ -334,14 +355,14 @@ class NormEngine(wiring.Component):
                          recip.eq(Cat(~ddiff[19], recip))]
             m.d.sync += [numr.eq(numr << 1), it.eq(it + 1)]
             with m.If(it_last):
-                m.d.sync += [oi.eq(0), oi_more.eq(1), s1.eq(0), s2.eq(s2_start),
+                m.d.sync += [oi.eq(0), oi_more.eq(1), clr.eq(1),
                              s1_out.eq(s1), shr_o.eq(shr),
                              st_div.eq(0), st_out.eq(1)]
         # OUT
         can = Signal()
         m.d.comb += [can.eq(st_out & oi_more & credit.can_issue),
                      self.g.ready.eq(can), issue.eq(can & self.g.valid),
-                     ram.b.addr.eq(oi), ram.b.en.eq(issue), last0.eq(oi == D - 1)]
+                     ram.b.addr.eq(oi), ram.b.en.eq(1), last0.eq(oi == D - 1)]
         with m.If(issue):
             m.d.sync += [oi.eq(oi + 1), oi_more.eq(oi != D - 1)]
         with m.If(st_out & ~oi_more):

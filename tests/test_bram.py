@@ -28,7 +28,7 @@ class ECP5BlockRAM(BlockRAM):
 
 def _params(ram, init=(), **extra):
     p = {"width": ram.width, "depth": ram.depth, "lanes": ram.lanes,
-         "ports": list(ram._ports), "init": list(init)}
+         "ports": list(ram._ports), "init": list(init), "latency": ram.latency}
     p.update(extra)
     return {"HDLGEN_PARAMS": json.dumps(p)}
 
@@ -57,15 +57,20 @@ def test_parameter_errors():
         BlockRAM(width=8, depth=0)
     with pytest.raises(ValueError, match="multiple of 32"):
         MemoryBank(width=48, depth=4)
+    with pytest.raises(ValueError, match="latency=4"):
+        BlockRAM(width=8, depth=4, latency=4)
+    assert BlockRAM(width=8, depth=4).latency == 2
+    assert BlockRAM(width=8, depth=4, latency=3).latency == 3
 
 
 # (initial contents of the behavioural model are covered by the weight-bank test below)
 BEHAVIOURAL = [
     dict(width=16, depth=64, granularity=8, ports=("rw", "rw")),
+    dict(width=16, depth=64, granularity=8, ports=("rw", "rw"), latency=3),
 ]
 
 
-@pytest.mark.parametrize("shape", BEHAVIOURAL, ids=["tdp16x64"])
+@pytest.mark.parametrize("shape", BEHAVIOURAL, ids=["tdp16x64", "tdp16x64_lat3"])
 def test_bram_random_ports(shape):
     shape = dict(shape)
     rng = random.Random(1)
@@ -82,10 +87,15 @@ ECP5_SHAPES = [
     (dict(width=72, depth=512, granularity=8, ports=("w", "r"), init=True), 36),
     (dict(width=8, depth=3000, ports=("rw", "rw")), 4),
     (dict(width=16, depth=1024, granularity=8, ports=("rw", "rw"), init=True), 18),
+    # latency 3 (input registers per group of four primitives): 5 rows x 3 columns of x9
+    # (groups straddle rows), and x36 (byte enables on AD from the group copies)
+    (dict(width=24, depth=9000, granularity=8, latency=3), 9),
+    (dict(width=288, depth=256, granularity=8, ports=("w", "r"), init=True, latency=3), 36),
 ]
 
 
-@pytest.mark.parametrize("shape,mode", ECP5_SHAPES, ids=["x9_rows", "x36", "x4_tdp", "x18_be"])
+@pytest.mark.parametrize("shape,mode", ECP5_SHAPES,
+                         ids=["x9_rows", "x36", "x4_tdp", "x18_be", "x9_rows_lat3", "x36_lat3"])
 def test_bram_ecp5_netlist(shape, mode, monkeypatch):
     """The DP16KD tiling, byte enables, row cascade and INITVAL layout, simulated."""
     from sim.benches.bram import DP16KD_MODEL

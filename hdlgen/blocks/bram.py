@@ -46,12 +46,17 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hdlgen.blocks.dsp import keep_register
 from hdlgen.blocks.ecp5 import is_ecp5
 
 __all__ = ["PortSignature", "BlockRAM", "Tiling", "ecp5_tiling", "READ_LATENCY", "bench_configs"]
 
-#: Cycles from a read request (``addr`` with ``en``) to ``rdata``.
+#: Cycles from a read request (``addr`` with ``en``) to ``rdata`` (the default; ``latency=3``
+#: adds an input register stage, see :class:`BlockRAM`).
 READ_LATENCY = 2
+
+#: Primitives per copy of the input registers when ``latency=3``.
+_GROUP_TILES = 4
 
 _EBR_BITS = 16384          # data bits of one DP16KD without parity (x1/x2/x4 modes)
 _MODES = {1: 16384, 2: 8192, 4: 4096, 9: 2048, 18: 1024, 36: 512}   # width -> depth
@@ -158,6 +163,13 @@ def _scalar_ports(kw: dict) -> dict:
     return out
 
 
+class _Request:
+    """A port's request fields as the array sees them (registered copies when latency=3)."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
 def _check_int(name, value, lo=1):
     if not isinstance(value, int) or isinstance(value, bool) or value < lo:
         raise TypeError(f"{name} must be an integer >= {lo}, not {value!r}")
@@ -181,26 +193,40 @@ class BlockRAM(wiring.Component):
         mode).
     init : sequence of int or None
         Initial contents, word 0 first; missing words are zero.
+    latency : int
+        Read latency: ``2`` (default) or ``3``. With ``3`` every request (``addr``, ``en``,
+        ``we``, ``wdata``) first goes through a register stage inside the RAM, replicated
+        per group of four DP16KD (and one write-enable register per primitive), so no
+        signal of the user fans out to more than a few copies and each copy to a few
+        neighbouring primitives. Writes then also land one cycle later; the read-before-write
+        and collision rules are unchanged (both ports are delayed alike). Use it for RAMs of
+        many primitives, whose address net otherwise crosses the die in one cycle (measured
+        for 32 DP16KD on the LFE5U-85F: 149 / 119 MHz with ``latency=2``, nextpnr seeds 1
+        and 2, set by that net alone).
 
     Attributes
     ----------
     a, b : In(PortSignature)
         The two ports.
     latency : int
-        Read latency in cycles (2).
+        Read latency in cycles.
     """
 
     def __init__(self, *, width: int, depth: int, granularity: int | None = None,
-                 ports=("rw", "r"), init=None):
+                 ports=("rw", "r"), init=None, latency: int = READ_LATENCY):
         try:
-            self._setup(width, depth, granularity, ports, init)
+            self._setup(width, depth, granularity, ports, init, latency)
         except Exception:
             self._MustUse__silence = True   # a refused RAM is not an unused one
             raise
 
-    def _setup(self, width, depth, granularity, ports, init):
+    def _setup(self, width, depth, granularity, ports, init, latency):
         _check_int("width", width)
         _check_int("depth", depth)
+        if latency not in (2, 3) or isinstance(latency, bool):
+            raise ValueError(f"latency={latency!r}: use 2 (default) or 3 (adds an input "
+                             f"register stage, for RAMs of many primitives)")
+        self._latency = latency
         if granularity not in (None, 8):
             raise ValueError(f"granularity must be 8 or None, not {granularity!r}")
         if granularity == 8 and width % 8:
@@ -234,7 +260,7 @@ class BlockRAM(wiring.Component):
     granularity = property(lambda self: self._granularity)
     addr_width = property(lambda self: self._addr_width)
     lanes = property(lambda self: self._lanes)
-    latency = property(lambda self: READ_LATENCY)
+    latency = property(lambda self: self._latency)
 
     def tiling(self) -> Tiling:
         """The DP16KD tiling used when elaborated for ECP5."""
@@ -248,6 +274,17 @@ class BlockRAM(wiring.Component):
         gran = self._granularity or self._width
         for name, dirs in zip("ab", self._ports):
             port = getattr(self, name)
+            if self._latency == 3:        # the input register stage
+                reg = _Request(addr=Signal.like(port.addr, name=f"{name}_addr_r", reset_less=True),
+                               en=Signal(name=f"{name}_en_r"))
+                m.d.sync += [reg.addr.eq(port.addr), reg.en.eq(port.en)]
+                if "w" in dirs:
+                    reg.we = Signal.like(port.we, name=f"{name}_we_r")
+                    reg.wdata = Signal.like(port.wdata, name=f"{name}_wdata_r", reset_less=True)
+                    m.d.sync += [reg.we.eq(port.we), reg.wdata.eq(port.wdata)]
+                if "r" in dirs:
+                    reg.rdata = port.rdata
+                port = reg
             if "w" in dirs:
                 wp = mem.write_port(granularity=gran)
                 m.d.comb += [wp.addr.eq(port.addr), wp.data.eq(port.wdata)]
@@ -293,80 +330,115 @@ class BlockRAM(wiring.Component):
             params[f"p_INITVAL_{k:02X}"] = Const(val, 320)
         return params
 
-    def _elaborate_ecp5(self, m):
+    def _elaborate_ecp5(self, m, platform):
         t = self.tiling()
         mode = t.mode
         pseudo = mode == 36
         row_bits = (t.rows - 1).bit_length()
         local_aw = (t.prim_depth - 1).bit_length()
         lsb = _ADDR_LSB[mode]
+        staged = self._latency == 3
+        tiles = [(r, c) for r in range(t.rows) for c in range(t.columns)]
+        group = {rc: i // _GROUP_TILES for i, rc in enumerate(tiles)}
 
-        # Row select of each read port, delayed to line up with the two-cycle read.
-        rsel = {}
+        def in_row(addr, r):
+            return addr[local_aw:local_aw + row_bits] == r if t.rows > 1 else Const(1)
+
+        def lanes_of(port, c):
+            lo, n, _ = self._column_bits(t, c)
+            if self._granularity == 8:
+                return port.we[lo // 8:lo // 8 + -(-n // 8)]
+            return port.we[0:1]
+
+        # The request each primitive sees: the port (latency 2), or with latency 3 the copy
+        # of its group (address, enable, write lanes: non-mergeable registers) and wdata
+        # registered once per bit.
+        req = {}
         for name, dirs in zip("ab", self._ports):
             port = getattr(self, name)
+            if not staged:
+                req[name] = {rc: port for rc in tiles}
+                continue
+            wdata = None
+            if "w" in dirs:
+                wdata = Signal.like(port.wdata, name=f"{name}_wdata_r", reset_less=True)
+                m.d.sync += wdata.eq(port.wdata)
+            copies = {}
+            for g in sorted(set(group.values())):
+                copy = _Request(
+                    addr=keep_register(m, platform, Signal(len(port.addr), name=f"{name}_addr_g{g}",
+                                                           reset_less=True), port.addr),
+                    en=keep_register(m, platform, Signal(name=f"{name}_en_g{g}"), port.en))
+                if "w" in dirs:
+                    copy.we = keep_register(m, platform, Signal(len(port.we), name=f"{name}_we_g{g}"),
+                                            port.we)
+                    copy.wdata = wdata
+                copies[g] = copy
+            req[name] = {rc: copies[group[rc]] for rc in tiles}
+
+        # Row select of each read port, delayed to line up with the read (after the request
+        # as the array sees it).
+        rsel = {}
+        for name, dirs in zip("ab", self._ports):
             if "r" in dirs and t.rows > 1:
+                r0 = req[name][tiles[0]]
                 s1 = Signal(row_bits, name=f"{name}_rsel1")
                 s2 = Signal(row_bits, name=f"{name}_rsel2")
-                with m.If(port.en):
-                    m.d.sync += s1.eq(port.addr[local_aw:local_aw + row_bits])
+                with m.If(r0.en):
+                    m.d.sync += s1.eq(r0.addr[local_aw:local_aw + row_bits])
                 m.d.sync += s2.eq(s1)
                 rsel[name] = s2
 
         outs = {name: [[None] * t.columns for _ in range(t.rows)] for name in "ab"}
-        for r in range(t.rows):
-            for c in range(t.columns):
-                lo, n, pos = self._column_bits(t, c)
-                kw = dict(p_DATA_WIDTH_A=mode, p_DATA_WIDTH_B=mode,
-                          p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG",
-                          p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
-                          p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
-                          p_WRITEMODE_A="READBEFOREWRITE", p_WRITEMODE_B="READBEFOREWRITE",
-                          p_GSR="DISABLED",
-                          i_CLKA=ClockSignal("sync"), i_CLKB=ClockSignal("sync"),
-                          i_RSTA=Const(0), i_RSTB=Const(0), i_OCEA=Const(1), i_OCEB=Const(1),
-                          i_CSA=Const(0, 3), i_CSB=Const(0, 3))
-                kw.update(self._initval(t, r, c))
-                di = {"A": Signal(18, name=f"dia_{r}_{c}"), "B": Signal(18, name=f"dib_{r}_{c}")}
-                do = {"A": Signal(18, name=f"doa_{r}_{c}"), "B": Signal(18, name=f"dob_{r}_{c}")}
-                kw.update(i_DIA=di["A"], i_DIB=di["B"], o_DOA=do["A"], o_DOB=do["B"])
-                for pname, dirs in zip("ab", self._ports):
-                    port = getattr(self, pname)
-                    P = pname.upper()
-                    ad = Signal(14, name=f"ad{pname}_{r}_{c}")
-                    m.d.comb += ad[lsb:lsb + local_aw].eq(port.addr[:local_aw])
-                    if t.rows > 1:
-                        in_row = port.addr[local_aw:local_aw + row_bits] == r
+        for r, c in tiles:
+            lo, n, pos = self._column_bits(t, c)
+            kw = dict(p_DATA_WIDTH_A=mode, p_DATA_WIDTH_B=mode,
+                      p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG",
+                      p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                      p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                      p_WRITEMODE_A="READBEFOREWRITE", p_WRITEMODE_B="READBEFOREWRITE",
+                      p_GSR="DISABLED",
+                      i_CLKA=ClockSignal("sync"), i_CLKB=ClockSignal("sync"),
+                      i_RSTA=Const(0), i_RSTB=Const(0), i_OCEA=Const(1), i_OCEB=Const(1),
+                      i_CSA=Const(0, 3), i_CSB=Const(0, 3))
+            kw.update(self._initval(t, r, c))
+            di = {"A": Signal(18, name=f"dia_{r}_{c}"), "B": Signal(18, name=f"dib_{r}_{c}")}
+            do = {"A": Signal(18, name=f"doa_{r}_{c}"), "B": Signal(18, name=f"dob_{r}_{c}")}
+            kw.update(i_DIA=di["A"], i_DIB=di["B"], o_DOA=do["A"], o_DOB=do["B"])
+            for pname, dirs in zip("ab", self._ports):
+                port = getattr(self, pname)
+                q = req[pname][(r, c)]
+                P = pname.upper()
+                ad = Signal(14, name=f"ad{pname}_{r}_{c}")
+                m.d.comb += ad[lsb:lsb + local_aw].eq(q.addr[:local_aw])
+                wr = Signal(name=f"wr{pname}_{r}_{c}")
+                if "w" in dirs:
+                    write = port.en & in_row(port.addr, r) & lanes_of(port, c).any()
+                    if staged:     # one register per primitive, from the port itself
+                        keep_register(m, platform, wr, write)
                     else:
-                        in_row = Const(1)
-                    wr = Signal(name=f"wr{pname}_{r}_{c}")
-                    if "w" in dirs:
-                        if self._granularity == 8:
-                            lanes = port.we[lo // 8:lo // 8 + -(-n // 8)]
+                        m.d.comb += wr.eq(write)
+                    if mode in (18, 36):
+                        # Byte enables ride on AD[1:0] (x18) or AD[3:0] (x36).
+                        nbe = 2 if mode == 18 else 4
+                        be = lanes_of(q, c) if self._granularity == 8 else Const(-1, nbe)
+                        m.d.comb += ad[:nbe].eq(be)
+                    for i, p in enumerate(pos):
+                        tgt = di["B"] if (pseudo and p >= 18) else di[P]
+                        m.d.comb += tgt[p % 18].eq(q.wdata[lo + i])
+                kw[f"i_AD{P}"] = ad
+                kw[f"i_WE{P}"] = wr
+                kw[f"i_CE{P}"] = q.en if "r" in dirs else wr
+                if "r" in dirs:
+                    got = Signal(n, name=f"rd{pname}_{r}_{c}")
+                    for i, p in enumerate(pos):
+                        if pseudo:   # x36 read data: DOA = bits 0..17, DOB = 18..35
+                            src = do["A"] if p < 18 else do["B"]
                         else:
-                            lanes = port.we[0:1]
-                        m.d.comb += wr.eq(port.en & in_row & lanes.any())
-                        if mode in (18, 36):
-                            # Byte enables ride on AD[1:0] (x18) or AD[3:0] (x36).
-                            nbe = 2 if mode == 18 else 4
-                            be = lanes if self._granularity == 8 else Const(-1, nbe)
-                            m.d.comb += ad[:nbe].eq(be)
-                        for i, p in enumerate(pos):
-                            tgt = di["B"] if (pseudo and p >= 18) else di[P]
-                            m.d.comb += tgt[p % 18].eq(port.wdata[lo + i])
-                    kw[f"i_AD{P}"] = ad
-                    kw[f"i_WE{P}"] = wr
-                    kw[f"i_CE{P}"] = port.en if "r" in dirs else wr
-                    if "r" in dirs:
-                        got = Signal(n, name=f"rd{pname}_{r}_{c}")
-                        for i, p in enumerate(pos):
-                            if pseudo:   # x36 read data: DOA = bits 0..17, DOB = 18..35
-                                src = do["A"] if p < 18 else do["B"]
-                            else:
-                                src = do[P]
-                            m.d.comb += got[i].eq(src[p % 18])
-                        outs[pname][r][c] = got
-                m.submodules[f"ebr_{r}_{c}"] = Instance("DP16KD", **_scalar_ports(kw))
+                            src = do[P]
+                        m.d.comb += got[i].eq(src[p % 18])
+                    outs[pname][r][c] = got
+            m.submodules[f"ebr_{r}_{c}"] = Instance("DP16KD", **_scalar_ports(kw))
 
         for pname, dirs in zip("ab", self._ports):
             if "r" not in dirs:
@@ -384,14 +456,17 @@ class BlockRAM(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if is_ecp5(platform):
-            self._elaborate_ecp5(m)
+            self._elaborate_ecp5(m, platform)
         else:
             self._elaborate_generic(m)
         return m
 
 
 def bench_configs() -> list:
-    """What ``hdlgen bench blocks`` measures: a 64 KiB byte-writable RAM (32 DP16KD)."""
+    """What ``hdlgen bench blocks`` measures: a 64 KiB byte-writable RAM (32 DP16KD) with the
+    input register stage (``latency=3``), the form for a RAM that spans this many primitives
+    (with ``latency=2`` the caller's address register drives all 32 directly and sets fmax:
+    149 / 119 MHz, nextpnr seeds 1 / 2)."""
     from hdlgen.bench.registry import BlockBench
-    params = {"width": 32, "depth": 16384, "granularity": 8}
+    params = {"width": 32, "depth": 16384, "granularity": 8, "latency": 3}
     return [BlockBench(name="bram", params=params, build=lambda: BlockRAM(**params))]

@@ -3,12 +3,12 @@ netlist, the latter simulated with :data:`DP16KD_MODEL`) and for
 :class:`hdlgen.blocks.membank.MemoryBank`.
 
 ``HDLGEN_PARAMS`` for the RAM tests: ``{"width", "depth", "lanes", "ports": ["rw", "r"],
-"init": [...], "addr_span": N, "corrupt": "value" | "missing" | null}``; ``HDLGEN_COUNT``:
-cycles.
+"init": [...], "addr_span": N, "latency": 2 | 3, "corrupt": "value" | "missing" | null}``;
+``HDLGEN_COUNT``: cycles.
 
 ``random_ports``: every cycle each port gets a random enable, address and (on writable
 ports) random byte-lane write enables and data; reads are checked against a cycle-exact
-model (2-cycle latency, read-before-write on the writing port, output holds while the port
+model (2- or 3-cycle latency, read-before-write on the writing port, output holds while the port
 is disabled). The generator never touches one address from both ports in the same cycle
 (a collision the FPGA leaves undefined). ``corrupt`` makes the checker expect one wrong
 value or one extra read, which must fail.
@@ -27,14 +27,20 @@ from sim.cocotb_kit import bench_count, bench_params, bench_rng, start, wishbone
 class RAMModel:
     """Cycle model of one BlockRAM: ``step`` is one rising clock edge."""
 
-    def __init__(self, depth, width, lanes, init=()):
+    def __init__(self, depth, width, lanes, init=(), latency=2):
         self.mem = list(init) + [0] * (depth - len(init))
         self.width, self.lanes = width, lanes
         self.stage1 = {"a": 0, "b": 0}
         self.rdata = {"a": 0, "b": 0}
+        self.latency = latency
+        self.pending = None          # latency 3: the request in the input register stage
 
     def step(self, ops):
         """``ops``: {port: (en, addr, we, wdata)}; reads before writes."""
+        if self.latency == 3:
+            staged = self.pending or {q: (0, 0, 0, 0) for q in ops}
+            self.pending = ops
+            ops = staged
         for p, (en, addr, we, wdata) in ops.items():
             self.rdata[p] = self.stage1[p]
             if en:
@@ -61,7 +67,7 @@ async def random_ports(dut):
     width, depth, lanes = p["width"], p["depth"], p["lanes"]
     ports = dict(zip("ab", p["ports"]))
     span = p.get("addr_span") or depth
-    model = RAMModel(depth, width, lanes, p.get("init", []))
+    model = RAMModel(depth, width, lanes, p.get("init", []), p.get("latency", 2))
     for q in "ab":
         _set(dut, f"{q}__en", 0)
         _set(dut, f"{q}__addr", 0)
@@ -295,5 +301,24 @@ def _dp16kd_model() -> str:
     return "\n".join(lines)
 
 
-#: Verilog text of the DP16KD model (see :func:`_dp16kd_model`).
-DP16KD_MODEL = _dp16kd_model()
+#: A TRELLIS_FF model (synchronous ``LSR``, as :func:`hdlgen.blocks.dsp.keep_register` uses
+#: it: the input-register copies of a ``latency=3`` BlockRAM).
+TRELLIS_FF_MODEL = """
+module TRELLIS_FF(CLK, LSR, CE, DI, M, Q);
+  parameter GSR = "ENABLED";
+  parameter CEMUX = "1";
+  parameter CLKMUX = "CLK";
+  parameter LSRMUX = "LSR";
+  parameter SRMODE = "LSR_OVER_CE";
+  parameter REGSET = "RESET";
+  input CLK, LSR, CE, DI, M;
+  output reg Q;
+  initial Q = (REGSET == "SET");
+  always @(posedge CLK)
+    if (LSR) Q <= (REGSET == "SET");
+    else if (CE) Q <= DI;
+endmodule
+"""
+
+#: Verilog text of the DP16KD model (see :func:`_dp16kd_model`) and of TRELLIS_FF.
+DP16KD_MODEL = _dp16kd_model() + TRELLIS_FF_MODEL

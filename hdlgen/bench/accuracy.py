@@ -17,7 +17,10 @@ beat through the array model instead, ~5x slower). With ``--json`` one object::
 passes); ``--act8 q,att_out`` narrows activations of the default scheme to 8 bits;
 ``--plain`` turns off the compiler's free accuracy measures (per-channel smoothing of the norm
 outputs and of the KV cache, GPTQ rounding; see :class:`hdlgen.compiler.CompileOptions`);
-``--act-headroom H`` sets the range factor of the 16-bit activations (default 2).
+``--act-headroom H`` sets the range factor of the 16-bit activations (default 2);
+``--weight11 wq,wk`` runs those matrices as 11-bit weights in two int8 planes (``|w| <=
+1023``), which may meet 16-bit inputs on matrices of at most 64 inputs (extension
+``planes_x16``: four to six MAC passes; the dot products stay within int32).
 ``--norm16``, ``--kv9``, ``--weight-width 9`` and ``--weight-exp`` select schemes that need an
 RTL change (image extensions the integer golden model runs, :mod:`sim.golden.engine`):
 int16 norm outputs into 16-bit matrix inputs; an int9 KV cache (the ninth bits of the 72-bit
@@ -48,8 +51,13 @@ GPTQ)
 ``--weight-width 9 --no-fit``                       0.922   0.040   219   296,064      no
 ``--norm16 --kv9``                                  0.918   0.026   204   263,168      no
 ``--norm16 --weight-exp``                           0.930   0.033   204   267,280      no
-``--norm16 --kv9 --weight-exp`` (best that fits)    0.938   0.022   204   267,280      no
+``--norm16 --kv9 --weight-exp``                     0.938   0.022   204   267,280      no
+``--norm16 --kv9 --weight11 token_embedding,wq,wk`` 0.949   0.014   204   326,656      no
 ``--norm16 --kv9 --weight-width 9 --no-fit``        0.953   0.011   219   296,064      no
+``--norm16 --kv9 --weight-exp --weight11 W``        0.961   0.0099  204   331,760      no
+(``W`` = ``token_embedding,wq,wk``; best that fits)
+the same with ``--weight11 token_embedding,wk,wv``  0.969   0.011   204   321,360      no
+the same with ``--weight11 token_embedding,wq,wv``  0.949   0.012   204   331,760      no
 =================================================== ======= ======= ===== ============ =====
 
 Fake quantization (``python -m hdlgen bench accuracy --model ../shared/models/stories260K.bin
@@ -95,8 +103,10 @@ KL near 0.0015: weights of about 10.5-11 bits, about 280-300 EBR for stories260K
 the weight bank's 2056 rows (the FFN's 172 padded to 176) put 8 rows in a fifth row of
 DP16KD: with those 8 rows elsewhere (LUT RAM) an int9 bank would take 128 EBR (187 in all),
 an int10 bank 144 (203 in all; fake ``--norm16 --kv9 --weight-width 10`` 0.973 / 0.005).
-So 98 % is not reachable on the 85F with the weights on chip; the best scheme that fits is
-``--norm16 --kv9 --weight-exp`` (integer 0.938 / 0.022, 204 EBR).
+The default weight bank has room for 504 more rows in its 5 x 512 rows of DP16KD: 11-bit
+second planes for the embedding/classifier, ``wq`` and ``wk`` (496 rows) fill it. So 98 % is
+not reachable on the 85F with the weights on chip; the best scheme that fits is ``--norm16
+--kv9 --weight-exp --weight11 token_embedding,wq,wk`` (integer 0.961 / 0.0099, 204 EBR).
 """
 
 import json
@@ -160,6 +170,9 @@ def add_arguments(parser) -> None:
                         help="teacher-forced positions (default 256, at most seq_len)")
     parser.add_argument("--weight16", default="",
                         help="comma-separated weight matrices to run as 16-bit (two int8 planes)")
+    parser.add_argument("--weight11", default="",
+                        help="comma-separated weight matrices to run as 11-bit weights in two "
+                             "int8 planes (with a 16-bit input: extension planes_x16)")
     parser.add_argument("--act8", default="",
                         help="comma-separated activations (q, att_out, ffn_up, ffn_hidden) to "
                              "narrow to 8 bits")
@@ -207,7 +220,7 @@ def add_arguments(parser) -> None:
 
 def _run_fake(args, model) -> int:
     from hdlgen.compiler.fakequant import FakeScheme, measure_fake
-    if args.weight16 or args.act8 or args.untie or args.plain:
+    if args.weight16 or args.weight11 or args.act8 or args.untie or args.plain:
         raise UserError("--fake takes --norm16/--norm-dyn8, --kv9/--kv, --weight-width, "
                         "--weight-group, --weight-exp, --act-headroom, --smooth; not "
                         "--weight16, --act8, --untie or --plain")
@@ -247,6 +260,7 @@ def run(args) -> int:
         raise UserError(f"--weight-width {args.weight_width}: the integer path runs 8 or 9 "
                         f"(other widths with --fake)")
     w16 = {k: 16 for k in args.weight16.split(",") if k}
+    w16.update({k: 11 for k in args.weight11.split(",") if k})
     a8 = {k: 8 for k in args.act8.split(",") if k}
     opts = CompileOptions(device=args.device, weight_bits=w16, act_bits=a8, fit=not args.no_fit,
                           smooth=None if args.plain else args.smooth,

@@ -55,8 +55,10 @@ Schemes beyond the RTL (image extensions, :data:`sim.golden.engine.EXTENSIONS`; 
 model runs them, ``CompileOptions`` asks for them, the instruction encoding is unchanged):
 ``norm_bits=16`` (int16 norm outputs, the matrices after the norms read 16-bit inputs),
 ``kv_bits=9`` (int9 KV cache in the same block RAM), ``weight_width=9`` (int9 weight bank),
-``weight_exp`` (int8 weights with one shift bit per lane and bank row). With the first two
-and ``weight_exp`` stories260K reaches 0.938 / 0.022 in the same 204 EBR.
+``weight_exp`` (int8 weights with one shift bit per lane and bank row), ``planes_x16``
+(two-plane weights against 16-bit inputs, used by 11-bit ``weight_bits``). With
+``norm_bits=16, kv_bits=9, weight_exp=True, weight_bits={"token_embedding": 11, "wq": 11,
+"wk": 11}`` stories260K reaches 0.961 / 0.0099 in the same 204 EBR.
 
 Fit: :func:`plan_image` sizes every memory from the shapes alone and :func:`fit_check` refuses
 (before quantizing) when the block RAM (:func:`hdlgen.compiler.image.ebr_count`) exceeds the
@@ -113,7 +115,10 @@ class CompileOptions:
         Overrides of the activation widths (8 or 16) of ``q``, ``att_out``, ``ffn_up``,
         ``ffn_hidden``.
     weight_bits : dict
-        16 for matrices to run as two int8 planes (e.g. ``{"w2": 16}``).
+        16 for matrices to run as two int8 planes (e.g. ``{"w2": 16}``); 11 for two planes
+        holding 11-bit weights (``|w| <= 1023``), which may meet a 16-bit input on a matrix of
+        at most 64 inputs (the ``planes_x16`` extension, RTL change needed; e.g. the
+        embedding/classifier, ``wq``, ``wk`` in the weight bank's spare rows).
     calibration : list of list of int or None
         Token sequences to calibrate on (default: :func:`hdlgen.model.quantize.calibration_tokens`).
     residual_headroom, logit_headroom : float
@@ -345,6 +350,8 @@ def _bfp_weights(qm, K):
     c = qm.config
     weights = dict(qm.weights)
     for key, t in qm.weights.items():
+        if t.width != 9:
+            continue                 # two-plane weights keep their grid
         w = qm.model.weights[key].astype(np.float64)
         step, mult = _bfp_steps(w, K)
         q = np.clip(np.rint(w / (step[..., None] * mult)), -127, 127) * mult
@@ -371,7 +378,7 @@ def _gptq(qm, sequences, bfp_k=None):
         t = weights[key]
         qmax = W16_MAX if t.width == 16 else (1 << (t.width - 1)) - 1
         w = qm.model.weights[key].astype(np.float64)
-        if bfp_k is not None:
+        if bfp_k is not None and t.width == 9:
             step, mult = _bfp_steps(w, bfp_k)
             steps = step[..., None] * mult
             if w.ndim == 3:
@@ -423,7 +430,7 @@ def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
                      "w_proj": (D, H)}}[c.arch]
 
     def planes(k):
-        return 2 if wb.get(k) == 16 else 1
+        return 2 if wb.get(k, 8) >= 10 else 1
 
     rows = L * sum(_matrix_rows(r, cc, lanes, K, planes(k)) for k, (r, cc) in mats.items())
     rows += _matrix_rows(V, D, lanes, K, planes("token_embedding"))
@@ -520,10 +527,11 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                       ("weight_width", "weight_bits")):
         if getattr(opt, name) not in EXTENSIONS[key]:
             raise UserError(f"{name}={getattr(opt, name)!r}: use one of {EXTENSIONS[key]}")
-    if opt.weight_exp and (opt.weight_width != 8 or opt.weight_bits):
+    if opt.weight_exp and (opt.weight_width != 8 or any(b != 11 for b in
+                                                         opt.weight_bits.values())):
         raise UserError(f"weight_exp (int8 weights with a shift bit per lane and row) cannot be "
                         f"combined with weight_width={opt.weight_width} or weight_bits "
-                        f"{opt.weight_bits}")
+                        f"{opt.weight_bits} other than 11")
     if opt.weight_width != 8 and any(b != opt.weight_width for b in opt.weight_bits.values()):
         raise UserError(f"weight_width={opt.weight_width} gives every matrix one "
                         f"{opt.weight_width}-bit plane; per-matrix weight_bits "
@@ -539,11 +547,26 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                             f"(norm outputs: norm_bits=16; KV cache: kv_bits=9)")
         act_bits[k] = v
     for key, b in opt.weight_bits.items():
-        for name, (wkey, s_in, _, _) in _MATMULS[arch].items():
-            if wkey == key and b == 16 and act_bits.get(s_in, 8) == 16:
+        if b not in (8, 11, 16):
+            raise UserError(f"weight_bits {key}={b}: use 16 (two int8 planes) or 11 (two planes "
+                            f"of an 11-bit weight)")
+        readers = [(s_in, c.hidden_dim if wkey in ("w2", "w_proj") else c.dim)
+                   for wkey, s_in, _, _ in _MATMULS[arch].values() if wkey == key]
+        if key in ("token_embedding", "wcls"):
+            readers.append(("final_norm", c.dim))
+        for s_in, cols in readers:
+            if act_bits.get(s_in, 8) != 16:
+                continue
+            if b == 16:
                 raise UserError(f"weight_bits {key}=16 needs an 8-bit input, but {s_in} is 16-bit "
                                 f"(a 16 x 16 product does not fit the int32 accumulator); also "
-                                f"set act_bits {s_in}=8 (bench accuracy: --act8 {s_in})")
+                                f"set act_bits {s_in}=8 (bench accuracy: --act8 {s_in}), or use "
+                                f"11-bit weights")
+            if b == 11:
+                if cols > 64:
+                    raise UserError(f"weight_bits {key}=11 with a 16-bit input needs at most 64 "
+                                    f"inputs (1023 * 32768 * n < 2**31); {key} has {cols}")
+                ext["planes_x16"] = 1
     if opt.fit:                     # refuse before anything long (quantization, layout)
         fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
                              ext), _program_length(c), opt.device, model.name)
@@ -563,7 +586,8 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         keys = {spec[0] for spec in _MATMULS[arch].values()} | {"token_embedding"}
         keys |= {"pos_embedding"} if arch == "gpt2" else set()
         keys |= set() if c.shared_classifier else {"wcls"}
-        wbits = {k: 9 if opt.weight_exp else opt.weight_width for k in keys}
+        wbits = {k: opt.weight_bits.get(k, 9) if opt.weight_exp else opt.weight_width
+                 for k in keys}
     qm = quantize_model(model, calibration, method=opt.method, percentile=opt.percentile,
                         residual_headroom=opt.residual_headroom,
                         logit_headroom=opt.logit_headroom, act_bits=act_bits,
@@ -615,8 +639,10 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     pa = ParamAllocator()
     tables = {}
 
-    def add_matrix(q):
-        planes = 2 if np.asarray(q).dtype == np.int16 and wa.bits == 8 else 1
+    def wplanes(key):
+        return 2 if qm.weights[key].width >= 10 else 1
+
+    def add_matrix(q, planes):
         q = np.asarray(q, dtype=np.int64)
         if planes == 2:
             if np.abs(q).max(initial=0) > W16_MAX:
@@ -627,9 +653,6 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
             wa.add(lo)
             return addr, 2
         return wa.add(q), 1
-
-    def wplanes(key):
-        return 2 if qm.weights[key].width == 16 else 1
 
     def add_requant(rq: Requant, index=()):
         mult = np.atleast_1d(rq.mult[index])
@@ -647,16 +670,16 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         return pa.add([requant_word(m, s)])
 
     emb = qm.weights["token_embedding"]
-    emb_w, emb_planes = add_matrix(emb.q)
+    emb_w, emb_planes = add_matrix(emb.q, wplanes("token_embedding"))
     emb_p = add_requant(qm.requant["embedding"])
     if arch == "gpt2":
         posq = qm.weights["pos_embedding"]
-        pos_w, pos_planes = add_matrix(posq.q[:ctx])
+        pos_w, pos_planes = add_matrix(posq.q[:ctx], wplanes("pos_embedding"))
         pos_p = add_requant(qm.requant["pos_embedding"], slice(0, ctx))
     if c.shared_classifier:
         cls_w, cls_planes = emb_w, emb_planes
     else:
-        cls_w, cls_planes = add_matrix(qm.weights["wcls"].q)
+        cls_w, cls_planes = add_matrix(qm.weights["wcls"].q, wplanes("wcls"))
     cls_p = add_requant(qm.requant["cls"])
 
     # norms: the calibrated output scale is folded into the gains; one (gamma_frac, out_frac)
@@ -733,7 +756,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         wl, pl = {}, {}
         w0, p0 = wa.rows, pa.words
         for m in mats:
-            wl[m], _ = add_matrix(qm.weights[m].q[layer])
+            wl[m], _ = add_matrix(qm.weights[m].q[layer], wplanes(m))
             wl[m] -= w0
         for m in mats:
             pl[m] = add_requant(qm.requant[m], layer) - p0

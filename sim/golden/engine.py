@@ -32,6 +32,11 @@ does not run yet. The instruction encoding is unchanged; the image says how to r
   ``q << s`` (int9 range, even where ``s = 1``). The image holds the weights ``q << s``; this
   model checks each lane slice is representable and multiplies them like ``weight_bits`` 9.
   A bank row is ``8 * lanes * macs_per_lane + lanes`` bits.
+* ``"planes_x16": 1``: ``MATVEC`` of a two-plane weight (``w_planes`` 2) with a 16-bit input
+  runs every weight plane against every input plane (four passes, six with carry planes),
+  combined as always. The compiler uses it for 11-bit weights (``|w| <= 1023`` as two
+  planes) on matrices of at most 64 inputs, whose dot products stay within int32
+  (``1023 * 32768 * 64 < 2**31``).
 * ``"weight_bits": 9``: the weight bank holds int9 weights (``-256..255``, one plane; the
   bank row is ``lanes * macs_per_lane`` 9-bit values). A product is exact and the dot
   product is the exact sum wrapped to ``acc_width`` as before; this model computes it as two
@@ -114,7 +119,7 @@ def shared_planes(x) -> list:
 
 #: Image extensions and their allowed values (the first is the default: the RTL's behaviour).
 EXTENSIONS = {"norm_out_bits": (8, 16), "kv_bits": (8, 9), "weight_bits": (8, 9),
-              "weight_exp": (0, 1)}
+              "weight_exp": (0, 1), "planes_x16": (0, 1)}
 
 
 def _check_ext(ext) -> dict:
@@ -355,9 +360,9 @@ class Engine:
         xs = shared_planes(x) if in_bits == 16 else [(1, x)]
         ws = [(1, waddr)] if w_planes == 1 else \
             [(256, waddr), (1, waddr + int(np.prod(self._wrows(waddr, rows, cols))))]
-        if w_planes == 2 and in_bits == 16:
+        if w_planes == 2 and in_bits == 16 and not self.ext["planes_x16"]:
             self._err("a 16-bit weight needs an 8-bit input (a 16 x 16 product does not fit "
-                      "the accumulator)")
+                      "the accumulator; image ext planes_x16 runs the four to six passes)")
         parts = [(fx * fw, self._bank_matvec(a, rows, cols, p)) for fw, a in ws for fx, p in xs]
         return self._combine(parts)
 

@@ -75,6 +75,13 @@ class AcceleratorDesign:
 
     def __init__(self, config: AcceleratorConfig, compiled, *, preload: bool = True):
         from hdlgen.engine.core import Engine
+        from hdlgen.errors import UserError
+        ext = getattr(compiled.image, "ext", None)
+        if ext:
+            raise UserError(f"the model was compiled with scheme extensions {sorted(ext)} that "
+                            f"only the golden model runs (the RTL engine does not yet): compile "
+                            f"without them (e.g. without --norm16/--kv9/--weight-width/"
+                            f"--weight-exp) to build or run it on the accelerator")
         self.config = config.check()
         self.compiled = compiled
         self.preload = bool(preload)

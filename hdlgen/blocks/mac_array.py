@@ -33,7 +33,8 @@ Pipeline and flow control
 -------------------------
 Nothing in the datapath has a clock enable or a stall: data registers load every cycle and
 ``valid``/``first``/``last`` bits travel in a shift register beside the data (replicated
-per lane near the accumulators so that no control net crosses the die). The stages, counted
+per group of lanes, then per 8 accumulator bits of each lane, so that no control net
+crosses the die or spans a lane). The stages, counted
 in clock edges after the edge that transfers a beat on ``i``::
 
     0 .. F-1       fabric input register, then the fanout tree that copies the shared
@@ -47,22 +48,25 @@ in clock edges after the edge that transfers a beat on ``i``::
     G+T+1 .. G+T+V travel registers that carry each lane's result to the output FIFO (V = 2;
                    the first sits in the lane, the next ones where the placer wants them)
     G+T+V+1        result written to the output FIFO
-    G+T+V+2        output register, ``o.valid``
+    G+T+V+2        the FIFO's output register
+    G+T+V+3        output skid buffer's register, ``o.valid``
 
 Backpressure on ``o`` never stalls the pipeline. The output FIFO (distributed RAM,
 ``fifo_depth`` results) has room for every result in flight: ``i.ready`` comes from a
 flip-flop fed by registers only and is high while there are *credits*; a credit is taken
-when a ``last`` beat is accepted and given back when a result leaves the FIFO for the output
-register. With ``fifo_depth`` at least the credit round trip (:attr:`MACArray.credit_loop`),
-back-to-back dot products of any length, including one beat each, flow at one beat per
-cycle while ``o`` is ready.
+when a ``last`` beat is accepted and given back when a result leaves the FIFO's RAM for its
+output register. With ``fifo_depth`` at least the credit round trip
+(:attr:`MACArray.credit_loop`), back-to-back dot products of any length, including one beat
+each, flow at one beat per cycle while ``o`` is ready.
 
-The output FIFO is central, not in the lanes: the lanes sit next to their DSPs, spread along
-the DSP rows across the die, and ``o.ready`` must reach the output register in one cycle.
-It is split into one slice per group of lanes, each with its own distributed RAM, its own
-copies of the pointers and of the FIFO state (kept flip-flops, so Yosys cannot merge them),
-and its part of the output register: ``o.ready`` meets one LUT per group, whose output is the
-load enable of that group's output register and read pointer.
+The lanes sit next to their DSPs, spread along the DSP rows across the die, while
+``o.ready`` must reach every bit of the output register in one cycle. So the output FIFO is
+split into one slice per group of neighbouring lanes, each with its own distributed RAM, its
+own copies of the pointers and of the FIFO state (kept flip-flops, so Yosys cannot merge
+them) and its part of the FIFO's output register; and a skid buffer (two registers of
+``lanes`` results, one compact block) sits between the FIFO and ``o``. ``o.ready`` reaches
+only the skid buffer; the slices see the skid buffer's "full" flag through their own
+flip-flop copies of it.
 """
 
 from amaranth.hdl import Cat, Elaboratable, Module, Mux, Signal, signed, unsigned
@@ -79,6 +83,8 @@ __all__ = ["MACArray", "required_acc_width", "bench_configs"]
 OPERAND_WIDTH = 8
 #: Most loads one register of the shared-operand fanout tree drives (besides the last level).
 _FANOUT = 4
+#: Accumulator bits per copy of a lane's control bits.
+_ACC_CHUNK = 8
 #: Registers that carry a lane's result from its accumulator to the central output FIFO.
 _TRAVEL = 2
 
@@ -135,12 +141,23 @@ class _Lane(Elaboratable):
                 nxt.append(s)
             level = nxt
         tree = level[0]
-        # This lane's control copy, aligned with ``tree``.
-        ctrl = keep_register(m, platform, Signal(3, name=f"ctrl_l{i}"), self.ctrl_in)
-        valid, first = ctrl[0], ctrl[1]
-        acc = Signal(signed(self.acc_width), name="acc", reset_less=True)
-        with m.If(valid):
-            m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
+        # This lane's control copies, aligned with ``tree``: one (valid, first) pair per
+        # ``_ACC_CHUNK`` accumulator bits, so that each drives only the few slices of its
+        # part of the accumulator's carry chain (the accumulator loop has no cycle to spare
+        # for a control net spanning the whole lane).
+        W = self.acc_width
+        acc = Signal(signed(W), name="acc", reset_less=True)
+        chunks = [(lo, min(lo + _ACC_CHUNK, W)) for lo in range(0, W, _ACC_CHUNK)]
+        ctrl = [keep_register(m, platform, Signal(2, name=f"ctrl_l{i}_c{c}"), self.ctrl_in[:2])
+                for c in range(len(chunks))]
+        # (first ? 0 : acc) + tree, the mask taken chunk by chunk from that chunk's copy
+        kept = Cat(*(acc[lo:hi] & Mux(ctrl[c][1], 0, (1 << (hi - lo)) - 1)
+                     for c, (lo, hi) in enumerate(chunks))).as_signed()
+        total = Signal(signed(W), name="acc_next")
+        m.d.comb += total.eq(kept + tree)
+        for c, (lo, hi) in enumerate(chunks):
+            with m.If(ctrl[c][0]):
+                m.d.sync += acc[lo:hi].eq(total[lo:hi])
         # Travel registers: load every cycle; the FIFO write enable says which value counts.
         res = acc
         for t in range(self.travel):
@@ -161,9 +178,9 @@ class _OutputSlice(Elaboratable):
         self.wdata = Signal(width)          # the group's results (travel registers)
         self.we_next = Signal()             # next value of the write enable
         self.nonempty_next = Signal()       # next value of "the RAM holds a result"
-        self.o_valid_next = Signal()        # next value of ``o.valid``
-        self.o_ready = Signal()             # ``o.ready``
-        self.out = Signal(width)            # output register (this group's part of ``o.payload``)
+        self.o_valid_next = Signal()        # next value of "the output register holds a result"
+        self.skid_valid_next = Signal()     # next value of the output skid buffer's full flag
+        self.out = Signal(width)            # output register (this group's part of a result)
 
     def elaborate(self, platform):
         m = Module()
@@ -175,8 +192,10 @@ class _OutputSlice(Elaboratable):
         we = keep_register(m, platform, Signal(name=f"we_g{g}"), self.we_next)
         nonempty = keep_register(m, platform, Signal(name=f"nonempty_g{g}"), self.nonempty_next)
         o_valid = keep_register(m, platform, Signal(name=f"o_valid_g{g}"), self.o_valid_next)
+        skid_valid = keep_register(m, platform, Signal(name=f"skid_valid_g{g}"),
+                                   self.skid_valid_next)
         load = Signal(name=f"load_g{g}")
-        m.d.comb += load.eq(nonempty & (~o_valid | self.o_ready))
+        m.d.comb += load.eq(nonempty & (~o_valid | ~skid_valid))
         wr_ptr = Signal(ptr_shape, name=f"wr_ptr_g{g}")
         rd_ptr = Signal(ptr_shape, name=f"rd_ptr_g{g}")
         keep_register(m, platform, wr_ptr, wr_ptr + we)
@@ -284,7 +303,7 @@ class MACArray(wiring.Component):
         """Clock edges from the transfer of a ``last`` beat on ``i`` to its result on ``o``
         (when the FIFO is empty): after that many edges ``o.valid`` is high."""
         return (self.fanout_stages + self.dsp_latency + self._post_dsp_registers
-                + self._tree_levels + _TRAVEL + 2)
+                + self._tree_levels + _TRAVEL + 3)
 
     @property
     def fanout_stages(self) -> int:
@@ -372,42 +391,62 @@ class MACArray(wiring.Component):
             we_next = nxt
         we = Signal(name="we")
         m.d.sync += we.eq(we_next)
-        # FIFO occupancy (results in the RAM, not counting the output register), "not
-        # empty" and ``o.valid``; the slices keep copies of the last two.
+        # FIFO occupancy (results in the RAM, not counting the slices' output registers),
+        # "not empty" and "the slices' output registers hold a result"; the slices keep
+        # copies of the last two. The slices hand their result to the output skid buffer
+        # when its register ``skid_valid`` is low (``ready`` from a flip-flop).
         count = Signal(range(depth + 1))
         nonempty = Signal()
         o_valid = Signal()
         nonempty_next = Signal()
         o_valid_next = Signal()
+        skid_valid = Signal()
         m.d.comb += [
-            load.eq(nonempty & (~o_valid | self.o.ready)),
-            # = (count + we - load != 0), without an adder on the path from ``o.ready``
+            load.eq(nonempty & (~o_valid | ~skid_valid)),
+            # = (count + we - load != 0), without an adder
             nonempty_next.eq(we | (count >= 2) | ((count >= 1) & ~load)),
-            o_valid_next.eq(load | (o_valid & ~self.o.ready)),
+            o_valid_next.eq(load | (o_valid & skid_valid)),
         ]
         m.d.sync += [count.eq(count + we - load), nonempty.eq(nonempty_next),
                      o_valid.eq(o_valid_next)]
-        m.d.comb += self.o.valid.eq(o_valid)
+
+        # Output skid buffer: the only registers ``o.ready`` reaches, one compact block.
+        W = self._acc_width
+        o_valid_f = Signal()                # ``o.valid``
+        skid = Signal(L * W, name="skid", reset_less=True)
+        out_f = Signal(L * W, name="out_f", reset_less=True)
+        take_o = Signal()
+        skid_valid_next = Signal()
+        m.d.comb += [take_o.eq(~o_valid_f | self.o.ready),
+                     skid_valid_next.eq(~take_o & (skid_valid | o_valid))]
+        m.d.sync += skid_valid.eq(skid_valid_next)
 
         lanes = []
         for l in range(L):
-            lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, self._dsp_pipeline,
+            lane = m.submodules[f"lane{l}"] = _Lane(l, K, W, self._dsp_pipeline,
                                                     self._post_dsp_registers, _TRAVEL)
             m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
                          lane.ctrl_in.eq(group_ctrl[l // per_group])]
             lanes.append(lane)
-        outs = []
+        slice_data = []
         for g in range(n_groups):
             members = lanes[g * per_group:(g + 1) * per_group]
-            sl = m.submodules[f"out{g}"] = _OutputSlice(g, len(members) * self._acc_width, depth)
+            sl = m.submodules[f"out{g}"] = _OutputSlice(g, len(members) * W, depth)
             m.d.comb += [sl.wdata.eq(Cat(*(lane.result for lane in members))),
                          sl.we_next.eq(we_next),
                          sl.nonempty_next.eq(nonempty_next),
                          sl.o_valid_next.eq(o_valid_next),
-                         sl.o_ready.eq(self.o.ready)]
-            outs.append(sl.out)
-        m.d.comb += self.o.payload.eq(Cat(*outs))
+                         sl.skid_valid_next.eq(skid_valid_next)]
+            slice_data.append(sl.out)
+        slice_data = Cat(*slice_data)
+
+        with m.If(~skid_valid):             # an empty skid register loads every cycle
+            m.d.sync += skid.eq(slice_data)
+        with m.If(take_o):
+            m.d.sync += [o_valid_f.eq(o_valid | skid_valid),
+                         out_f.eq(Mux(skid_valid, skid, slice_data))]
+        m.d.comb += [self.o.valid.eq(o_valid_f), self.o.payload.eq(out_f)]
         return m
 
 

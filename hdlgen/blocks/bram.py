@@ -306,6 +306,13 @@ class BlockRAM(wiring.Component):
             pos = list(range(n))
         return lo, n, pos
 
+    def _lane_in_column(self, t: Tiling, lane: int, col: int) -> bool:
+        """Whether write-enable bit ``lane`` reaches column ``col``."""
+        lo, n, _ = self._column_bits(t, col)
+        if self._granularity == 8:
+            return lo // 8 <= lane < lo // 8 + -(-n // 8)
+        return lane == 0
+
     def _initval(self, t: Tiling, row: int, col: int) -> dict:
         """INITVAL_00..3F of one primitive: 1024 rows of 18 bits, 16 rows per 320-bit value."""
         lo, n, pos = self._column_bits(t, col)
@@ -370,8 +377,14 @@ class BlockRAM(wiring.Component):
                                                            reset_less=True), port.addr),
                     en=keep_register(m, platform, Signal(name=f"{name}_en_g{g}"), port.en))
                 if "w" in dirs:
-                    copy.we = keep_register(m, platform, Signal(len(port.we), name=f"{name}_we_g{g}"),
-                                            port.we)
+                    # only the write lanes of the group's columns
+                    used = sorted({i for rc in tiles if group[rc] == g
+                                   for i in range(len(port.we))
+                                   if self._lane_in_column(t, i, rc[1])})
+                    held = keep_register(m, platform, Signal(len(used), name=f"{name}_we_g{g}"),
+                                         Cat(port.we[i] for i in used))
+                    copy.we = Signal(len(port.we), name=f"{name}_we_v{g}")
+                    m.d.comb += [copy.we[i].eq(held[j]) for j, i in enumerate(used)]
                     copy.wdata = wdata
                 copies[g] = copy
             req[name] = {rc: copies[group[rc]] for rc in tiles}

@@ -16,9 +16,10 @@ of a global stall net)::
 Host view: the bank is ``depth * width / 8`` bytes; byte address ``A`` is byte ``A % (width/8)``
 of row ``A // (width/8)``, little-endian (bus word ``k`` of a row is ``rdata[32k:32k+32]``).
 Host requests reach the RAM through registers. A bus write is acknowledged the cycle after
-it arrives (and lands in the RAM one cycle later); a read after
-:attr:`MemoryBank.read_latency` cycles (request, RAM latency, a registered 4:1
-word select per stage). In a weight bank (``compute="r"``) the RAM is pseudo dual port (x36
+it arrives (and lands in the RAM two cycles later, three in a weight bank, whose RAM has its
+own input register stage); a read after
+:attr:`MemoryBank.read_latency` cycles (request, RAM latency, a capture register on
+rows of more than four words, a registered 4:1 word select per stage). In a weight bank (``compute="r"``) the RAM is pseudo dual port (x36
 DP16KD mode): the host writes through port ``a`` and reads through port ``b``, in a cycle the
 compute side leaves ``port.en`` low, so a host read waits while the compute side streams;
 ``port.rdata`` is then only meaningful ``latency`` cycles after a cycle with ``port.en``.
@@ -34,11 +35,12 @@ streams a whole output block.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.bram import BlockRAM, PortSignature
+from hdlgen.blocks.dsp import keep_register
 from hdlgen.config import AcceleratorConfig
 from hdlgen.soc import wishbone
 
@@ -82,9 +84,12 @@ class MemoryBank(wiring.Component):
             raise ValueError(f"compute={compute!r}: use 'r' or 'rw'")
         # Weight banks: host writes on port a, host reads share port b with the compute side
         # (pseudo dual port: allows the x36 DP16KD mode, half the EBRs of x18 at 512 rows).
+        # Their RAM has the input register stage (latency 3, replicated per group of
+        # primitives): the compute port's address reaches dozens of primitives side by side.
         ram_ports = ("w", "r") if compute == "r" else ("rw", "rw")
         self._compute = compute
-        self._ram = BlockRAM(width=width, depth=depth, granularity=8, ports=ram_ports, init=init)
+        self._ram = BlockRAM(width=width, depth=depth, granularity=8, ports=ram_ports, init=init,
+                             latency=3 if compute == "r" else 2)
         self._width, self._depth = width, depth
         self._words_per_row = width // 32
         self._sel_bits = (self._words_per_row - 1).bit_length()
@@ -102,14 +107,19 @@ class MemoryBank(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Read latency of the compute ``port``: 3 cycles on weight banks (a register in
-        front of the shared RAM port), 2 on scratchpads."""
-        return 3 if self._compute == "r" else 2
+        """Read latency of the compute ``port``: 3 cycles on weight banks (the RAM's input
+        register stage, which also takes the host reads), 2 on scratchpads."""
+        return self._ram.latency
 
     @property
     def read_latency(self) -> int:
         """Cycles from a host read request reaching the bank to ``ack`` (no waiting)."""
-        return 4 + self._select_stages()
+        return 4 + self._capture() + self._select_stages()
+
+    def _capture(self) -> int:
+        """1 when the row is captured in plain registers before the word select (rows of
+        more than four words: the select logic then need not sit beside the EBRs)."""
+        return int(self._words_per_row > 4)
 
     def _select_stages(self) -> int:
         n, stages = self._words_per_row, 0
@@ -143,26 +153,50 @@ class MemoryBank(wiring.Component):
         start = bus.cyc & bus.stb & ~busy & ~ack & ~err
         write = start & bus.we & in_range
         host_rd = Signal()
-        m.d.sync += [a.en.eq(0), a.we.eq(0)]
-        with m.If(write):
-            m.d.sync += [a.en.eq(1), a.addr.eq(row),
-                         a.wdata.eq(bus.dat_w.replicate(self._words_per_row))]
-            if sb:
-                for k in range(self._words_per_row):
-                    with m.If(word == k):
-                        m.d.sync += a.we[4 * k:4 * k + 4].eq(bus.sel)
-            else:
-                m.d.sync += a.we.eq(bus.sel)
+        # A write is first captured per group of four bus words (the group's own copy of
+        # the word index, byte selects and data, and "this group is written"), then port a's
+        # request registers (shared with scratchpad reads) take the byte enables, decoded
+        # beside each group from its copies. No bus bit fans out across the whole row.
+        groups = -(-self._words_per_row // 4)
+        wreq, row1 = Signal(), Signal.like(row)
+        m.d.sync += wreq.eq(write)
+        with m.If(start):
+            m.d.sync += row1.eq(row)
+        g_wr, g_word, g_sel, g_dat = [], [], [], []
+        for g in range(groups):
+            hit = write & (word[2:] == g) if sb > 2 else write
+            g_wr.append(keep_register(m, platform, Signal(name=f"wr_g{g}"), hit))
+            g_word.append(keep_register(m, platform, Signal(2, name=f"word_g{g}", reset_less=True),
+                                        word[:2] if sb else 0))
+            g_sel.append(keep_register(m, platform, Signal(4, name=f"bsel_g{g}", reset_less=True),
+                                       bus.sel))
+            g_dat.append(keep_register(m, platform, Signal(32, name=f"dat_g{g}", reset_less=True),
+                                       bus.dat_w))
+        a_req = wreq if shared else wreq | host_rd
+        wen, wrow = Signal(), Signal.like(a.addr)
+        wwe = Signal.like(a.we)
+        m.d.sync += wen.eq(a_req)
+        with m.If(wreq):
+            m.d.sync += wrow.eq(row1)
+        if not shared:
+            with m.If(host_rd):
+                m.d.sync += wrow.eq(row)
+        for k in range(self._words_per_row):
+            g = k // 4
+            m.d.sync += wwe[4 * k:4 * k + 4].eq(Mux(g_wr[g] & (g_word[g] == k % 4), g_sel[g], 0))
+        wcopy = [keep_register(m, platform, Signal(32, name=f"wdat_g{g}", reset_less=True),
+                               g_dat[g]) for g in range(groups)]
+        m.d.comb += [a.en.eq(wen), a.addr.eq(wrow), a.we.eq(wwe),
+                     a.wdata.eq(Cat(wcopy[k // 4] for k in range(self._words_per_row)))]
         rport = b if shared else a
         if shared:
-            m.d.sync += [b.addr.eq(self.port.addr), b.en.eq(self.port.en)]
-            with m.If(host_rd):
-                m.d.sync += [b.addr.eq(row), b.en.eq(1)]
-            m.d.comb += self.port.rdata.eq(b.rdata)
+            # the host read takes port b in a cycle the compute side leaves it idle; the
+            # RAM's input registers hold the request
+            m.d.comb += [b.addr.eq(Mux(host_rd, row, self.port.addr)),
+                         b.en.eq(self.port.en | host_rd),
+                         self.port.rdata.eq(b.rdata)]
         else:
             wiring.connect(m, wiring.flipped(self.port), b)
-            with m.If(host_rd):
-                m.d.sync += [a.en.eq(1), a.addr.eq(row)]
 
         rd_wait = Signal()             # a read waits for a cycle the compute port is idle
         with m.If(start):
@@ -180,25 +214,38 @@ class MemoryBank(wiring.Component):
         with m.If(issue):
             m.d.sync += rd_wait.eq(0)
 
-        # data returns three cycles after the issue (request register + RAM), then a
-        # registered 4:1 select per stage
-        lat = 3
+        # data returns three cycles after the issue (request register + RAM), is captured
+        # (wide rows), then a registered 4:1 select per stage
+        lat = 3 + self._capture()
         v = Signal(lat)
         m.d.sync += v.eq(Cat(issue, v[:-1]))
         words = [rport.rdata[32 * k:32 * k + 32] for k in range(self._words_per_row)]
+        if self._capture():
+            # free-running capture registers (no logic before them: they pack beside the
+            # EBR outputs, which other logic crowds)
+            cap = [Signal(32, name=f"cap_{k}", reset_less=True) for k in range(len(words))]
+            m.d.sync += [c.eq(w) for c, w in zip(cap, words)]
+            words = cap
         valid = v[-1]
         cur_sel = sel          # held from the request until the answer
         shift = 0
+        # Each 4:1 select register has its own copy of its two select bits (``sel`` holds
+        # from the request to the answer) and no enable: only the stage ``valid`` marks is
+        # taken, so neither the select nor ``valid`` is a net across the whole row.
         while len(words) > 1:
             nxt = []
             for g in range(0, len(words), 4):
                 grp = words[g:g + 4]
-                w = Signal(32, name=f"sel{shift}_{g // 4}")
-                with m.If(valid):
-                    with m.Switch(cur_sel[shift:shift + 2]):
+                w = Signal(32, name=f"sel{shift}_{g // 4}", reset_less=True)
+                for byte in range(4):       # a select copy per byte: 16 LUT inputs each
+                    own = keep_register(m, platform,
+                                        Signal(2, name=f"selc{shift}_{g // 4}_{byte}",
+                                               reset_less=True),
+                                        cur_sel[shift:shift + 2])
+                    with m.Switch(own):
                         for i, x in enumerate(grp):
                             with m.Case(i):
-                                m.d.sync += w.eq(x)
+                                m.d.sync += w[8 * byte:8 * byte + 8].eq(x[8 * byte:8 * byte + 8])
                 nxt.append(w)
             words = nxt
             nv = Signal(name=f"valid{shift}")

@@ -42,12 +42,21 @@ def add_target_arguments(p, *, freq=True):
         g.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=text)
 
 
-def resolve_target(args):
-    """Board, board device and the checked :class:`AcceleratorConfig` for ``args``."""
+#: The SoC's host scratch RAM next to a transformer engine unless ``--scratch-bytes`` says
+#: otherwise: the engine's memories need the block RAM (64 KiB of scratch are 32 DP16KD).
+MODEL_SCRATCH_BYTES = 4096
+
+
+def resolve_target(args, *, model: bool = False):
+    """Board, board device and the checked :class:`AcceleratorConfig` for ``args``; with
+    ``model`` (a build with a transformer engine) the scratch RAM defaults to
+    :data:`MODEL_SCRATCH_BYTES`."""
     from boards import get_board
     board = get_board(args.board)
     bdev = board.device(args.device)
     changes = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k, None) is not None}
+    if model:
+        changes.setdefault("scratch_bytes", MODEL_SCRATCH_BYTES)
     if getattr(args, "freq", None) is not None:
         if args.freq <= 0:
             raise UserError(f"--freq {args.freq:g} must be a positive frequency in MHz")
@@ -84,6 +93,21 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def _check_soc_fits(comp, config, device) -> None:
+    """Refuse (before synthesis) a model whose memories and the SoC's scratch RAM together
+    need more DP16KD than the device has."""
+    from hdlgen.blocks.bram import ecp5_tiling
+    fit = comp.manifest["fit"]
+    words = max(1, config.scratch_bytes // 4)
+    t = ecp5_tiling(32, 1 << (words - 1).bit_length(), granularity=8, ports=("rw", "r"))
+    scratch = t.columns * t.rows
+    if fit["ebr_total"] + scratch > device.ebr:
+        raise UserError(f"the model needs {fit['ebr_total']} DP16KD and the SoC's "
+                        f"{config.scratch_bytes}-byte scratch RAM {scratch} more, "
+                        f"{fit['ebr_total'] + scratch} in all, but the {device.name} has "
+                        f"{device.ebr}: lower --scratch-bytes (e.g. 4096) or --context")
+
+
 def _openfpgaloader() -> str | None:
     exe = os.environ.get("OPENFPGALOADER", "openFPGALoader")
     return shutil.which(exe)
@@ -116,7 +140,7 @@ def run(args) -> int:
     from hdlgen.soc.pll import pll_params
     from hdlgen.soc.top import Top
 
-    board, bdev, config = resolve_target(args)
+    board, bdev, config = resolve_target(args, model=bool(args.model))
     pll_params(board.clk_in_mhz, config.sys_clk_mhz)   # refuses a clock the PLL cannot make
     out = Path(args.out or f"build/{board.name}-{bdev.device.name}")
     if args.model and not args.out:
@@ -138,6 +162,7 @@ def run(args) -> int:
         # refuses (UserError) a model that does not fit the device, before any synthesis
         comp = compile_model(model, config, CompileOptions(context=args.context,
                                                            device=bdev.device.name))
+        _check_soc_fits(comp, config, bdev.device)
         design = AcceleratorDesign(config, comp, preload=True)
     out.mkdir(parents=True, exist_ok=True)
     if design is not None:

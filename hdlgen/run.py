@@ -125,7 +125,7 @@ def run(args) -> int:
         raise UserError(f"--steps {args.steps} must be >= 0")
     if args.target == "serial" and not args.port:
         raise UserError("--target serial needs --port (e.g. /dev/ttyUSB0)")
-    _, bdev, config = resolve_target(args)
+    _, bdev, config = resolve_target(args, model=True)
     model = load_model(args.model, seed=args.seed)
     c = model.config
     tok = Tokenizer.read(args.tokenizer, c.vocab_size) if args.tokenizer else None

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from boards import get_board
+from hdlgen.build import MODEL_SCRATCH_BYTES
 from hdlgen.compiler import CompileOptions, compile_model
 from hdlgen.host.device import JobError
 from hdlgen.model import load_model
@@ -27,7 +28,7 @@ from sim.golden.engine import Engine as Golden
 REPO = Path(__file__).resolve().parent.parent
 # The ULX3S-85F default configuration, as the CLI uses it (so the CLI tests reuse the fixture's
 # Verilator build).
-CONFIG = get_board("ulx3s").device("85F").config
+CONFIG = get_board("ulx3s").device("85F").config.replace(scratch_bytes=MODEL_SCRATCH_BYTES)
 
 
 def _compiled(seed, spec="random:llama"):

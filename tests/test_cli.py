@@ -53,6 +53,11 @@ def test_model_that_does_not_fit_is_refused_before_synthesis(tmp_path):
     assert code == 2, (code, out, err)
     assert "12F" in err and "bytes" in err and "Traceback" not in err
     assert not (tmp_path / "top.il").exists()
+    # the model fits the 85F, but not with a 64 KiB host scratch RAM beside it
+    code, out, err = run_cli("build", "--model", str(STORIES), "--scratch-bytes", "65536",
+                             "--out", str(tmp_path))
+    assert code == 2 and "--scratch-bytes" in err and "Traceback" not in err, err
+    assert not (tmp_path / "top.il").exists()
 
 
 def test_program_without_openfpgaloader_is_refused_before_building(tmp_path, monkeypatch):

@@ -97,7 +97,7 @@ def run(args) -> int:
 
     if args.target == "serial" and not args.port:
         raise UserError("--target serial needs --port (e.g. /dev/ttyUSB0)")
-    _, bdev, config = resolve_target(args)
+    _, bdev, config = resolve_target(args, model=True)
     model = load_model(args.model, seed=args.seed)
     comp = compile_model(model, config, CompileOptions(context=args.context,
                                                        device=bdev.device.name))

@@ -45,6 +45,16 @@ instruction's phases, which stream operands through one unit and the results bac
 * ``OUTPUT`` exposes ``src[0:len]`` in the host's output window (a view of the scratchpad; the
   values stay until the next job).
 
+Timing (ECP5 speed 6, the SoC's clock of 125 MHz or more): control decisions are registered
+before they fan out. The sequencer is one-hot (one flip-flop per state); the products of the
+range checks come from registered ``MULT18X18D`` (two more cycles per instruction); the
+reader's route is decoded into one flip-flop per route; the element reader's output and the MAC
+array's results pass through skid buffers (registered ``ready``); the writer registers the
+selected unit output before its address logic; the weight bank's engine port reads every cycle
+at a registered address (no enable net to its tiles) and the MAC feed's FIFO occupancy (beats
+issued or in flight) is one register; the requantizer's parameter addresses are registered; the
+host's memory requests are registered and a weight row's word is selected in two stages.
+
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not
 re-read), the softmax formats, the RoPE and activation tables (by parameter address) and the
@@ -61,6 +71,7 @@ from amaranth.lib.wiring import In, Out
 from hdlgen.blocks.activation import Activation
 from hdlgen.blocks.argmax import Argmax
 from hdlgen.blocks.bram import BlockRAM
+from hdlgen.blocks.dsp import DSPMultiplier
 from hdlgen.blocks.eltwise import Eltwise
 from hdlgen.blocks.kv_cache import KVCache
 from hdlgen.blocks.layernorm import LayerNorm
@@ -70,6 +81,7 @@ from hdlgen.blocks.requant import Requant
 from hdlgen.blocks.rmsnorm import RMSNorm
 from hdlgen.blocks.rope import Rope
 from hdlgen.blocks.softmax import Softmax
+from hdlgen.blocks.stream_parts import SkidBuffer
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.isa import EltOp, LAYOUTS, NormKind, Opcode, Reg, Width, encode_program
 from hdlgen.engine.memmap import EngineMap, WINDOWS
@@ -133,6 +145,48 @@ def _plane(x, sel):
                  out.eq(Mux(sel == _P_X8, lo, Mux(sel == _P_LO, lo,
                             Mux(sel == _P_HI, Mux(hi > 127, 127, hi[0:8].as_signed()),
                                 Mux(hi > 127, 1, 0)))))]
+
+
+class _OneHotFSM:
+    """The sequencer's state machine, one flip-flop per state (``m.FSM`` encodes states in
+    binary, and every state test then decodes several bits before it reaches the wide clock
+    enables of the registers it loads).
+
+    ``with fsm.state(name):`` opens a state's body (an ``If`` on its bit); inside it
+    ``fsm.goto(other)`` clears that bit and sets ``other``'s at the next edge. At most one
+    ``goto`` takes effect per cycle in each state (the bodies use ``If``/``Elif`` for that).
+    ``fsm(name)`` is a state's flip-flop (created on first use; ``init`` starts set).
+    """
+
+    def __init__(self, m, init):
+        self._m, self._init = m, init
+        self.bits = {}
+        self._cur = None
+
+    def __call__(self, name):
+        if name not in self.bits:
+            self.bits[name] = Signal(name=f"st_{name.lower()}", init=int(name == self._init))
+        return self.bits[name]
+
+    def state(self, name):
+        fsm = self
+
+        class _Body:
+            def __enter__(self):
+                fsm._cur = name
+                self._ctx = fsm._m.If(fsm(name))
+                self._ctx.__enter__()
+
+            def __exit__(self, *exc):
+                fsm._cur = None
+                return self._ctx.__exit__(*exc)
+        return _Body()
+
+    def goto(self, name):
+        if self._cur is None:
+            raise RuntimeError(f"goto({name!r}) outside a state body")
+        if name != self._cur:
+            self._m.d.sync += [self(self._cur).eq(0), self(name).eq(1)]
 
 
 class Engine(wiring.Component):
@@ -366,6 +420,11 @@ class Engine(wiring.Component):
                                              aux_shift=(K - 1).bit_length())
         m.submodules.prd = prd = ElementReader(addr_width=aw_p, width=32, aux_addr_width=aw_p,
                                                aux_width=32, aux_shift=0)
+        # the reader's output through a skid buffer: the reader's FIFO sees a registered
+        # ready, the units a registered valid and payload
+        m.submodules.rd_skid = rdo_skid = SkidBuffer(rd.o_layout)
+        wiring.connect(m, rd.o, rdo_skid.i)
+        rdo = rdo_skid.o
 
         # ---- sequencer state ------------------------------------------------------------------
         busy = Signal()
@@ -404,6 +463,8 @@ class Engine(wiring.Component):
         x_p = Signal(24)                      # effective parameter address
         ob_n = Signal(16)
         ib_n = Signal(16)
+        ob_m1, ib_m1 = Signal(16), Signal(16)   # ob_n - 1, ib_n - 1
+        m.d.sync += [ob_m1.eq(ob_n - 1), ib_m1.eq(ib_n - 1)]
         plane_sz = Signal(32)
         # checks
         mul_a1, mul_a2, mul_b1, mul_b2 = (Signal(16, name=n) for n in ("ma1", "ma2", "mb1", "mb2"))
@@ -415,12 +476,14 @@ class Engine(wiring.Component):
         vb_tag_valid = Signal()
         vb_tag_src = Signal(16)
         vb_tag_len = Signal(16)
+        vb_tag_end = Signal(17)               # src + len, a cycle after them
+        m.d.sync += vb_tag_end.eq(vb_tag_src + vb_tag_len)
         # ---- the writer -----------------------------------------------------------------------
         wr_start = Signal()
         wr_base = Signal(aw_act)
         wr_rowb = Signal(aw_act)
         wr_cur = Signal(aw_act)
-        wr_len = Signal(16)
+        wr_lm1 = Signal(16)                   # row length - 1
         wr_stride = Signal(16)
         wr_col = Signal(16)
         wr_total = Signal(32)
@@ -475,26 +538,29 @@ class Engine(wiring.Component):
             with m.Elif(rope.o.valid & (wr_src == _W_ROPE)):
                 m.d.sync += [rp_hold.eq(1), rp_y1.eq(rope.o.payload.y[1])]
 
-        w_val = Signal(signed(16))
-        m.d.comb += w_val.eq(Mux(wr_w8, saturate(w_in, 8), saturate(w_in, 16)))
+        # the selected unit output is registered (wi_*) before the writer's address logic
+        wi_v = Signal()
+        wi_d = Signal(signed(16))
+        m.d.sync += [wi_v.eq(w_in_valid),
+                     wi_d.eq(Mux(wr_w8, saturate(w_in, 8), saturate(w_in, 16)))]
         w1_v, w2_v = Signal(), Signal()
         w1_d, w2_d = Signal(signed(16)), Signal(signed(16))
         w1_a, w2_a = Signal(aw_act), Signal(aw_act)
         wr_rd_en = Signal()
-        m.d.comb += wr_rd_en.eq(w_in_valid & wr_acc)
-        m.d.sync += [w1_v.eq(w_in_valid), w2_v.eq(w1_v), w1_d.eq(w_val), w2_d.eq(w1_d),
+        m.d.comb += wr_rd_en.eq(wi_v & wr_acc)
+        m.d.sync += [w1_v.eq(wi_v), w2_v.eq(w1_v), w1_d.eq(wi_d), w2_d.eq(w1_d),
                      w1_a.eq(wr_cur), w2_a.eq(w1_a)]
         with m.If(wr_start):
             m.d.sync += [wr_cur.eq(wr_base), wr_rowb.eq(wr_base), wr_col.eq(0), wr_count.eq(0)]
-        with m.Elif(w_in_valid):
-            with m.If(wr_col == wr_len - 1):
+        with m.Elif(wi_v):
+            with m.If(wr_col == wr_lm1):
                 m.d.sync += [wr_col.eq(0), wr_rowb.eq(wr_rowb + wr_stride),
                              wr_cur.eq(wr_rowb + wr_stride)]
             with m.Else():
                 m.d.sync += [wr_col.eq(wr_col + 1), wr_cur.eq(wr_cur + 1)]
         with m.If(w2_v & ~wr_start):
             m.d.sync += wr_count.eq(wr_count + 1)
-        with m.If(w2_v & (w2_a >= vb_tag_src) & (w2_a < vb_tag_src + vb_tag_len)):
+        with m.If(w2_v & (w2_a >= vb_tag_src) & (w2_a < vb_tag_end)):
             m.d.sync += vb_tag_valid.eq(0)      # the buffered input was overwritten
         w_sum = Signal(signed(16))
         m.d.comb += w_sum.eq(Mux(wr_acc, saturate(act.b.rdata.as_signed() + w2_d, 16), w2_d))
@@ -506,12 +572,15 @@ class Engine(wiring.Component):
         b_win = Signal(3)
         b_off = Signal(WBITS)
         m.d.comb += [b_win.eq(bus.adr[WBITS:WBITS + 3]), b_off.eq(bus.adr[:WBITS])]
-        b_state = Signal(3)        # 0 idle, 1..2 read wait, 3 capture, 4 ack/err
+        # 0 idle; 1, 2 read wait; 3 capture; 5 weight word select; 4 ack/err. The memory
+        # requests are registered (hq_*: the memories see them the cycle after state 0)
+        b_state = Signal(3)
         b_win_r = Signal(3)
         rsw = mp.row_stride_words
         rsw_bits = (rsw - 1).bit_length()
         b_sub = Signal(max(2, rsw_bits))     # word within a program word or a weight row
         b_dat = Signal(32)
+        b_pre = Signal(128)
         b_err = Signal()
         host_act = Signal(data.StructLayout({"addr": aw_act, "en": 1, "we": 1, "wdata": 16}))
         host_w = Signal(data.StructLayout({"addr": aw_w, "en": 1, "we": lanes * K,
@@ -566,6 +635,7 @@ class Engine(wiring.Component):
                                         bus.sel << (4 * b_off[:2]))
                                 with m.If(b_off[2:] >= PD):
                                     m.d.sync += [b_state.eq(4), b_err.eq(1)]
+                                    m.d.comb += host_prog.en.eq(0)
                             with m.Case(WINDOWS["scratch"], WINDOWS["output"]):
                                 a = Mux(b_win == WINDOWS["output"], out_addr + b_off, b_off)
                                 m.d.comb += [host_act.addr.eq(a), host_act.en.eq(1),
@@ -574,6 +644,7 @@ class Engine(wiring.Component):
                                 lim = Mux(b_win == WINDOWS["output"], out_len, A)
                                 with m.If(b_off >= lim):
                                     m.d.sync += [b_state.eq(4), b_err.eq(1)]
+                                    m.d.comb += host_act.en.eq(0)
                             with m.Case(WINDOWS["weights"]):
                                 m.d.sync += b_sub.eq(b_off[:rsw_bits] if rsw_bits else 0)
                                 row = b_off[rsw_bits:]
@@ -585,28 +656,41 @@ class Engine(wiring.Component):
                                 with m.If((row >= WR) | ((b_off[:rsw_bits] if rsw_bits else 0)
                                                         >= mp.row_words)):
                                     m.d.sync += [b_state.eq(4), b_err.eq(1)]
+                                    m.d.comb += host_w.en.eq(0)
                             with m.Case(WINDOWS["params"]):
                                 m.d.comb += [host_p.addr.eq(b_off), host_p.en.eq(1),
                                              host_p.we.eq(bus.we), host_p.wdata.eq(bus.dat_w)]
                                 with m.If(b_off >= PM):
                                     m.d.sync += [b_state.eq(4), b_err.eq(1)]
+                                    m.d.comb += host_p.en.eq(0)
             with m.Case(1):
                 m.d.sync += b_state.eq(2)
             with m.Case(2):
+                m.d.sync += b_state.eq(3)
+            with m.Case(3):
                 m.d.sync += b_state.eq(4)
                 with m.Switch(b_win_r):
                     with m.Case(WINDOWS["program"]):
                         m.d.sync += b_dat.eq(prog.a.rdata.word_select(b_sub[:2], 32))
                     with m.Case(WINDOWS["scratch"], WINDOWS["output"]):
                         m.d.sync += b_dat.eq(act.a.rdata.as_signed())
-                    with m.Case(WINDOWS["weights"]):
-                        m.d.sync += b_dat.eq(wts.a.rdata.word_select(b_sub, 32))
+                    with m.Case(WINDOWS["weights"]):      # a group of 4 words, then one word
+                        grp = (wts.a.rdata.word_select(b_sub[2:], 128) if lanes * K > 16
+                               else wts.a.rdata)
+                        m.d.sync += [b_pre.eq(grp), b_state.eq(5)]
                     with m.Case(WINDOWS["params"]):
                         m.d.sync += b_dat.eq(par.a.rdata)
+            with m.Case(5):
+                m.d.sync += [b_dat.eq(b_pre.word_select(b_sub[:2], 32)), b_state.eq(4)]
             with m.Case(4):
                 m.d.sync += b_state.eq(0)
 
         # ---- memory port muxes ----------------------------------------------------------------
+        hq_prog, hq_w = Signal.like(host_prog), Signal.like(host_w)
+        hq_act, hq_p = Signal.like(host_act), Signal.like(host_p)
+        m.d.sync += [hq_prog.eq(host_prog), hq_w.eq(host_w), hq_act.eq(host_act),
+                     hq_p.eq(host_p)]
+        host_prog, host_w, host_act, host_p = hq_prog, hq_w, hq_act, hq_p
         # program: a = host, b = fetch
         m.d.comb += [prog.a.addr.eq(host_prog.addr), prog.a.en.eq(host_prog.en),
                      prog.a.we.eq(host_prog.we), prog.a.wdata.eq(host_prog.wdata)]
@@ -651,6 +735,10 @@ class Engine(wiring.Component):
         vb_count = Signal(16)
         # unit selection
         rd_route = Signal(4)
+        # the route decoded into one flip-flop per route, a cycle after rd_route (routes are
+        # set cycles before the reader's first item arrives)
+        rt = [Signal(name=f"rt{r}") for r in range(11)]
+        m.d.sync += [rt[r].eq(rd_route == r) for r in range(11)]
         norm_sel = Signal(range(max(1, len(norms))))
         act_sel = Signal(range(max(1, len(acts))))
         elt_swiglu = Signal()
@@ -681,6 +769,11 @@ class Engine(wiring.Component):
         lp_pstride = Signal(24)
         mul_c1, mul_c2 = Signal(16), Signal(16)
         prod_c = Signal(32)
+        for n, (x, y, pr) in enumerate(((mul_a1, mul_a2, prod_a), (mul_b1, mul_b2, prod_b),
+                                        (mul_c1, mul_c2, prod_c))):
+            mul = m.submodules[f"chk_mul{n}"] = DSPMultiplier(17, 17)
+            m.d.comb += [mul.a.eq(x), mul.b.eq(y)]
+            m.d.sync += pr.eq(mul.p[:32])
         elt_m, elt_s = Signal(16), Signal(6)
         # element-reader configuration (registered; a *_GO state pulses start)
         rdc = {n: Signal(w, name=f"rdc_{n}") for n, w in
@@ -694,194 +787,199 @@ class Engine(wiring.Component):
 
         def fail(code):
             m.d.sync += [busy.eq(0), err_code.eq(code), self.error.eq(1), st_err.eq(1)]
-            m.next = "IDLE"
+            self._fsm.goto("IDLE")
 
-        with m.FSM(name="seq"):
-            with m.State("IDLE"):
-                job_token = Mux(self.start, self.token, h_token)
-                job_pos = Mux(self.start, self.pos, h_pos)
-                with m.If(self.start | h_start):
-                    m.d.sync += [busy.eq(1), pc.eq(0), r_token.eq(job_token), r_pos.eq(job_pos),
-                                 npos.eq(job_pos[:16] + 1),
-                                 r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
-                                 err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
-                                 cycles.eq(0), vb_tag_valid.eq(0)]
-                    with m.If(job_pos >= ctx):
-                        m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
-                                     self.error.eq(1), st_err.eq(1)]
-                    with m.Else():
-                        m.next = "FETCH"
-            with m.State("FETCH"):
-                with m.If(pc >= PD):
-                    fail(ErrorCode.PROGRAM_RANGE)
+        fsm = self._fsm = _OneHotFSM(m, "IDLE")
+        with fsm.state("IDLE"):
+            job_token = Mux(self.start, self.token, h_token)
+            job_pos = Mux(self.start, self.pos, h_pos)
+            with m.If(self.start | h_start):
+                m.d.sync += [busy.eq(1), pc.eq(0), r_token.eq(job_token), r_pos.eq(job_pos),
+                             npos.eq(job_pos[:16] + 1),
+                             r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
+                             err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
+                             cycles.eq(0), vb_tag_valid.eq(0)]
+                with m.If(job_pos >= ctx):
+                    m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
+                                 self.error.eq(1), st_err.eq(1)]
                 with m.Else():
-                    m.d.comb += fetch_en.eq(1)
-                    m.next = "FETCH1"
-            with m.State("FETCH1"):
-                m.next = "FETCH2"
-            with m.State("FETCH2"):
-                m.d.sync += ir.eq(prog.b.rdata)
-                m.next = "DECODE"
-            with m.State("DECODE"):
-                self._decode(m, v, opcode, locals())
-            with m.State("CHECK1"):
-                m.d.sync += [prod_a.eq(mul_a1 * mul_a2), prod_b.eq(mul_b1 * mul_b2),
-                             prod_c.eq(mul_c1 * mul_c2)]
-                m.next = "CHECK2"
-            with m.State("CHECK2"):
-                self._regions(m, v, opcode, locals())
-                m.next = "CHECK3"
-            with m.State("CHECK3"):
-                with m.If(chk_hard != ErrorCode.NONE):
-                    fail(chk_hard)
-                with m.Elif((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)):
-                    fail(ErrorCode.SCRATCH_RANGE)
-                with m.Elif(chk["w"] > WR):
-                    fail(ErrorCode.WEIGHT_RANGE)
-                with m.Elif(chk["p"] > PM):
-                    fail(ErrorCode.PARAM_RANGE)
+                    self._fsm.goto("FETCH")
+        with fsm.state("FETCH"):
+            with m.If(pc >= PD):
+                fail(ErrorCode.PROGRAM_RANGE)
+            with m.Else():
+                m.d.comb += fetch_en.eq(1)
+                self._fsm.goto("FETCH1")
+        with fsm.state("FETCH1"):
+            self._fsm.goto("FETCH2")
+        with fsm.state("FETCH2"):
+            m.d.sync += ir.eq(prog.b.rdata)
+            self._fsm.goto("DECODE")
+        with fsm.state("DECODE"):
+            self._decode(m, v, opcode, locals())
+        with fsm.state("CHECK1"):           # the products of the range checks: DSP input,
+            self._fsm.goto("CHECK1B")        # DSP output and fabric registers
+        with fsm.state("CHECK1B"):
+            self._fsm.goto("CHECK1C")
+        with fsm.state("CHECK1C"):
+            self._fsm.goto("CHECK2")
+        with fsm.state("CHECK2"):
+            self._regions(m, v, opcode, locals())
+            self._fsm.goto("CHECK3")
+        with fsm.state("CHECK3"):
+            with m.If(chk_hard != ErrorCode.NONE):
+                fail(chk_hard)
+            with m.Elif((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)):
+                fail(ErrorCode.SCRATCH_RANGE)
+            with m.Elif(chk["w"] > WR):
+                fail(ErrorCode.WEIGHT_RANGE)
+            with m.Elif(chk["p"] > PM):
+                fail(ErrorCode.PARAM_RANGE)
+            with m.Else():
+                self._fsm.goto("EXEC")
+        with fsm.state("EXEC"):
+            self._exec_start(m, v, opcode, locals())
+        # ---- MATVEC ---------------------------------------------------------------------
+        with fsm.state("MV_GO"):
+            m.d.comb += rd.start.eq(1)
+            self._fsm.goto("MV_LOAD")
+        with fsm.state("MV_LOAD"):
+            with m.If((vb_count == v[Opcode.MATVEC].cols) & ~rd.busy):
+                m.d.sync += [mv_npass.eq(Mux(mv_w2, 2, Mux(mv_x16, Mux(mv_carry, 3, 2), 1))),
+                             vb_tag_valid.eq(1), vb_tag_src.eq(v[Opcode.MATVEC].src),
+                             vb_tag_len.eq(v[Opcode.MATVEC].cols)]
+                self._fsm.goto("MV_FEED")
+        with fsm.state("MV_FEED"):
+            m.d.comb += [mv_go.eq(1), wr_start.eq(1)]
+            self._fsm.goto("WAIT_WRITER")
+        with fsm.state("WAIT_WRITER"):
+            with m.If(wr_done):
+                self._fsm.goto("NEXT")
+        # ---- EMBED ----------------------------------------------------------------------
+        with fsm.state("EMBED"):
+            m.d.comb += [embed_go.eq(1), wr_start.eq(1)]
+            self._fsm.goto("WAIT_WRITER")
+        # ---- streaming ops (reader -> unit -> writer) -----------------------------------
+        with fsm.state("STREAM"):
+            m.d.comb += [rd.start.eq(1), wr_start.eq(1)]
+            self._fsm.goto("WAIT_WRITER")
+        with fsm.state("PSTREAM"):       # NORM: scratch reader and parameter reader
+            m.d.comb += [rd.start.eq(1), prd.start.eq(1), wr_start.eq(1)]
+            self._fsm.goto("WAIT_WRITER")
+        # ---- ELTWISE --------------------------------------------------------------------
+        with fsm.state("ELT_PARAM"):
+            m.d.comb += elt_fetch.eq(1)
+            self._fsm.goto("ELT_PARAM1")
+        with fsm.state("ELT_PARAM1"):
+            self._fsm.goto("ELT_PARAM1B")
+        with fsm.state("ELT_PARAM1B"):
+            self._fsm.goto("ELT_PARAM2")
+        with fsm.state("ELT_PARAM2"):
+            m.d.sync += [elt_m.eq(par.b.rdata[0:16]), elt_s.eq(par.b.rdata[16:22])]
+            m.d.comb += rd.start.eq(1)
+            self._fsm.goto("ELT_LOAD")
+        with fsm.state("ELT_LOAD"):
+            with m.If((vb_count == v[Opcode.ELTWISE].len) & ~rd.busy):
+                m.d.sync += [rd_route.eq(_R_ELT), rdc["base"].eq(v[Opcode.ELTWISE].b)]
+                self._fsm.goto("STREAM")
+        # ---- KVAPPEND / ARGMAX ----------------------------------------------------------
+        with fsm.state("KV_GO"):
+            m.d.comb += rd.start.eq(1)
+            self._fsm.goto("KV_WAIT")
+        with fsm.state("KV_WAIT"):
+            with m.If(kv_app_done):
+                self._fsm.goto("NEXT")
+        with fsm.state("AM_GO"):
+            m.d.comb += rd.start.eq(1)
+            self._fsm.goto("ARGMAX_WAIT")
+        with fsm.state("ARGMAX_WAIT"):
+            with m.If(amax_got):
+                self._fsm.goto("NEXT")
+        # ---- SCORES ---------------------------------------------------------------------
+        with fsm.state("SC_START"):
+            m.d.comb += wr_start.eq(1)
+            self._fsm.goto("SC_HEAD")
+        with fsm.state("SC_HEAD"):
+            with m.If(at_h == at_nh):
+                self._fsm.goto("WAIT_WRITER")
+            with m.Else():
+                m.d.sync += [rd_route.eq(_R_Q), q_count.eq(0), rdc["base"].eq(at_ptr),
+                             rdc["rows"].eq(1), rdc["row_len"].eq(hs),
+                             at_ptr.eq(at_ptr + hs)]
+                self._fsm.goto("SC_GO")
+        with fsm.state("SC_GO"):
+            m.d.comb += rd.start.eq(1)
+            self._fsm.goto("SC_LOADQ")
+        with fsm.state("SC_LOADQ"):
+            with m.If(q_count == hs):
+                m.d.sync += [at_cmd.eq(1), at_kvsel.eq(0), at_last_seen.eq(0)]
+                self._fsm.goto("SC_STREAM")
+        with fsm.state("SC_STREAM"):
+            with m.If(at_last_seen):
+                m.d.sync += at_h.eq(at_h + 1)
+                with m.If(at_sub == at_kvm1):
+                    m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
                 with m.Else():
-                    m.next = "EXEC"
-            with m.State("EXEC"):
-                self._exec_start(m, v, opcode, locals())
-            # ---- MATVEC ---------------------------------------------------------------------
-            with m.State("MV_GO"):
-                m.d.comb += rd.start.eq(1)
-                m.next = "MV_LOAD"
-            with m.State("MV_LOAD"):
-                with m.If((vb_count == v[Opcode.MATVEC].cols) & ~rd.busy):
-                    m.d.sync += [mv_npass.eq(Mux(mv_w2, 2, Mux(mv_x16, Mux(mv_carry, 3, 2), 1))),
-                                 vb_tag_valid.eq(1), vb_tag_src.eq(v[Opcode.MATVEC].src),
-                                 vb_tag_len.eq(v[Opcode.MATVEC].cols)]
-                    m.next = "MV_FEED"
-            with m.State("MV_FEED"):
-                m.d.comb += [mv_go.eq(1), wr_start.eq(1)]
-                m.next = "WAIT_WRITER"
-            with m.State("WAIT_WRITER"):
-                with m.If(wr_done):
-                    m.next = "NEXT"
-            # ---- EMBED ----------------------------------------------------------------------
-            with m.State("EMBED"):
-                m.d.comb += [embed_go.eq(1), wr_start.eq(1)]
-                m.next = "WAIT_WRITER"
-            # ---- streaming ops (reader -> unit -> writer) -----------------------------------
-            with m.State("STREAM"):
-                m.d.comb += [rd.start.eq(1), wr_start.eq(1)]
-                m.next = "WAIT_WRITER"
-            with m.State("PSTREAM"):       # NORM: scratch reader and parameter reader
-                m.d.comb += [rd.start.eq(1), prd.start.eq(1), wr_start.eq(1)]
-                m.next = "WAIT_WRITER"
-            # ---- ELTWISE --------------------------------------------------------------------
-            with m.State("ELT_PARAM"):
-                m.d.comb += elt_fetch.eq(1)
-                m.next = "ELT_PARAM1"
-            with m.State("ELT_PARAM1"):
-                m.next = "ELT_PARAM2"
-            with m.State("ELT_PARAM2"):
-                m.d.sync += [elt_m.eq(par.b.rdata[0:16]), elt_s.eq(par.b.rdata[16:22])]
-                m.d.comb += rd.start.eq(1)
-                m.next = "ELT_LOAD"
-            with m.State("ELT_LOAD"):
-                with m.If((vb_count == v[Opcode.ELTWISE].len) & ~rd.busy):
-                    m.d.sync += [rd_route.eq(_R_ELT), rdc["base"].eq(v[Opcode.ELTWISE].b)]
-                    m.next = "STREAM"
-            # ---- KVAPPEND / ARGMAX ----------------------------------------------------------
-            with m.State("KV_GO"):
-                m.d.comb += rd.start.eq(1)
-                m.next = "KV_WAIT"
-            with m.State("KV_WAIT"):
-                with m.If(kv_app_done):
-                    m.next = "NEXT"
-            with m.State("AM_GO"):
-                m.d.comb += rd.start.eq(1)
-                m.next = "ARGMAX_WAIT"
-            with m.State("ARGMAX_WAIT"):
-                with m.If(amax_got):
-                    m.next = "NEXT"
-            # ---- SCORES ---------------------------------------------------------------------
-            with m.State("SC_START"):
-                m.d.comb += wr_start.eq(1)
-                m.next = "SC_HEAD"
-            with m.State("SC_HEAD"):
-                with m.If(at_h == at_nh):
-                    m.next = "WAIT_WRITER"
-                with m.Else():
-                    m.d.sync += [rd_route.eq(_R_Q), q_count.eq(0), rdc["base"].eq(at_ptr),
-                                 rdc["rows"].eq(1), rdc["row_len"].eq(hs),
-                                 at_ptr.eq(at_ptr + hs)]
-                    m.next = "SC_GO"
-            with m.State("SC_GO"):
-                m.d.comb += rd.start.eq(1)
-                m.next = "SC_LOADQ"
-            with m.State("SC_LOADQ"):
-                with m.If(q_count == hs):
-                    m.d.sync += [at_cmd.eq(1), at_kvsel.eq(0), at_last_seen.eq(0)]
-                    m.next = "SC_STREAM"
-            with m.State("SC_STREAM"):
-                with m.If(at_last_seen):
-                    m.d.sync += at_h.eq(at_h + 1)
+                    m.d.sync += at_sub.eq(at_sub + 1)
+                self._fsm.goto("SC_HEAD")
+        # ---- ATTV -----------------------------------------------------------------------
+        with fsm.state("AV_START"):
+            m.d.comb += wr_start.eq(1)
+            self._fsm.goto("AV_GROUP")
+        with fsm.state("AV_GROUP"):
+            with m.If(at_h == at_nh):
+                self._fsm.goto("WAIT_WRITER")
+            with m.Else():
+                m.d.sync += [rd_route.eq(_R_P), rdc["base"].eq(at_ptr), rdc["rows"].eq(1),
+                             rdc["row_len"].eq(npos)]
+                self._fsm.goto("AV_GO")
+        with fsm.state("AV_GO"):
+            m.d.comb += rd.start.eq(1)
+            m.d.sync += [at_cmd.eq(1), at_kvsel.eq(1), at_last_seen.eq(0)]
+            self._fsm.goto("AV_STREAM")
+        with fsm.state("AV_STREAM"):
+            with m.If(at_last_seen & ~at_cmd & ~rd.busy & ~rd.o.valid & ~rdo.valid):
+                with m.If(at_g == NG - 1):
+                    m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1),
+                                 at_ptr.eq(at_ptr + v[Opcode.ATTV].stride)]
                     with m.If(at_sub == at_kvm1):
                         m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
                     with m.Else():
                         m.d.sync += at_sub.eq(at_sub + 1)
-                    m.next = "SC_HEAD"
-            # ---- ATTV -----------------------------------------------------------------------
-            with m.State("AV_START"):
-                m.d.comb += wr_start.eq(1)
-                m.next = "AV_GROUP"
-            with m.State("AV_GROUP"):
-                with m.If(at_h == at_nh):
-                    m.next = "WAIT_WRITER"
                 with m.Else():
-                    m.d.sync += [rd_route.eq(_R_P), rdc["base"].eq(at_ptr), rdc["rows"].eq(1),
-                                 rdc["row_len"].eq(npos)]
-                    m.next = "AV_GO"
-            with m.State("AV_GO"):
-                m.d.comb += rd.start.eq(1)
-                m.d.sync += [at_cmd.eq(1), at_kvsel.eq(1), at_last_seen.eq(0)]
-                m.next = "AV_STREAM"
-            with m.State("AV_STREAM"):
-                with m.If(at_last_seen & ~at_cmd & ~rd.busy & ~rd.o.valid):
-                    with m.If(at_g == NG - 1):
-                        m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1),
-                                     at_ptr.eq(at_ptr + v[Opcode.ATTV].stride)]
-                        with m.If(at_sub == at_kvm1):
-                            m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
-                        with m.Else():
-                            m.d.sync += at_sub.eq(at_sub + 1)
-                    with m.Else():
-                        m.d.sync += at_g.eq(at_g + 1)
-                    m.next = "AV_GROUP"
-            # ---- next instruction -----------------------------------------------------------
-            with m.State("NEXT"):
-                with m.If(kv.error.append | kv.error.read):
-                    fail(ErrorCode.KV_CACHE)
-                with m.Elif(lp_active & (pc == lp_end)):
-                    with m.If(r_layer + 1 < lp_count):
-                        m.d.sync += [r_layer.eq(r_layer + 1), pc.eq(lp_start),
-                                     wbase.eq(wbase + lp_wstride),
-                                     pbase.eq(pbase + lp_pstride)]
-                    with m.Else():
-                        m.d.sync += [r_layer.eq(r_layer + 1), lp_active.eq(0), wbase.eq(0),
-                                     pbase.eq(0), pc.eq(pc + 1)]
-                    m.next = "FETCH"
+                    m.d.sync += at_g.eq(at_g + 1)
+                self._fsm.goto("AV_GROUP")
+        # ---- next instruction -----------------------------------------------------------
+        with fsm.state("NEXT"):
+            with m.If(kv.error.append | kv.error.read):
+                fail(ErrorCode.KV_CACHE)
+            with m.Elif(lp_active & (pc == lp_end)):
+                with m.If(r_layer + 1 < lp_count):
+                    m.d.sync += [r_layer.eq(r_layer + 1), pc.eq(lp_start),
+                                 wbase.eq(wbase + lp_wstride),
+                                 pbase.eq(pbase + lp_pstride)]
                 with m.Else():
-                    m.d.sync += pc.eq(pc + 1)
-                    m.next = "FETCH"
+                    m.d.sync += [r_layer.eq(r_layer + 1), lp_active.eq(0), wbase.eq(0),
+                                 pbase.eq(0), pc.eq(pc + 1)]
+                self._fsm.goto("FETCH")
+            with m.Else():
+                m.d.sync += pc.eq(pc + 1)
+                self._fsm.goto("FETCH")
         with m.If(overrun & busy):
             m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.OVERRUN), self.error.eq(1),
-                         st_err.eq(1)]
+                         st_err.eq(1), fsm("IDLE").eq(1)]
+            m.d.sync += [b.eq(0) for n, b in fsm.bits.items() if n != "IDLE"]
         m.d.comb += kv.error_clear.eq(self.start | h_start)
 
         # ---- reader output routing ------------------------------------------------------------
-        ro = rd.o.payload
+        ro = rdo.payload
         vb_lane = Signal(signed(16))
         m.d.comb += vb_lane.eq(ro.aux.word_select(ro.sub[:(K - 1).bit_length()], 16))
         # vector-buffer load
         vbw = Signal(data.StructLayout({"en": 1, "addr": _bits(VBD), "we": 2 * K,
                                         "wdata": 16 * K}))
-        with m.If((rd_route == _R_VB) & rd.o.valid):
-            m.d.comb += [rd.o.ready.eq(1), vbw.en.eq(1),
+        with m.If(rt[_R_VB] & rdo.valid):
+            m.d.comb += [rdo.ready.eq(1), vbw.en.eq(1),
                          vbw.addr.eq(vb_count >> (K - 1).bit_length()),
                          vbw.we.eq(Const(3, 2 * K) << (2 * vb_count[:(K - 1).bit_length()])),
                          vbw.wdata.eq(ro.data[:16].replicate(K))]
@@ -893,16 +991,16 @@ class Engine(wiring.Component):
         # query registers (SCORES)
         qr = Signal(16 * hs)
         q_rot = Signal()
-        with m.If((rd_route == _R_Q) & rd.o.valid):
-            m.d.comb += rd.o.ready.eq(1)
+        with m.If(rt[_R_Q] & rdo.valid):
+            m.d.comb += rdo.ready.eq(1)
             m.d.sync += [qr.eq(Cat(qr[16:], ro.data[:16])), q_count.eq(q_count + 1)]
         with m.Elif(q_rot):
             m.d.sync += qr.eq(Cat(qr[16 * B:], qr[:16 * B]))
         # norm
         for n, blk in enumerate(norms):
             m.d.comb += blk.i.payload.data.eq(ro.data[:16])
-            with m.If((rd_route == _R_NORM) & (norm_sel == n)):
-                m.d.comb += [blk.i.valid.eq(rd.o.valid), rd.o.ready.eq(blk.i.ready),
+            with m.If(rt[_R_NORM] & (norm_sel == n)):
+                m.d.comb += [blk.i.valid.eq(rdo.valid), rdo.ready.eq(blk.i.ready),
                              blk.g.valid.eq(prd.o.valid), prd.o.ready.eq(blk.g.ready),
                              blk.g.payload.gamma.eq(prd.o.payload.data[:16])]
                 if "beta" in blk.g.payload.shape().members:
@@ -911,16 +1009,16 @@ class Engine(wiring.Component):
         if rope is not None:
             rp_have = Signal()
             rp_x0 = Signal(16)
-            with m.If(rd_route == _R_ROPE):
+            with m.If(rt[_R_ROPE]):
                 with m.If(~rp_have):
-                    m.d.comb += rd.o.ready.eq(1)
-                    with m.If(rd.o.valid):
+                    m.d.comb += rdo.ready.eq(1)
+                    with m.If(rdo.valid):
                         m.d.sync += [rp_have.eq(1), rp_x0.eq(ro.data[:16])]
                 with m.Else():
-                    m.d.comb += [rope.i.valid.eq(rd.o.valid), rd.o.ready.eq(rope.i.ready),
+                    m.d.comb += [rope.i.valid.eq(rdo.valid), rdo.ready.eq(rope.i.ready),
                                  rope.i.payload.x[0].eq(rp_x0), rope.i.payload.x[1].eq(ro.data[:16]),
                                  rope.i.payload.pos.eq(r_pos), rope.i.payload.last.eq(ro.last)]
-                    with m.If(rd.o.valid & rope.i.ready):
+                    with m.If(rdo.valid & rope.i.ready):
                         m.d.sync += rp_have.eq(0)
         # KV append packer
         ap = kv.append.payload
@@ -935,8 +1033,8 @@ class Engine(wiring.Component):
                 m.d.sync += kp_beat.eq(kp_beat + 1)
             with m.If(kp_last):
                 m.d.sync += kv_app_done.eq(1)
-        with m.If((rd_route == _R_KV) & rd.o.valid):
-            m.d.comb += rd.o.ready.eq(1)
+        with m.If(rt[_R_KV] & rdo.valid):
+            m.d.comb += rdo.ready.eq(1)
             nd = Cat(kp_data[8:], ro.data[:8]) if B > 1 else ro.data[:8]
             m.d.sync += kp_data.eq(nd)
             with m.If(kp_cnt == B - 1):
@@ -945,30 +1043,30 @@ class Engine(wiring.Component):
                 m.d.sync += kp_cnt.eq(kp_cnt + 1)
         # softmax
         m.d.comb += [smax.i.payload.data.eq(ro.data[:16]), smax.i.payload.last.eq(ro.row_end)]
-        with m.If(rd_route == _R_SMAX):
-            m.d.comb += [smax.i.valid.eq(rd.o.valid), rd.o.ready.eq(smax.i.ready)]
+        with m.If(rt[_R_SMAX]):
+            m.d.comb += [smax.i.valid.eq(rdo.valid), rdo.ready.eq(smax.i.ready)]
         # activation
         for n, (_, d, blk) in enumerate(acts):
             m.d.comb += [blk.i.payload.x.eq(ro.data[:d["in_bits"]]),
                          blk.i.payload.last.eq(ro.last)]
-            with m.If((rd_route == _R_ACT) & (act_sel == n)):
-                m.d.comb += [blk.i.valid.eq(rd.o.valid), rd.o.ready.eq(blk.i.ready)]
+            with m.If(rt[_R_ACT] & (act_sel == n)):
+                m.d.comb += [blk.i.valid.eq(rdo.valid), rdo.ready.eq(blk.i.ready)]
         # element-wise (a from the vector buffer, b from the scratchpad)
         m.d.comb += [eadd.i.payload.a.eq(vb_lane), eadd.i.payload.b.eq(ro.data[:16]),
                      eadd.i.payload.last.eq(ro.last)]
         if swig is not None:
             m.d.comb += [swig.i.payload.a.eq(vb_lane), swig.i.payload.b.eq(ro.data[:16]),
                          swig.i.payload.last.eq(ro.last)]
-        with m.If(rd_route == _R_ELT):
+        with m.If(rt[_R_ELT]):
             with m.If(elt_swiglu):
                 if swig is not None:
-                    m.d.comb += [swig.i.valid.eq(rd.o.valid), rd.o.ready.eq(swig.i.ready)]
+                    m.d.comb += [swig.i.valid.eq(rdo.valid), rdo.ready.eq(swig.i.ready)]
             with m.Else():
-                m.d.comb += [eadd.i.valid.eq(rd.o.valid), rd.o.ready.eq(eadd.i.ready)]
+                m.d.comb += [eadd.i.valid.eq(rdo.valid), rdo.ready.eq(eadd.i.ready)]
         # argmax
         m.d.comb += [amax.i.payload.logit.eq(ro.data[:16]), amax.i.payload.last.eq(ro.last)]
-        with m.If(rd_route == _R_ARGMAX):
-            m.d.comb += [amax.i.valid.eq(rd.o.valid), rd.o.ready.eq(amax.i.ready)]
+        with m.If(rt[_R_ARGMAX]):
+            m.d.comb += [amax.i.valid.eq(rdo.valid), rdo.ready.eq(amax.i.ready)]
         with m.If(amax.o.valid):
             m.d.sync += [r_result.eq(amax.o.payload.index),
                          r_rvalue.eq(amax.o.payload.value.as_signed()), amax_got.eq(1)]
@@ -990,7 +1088,13 @@ class Engine(wiring.Component):
         with m.If(mv_go):
             m.d.sync += [mv_active.eq(1), mv_ob.eq(0), mv_ps.eq(0), mv_ib.eq(0),
                          mv_obrow.eq(x_w), mv_wrow.eq(x_w)]
-        m.d.comb += bf_issue.eq(mv_active & (bf.level + i1 + i2 < 5))
+        # beats in the FIFO or on their way to it (a register: the issue decision is one LUT)
+        bf_occ = Signal(range(6))
+        bf_inc, bf_dec = Signal(), Signal()
+        m.d.comb += [bf_issue.eq(mv_active & (bf_occ < 5)),
+                     bf_inc.eq(Mux(mac_mode == _M_MATVEC, bf_issue, bf.w_en & bf.w_rdy)),
+                     bf_dec.eq(bf.r_rdy & bf.r_en)]
+        m.d.sync += bf_occ.eq(bf_occ + bf_inc - bf_dec)
         pass_sel = Signal(2)
         with m.Switch(mv_ps):
             with m.Case(0):
@@ -1000,12 +1104,12 @@ class Engine(wiring.Component):
             with m.Default():
                 m.d.comb += pass_sel.eq(_P_CARRY)
         with m.If(bf_issue):
-            with m.If(mv_ib == ib_n - 1):
+            with m.If(mv_ib == ib_m1):
                 m.d.sync += mv_ib.eq(0)
                 with m.If(mv_ps == mv_npass - 1):
                     m.d.sync += [mv_ps.eq(0), mv_ob.eq(mv_ob + 1), mv_obrow.eq(mv_obrow + ib_n),
                                  mv_wrow.eq(mv_obrow + ib_n)]
-                    with m.If(mv_ob == ob_n - 1):
+                    with m.If(mv_ob == ob_m1):
                         m.d.sync += mv_active.eq(0)
                 with m.Else():
                     m.d.sync += [mv_ps.eq(mv_ps + 1),
@@ -1018,33 +1122,31 @@ class Engine(wiring.Component):
         em_row = Signal(24)
         em_wait = Signal(2)
         em_lane = Signal(range(lanes))
-        em_go_read = Signal()
         em_ph = Signal()                     # 16-bit table: 0 high plane, 1 low plane
         em_hi = Signal(8 * K)
         with m.If(embed_go):
             m.d.sync += [em_active.eq(1), em_ib.eq(0), em_ph.eq(0),
-                         em_row.eq(x_w + (embed_idx >> (lanes - 1).bit_length()) * ib_n),
+                         em_row.eq(x_w + prod_c),     # index row block x words per row
+                         mv_wrow.eq(x_w + prod_c),
                          em_lane.eq(embed_idx[:(lanes - 1).bit_length()])]
+        # the weight bank's port b reads mv_wrow every cycle (no enable, a registered address):
+        # a read issued in cycle t is in rdata at t + 2 and in em_slice (one lane) at t + 3
         em_slice = Signal(8 * K)
-        m.d.comb += em_slice.eq(wts.b.rdata.word_select(em_lane, 8 * K))
+        m.d.sync += em_slice.eq(wts.b.rdata.word_select(em_lane, 8 * K))
         with m.If(em_active & (em_wait == 0) & (ser_cnt == 0) & ~rq_inflight):
-            m.d.comb += em_go_read.eq(1)
             m.d.sync += em_wait.eq(1)
-        with m.Elif(em_wait == 1):
-            m.d.sync += em_wait.eq(2)
-        with m.Elif(em_wait == 2):
-            m.d.sync += em_wait.eq(0)
-            with m.If(em_w2 & ~em_ph):          # high plane read: now the low plane
-                m.d.sync += [em_ph.eq(1), em_hi.eq(em_slice)]
-            with m.Else():
-                m.d.sync += [em_ph.eq(0), em_ib.eq(em_ib + 1), em_row.eq(em_row + 1)]
-                with m.If(em_ib == ib_n - 1):
-                    m.d.sync += em_active.eq(0)
-        with m.If(em_active):
-            m.d.comb += [wts.b.addr.eq(Mux(em_ph, em_row + plane_sz, em_row)),
-                         wts.b.en.eq(em_go_read)]
-        with m.Else():
-            m.d.comb += [wts.b.addr.eq(mv_wrow), wts.b.en.eq(bf_issue)]
+        with m.Elif(em_wait != 0):
+            m.d.sync += em_wait.eq(em_wait + 1)
+            with m.If(em_wait == 3):
+                with m.If(em_w2 & ~em_ph):          # high plane read: now the low plane
+                    m.d.sync += [em_ph.eq(1), em_hi.eq(em_slice),
+                                 mv_wrow.eq(em_row + plane_sz)]
+                with m.Else():
+                    m.d.sync += [em_ph.eq(0), em_ib.eq(em_ib + 1), em_row.eq(em_row + 1),
+                                 mv_wrow.eq(em_row + 1)]
+                    with m.If(em_ib == ib_m1):
+                        m.d.sync += em_active.eq(0)
+        m.d.comb += [wts.b.addr.eq(mv_wrow), wts.b.en.eq(1)]
         with m.If(mv_active):
             m.d.comb += [vb.b.addr.eq(mv_ib), vb.b.en.eq(bf_issue)]
         with m.Else():
@@ -1054,7 +1156,7 @@ class Engine(wiring.Component):
         f1, f2, l1, l2 = Signal(), Signal(), Signal(), Signal()
         s1, s2 = Signal(2), Signal(2)
         m.d.sync += [i1.eq(bf_issue), i2.eq(i1), f1.eq(mv_ib == 0), f2.eq(f1),
-                     l1.eq(mv_ib == ib_n - 1), l2.eq(l1), s1.eq(pass_sel), s2.eq(s1)]
+                     l1.eq(mv_ib == ib_m1), l2.eq(l1), s1.eq(pass_sel), s2.eq(s1)]
         mv_beat = Signal(beat_l)
         m.d.comb += [mv_beat.first.eq(f2), mv_beat.last.eq(l2)]
         for k in range(K):
@@ -1098,10 +1200,10 @@ class Engine(wiring.Component):
         with m.Elif(mac_mode == _M_ATTV):
             end = rdd.payload.row_end
             m.d.comb += [bf_w.eq(av_beat),
-                         rdd.ready.eq(~end | (rd.o.valid & bf.w_rdy)),
-                         bf.w_en.eq(rdd.valid & end & rd.o.valid)]
-            with m.If(rd_route == _R_P):
-                m.d.comb += rd.o.ready.eq(rdd.valid & end & bf.w_rdy)
+                         rdd.ready.eq(~end | (rdo.valid & bf.w_rdy)),
+                         bf.w_en.eq(rdd.valid & end & rdo.valid)]
+            with m.If(rt[_R_P]):
+                m.d.comb += rdo.ready.eq(rdd.valid & end & bf.w_rdy)
             with m.If(rdd.valid & rdd.ready):
                 m.d.sync += vrow.eq(vfull)
                 with m.If(end):
@@ -1125,9 +1227,13 @@ class Engine(wiring.Component):
         cb = Array(Signal(signed(acc_w), name=f"cb{n}") for n in range(lanes))
         ser_free = Signal()
         m.d.comb += ser_free.eq(ser_cnt <= 1)
-        r = mac.o.payload
+        # the MAC array's results through a skid buffer: its ready is a flip-flop, and the
+        # combiner's adders start from registers
+        m.submodules.mac_out = mo = SkidBuffer(mac.o.payload.shape())
+        wiring.connect(m, mac.o, mo.i)
+        r = mo.o.payload
         mac_take = Signal()
-        m.d.comb += [mac.o.ready.eq(ser_free & ~em_active), mac_take.eq(mac.o.valid & mac.o.ready)]
+        m.d.comb += [mo.o.ready.eq(ser_free & ~em_active), mac_take.eq(mo.o.valid & mo.o.ready)]
         emit = Signal()
         m.d.comb += emit.eq(ser_cnt != 0)
         with m.If(emit):
@@ -1172,7 +1278,7 @@ class Engine(wiring.Component):
                     m.d.sync += [ser_cnt.eq(Mux(rem >= G, G, rem)),
                                  cb_g.eq(Mux(cb_g == NG - 1, 0, cb_g + 1))]
         # EMBED: a weight row's lane slice into the serializer
-        with m.If(em_active & (em_wait == 2) & ~(em_w2 & ~em_ph)):
+        with m.If(em_active & (em_wait == 3) & ~(em_w2 & ~em_ph)):
             for k in range(K):
                 lo = em_slice[8 * k:8 * k + 8].as_signed()
                 hi = em_hi[8 * k:8 * k + 8].as_signed()
@@ -1183,30 +1289,38 @@ class Engine(wiring.Component):
         rq_src_valid = Signal()
         rq_src_acc = Signal(signed(32))
         rq_src_idx = Signal(16)
-        with m.If(rd_route == _R_RQ):
-            m.d.comb += [rd.o.ready.eq(1), rq_src_valid.eq(rd.o.valid),
+        with m.If(rt[_R_RQ]):
+            m.d.comb += [rdo.ready.eq(1), rq_src_valid.eq(rdo.valid),
                          rq_src_acc.eq(ro.data[:16].as_signed()), rq_src_idx.eq(rd_idx)]
-            with m.If(rd.o.valid):
+            with m.If(rdo.valid):
                 m.d.sync += rd_idx.eq(rd_idx + 1)
         with m.Else():
             m.d.comb += [rq_src_valid.eq(emit), rq_src_acc.eq(ser[0]), rq_src_idx.eq(ser_idx)]
         # parameter reads for the requantizer (port b: mult/shift, port a: bias)
-        q1, q2 = Signal(), Signal()
-        qa1, qa2 = Signal(signed(32)), Signal(signed(32))
-        m.d.sync += [q1.eq(rq_src_valid), q2.eq(q1), qa1.eq(rq_src_acc), qa2.eq(qa1)]
-        m.d.comb += rq_inflight.eq(q1 | q2 | rq.i.valid)
+        # (addresses registered: the memory sees them one cycle after the source, the data
+        # comes three cycles after it, beside the accumulator delayed as much)
+        q0, q1, q2 = Signal(), Signal(), Signal()
+        qa0, qa1, qa2 = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
+        rq_bbase = Signal(24)                 # rq_base + rq_rows: the biases
+        pq_b, pq_a = Signal(aw_p), Signal(aw_p)
+        pq_b_en, pq_a_en = Signal(), Signal()
+        m.d.sync += [q0.eq(rq_src_valid), q1.eq(q0), q2.eq(q1),
+                     qa0.eq(rq_src_acc), qa1.eq(qa0), qa2.eq(qa1),
+                     rq_bbase.eq(rq_base + rq_rows),
+                     pq_b.eq(rq_base + Mux(rq_per_row, rq_src_idx, 0)),
+                     pq_b_en.eq(rq_src_valid | elt_fetch),
+                     pq_a.eq(rq_bbase + rq_src_idx), pq_a_en.eq(rq_src_valid & rq_bias)]
+        m.d.comb += rq_inflight.eq(q0 | q1 | q2 | rq.i.valid)
         with m.If(prd.busy | prd.o.valid):
             m.d.comb += [par.b.addr.eq(prd.addr), par.b.en.eq(prd.en)]
         with m.Else():
-            m.d.comb += [par.b.addr.eq(rq_base + Mux(rq_per_row, rq_src_idx, 0)),
-                         par.b.en.eq(rq_src_valid | elt_fetch)]
+            m.d.comb += [par.b.addr.eq(pq_b), par.b.en.eq(pq_b_en)]
         m.d.comb += [prd.rdata.eq(par.b.rdata), prd.aux_rdata.eq(par.a.rdata)]
         with m.If(busy):
             with m.If(prd.busy | prd.o.valid):
                 m.d.comb += [par.a.addr.eq(prd.aux_addr), par.a.en.eq(prd.aux_en)]
             with m.Else():
-                m.d.comb += [par.a.addr.eq(rq_base + rq_rows + rq_src_idx),
-                             par.a.en.eq(rq_src_valid & rq_bias)]
+                m.d.comb += [par.a.addr.eq(pq_a), par.a.en.eq(pq_a_en)]
         with m.Else():
             m.d.comb += [par.a.addr.eq(host_p.addr), par.a.en.eq(host_p.en),
                          par.a.we.eq(host_p.we), par.a.wdata.eq(host_p.wdata)]
@@ -1221,16 +1335,16 @@ class Engine(wiring.Component):
         # ---- unit busy (profiling) ------------------------------------------------------------
         ub = Signal(len(UNITS))
         fsm_busy = {
-            "mac_array": bf.r_rdy | mac.o.valid | mv_active,
+            "mac_array": bf.r_rdy | mac.o.valid | mo.o.valid | mv_active,
             "kv_cache": kv.append.valid | kv.read_cmd.valid | rdd.valid,
-            "softmax": (rd_route == _R_SMAX) & busy & ~wr_done,
-            "norm": (rd_route == _R_NORM) & busy & ~wr_done,
+            "softmax": rt[_R_SMAX] & busy & ~wr_done,
+            "norm": rt[_R_NORM] & busy & ~wr_done,
             "requant": rq.i.valid | rq.o.valid,
-            "rope": (rd_route == _R_ROPE) & busy & ~wr_done,
-            "activation": (rd_route == _R_ACT) & busy & ~wr_done,
-            "eltwise": (rd_route == _R_ELT) & busy & ~wr_done,
-            "argmax": (rd_route == _R_ARGMAX) & busy & ~amax_got,
-            "loader": (rd_route == _R_VB) & rd.busy,
+            "rope": rt[_R_ROPE] & busy & ~wr_done,
+            "activation": rt[_R_ACT] & busy & ~wr_done,
+            "eltwise": rt[_R_ELT] & busy & ~wr_done,
+            "argmax": rt[_R_ARGMAX] & busy & ~amax_got,
+            "loader": rt[_R_VB] & rd.busy,
         }
         for n, u in enumerate(UNITS):
             m.d.comb += ub[n].eq(fsm_busy[u])
@@ -1262,14 +1376,14 @@ class Engine(wiring.Component):
         def fail(code):
             m.d.sync += [s["busy"].eq(0), s["err_code"].eq(code), self.error.eq(1),
                          s["st_err"].eq(1)]
-            m.next = "IDLE"
+            self._fsm.goto("IDLE")
 
         with m.Switch(opcode):
             with m.Case(Opcode.NOP, Opcode.SYNC):
-                m.next = "NEXT"
+                self._fsm.goto("NEXT")
             with m.Case(Opcode.HALT):
                 m.d.sync += [s["busy"].eq(0), self.done.eq(1), s["st_done"].eq(1)]
-                m.next = "IDLE"
+                self._fsm.goto("IDLE")
             with m.Case(Opcode.SETREG):
                 ins = v[Opcode.SETREG]
                 with m.If((ins.reg == Reg.POS) & (ins.value >= ctx)):
@@ -1280,7 +1394,7 @@ class Engine(wiring.Component):
                     m.d.sync += s["regs"][ins.reg.as_value()].eq(ins.value)
                     with m.If(ins.reg == Reg.POS):
                         m.d.sync += s["npos"].eq(ins.value[:16] + 1)
-                    m.next = "NEXT"
+                    self._fsm.goto("NEXT")
             with m.Case(Opcode.LOOP):
                 ins = v[Opcode.LOOP]
                 with m.If(s["lp_active"]):
@@ -1293,7 +1407,7 @@ class Engine(wiring.Component):
                                  s["lp_end"].eq(s["pc"] + ins.body), s["lp_count"].eq(ins.count),
                                  s["r_layer"].eq(0), wb.eq(0), pb.eq(0),
                                  s["lp_wstride"].eq(ins.wstride), s["lp_pstride"].eq(ins.pstride)]
-                    m.next = "NEXT"
+                    self._fsm.goto("NEXT")
             with m.Case(Opcode.MATMAT):
                 fail(ErrorCode.UNSUPPORTED)
             with m.Case(Opcode.EMBED):
@@ -1302,11 +1416,12 @@ class Engine(wiring.Component):
                 m.d.sync += [s["embed_idx"].eq(idx), x_w.eq(ins.waddr),
                              ob_n.eq((ins.rows + lanes - 1) >> lb),
                              ib_n.eq((ins.cols + K - 1) >> kb),
-                             ma1.eq((ins.rows + lanes - 1) >> lb), ma2.eq((ins.cols + K - 1) >> kb)]
+                             ma1.eq((ins.rows + lanes - 1) >> lb), ma2.eq((ins.cols + K - 1) >> kb),
+                             mc1.eq(idx >> lb), mc2.eq((ins.cols + K - 1) >> kb)]  # row offset
                 bad(idx >= ins.rows, ErrorCode.BAD_INDEX)
                 bad((ins.w_planes == 0) | (ins.w_planes == 3))
                 bad(ins.index_reg.as_value() > Reg.RESULT_VALUE.value)
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.MATVEC):
                 ins = v[Opcode.MATVEC]
                 w_, p_ = rel(ins)
@@ -1318,9 +1433,9 @@ class Engine(wiring.Component):
                 bad((ins.w_planes == 2) & (ins.in_width == Width.W16))
                 bad(ins.cols > self._vb_len)
                 bad((ins.rows == 0) | (ins.cols == 0))
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.REQUANT):
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.NORM):
                 ins = v[Opcode.NORM]
                 w_, p_ = rel(ins)
@@ -1334,7 +1449,7 @@ class Engine(wiring.Component):
                         m.d.sync += s["norm_sel"].eq(n)
                     match = match | hit
                 bad(~match if self._norms else Const(1))
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.ROPE):
                 ins = v[Opcode.ROPE]
                 m.d.sync += [ma1.eq(ins.n_heads), ma2.eq(ins.head_size)]
@@ -1343,14 +1458,14 @@ class Engine(wiring.Component):
                 else:
                     bad((ins.head_size != self._rope["head_size"]) |
                         (ins.paddr != self._rope_addr) | (ins.n_heads == 0))
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.KVAPPEND):
                 ins = v[Opcode.KVAPPEND]
                 m.d.sync += [ma1.eq(ins.kv_heads), ma2.eq(ins.head_size)]
                 bad((ins.head_size != hs) | (ins.kv_heads > image.kv_heads) |
                     (ins.kv_heads == 0))
                 bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.SCORES):
                 ins = v[Opcode.SCORES]
                 w_, p_ = rel(ins)
@@ -1360,7 +1475,7 @@ class Engine(wiring.Component):
                 bad((ins.head_size != hs) | (ins.kv_mul == 0) | (ins.n_heads == 0) |
                     (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride))
                 bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
                 w_, p_ = rel(ins)
@@ -1370,7 +1485,7 @@ class Engine(wiring.Component):
                     (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride) |
                     (ins.prob_bits > 15))
                 bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.SOFTMAX):
                 ins = v[Opcode.SOFTMAX]
                 n = Mux(ins.causal, npos, ins.len)
@@ -1378,7 +1493,7 @@ class Engine(wiring.Component):
                              mc1.eq(ins.rows), mc2.eq(n)]
                 bad((ins.in_frac != self._smax[0]) | (ins.out_bits != self._smax[1]) |
                     (ins.rows == 0) | (n == 0) | (n > ctx))
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.ACT):
                 ins = v[Opcode.ACT]
                 w_, p_ = rel(ins)
@@ -1393,7 +1508,7 @@ class Engine(wiring.Component):
                         m.d.sync += s["act_sel"].eq(n)
                     match = match | hit
                 bad(~match if self._acts else Const(1))
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.ELTWISE):
                 ins = v[Opcode.ELTWISE]
                 w_, p_ = rel(ins)
@@ -1407,12 +1522,12 @@ class Engine(wiring.Component):
                     ok = ins.width == (Width.W16 if ob == 16 else Width.W8)
                     bad((ins.eop == EltOp.SWIGLU) & ~ok)
                 bad(ins.eop.as_value() > EltOp.SWIGLU.value)
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.ARGMAX):
                 bad((v[Opcode.ARGMAX].len == 0) | (v[Opcode.ARGMAX].len > self._argmax_len))
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.OUTPUT):
-                m.next = "CHECK1"
+                self._fsm.goto("CHECK1")
             with m.Default():
                 fail(ErrorCode.BAD_OPCODE)
 
@@ -1483,7 +1598,7 @@ class Engine(wiring.Component):
 
         def writer(base, total, row_len=None, stride=None, acc=0, w8=0, src=_W_RQ):
             m.d.sync += [s["wr_base"].eq(base), s["wr_total"].eq(total),
-                         s["wr_len"].eq(total if row_len is None else row_len),
+                         s["wr_lm1"].eq((total if row_len is None else row_len) - 1),
                          s["wr_stride"].eq(0 if stride is None else stride),
                          s["wr_acc"].eq(acc), s["wr_w8"].eq(w8), s["wr_src"].eq(src)]
 
@@ -1502,7 +1617,7 @@ class Engine(wiring.Component):
                 writer(ins.dst, ins.cols, acc=ins.accumulate)
                 rqcfg(ins.paddr + s["embed_idx"], 0)
                 m.d.sync += [s["rd_route"].eq(_R_VB), s["em_w2"].eq(ins.w_planes == 2)]
-                m.next = "EMBED"
+                self._fsm.goto("EMBED")
             with m.Case(Opcode.MATVEC):
                 ins = v[Opcode.MATVEC]
                 writer(ins.dst, ins.rows, acc=ins.accumulate, w8=ins.out_width == Width.W8)
@@ -1513,36 +1628,36 @@ class Engine(wiring.Component):
                              s["mv_rows"].eq(ins.rows), s["cb_ps"].eq(0), s["cb_ob"].eq(0)]
                 with m.If(s["vb_tag_valid"] & (s["vb_tag_src"] == ins.src) &
                           (s["vb_tag_len"] == ins.cols)):
-                    m.next = "MV_LOAD"          # the input is in the vector buffer already
+                    self._fsm.goto("MV_LOAD")          # the input is in the vector buffer already
                 with m.Else():
                     m.d.sync += [s["vb_count"].eq(0), s["mv_carry"].eq(0),
                                  s["vb_tag_valid"].eq(0)]
-                    m.next = "MV_GO"
+                    self._fsm.goto("MV_GO")
             with m.Case(Opcode.REQUANT):
                 ins = v[Opcode.REQUANT]
                 writer(ins.dst, ins.len, w8=ins.out_width == Width.W8)
                 rqcfg(ins.paddr, ins.per_elem)
                 reader(ins.src, 1, ins.len, route=_R_RQ)
                 m.d.sync += s["rd_idx"].eq(0)
-                m.next = "STREAM"
+                self._fsm.goto("STREAM")
             with m.Case(Opcode.NORM):
                 ins = v[Opcode.NORM]
                 writer(ins.dst, ins.len, w8=1, src=_W_NORM)
                 reader(ins.src, 1, ins.len, route=_R_NORM)
                 m.d.sync += [prdc["base"].eq(s["x_p"]), prdc["row_len"].eq(ins.len),
                              prdc["aux_base"].eq(s["x_p"] + ins.len)]
-                m.next = "PSTREAM"
+                self._fsm.goto("PSTREAM")
             with m.Case(Opcode.ROPE):
                 ins = v[Opcode.ROPE]
                 writer(ins.dst, s["prod_a"], w8=ins.width == Width.W8, src=_W_ROPE)
                 reader(ins.src, 1, s["prod_a"], route=_R_ROPE)
-                m.next = "STREAM"
+                self._fsm.goto("STREAM")
             with m.Case(Opcode.KVAPPEND):
                 ins = v[Opcode.KVAPPEND]
                 reader(ins.src, 1, s["prod_a"], route=_R_KV)
                 m.d.sync += [s["kv_app_done"].eq(0), s["kp_head"].eq(0), s["kp_beat"].eq(0),
                              s["kp_cnt"].eq(0)]
-                m.next = "KV_GO"
+                self._fsm.goto("KV_GO")
             with m.Case(Opcode.SCORES):
                 ins = v[Opcode.SCORES]
                 writer(ins.dst, s["prod_c"], s["npos"], ins.stride)
@@ -1550,7 +1665,7 @@ class Engine(wiring.Component):
                 m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
                              s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES),
                              s["at_nh"].eq(ins.n_heads), s["at_kvm1"].eq(ins.kv_mul - 1)]
-                m.next = "SC_START"
+                self._fsm.goto("SC_START")
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
                 writer(ins.dst, s["prod_a"], w8=ins.out_width == Width.W8)
@@ -1559,18 +1674,18 @@ class Engine(wiring.Component):
                              s["at_g"].eq(0), s["cb_g"].eq(0), s["at_ptr"].eq(ins.p),
                              s["mac_mode"].eq(_M_ATTV), s["at_nh"].eq(ins.n_heads),
                              s["at_kvm1"].eq(ins.kv_mul - 1)]
-                m.next = "AV_START"
+                self._fsm.goto("AV_START")
             with m.Case(Opcode.SOFTMAX):
                 ins = v[Opcode.SOFTMAX]
                 n = Mux(ins.causal, s["npos"], ins.len)
                 writer(ins.dst, s["prod_c"], n, ins.stride, src=_W_SMAX)
                 reader(ins.src, ins.rows, n, ins.stride, route=_R_SMAX)
-                m.next = "STREAM"
+                self._fsm.goto("STREAM")
             with m.Case(Opcode.ACT):
                 ins = v[Opcode.ACT]
                 writer(ins.dst, ins.len, w8=ins.out_width == Width.W8, src=_W_ACT)
                 reader(ins.src, 1, ins.len, route=_R_ACT)
-                m.next = "STREAM"
+                self._fsm.goto("STREAM")
             with m.Case(Opcode.ELTWISE):
                 ins = v[Opcode.ELTWISE]
                 writer(ins.dst, ins.len, w8=ins.width == Width.W8, src=_W_ELT)
@@ -1578,13 +1693,13 @@ class Engine(wiring.Component):
                 reader(ins.a, 1, ins.len, route=_R_VB)
                 m.d.sync += [s["elt_swiglu"].eq(ins.eop == EltOp.SWIGLU), s["vb_count"].eq(0),
                              s["vb_tag_valid"].eq(0)]
-                m.next = "ELT_PARAM"
+                self._fsm.goto("ELT_PARAM")
             with m.Case(Opcode.ARGMAX):
                 ins = v[Opcode.ARGMAX]
                 reader(ins.src, 1, ins.len, route=_R_ARGMAX)
                 m.d.sync += s["amax_got"].eq(0)
-                m.next = "AM_GO"
+                self._fsm.goto("AM_GO")
             with m.Case(Opcode.OUTPUT):
                 ins = v[Opcode.OUTPUT]
                 m.d.sync += [s["out_addr"].eq(ins.src), s["out_len"].eq(ins.len)]
-                m.next = "NEXT"
+                self._fsm.goto("NEXT")

@@ -137,11 +137,13 @@ class SplitRAM(wiring.Component):
         for name in "ab":
             port, pm, pt = getattr(self, name), getattr(main, name), getattr(tail, name)
             hi = port.addr[mb:].any()
+            # the block RAM's enable is the port's (a wide clock enable stays free of the
+            # address decode; reading it for a tail address is harmless), writes are steered
             m.d.comb += [pm.addr.eq(port.addr[:mb]), pt.addr.eq(port.addr[:mb]),
-                         pm.en.eq(port.en & ~hi), pt.en.eq(port.en & hi)]
+                         pm.en.eq(port.en), pt.en.eq(port.en & hi)]
             if name == "a":
-                m.d.comb += [pm.we.eq(port.we), pt.we.eq(port.we), pm.wdata.eq(port.wdata),
-                             pt.wdata.eq(port.wdata)]
+                m.d.comb += [pm.we.eq(Mux(hi, 0, port.we)), pt.we.eq(Mux(hi, port.we, 0)),
+                             pm.wdata.eq(port.wdata), pt.wdata.eq(port.wdata)]
             s1, s2 = Signal(name=f"{name}_tail1"), Signal(name=f"{name}_tail2")
             with m.If(port.en):
                 m.d.sync += s1.eq(hi)

@@ -74,8 +74,8 @@ class ElementReader(wiring.Component):
         col = Signal(lw)
         row = Signal(lw)
         idx = Signal(lw + 8)
-        row_len = Signal(lw)
-        rows = Signal(lw)
+        row_lm1 = Signal(lw)          # row_len - 1 and rows - 1, registered at start
+        rows_m1 = Signal(lw)
         stride = Signal(lw)
         aux_base = Signal(self._xaw)
         active = Signal()
@@ -86,14 +86,15 @@ class ElementReader(wiring.Component):
         m.d.comb += [
             self.busy.eq(active),
             issue.eq(active & (outstanding < self._depth)),
-            row_end.eq(col == row_len - 1),
-            last.eq(row_end & (row == rows - 1)),
+            row_end.eq(col == row_lm1),
+            last.eq(row_end & (row == rows_m1)),
             self.addr.eq(cur), self.en.eq(issue),
             self.aux_addr.eq(aux_base + (idx >> self._xs)), self.aux_en.eq(issue),
         ]
         with m.If(self.start):
             m.d.sync += [cur.eq(self.base), rowb.eq(self.base), col.eq(0), row.eq(0), idx.eq(0),
-                         row_len.eq(self.row_len), rows.eq(self.rows), stride.eq(self.stride),
+                         row_lm1.eq(self.row_len - 1), rows_m1.eq(self.rows - 1),
+                         stride.eq(self.stride),
                          aux_base.eq(self.aux_base), active.eq(1)]
         with m.Elif(issue):
             m.d.sync += idx.eq(idx + 1)

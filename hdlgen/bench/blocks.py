@@ -108,6 +108,8 @@ def measure(entry: BlockBench, *, device: str, freq_mhz: float | None = None, se
     kwargs = {"device": device, "freq_mhz": freq_mhz or entry.target_mhz, "seed": seed}
     if out_dir is not None:
         kwargs["out_dir"] = out_dir
+    if entry.timeout_s is not None:
+        kwargs["timeout_s"] = entry.timeout_s
     rep = implement(component, **kwargs)
     row = {"name": entry.name, "params": dict(entry.params),
            "lut": int(rep.lut), "ff": int(rep.ff), "dsp": int(rep.dsp), "ebr": int(rep.ebr),

@@ -27,14 +27,17 @@ Phases of one vector:
            credit and ``g`` has data.
 
 Control is a set of one-hot phase flags; every enable is a flag AND at most one registered
-condition, so no control net is deep before it fans out.
+condition, so no control net is deep before it fans out. Wide registers whose enable would
+be a deep or far-reaching net instead take a registered enable (computed a cycle ahead),
+run free (the sums, ``g1``, the buffer read, ``msq``: only the items a valid pulse marks are
+used) or hold their own copies of the selects (``v``).
 
 Resources (int16 input, 16-bit gamma): RMSNorm 4 MULT18X18D (one squares in LOAD, one for
 ``x * gamma``, two for the product with ``R``), LayerNorm 7 (plus ``dim * x``, and the wider
 centred products take one DSP more each); one DP16KD per 1024 x 18 bits of vector buffer.
 Measured out of context on the LFE5U-85F (speed 6), dim 768, int16 input (nextpnr seeds
-1 and 2): RMSNorm 177 / 190 MHz, 793 LUT4, 686 FF, 4 DSP, 1 EBR; LayerNorm 163 / 156 MHz,
-1497 LUT4, 1624 FF, 7 DSP, 1 EBR.
+1 and 2): RMSNorm 192 / 176 MHz, 775 LUT4, 722 FF, 4 DSP, 1 EBR; LayerNorm 170 / 168 MHz,
+1432 LUT4, 1662 FF, 7 DSP, 1 EBR.
 
 Cycles per vector: ``2 dim`` plus about 50 (RMSNorm) or 120 (LayerNorm: the variance loop
 takes two cycles per bit of ``dim`` and of ``|S1|``) for the scalar phase.
@@ -45,6 +48,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.bram import READ_LATENCY, BlockRAM
+from hdlgen.blocks.dsp import keep_register
 from hdlgen.blocks.fixpoint import MUL18_LATENCY, CreditFIFO, Mul18, WideMul, delay
 from sim.golden.norm import EPS_BITS, NormParams, norm_error
 
@@ -120,8 +124,11 @@ class NormEngine(wiring.Component):
         m.d.comb += [sq.a.eq(x_r), sq.b.eq(x_r)]
         sq_r = Signal(2 * W, reset_less=True)
         m.d.sync += sq_r.eq(sq.p.as_unsigned()[:2 * W])
-        clr = Signal()
-        m.d.sync += s1.eq(Mux(clr, 0, s1 + x_r)), s2.eq(Mux(clr, s2_start, s2 + sq_r))
+        clr = Signal()                  # (a copy for each sum, below)
+        clr_n = Signal()
+        clr1 = keep_register(m, platform, Signal(name="clr1"), clr_n)
+        clr2 = keep_register(m, platform, Signal(name="clr2"), clr_n)
+        m.d.sync += s1.eq(Mux(clr1, 0, s1 + x_r)), s2.eq(Mux(clr2, s2_start, s2 + sq_r))
 
         # ---- SCALAR registers -------------------------------------------------------------
         VW = p.v_width
@@ -216,7 +223,8 @@ class NormEngine(wiring.Component):
         st_load = Signal(init=1)
         st_drain, st_mul, st_pre, st_norm, st_sqrt, st_div, st_out = (
             Signal(name=f"st_{n}") for n in ("drain", "mul", "pre", "norm", "sqrt", "div", "out"))
-        m.d.sync += [it_last.eq((it == 15) & (st_sqrt | st_div)), clr.eq(0)]
+        m.d.sync += it_last.eq((it == 15) & (st_sqrt | st_div))
+        m.d.comb += clr_n.eq(st_div & it_last)
         at_last = Signal(init=int(D == 1))  # LOAD: the next element is the last
         oi_more = Signal()
         hi = Signal()                       # NORM: v >= 2**34 (of the current v)
@@ -243,8 +251,7 @@ class NormEngine(wiring.Component):
         with m.If(drain_done):
             m.d.sync += st_drain.eq(0)
             if ln:
-                m.d.sync += [acc.eq(p.eps_int >> EPS_BITS), phase.eq(0), mit.eq(0),
-                             st_mul.eq(1)]
+                m.d.sync += [acc.eq(p.eps_int >> EPS_BITS), mit.eq(0), st_mul.eq(1)]
             else:
                 m.d.sync += st_pre.eq(1)
         if ln:
@@ -292,14 +299,15 @@ class NormEngine(wiring.Component):
                 m.d.sync += [mit.eq(mit + 1), hstep.eq(0),
                              last_it.eq(Mux(phase, mit == l1 - 2, mit == l0 - 2))]
                 with m.If(last_it & ~phase):
-                    m.d.sync += [phase.eq(1), mit.eq(0), last_it.eq(l1 == 1)]
+                    m.d.sync += [mit.eq(0), last_it.eq(l1 == 1)]
                 with m.If(last_it & phase):
                     m.d.sync += [st_mul.eq(0), st_pre.eq(1)]
             vload = Signal()                     # = st_pre & phase, registered
             vload_n = step & last_it & phase
             m.d.sync += vload.eq(vload_n)
-            with m.If(vload):
-                m.d.sync += phase.eq(0)
+            # phase: set by the last step of phase 0, cleared when v is loaded (a register
+            # as the clear); it is 0 again before the next vector's MUL
+            m.d.sync += phase.eq(Mux(vload, 0, phase | (step & last_it)))
             v_in = Cat(Const(p.eps_int & 0xFF, EPS_BITS), acc)
         else:
             # s2 starts at EPS >> 8, so v = (S2 << 8) + EPS is wiring only.
@@ -314,26 +322,40 @@ class NormEngine(wiring.Component):
         # of the shifted value are computed from the current one, so each is a register;
         # they are only ever set during NORM (``fit`` clears them all). v's enable ``v_ce``
         # is itself a register (load, or either flag, one cycle ahead).
-        hi_n, lo_n, v_ce = Signal(), Signal(), Signal()
+        hi_n, lo_n = Signal(), Signal()
         # (v >= 2**34, so v >> 2 >= 2**32: never too small after a right shift)
-        m.d.comb += [hi_n.eq(Mux(pre_go, v[34:].any(), hi & v[36:].any())),
-                     lo_n.eq(Mux(pre_go, ~v[32:].any(), lo & ~v[30:32].any()))]
-        m.d.sync += [hi.eq(hi_n), lo.eq(lo_n), v_ce.eq(vload_n | hi_n | lo_n)]
-        with m.If(v_ce):
-            with m.If(vload):
-                m.d.sync += v.eq(v_in)
-            with m.Elif(hi):
-                m.d.sync += v.eq(v >> 2)
-            with m.Else():
-                m.d.sync += v.eq(v << 2)
+        # (one wide OR each, then a single small LUT with the phase flags)
+        # (pre_go, hi and lo are never set together)
+        any36, any32 = Signal(), Signal()
+        m.d.comb += [any36.eq(v[36:].any()), any32.eq(v[32:].any())]
+        m.d.comb += [hi_n.eq(((pre_go | hi) & any36) | (pre_go & v[34:36].any())),
+                     lo_n.eq((pre_go & ~any32) | (lo & ~v[30:32].any()))]
+        m.d.sync += [hi.eq(hi_n), lo.eq(lo_n)]
+        # v in two halves, each with its own copies of the enable and the selects
+        v_new = Signal.like(v)
+        m.d.comb += v_new.eq(v_in)
+        half_v = len(v) // 2
+        for j, (b0, b1) in enumerate(((0, half_v), (half_v, len(v)))):
+            v_ce = keep_register(m, platform, Signal(name=f"v_ce{j}"), vload_n | hi_n | lo_n)
+            v_ld = keep_register(m, platform, Signal(name=f"v_ld{j}"), vload_n)
+            v_hi = keep_register(m, platform, Signal(name=f"v_hi{j}"), hi_n)
+            with m.If(v_ce):
+                with m.If(v_ld):
+                    m.d.sync += v[b0:b1].eq(v_new[b0:b1])
+                with m.Elif(v_hi):
+                    m.d.sync += v[b0:b1].eq((v >> 2)[b0:b1])
+                with m.Else():
+                    m.d.sync += v[b0:b1].eq((v << 2)[b0:b1])
         with m.If(hi):
             m.d.sync += [shr.eq(shr + 1), fit.eq(~v[36:].any())]
         with m.If(lo):
             m.d.sync += [shr.eq(shr - 1), fit.eq(v[30:32].any())]
         with m.If(fit):
-            m.d.sync += [msq.eq(v[:34]), rem.eq(0), root.eq(0), it.eq(0), fit.eq(0),
+            m.d.sync += [rem.eq(0), root.eq(0), it.eq(0), fit.eq(0),
                          st_norm.eq(0), st_sqrt.eq(1)]
-        # SQRT: digit by digit, two bits of m per cycle.
+        # SQRT: digit by digit, two bits of m per cycle (msq shifts every cycle, no enable:
+        # only its value from ``fit`` on matters).
+        m.d.sync += msq.eq(Mux(fit, v[:34], msq << 2))
         r4 = Signal(21)
         trial = Signal(21)
         m.d.comb += [r4.eq(Cat(msq[32:34], rem)), trial.eq(Cat(Const(1, 2), root))]
@@ -341,7 +363,7 @@ class NormEngine(wiring.Component):
         m.d.comb += sdiff.eq(r4 - trial)
         with m.If(st_sqrt):
             m.d.sync += [rem.eq(Mux(sdiff[21], r4, sdiff[:21])), root.eq(Cat(~sdiff[21], root))]
-            m.d.sync += [msq.eq(msq << 2), it.eq(it + 1)]
+            m.d.sync += it.eq(it + 1)
             with m.If(it_last):
                 # (recip needs no clearing: the division shifts in all its 17 bits)
                 m.d.sync += [drem.eq(p.num >> 17), numr.eq(p.num & 0x1FFFF), it.eq(0),
@@ -355,7 +377,7 @@ class NormEngine(wiring.Component):
                          recip.eq(Cat(~ddiff[19], recip))]
             m.d.sync += [numr.eq(numr << 1), it.eq(it + 1)]
             with m.If(it_last):
-                m.d.sync += [oi.eq(0), oi_more.eq(1), clr.eq(1),
+                m.d.sync += [oi.eq(0), oi_more.eq(1),
                              s1_out.eq(s1), shr_o.eq(shr),
                              st_div.eq(0), st_out.eq(1)]
         # OUT

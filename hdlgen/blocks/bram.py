@@ -6,7 +6,9 @@ and ``rdata`` then holds until the next read completes. On ECP5 it instantiates 
 primitives with ``REGMODE_A/B="OUTREG"`` (the array's 5.8 ns clock-to-out is cut by the
 primitive's own output register, see TOOLCHAIN.md); elsewhere (simulation, cocotb,
 ``hdlgen verilog``) an :class:`amaranth.lib.memory.Memory` followed by an output register
-behaves the same cycle for cycle.
+behaves the same cycle for cycle. ``latency=3`` (opt-in) puts a register stage in front of
+the primitives, replicated per group of four of them, for RAMs that span many DP16KD (see
+:class:`BlockRAM`); everything below then happens one cycle later.
 
 Ports (each a :class:`PortSignature`, seen from the RAM as ``In``)::
 

@@ -67,7 +67,7 @@ BridgeEvents = data.StructLayout({
 
 _Header = data.StructLayout({"op": 8, "seq": 8, "count": 16, "addr": 32})
 _RxByte = data.StructLayout({"byte": 8, "sync0": 1, "sync1": 1})
-_STATES = ("HUNT", "SYNC1", "HEADER", "DECIDE", "PAYLOAD", "CRC", "TRUNC", "CHECK", "CHECK2",
+_STATES = ("HUNT", "SYNC1", "HEADER", "DECIDE", "PAYLOAD", "CRC", "TRUNC", "CHECK", "CHECK2", "CHECK3",
            "DECODE", "W_FETCH", "W_WAIT", "W_ISSUE", "W_BUS", "R_BUS", "R_WAIT", "REPLY",
            "T_HDR", "T_SEND", "T_FETCH", "T_WAIT", "T_WAIT2", "T_LOAD", "T_PAD", "T_CRC",
            "T_END")
@@ -259,10 +259,16 @@ class Bridge(wiring.Component):
         # Buffer reads (WRITE execution and READ replies) from the buffer index.
         m.d.comb += [rd.addr.eq(widx), rd.en.eq(st["W_FETCH"] | st["T_FETCH"])]
 
-        # Frame checks, in two registered steps that run every cycle: ``c`` compares (valid
-        # in CHECK2, the CRC bytes being complete in CHECK), ``d`` decides (valid in DECODE).
+        # Frame checks, in three registered steps that run every cycle: ``e`` compares byte by
+        # byte (valid in CHECK2, the CRC bytes being complete in CHECK), ``c`` combines the
+        # bytes (valid in CHECK3), ``d`` decides (valid in DECODE).
+        e = Signal(data.StructLayout({"crc_eq": 4, "same_eq": 4}))
+        for i in range(4):
+            b = slice(8 * i, 8 * i + 8)
+            m.d.sync += [e.crc_eq[i].eq(got_crc[b] == ~rx_crc[b]),
+                         e.same_eq[i].eq(last_crc[b] == got_crc[b])]
         c = Signal(data.StructLayout({"crc_ok": 1, "same_crc": 1}))
-        m.d.sync += [c.crc_ok.eq(got_crc == ~rx_crc), c.same_crc.eq(last_crc == got_crc)]
+        m.d.sync += [c.crc_ok.eq(e.crc_eq.all()), c.same_crc.eq(e.same_eq.all())]
         d = Signal(data.StructLayout({"crc_error": 1, "dup": 1, "verified": 1, "write": 1,
                                       "read": 1, "status": Status, "done": 16}))
         dup = c.crc_ok & f.write & last_valid & c.same_crc
@@ -408,7 +414,9 @@ class Bridge(wiring.Component):
         with m.If(st["CHECK"]):
             goto("CHECK", "CHECK2")
         with m.If(st["CHECK2"]):
-            goto("CHECK2", "DECODE")
+            goto("CHECK2", "CHECK3")
+        with m.If(st["CHECK3"]):
+            goto("CHECK3", "DECODE")
 
         with m.If(st["DECODE"]):
             m.d.sync += [status.eq(d.status), done.eq(d.done), widx.eq(0),

@@ -6,7 +6,7 @@ LED 0 shows the PLL lock; LEDs 1-7 show the SoC's ``leds`` (heartbeat, frames re
 frames rejected, busy, bus error, ...: see :class:`hdlgen.soc.soc.SoC`).
 """
 
-from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
@@ -50,12 +50,23 @@ class Top(Elaboratable):
         board = self._board
         m.submodules.clk_buf = clk_in = io.Buffer("i", platform.request(board.clk_resource, 0, dir="-"))
 
-        m.domains.sync = cd_sync = ClockDomain("sync")
+        # The system reset is asserted asynchronously and released synchronously (the reset
+        # synchroniser runs in its own domain on the same clock), and it reaches the
+        # flip-flops over a global clock network (DCCA): an asynchronous reset goes straight
+        # to every flip-flop's LSR, so Yosys cannot fold next-state logic into it (a
+        # synchronous reset merged with state terms made reset -> LUT -> LUT -> LSR paths
+        # across the die), and the global network carries its fan-out of ~2000 flip-flops
+        # (on fabric routing that net alone took 7 ns).
+        m.domains.sync = cd_sync = ClockDomain("sync", async_reset=True)
+        m.domains.rst_sync = cd_rst = ClockDomain("rst_sync", local=True)
         m.submodules.pll = pll = ECP5PLL(self._pll)
-        m.d.comb += [pll.clk_in.eq(clk_in.i), cd_sync.clk.eq(pll.clk_out)]
+        m.d.comb += [pll.clk_in.eq(clk_in.i), cd_sync.clk.eq(pll.clk_out),
+                     cd_rst.clk.eq(pll.clk_out)]
         # No add_clock_constraint here: nextpnr derives the PLL output clock from the 25 MHz
         # input's constraint and the dividers (the flow also passes --freq).
-        m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
+        m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="rst_sync")
+        m.submodules.reset_buf = Instance("DCCA", i_CLKI=cd_rst.rst, i_CE=Const(1),
+                                          o_CLKO=cd_sync.rst)
 
         if self._soc_factory is None:
             from hdlgen.soc.soc import SoC

@@ -9,9 +9,11 @@ from hdlgen.flow import ECP5_DEVICES
 from . import Board, BoardDevice
 
 # The MAC array takes most DSPs; the rest serve the requantizer, norms and softmax.
-# System clock: 100 MHz until the host bridge's reply state machine is re-pipelined (the SoC
-# places at 116-140 MHz on the 85F depending on the seed, `hdlgen build --freq 125` to try).
-_SYS_CLK_MHZ = 100.0
+# System clock: 125 MHz on every device. The SoC (host link, bus, control block, scratch RAM)
+# places at 146-158 MHz on the 85F, 149-157 MHz on the 45F and 155-166 MHz on the 25F/12F over
+# nextpnr seeds 1-3 (`hdlgen build --device D --freq 125 --seed N`), which leaves the margin
+# the compute engine needs beside it.
+_SYS_CLK_MHZ = 125.0
 _85F = AcceleratorConfig(lanes=16, macs_per_lane=8, context_length=256, sys_clk_mhz=_SYS_CLK_MHZ)
 _45F = AcceleratorConfig(lanes=8, macs_per_lane=8, context_length=256, sys_clk_mhz=_SYS_CLK_MHZ)
 _25F = AcceleratorConfig(lanes=4, macs_per_lane=4, context_length=128, sys_clk_mhz=_SYS_CLK_MHZ)

@@ -178,7 +178,11 @@ def run(args) -> int:
     seconds = {}
     t0 = time.monotonic()
     platform = bdev.platform()
-    plan = platform.build(top, name="top", build_dir=str(out), do_build=False)
+    from hdlgen.flow import YOSYS_HIDE_BIT_LIKE_NAMES
+    # Amaranth names array elements "x[1]", which Yosys' abc9 reads as bit 1 of "x" (an
+    # assertion, or two flip-flops shorted): hide those names first (see hdlgen.flow).
+    plan = platform.build(top, name="top", build_dir=str(out), do_build=False,
+                          script_after_read=YOSYS_HIDE_BIT_LIKE_NAMES)
     plan.extract(str(out))
     seconds["elaborate"] = round(time.monotonic() - t0, 1)
     print(f"  {'elaborate':<9} {seconds['elaborate']:6.1f} s done", file=sys.stderr)

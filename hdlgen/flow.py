@@ -198,6 +198,7 @@ def implement_plan(build_dir: Path, name: str, device: ECP5Device, package: str,
     seconds = {}
     seconds["yosys"] = run_stage("yosys", [_find_tool("yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"],
                                  build_dir, build_dir / "yosys.log", progress=progress, timeout_s=timeout_s)
+    check_netlist(build_dir / f"{name}.json")
     argv = nextpnr_argv(device, package, speed, json_in=f"{name}.json", freq_mhz=freq_mhz, seed=seed,
                         report="nextpnr-report.json", lpf=f"{name}.lpf", textcfg=f"{name}.config",
                         router2=router2)

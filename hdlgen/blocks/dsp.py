@@ -119,7 +119,7 @@ class DSPMultiplier(wiring.Component):
         return m
 
 
-def keep_register(m: Module, platform, q: Signal, d) -> Signal:
+def keep_register(m: Module, platform, q: Signal, d, en=None) -> Signal:
     """Add the register ``q <= d`` to ``m`` (``sync`` domain) so that synthesis keeps it even
     when an identical register exists elsewhere.
 
@@ -134,6 +134,8 @@ def keep_register(m: Module, platform, q: Signal, d) -> Signal:
         bits); data copies should be ``reset_less`` and then need no reset net.
     d : Value
         Next value.
+    en : Value, optional
+        Clock enable (``q`` keeps its value while it is low; on ECP5 the flip-flops' CE).
 
     Returns
     -------
@@ -148,10 +150,13 @@ def keep_register(m: Module, platform, q: Signal, d) -> Signal:
         for i in range(len(q)):
             m.submodules[f"{q.name}_ff{i}"] = Instance(
                 "TRELLIS_FF",
-                p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
-                p_SRMODE="LSR_OVER_CE", p_REGSET="RESET",
+                p_GSR="DISABLED", p_CEMUX="1" if en is None else "CE", p_CLKMUX="CLK",
+                p_LSRMUX="LSR", p_SRMODE="LSR_OVER_CE", p_REGSET="RESET",
                 i_CLK=ClockSignal(), i_LSR=Const(0) if q.reset_less else ResetSignal(),
-                i_CE=Const(1), i_DI=d_bits[i], o_Q=q[i])
-    else:
+                i_CE=Const(1) if en is None else en, i_DI=d_bits[i], o_Q=q[i])
+    elif en is None:
         m.d.sync += q.eq(d)
+    else:
+        with m.If(en):
+            m.d.sync += q.eq(d)
     return q

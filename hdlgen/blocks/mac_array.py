@@ -143,7 +143,7 @@ class _Lane(Elaboratable):
         # The read pointer advances under a clock enable: ``rd_fire`` (from ``o.ready``,
         # which crosses the die to reach every lane) goes straight to the flip-flops' CE
         # instead of through the incrementer's carry chain.
-        _kept_register_en(m, platform, rd_ptr, rd_ptr + 1, self.rd_fire)
+        keep_register(m, platform, rd_ptr, rd_ptr + 1, en=self.rd_fire)
         m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(acc), wp.en.eq(done),
                      rp.addr.eq(rd_ptr), self.result.eq(rp.data)]
         return m
@@ -365,26 +365,6 @@ def _fanout_tree(m, platform, value, n: int, name: str) -> list:
                                                   reset_less=True), level[c // _FANOUT])
                  for c in range(count)]
     return level if depth else [root] * n
-
-
-def _kept_register_en(m, platform, q: Signal, d, en) -> Signal:
-    """``q <= d`` when ``en``, as a register synthesis cannot merge with an identical one
-    (on ECP5 ``TRELLIS_FF`` cells with ``en`` on their clock enable; reset to 0 unless
-    ``q`` is reset-less)."""
-    if is_ecp5(platform):
-        d_bits = Signal(len(q), name=f"{q.name}_d")
-        m.d.comb += d_bits.eq(d)
-        for i in range(len(q)):
-            m.submodules[f"{q.name}_ff{i}"] = Instance(
-                "TRELLIS_FF",
-                p_GSR="DISABLED", p_CEMUX="CE", p_CLKMUX="CLK", p_LSRMUX="LSR",
-                p_SRMODE="LSR_OVER_CE", p_REGSET="RESET",
-                i_CLK=ClockSignal(), i_LSR=Const(0) if q.reset_less else ResetSignal(),
-                i_CE=en, i_DI=d_bits[i], o_Q=q[i])
-    else:
-        with m.If(en):
-            m.d.sync += q.eq(d)
-    return q
 
 
 def _isqrt_ceil(n: int) -> int:

@@ -142,27 +142,8 @@ def _int8_planes(m) -> list:
 
 def norm_wide(p: NormParams, x, gamma, beta=None, out_bits: int = 16) -> np.ndarray:
     """:func:`sim.golden.norm.norm_golden` with the output clamped to ``out_bits`` (signed)
-    instead of int8: the ``norm_out_bits`` extension. Same integer steps (module docstring of
-    :mod:`sim.golden.norm`)."""
-    from sim.golden.norm import EPS_BITS, _check, _rsqrt
-    xs = _check("x", x, p.in_width, p.dim)
-    gs = _check("gamma", gamma, p.gamma_width, p.dim)
-    ln = p.kind == "layernorm"
-    bs = _check("beta", beta if beta is not None else np.zeros(p.dim), p.beta_width, p.dim)
-    s1 = sum(xs)
-    s2 = sum(v * v for v in xs)
-    v = (((p.dim * s2 - s1 * s1) if ln else s2) << EPS_BITS) + p.eps_int
-    R, k = _rsqrt(p, v)
-    shr = p.sh0 - k // 2
-    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
-    out = []
-    for xi, gi, bi in zip(xs, gs, bs):
-        xt = p.dim * xi - s1 if ln else xi
-        z = (xt * gi * R) >> shr
-        if ln:
-            z += bi << p.beta_shift if p.beta_shift >= 0 else bi >> -p.beta_shift
-        out.append(min(hi, max(lo, (z + (1 << (p.guard - 1))) >> p.guard)))
-    return np.asarray(out, dtype=np.int64)
+    instead of int8: the ``norm_out_bits`` extension."""
+    return norm_golden(p, x, gamma, beta, out_bits)
 
 
 def _s16(words) -> np.ndarray:

@@ -59,8 +59,10 @@ def test_parameter_errors():
         MemoryBank(width=48, depth=4)
     with pytest.raises(ValueError, match="latency=4"):
         BlockRAM(width=8, depth=4, latency=4)
-    assert BlockRAM(width=8, depth=4).latency == 2
-    assert BlockRAM(width=8, depth=4, latency=3).latency == 3
+    for kwargs, latency in (({}, 2), ({"latency": 3}, 3)):
+        ram = BlockRAM(width=8, depth=4, **kwargs)
+        ram._MustUse__silence = True           # built only to read its latency
+        assert ram.latency == latency
 
 
 # (initial contents of the behavioural model are covered by the weight-bank test below)

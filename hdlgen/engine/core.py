@@ -62,6 +62,9 @@ SwiGLU scales, the head size, the longest ``ARGMAX``. ``MATMAT`` (prefill tiles)
 implemented: it ends the job with ``UNSUPPORTED``.
 """
 
+import json
+from dataclasses import asdict
+
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
@@ -276,6 +279,31 @@ class Engine(wiring.Component):
     @property
     def memory_map(self) -> EngineMap:
         return self._map
+
+    def fingerprint(self) -> str:
+        """What this engine's gateware fixes at generation time, as text: its memory map,
+        context and head layout, and the formats and constants baked into its units (norm formats and epsilons, softmax formats, SwiGLU and
+        activation tables, RoPE table, longest argmax). Two compiled models with the same
+        fingerprint run on the same bitstream (one is loaded over the link); otherwise the model
+        needs its own build."""
+        image = self._image
+
+        def plain(v):
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in sorted(v.items()) if k != "words"}
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            if hasattr(v, "value") and not isinstance(v, (int, float)):
+                return v.value                      # enum members
+            return v if isinstance(v, (int, float, str, type(None))) else str(v)
+
+        return json.dumps({
+            "engine_map": asdict(self.memory_map), "context": image.context,
+            "head_size": image.head_size, "kv_layers": image.kv_layers, "kv_heads": image.kv_heads,
+            "norms": plain(self._norms), "softmax": plain(self._smax),
+            "swiglu": plain(self._swiglu), "acts": plain(self._acts), "rope": plain(self._rope),
+            "rope_addr": self._rope_addr, "argmax_len": self._argmax_len,
+        }, sort_keys=True, separators=(",", ":"))
 
     @property
     def kv_beat_bytes(self) -> int:

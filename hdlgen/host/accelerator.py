@@ -98,7 +98,7 @@ class Accelerator:
     base : int
         Byte address of the engine's window on the SoC bus.
     fingerprint : str, optional
-        The build's :func:`~hdlgen.soc.accelerator.engine_fingerprint`; :meth:`load` refuses a
+        The build's :meth:`hdlgen.engine.core.Engine.fingerprint`; :meth:`load` refuses a
         compiled model whose fingerprint differs (it would need its own build).
     """
 

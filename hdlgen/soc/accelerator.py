@@ -12,7 +12,7 @@ starts its jobs (``CTRL.TOKEN``, ``CTRL.POS``, ``CTRL.START``), watches them (wa
     soc = design.soc(byte_port=True)      # byte streams, for simulation
     design.register_map                   # what the host needs (regmap.json of the build)
 
-``CONFIG_HASH`` covers what the engine's gateware fixes (:func:`engine_fingerprint`: memory
+``CONFIG_HASH`` covers what the engine's gateware fixes (:meth:`hdlgen.engine.core.Engine.fingerprint`: memory
 map, context, head layout and the formats and constants baked into its units): a host with the
 register map of another build is refused on connect, and a compiled model is loaded at run
 time (:meth:`hdlgen.host.accelerator.Accelerator.load`) only onto a build with the same
@@ -21,43 +21,13 @@ fingerprint — other contents are refused, never run with the wrong constants.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-
 from hdlgen.config import AcceleratorConfig
 from hdlgen.soc import regmap
 
-__all__ = ["ENGINE_BASE", "AcceleratorDesign", "engine_fingerprint"]
+__all__ = ["ENGINE_BASE", "AcceleratorDesign"]
 
 #: Byte address of the engine's window on the SoC bus.
 ENGINE_BASE = 0x0100_0000
-
-
-def engine_fingerprint(engine) -> str:
-    """What the gateware of ``engine`` (:class:`hdlgen.engine.core.Engine`) fixes at
-    generation time, as text: its memory map, context and head layout, and the formats and
-    constants baked into its units (norm formats and epsilons, softmax formats, SwiGLU and
-    activation tables, RoPE table, longest argmax). Two compiled models with the same
-    fingerprint run on the same bitstream (one is loaded over the link); otherwise the model
-    needs its own build."""
-    image = engine._image
-
-    def plain(v):
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in sorted(v.items()) if k != "words"}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if hasattr(v, "value") and not isinstance(v, (int, float)):
-            return v.value                      # enum members
-        return v if isinstance(v, (int, float, str, type(None))) else str(v)
-
-    return json.dumps({
-        "engine_map": asdict(engine.memory_map), "context": image.context,
-        "head_size": image.head_size, "kv_layers": image.kv_layers, "kv_heads": image.kv_heads,
-        "norms": plain(engine._norms), "softmax": plain(engine._smax),
-        "swiglu": plain(engine._swiglu), "acts": plain(engine._acts), "rope": plain(engine._rope),
-        "rope_addr": engine._rope_addr, "argmax_len": engine._argmax_len,
-    }, sort_keys=True, separators=(",", ":"))
 
 
 class AcceleratorDesign:
@@ -99,7 +69,7 @@ class AcceleratorDesign:
             "engine", ENGINE_BASE, size,
             f"Transformer engine: registers, program, scratch, weights, parameters and output "
             f"windows of {4 << self.engine_map.window_bits} bytes each (hdlgen.engine.memmap).")
-        self.fingerprint = engine_fingerprint(probe)
+        self.fingerprint = probe.fingerprint()
         self.register_map = regmap.soc_register_map(self.config, (self.window,),
                                                     self.fingerprint)
 

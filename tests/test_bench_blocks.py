@@ -97,3 +97,41 @@ def test_failures_are_reported(monkeypatch, capsys):
     assert [b["name"] for b in report["blocks"]] == ["mac_array"]
     assert {f["name"] for f in report["failed"]} == {"badmod", "broken"}
     assert any("tool exploded" in f["message"] for f in report["failed"])
+
+
+def _args(**kw):
+    base = {"device": "85F", "json": True, "only": None, "freq": None, "seed": 1, "out": None,
+            "list": False, "check": False, "systems": False}
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_systems_run_only_when_asked(monkeypatch, capsys):
+    """The engine's 30-60 min place and route is not part of a default run."""
+    block = BlockBench("mac_array", {"lanes": 2, "macs_per_lane": 2}, lambda: MACArray(2, 2))
+    system = BlockBench("engine", {"lanes": 2}, lambda: DSPMultiplier(8, 8), target_mhz=125.0)
+    monkeypatch.setattr(bench_blocks, "discover", lambda: bench_blocks._Discovered(
+        [("tests.fake", block)], [], [("tests.fake_sys", system)]))
+
+    def ran(**kw):
+        calls = []
+        assert bench_blocks.run(_args(**kw), implement=_fake_implement(calls)) == 0
+        names = [b["name"] for b in json.loads(capsys.readouterr().out)["blocks"]]
+        return names, [c[0] for c in calls]
+
+    assert ran() == (["mac_array"], ["MACArray"])
+    assert ran(only=["engine"]) == (["engine"], ["DSPMultiplier"])
+    assert ran(only=["mac_array", "engine"]) == (["mac_array", "engine"], ["MACArray", "DSPMultiplier"])
+    assert ran(systems=True) == (["mac_array", "engine"], ["MACArray", "DSPMultiplier"])
+    assert ran(only=["mac_array"], systems=True) == (["mac_array"], ["MACArray"])
+
+
+def test_real_engine_entry_is_opt_in(capsys):
+    """With the real discovery: ``--list`` leaves the engine out unless asked for."""
+    assert main(["bench", "blocks", "--list"]) == 0
+    default = capsys.readouterr().out.split()
+    assert "mac_array" in default and "engine" not in default
+    assert main(["bench", "blocks", "--list", "--only", "engine"]) == 0
+    assert capsys.readouterr().out.split()[0] == "engine"
+    assert main(["bench", "blocks", "--list", "--systems"]) == 0
+    assert "engine" in capsys.readouterr().out.split()

@@ -3,7 +3,14 @@
 Every module of :mod:`hdlgen.blocks` that defines ``bench_configs()`` contributes
 :class:`hdlgen.bench.registry.BlockBench` entries, and
 :func:`hdlgen.bench.registry.system_benches` the designs composed of blocks (``engine``: the
-transformer engine for a stories260K-shaped model; ``--only engine`` measures it alone).
+transformer engine for a stories260K-shaped model). System entries take 30-60 minutes of place
+and route each, so they run only when asked: ``--only engine`` measures the engine alone,
+``--systems`` adds every system entry after the blocks. Without either, only the blocks run::
+
+    python -m hdlgen bench blocks --device 85F --json              # blocks only
+    python -m hdlgen bench blocks --device 85F --json --systems    # blocks, then the engine
+    python -m hdlgen bench blocks --device 85F --json --only engine
+
 This command imports them all, implements
 each entry alone on the chosen ECP5 (:func:`hdlgen.flow.ooc_implement`: Yosys, then nextpnr
 on a wrapper that feeds the block from a scan chain), evaluates its numerics against the
@@ -45,7 +52,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object instead of the table")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
-                        help="only these blocks (names as in the table, e.g. mac_array softmax)")
+                        help="only these blocks (names as in the table, e.g. mac_array softmax); "
+                             "naming a system entry (engine) selects it")
+    parser.add_argument("--systems", action="store_true",
+                        help="also measure the system entries (engine: 30-60 min of place and "
+                             "route) after the blocks; without it they run only when --only "
+                             "names them")
     parser.add_argument("--freq", type=float, default=None, metavar="MHZ",
                         help="clock constraint for nextpnr (default: each block's target, 150)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
@@ -153,6 +165,9 @@ def run(args, *, implement=None) -> int:
     found = discover()
     entries = found.entries + found.systems
     failures = list(found.failures)
+    if not args.only and not getattr(args, "systems", False):
+        system_ids = {id(e) for _, e in found.systems}
+        entries = [(m, e) for m, e in entries if id(e) not in system_ids]
     if args.only:
         known = sorted({e.name for _, e in entries} | {f["name"] for f in failures})
         unknown = [n for n in args.only if n not in known]

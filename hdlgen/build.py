@@ -76,7 +76,7 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
     p.add_argument("--model", default=None, metavar="M",
                    help="generate the transformer engine for this model (llama2.c .bin, hdlgen "
-                        ".npz, random:llama, random:gpt2) with its weights in the block RAMs' "
+                        ".npz, the built-in stories260K, random:llama, random:gpt2) with its weights in the block RAMs' "
                         "initial contents; checked to fit before synthesis")
     p.add_argument("--model-seed", type=int, default=0, help="seed of a random: model")
     p.add_argument("--context", type=int, default=None,

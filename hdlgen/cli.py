@@ -24,11 +24,11 @@ examples:
   python -m hdlgen report build/ulx3s-85F                 # show a build's report again
   python -m hdlgen bench blocks --device 85F --json       # per-block LUT/FF/DSP/EBR/fmax
   python -m hdlgen selftest --target sim --frames 10000 --corrupt-rate 0.05
-  python -m hdlgen build --board ulx3s --model ../shared/models/stories260K.bin
+  python -m hdlgen build --board ulx3s --model stories260K   # built-in model, weights in EBR
   python -m hdlgen run --model random:llama --seed 7 --steps 8 --target sim --check --json
-  python -m hdlgen run --model stories260K.bin --target serial --port /dev/ttyUSB0 --steps 32
-  python -m hdlgen bench model --model stories260K.bin --json   # cycles, unit shares, MAC use
-  python -m hdlgen bench accuracy --model stories260K.bin --positions 256 --json
+  python -m hdlgen run --model stories260K --target serial --port /dev/ttyUSB0 --steps 32
+  python -m hdlgen bench model --model stories260K --json       # cycles, unit shares, MAC use
+  python -m hdlgen bench accuracy --model stories260K --positions 256 --json
 """
 
 # (command, module, sub-verbs or None). A command is offered when its module exists.

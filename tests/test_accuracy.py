@@ -2,18 +2,13 @@
 model, on random models and stories260K."""
 
 import json
-from pathlib import Path
-
-import pytest
 
 from hdlgen.bench.accuracy import measure
 from hdlgen.cli import main
 from hdlgen.compiler import CompileOptions
-from hdlgen.model import load_model
+from hdlgen.model import builtin_model_path, load_model
 
-STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K.bin"
-
-
+STORIES = builtin_model_path("stories260K")   # hdlgen/model/builtin (vendored)
 def test_measure_random_llama():
     r = measure(load_model("random:llama", seed=2), 24)
     assert r["positions"] == 24 and r["fits"]
@@ -38,7 +33,6 @@ def test_cli_json_and_errors(capsys):
     assert "--act8 att_out" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not STORIES.exists(), reason="stories260K.bin not available")
 def test_stories_agreement_floor():
     """Regression floor over the first 64 positions (the full 256-position figure is in the
     report: 0.82 with int8 weights, 0.85 with a 16-bit embedding/classifier)."""

@@ -3,7 +3,6 @@
 weights (image extensions the RTL does not run yet), each checked against an independent
 integer computation, the fit accounting of the wider memories, and the stories260K figure."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +13,12 @@ from hdlgen.compiler.image import split_requant_word
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.isa import Opcode
 from hdlgen.errors import UserError
-from hdlgen.model import load_model
+from hdlgen.model import builtin_model_path, load_model
 from sim.golden.engine import Engine, EngineError, norm_wide
 from sim.golden.norm import NormParams, norm_float, norm_golden
 from sim.golden.requant import requantize
 
-STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K.bin"
+STORIES = builtin_model_path("stories260K")   # hdlgen/model/builtin (vendored)
 CFG = AcceleratorConfig(lanes=8, macs_per_lane=4)
 
 
@@ -144,7 +143,6 @@ def test_option_errors():
         Engine(comp.image, comp.words)
 
 
-@pytest.mark.skipif(not STORIES.exists(), reason="stories260K.bin not available")
 def test_stories_memory_of_the_wider_schemes():
     """int9 KV rows fill the ninth bits of the 72-bit rows (same 40 EBR); an int9 weight bank
     is 1152 bits wide (32 DP16KD columns of 36 bits instead of 29) and does not fit the 85F at
@@ -160,7 +158,6 @@ def test_stories_memory_of_the_wider_schemes():
     assert (base["weights"], w9["weights"]) == (145, 160)
 
 
-@pytest.mark.skipif(not STORIES.exists(), reason="stories260K.bin not available")
 def test_stories_best_fitting_scheme():
     """The best scheme that fits the 85F: 16-bit headroom x2 (default), int16 norm outputs,
     int9 KV cache, int8 weights with a shift bit per lane and row, 11-bit embedding, wq, wk

@@ -2,7 +2,6 @@
 architectures (non-power-of-two widths, MQA, GQA) and on stories260K."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +12,9 @@ from hdlgen.compiler.image import WeightAllocator, ebr_count, split_requant_word
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.isa import Opcode, decode_program
 from hdlgen.errors import UserError
-from hdlgen.model import load_model
+from hdlgen.model import builtin_model_path, load_model
 
-STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K.bin"
-
+STORIES = builtin_model_path("stories260K")   # hdlgen/model/builtin (vendored)
 SHAPES = [
     ("random:llama", {}),                                            # GQA 6/2, dim 48
     ("random:llama", dict(dim=40, n_heads=5, n_kv_heads=1, hidden_dim=100, vocab_size=77)),  # MQA
@@ -103,7 +101,6 @@ def test_ebr_count():
     assert ebr_count(16, 100) == 1
 
 
-@pytest.mark.skipif(not STORIES.exists(), reason="stories260K.bin not available")
 def test_stories_fits_85f_at_256_and_not_25f():
     import time
     m = load_model(STORIES)

@@ -1,17 +1,14 @@
 """Float32 reference models (sim/float_ref.py)."""
 
-import os
-
 import numpy as np
 import pytest
 
 from hdlgen.errors import UserError
-from hdlgen.model import load_model, random_model
+from hdlgen.model import builtin_model_path, load_model, random_model
 from sim.float_ref import (POINTS, FloatModel, gelu_tanh, layernorm, rmsnorm, rope_tables, silu,
                            softmax)
 
-STORIES = "/work/shared/models/stories260K.bin"
-needs_stories = pytest.mark.skipif(not os.path.exists(STORIES), reason=f"{STORIES} not present")
+STORIES = builtin_model_path("stories260K")   # hdlgen/model/builtin (vendored)
 
 # Greedy decoding of stories260K from BOS (id 1), temperature 0, 64 steps, as printed by
 # karpathy/llama2.c's run.c (commit bd182289: `transformer()` with the recomputed RoPE and
@@ -29,7 +26,6 @@ RUN_C_GREEDY_64 = [
 ]
 
 
-@needs_stories
 def test_stories260k_greedy_matches_run_c():
     model = FloatModel(load_model(STORIES))
     gen = model.generate([1], 64, stop_token=1)
@@ -40,7 +36,6 @@ def test_stories260k_greedy_matches_run_c():
     assert list(np.argmax(logits, axis=1)) == RUN_C_GREEDY_64
 
 
-@needs_stories
 def test_stories260k_incremental_equals_full_sequence():
     model = FloatModel(load_model(STORIES), context=64)
     seq = [1] + RUN_C_GREEDY_64[:-1]

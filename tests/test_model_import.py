@@ -1,20 +1,19 @@
 """Model configs, llama2.c and .npz import/export, random models."""
 
 import json
-import os
 import struct
 
 import numpy as np
 import pytest
 
 from hdlgen.errors import UserError
+from hdlgen.model import builtin_model_path
 from hdlgen.model import (Model, ModelConfig, load_model, random_model, read_llama2c, read_npz,
                           weight_shapes, write_llama2c, write_npz)
 from sim.float_ref import rope_tables
 
-STORIES = "/work/shared/models/stories260K.bin"
+STORIES = builtin_model_path("stories260K")   # hdlgen/model/builtin (vendored)
 STORIES_SHA256 = "9414d5a285453a7eab631713d171753232c978f6f97654211469aff8be93c8d6"
-needs_stories = pytest.mark.skipif(not os.path.exists(STORIES), reason=f"{STORIES} not present")
 
 
 def _header(dim=16, hidden=24, layers=2, heads=4, kv_heads=2, vocab=32, seq_len=8):
@@ -65,7 +64,6 @@ def test_config_from_dict_unknown_key():
 
 # llama2.c ------------------------------------------------------------------------------------
 
-@needs_stories
 def test_stories260k_import():
     m = read_llama2c(STORIES)
     assert m.config == ModelConfig(arch="llama", dim=64, hidden_dim=172, n_layers=5, n_heads=8,
@@ -89,7 +87,21 @@ def test_stories260k_import():
     assert not m.weights["wq"].flags.writeable
 
 
-@needs_stories
+def test_builtin_stories260k_by_name_and_checksum(monkeypatch):
+    """``stories260K`` names the vendored checkpoint; a modified file or an unknown name is
+    refused with a message that says what to do."""
+    m = load_model("stories260K")
+    assert m.source["sha256"] == STORIES_SHA256 and m.config.dim == 64
+    from hdlgen.model import checkpoint
+    monkeypatch.setitem(checkpoint.BUILTIN_MODELS, "stories260K", ("stories260K.bin", "0" * 64))
+    with pytest.raises(UserError, match="has sha256 9414d5a2.*expected 0000.*restore it"):
+        load_model("stories260K")
+    with pytest.raises(UserError, match="no built-in model 'stories15M'.*stories260K"):
+        builtin_model_path("stories15M")
+    with pytest.raises(UserError, match="not found.*built-in model \\(stories260K\\)"):
+        load_model("stories15M")
+
+
 def test_stories260k_write_back_reproduces_weights(tmp_path):
     m = read_llama2c(STORIES)
     out = tmp_path / "copy.bin"

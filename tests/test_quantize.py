@@ -2,13 +2,12 @@
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 
 from hdlgen.errors import UserError
-from hdlgen.model import load_model, random_model
+from hdlgen.model import builtin_model_path, load_model, random_model
 from hdlgen.model.accuracy import compare_logits, log_softmax, reference_sequence, teacher_forced
 from hdlgen.model.quantize import (ACT_BITS, DEVICE_EBR, PROB_BITS, SCORE_FRAC, Requant,
                                    calibrate, calibration_tokens, check_fit, fit_report,
@@ -16,8 +15,7 @@ from hdlgen.model.quantize import (ACT_BITS, DEVICE_EBR, PROB_BITS, SCORE_FRAC, 
 from sim.float_ref import FloatModel
 from sim.golden.requant import quantize_multiplier
 
-STORIES = "/work/shared/models/stories260K.bin"
-needs_stories = pytest.mark.skipif(not os.path.exists(STORIES), reason=f"{STORIES} not present")
+STORIES = builtin_model_path("stories260K")   # hdlgen/model/builtin (vendored)
 
 
 # weights -------------------------------------------------------------------------------------
@@ -211,7 +209,6 @@ def test_fake_quant_tracks_float_and_improves_with_width(arch):
     assert seen and all(np.allclose(s, np.round(s), atol=1e-3) for s in seen)
 
 
-@needs_stories
 def test_stories260k_quantization_accuracy_figures():
     """Pins the measured accuracy of the scheme on stories260K, teacher-forced over the float
     model's own greedy sequence from BOS, so a regression shows up. Measured over 256
@@ -269,7 +266,6 @@ def test_teacher_forced_self_and_perturbed():
 
 # fit -----------------------------------------------------------------------------------------
 
-@needs_stories
 def test_stories260k_fits_85f_at_256():
     c = load_model(STORIES).config
     r = check_fit(c, 256, "85F")

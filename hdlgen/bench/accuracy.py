@@ -164,7 +164,8 @@ def measure(model, positions: int, options=None, config=None, mac: str = "refere
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True,
-                        help="llama2.c .bin, hdlgen .npz, random:llama or random:gpt2")
+                        help="llama2.c .bin, hdlgen .npz, the built-in stories260K, random:llama or "
+                             "random:gpt2")
     parser.add_argument("--seed", type=int, default=0, help="seed of a random model")
     parser.add_argument("--positions", type=int, default=256,
                         help="teacher-forced positions (default 256, at most seq_len)")

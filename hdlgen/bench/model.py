@@ -40,7 +40,8 @@ HELP = "cycles per decode step, unit shares and MAC utilization of a model on th
 def add_arguments(parser) -> None:
     from hdlgen.build import add_target_arguments
     parser.add_argument("--model", required=True,
-                        help="llama2.c .bin, hdlgen .npz, random:llama or random:gpt2")
+                        help="llama2.c .bin, hdlgen .npz, the built-in stories260K, random:llama or "
+                             "random:gpt2")
     parser.add_argument("--seed", type=int, default=0, help="seed of a random model")
     parser.add_argument("--context", type=int, default=None,
                         help="KV-cache positions (default: the config's, capped at seq_len)")

@@ -61,6 +61,7 @@ hdlgen ``.npz`` (any architecture; the format for GPT-2-style models)
 import hashlib
 import json
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -338,6 +339,30 @@ def read_npz(path) -> Model:
 
 # any source ----------------------------------------------------------------------------------
 
+#: Models shipped with the package (``hdlgen/model/builtin/``, see its README): name -> (file,
+#: sha256). ``load_model(name)`` and ``--model name`` read them from any checkout.
+BUILTIN_MODELS = {
+    "stories260K": ("stories260K.bin",
+                    "9414d5a285453a7eab631713d171753232c978f6f97654211469aff8be93c8d6"),
+}
+
+
+def builtin_model_path(name: str) -> Path:
+    """The file of the built-in model ``name`` (:data:`BUILTIN_MODELS`), its checksum checked."""
+    if name not in BUILTIN_MODELS:
+        raise UserError(f"no built-in model {name!r}: built-in models are "
+                        f"{', '.join(sorted(BUILTIN_MODELS))}")
+    fname, sha = BUILTIN_MODELS[name]
+    path = Path(__file__).resolve().parent / "builtin" / fname
+    if not path.exists():
+        raise UserError(f"built-in model {name!r}: {path} is missing from this installation; "
+                        f"reinstall hdlgen or give the checkpoint's path")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha:
+        raise UserError(f"built-in model {name!r}: {path} has sha256 {digest}, expected {sha}; "
+                        f"the file was modified: restore it from the repository")
+    return path
+
 def load_model(spec, *, seed: int = 0, **overrides) -> Model:
     """Load a model from a CLI-style ``spec``.
 
@@ -345,7 +370,8 @@ def load_model(spec, *, seed: int = 0, **overrides) -> Model:
     ----------
     spec : str or path
         ``random:llama`` or ``random:gpt2`` (a small random model, see
-        :func:`hdlgen.model.random.random_model`), a llama2.c ``.bin`` checkpoint or an hdlgen
+        :func:`hdlgen.model.random.random_model`), the name of a built-in model
+        (:data:`BUILTIN_MODELS`: ``stories260K``), a llama2.c ``.bin`` checkpoint or an hdlgen
         ``.npz`` archive.
     seed : int
         Seed of a random model.
@@ -360,9 +386,12 @@ def load_model(spec, *, seed: int = 0, **overrides) -> Model:
     if overrides:
         raise UserError(f"shape overrides {sorted(overrides)} apply only to random:llama / "
                         f"random:gpt2 models, not to the checkpoint {spec_s!r}")
+    if spec_s in BUILTIN_MODELS and not os.path.exists(spec_s):
+        return read_llama2c(builtin_model_path(spec_s))
     if not os.path.exists(spec_s):
         raise UserError(f"model {spec_s!r} not found: give a llama2.c .bin checkpoint, an "
-                        f"hdlgen .npz model, random:llama or random:gpt2")
+                        f"hdlgen .npz model, a built-in model "
+                        f"({', '.join(sorted(BUILTIN_MODELS))}), random:llama or random:gpt2")
     if spec_s.endswith(".npz"):
         return read_npz(spec_s)
     if spec_s.endswith(".bin"):

@@ -45,7 +45,8 @@ HELP = "compile a model and generate tokens on a target (golden model, simulatio
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True,
-                        help="llama2.c .bin, hdlgen .npz, random:llama or random:gpt2")
+                        help="llama2.c .bin, hdlgen .npz, the built-in stories260K, random:llama or "
+                             "random:gpt2")
     parser.add_argument("--seed", type=int, default=0, help="seed of a random model")
     parser.add_argument("--prompt-tokens", default="1",
                         help="comma-separated prompt token ids (default: 1, BOS)")
@@ -87,31 +88,35 @@ def parse_tokens(text: str, vocab: int) -> list:
 
 
 def fmax_for(config, device: str | None = None, model: str | None = None) -> tuple:
-    """``(fmax_mhz, source)``: the fmax of the newest build report under ``build/`` for this
-    configuration (MAC array shape, context, clock) and device, preferring a build of
-    ``model`` (``build --model``); else the config's target clock. ``source`` says which."""
+    """``(fmax_mhz, source)``: the fmax of the newest build report under ``build/`` of the SoC
+    with an engine (``build --model``) for this configuration (MAC array shape, context, clock)
+    and device, preferring a build of ``model``; else the config's target clock. A build
+    without an engine says nothing about the engine's timing and is not used. ``source`` says
+    which."""
     want = {k: getattr(config, k) for k in ("lanes", "macs_per_lane", "context_length",
                                             "sys_clk_mhz")}
     reports = sorted(Path("build").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
-    same_config = None
+    other_model = None
     for p in reversed(reports):
         try:
             rep = json.loads(p.read_text())
         except (OSError, ValueError):
             continue
         cfg = rep.get("config") or {}
-        if not rep.get("fmax_mhz") or any(cfg.get(k) != v for k, v in want.items()):
+        if not rep.get("fmax_mhz") or not rep.get("model") or \
+                any(cfg.get(k) != v for k, v in want.items()):
             continue
         if device is not None and rep.get("device") not in (device, f"LFE5U-{device}"):
             continue
         if model is not None and rep.get("model") == model:
             return float(rep["fmax_mhz"]), f"build report {p} (this model)"
-        if same_config is None:
-            same_config = (float(rep["fmax_mhz"]), f"build report {p} (same config, " +
-                           (f"model {rep['model']})" if rep.get("model") else "no engine)"))
-    if same_config is not None:
-        return same_config
-    return float(config.sys_clk_mhz), "target clock (no build report for this config)"
+        if other_model is None:
+            other_model = (float(rep["fmax_mhz"]),
+                           f"build report {p} (same config, model {rep['model']})")
+    if other_model is not None:
+        return other_model
+    return float(config.sys_clk_mhz), ("target clock (no build report of this config with "
+                                       "an engine: python -m hdlgen build --model M)")
 
 
 def run(args) -> int:

@@ -2,11 +2,11 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from hdlgen.cli import main
+from hdlgen.model import builtin_model_path
 
 
 def run_cli(*argv):
@@ -42,10 +42,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, needle):
     assert "Traceback" not in err
 
 
-STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K.bin"
-
-
-@pytest.mark.skipif(not STORIES.exists(), reason="stories260K.bin not available")
+STORIES = builtin_model_path("stories260K")   # hdlgen/model/builtin (vendored)
 def test_model_that_does_not_fit_is_refused_before_synthesis(tmp_path):
     """stories260K's int8 weights alone need more block RAM than the 12F has."""
     code, out, err = run_cli("build", "--model", str(STORIES), "--device", "12F",
@@ -83,3 +80,34 @@ def test_verilog_of_a_block(tmp_path):
     assert main(["verilog", "--block", "stream_parts", "--param", "shape=8", "-o", str(out)]) == 0
     text = out.read_text()
     assert "module stream_parts" in text and "i__payload" in text
+
+
+def test_run_fmax_comes_only_from_builds_with_an_engine(tmp_path, monkeypatch):
+    """tokens/s use the fmax of a build that contains an engine (this model first); a SoC built
+    without one says nothing about the engine's timing and falls back to the target clock."""
+    import json
+    import os
+    from hdlgen.config import AcceleratorConfig
+    from hdlgen.run import fmax_for
+    cfg = AcceleratorConfig()
+    monkeypatch.chdir(tmp_path)
+
+    def report(name, mtime, **extra):
+        d = tmp_path / "build" / name
+        d.mkdir(parents=True)
+        p = d / "report.json"
+        p.write_text(json.dumps({"device": "LFE5U-85F", "config": {
+            "lanes": cfg.lanes, "macs_per_lane": cfg.macs_per_lane,
+            "context_length": cfg.context_length, "sys_clk_mhz": cfg.sys_clk_mhz}, **extra}))
+        os.utime(p, (mtime, mtime))
+
+    report("soc", 300, fmax_mhz=157.9)
+    fmax, src = fmax_for(cfg, "85F", "stories260K")
+    assert fmax == cfg.sys_clk_mhz and src.startswith("target clock")
+    report("other", 100, fmax_mhz=131.0, model="random:llama")
+    report("this", 200, fmax_mhz=127.5, model="stories260K")
+    assert fmax_for(cfg, "85F", "stories260K") == (127.5, "build report build/this/report.json "
+                                                          "(this model)")
+    fmax, src = fmax_for(cfg, "85F", "random:gpt2")
+    assert fmax == 127.5 and "model stories260K" in src      # the newest build with an engine
+    assert fmax_for(cfg, "45F", "stories260K")[1].startswith("target clock")

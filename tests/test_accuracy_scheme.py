@@ -218,6 +218,25 @@ def test_fake_quantization_orders_schemes():
             measure_fake(m, 4, FakeScheme(**bad))
 
 
+def test_fake_weights_alone_and_llama2c_scheme():
+    """``acts="float"`` quantizes the weights only (its KL is below the full int8 scheme's and
+    above float weights'); ``FakeScheme.llama2c`` is runq.c's int8 grouping (group 64 halved
+    to divide dim, no GPTQ or smoothing) and loses more than the weights alone."""
+    from hdlgen.compiler.fakequant import FakeScheme, measure_fake
+    m = load_model("random:llama", seed=3)
+    assert FakeScheme.llama2c(64).weight_group == 64 and FakeScheme.llama2c(40).weight_group == 8
+    q = FakeScheme.llama2c(m.config.dim)
+    assert (q.acts, q.gptq, q.smooth, q.smooth_kv) == ("q80", False, None, False)
+    full = measure_fake(m, 16, FakeScheme())
+    w_only = measure_fake(m, 16, FakeScheme(acts="float"))
+    runq = measure_fake(m, 16, q)
+    assert 0 < w_only["mean_kl"] < full["mean_kl"]
+    assert runq["mean_kl"] > w_only["mean_kl"]
+    for bad in (dict(acts="int4"), dict(acts="q80")):
+        with pytest.raises(UserError, match="acts"):
+            measure_fake(m, 4, FakeScheme(**bad))
+
+
 def test_cli_fake_and_extension_flags(capsys):
     import json
     from hdlgen.cli import main
@@ -226,6 +245,12 @@ def test_cli_fake_and_extension_flags(capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["fake_quantization"] and r["scheme"]["kv"] == "row8"
     assert r["scheme"]["weight_bits"] == 10 and r["scheme"]["norm"] == "static16"
+    assert main(["bench", "accuracy", "--model", "random:llama", "--positions", "8", "--fake",
+                 "--llama2c", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scheme"]["acts"] == "q80"
+    assert main(["bench", "accuracy", "--model", "random:llama", "--positions", "8",
+                 "--llama2c"]) == 2
+    assert "add --fake" in capsys.readouterr().err
     assert main(["bench", "accuracy", "--model", "random:llama", "--positions", "8",
                  "--norm16", "--kv9", "--weight-exp", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)

@@ -23,6 +23,10 @@ A scheme (:class:`FakeScheme`) chooses:
   per group of that many inputs on a per-row grid ``max|row| / (2 qmax)``: the
   ``weight_exp`` extension), GPTQ rounding (:mod:`hdlgen.compiler.gptq`; the token
   embedding is rounded to nearest as in the compiler);
+* ``acts``: ``"scheme"`` (the grids above and below), ``"float"`` (no activation is snapped:
+  what the weights alone cost) or ``"q80"`` (llama2.c's ``runq.c``: only the inputs of the
+  matrices are quantized, dynamically to int8 per group of ``weight_group`` elements; the
+  residual stream, attention and KV cache stay float);
 * the other points as the compiler's default scheme: residual 16-bit, ``q``/``att_out``/
   ``ffn_gate``/``ffn_up``/SiLU output/``ffn_hidden`` 16-bit with ``act_headroom``, scores on
   ``2**-8``, probabilities 14-bit, logits 16-bit.
@@ -39,6 +43,9 @@ from sim.float_ref import FloatModel
 __all__ = ["FakeScheme", "fake_model", "measure_fake"]
 
 _NORMS = ("static8", "static16", "dyn8", "dyn8g32")
+_ACTS = ("scheme", "float", "q80")
+#: The observation points whose values are the inputs of matrices (``runq.c`` quantizes these).
+_MATMUL_INPUTS = ("attn_norm", "att_out", "ffn_norm", "ffn_hidden", "final_norm")
 _KVS = ("static8", "static9", "static16", "row8")
 #: Observation point -> the scale it is snapped to (:data:`hdlgen.model.quantize.ACT_BITS`).
 _GRID = {"embedding": "residual", "residual_attn": "residual", "residual": "residual",
@@ -63,10 +70,26 @@ class FakeScheme:
     gptq: bool = True
     smooth: float = 0.75
     smooth_kv: bool = True
+    acts: str = "scheme"
+
+    @classmethod
+    def llama2c(cls, dim: int) -> "FakeScheme":
+        """llama2.c's ``runq.c`` (``export.py --version 2``): int8 weights and matrix inputs in
+        groups of 64 (halved until the group divides ``dim``), round to nearest, no smoothing,
+        everything else float."""
+        group = 64
+        while dim % group:
+            group //= 2
+        return cls(weight_group=group, gptq=False, smooth=None, smooth_kv=False, acts="q80")
 
     def check(self) -> "FakeScheme":
         if self.norm not in _NORMS:
             raise UserError(f"norm={self.norm!r}: use one of {', '.join(_NORMS)}")
+        if self.acts not in _ACTS:
+            raise UserError(f"acts={self.acts!r}: use one of {', '.join(_ACTS)}")
+        if self.acts == "q80" and not self.weight_group:
+            raise UserError("acts='q80' quantizes matrix inputs per weight group: set "
+                            "weight_group (llama2.c uses 64)")
         if self.kv not in _KVS:
             raise UserError(f"kv={self.kv!r}: use one of {', '.join(_KVS)}")
         if self.weight_bits != 0 and not 8 <= self.weight_bits <= 16:
@@ -162,6 +185,14 @@ def fake_model(model: Model, scheme: FakeScheme, calibration=None, context: int 
         return out.reshape(np.shape(value))
 
     def hook(point, layer, value):
+        if scheme.acts == "float":
+            return None
+        if scheme.acts == "q80":
+            if point not in _MATMUL_INPUTS:
+                return None
+            v = np.asarray(value, np.float64)
+            group = scheme.weight_group if v.size % scheme.weight_group == 0 else v.size
+            return dynamic(v, 8, group).astype(np.float32)
         if point == "att_scores":
             return snap(value, 2.0 ** -8, 16)
         if point == "att_prob":

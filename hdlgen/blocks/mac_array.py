@@ -94,7 +94,8 @@ class _Lane(Elaboratable):
         self.shared = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))   # stage F-1, this lane's copy
         self.operand = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))  # stage F-1
         self.ctrl_in = Signal(3)     # (valid, first, last) one stage before the lane copies
-        self.rd_fire = Signal()      # a result leaves on ``o`` this cycle
+        self.o_ready = Signal()      # ``o.ready``, straight from the port
+        self.valid_next = Signal()   # next value of ``o.valid`` (this lane keeps a copy)
         self.result = Signal(signed(acc_width))   # FIFO head of this lane
 
     def elaborate(self, platform):
@@ -140,10 +141,11 @@ class _Lane(Elaboratable):
         wr_ptr = Signal(ptr_shape, name=f"wr_ptr_l{i}")
         rd_ptr = Signal(ptr_shape, name=f"rd_ptr_l{i}")
         keep_register(m, platform, wr_ptr, wr_ptr + done)
-        # The read pointer advances under a clock enable: ``rd_fire`` (from ``o.ready``,
-        # which crosses the die to reach every lane) goes straight to the flip-flops' CE
-        # instead of through the incrementer's carry chain.
-        keep_register(m, platform, rd_ptr, rd_ptr + 1, en=self.rd_fire)
+        # The read pointer loads under a clock enable that is ``o.ready`` itself (no gate
+        # between the port and the flip-flops' CE) the value ``rd_ptr + o.valid``, computed
+        # from registers only: this lane's own copy of ``o.valid`` and the pointer.
+        o_valid = keep_register(m, platform, Signal(name=f"o_valid_l{i}"), self.valid_next)
+        keep_register(m, platform, rd_ptr, rd_ptr + o_valid, en=self.o_ready)
         m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(acc), wp.en.eq(done),
                      rp.addr.eq(rd_ptr), self.result.eq(rp.data)]
         return m
@@ -322,14 +324,18 @@ class MACArray(wiring.Component):
             m.d.sync += nxt.eq(chain)
             chain = nxt
         m.d.sync += done.eq(chain[0] & chain[2])
-        count = Signal(range(depth + 1))
-        o_valid = Signal()
-        m.d.sync += [
-            count.eq(count + done - rd_fire),
-            # = (count + done - rd_fire != 0), without the adder on the path from ``o.ready``
-            o_valid.eq(done | (count >= 2) | ((count >= 1) & ~rd_fire)),
-        ]
-        m.d.comb += self.o.valid.eq(o_valid)
+        # Results in the FIFO, as a thermometer code: ``fill[j]`` is high while more than
+        # ``j`` results wait, so ``o.valid`` is ``fill[0]``. A result written shifts a 1 in
+        # at the bottom, one read shifts the code down. Both next codes come from registers
+        # (``fill``, ``done``); ``o.ready`` only selects between them, one LUT per bit, with
+        # no carry chain or compare behind it.
+        fill = Signal(depth, name="fill")
+        up = Cat(Const(1, 1), fill[:-1])
+        down = Cat(fill[1:], Const(0, 1))
+        fill_next = Signal(depth, name="fill_next")
+        m.d.comb += fill_next.eq(Mux(rd_fire, Mux(done, fill, down), Mux(done, up, fill)))
+        m.d.sync += fill.eq(fill_next)
+        m.d.comb += self.o.valid.eq(fill[0])
 
         for l in range(L):
             lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline,
@@ -337,7 +343,8 @@ class MACArray(wiring.Component):
             m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
                          lane.ctrl_in.eq(group_ctrl[l // per_group]),
-                         lane.rd_fire.eq(rd_fire),
+                         lane.o_ready.eq(self.o.ready),
+                         lane.valid_next.eq(fill_next[0]),
                          self.o.payload[l].eq(lane.result)]
         return m
 

@@ -149,6 +149,18 @@ def test_amaranth_sim_fast_input_slow_output():
         assert got == _expected(rows, params), stall_out
 
 
+@pytest.mark.parametrize("max_len", [1, 2, 3, 17])
+def test_amaranth_sim_short_buffers(max_len):
+    """Tiny buffers (halves of 1..32 words), rows up to 3 beyond max_len (clipped), under
+    input-only, output-only and mixed stalls."""
+    params = {"max_len": max_len, "in_width": 10, "in_frac": 4, "out_bits": 12}
+    rng = np.random.default_rng(max_len)
+    rows = [rng.integers(-512, 512, int(rng.integers(1, max_len + 4))) for _ in range(30)]
+    for stall_in, stall_out in ((0.0, 0.8), (0.3, 0.3), (0.8, 0.0)):
+        got = _amaranth_run(Softmax(**params), rows, stall=stall_in, seed=2, stall_out=stall_out)
+        assert got == _expected(rows, params), (stall_in, stall_out)
+
+
 def _cycles(rows, params):
     """Cycles from the first input to the last output with the input always valid and
     o.ready always 1; checks the outputs against the golden model."""

@@ -28,12 +28,14 @@ write a row into the exp half OUT is still reading (the row two before) but neve
 OUT: it issues element ``j`` only after OUT has read element ``j`` (a registered pointer
 comparison), so a slow ``o.ready`` holds EXP back instead of corrupting data.
 
-Cycles (``o.ready`` always 1, input always valid; Amaranth simulation, ``tests/test_softmax.py``
-``test_rows_overlap``): a single row of ``n`` elements takes ``3 n + 48`` cycles from its first
-input to its last output (the design without overlap: ``3 n + 49``); back-to-back rows cost
-``n + K`` cycles each, ``K = 2`` when ``n`` is long enough to cover NORM (about 30 elements;
-shorter rows cost about 18-27 cycles each). 8 rows of 65 elements: 710 cycles (1869 without
-overlap).
+Cycles (``o.ready`` always 1, input always valid; Amaranth simulation, see
+``test_rows_overlap`` in ``tests/test_softmax.py``): a single row of ``n`` elements takes about
+``3 n + 46`` cycles from its first input to its last output, plus one per NORM shift (the
+design without overlap: ``3 n + 49`` and more); back-to-back rows cost ``n + K`` cycles each,
+``K = 2``, for ``n >= 32``. Shorter rows cost about ``17 + n / 2`` (an exp half is free only
+once OUT has started the row two before, after that row's NORM), at least 18 (NORM + DIV).
+8 rows of 65 elements (the engine's 8 heads at position 64): 710 cycles, 1869 without
+overlap.
 
 Control is a set of one-hot phase flags with registered conditions; the running maximum
 is computed in two stages so no compare drives a wide enable.

@@ -8,7 +8,10 @@ program (128-bit words), the activation scratchpad (16-bit elements), the weight
 (``lanes * macs_per_lane`` int8 per row), the parameter memory (32-bit words) and a *vector
 buffer* of ``macs_per_lane`` 16-bit elements per word, which holds the shared operand of a
 ``MATVEC`` (and operand ``a`` of an ``ELTWISE``) so that the MAC array gets a whole slice per
-cycle. The host reaches the first four through the Wishbone port (:mod:`hdlgen.engine.memmap`
+cycle. When the program has ``MATMAT``, a *tile buffer* of ``lanes * macs_per_lane`` int8 per
+word (``ceil(cols / macs_per_lane)`` words for the longest ``MATMAT`` input row; LUT RAM up to
+16 words, block RAM beyond) holds a prefill tile's inputs, one beat's per-lane operand per
+word. The host reaches the first four through the Wishbone port (:mod:`hdlgen.engine.memmap`
 defines the windows) while no job runs.
 
 Units, each instantiated once from the blocks in :mod:`hdlgen.blocks`: the MAC array, the
@@ -35,6 +38,22 @@ instruction's phases, which stream operands through one unit and the results bac
   The vector buffer remembers which scratchpad region it holds: a ``MATVEC`` reading the same
   input as the previous one (q, k and v; gate and up) skips the load, unless a write touched
   that region since.
+* ``MATMAT`` (prefill tile, ``tokens`` <= ``lanes``; the beats of
+  :func:`sim.golden.mac_array.matmat_beats`): the ``tokens x cols`` int8 inputs are loaded
+  into the tile buffer (element ``c`` of token ``t`` at byte ``c % K`` of lane ``t``'s slice in
+  word ``c // K``; the first byte of a slice clears the rest, so the last word's tail is zero
+  against the weight bank's padding). Then for each output row ``n`` (a *pass*) and each input
+  block ``j`` one beat per cycle, passes back to back: the weight-bank row holding ``W[n,
+  jK:jK+K]`` is read and lane ``n % lanes``'s slice selected into a register (the shared
+  operand, one weight read serving every token), tile-buffer word ``j`` is read a cycle after
+  the issue so that both arrive together (the per-lane operands, token ``t`` on lane ``t``).
+  Each result beat is column ``n`` of the tile: its ``tokens`` sums go through the serializer
+  into the requantizer with row ``n``'s parameters (and bias), and the writer walks ``dst + t
+  * rows + n`` (a "row" of ``tokens`` elements ``rows`` apart, the next one a step of 1 on).
+  Like the vector buffer, the tile buffer remembers its tile (``src``, ``cols``, ``tokens``):
+  the q, k and v tiles of one input load it once. The input is loaded at one element per cycle,
+  so a tile costs about ``tokens * cols`` (unless reused) plus ``rows * ceil(cols / K)`` cycles,
+  or ``tokens * rows`` when that is more (one requantized result per cycle).
 * ``SCORES``: the head's query sits in registers; K rows stream from the KV cache one beat per
   cycle as the MAC array's shared operand against the query's planes on lanes 0-2.
 * ``ATTV``: V rows stream from the KV cache and are gathered; one MAC beat per position puts the
@@ -58,8 +77,10 @@ host's memory requests are registered and a weight row's word is selected in two
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not
 re-read), the softmax formats, the RoPE and activation tables (by parameter address) and the
-SwiGLU scales, the head size, the longest ``ARGMAX``. ``MATMAT`` (prefill tiles) is not
-implemented: it ends the job with ``UNSUPPORTED``.
+SwiGLU scales, the head size, the longest ``ARGMAX``, the longest ``MATMAT`` input row (the
+tile buffer's depth; ``tokens`` outside ``1 .. lanes``, zero ``rows`` or ``cols`` are
+``BAD_FIELD`` too). An engine whose program has no ``MATMAT`` has no tile buffer and ends a
+``MATMAT`` with ``UNSUPPORTED``.
 """
 
 import json
@@ -104,7 +125,7 @@ class ErrorCode(enum.Enum, shape=4):
     """``error_code`` of a failed job."""
     NONE = 0
     BAD_OPCODE = 1          # an opcode the ISA does not define
-    UNSUPPORTED = 2         # defined but not in this engine (MATMAT, nested LOOP)
+    UNSUPPORTED = 2         # not in this engine (MATMAT without a tile buffer, nested LOOP)
     SCRATCH_RANGE = 3       # a scratchpad region outside the scratchpad
     WEIGHT_RANGE = 4        # a weight region outside the weight bank
     PARAM_RANGE = 5         # a parameter region outside the parameter memory
@@ -284,7 +305,8 @@ class Engine(wiring.Component):
     def fingerprint(self) -> str:
         """What this engine's gateware fixes at generation time, as text: its memory map,
         context and head layout, and the formats and constants baked into its units (norm formats and epsilons, softmax formats, SwiGLU and
-        activation tables, RoPE table, longest argmax). Two compiled models with the same
+        activation tables, RoPE table, longest argmax, longest ``MATMAT`` input row if the
+        program has ``MATMAT``). Two compiled models with the same
         fingerprint run on the same bitstream (one is loaded over the link); otherwise the model
         needs its own build."""
         image = self._image

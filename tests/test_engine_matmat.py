@@ -82,6 +82,21 @@ def test_matmat_rtl(tmp_path):
     assert tile < vecs, (tile, vecs)
 
 
+def test_matmat_streams_one_beat_per_cycle(tmp_path):
+    """A larger tile (40 x 68: a tile buffer of 17 words, in block RAM) equals lanes MATVECs,
+    and its cycles are the input load (tokens x cols) plus one per beat (rows x
+    ceil(cols / K)) plus a fixed overhead: no bubble between beats or passes (one per pass
+    would add 40 cycles)."""
+    rows, cols = 40, 68
+    p = {**P, "shape_a": [rows, cols]}
+    L, K = P["lanes"], P["macs_per_lane"]
+    out = _run({**p, "scenarios": [{"program": "tile"}, {"program": "vecs"}]}, tmp_path)
+    tile, vecs = out[0]["cycles"], out[1]["cycles"]
+    overhead = tile - L * cols - rows * -(-cols // K)
+    assert 0 < overhead <= 80, (tile, overhead)
+    assert tile < vecs, (tile, vecs)
+
+
 def test_no_tile_buffer_without_matmat():
     """A program without MATMAT generates no tile buffer (and the fingerprint is unchanged)."""
     from amaranth.hdl import Fragment

@@ -1086,20 +1086,26 @@ class Engine(wiring.Component):
         # tile-buffer load (MATMAT): element c of token t goes to byte c % K of lane t's slice
         # in word c // K; the first byte of a slice clears the slice's other bytes, so the
         # tail of the last word is zero (the weight bank's padding meets zeros)
+        # (the write request is registered: the RAM's inputs come from flip-flops of their own)
         if TBD:
+            tbw = Signal(data.StructLayout({"en": 1, "addr": len(tb.a.addr), "we": lanes * K,
+                                            "byte": 8, "first": 1, "last": 1}))
+            m.d.sync += tbw.en.eq(0)
             with m.If(rt[_R_TB] & rdo.valid):
-                byte = ro.data[:8]
                 kmask = Mux(tb_k[0], (1 << K) - 1, tb_k)
-                m.d.comb += [rdo.ready.eq(1), tb.a.en.eq(1), tb.a.addr.eq(tb_word),
-                             tb.a.we.eq(Cat(Mux(tb_lane[ln], kmask, 0) for ln in range(lanes))),
-                             tb.a.wdata.eq(Mux(tb_k[0], byte, byte.replicate(K))
-                                           .replicate(lanes))]
+                m.d.comb += rdo.ready.eq(1)
+                m.d.sync += [tbw.en.eq(1), tbw.addr.eq(tb_word), tbw.byte.eq(ro.data[:8]),
+                             tbw.we.eq(Cat(Mux(tb_lane[ln], kmask, 0) for ln in range(lanes))),
+                             tbw.first.eq(tb_k[0]), tbw.last.eq(ro.last)]
                 with m.If(ro.row_end):
                     m.d.sync += [tb_k.eq(1), tb_word.eq(0), tb_lane.eq(tb_lane.rotate_left(1))]
                 with m.Else():
                     m.d.sync += [tb_k.eq(tb_k.rotate_left(1)), tb_word.eq(tb_word + tb_k[K - 1])]
-                with m.If(ro.last):
-                    m.d.sync += tb_loaded.eq(1)
+            m.d.comb += [tb.a.en.eq(tbw.en), tb.a.addr.eq(tbw.addr), tb.a.we.eq(tbw.we),
+                         tb.a.wdata.eq(Mux(tbw.first, tbw.byte, tbw.byte.replicate(K))
+                                       .replicate(lanes))]
+            with m.If(tbw.en & tbw.last):
+                m.d.sync += tb_loaded.eq(1)
         # query registers (SCORES)
         qr = Signal(16 * hs)
         q_rot = Signal()
@@ -1305,25 +1311,26 @@ class Engine(wiring.Component):
                 m.d.comb += mv_beat.per_lane[ln][k].eq(wts.b.rdata[8 * (ln * K + k):][:8])
 
         # MATMAT beat assembly, three cycles after the issue: the weight row (two cycles) has
-        # the pass's lane slice selected into a register; the tile buffer is read a cycle
-        # after the issue so that its word arrives then too
+        # the pass's lane slice selected into a register (EMBED's em_slice, its select em_lane
+        # following the issued lane); the tile buffer is read a cycle after the issue so that
+        # its word arrives then too
         mm_beat = Signal(beat_l)
         if TBD:
             mi1, mi2, mi3 = Signal(), Signal(), Signal()
             mf = [Signal(name=f"mm_f{n}") for n in range(3)]
             ml = [Signal(name=f"mm_l{n}") for n in range(3)]
-            mln1, mln2 = Signal.like(mm_lane), Signal.like(mm_lane)
+            mln1 = Signal.like(mm_lane)
             tb_ra = Signal.like(tb.b.addr)
-            mm_w = Signal(8 * K)
             m.d.sync += [mi1.eq(mm_issue), mi2.eq(mi1), mi3.eq(mi2),
                          mf[0].eq(mm_j == 0), mf[1].eq(mf[0]), mf[2].eq(mf[1]),
                          ml[0].eq(mm_j == ib_m1), ml[1].eq(ml[0]), ml[2].eq(ml[1]),
-                         mln1.eq(mm_lane), mln2.eq(mln1), tb_ra.eq(mm_j),
-                         mm_w.eq(wts.b.rdata.word_select(mln2, 8 * K))]
+                         mln1.eq(mm_lane), tb_ra.eq(mm_j)]
+            with m.If(mac_mode == _M_MATMAT):
+                m.d.sync += em_lane.eq(mln1)
             m.d.comb += [tb.b.addr.eq(tb_ra), tb.b.en.eq(mi1),
                          mm_beat.first.eq(mf[2]), mm_beat.last.eq(ml[2])]
             for k in range(K):
-                m.d.comb += mm_beat.shared[k].eq(mm_w[8 * k:8 * k + 8])
+                m.d.comb += mm_beat.shared[k].eq(em_slice[8 * k:8 * k + 8])
             for ln in range(lanes):
                 for k in range(K):
                     m.d.comb += mm_beat.per_lane[ln][k].eq(tb.b.rdata[8 * (ln * K + k):][:8])

@@ -275,7 +275,9 @@ class Engine(wiring.Component):
         self._beat = max(b for b in (K, K // 2, K // 4, 8, 4, 2, 1) if b <= K and
                          self._hs % b == 0 and _pow2(b))
         self._ctx = image.context
-        pw = program_words or len(program)
+        # a model compiled with prefill (hdlgen.compiler.prefill) also runs its longer programs
+        prefill = (getattr(compiled, "manifest", None) or {}).get("prefill", {})
+        pw = program_words or max(len(program), prefill.get("program_words", 0))
         if pw < len(program):
             raise UserError(f"program_words={pw} is smaller than the program ({len(program)})")
         self._map = EngineMap(program_words=pw, act_elements=max(1, image.act_elements),
@@ -289,6 +291,7 @@ class Engine(wiring.Component):
             raise UserError(f"weight_main_rows={weight_main_rows} must be the weight bank's "
                             f"{wr} rows or a power of two below that")
         self._analyse()
+        self._mm_cols = max(self._mm_cols, prefill.get("matmat_cols", 0))
         self._MustUse__silence = False
         super().__init__({
             "bus": In(wishbone.Signature(addr_width=self._map.addr_width)),

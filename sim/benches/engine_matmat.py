@@ -3,12 +3,17 @@ on a small synthetic memory image, run on :class:`hdlgen.engine.core.Engine` and
 the integer golden model (:mod:`sim.golden.engine`) over the **whole scratchpad**.
 
 The image (:func:`build`) holds three int8 matrices with random requantization parameters and
-int32 biases: ``A`` (``2 * lanes + 3`` x ``3 * K + 1``: rows not a multiple of ``lanes``,
-columns not a multiple of ``macs_per_lane``), ``B`` (``lanes`` x ``4 * K``) and ``C`` (two
-layers of ``lanes + 1`` x ``2 * K - 1`` at a fixed stride, run by a ``LOOP`` with
-``layer_rel``). ``HDLGEN_PARAMS["shape_a"]`` (``[rows, cols]``) overrides ``A``'s shape (the
-cycle measurements use a larger one). The scratchpad holds random int8 input tiles for each
+int32 biases: ``A`` (``2 * lanes + 3`` x ``16 * K + 3``: rows not a multiple of ``lanes``,
+columns not a multiple of ``macs_per_lane``, a tile buffer of 17 words, in block RAM), ``B``
+(``lanes`` x ``4 * K``) and ``C`` (two layers of ``lanes + 1`` x ``2 * K - 1`` at a fixed
+stride, run by a ``LOOP`` with ``layer_rel``). ``HDLGEN_PARAMS["shape_a"]`` (``[rows,
+cols]``) overrides ``A``'s shape. The scratchpad holds random int8 input tiles for each
 matrix; everything else starts at zero.
+
+With ``HDLGEN_PARAMS["model"]`` (parameters of :func:`sim.benches.engine.build`) and
+``"prefill"`` (``[tokens, ...]``) the case is instead a compiled random model with prefill
+buffers (:func:`hdlgen.compiler.prefill.with_prefill`) and one program, ``prefill``: the
+prompt chunk at positions ``0 ..``, starting from a zero scratchpad and an empty KV cache.
 
 Programs (:func:`programs`): ``main`` (tiles of 1, 3 and ``lanes`` tokens, both output widths,
 with and without bias, a ``MATVEC`` between tiles, a tile that reuses the loaded tile buffer,
@@ -45,10 +50,12 @@ def build(p: dict):
     program, which sizes the engine), ``case.programs`` (every program by name),
     ``case.inputs`` (``{address: int8 values}``) and ``case.layout`` (named matrices and
     buffers)."""
+    if "model" in p:
+        return _build_model(p)
     L, K = p.get("lanes", 8), p.get("macs_per_lane", 4)
     cfg = AcceleratorConfig(lanes=L, macs_per_lane=K)
     rng = np.random.default_rng(p.get("seed", 1))
-    ra, ca = p.get("shape_a", [2 * L + 3, 3 * K + 1])
+    ra, ca = p.get("shape_a", [2 * L + 3, 16 * K + 3])
     shapes = {"A": (ra, ca), "B": (L, 4 * K), "C0": (L + 1, 2 * K - 1), "C1": (L + 1, 2 * K - 1)}
     wa, pa = WeightAllocator(L, K), ParamAllocator()
     lay = {}
@@ -75,6 +82,18 @@ def build(p: dict):
     progs = programs(L, lay)
     case = SimpleNamespace(image=image, program=progs["main"], programs=progs, inputs=inputs,
                            layout=lay)
+    return cfg, case
+
+
+def _build_model(p: dict):
+    from hdlgen.compiler.prefill import prefill_program, with_prefill
+    from sim.benches.engine import build as build_model
+    cfg, comp = build_model(p["model"])
+    tokens = list(p["prefill"])
+    pc = with_prefill(comp, len(tokens))
+    progs = {"prefill": prefill_program(pc, tokens, 0)}
+    case = SimpleNamespace(image=pc.image, program=pc.program, manifest=pc.manifest,
+                           programs=progs, inputs={}, layout=pc.buffers)
     return cfg, case
 
 
@@ -177,8 +196,6 @@ if cocotb is not None:
         assert not err, f"job failed with code {code} ({ErrorCode(code).name})"
         gold = Golden(img, prog)
         gold.act[:] = act0
-        written = set()
-        gold.trace = lambda pc, layer, ins, values: written.add(pc)
         gold.step(0, 0)
         act = np.array([to_signed(await host.read(mp.word("scratch", e)), 16)
                         for e in range(img.act_elements)], dtype=np.int64)

@@ -8,7 +8,10 @@ program (128-bit words), the activation scratchpad (16-bit elements), the weight
 (``lanes * macs_per_lane`` int8 per row), the parameter memory (32-bit words) and a *vector
 buffer* of ``macs_per_lane`` 16-bit elements per word, which holds the shared operand of a
 ``MATVEC`` (and operand ``a`` of an ``ELTWISE``) so that the MAC array gets a whole slice per
-cycle. The host reaches the first four through the Wishbone port (:mod:`hdlgen.engine.memmap`
+cycle. When the program has ``MATMAT``, a *tile buffer* of ``lanes * macs_per_lane`` int8 per
+word (``ceil(cols / macs_per_lane)`` words for the longest ``MATMAT`` input row; LUT RAM up to
+16 words, block RAM beyond) holds a prefill tile's inputs, one beat's per-lane operand per
+word. The host reaches the first four through the Wishbone port (:mod:`hdlgen.engine.memmap`
 defines the windows) while no job runs.
 
 Units, each instantiated once from the blocks in :mod:`hdlgen.blocks`: the MAC array, the
@@ -35,6 +38,22 @@ instruction's phases, which stream operands through one unit and the results bac
   The vector buffer remembers which scratchpad region it holds: a ``MATVEC`` reading the same
   input as the previous one (q, k and v; gate and up) skips the load, unless a write touched
   that region since.
+* ``MATMAT`` (prefill tile, ``tokens`` <= ``lanes``; the beats of
+  :func:`sim.golden.mac_array.matmat_beats`): the ``tokens x cols`` int8 inputs are loaded
+  into the tile buffer (element ``c`` of token ``t`` at byte ``c % K`` of lane ``t``'s slice in
+  word ``c // K``; the first byte of a slice clears the rest, so the last word's tail is zero
+  against the weight bank's padding). Then for each output row ``n`` (a *pass*) and each input
+  block ``j`` one beat per cycle, passes back to back: the weight-bank row holding ``W[n,
+  jK:jK+K]`` is read and lane ``n % lanes``'s slice selected into a register (the shared
+  operand, one weight read serving every token), tile-buffer word ``j`` is read a cycle after
+  the issue so that both arrive together (the per-lane operands, token ``t`` on lane ``t``).
+  Each result beat is column ``n`` of the tile: its ``tokens`` sums go through the serializer
+  into the requantizer with row ``n``'s parameters (and bias), and the writer walks ``dst + t
+  * rows + n`` (a "row" of ``tokens`` elements ``rows`` apart, the next one a step of 1 on).
+  Like the vector buffer, the tile buffer remembers its tile (``src``, ``cols``, ``tokens``):
+  the q, k and v tiles of one input load it once. The input is loaded at one element per cycle,
+  so a tile costs about ``tokens * cols`` (unless reused) plus ``rows * ceil(cols / K)`` cycles,
+  or ``tokens * rows`` when that is more (one requantized result per cycle).
 * ``SCORES``: the head's query sits in registers; K rows stream from the KV cache one beat per
   cycle as the MAC array's shared operand against the query's planes on lanes 0-2.
 * ``ATTV``: V rows stream from the KV cache and are gathered; one MAC beat per position puts the
@@ -58,8 +77,10 @@ host's memory requests are registered and a weight row's word is selected in two
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not
 re-read), the softmax formats, the RoPE and activation tables (by parameter address) and the
-SwiGLU scales, the head size, the longest ``ARGMAX``. ``MATMAT`` (prefill tiles) is not
-implemented: it ends the job with ``UNSUPPORTED``.
+SwiGLU scales, the head size, the longest ``ARGMAX``, the longest ``MATMAT`` input row (the
+tile buffer's depth; ``tokens`` outside ``1 .. lanes``, zero ``rows`` or ``cols`` are
+``BAD_FIELD`` too). An engine whose program has no ``MATMAT`` has no tile buffer and ends a
+``MATMAT`` with ``UNSUPPORTED``.
 """
 
 import json
@@ -104,7 +125,7 @@ class ErrorCode(enum.Enum, shape=4):
     """``error_code`` of a failed job."""
     NONE = 0
     BAD_OPCODE = 1          # an opcode the ISA does not define
-    UNSUPPORTED = 2         # defined but not in this engine (MATMAT, nested LOOP)
+    UNSUPPORTED = 2         # not in this engine (MATMAT without a tile buffer, nested LOOP)
     SCRATCH_RANGE = 3       # a scratchpad region outside the scratchpad
     WEIGHT_RANGE = 4        # a weight region outside the weight bank
     PARAM_RANGE = 5         # a parameter region outside the parameter memory
@@ -117,11 +138,12 @@ class ErrorCode(enum.Enum, shape=4):
 
 
 # routes of the element reader's output
-_R_VB, _R_Q, _R_NORM, _R_ROPE, _R_KV, _R_SMAX, _R_ACT, _R_ELT, _R_ARGMAX, _R_RQ, _R_P = range(11)
+_R_VB, _R_Q, _R_NORM, _R_ROPE, _R_KV, _R_SMAX, _R_ACT, _R_ELT, _R_ARGMAX, _R_RQ, _R_P, _R_TB = \
+    range(12)
 # writer sources
 _W_RQ, _W_NORM, _W_ROPE, _W_SMAX, _W_ACT, _W_ELT = range(6)
 # MAC modes
-_M_MATVEC, _M_SCORES, _M_ATTV = range(3)
+_M_MATVEC, _M_SCORES, _M_ATTV, _M_MATMAT = range(4)
 # operand planes
 _P_X8, _P_HI, _P_LO, _P_CARRY = range(4)
 
@@ -253,7 +275,9 @@ class Engine(wiring.Component):
         self._beat = max(b for b in (K, K // 2, K // 4, 8, 4, 2, 1) if b <= K and
                          self._hs % b == 0 and _pow2(b))
         self._ctx = image.context
-        pw = program_words or len(program)
+        # a model compiled with prefill (hdlgen.compiler.prefill) also runs its longer programs
+        prefill = (getattr(compiled, "manifest", None) or {}).get("prefill", {})
+        pw = program_words or max(len(program), prefill.get("program_words", 0))
         if pw < len(program):
             raise UserError(f"program_words={pw} is smaller than the program ({len(program)})")
         self._map = EngineMap(program_words=pw, act_elements=max(1, image.act_elements),
@@ -267,6 +291,7 @@ class Engine(wiring.Component):
             raise UserError(f"weight_main_rows={weight_main_rows} must be the weight bank's "
                             f"{wr} rows or a power of two below that")
         self._analyse()
+        self._mm_cols = max(self._mm_cols, prefill.get("matmat_cols", 0))
         self._MustUse__silence = False
         super().__init__({
             "bus": In(wishbone.Signature(addr_width=self._map.addr_width)),
@@ -283,7 +308,8 @@ class Engine(wiring.Component):
     def fingerprint(self) -> str:
         """What this engine's gateware fixes at generation time, as text: its memory map,
         context and head layout, and the formats and constants baked into its units (norm formats and epsilons, softmax formats, SwiGLU and
-        activation tables, RoPE table, longest argmax). Two compiled models with the same
+        activation tables, RoPE table, longest argmax, longest ``MATMAT`` input row if the
+        program has ``MATMAT``). Two compiled models with the same
         fingerprint run on the same bitstream (one is loaded over the link); otherwise the model
         needs its own build."""
         image = self._image
@@ -303,6 +329,7 @@ class Engine(wiring.Component):
             "norms": plain(self._norms), "softmax": plain(self._smax),
             "swiglu": plain(self._swiglu), "acts": plain(self._acts), "rope": plain(self._rope),
             "rope_addr": self._rope_addr, "argmax_len": self._argmax_len,
+            **({"matmat_cols": self._mm_cols} if self._mm_cols else {}),
         }, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -325,6 +352,7 @@ class Engine(wiring.Component):
             else:
                 pbases[n] = [0]
         norms, smax, self._vb_len = [], set(), 1
+        self._mm_cols = 0                   # longest MATMAT input row: sizes the tile buffer
         for n, ins in enumerate(prog):
             if ins.op == Opcode.NORM:
                 ln = ins.kind == NormKind.LAYERNORM
@@ -344,6 +372,8 @@ class Engine(wiring.Component):
                 self._vb_len = max(self._vb_len, ins.cols)
             elif ins.op == Opcode.ELTWISE:
                 self._vb_len = max(self._vb_len, ins.len)
+            elif ins.op == Opcode.MATMAT:
+                self._mm_cols = max(self._mm_cols, ins.cols)
         if len(smax) > 1:
             raise UserError(f"the program uses several softmax formats {sorted(smax)}; the "
                             f"engine has one softmax unit")
@@ -403,6 +433,14 @@ class Engine(wiring.Component):
                                               init=init.get("wts"))
         m.submodules.par = par = BlockRAM(width=32, depth=PM, init=init.get("par"))
         m.submodules.vb = vb = DistRAM(width=16 * K, depth=VBD, granularity=8)
+        # the MATMAT tile buffer: word j holds the input slices [j*K, j*K+K) of all the tile's
+        # tokens (token l at bytes l*K ..), the per-lane operand of one beat; only in an
+        # engine whose program has MATMAT
+        TBD = -(-self._mm_cols // K)
+        tb = None
+        if TBD:
+            ram = DistRAM if TBD <= 16 else BlockRAM
+            m.submodules.tb = tb = ram(width=lanes * K * 8, depth=TBD, granularity=8)
 
         # ---- units ----------------------------------------------------------------------------
         m.submodules.mac = mac = MACArray(lanes, K, acc_w, cfg.max_dot_length)
@@ -506,6 +544,12 @@ class Engine(wiring.Component):
         vb_tag_len = Signal(16)
         vb_tag_end = Signal(17)               # src + len, a cycle after them
         m.d.sync += vb_tag_end.eq(vb_tag_src + vb_tag_len)
+        # the same for the MATMAT tile buffer (q, k and v of a tile read one input)
+        tb_tag_valid = Signal()
+        tb_tag_src = Signal(16)
+        tb_tag_cols = Signal(16)
+        tb_tag_tok = Signal(8)
+        tb_tag_end = Signal(17)               # src + tokens * cols
         # ---- the writer -----------------------------------------------------------------------
         wr_start = Signal()
         wr_base = Signal(aw_act)
@@ -513,6 +557,7 @@ class Engine(wiring.Component):
         wr_cur = Signal(aw_act)
         wr_lm1 = Signal(16)                   # row length - 1
         wr_stride = Signal(16)
+        wr_step = Signal(16, init=1)          # address step within a row (MATMAT: rows)
         wr_col = Signal(16)
         wr_total = Signal(32)
         wr_count = Signal(32)
@@ -585,11 +630,13 @@ class Engine(wiring.Component):
                 m.d.sync += [wr_col.eq(0), wr_rowb.eq(wr_rowb + wr_stride),
                              wr_cur.eq(wr_rowb + wr_stride)]
             with m.Else():
-                m.d.sync += [wr_col.eq(wr_col + 1), wr_cur.eq(wr_cur + 1)]
+                m.d.sync += [wr_col.eq(wr_col + 1), wr_cur.eq(wr_cur + (wr_step if TBD else 1))]
         with m.If(w2_v & ~wr_start):
             m.d.sync += wr_count.eq(wr_count + 1)
         with m.If(w2_v & (w2_a >= vb_tag_src) & (w2_a < vb_tag_end)):
             m.d.sync += vb_tag_valid.eq(0)      # the buffered input was overwritten
+        with m.If(w2_v & (w2_a >= tb_tag_src) & (w2_a < tb_tag_end)):
+            m.d.sync += tb_tag_valid.eq(0)
         w_sum = Signal(signed(16))
         m.d.comb += w_sum.eq(Mux(wr_acc, saturate(act.b.rdata.as_signed() + w2_d, 16), w2_d))
 
@@ -748,6 +795,14 @@ class Engine(wiring.Component):
         mv_x16 = Signal()
         mv_rows = Signal(16)
         em_w2 = Signal()                     # EMBED of a 16-bit (two-plane) table
+        # MATMAT control
+        mm_go = Signal()
+        mm_tokens = Signal(8)
+        mm_rows_m1 = Signal(16)
+        tb_loaded = Signal()                 # the tile's last element is in the tile buffer
+        tb_lane = Signal(lanes, init=1)      # tile load: token (one-hot lane) ...
+        tb_k = Signal(K, init=1)             # ... byte within its slice (one-hot) ...
+        tb_word = Signal(range(max(2, TBD)))  # ... and tile-buffer word
         # attention control
         at_h = Signal(8)
         at_kvh = Signal(8)
@@ -765,8 +820,8 @@ class Engine(wiring.Component):
         rd_route = Signal(4)
         # the route decoded into one flip-flop per route, a cycle after rd_route (routes are
         # set cycles before the reader's first item arrives)
-        rt = [Signal(name=f"rt{r}") for r in range(11)]
-        m.d.sync += [rt[r].eq(rd_route == r) for r in range(11)]
+        rt = [Signal(name=f"rt{r}") for r in range(12)]
+        m.d.sync += [rt[r].eq(rd_route == r) for r in range(12)]
         norm_sel = Signal(range(max(1, len(norms))))
         act_sel = Signal(range(max(1, len(acts))))
         elt_swiglu = Signal()
@@ -826,7 +881,7 @@ class Engine(wiring.Component):
                              npos.eq(job_pos[:16] + 1),
                              r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
                              err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
-                             cycles.eq(0), vb_tag_valid.eq(0)]
+                             cycles.eq(0), vb_tag_valid.eq(0), tb_tag_valid.eq(0)]
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
                                  self.error.eq(1), st_err.eq(1)]
@@ -883,6 +938,21 @@ class Engine(wiring.Component):
         with fsm.state("WAIT_WRITER"):
             with m.If(wr_done):
                 self._fsm.goto("NEXT")
+        # ---- MATMAT ---------------------------------------------------------------------
+        if TBD:
+            with fsm.state("MM_GO"):
+                m.d.comb += rd.start.eq(1)
+                self._fsm.goto("MM_LOAD")
+            with fsm.state("MM_LOAD"):
+                with m.If(tb_loaded):
+                    ins = v[Opcode.MATMAT]
+                    m.d.sync += [tb_tag_valid.eq(1), tb_tag_src.eq(ins.src),
+                                 tb_tag_cols.eq(ins.cols), tb_tag_tok.eq(ins.tokens),
+                                 tb_tag_end.eq(chk["r1"])]
+                    self._fsm.goto("MM_FEED")
+            with fsm.state("MM_FEED"):
+                m.d.comb += [mm_go.eq(1), wr_start.eq(1)]
+                self._fsm.goto("WAIT_WRITER")
         # ---- EMBED ----------------------------------------------------------------------
         with fsm.state("EMBED"):
             m.d.comb += [embed_go.eq(1), wr_start.eq(1)]
@@ -1016,6 +1086,29 @@ class Engine(wiring.Component):
                 m.d.sync += mv_carry.eq(1)
         m.d.comb += [vb.a.addr.eq(vbw.addr), vb.a.en.eq(vbw.en), vb.a.we.eq(vbw.we),
                      vb.a.wdata.eq(vbw.wdata)]
+        # tile-buffer load (MATMAT): element c of token t goes to byte c % K of lane t's slice
+        # in word c // K; the first byte of a slice clears the slice's other bytes, so the
+        # tail of the last word is zero (the weight bank's padding meets zeros)
+        # (the write request is registered: the RAM's inputs come from flip-flops of their own)
+        if TBD:
+            tbw = Signal(data.StructLayout({"en": 1, "addr": len(tb.a.addr), "we": lanes * K,
+                                            "byte": 8, "first": 1, "last": 1}))
+            m.d.sync += tbw.en.eq(0)
+            with m.If(rt[_R_TB] & rdo.valid):
+                kmask = Mux(tb_k[0], (1 << K) - 1, tb_k)
+                m.d.comb += rdo.ready.eq(1)
+                m.d.sync += [tbw.en.eq(1), tbw.addr.eq(tb_word), tbw.byte.eq(ro.data[:8]),
+                             tbw.we.eq(Cat(Mux(tb_lane[ln], kmask, 0) for ln in range(lanes))),
+                             tbw.first.eq(tb_k[0]), tbw.last.eq(ro.last)]
+                with m.If(ro.row_end):
+                    m.d.sync += [tb_k.eq(1), tb_word.eq(0), tb_lane.eq(tb_lane.rotate_left(1))]
+                with m.Else():
+                    m.d.sync += [tb_k.eq(tb_k.rotate_left(1)), tb_word.eq(tb_word + tb_k[K - 1])]
+            m.d.comb += [tb.a.en.eq(tbw.en), tb.a.addr.eq(tbw.addr), tb.a.we.eq(tbw.we),
+                         tb.a.wdata.eq(Mux(tbw.first, tbw.byte, tbw.byte.replicate(K))
+                                       .replicate(lanes))]
+            with m.If(tbw.en & tbw.last):
+                m.d.sync += tb_loaded.eq(1)
         # query registers (SCORES)
         qr = Signal(16 * hs)
         q_rot = Signal()
@@ -1119,8 +1212,11 @@ class Engine(wiring.Component):
         # beats in the FIFO or on their way to it (a register: the issue decision is one LUT)
         bf_occ = Signal(range(6))
         bf_inc, bf_dec = Signal(), Signal()
-        m.d.comb += [bf_issue.eq(mv_active & (bf_occ < 5)),
-                     bf_inc.eq(Mux(mac_mode == _M_MATVEC, bf_issue, bf.w_en & bf.w_rdy)),
+        mm_active = Signal()
+        mm_issue = Signal()
+        m.d.comb += [bf_issue.eq(mv_active & (bf_occ < 5)), mm_issue.eq(mm_active & (bf_occ < 5)),
+                     bf_inc.eq(Mux(mac_mode == _M_MATVEC, bf_issue,
+                                   Mux(mac_mode == _M_MATMAT, mm_issue, bf.w_en & bf.w_rdy))),
                      bf_dec.eq(bf.r_rdy & bf.r_en)]
         m.d.sync += bf_occ.eq(bf_occ + bf_inc - bf_dec)
         pass_sel = Signal(2)
@@ -1144,6 +1240,29 @@ class Engine(wiring.Component):
                                  mv_wrow.eq(mv_obrow + Mux(mv_w2, plane_sz, 0))]
             with m.Else():
                 m.d.sync += [mv_ib.eq(mv_ib + 1), mv_wrow.eq(mv_wrow + 1)]
+        # MATMAT issue: for each output row n (a pass) and each input block j, weight bank row
+        # x_w + (n // lanes) * ib_n + j, whose lane n % lanes holds W[n, jK:jK+K] (the shared
+        # operand), and tile-buffer word j (the per-lane operand); passes follow each other
+        # without a gap
+        mm_j = Signal(16)
+        mm_n = Signal(16)
+        mm_lane = Signal(range(lanes))
+        mm_blk = Signal(24)                  # weight row of block j = 0 of this pass's rows
+        if TBD:
+            with m.If(mm_go):
+                m.d.sync += [mm_active.eq(1), mm_j.eq(0), mm_n.eq(0), mm_lane.eq(0),
+                             mm_blk.eq(x_w), mv_wrow.eq(x_w)]
+            with m.Elif(mm_issue):
+                with m.If(mm_j == ib_m1):
+                    m.d.sync += [mm_j.eq(0), mm_n.eq(mm_n + 1), mm_lane.eq(mm_lane + 1)]
+                    with m.If(mm_lane == lanes - 1):
+                        m.d.sync += [mm_blk.eq(mm_blk + ib_n), mv_wrow.eq(mm_blk + ib_n)]
+                    with m.Else():
+                        m.d.sync += mv_wrow.eq(mm_blk)
+                    with m.If(mm_n == mm_rows_m1):
+                        m.d.sync += mm_active.eq(0)
+                with m.Else():
+                    m.d.sync += [mm_j.eq(mm_j + 1), mv_wrow.eq(mv_wrow + 1)]
         # EMBED reads
         em_active = Signal()
         em_ib = Signal(16)
@@ -1194,6 +1313,31 @@ class Engine(wiring.Component):
             for k in range(K):
                 m.d.comb += mv_beat.per_lane[ln][k].eq(wts.b.rdata[8 * (ln * K + k):][:8])
 
+        # MATMAT beat assembly, three cycles after the issue: the weight row (two cycles) has
+        # the pass's lane slice selected into a register (EMBED's em_slice, its select em_lane
+        # following the issued lane); the tile buffer is read a cycle after the issue so that
+        # its word arrives then too
+        mm_beat = Signal(beat_l)
+        if TBD:
+            mi1, mi2, mi3 = Signal(), Signal(), Signal()
+            mf = [Signal(name=f"mm_f{n}") for n in range(3)]
+            ml = [Signal(name=f"mm_l{n}") for n in range(3)]
+            mln1 = Signal.like(mm_lane)
+            tb_ra = Signal.like(tb.b.addr)
+            m.d.sync += [mi1.eq(mm_issue), mi2.eq(mi1), mi3.eq(mi2),
+                         mf[0].eq(mm_j == 0), mf[1].eq(mf[0]), mf[2].eq(mf[1]),
+                         ml[0].eq(mm_j == ib_m1), ml[1].eq(ml[0]), ml[2].eq(ml[1]),
+                         mln1.eq(mm_lane), tb_ra.eq(mm_j)]
+            with m.If(mac_mode == _M_MATMAT):
+                m.d.sync += em_lane.eq(mln1)
+            m.d.comb += [tb.b.addr.eq(tb_ra), tb.b.en.eq(mi1),
+                         mm_beat.first.eq(mf[2]), mm_beat.last.eq(ml[2])]
+            for k in range(K):
+                m.d.comb += mm_beat.shared[k].eq(em_slice[8 * k:8 * k + 8])
+            for ln in range(lanes):
+                for k in range(K):
+                    m.d.comb += mm_beat.per_lane[ln][k].eq(tb.b.rdata[8 * (ln * K + k):][:8])
+
         # SCORES / ATTV beats from the KV cache
         rdd = kv.read_data
         sc_beat = Signal(beat_l)
@@ -1238,6 +1382,8 @@ class Engine(wiring.Component):
                     m.d.sync += av_t0.eq(0)
                 with m.If(rdd.payload.last):
                     m.d.sync += at_last_seen.eq(1)
+        with m.Elif(mac_mode == _M_MATMAT):
+            m.d.comb += [bf.w_en.eq(mi3 if TBD else 0), bf_w.eq(mm_beat)]
         with m.Else():
             m.d.comb += [bf.w_en.eq(i2), bf_w.eq(mv_beat)]
         m.d.comb += bf.w_data.eq(bf_w.as_value())
@@ -1265,7 +1411,8 @@ class Engine(wiring.Component):
         emit = Signal()
         m.d.comb += emit.eq(ser_cnt != 0)
         with m.If(emit):
-            m.d.sync += [ser_cnt.eq(ser_cnt - 1), ser_idx.eq(ser_idx + 1)]
+            # (MATMAT: the tokens of one output row share its requantization parameters)
+            m.d.sync += [ser_cnt.eq(ser_cnt - 1), ser_idx.eq(ser_idx + (mac_mode != _M_MATMAT))]
             for n in range(S - 1):
                 m.d.sync += ser[n].eq(ser[n + 1])
         shift = Signal()
@@ -1298,6 +1445,9 @@ class Engine(wiring.Component):
                         m.d.sync += cb_ps.eq(cb_ps + 1)
                 with m.Case(_M_SCORES):
                     m.d.sync += [ser[0].eq((r[0] << 8) + r[1] + (r[2] << 8)), ser_cnt.eq(1)]
+                with m.Case(_M_MATMAT):            # output row cb_ob of tokens 0 .. tokens-1
+                    m.d.sync += [ser[n].eq(r[n]) for n in range(lanes)]
+                    m.d.sync += [ser_cnt.eq(mm_tokens), ser_idx.eq(cb_ob), cb_ob.eq(cb_ob + 1)]
                 with m.Case(_M_ATTV):
                     for n in range(G):
                         m.d.sync += ser[n].eq((r[n] << 8) + r[G + n])
@@ -1363,7 +1513,7 @@ class Engine(wiring.Component):
         # ---- unit busy (profiling) ------------------------------------------------------------
         ub = Signal(len(UNITS))
         fsm_busy = {
-            "mac_array": bf.r_rdy | mac.o.valid | mo.o.valid | mv_active,
+            "mac_array": bf.r_rdy | mac.o.valid | mo.o.valid | mv_active | mm_active,
             "kv_cache": kv.append.valid | kv.read_cmd.valid | rdd.valid,
             "softmax": rt[_R_SMAX] & busy & ~wr_done,
             "norm": rt[_R_NORM] & busy & ~wr_done,
@@ -1372,7 +1522,7 @@ class Engine(wiring.Component):
             "activation": rt[_R_ACT] & busy & ~wr_done,
             "eltwise": rt[_R_ELT] & busy & ~wr_done,
             "argmax": rt[_R_ARGMAX] & busy & ~amax_got,
-            "loader": rt[_R_VB] & rd.busy,
+            "loader": (rt[_R_VB] | rt[_R_TB]) & rd.busy,
         }
         for n, u in enumerate(UNITS):
             m.d.comb += ub[n].eq(fsm_busy[u])
@@ -1437,7 +1587,21 @@ class Engine(wiring.Component):
                                  s["lp_wstride"].eq(ins.wstride), s["lp_pstride"].eq(ins.pstride)]
                     self._fsm.goto("NEXT")
             with m.Case(Opcode.MATMAT):
-                fail(ErrorCode.UNSUPPORTED)
+                ins = v[Opcode.MATMAT]
+                if not self._mm_cols:           # no tile buffer in this engine
+                    fail(ErrorCode.UNSUPPORTED)
+                else:
+                    w_, p_ = rel(ins)
+                    m.d.sync += [x_w.eq(ins.waddr + w_), x_p.eq(ins.paddr + p_),
+                                 ob_n.eq((ins.rows + lanes - 1) >> lb),
+                                 ib_n.eq((ins.cols + K - 1) >> kb),
+                                 ma1.eq((ins.rows + lanes - 1) >> lb),    # weight rows
+                                 ma2.eq((ins.cols + K - 1) >> kb),
+                                 mb1.eq(ins.tokens), mb2.eq(ins.cols),    # input elements
+                                 mc1.eq(ins.tokens), mc2.eq(ins.rows)]    # output elements
+                    bad((ins.tokens == 0) | (ins.tokens > lanes))
+                    bad((ins.rows == 0) | (ins.cols == 0) | (ins.cols > self._mm_cols))
+                    self._fsm.goto("CHECK1")
             with m.Case(Opcode.EMBED):
                 ins = v[Opcode.EMBED]
                 idx = s["regs"][ins.index_reg.as_value()]
@@ -1578,6 +1742,11 @@ class Engine(wiring.Component):
                              chk["w"].eq(x_w + Mux(ins.w_planes == 2, pa << 1, pa)),
                              chk["p"].eq(x_p + Mux(ins.bias, ins.rows << 1, ins.rows)),
                              s["plane_sz"].eq(pa)]
+            with m.Case(Opcode.MATMAT):
+                ins = v[Opcode.MATMAT]
+                m.d.sync += [chk["r1"].eq(ins.src + pb_), chk["wr"].eq(ins.dst + s["prod_c"]),
+                             chk["w"].eq(x_w + pa),
+                             chk["p"].eq(x_p + Mux(ins.bias, ins.rows << 1, ins.rows))]
             with m.Case(Opcode.REQUANT):
                 ins = v[Opcode.REQUANT]
                 m.d.sync += [chk["r1"].eq(ins.src + ins.len), chk["wr"].eq(ins.dst + ins.len),
@@ -1629,6 +1798,8 @@ class Engine(wiring.Component):
                          s["wr_lm1"].eq((total if row_len is None else row_len) - 1),
                          s["wr_stride"].eq(0 if stride is None else stride),
                          s["wr_acc"].eq(acc), s["wr_w8"].eq(w8), s["wr_src"].eq(src)]
+            if self._mm_cols:
+                m.d.sync += s["wr_step"].eq(1)
 
         def reader(base, rows, row_len, stride=0, route=_R_VB):
             m.d.sync += [rdc["base"].eq(base), rdc["rows"].eq(rows), rdc["row_len"].eq(row_len),
@@ -1661,6 +1832,24 @@ class Engine(wiring.Component):
                     m.d.sync += [s["vb_count"].eq(0), s["mv_carry"].eq(0),
                                  s["vb_tag_valid"].eq(0)]
                     self._fsm.goto("MV_GO")
+            if self._mm_cols:
+                with m.Case(Opcode.MATMAT):
+                    ins = v[Opcode.MATMAT]
+                    # results leave column by column (output row n of every token): the writer
+                    # walks dst + t * rows + n, a "row" of tokens addresses rows apart
+                    writer(ins.dst, s["prod_c"], ins.tokens, 1, w8=ins.out_width == Width.W8)
+                    rqcfg(s["x_p"], 1, ins.bias, ins.rows)
+                    reader(ins.src, ins.tokens, ins.cols, ins.cols, route=_R_TB)
+                    m.d.sync += [s["wr_step"].eq(ins.rows), s["mac_mode"].eq(_M_MATMAT),
+                                 s["cb_ob"].eq(0), s["mm_tokens"].eq(ins.tokens),
+                                 s["mm_rows_m1"].eq(ins.rows - 1)]
+                    with m.If(s["tb_tag_valid"] & (s["tb_tag_src"] == ins.src) &
+                              (s["tb_tag_cols"] == ins.cols) & (s["tb_tag_tok"] == ins.tokens)):
+                        self._fsm.goto("MM_FEED")       # the tile is in the buffer already
+                    with m.Else():
+                        m.d.sync += [s["tb_loaded"].eq(0), s["tb_lane"].eq(1), s["tb_k"].eq(1),
+                                     s["tb_word"].eq(0), s["tb_tag_valid"].eq(0)]
+                        self._fsm.goto("MM_GO")
             with m.Case(Opcode.REQUANT):
                 ins = v[Opcode.REQUANT]
                 writer(ins.dst, ins.len, w8=ins.out_width == Width.W8)

@@ -488,6 +488,8 @@ class Engine:
             t = ins.tokens
             if not 1 <= t <= self.lanes:
                 self._err(f"tokens={t}: a tile holds 1..lanes={self.lanes} tokens")
+            if ins.rows == 0 or ins.cols == 0:
+                self._err(f"rows={ins.rows}, cols={ins.cols}: a tile needs at least one of each")
             X = self._read(ins.src, t * ins.cols, 8).reshape(t, ins.cols)
             W = self._matrix(ins.waddr + wb, ins.rows, ins.cols)
             res = mac_array_model(matmat_beats(X, W, self.lanes, self.K), self.lanes, self.K,

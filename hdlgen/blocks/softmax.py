@@ -30,11 +30,12 @@ comparison), so a slow ``o.ready`` holds EXP back instead of corrupting data.
 
 Cycles (``o.ready`` always 1, input always valid; Amaranth simulation, see
 ``test_rows_overlap`` in ``tests/test_softmax.py``): a single row of ``n`` elements takes about
-``3 n + 46`` cycles from its first input to its last output, plus one per NORM shift (the
+``3 n + 45`` cycles from its first input to its last output, plus one per NORM shift (the
 design without overlap: ``3 n + 49`` and more); back-to-back rows cost ``n + K`` cycles each,
-``K = 2``, for ``n >= 32``. Shorter rows cost about ``17 + n / 2`` (an exp half is free only
+``K = 1`` (EXP and OUT each start a row one cycle after the previous one's last element), for
+``n >= 32``. Shorter rows cost about ``17 + n / 2`` (an exp half is free only
 once OUT has started the row two before, after that row's NORM), at least 18 (NORM + DIV).
-8 rows of 65 elements (the engine's 8 heads at position 64): 710 cycles, 1869 without
+8 rows of 65 elements (the engine's 8 heads at position 64): 704 cycles, 1869 without
 overlap.
 
 Control is a set of one-hot phase flags with registered conditions; the running maximum
@@ -44,7 +45,7 @@ Resources: 2 MULT18X18D; DP16KD: the logit and the exp buffer (each 2 x 2**ceil(
 words of ``in_width`` / 17 bits) and the exp table: 3 for ``max_len <= 512`` (one more than
 the design without overlap), 5 for 1024, 9 for 2048. Measured out of context on the
 LFE5U-85F (speed 6), max_len 512 (``python -m hdlgen bench blocks --device 85F --json --only
-softmax --seed N``): 165.6 MHz (seed 1), 161.1 MHz (seed 2), 829 LUT4, 872 FF (the
+softmax --seed N``): 166.2 MHz (seed 1), 162.2 MHz (seed 2), 834 LUT4, 858 FF (the
 design without overlap, same flow: 159.8 / 160.9 MHz, 757 LUT4, 533 FF, 2 DP16KD).
 """
 
@@ -122,7 +123,8 @@ class Softmax(wiring.Component):
 
         # Per-half state, each bit written by one stage only (set) and one other (clear).
         lbusy = pair("lbusy")           # logit half h holds a row E has not finished reading
-        lvalid = pair("lvalid")         # ... and that row's maximum and length are final
+        lvalid = pair("lvalid")         # ... which EXP has not started (its maximum is final
+                                        # two cycles after this is set)
         d_mx = pair("d_mx", signed(W), reset_less=True)      # row maximum
         d_nm1 = pair("d_nm1", range(N), reset_less=True)     # row length - 1
         xh = pair("xh")                 # exp half h holds a row OUT has not started
@@ -130,6 +132,7 @@ class Softmax(wiring.Component):
 
         # ---- LOAD: one logit per cycle into logit half hl, running maximum -------------------
         hl = Signal()
+        he = Signal(init=1)             # EXP: half of the row issued last; the next is ~he
         cnt = Signal(range(N + 1))      # elements of the row stored
         room = Signal(init=1)           # cnt < N
         l_first = Signal(init=1)        # the next accepted element starts a row
@@ -148,16 +151,20 @@ class Softmax(wiring.Component):
                 m.d.sync += [cnt.eq(cnt + 1), room.eq(cnt != N - 1)]
         m.d.comb += [xram.a.addr.eq(wa), xram.a.wdata.eq(x_r.as_unsigned()),
                      xram.a.en.eq(xv), xram.a.we.eq(1)]
+        # lclr: EXP issues the last read of half he now (defined with EXP below); ready
+        # follows it at once.
+        lclr = Signal()
         with m.If(lend):
             # The row ends: its half is busy until EXP has read it; switch halves. The length
             # is final now (elements beyond max_len were dropped).
             m.d.sync += [cnt.eq(0), room.eq(1), l_first.eq(1), hl.eq(~hl),
-                         rdy.eq(~Mux(hl, lbusy[0], lbusy[1]))]
+                         rdy.eq(~Mux(hl, lbusy[0], lbusy[1]) | (lclr & (he != hl)))]
             for h in range(2):
                 with m.If(hl == h):
-                    m.d.sync += [lbusy[h].eq(1), d_nm1[h].eq(Mux(room, cnt, N - 1))]
+                    m.d.sync += [lbusy[h].eq(1), lvalid[h].eq(1),
+                                 d_nm1[h].eq(Mux(room, cnt, N - 1))]
         with m.Elif(~rdy):
-            m.d.sync += rdy.eq(~Mux(hl, lbusy[1], lbusy[0]))
+            m.d.sync += rdy.eq(~Mux(hl, lbusy[1], lbusy[0]) | (lclr & (he == hl)))
         # stage 2: running maximum, decided in stage 1 against the element in stage 2 when that
         # one becomes the maximum, else against the maximum, so no compare drives the enable
         # of mx; the first element of a row always updates it. (a >= b as the sign of a - b.)
@@ -174,10 +181,9 @@ class Softmax(wiring.Component):
             m.d.sync += mx.eq(x2)
         for h in range(2):
             with m.If(end2 & (hl2 == h)):
-                m.d.sync += [d_mx[h].eq(Mux(take_x2, x2, mx)), lvalid[h].eq(1)]
+                m.d.sync += d_mx[h].eq(Mux(take_x2, x2, mx))
 
         # ---- EXP: one element per cycle from logit half he into exp half he ------------------
-        he = Signal(init=1)             # half of the row issued last; the next is ~he
         ia = Signal(range(N + 1))       # reads issued
         ia1 = Signal(range(N + 2), init=1)  # ia + 1
         ia_more = Signal()
@@ -185,30 +191,39 @@ class Softmax(wiring.Component):
         mx_e = Signal(signed(W), reset_less=True)
         e_nx_ok = Signal()              # registered: the next row is loaded, its exp half free
         ptr_ok = Signal()               # registered: OUT has read what EXP would overwrite
-        e_go, e_last, exp_issue = Signal(), Signal(), Signal()
-        m.d.comb += [e_go.eq(~ia_more & e_nx_ok), e_last.eq(ia == nm1_e),
-                     exp_issue.eq(ia_more & ptr_ok)]
-        m.d.sync += e_nx_ok.eq((Mux(he, lvalid[0], lvalid[1])
-                                | (end2 & (hl2 == ~he))) & ~Mux(he, xh[0], xh[1]))
+        e_last = Signal()               # registered: ia == nm1_e (the next read is the last)
+        e_go, exp_issue = Signal(), Signal()
+        m.d.comb += [e_go.eq(~ia_more & e_nx_ok),
+                     exp_issue.eq(ia_more & ptr_ok), lclr.eq(exp_issue & e_last)]
+        m.d.sync += e_nx_ok.eq(Mux(he, lvalid[0], lvalid[1]) & ~Mux(he, xh[0], xh[1]))
         m.d.comb += [xram.b.addr.eq(Cat(ia[:AW], he)), xram.b.en.eq(exp_issue)]
         with m.If(exp_issue):
-            m.d.sync += [ia.eq(ia + 1), ia1.eq(ia1 + 1), ia_more.eq(~e_last)]
-            with m.If(e_last):          # every logit of the half read: LOAD may reuse it
-                for h in range(2):
-                    with m.If(he == h):
-                        m.d.sync += lbusy[h].eq(0)
+            m.d.sync += [ia.eq(ia + 1), ia1.eq(ia1 + 1), ia_more.eq(~e_last),
+                         e_last.eq(ia1 == nm1_e)]
+        with m.If(lclr):                # every logit of the half read: LOAD may reuse it
+            for h in range(2):
+                with m.If(he == h):
+                    m.d.sync += lbusy[h].eq(0)
         with m.If(e_go):
             m.d.sync += [he.eq(~he), ia.eq(0), ia1.eq(1), ia_more.eq(1),
-                         mx_e.eq(Mux(he, d_mx[0], d_mx[1])),
-                         nm1_e.eq(Mux(he, d_nm1[0], d_nm1[1]))]
+                         nm1_e.eq(Mux(he, d_nm1[0], d_nm1[1])),
+                         e_last.eq(Mux(he, d_nm1[0], d_nm1[1]) == 0)]
             for h in range(2):
                 with m.If(he != h):
                     m.d.sync += [lvalid[h].eq(0), xh[h].eq(1), xn[h].eq(d_nm1[h])]
 
+        # The row's maximum is taken one cycle after the start (it may become final only
+        # then: EXP can start two cycles after the row's last logit was accepted) and reaches
+        # stage 3 with the row's first element.
+        e_go1 = Signal()
+        m.d.sync += e_go1.eq(e_go)
+        with m.If(e_go1):
+            m.d.sync += mx_e.eq(Mux(he, d_mx[1], d_mx[0]))
+
         # The pipeline (issue -> write-back), never stalls; the row's maximum and last flag
         # travel with the data.
         v_rd = delay(m, exp_issue, READ_LATENCY + 1, name="exp_v", reset=True)
-        mx3 = delay(m, mx_e, READ_LATENCY + 1, name="exp_mx")
+        mx3 = delay(m, mx_e, READ_LATENCY, name="exp_mx")
         x3 = Signal(signed(W), reset_less=True)
         m.d.sync += x3.eq(xram.b.rdata.as_signed())
         d4 = Signal(unsigned(W), reset_less=True)

@@ -131,6 +131,10 @@ def test_error_paths():
     bad[i] = Instruction.make(Opcode.MATVEC, **d)
     with pytest.raises(EngineError, match="outside the weight bank"):
         Engine(comp.image, bad).step(1, 0)
+    for k in ("rows", "cols"):             # the RTL ends such a MATVEC with BAD_FIELD
+        bad[i] = Instruction.make(Opcode.MATVEC, **{**dict(comp.program[i].fields), k: 0})
+        with pytest.raises(EngineError, match=f"{k}=0.*needs at least one of each"):
+            Engine(comp.image, bad).step(1, 0)
     loop = next(k for k, ins in enumerate(comp.program) if ins.op == Opcode.LOOP)
     nested = list(comp.program)
     nested.insert(loop + 1, comp.program[loop])

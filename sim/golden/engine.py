@@ -474,6 +474,8 @@ class Engine:
             out_bits = 16 if ins.out_width == Width.W16 else 8
             if ins.w_planes not in (1, 2):
                 self._err(f"w_planes={ins.w_planes}: use 1 (int8) or 2 (16-bit as two planes)")
+            if ins.rows == 0 or ins.cols == 0:
+                self._err(f"rows={ins.rows}, cols={ins.cols}: a MATVEC needs at least one of each")
             x = self._read(ins.src, ins.cols, in_bits)
             acc = self._matvec(ins.waddr + wb, ins.rows, ins.cols, x, in_bits, ins.w_planes)
             m, s = self._requant_params(ins.paddr + pb, ins.rows)

@@ -111,3 +111,26 @@ def test_engine_construction_checks():
     with pytest.raises(UserError, match="smaller than the program"):
         Engine(cfg, comp, program_words=3)
     assert ErrorCode.POS_RANGE.value == 6
+
+
+def test_engine_profile_per_instruction(tmp_path):
+    """``python -m sim.benches.engine_profile`` (same build as ``test_gpt2``): one row per
+    instruction up to the end of the layer loop's body, each costing cycles, and the whole
+    step (all layers, classifier) costing more than the one-layer prefix."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        flags += " CFG_CXXFLAGS_PCH_I=-include"
+    if "OPT_FAST" not in flags:
+        flags += " OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
+    env["MAKEFLAGS"] = flags.strip()
+    out = subprocess.run([sys.executable, "-m", "sim.benches.engine_profile", "--params",
+                          json.dumps(GPT2), "--pos", "2", "--json"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    _, comp = build(GPT2)
+    loop = next(n for n, ins in enumerate(comp.program) if ins.op.name == "LOOP")
+    assert [row[0] for row in r["rows"]] == list(range(loop + comp.program[loop].body + 1))
+    assert r["rows"][0][1].startswith("EMBED") and all(row[2] > 0 for row in r["rows"])
+    assert r["step_cycles"] > sum(row[2] for row in r["rows"])

@@ -53,14 +53,15 @@ def engine_of(cfg, comp, p: dict = None):
 
 def program_of(comp, p: dict) -> list:
     """The program the bench runs: the compiled one, optionally cut after ``stop_after``
-    instructions (inside the layer loop: one layer, the body cut there) and ended by HALT."""
+    instructions (inside the layer loop or right at its end: one layer, the body cut there) and
+    ended by HALT."""
     prog = list(comp.program)
     cut = p.get("stop_after")
     if cut is None:
         return prog
     out = prog[:cut]
     for n, ins in enumerate(out):
-        if ins.op == Opcode.LOOP and n + ins.body >= cut:
+        if ins.op == Opcode.LOOP and n + ins.body + 1 >= cut:
             body = cut - n - 1
             out[n] = Instruction.make(Opcode.LOOP, count=1, body=body, wstride=ins.wstride,
                                       pstride=ins.pstride) if body else \

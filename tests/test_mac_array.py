@@ -58,6 +58,8 @@ def test_acc_width_check_names_values():
         MACArray(2, 2, acc_width=27, max_dot_length=4096)
     with pytest.raises(ValueError, match="lanes=0"):
         MACArray(0, 2)
+    with pytest.raises(ValueError, match="result_registers=-1"):
+        MACArray(2, 2, result_registers=-1)
     with pytest.raises(ValueError, match="a_width=19"):
         DSPMultiplier(19, 8)
 
@@ -126,12 +128,12 @@ def _amaranth_run(dut, beats, ready_pattern):
     assert got == expected
 
 
-@pytest.mark.parametrize("L,K,pipeline,post", [(3, 5, False, 1), (1, 1, True, 2), (2, 8, True, 3),
-                                               (5, 2, False, 2)])
-def test_amaranth_sim_shapes(L, K, pipeline, post):
+@pytest.mark.parametrize("L,K,pipeline,post,res", [(3, 5, False, 1, 0), (1, 1, True, 2, 2),
+                                                   (2, 8, True, 3, 0), (5, 2, False, 2, 1)])
+def test_amaranth_sim_shapes(L, K, pipeline, post, res):
     rng = np.random.default_rng(L * 100 + K)
     dut = MACArray(L, K, acc_width=24, max_dot_length=256, dsp_pipeline=pipeline,
-                   post_dsp_registers=post)
+                   post_dsp_registers=post, result_registers=res)
     beats = []
     for _ in range(40):
         n = int(rng.integers(1, 5))

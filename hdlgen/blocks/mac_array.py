@@ -44,7 +44,9 @@ in clock edges after the edge that transfers a beat on ``i``::
                    the DSP row to the lane's adder tree
     G .. G+T-1     adder tree, one register per level (T = ceil(log2(macs_per_lane)))
     G+T            accumulator
-    G+T+1          result written to the output FIFO, ``o.valid``
+    G+T+1 ..       result registers carrying it to the lane's output FIFO
+                   (X = result_registers, 0 by default)
+    G+T+X+1        result written to the output FIFO, ``o.valid``
 
 Backpressure on ``o`` never stalls the pipeline. The output FIFO (distributed RAM, one per
 lane, ``fifo_depth`` results) has room for every result in flight: ``i.ready`` comes from a
@@ -87,10 +89,12 @@ class _Lane(Elaboratable):
     """One lane: ``K`` DSP multipliers, fabric product registers, adder tree, accumulator
     and the lane's slice of the output FIFO, with its own copies of the control bits."""
 
-    def __init__(self, index, K, acc_width, fifo_depth, dsp_pipeline, post_dsp_registers):
+    def __init__(self, index, K, acc_width, fifo_depth, dsp_pipeline, post_dsp_registers,
+                 result_registers):
         self.index, self.K, self.acc_width = index, K, acc_width
         self.fifo_depth, self.dsp_pipeline = fifo_depth, dsp_pipeline
         self.post_dsp_registers = post_dsp_registers
+        self.result_registers = result_registers
         self.shared = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))   # stage F-1, this lane's copy
         self.operand = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))  # stage F-1
         self.ctrl_in = Signal(3)     # (valid, first, last) one stage before the lane copies
@@ -133,6 +137,14 @@ class _Lane(Elaboratable):
         with m.If(valid):
             m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
         done = keep_register(m, platform, Signal(name=f"done_l{i}"), valid & last)
+        # Result registers (no enable) between the accumulator and the FIFO: they let the
+        # FIFO sit nearer the output than the lane's DSPs.
+        result = acc
+        for r in range(self.result_registers):
+            nxt = Signal(signed(self.acc_width), name=f"result_r{r}", reset_less=True)
+            m.d.sync += nxt.eq(result)
+            result = nxt
+            done = keep_register(m, platform, Signal(name=f"done_r{r}_l{i}"), done)
         # Output FIFO slice: written the cycle after the accumulator holds the result.
         ptr_shape = unsigned((self.fifo_depth - 1).bit_length())
         mem = m.submodules.fifo = Memory(shape=signed(self.acc_width), depth=self.fifo_depth, init=[])
@@ -146,7 +158,7 @@ class _Lane(Elaboratable):
         # from registers only: this lane's own copy of ``o.valid`` and the pointer.
         o_valid = keep_register(m, platform, Signal(name=f"o_valid_l{i}"), self.valid_next)
         keep_register(m, platform, rd_ptr, rd_ptr + o_valid, en=self.o_ready)
-        m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(acc), wp.en.eq(done),
+        m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(result), wp.en.eq(done),
                      rp.addr.eq(rd_ptr), self.result.eq(rp.data)]
         return m
 
@@ -176,6 +188,9 @@ class MACArray(wiring.Component):
         135 MHz and two 146 MHz, both limited by a DSP-to-register route; three 156 MHz).
     dsp_pipeline : bool
         Also use the MULT18X18D pipeline register (one more cycle of latency).
+    result_registers : int
+        Registers (no enable) between each lane's accumulator and its output FIFO, each one
+        more cycle of latency (default 0).
 
     Attributes
     ----------
@@ -194,7 +209,7 @@ class MACArray(wiring.Component):
 
     def __init__(self, lanes: int = 16, macs_per_lane: int = 8, acc_width: int = 32,
                  max_dot_length: int = 4096, *, post_dsp_registers: int = 3,
-                 dsp_pipeline: bool = False):
+                 dsp_pipeline: bool = False, result_registers: int = 0):
         for name, value in (("lanes", lanes), ("macs_per_lane", macs_per_lane),
                             ("acc_width", acc_width), ("max_dot_length", max_dot_length)):
             _check_positive_int(name, value)
@@ -209,6 +224,11 @@ class MACArray(wiring.Component):
         self._dsp_pipeline = bool(dsp_pipeline)
         _check_positive_int("post_dsp_registers", post_dsp_registers)
         self._post_dsp_registers = post_dsp_registers
+        if not isinstance(result_registers, int) or isinstance(result_registers, bool) \
+                or result_registers < 0:
+            raise ValueError(f"result_registers={result_registers!r} must be a non-negative "
+                             f"integer")
+        self._result_registers = result_registers
         self._tree_levels = (macs_per_lane - 1).bit_length()
         self._fifo_depth = max(16, 1 << (self.credit_loop - 1).bit_length())
         operand = signed(OPERAND_WIDTH)
@@ -233,6 +253,7 @@ class MACArray(wiring.Component):
     macs_per_lane = property(lambda self: self._macs_per_lane)
     acc_width = property(lambda self: self._acc_width)
     max_dot_length = property(lambda self: self._max_dot_length)
+    result_registers = property(lambda self: self._result_registers)
     fifo_depth = property(lambda self: self._fifo_depth,
                           doc="Results the output FIFO holds (= credits).")
     in_layout = property(lambda self: self._in_layout)
@@ -247,7 +268,7 @@ class MACArray(wiring.Component):
         """Clock edges from the transfer of a ``last`` beat on ``i`` to its result on ``o``
         (when the FIFO is empty): after that many edges ``o.valid`` is high."""
         return (self.fanout_stages + self.dsp_latency + self._post_dsp_registers
-                + self._tree_levels + 1)
+                + self._tree_levels + self._result_registers + 1)
 
     @property
     def fanout_stages(self) -> int:
@@ -319,7 +340,7 @@ class MACArray(wiring.Component):
         # Shared copy of the control for the FIFO occupancy and ``o.valid``.
         done = Signal(name="done")
         chain = ctrl
-        for stage in range(tree_stage - 1, tree_stage + 1):
+        for stage in range(tree_stage - 1, tree_stage + 1 + self._result_registers):
             nxt = Signal(3, name=f"ctrl_s{stage}")
             m.d.sync += nxt.eq(chain)
             chain = nxt
@@ -339,7 +360,8 @@ class MACArray(wiring.Component):
 
         for l in range(L):
             lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline,
-                                                    self._post_dsp_registers)
+                                                    self._post_dsp_registers,
+                                                    self._result_registers)
             m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
                          lane.ctrl_in.eq(group_ctrl[l // per_group]),

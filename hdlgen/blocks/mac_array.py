@@ -410,10 +410,13 @@ def bench_configs() -> list:
     """What ``hdlgen bench blocks`` measures: the default 16 x 8 = 128-MAC array.
 
     Measured (``python -m hdlgen bench blocks --device 85F --only mac_array --seed N``):
-    152.4 / 165.7 / 170.1 MHz on seeds 1 / 2 / 3, 4904 LUT4 (38.3 per MAC), 128 DSP. The
-    critical paths: seed 1 the ``o.ready`` net itself, from the port to the read pointer's
-    clock enable in the farthest lane (0.5 ns clock-to-out, 6.0 ns routing); seeds 2 and 3 a
-    lane's accumulator (``first`` select, then the 32-bit carry chain). A central output
+    152.4 / 165.7 / 170.1 / 135.8 MHz on seeds 1 / 2 / 3 / 4, 4904 LUT4 (38.3 per MAC), 128
+    DSP. The critical paths: seeds 1 and 4 the ``o.ready`` net itself, from the port to the
+    read pointer's clock enable in the farthest lane, no logic on it (0.5 ns clock-to-out,
+    6.0 / 6.8 ns routing); seeds 2 and 3 a lane's accumulator (``first`` select, then the
+    32-bit carry chain). ``o.ready`` must reach every lane's FIFO in one cycle because the
+    lanes' FIFOs are spread over the die with their DSPs; that route is what still varies
+    with the seed. A central output
     FIFO (per-group slices, or a skid buffer after them) measured 106-137 MHz: 512-bit
     stages fed from lanes all over the die get spread out, and their control nets with
     them."""

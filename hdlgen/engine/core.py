@@ -74,7 +74,7 @@ from amaranth.lib.wiring import In, Out
 from hdlgen.blocks.activation import Activation
 from hdlgen.blocks.argmax import Argmax
 from hdlgen.blocks.bram import BlockRAM
-from hdlgen.blocks.dsp import DSPMultiplier
+from hdlgen.blocks.dsp import DSPMultiplier, keep_register
 from hdlgen.blocks.eltwise import Eltwise
 from hdlgen.blocks.kv_cache import KVCache
 from hdlgen.blocks.layernorm import LayerNorm
@@ -395,12 +395,14 @@ class Engine(wiring.Component):
                                            init=init.get("prog"))
         m.submodules.act = act = BlockRAM(width=16, depth=A)
         main_rows = self._weight_main_rows
+        # (the weight bank spans dozens of DP16KD: latency 3, its request registers replicated)
         if main_rows < WR:
             m.submodules.wts = wts = SplitRAM(width=lanes * K * 8, depth=WR, granularity=8,
-                                              main_depth=main_rows, init=init.get("wts"))
+                                              main_depth=main_rows, init=init.get("wts"),
+                                              latency=3)
         else:
             m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8,
-                                              init=init.get("wts"))
+                                              init=init.get("wts"), latency=3)
         m.submodules.par = par = BlockRAM(width=32, depth=PM, init=init.get("par"))
         m.submodules.vb = vb = DistRAM(width=16 * K, depth=VBD, granularity=8)
 
@@ -600,8 +602,9 @@ class Engine(wiring.Component):
         b_win = Signal(3)
         b_off = Signal(WBITS)
         m.d.comb += [b_win.eq(bus.adr[WBITS:WBITS + 3]), b_off.eq(bus.adr[:WBITS])]
-        # 0 idle; 1, 2 read wait; 3 capture; 5 weight word select; 4 ack/err. The memory
-        # requests are registered (hq_*: the memories see them the cycle after state 0)
+        # 0 idle; 1, 2 (and 6 for the weights' third cycle) read wait; 3 capture; 5 weight
+        # word select; 4 ack/err. The memory requests are registered (hq_*: the memories see
+        # them the cycle after state 0)
         b_state = Signal(3)
         b_win_r = Signal(3)
         rsw = mp.row_stride_words
@@ -694,6 +697,8 @@ class Engine(wiring.Component):
             with m.Case(1):
                 m.d.sync += b_state.eq(2)
             with m.Case(2):
+                m.d.sync += b_state.eq(Mux(b_win_r == WINDOWS["weights"], 6, 3))
+            with m.Case(6):
                 m.d.sync += b_state.eq(3)
             with m.Case(3):
                 m.d.sync += b_state.eq(4)
@@ -1101,11 +1106,11 @@ class Engine(wiring.Component):
 
         # ---- MAC feed -------------------------------------------------------------------------
         beat_l = mac.i.payload.shape()
-        m.submodules.beats = bf = SyncFIFO(width=data.Layout.cast(beat_l).size, depth=5)
+        BFD = 8                              # beat credits: issue -> FIFO read is 6 cycles
+        m.submodules.beats = bf = SyncFIFO(width=data.Layout.cast(beat_l).size, depth=BFD)
         m.d.comb += [mac.i.valid.eq(bf.r_rdy), mac.i.payload.eq(bf.r_data), bf.r_en.eq(mac.i.ready)]
         bf_issue = Signal()
-        bf_w = Signal(beat_l)
-        i1, i2 = Signal(), Signal()
+        i1, i2, i3 = Signal(), Signal(), Signal()
         # MATVEC issue
         mv_active = Signal()
         mv_ob = Signal(16)
@@ -1116,11 +1121,15 @@ class Engine(wiring.Component):
         with m.If(mv_go):
             m.d.sync += [mv_active.eq(1), mv_ob.eq(0), mv_ps.eq(0), mv_ib.eq(0),
                          mv_obrow.eq(x_w), mv_wrow.eq(x_w)]
-        # beats in the FIFO or on their way to it (a register: the issue decision is one LUT)
-        bf_occ = Signal(range(6))
-        bf_inc, bf_dec = Signal(), Signal()
-        m.d.comb += [bf_issue.eq(mv_active & (bf_occ < 5)),
-                     bf_inc.eq(Mux(mac_mode == _M_MATVEC, bf_issue, bf.w_en & bf.w_rdy)),
+        # beats in the FIFO or on their way to it (a register: the issue decision is one LUT);
+        # a beat goes through a register (bw_*) in front of the FIFO, and the KV-cache beats
+        # of SCORES and ATTV are counted when they enter it, so bf_space is the only
+        # handshake they see
+        bf_occ = Signal(range(BFD + 1))
+        bf_inc, bf_dec, bf_space = Signal(), Signal(), Signal()
+        bw_en = Signal()                     # a beat goes into the beat register
+        m.d.comb += [bf_space.eq(bf_occ < BFD), bf_issue.eq(mv_active & bf_space),
+                     bf_inc.eq(Mux(mac_mode == _M_MATVEC, bf_issue, bw_en)),
                      bf_dec.eq(bf.r_rdy & bf.r_en)]
         m.d.sync += bf_occ.eq(bf_occ + bf_inc - bf_dec)
         pass_sel = Signal(2)
@@ -1148,7 +1157,8 @@ class Engine(wiring.Component):
         em_active = Signal()
         em_ib = Signal(16)
         em_row = Signal(24)
-        em_wait = Signal(2)
+        EMW = wts.latency + 1                # em_wait value when em_slice holds the read row
+        em_wait = Signal(range(EMW + 1))
         em_lane = Signal(range(lanes))
         em_ph = Signal()                     # 16-bit table: 0 high plane, 1 low plane
         em_hi = Signal(8 * K)
@@ -1158,14 +1168,15 @@ class Engine(wiring.Component):
                          mv_wrow.eq(x_w + prod_c),
                          em_lane.eq(embed_idx[:(lanes - 1).bit_length()])]
         # the weight bank's port b reads mv_wrow every cycle (no enable, a registered address):
-        # a read issued in cycle t is in rdata at t + 2 and in em_slice (one lane) at t + 3
+        # a read issued in cycle t is in rdata at t + 3 (latency 3) and in em_slice (one lane)
+        # at t + 4
         em_slice = Signal(8 * K)
         m.d.sync += em_slice.eq(wts.b.rdata.word_select(em_lane, 8 * K))
         with m.If(em_active & (em_wait == 0) & (ser_cnt == 0) & ~rq_inflight):
             m.d.sync += em_wait.eq(1)
         with m.Elif(em_wait != 0):
-            m.d.sync += em_wait.eq(em_wait + 1)
-            with m.If(em_wait == 3):
+            m.d.sync += em_wait.eq(Mux(em_wait == EMW, 0, em_wait + 1))
+            with m.If(em_wait == EMW):
                 with m.If(em_w2 & ~em_ph):          # high plane read: now the low plane
                     m.d.sync += [em_ph.eq(1), em_hi.eq(em_slice),
                                  mv_wrow.eq(em_row + plane_sz)]
@@ -1180,22 +1191,30 @@ class Engine(wiring.Component):
         with m.Else():
             m.d.comb += [vb.b.addr.eq(rd.aux_addr), vb.b.en.eq(rd.aux_en)]
         m.d.comb += rd.aux_rdata.eq(vb.b.rdata)
-        # MATVEC beat assembly, two cycles after the issue
-        f1, f2, l1, l2 = Signal(), Signal(), Signal(), Signal()
+        # MATVEC beat assembly, three cycles after the issue (the weight bank's latency; the
+        # vector buffer answers after two, and its planes are registered)
+        f1, f2, f3, l1, l2, l3 = (Signal(name=n) for n in ("f1", "f2", "f3", "l1", "l2", "l3"))
         s1, s2 = Signal(2), Signal(2)
-        m.d.sync += [i1.eq(bf_issue), i2.eq(i1), f1.eq(mv_ib == 0), f2.eq(f1),
-                     l1.eq(mv_ib == ib_m1), l2.eq(l1), s1.eq(pass_sel), s2.eq(s1)]
+        m.d.sync += [i1.eq(bf_issue), i2.eq(i1), i3.eq(i2), f1.eq(mv_ib == 0), f2.eq(f1),
+                     f3.eq(f2), l1.eq(mv_ib == ib_m1), l2.eq(l1), l3.eq(l2), s1.eq(pass_sel),
+                     s2.eq(s1)]
         mv_beat = Signal(beat_l)
-        m.d.comb += [mv_beat.first.eq(f2), mv_beat.last.eq(l2)]
+        m.d.comb += [mv_beat.first.eq(f3), mv_beat.last.eq(l3)]
         for k in range(K):
             p, stmts = _plane(vb.b.rdata[16 * k:16 * k + 16], s2)
-            m.d.comb += stmts + [mv_beat.shared[k].eq(p)]
+            p3 = Signal(signed(8), name=f"mv_sh{k}", reset_less=True)
+            m.d.comb += stmts
+            m.d.sync += p3.eq(p)
+            m.d.comb += mv_beat.shared[k].eq(p3)
         for ln in range(lanes):
             for k in range(K):
                 m.d.comb += mv_beat.per_lane[ln][k].eq(wts.b.rdata[8 * (ln * K + k):][:8])
 
-        # SCORES / ATTV beats from the KV cache
-        rdd = kv.read_data
+        # SCORES / ATTV beats from the KV cache, through a skid buffer (registered valid,
+        # payload and ready)
+        m.submodules.kv_skid = kv_skid = SkidBuffer(kv.read_data.payload.shape())
+        wiring.connect(m, kv.read_data, kv_skid.i)
+        rdd = kv_skid.o
         sc_beat = Signal(beat_l)
         sc_bcnt = Signal(range(BPR + 1))
         for j in range(B):
@@ -1219,19 +1238,18 @@ class Engine(wiring.Component):
             m.d.comb += [av_beat.per_lane[ln][0].eq(gsel[at_g][ln]),
                          av_beat.per_lane[G + ln][1].eq(gsel[at_g][ln])]
         with m.If(mac_mode == _M_SCORES):
-            m.d.comb += [rdd.ready.eq(bf.w_rdy), bf.w_en.eq(rdd.valid), bf_w.eq(sc_beat)]
-            with m.If(rdd.valid & bf.w_rdy):
+            m.d.comb += [rdd.ready.eq(bf_space), bw_en.eq(rdd.valid & bf_space)]
+            with m.If(rdd.valid & bf_space):
                 m.d.comb += q_rot.eq(1)
                 m.d.sync += sc_bcnt.eq(Mux(rdd.payload.row_end, 0, sc_bcnt + 1))
                 with m.If(rdd.payload.last):
                     m.d.sync += at_last_seen.eq(1)
         with m.Elif(mac_mode == _M_ATTV):
             end = rdd.payload.row_end
-            m.d.comb += [bf_w.eq(av_beat),
-                         rdd.ready.eq(~end | (rdo.valid & bf.w_rdy)),
-                         bf.w_en.eq(rdd.valid & end & rdo.valid)]
+            m.d.comb += [rdd.ready.eq(~end | (rdo.valid & bf_space)),
+                         bw_en.eq(rdd.valid & end & rdo.valid & bf_space)]
             with m.If(rt[_R_P]):
-                m.d.comb += rdo.ready.eq(rdd.valid & end & bf.w_rdy)
+                m.d.comb += rdo.ready.eq(rdd.valid & end & bf_space)
             with m.If(rdd.valid & rdd.ready):
                 m.d.sync += vrow.eq(vfull)
                 with m.If(end):
@@ -1239,8 +1257,29 @@ class Engine(wiring.Component):
                 with m.If(rdd.payload.last):
                     m.d.sync += at_last_seen.eq(1)
         with m.Else():
-            m.d.comb += [bf.w_en.eq(i2), bf_w.eq(mv_beat)]
-        m.d.comb += bf.w_data.eq(bf_w.as_value())
+            m.d.comb += bw_en.eq(i3)
+        # the beat register: each lane's slice (and the shared slice) selected by its own copy
+        # of the mode flags (no net from mac_mode to the ~1,100 bits), loaded every cycle
+        bw_v = Signal()
+        bw_d = Signal(beat_l, reset_less=True)
+        m.d.sync += bw_v.eq(bw_en)
+
+        def mode_copy(name):
+            return keep_register(m, platform, Signal(2, name=name, reset_less=True),
+                                 Cat(mac_mode == _M_SCORES, mac_mode == _M_ATTV))
+
+        def pick(mm, sc, av, mv):
+            return Mux(mm[0], sc, Mux(mm[1], av, mv))
+
+        mm = mode_copy("mm_sh")
+        m.d.sync += [bw_d.first.eq(pick(mm, sc_beat.first, av_beat.first, mv_beat.first)),
+                     bw_d.last.eq(pick(mm, sc_beat.last, av_beat.last, mv_beat.last)),
+                     bw_d.shared.eq(pick(mm, sc_beat.shared, av_beat.shared, mv_beat.shared))]
+        for ln in range(lanes):
+            mm = mode_copy(f"mm_l{ln}")
+            m.d.sync += bw_d.per_lane[ln].eq(pick(mm, sc_beat.per_lane[ln],
+                                                  av_beat.per_lane[ln], mv_beat.per_lane[ln]))
+        m.d.comb += [bf.w_en.eq(bw_v), bf.w_data.eq(bw_d.as_value())]
         with m.If(at_cmd):
             m.d.comb += [kv.read_cmd.valid.eq(1), kv.read_cmd.payload.layer.eq(r_layer),
                          kv.read_cmd.payload.head.eq(at_kvh), kv.read_cmd.payload.kv.eq(at_kvsel),
@@ -1306,7 +1345,7 @@ class Engine(wiring.Component):
                     m.d.sync += [ser_cnt.eq(Mux(rem >= G, G, rem)),
                                  cb_g.eq(Mux(cb_g == NG - 1, 0, cb_g + 1))]
         # EMBED: a weight row's lane slice into the serializer
-        with m.If(em_active & (em_wait == 3) & ~(em_w2 & ~em_ph)):
+        with m.If(em_active & (em_wait == EMW) & ~(em_w2 & ~em_ph)):
             for k in range(K):
                 lo = em_slice[8 * k:8 * k + 8].as_signed()
                 hi = em_hi[8 * k:8 * k + 8].as_signed()
@@ -1363,7 +1402,7 @@ class Engine(wiring.Component):
         # ---- unit busy (profiling) ------------------------------------------------------------
         ub = Signal(len(UNITS))
         fsm_busy = {
-            "mac_array": bf.r_rdy | mac.o.valid | mo.o.valid | mv_active,
+            "mac_array": bw_v | bf.r_rdy | mac.o.valid | mo.o.valid | mv_active,
             "kv_cache": kv.append.valid | kv.read_cmd.valid | rdd.valid,
             "softmax": rt[_R_SMAX] & busy & ~wr_done,
             "norm": rt[_R_NORM] & busy & ~wr_done,
@@ -1385,7 +1424,7 @@ class Engine(wiring.Component):
         lanes, K, hs, ctx = self._lanes, self._K, self._hs, self._ctx
         lb, kb = (lanes - 1).bit_length(), (K - 1).bit_length()
         image = self._image
-        chk, chk_hard = s["chk"], s["chk_hard"]
+        chk_hard = s["chk_hard"]
         ma1, ma2, mb1, mb2 = s["mul_a1"], s["mul_a2"], s["mul_b1"], s["mul_b2"]
         pb, wb = s["pbase"], s["wbase"]
         x_w, x_p, ob_n, ib_n = s["x_w"], s["x_p"], s["ob_n"], s["ib_n"]
@@ -1621,7 +1660,6 @@ class Engine(wiring.Component):
 
     def _exec_start(self, m, v, opcode, s):
         """EXEC state: configure the reader, the units and the writer; go to the op's phase."""
-        hs = self._hs
         rdc, prdc = s["rdc"], s["prdc"]
 
         def writer(base, total, row_len=None, stride=None, acc=0, w8=0, src=_W_RQ):

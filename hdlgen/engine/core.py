@@ -126,6 +126,15 @@ _M_MATVEC, _M_SCORES, _M_ATTV = range(3)
 _P_X8, _P_HI, _P_LO, _P_CARRY = range(4)
 
 
+def _or_all(values):
+    """Bitwise OR of a list of values (a balanced tree)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
 def _pow2(n):
     return n >= 1 and not n & (n - 1)
 
@@ -482,8 +491,9 @@ class Engine(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
 
         v = {op: data.View(lay, ir[:data.Layout.cast(lay).size]) for op, lay in LAYOUTS.items()}
-        opcode = Signal(6)
-        m.d.comb += opcode.eq(ir[0:6])
+        # the opcode: one registered copy per sequencer piece (DECODE, CHECK2, EXEC), loaded
+        # with ir, so that no decode net fans out to all of them
+        op_copies = {}
 
         # per-instruction operands (set in DECODE)
         npos = Signal(17)                     # POS + 1, a register (no adder on control paths)
@@ -521,37 +531,35 @@ class Engine(wiring.Component):
         wr_acc = Signal()
         wr_w8 = Signal()
         wr_src = Signal(3)
-        wr_done = Signal()
-        m.d.comb += wr_done.eq(wr_count == wr_total)
+        wr_done = Signal()                    # registered (and low the cycle after wr_start)
+        m.d.sync += wr_done.eq(~wr_start & (wr_count == wr_total))
 
         w_in_valid = Signal()
         w_in = Signal(signed(17))
         # rope unpairer
         rp_hold = Signal()
         rp_y1 = Signal(signed(16))
-        with m.Switch(wr_src):
-            with m.Case(_W_RQ):
-                m.d.comb += [w_in_valid.eq(rq.o.valid), w_in.eq(rq.o.payload.y)]
-            with m.Case(_W_NORM):
-                for blk in norms:
-                    with m.If(blk.o.valid):
-                        m.d.comb += [w_in_valid.eq(1), w_in.eq(blk.o.payload.data)]
-            with m.Case(_W_ROPE):
-                if rope is not None:
-                    m.d.comb += [w_in_valid.eq(rp_hold | rope.o.valid),
-                                 w_in.eq(Mux(rp_hold, rp_y1, rope.o.payload.y[0]))]
-            with m.Case(_W_SMAX):
-                m.d.comb += [w_in_valid.eq(smax.o.valid), w_in.eq(smax.o.payload.data)]
-            with m.Case(_W_ACT):
-                for _, _, blk in acts:
-                    with m.If(blk.o.valid):
-                        m.d.comb += [w_in_valid.eq(1), w_in.eq(blk.o.payload.y)]
-            with m.Case(_W_ELT):
-                with m.If(eadd.o.valid):
-                    m.d.comb += [w_in_valid.eq(1), w_in.eq(eadd.o.payload.y)]
-                if swig is not None:
-                    with m.If(swig.o.valid):
-                        m.d.comb += [w_in_valid.eq(1), w_in.eq(swig.o.payload.y)]
+        # the source, one flip-flop per writer source; the selected unit's output is the OR
+        # of every unit's output gated by its flag and valid (one unit outputs at a time)
+        ws = [Signal(name=f"ws{i}") for i in range(6)]
+        m.d.sync += [w.eq(wr_src == i) for i, w in enumerate(ws)]
+        w_srcs = [(ws[_W_RQ], rq.o.valid, rq.o.payload.y),
+                  (ws[_W_SMAX], smax.o.valid, smax.o.payload.data)]
+        w_srcs += [(ws[_W_NORM], blk.o.valid, blk.o.payload.data) for blk in norms]
+        w_srcs += [(ws[_W_ACT], blk.o.valid, blk.o.payload.y) for _, _, blk in acts]
+        w_srcs += [(ws[_W_ELT], eadd.o.valid, eadd.o.payload.y)]
+        if rope is not None:
+            w_srcs += [(ws[_W_ROPE], rp_hold | rope.o.valid,
+                        Mux(rp_hold, rp_y1, rope.o.payload.y[0]))]
+        if swig is not None:
+            w_srcs += [(ws[_W_ELT], swig.o.valid, swig.o.payload.y)]
+        w_terms, w_vals = [], []
+        for n, (flag, valid, value) in enumerate(w_srcs):
+            t, tv = Signal(signed(17), name=f"w_term{n}"), Signal(name=f"w_tv{n}")
+            m.d.comb += [tv.eq(flag & valid), t.eq(Mux(tv, value, 0))]
+            w_terms.append(t)
+            w_vals.append(tv)
+        m.d.comb += [w_in_valid.eq(Cat(*w_vals).any()), w_in.eq(_or_all(w_terms))]
         # every unit's output is always taken (the writer never stalls)
         m.d.comb += [rq.o.ready.eq(1), smax.o.ready.eq(1), eadd.o.ready.eq(1),
                      amax.o.ready.eq(1)]
@@ -568,11 +576,13 @@ class Engine(wiring.Component):
             with m.Elif(rope.o.valid & (wr_src == _W_ROPE)):
                 m.d.sync += [rp_hold.eq(1), rp_y1.eq(rope.o.payload.y[1])]
 
-        # the selected unit output is registered (wi_*) before the writer's address logic
-        wi_v = Signal()
+        # the selected unit output is registered (wj_*), then saturated and registered again
+        # (wi_*) before the writer's address logic
+        wj_v, wi_v = Signal(), Signal()
+        wj_d = Signal(signed(17))
         wi_d = Signal(signed(16))
-        m.d.sync += [wi_v.eq(w_in_valid),
-                     wi_d.eq(Mux(wr_w8, saturate(w_in, 8), saturate(w_in, 16)))]
+        m.d.sync += [wj_v.eq(w_in_valid), wj_d.eq(w_in), wi_v.eq(wj_v),
+                     wi_d.eq(Mux(wr_w8, saturate(wj_d, 8), saturate(wj_d, 16)))]
         w1_v, w2_v = Signal(), Signal()
         w1_d, w2_d = Signal(signed(16)), Signal(signed(16))
         w1_a, w2_a = Signal(aw_act), Signal(aw_act)
@@ -848,8 +858,11 @@ class Engine(wiring.Component):
         with fsm.state("FETCH2"):
             m.d.sync += ir.eq(prog.b.rdata)
             self._fsm.goto("DECODE")
+        for name in ("dec", "chk", "exe"):
+            op_copies[name] = keep_register(m, platform, Signal(6, name=f"op_{name}"),
+                                            prog.b.rdata[0:6], en=fsm("FETCH2"))
         with fsm.state("DECODE"):
-            self._decode(m, v, opcode, locals())
+            self._decode(m, v, op_copies["dec"], locals())
         with fsm.state("CHECK1"):           # the products of the range checks: DSP input,
             self._fsm.goto("CHECK1B")        # DSP output and fabric registers
         with fsm.state("CHECK1B"):
@@ -857,7 +870,7 @@ class Engine(wiring.Component):
         with fsm.state("CHECK1C"):
             self._fsm.goto("CHECK2")
         with fsm.state("CHECK2"):
-            self._regions(m, v, opcode, locals())
+            self._regions(m, v, op_copies["chk"], locals())
             self._fsm.goto("CHECK3")
         with fsm.state("CHECK3"):
             with m.If(chk_hard != ErrorCode.NONE):
@@ -871,7 +884,7 @@ class Engine(wiring.Component):
             with m.Else():
                 self._fsm.goto("EXEC")
         with fsm.state("EXEC"):
-            self._exec_start(m, v, opcode, locals())
+            self._exec_start(m, v, op_copies["exe"], locals())
         # ---- MATVEC ---------------------------------------------------------------------
         with fsm.state("MV_GO"):
             m.d.comb += rd.start.eq(1)
@@ -983,20 +996,28 @@ class Engine(wiring.Component):
                     m.d.sync += at_g.eq(at_g + 1)
                 self._fsm.goto("AV_GROUP")
         # ---- next instruction -----------------------------------------------------------
+        # NEXT's decisions and sums, registered (pc, the layer and the loop registers change
+        # only in IDLE, DECODE and NEXT, at least five cycles before the next NEXT)
+        lp_at_end, lp_more = Signal(), Signal()
+        pc_inc = Signal(16)
+        r_layer_inc = Signal(32)
+        wb_next, pb_next = Signal(24), Signal(24)
+        m.d.sync += [lp_at_end.eq(lp_active & (pc == lp_end)), lp_more.eq(r_layer + 1 < lp_count),
+                     pc_inc.eq(pc + 1), r_layer_inc.eq(r_layer + 1),
+                     wb_next.eq(wbase + lp_wstride), pb_next.eq(pbase + lp_pstride)]
         with fsm.state("NEXT"):
             with m.If(kv.error.append | kv.error.read):
                 fail(ErrorCode.KV_CACHE)
-            with m.Elif(lp_active & (pc == lp_end)):
-                with m.If(r_layer + 1 < lp_count):
-                    m.d.sync += [r_layer.eq(r_layer + 1), pc.eq(lp_start),
-                                 wbase.eq(wbase + lp_wstride),
-                                 pbase.eq(pbase + lp_pstride)]
+            with m.Elif(lp_at_end):
+                with m.If(lp_more):
+                    m.d.sync += [r_layer.eq(r_layer_inc), pc.eq(lp_start), wbase.eq(wb_next),
+                                 pbase.eq(pb_next)]
                 with m.Else():
-                    m.d.sync += [r_layer.eq(r_layer + 1), lp_active.eq(0), wbase.eq(0),
-                                 pbase.eq(0), pc.eq(pc + 1)]
+                    m.d.sync += [r_layer.eq(r_layer_inc), lp_active.eq(0), wbase.eq(0),
+                                 pbase.eq(0), pc.eq(pc_inc)]
                 self._fsm.goto("FETCH")
             with m.Else():
-                m.d.sync += pc.eq(pc + 1)
+                m.d.sync += pc.eq(pc_inc)
                 self._fsm.goto("FETCH")
         with m.If(overrun & busy):
             m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.OVERRUN), self.error.eq(1),
@@ -1248,8 +1269,6 @@ class Engine(wiring.Component):
             end = rdd.payload.row_end
             m.d.comb += [rdd.ready.eq(~end | (rdo.valid & bf_space)),
                          bw_en.eq(rdd.valid & end & rdo.valid & bf_space)]
-            with m.If(rt[_R_P]):
-                m.d.comb += rdo.ready.eq(rdd.valid & end & bf_space)
             with m.If(rdd.valid & rdd.ready):
                 m.d.sync += vrow.eq(vfull)
                 with m.If(end):
@@ -1258,6 +1277,8 @@ class Engine(wiring.Component):
                     m.d.sync += at_last_seen.eq(1)
         with m.Else():
             m.d.comb += bw_en.eq(i3)
+        with m.If(rt[_R_P]):                 # (ATTV's probabilities: registers only)
+            m.d.comb += rdo.ready.eq(rdd.valid & rdd.payload.row_end & bf_space)
         # the beat register: each lane's slice (and the shared slice) selected by its own copy
         # of the mode flags (no net from mac_mode to the ~1,100 bits), loaded every cycle
         bw_v = Signal()
@@ -1288,25 +1309,22 @@ class Engine(wiring.Component):
                 m.d.sync += [at_cmd.eq(0), sc_bcnt.eq(0), av_t0.eq(1)]
 
         # ---- combiner and serializer -> requantizer -------------------------------------------
+        # A MAC result is taken from the skid buffer (mo) when tk_ok, a flip-flop, says the
+        # serializer will be free for it; the next cycle (stage X, loaded every cycle, its
+        # valid and selects copied per lane) adds it into the pass combiner (cb) and loads the
+        # serializer (ser), which shifts one value per cycle into the requantizer. The sums
+        # of SCORES and ATTV are formed while the result is taken (x_alt).
         S = max(lanes, K)
+        lb = (lanes - 1).bit_length()
         ser = Array(Signal(signed(acc_w), name=f"ser{n}") for n in range(S))
         ser_idx = Signal(16)
         cb = Array(Signal(signed(acc_w), name=f"cb{n}") for n in range(lanes))
-        ser_free = Signal()
-        m.d.comb += ser_free.eq(ser_cnt <= 1)
-        # the MAC array's results through a skid buffer: its ready is a flip-flop, and the
-        # combiner's adders start from registers
         m.submodules.mac_out = mo = SkidBuffer(mac.o.payload.shape())
         wiring.connect(m, mac.o, mo.i)
         r = mo.o.payload
-        mac_take = Signal()
-        m.d.comb += [mo.o.ready.eq(ser_free & ~em_active), mac_take.eq(mo.o.valid & mo.o.ready)]
-        emit = Signal()
-        m.d.comb += emit.eq(ser_cnt != 0)
-        with m.If(emit):
-            m.d.sync += [ser_cnt.eq(ser_cnt - 1), ser_idx.eq(ser_idx + 1)]
-            for n in range(S - 1):
-                m.d.sync += ser[n].eq(ser[n + 1])
+        tk_ok = Signal()
+        take = Signal()
+        m.d.comb += [mo.o.ready.eq(tk_ok), take.eq(mo.o.valid & tk_ok)]
         shift = Signal()
         with m.Switch(cb_ps):
             with m.Case(0):
@@ -1315,43 +1333,102 @@ class Engine(wiring.Component):
                 m.d.comb += shift.eq(0)
             with m.Default():
                 m.d.comb += shift.eq(1)
-        with m.If(mac_take):
+        is_mv = Signal()
+        t_load = Signal()                     # the taken result loads the serializer
+        t_cnt = Signal.like(ser_cnt)          # ... with this many values
+        cb_left = Signal(16)                  # MATVEC rows not yet loaded
+        m.d.comb += [is_mv.eq(mac_mode == _M_MATVEC),
+                     t_load.eq(~is_mv | (cb_ps == mv_npass - 1))]
+        with m.Switch(mac_mode):
+            with m.Case(_M_MATVEC):
+                m.d.comb += t_cnt.eq(Mux(cb_left[lb:].any(), lanes, cb_left))
+            with m.Case(_M_SCORES):
+                m.d.comb += t_cnt.eq(1)
+            with m.Default():
+                last_g = hs - (NG - 1) * G
+                m.d.comb += t_cnt.eq(Mux(cb_g == NG - 1, last_g, G))
+        with m.If(mv_go):
+            m.d.sync += cb_left.eq(mv_rows)
+        with m.If(take):
             with m.Switch(mac_mode):
                 with m.Case(_M_MATVEC):
-                    nvs = []
-                    for n in range(lanes):
-                        term = Mux(shift, r[n] << 8, r[n])
-                        nv = Signal(signed(acc_w), name=f"cbn{n}")
-                        m.d.comb += nv.eq(Mux(cb_ps == 0, term, cb[n] + term))
-                        m.d.sync += cb[n].eq(nv)
-                        nvs.append(nv)
                     with m.If(cb_ps == mv_npass - 1):
-                        left = Signal(signed(18))
-                        m.d.comb += left.eq(mv_rows - (cb_ob << (lanes - 1).bit_length()))
                         m.d.sync += [cb_ps.eq(0), cb_ob.eq(cb_ob + 1),
-                                     ser_idx.eq(cb_ob << (lanes - 1).bit_length()),
-                                     ser_cnt.eq(Mux(left >= lanes, lanes, left))]
-                        for n in range(lanes):
-                            m.d.sync += ser[n].eq(nvs[n])
+                                     cb_left.eq(cb_left - lanes)]
                     with m.Else():
                         m.d.sync += cb_ps.eq(cb_ps + 1)
-                with m.Case(_M_SCORES):
-                    m.d.sync += [ser[0].eq((r[0] << 8) + r[1] + (r[2] << 8)), ser_cnt.eq(1)]
                 with m.Case(_M_ATTV):
-                    for n in range(G):
-                        m.d.sync += ser[n].eq((r[n] << 8) + r[G + n])
-                    rem = Signal(signed(16))
-                    m.d.comb += rem.eq(hs - cb_g * G)
-                    m.d.sync += [ser_cnt.eq(Mux(rem >= G, G, rem)),
-                                 cb_g.eq(Mux(cb_g == NG - 1, 0, cb_g + 1))]
-        # EMBED: a weight row's lane slice into the serializer
-        with m.If(em_active & (em_wait == EMW) & ~(em_w2 & ~em_ph)):
+                    m.d.sync += cb_g.eq(Mux(cb_g == NG - 1, 0, cb_g + 1))
+        # stage X
+        x_load = Signal()
+        x_cnt = Signal.like(ser_cnt)
+        x_idx = Signal(16)
+        m.d.sync += [x_load.eq(take & t_load), x_cnt.eq(t_cnt), x_idx.eq(cb_ob << lb)]
+        x_r = [Signal(signed(acc_w), name=f"x_r{n}", reset_less=True) for n in range(lanes)]
+        x_alt = [Signal(signed(acc_w), name=f"x_alt{n}", reset_less=True) for n in range(G)]
+        m.d.sync += [x_r[n].eq(r[n]) for n in range(lanes)]
+        sc_mode = keep_register(m, platform, Signal(name="x_scm", reset_less=True),
+                                mac_mode == _M_SCORES)
+        m.d.sync += x_alt[0].eq(Mux(sc_mode, (r[0] << 8) + r[1] + (r[2] << 8),
+                                    (r[0] << 8) + r[G]))
+        m.d.sync += [x_alt[n].eq((r[n] << 8) + r[G + n]) for n in range(1, G)]
+        # the serializer's next count; emit (a value goes out) is ser_cnt != 0
+        em_load, em_cnt = Signal(), Signal.like(ser_cnt)
+        ser_cnt_next = Signal.like(ser_cnt)
+        emit = Signal()
+        m.d.comb += [emit.eq(ser_cnt != 0),
+                     ser_cnt_next.eq(Mux(x_load, x_cnt, Mux(em_load, em_cnt,
+                                                              Mux(emit, ser_cnt - 1, 0))))]
+        m.d.sync += ser_cnt.eq(ser_cnt_next)
+        with m.If(x_load):
+            m.d.sync += ser_idx.eq(x_idx)
+        with m.Elif(emit):
+            m.d.sync += ser_idx.eq(ser_idx + 1)
+        # a result taken now loads the serializer the next cycle, when at most one value
+        # (going out then) may be left
+        m.d.sync += tk_ok.eq(~em_active & ~embed_go &
+                             Mux(take & t_load, t_cnt <= 1, ser_cnt_next <= 2))
+        # per-lane copies of X's controls (valid, first pass, shift, loads, MATVEC) and of
+        # emit
+        emit_c = []
+        for n in range(S):
+            ctl = None
+            if n < lanes:
+                ctl = keep_register(m, platform, Signal(5, name=f"x_ctl{n}"),
+                                    Cat(take, cb_ps == 0, shift, t_load, is_mv))
+            ec = keep_register(m, platform, Signal(name=f"x_emit{n}"), ser_cnt_next != 0)
+            emit_c.append(ec)
+            nv = None
+            if ctl is not None:
+                xv, first, sh, ld, mv = ctl[0], ctl[1], ctl[2], ctl[3], ctl[4]
+                term = Mux(sh, x_r[n] << 8, x_r[n])
+                nv = Signal(signed(acc_w), name=f"cbn{n}")
+                m.d.comb += nv.eq(Mux(first, term, cb[n] + term))
+                with m.If(xv & mv):
+                    m.d.sync += cb[n].eq(nv)
+            nxt = ser[n + 1] if n + 1 < S else ser[n]
+            if ctl is not None:
+                val = Mux(mv, nv, x_alt[n]) if n < G else nv
+                with m.If(xv & ld):
+                    m.d.sync += ser[n].eq(val)
+                with m.Elif(ec):
+                    m.d.sync += ser[n].eq(nxt)
+            else:
+                with m.If(ec):
+                    m.d.sync += ser[n].eq(nxt)
+        # EMBED: a weight row's lane slice into the serializer (em_load is registered: it is
+        # set the cycle before em_wait reaches EMW)
+        em_left = Signal(16)                  # table columns not yet loaded
+        m.d.comb += em_cnt.eq(Mux(em_left >= K, K, em_left))
+        m.d.sync += em_load.eq(em_active & (em_wait == EMW - 1) & ~(em_w2 & ~em_ph))
+        with m.If(embed_go):
+            m.d.sync += em_left.eq(v[Opcode.EMBED].cols)
+        with m.If(em_load):
             for k in range(K):
                 lo = em_slice[8 * k:8 * k + 8].as_signed()
                 hi = em_hi[8 * k:8 * k + 8].as_signed()
                 m.d.sync += ser[k].eq(Mux(em_w2, (hi << 8) + lo, lo))
-            rem = v[Opcode.EMBED].cols - em_ib * K
-            m.d.sync += ser_cnt.eq(Mux(rem >= K, K, rem))
+            m.d.sync += em_left.eq(em_left - K)
         # reader -> requantizer (REQUANT)
         rq_src_valid = Signal()
         rq_src_acc = Signal(signed(32))
@@ -1402,7 +1479,7 @@ class Engine(wiring.Component):
         # ---- unit busy (profiling) ------------------------------------------------------------
         ub = Signal(len(UNITS))
         fsm_busy = {
-            "mac_array": bw_v | bf.r_rdy | mac.o.valid | mo.o.valid | mv_active,
+            "mac_array": bw_v | bf.r_rdy | mac.o.valid | mo.o.valid | x_load | mv_active,
             "kv_cache": kv.append.valid | kv.read_cmd.valid | rdd.valid,
             "softmax": rt[_R_SMAX] & busy & ~wr_done,
             "norm": rt[_R_NORM] & busy & ~wr_done,
@@ -1451,30 +1528,31 @@ class Engine(wiring.Component):
             with m.Case(Opcode.HALT):
                 m.d.sync += [s["busy"].eq(0), self.done.eq(1), s["st_done"].eq(1)]
                 self._fsm.goto("IDLE")
+            # SETREG and LOOP: the effect only if the fields are good; a bad field ends the
+            # job in CHECK3 (chk_hard), not here
             with m.Case(Opcode.SETREG):
                 ins = v[Opcode.SETREG]
-                with m.If((ins.reg == Reg.POS) & (ins.value >= ctx)):
-                    fail(ErrorCode.POS_RANGE)
-                with m.Elif(ins.reg.as_value() > Reg.RESULT_VALUE.value):
-                    fail(ErrorCode.BAD_FIELD)
-                with m.Else():
+                bad_pos = (ins.reg == Reg.POS) & (ins.value >= ctx)
+                bad_reg = ins.reg.as_value() > Reg.RESULT_VALUE.value
+                bad(bad_pos, ErrorCode.POS_RANGE)
+                bad(bad_reg)
+                with m.If(~bad_pos & ~bad_reg):
                     m.d.sync += s["regs"][ins.reg.as_value()].eq(ins.value)
                     with m.If(ins.reg == Reg.POS):
                         m.d.sync += s["npos"].eq(ins.value[:16] + 1)
-                    self._fsm.goto("NEXT")
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.LOOP):
                 ins = v[Opcode.LOOP]
-                with m.If(s["lp_active"]):
-                    fail(ErrorCode.UNSUPPORTED)
-                with m.Elif((ins.count == 0) | (ins.body == 0) |
-                            (s["pc"] + ins.body >= self._map.program_words)):
-                    fail(ErrorCode.PROGRAM_RANGE)
-                with m.Else():
+                bad_range = ((ins.count == 0) | (ins.body == 0) |
+                             (s["pc"] + ins.body >= self._map.program_words))
+                bad(bad_range, ErrorCode.PROGRAM_RANGE)
+                bad(s["lp_active"], ErrorCode.UNSUPPORTED)
+                with m.If(~s["lp_active"] & ~bad_range):
                     m.d.sync += [s["lp_active"].eq(1), s["lp_start"].eq(s["pc"] + 1),
                                  s["lp_end"].eq(s["pc"] + ins.body), s["lp_count"].eq(ins.count),
                                  s["r_layer"].eq(0), wb.eq(0), pb.eq(0),
                                  s["lp_wstride"].eq(ins.wstride), s["lp_pstride"].eq(ins.pstride)]
-                    self._fsm.goto("NEXT")
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.MATMAT):
                 fail(ErrorCode.UNSUPPORTED)
             with m.Case(Opcode.EMBED):
@@ -1678,6 +1756,8 @@ class Engine(wiring.Component):
 
         m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC)]
         with m.Switch(opcode):
+            with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
+                self._fsm.goto("NEXT")
             with m.Case(Opcode.EMBED):
                 ins = v[Opcode.EMBED]
                 writer(ins.dst, ins.cols, acc=ins.accumulate)

@@ -460,9 +460,17 @@ class Engine(wiring.Component):
         m.submodules.prd = prd = ElementReader(addr_width=aw_p, width=32, aux_addr_width=aw_p,
                                                aux_width=32, aux_shift=0)
         # the reader's output through a skid buffer: the reader's FIFO sees a registered
-        # ready, the units a registered valid and payload
-        m.submodules.rd_skid = rdo_skid = SkidBuffer(rd.o_layout)
-        wiring.connect(m, rd.o, rdo_skid.i)
+        # ready, the units a registered valid and payload (the element's vector-buffer lane
+        # selected before it: fewer bits under the buffer's enable)
+        ro_l = data.StructLayout({"data": 16, "lane": signed(16), "row_end": 1, "last": 1})
+        m.submodules.rd_skid = rdo_skid = SkidBuffer(ro_l)
+        rp_ = rd.o.payload
+        m.d.comb += [rdo_skid.i.valid.eq(rd.o.valid), rd.o.ready.eq(rdo_skid.i.ready),
+                     rdo_skid.i.payload.data.eq(rp_.data),
+                     rdo_skid.i.payload.lane.eq(rp_.aux.word_select(rp_.sub[:(K - 1).bit_length()],
+                                                                    16)),
+                     rdo_skid.i.payload.row_end.eq(rp_.row_end),
+                     rdo_skid.i.payload.last.eq(rp_.last)]
         rdo = rdo_skid.o
 
         # ---- sequencer state ------------------------------------------------------------------
@@ -828,15 +836,23 @@ class Engine(wiring.Component):
                      prd.base.eq(prdc["base"]), prd.rows.eq(1), prd.row_len.eq(prdc["row_len"]),
                      prd.stride.eq(0), prd.aux_base.eq(prdc["aux_base"])]
 
+        # a failure goes to IDLE at once; its status (busy, error, the code) is applied the
+        # next cycle from registers (f_req_r, f_code_r), not through every state's decisions
+        f_req, f_req_r = Signal(), Signal()
+        f_code, f_code_r = Signal(ErrorCode), Signal(ErrorCode)
+        m.d.sync += [f_req_r.eq(f_req), f_code_r.eq(f_code)]
+        with m.If(f_req_r):
+            m.d.sync += [busy.eq(0), err_code.eq(f_code_r), self.error.eq(1), st_err.eq(1)]
+
         def fail(code):
-            m.d.sync += [busy.eq(0), err_code.eq(code), self.error.eq(1), st_err.eq(1)]
+            m.d.comb += [f_req.eq(1), f_code.eq(code)]
             self._fsm.goto("IDLE")
 
         fsm = self._fsm = _OneHotFSM(m, "IDLE")
         with fsm.state("IDLE"):
             job_token = Mux(self.start, self.token, h_token)
             job_pos = Mux(self.start, self.pos, h_pos)
-            with m.If(self.start | h_start):
+            with m.If((self.start | h_start) & ~f_req_r):    # (a failure is being applied)
                 m.d.sync += [busy.eq(1), pc.eq(0), r_token.eq(job_token), r_pos.eq(job_pos),
                              npos.eq(job_pos[:16] + 1),
                              r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
@@ -1028,7 +1044,7 @@ class Engine(wiring.Component):
         # ---- reader output routing ------------------------------------------------------------
         ro = rdo.payload
         vb_lane = Signal(signed(16))
-        m.d.comb += vb_lane.eq(ro.aux.word_select(ro.sub[:(K - 1).bit_length()], 16))
+        m.d.comb += vb_lane.eq(ro.lane)
         # vector-buffer load
         vbw = Signal(data.StructLayout({"en": 1, "addr": _bits(VBD), "we": 2 * K,
                                         "wdata": 16 * K}))
@@ -1517,10 +1533,7 @@ class Engine(wiring.Component):
             with m.If(cond):
                 m.d.sync += chk_hard.eq(code)
 
-        def fail(code):
-            m.d.sync += [s["busy"].eq(0), s["err_code"].eq(code), self.error.eq(1),
-                         s["st_err"].eq(1)]
-            self._fsm.goto("IDLE")
+        fail = s["fail"]
 
         with m.Switch(opcode):
             with m.Case(Opcode.NOP, Opcode.SYNC):

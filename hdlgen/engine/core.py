@@ -499,8 +499,8 @@ class Engine(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
 
         v = {op: data.View(lay, ir[:data.Layout.cast(lay).size]) for op, lay in LAYOUTS.items()}
-        # the opcode: one registered copy per sequencer piece (DECODE, CHECK2, EXEC), loaded
-        # with ir, so that no decode net fans out to all of them
+        # the opcode and the instruction: one registered copy per sequencer piece (DECODE,
+        # CHECK2, EXEC), loaded with ir, so that no decode net fans out to all of them
         op_copies = {}
 
         # per-instruction operands (set in DECODE)
@@ -874,11 +874,26 @@ class Engine(wiring.Component):
         with fsm.state("FETCH2"):
             m.d.sync += ir.eq(prog.b.rdata)
             self._fsm.goto("DECODE")
+        v_copies = {}
         for name in ("dec", "chk", "exe"):
             op_copies[name] = keep_register(m, platform, Signal(6, name=f"op_{name}"),
                                             prog.b.rdata[0:6], en=fsm("FETCH2"))
+            irc = keep_register(m, platform, Signal(128, name=f"ir_{name}", reset_less=True),
+                                prog.b.rdata, en=fsm("FETCH2"))
+            v_copies[name] = {op: data.View(lay, irc[:data.Layout.cast(lay).size])
+                              for op, lay in LAYOUTS.items()}
         with fsm.state("DECODE"):
-            self._decode(m, v, op_copies["dec"], locals())
+            self._bad_flags = []
+            self._decode(m, v_copies["dec"], op_copies["dec"], locals())
+        # the field errors found in DECODE: one flag each (cleared in FETCH2), the code chosen
+        # in CHECK1 (the last flagged one, as the checks are written)
+        with m.If(fsm("FETCH2")):
+            m.d.sync += [f.eq(0) for f, _ in self._bad_flags]
+        with m.If(fsm("CHECK1")):
+            m.d.sync += chk_hard.eq(ErrorCode.NONE)
+            for f, code in self._bad_flags:
+                with m.If(f):
+                    m.d.sync += chk_hard.eq(code)
         with fsm.state("CHECK1"):           # the products of the range checks: DSP input,
             self._fsm.goto("CHECK1B")        # DSP output and fabric registers
         with fsm.state("CHECK1B"):
@@ -886,7 +901,7 @@ class Engine(wiring.Component):
         with fsm.state("CHECK1C"):
             self._fsm.goto("CHECK2")
         with fsm.state("CHECK2"):
-            self._regions(m, v, op_copies["chk"], locals())
+            self._regions(m, v_copies["chk"], op_copies["chk"], locals())
             self._fsm.goto("CHECK3")
         with fsm.state("CHECK3"):
             with m.If(chk_hard != ErrorCode.NONE):
@@ -900,7 +915,7 @@ class Engine(wiring.Component):
             with m.Else():
                 self._fsm.goto("EXEC")
         with fsm.state("EXEC"):
-            self._exec_start(m, v, op_copies["exe"], locals())
+            self._exec_start(m, v_copies["exe"], op_copies["exe"], locals())
         # ---- MATVEC ---------------------------------------------------------------------
         with fsm.state("MV_GO"):
             m.d.comb += rd.start.eq(1)
@@ -1517,21 +1532,21 @@ class Engine(wiring.Component):
         lanes, K, hs, ctx = self._lanes, self._K, self._hs, self._ctx
         lb, kb = (lanes - 1).bit_length(), (K - 1).bit_length()
         image = self._image
-        chk_hard = s["chk_hard"]
         ma1, ma2, mb1, mb2 = s["mul_a1"], s["mul_a2"], s["mul_b1"], s["mul_b2"]
         pb, wb = s["pbase"], s["wbase"]
         x_w, x_p, ob_n, ib_n = s["x_w"], s["x_p"], s["ob_n"], s["ib_n"]
         npos = s["npos"]
         mc1, mc2 = s["mul_c1"], s["mul_c2"]
-        m.d.sync += [chk_hard.eq(ErrorCode.NONE), ma1.eq(0), ma2.eq(0), mb1.eq(0), mb2.eq(0),
+        m.d.sync += [ma1.eq(0), ma2.eq(0), mb1.eq(0), mb2.eq(0),
                      mc1.eq(0), mc2.eq(0)]
 
         def rel(ins):
             return (Mux(ins.layer_rel, wb, 0), Mux(ins.layer_rel, pb, 0))
 
         def bad(cond, code=ErrorCode.BAD_FIELD):
-            with m.If(cond):
-                m.d.sync += chk_hard.eq(code)
+            flag = Signal(name=f"bad{len(self._bad_flags)}")
+            self._bad_flags.append((flag, code))
+            m.d.sync += flag.eq(cond)
 
         fail = s["fail"]
 

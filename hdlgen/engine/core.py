@@ -664,6 +664,7 @@ class Engine(wiring.Component):
         # ---- bus (host) -----------------------------------------------------------------------
         bus = self.bus
         h_token, h_pos, h_start = Signal(32), Signal(32), Signal()   # host-started jobs
+        m.d.sync += h_start.eq(0)             # (a registered one-cycle pulse)
         WBITS = mp.window_bits
         b_win = Signal(3)
         b_off = Signal(WBITS)
@@ -699,7 +700,7 @@ class Engine(wiring.Component):
                         with m.If(bus.we & (b_off[:4] == 7)):
                             m.d.sync += h_pos.eq(bus.dat_w)
                         with m.If(bus.we & (b_off[:4] == 8) & bus.dat_w[0]):
-                            m.d.comb += h_start.eq(1)
+                            m.d.sync += h_start.eq(1)
                         with m.Switch(b_off[:4]):
                             with m.Case(0):
                                 m.d.sync += b_dat.eq(r_result)
@@ -958,16 +959,25 @@ class Engine(wiring.Component):
             self._fsm.goto("CHECK2")
         with fsm.state("CHECK2"):
             self._regions(m, v_copies["chk"], op_copies["chk"], locals())
+            self._fsm.goto("CHECK2B")
+        # the verdict, registered every cycle (valid in CHECK3: the region ends are set in
+        # CHECK2, chk_hard in CHECK1)
+        chk_code = Signal(ErrorCode)
+        with m.If(chk_hard != ErrorCode.NONE):
+            m.d.sync += chk_code.eq(chk_hard)
+        with m.Elif((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)):
+            m.d.sync += chk_code.eq(ErrorCode.SCRATCH_RANGE)
+        with m.Elif(chk["w"] > WR):
+            m.d.sync += chk_code.eq(ErrorCode.WEIGHT_RANGE)
+        with m.Elif(chk["p"] > PM):
+            m.d.sync += chk_code.eq(ErrorCode.PARAM_RANGE)
+        with m.Else():
+            m.d.sync += chk_code.eq(ErrorCode.NONE)
+        with fsm.state("CHECK2B"):
             self._fsm.goto("CHECK3")
         with fsm.state("CHECK3"):
-            with m.If(chk_hard != ErrorCode.NONE):
-                fail(chk_hard)
-            with m.Elif((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)):
-                fail(ErrorCode.SCRATCH_RANGE)
-            with m.Elif(chk["w"] > WR):
-                fail(ErrorCode.WEIGHT_RANGE)
-            with m.Elif(chk["p"] > PM):
-                fail(ErrorCode.PARAM_RANGE)
+            with m.If(chk_code != ErrorCode.NONE):
+                fail(chk_code)
             with m.Else():
                 self._fsm.goto("EXEC")
         with fsm.state("EXEC"):
@@ -1618,17 +1628,20 @@ class Engine(wiring.Component):
                     m.d.sync += ser[n].eq(nxt)
         # EMBED: a weight row's lane slice into the serializer (em_load is registered: it is
         # set the cycle before em_wait reaches EMW)
+        # (em_cnt registered from em_left: em_left changes at embed_go and at em_load, at
+        # least four cycles before the next em_load)
         em_left = Signal(16)                  # table columns not yet loaded
-        m.d.comb += em_cnt.eq(Mux(em_left >= K, K, em_left))
-        m.d.sync += em_load.eq(em_active & (em_wait == EMW - 1) & ~(em_w2 & ~em_ph))
+        em_load_d = em_active & (em_wait == EMW - 1) & ~(em_w2 & ~em_ph)
+        m.d.sync += [em_cnt.eq(Mux(em_left >= K, K, em_left)), em_load.eq(em_load_d)]
         with m.If(embed_go):
             m.d.sync += em_left.eq(v[Opcode.EMBED].cols)
         with m.If(em_load):
-            for k in range(K):
-                lo = em_slice[8 * k:8 * k + 8].as_signed()
-                hi = em_hi[8 * k:8 * k + 8].as_signed()
-                m.d.sync += ser[k].eq(Mux(em_w2, (hi << 8) + lo, lo))
             m.d.sync += em_left.eq(em_left - K)
+        for k in range(K):
+            lo = em_slice[8 * k:8 * k + 8].as_signed()
+            hi = em_hi[8 * k:8 * k + 8].as_signed()
+            with m.If(keep_register(m, platform, Signal(name=f"em_load{k}"), em_load_d)):
+                m.d.sync += ser[k].eq(Mux(em_w2, (hi << 8) + lo, lo))
         # reader -> requantizer (REQUANT)
         rq_src_valid = Signal()
         rq_src_acc = Signal(signed(32))
@@ -1885,8 +1898,9 @@ class Engine(wiring.Component):
                 self._fsm.goto("CHECK1")
             with m.Case(Opcode.OUTPUT):
                 self._fsm.goto("CHECK1")
-            with m.Default():
-                fail(ErrorCode.BAD_OPCODE)
+            with m.Default():                   # (ends the job in CHECK3)
+                bad(Const(1), ErrorCode.BAD_OPCODE)
+                self._fsm.goto("CHECK1")
 
     def _regions(self, m, v, opcode, s):
         """CHECK2 state: the end (exclusive) of every region the instruction touches."""

@@ -450,9 +450,14 @@ class Engine(wiring.Component):
         # engine whose program has MATMAT
         TBD = -(-self._mm_cols // K)
         tb = None
+        # (in block RAM it spans as many DP16KD columns as the weight bank: latency 3 like it,
+        # its request registers replicated)
         if TBD:
-            ram = DistRAM if TBD <= 16 else BlockRAM
-            m.submodules.tb = tb = ram(width=lanes * K * 8, depth=TBD, granularity=8)
+            if TBD <= 16:
+                m.submodules.tb = tb = DistRAM(width=lanes * K * 8, depth=TBD, granularity=8)
+            else:
+                m.submodules.tb = tb = BlockRAM(width=lanes * K * 8, depth=TBD, granularity=8,
+                                                latency=3)
 
         # ---- units ----------------------------------------------------------------------------
         m.submodules.mac = mac = MACArray(lanes, K, acc_w, cfg.max_dot_length)
@@ -1395,25 +1400,28 @@ class Engine(wiring.Component):
 
         # MATMAT beat assembly, four cycles after the issue: the weight row (three cycles) has
         # the pass's lane slice selected into a register (EMBED's em_slice, its select em_lane
-        # following the issued lane two cycles late); the tile buffer (two cycles) is read
-        # two cycles after the issue so that its word arrives then too
+        # following the issued lane two cycles late); the tile buffer is read 4 - latency
+        # cycles after the issue (from registers: word and enable delayed) so that its word
+        # arrives then too
         mm_beat = Signal(beat_l)
         mi4 = Signal()                       # the MATMAT beat is complete (goes to bw_*)
         if TBD:
-            mi1, mi2, mi3 = Signal(), Signal(), Signal()
+            mi = [mm_issue] + [Signal(name=f"mm_i{n}") for n in range(1, 4)] + [mi4]
             mf = [Signal(name=f"mm_f{n}") for n in range(4)]
             ml = [Signal(name=f"mm_l{n}") for n in range(4)]
             mln1, mln2 = Signal.like(mm_lane), Signal.like(mm_lane)
-            tb_j1 = Signal.like(tb.b.addr)
-            tb_ra = Signal.like(tb.b.addr)
-            m.d.sync += [mi1.eq(mm_issue), mi2.eq(mi1), mi3.eq(mi2), mi4.eq(mi3),
-                         mf[0].eq(mm_j == 0), ml[0].eq(mm_j == ib_m1),
-                         mln1.eq(mm_lane), mln2.eq(mln1), tb_j1.eq(mm_j), tb_ra.eq(tb_j1)]
+            tb_j = [mm_j[:len(tb.b.addr)]] + [Signal.like(tb.b.addr, name=f"tb_j{n}")
+                                              for n in range(1, 3)]
+            m.d.sync += [mi[n].eq(mi[n - 1]) for n in range(1, 5)]
+            m.d.sync += [tb_j[n].eq(tb_j[n - 1]) for n in range(1, 3)]
+            m.d.sync += [mf[0].eq(mm_j == 0), ml[0].eq(mm_j == ib_m1),
+                         mln1.eq(mm_lane), mln2.eq(mln1)]
             m.d.sync += [mf[n].eq(mf[n - 1]) for n in range(1, 4)]
             m.d.sync += [ml[n].eq(ml[n - 1]) for n in range(1, 4)]
             with m.If(mac_mode == _M_MATMAT):
                 m.d.sync += em_lane.eq(mln2)
-            m.d.comb += [tb.b.addr.eq(tb_ra), tb.b.en.eq(mi2),
+            tb_at = 4 - tb.latency              # 2 (LUT RAM) or 1 (block RAM)
+            m.d.comb += [tb.b.addr.eq(tb_j[tb_at]), tb.b.en.eq(mi[tb_at]),
                          mm_beat.first.eq(mf[3]), mm_beat.last.eq(ml[3])]
             for k in range(K):
                 m.d.comb += mm_beat.shared[k].eq(em_slice[8 * k:8 * k + 8])

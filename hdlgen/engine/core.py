@@ -983,6 +983,12 @@ class Engine(wiring.Component):
             with m.If(amax_got):
                 self._fsm.goto("NEXT")
         # ---- SCORES ---------------------------------------------------------------------
+        # the attention loops' decisions and sums, registered (their inputs change only when
+        # a head or group ends, several states before they are used again)
+        at_g_last, at_sub_last = Signal(), Signal()
+        at_ptr_hs, at_ptr_st = Signal(16), Signal(16)
+        m.d.sync += [at_g_last.eq(at_g == NG - 1), at_sub_last.eq(at_sub == at_kvm1),
+                     at_ptr_hs.eq(at_ptr + hs), at_ptr_st.eq(at_ptr + v[Opcode.ATTV].stride)]
         with fsm.state("SC_START"):
             m.d.comb += wr_start.eq(1)
             self._fsm.goto("SC_HEAD")
@@ -992,7 +998,7 @@ class Engine(wiring.Component):
             with m.Else():
                 m.d.sync += [rd_route.eq(_R_Q), q_count.eq(0), rdc["base"].eq(at_ptr),
                              rdc["rows"].eq(1), rdc["row_len"].eq(hs),
-                             at_ptr.eq(at_ptr + hs)]
+                             at_ptr.eq(at_ptr_hs)]
                 self._fsm.goto("SC_GO")
         with fsm.state("SC_GO"):
             m.d.comb += rd.start.eq(1)
@@ -1004,7 +1010,7 @@ class Engine(wiring.Component):
         with fsm.state("SC_STREAM"):
             with m.If(at_last_seen):
                 m.d.sync += at_h.eq(at_h + 1)
-                with m.If(at_sub == at_kvm1):
+                with m.If(at_sub_last):
                     m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
                 with m.Else():
                     m.d.sync += at_sub.eq(at_sub + 1)
@@ -1026,10 +1032,9 @@ class Engine(wiring.Component):
             self._fsm.goto("AV_STREAM")
         with fsm.state("AV_STREAM"):
             with m.If(at_last_seen & ~at_cmd & ~rd.busy & ~rd.o.valid & ~rdo.valid):
-                with m.If(at_g == NG - 1):
-                    m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1),
-                                 at_ptr.eq(at_ptr + v[Opcode.ATTV].stride)]
-                    with m.If(at_sub == at_kvm1):
+                with m.If(at_g_last):
+                    m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1), at_ptr.eq(at_ptr_st)]
+                    with m.If(at_sub_last):
                         m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
                     with m.Else():
                         m.d.sync += at_sub.eq(at_sub + 1)
@@ -1180,9 +1185,16 @@ class Engine(wiring.Component):
         mv_ib = Signal(16)
         mv_obrow = Signal(24)
         mv_wrow = Signal(24)
+        # where the issue is, as flags (registered: no compare before the counters' muxes)
+        mv_ib_first, mv_ib_last, mv_ob_last = Signal(), Signal(), Signal()
+        ib_m2, ob_m2 = Signal(16), Signal(16)
+        ib_one, ob_one = Signal(), Signal()
+        m.d.sync += [ib_m2.eq(ib_n - 2), ob_m2.eq(ob_n - 2), ib_one.eq(ib_n == 1),
+                     ob_one.eq(ob_n == 1)]
         with m.If(mv_go):
             m.d.sync += [mv_active.eq(1), mv_ob.eq(0), mv_ps.eq(0), mv_ib.eq(0),
-                         mv_obrow.eq(x_w), mv_wrow.eq(x_w)]
+                         mv_obrow.eq(x_w), mv_wrow.eq(x_w), mv_ib_first.eq(1),
+                         mv_ib_last.eq(ib_one), mv_ob_last.eq(ob_one)]
         # beats in the FIFO or on their way to it (a register: the issue decision is one LUT);
         # a beat goes through a register (bw_*) in front of the FIFO, and the KV-cache beats
         # of SCORES and ATTV are counted when they enter it, so bf_space is the only
@@ -1203,18 +1215,19 @@ class Engine(wiring.Component):
             with m.Default():
                 m.d.comb += pass_sel.eq(_P_CARRY)
         with m.If(bf_issue):
-            with m.If(mv_ib == ib_m1):
-                m.d.sync += mv_ib.eq(0)
+            with m.If(mv_ib_last):
+                m.d.sync += [mv_ib.eq(0), mv_ib_first.eq(1), mv_ib_last.eq(ib_one)]
                 with m.If(mv_ps == mv_npass - 1):
                     m.d.sync += [mv_ps.eq(0), mv_ob.eq(mv_ob + 1), mv_obrow.eq(mv_obrow + ib_n),
-                                 mv_wrow.eq(mv_obrow + ib_n)]
-                    with m.If(mv_ob == ob_m1):
+                                 mv_wrow.eq(mv_obrow + ib_n), mv_ob_last.eq(mv_ob == ob_m2)]
+                    with m.If(mv_ob_last):
                         m.d.sync += mv_active.eq(0)
                 with m.Else():
                     m.d.sync += [mv_ps.eq(mv_ps + 1),
                                  mv_wrow.eq(mv_obrow + Mux(mv_w2, plane_sz, 0))]
             with m.Else():
-                m.d.sync += [mv_ib.eq(mv_ib + 1), mv_wrow.eq(mv_wrow + 1)]
+                m.d.sync += [mv_ib.eq(mv_ib + 1), mv_wrow.eq(mv_wrow + 1), mv_ib_first.eq(0),
+                             mv_ib_last.eq(mv_ib == ib_m2)]
         # EMBED reads
         em_active = Signal()
         em_ib = Signal(16)
@@ -1257,8 +1270,8 @@ class Engine(wiring.Component):
         # vector buffer answers after two, and its planes are registered)
         f1, f2, f3, l1, l2, l3 = (Signal(name=n) for n in ("f1", "f2", "f3", "l1", "l2", "l3"))
         s1, s2 = Signal(2), Signal(2)
-        m.d.sync += [i1.eq(bf_issue), i2.eq(i1), i3.eq(i2), f1.eq(mv_ib == 0), f2.eq(f1),
-                     f3.eq(f2), l1.eq(mv_ib == ib_m1), l2.eq(l1), l3.eq(l2), s1.eq(pass_sel),
+        m.d.sync += [i1.eq(bf_issue), i2.eq(i1), i3.eq(i2), f1.eq(mv_ib_first), f2.eq(f1),
+                     f3.eq(f2), l1.eq(mv_ib_last), l2.eq(l1), l3.eq(l2), s1.eq(pass_sel),
                      s2.eq(s1)]
         mv_beat = Signal(beat_l)
         m.d.comb += [mv_beat.first.eq(f3), mv_beat.last.eq(l3)]

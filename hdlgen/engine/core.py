@@ -828,7 +828,8 @@ class Engine(wiring.Component):
         # MATMAT control
         mm_go = Signal()
         mm_tokens = Signal(8)
-        mm_rows_m1 = Signal(16)
+        mm_rows_m2 = Signal(16)               # rows - 2 and rows == 1 (set in EXEC)
+        mm_rows_one = Signal()
         tb_loaded = Signal()                 # the tile's last element is in the tile buffer
         tb_lane = Signal(lanes, init=1)      # tile load: token (one-hot lane) ...
         tb_k = Signal(K, init=1)             # ... byte within its slice (one-hot) ...
@@ -1059,6 +1060,12 @@ class Engine(wiring.Component):
             with m.If(amax_got):
                 self._fsm.goto("NEXT")
         # ---- SCORES ---------------------------------------------------------------------
+        # the attention loops' decisions and sums, registered (their inputs change only when
+        # a head or group ends, several states before they are used again)
+        at_g_last, at_sub_last = Signal(), Signal()
+        at_ptr_hs, at_ptr_st = Signal(16), Signal(16)
+        m.d.sync += [at_g_last.eq(at_g == NG - 1), at_sub_last.eq(at_sub == at_kvm1),
+                     at_ptr_hs.eq(at_ptr + hs), at_ptr_st.eq(at_ptr + v[Opcode.ATTV].stride)]
         with fsm.state("SC_START"):
             m.d.comb += wr_start.eq(1)
             self._fsm.goto("SC_HEAD")
@@ -1068,7 +1075,7 @@ class Engine(wiring.Component):
             with m.Else():
                 m.d.sync += [rd_route.eq(_R_Q), q_count.eq(0), rdc["base"].eq(at_ptr),
                              rdc["rows"].eq(1), rdc["row_len"].eq(hs),
-                             at_ptr.eq(at_ptr + hs)]
+                             at_ptr.eq(at_ptr_hs)]
                 self._fsm.goto("SC_GO")
         with fsm.state("SC_GO"):
             m.d.comb += rd.start.eq(1)
@@ -1080,7 +1087,7 @@ class Engine(wiring.Component):
         with fsm.state("SC_STREAM"):
             with m.If(at_last_seen):
                 m.d.sync += at_h.eq(at_h + 1)
-                with m.If(at_sub == at_kvm1):
+                with m.If(at_sub_last):
                     m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
                 with m.Else():
                     m.d.sync += at_sub.eq(at_sub + 1)
@@ -1102,10 +1109,9 @@ class Engine(wiring.Component):
             self._fsm.goto("AV_STREAM")
         with fsm.state("AV_STREAM"):
             with m.If(at_last_seen & ~at_cmd & ~rd.busy & ~rd.o.valid & ~rdo.valid):
-                with m.If(at_g == NG - 1):
-                    m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1),
-                                 at_ptr.eq(at_ptr + v[Opcode.ATTV].stride)]
-                    with m.If(at_sub == at_kvm1):
+                with m.If(at_g_last):
+                    m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1), at_ptr.eq(at_ptr_st)]
+                    with m.If(at_sub_last):
                         m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
                     with m.Else():
                         m.d.sync += at_sub.eq(at_sub + 1)
@@ -1267,7 +1273,7 @@ class Engine(wiring.Component):
 
         # ---- MAC feed -------------------------------------------------------------------------
         beat_l = mac.i.payload.shape()
-        BFD = 8                              # beat credits: issue -> FIFO read: 6 cycles (MATMAT 7)
+        BFD = 8                              # credits: issue -> FIFO read is 6 cycles (MATMAT 7)
         m.submodules.beats = bf = SyncFIFO(width=data.Layout.cast(beat_l).size, depth=BFD)
         m.d.comb += [mac.i.valid.eq(bf.r_rdy), mac.i.payload.eq(bf.r_data), bf.r_en.eq(mac.i.ready)]
         bf_issue = Signal()
@@ -1279,9 +1285,16 @@ class Engine(wiring.Component):
         mv_ib = Signal(16)
         mv_obrow = Signal(24)
         mv_wrow = Signal(24)
+        # where the issue is, as flags (registered: no compare before the counters' muxes)
+        mv_ib_first, mv_ib_last, mv_ob_last = Signal(), Signal(), Signal()
+        ib_m2, ob_m2 = Signal(16), Signal(16)
+        ib_one, ob_one = Signal(), Signal()
+        m.d.sync += [ib_m2.eq(ib_n - 2), ob_m2.eq(ob_n - 2), ib_one.eq(ib_n == 1),
+                     ob_one.eq(ob_n == 1)]
         with m.If(mv_go):
             m.d.sync += [mv_active.eq(1), mv_ob.eq(0), mv_ps.eq(0), mv_ib.eq(0),
-                         mv_obrow.eq(x_w), mv_wrow.eq(x_w)]
+                         mv_obrow.eq(x_w), mv_wrow.eq(x_w), mv_ib_first.eq(1),
+                         mv_ib_last.eq(ib_one), mv_ob_last.eq(ob_one)]
         # beats in the FIFO or on their way to it (a register: the issue decision is one LUT);
         # a beat goes through a register (bw_*) in front of the FIFO, and the KV-cache beats
         # of SCORES and ATTV are counted when they enter it, so bf_space is the only
@@ -1306,41 +1319,51 @@ class Engine(wiring.Component):
             with m.Default():
                 m.d.comb += pass_sel.eq(_P_CARRY)
         with m.If(bf_issue):
-            with m.If(mv_ib == ib_m1):
-                m.d.sync += mv_ib.eq(0)
+            with m.If(mv_ib_last):
+                m.d.sync += [mv_ib.eq(0), mv_ib_first.eq(1), mv_ib_last.eq(ib_one)]
                 with m.If(mv_ps == mv_npass - 1):
                     m.d.sync += [mv_ps.eq(0), mv_ob.eq(mv_ob + 1), mv_obrow.eq(mv_obrow + ib_n),
-                                 mv_wrow.eq(mv_obrow + ib_n)]
-                    with m.If(mv_ob == ob_m1):
+                                 mv_wrow.eq(mv_obrow + ib_n), mv_ob_last.eq(mv_ob == ob_m2)]
+                    with m.If(mv_ob_last):
                         m.d.sync += mv_active.eq(0)
                 with m.Else():
                     m.d.sync += [mv_ps.eq(mv_ps + 1),
                                  mv_wrow.eq(mv_obrow + Mux(mv_w2, plane_sz, 0))]
             with m.Else():
-                m.d.sync += [mv_ib.eq(mv_ib + 1), mv_wrow.eq(mv_wrow + 1)]
+                m.d.sync += [mv_ib.eq(mv_ib + 1), mv_wrow.eq(mv_wrow + 1), mv_ib_first.eq(0),
+                             mv_ib_last.eq(mv_ib == ib_m2)]
         # MATMAT issue: for each output row n (a pass) and each input block j, weight bank row
         # x_w + (n // lanes) * ib_n + j, whose lane n % lanes holds W[n, jK:jK+K] (the shared
         # operand), and tile-buffer word j (the per-lane operand); passes follow each other
-        # without a gap
+        # without a gap. Where the issue is, as registered flags like MATVEC's (first/last
+        # block of a pass, last lane of a row block, last pass)
         mm_j = Signal(16)
         mm_n = Signal(16)
         mm_lane = Signal(range(lanes))
         mm_blk = Signal(24)                  # weight row of block j = 0 of this pass's rows
+        mm_j_first, mm_j_last, mm_lane_last, mm_n_last = (
+            Signal(name=n) for n in ("mm_j_first", "mm_j_last", "mm_lane_last", "mm_n_last"))
         if TBD:
             with m.If(mm_go):
                 m.d.sync += [mm_active.eq(1), mm_j.eq(0), mm_n.eq(0), mm_lane.eq(0),
-                             mm_blk.eq(x_w), mv_wrow.eq(x_w)]
+                             mm_blk.eq(x_w), mv_wrow.eq(x_w), mm_j_first.eq(1),
+                             mm_j_last.eq(ib_one), mm_lane_last.eq(lanes == 1),
+                             mm_n_last.eq(mm_rows_one)]
             with m.Elif(mm_issue):
-                with m.If(mm_j == ib_m1):
-                    m.d.sync += [mm_j.eq(0), mm_n.eq(mm_n + 1), mm_lane.eq(mm_lane + 1)]
-                    with m.If(mm_lane == lanes - 1):
-                        m.d.sync += [mm_blk.eq(mm_blk + ib_n), mv_wrow.eq(mm_blk + ib_n)]
+                with m.If(mm_j_last):
+                    m.d.sync += [mm_j.eq(0), mm_n.eq(mm_n + 1), mm_j_first.eq(1),
+                                 mm_j_last.eq(ib_one), mm_n_last.eq(mm_n == mm_rows_m2)]
+                    with m.If(mm_lane_last):
+                        m.d.sync += [mm_lane.eq(0), mm_lane_last.eq(lanes == 1),
+                                     mm_blk.eq(mm_blk + ib_n), mv_wrow.eq(mm_blk + ib_n)]
                     with m.Else():
-                        m.d.sync += mv_wrow.eq(mm_blk)
-                    with m.If(mm_n == mm_rows_m1):
+                        m.d.sync += [mm_lane.eq(mm_lane + 1), mv_wrow.eq(mm_blk),
+                                     mm_lane_last.eq(mm_lane == max(lanes - 2, 0))]
+                    with m.If(mm_n_last):
                         m.d.sync += mm_active.eq(0)
                 with m.Else():
-                    m.d.sync += [mm_j.eq(mm_j + 1), mv_wrow.eq(mv_wrow + 1)]
+                    m.d.sync += [mm_j.eq(mm_j + 1), mv_wrow.eq(mv_wrow + 1), mm_j_first.eq(0),
+                                 mm_j_last.eq(mm_j == ib_m2)]
         # EMBED reads
         em_active = Signal()
         em_ib = Signal(16)
@@ -1383,8 +1406,8 @@ class Engine(wiring.Component):
         # vector buffer answers after two, and its planes are registered)
         f1, f2, f3, l1, l2, l3 = (Signal(name=n) for n in ("f1", "f2", "f3", "l1", "l2", "l3"))
         s1, s2 = Signal(2), Signal(2)
-        m.d.sync += [i1.eq(bf_issue), i2.eq(i1), i3.eq(i2), f1.eq(mv_ib == 0), f2.eq(f1),
-                     f3.eq(f2), l1.eq(mv_ib == ib_m1), l2.eq(l1), l3.eq(l2), s1.eq(pass_sel),
+        m.d.sync += [i1.eq(bf_issue), i2.eq(i1), i3.eq(i2), f1.eq(mv_ib_first), f2.eq(f1),
+                     f3.eq(f2), l1.eq(mv_ib_last), l2.eq(l1), l3.eq(l2), s1.eq(pass_sel),
                      s2.eq(s1)]
         mv_beat = Signal(beat_l)
         m.d.comb += [mv_beat.first.eq(f3), mv_beat.last.eq(l3)]
@@ -1414,7 +1437,7 @@ class Engine(wiring.Component):
                                               for n in range(1, 3)]
             m.d.sync += [mi[n].eq(mi[n - 1]) for n in range(1, 5)]
             m.d.sync += [tb_j[n].eq(tb_j[n - 1]) for n in range(1, 3)]
-            m.d.sync += [mf[0].eq(mm_j == 0), ml[0].eq(mm_j == ib_m1),
+            m.d.sync += [mf[0].eq(mm_j_first), ml[0].eq(mm_j_last),
                          mln1.eq(mm_lane), mln2.eq(mln1)]
             m.d.sync += [mf[n].eq(mf[n - 1]) for n in range(1, 4)]
             m.d.sync += [ml[n].eq(ml[n - 1]) for n in range(1, 4)]
@@ -2030,7 +2053,8 @@ class Engine(wiring.Component):
                     reader(ins.src, ins.tokens, ins.cols, ins.cols, route=_R_TB)
                     m.d.sync += [s["wr_step"].eq(ins.rows), s["mac_mode"].eq(_M_MATMAT),
                                  s["cb_ob"].eq(0), s["mm_tokens"].eq(ins.tokens),
-                                 s["mm_rows_m1"].eq(ins.rows - 1)]
+                                 s["mm_rows_m2"].eq(ins.rows - 2),
+                                 s["mm_rows_one"].eq(ins.rows == 1)]
                     with m.If(s["tb_tag_valid"] & (s["tb_tag_src"] == ins.src) &
                               (s["tb_tag_cols"] == ins.cols) & (s["tb_tag_tok"] == ins.tokens)):
                         self._fsm.goto("MM_FEED")       # the tile is in the buffer already

@@ -65,15 +65,36 @@ instruction's phases, which stream operands through one unit and the results bac
 * ``OUTPUT`` exposes ``src[0:len]`` in the host's output window (a view of the scratchpad; the
   values stay until the next job).
 
-Timing (ECP5 speed 6, the SoC's clock of 125 MHz or more): control decisions are registered
-before they fan out. The sequencer is one-hot (one flip-flop per state); the products of the
-range checks come from registered ``MULT18X18D`` (two more cycles per instruction); the
-reader's route is decoded into one flip-flop per route; the element reader's output and the MAC
-array's results pass through skid buffers (registered ``ready``); the writer registers the
-selected unit output before its address logic; the weight bank's engine port reads every cycle
-at a registered address (no enable net to its tiles) and the MAC feed's FIFO occupancy (beats
-issued or in flight) is one register; the requantizer's parameter addresses are registered; the
-host's memory requests are registered and a weight row's word is selected in two stages.
+Timing (ECP5 speed 6; the SoC's clock is 125 MHz or more, which the engine does **not** meet
+yet: see the figures below). Control decisions are registered before they fan out, and wide
+datapaths load every cycle with their valid bits and selects copied per lane
+(:func:`hdlgen.blocks.dsp.keep_register`):
+
+* sequencer: one-hot (one flip-flop per state); one copy of the opcode and of the instruction
+  register per piece (DECODE, CHECK2, EXEC); DECODE's field checks each set a flag, the code
+  is chosen from them in CHECK1 and the whole verdict (with the region ends of CHECK2, whose
+  products come from registered ``MULT18X18D``) is registered before CHECK3 (four check
+  cycles per instruction besides DECODE); a failure's status is applied from registers a
+  cycle later; NEXT, the attention loops and the MATVEC issue counters decide on registered
+  flags and sums; the host's start is registered;
+* MAC feed: the weight bank reads every cycle at a registered address with ``latency=3``
+  (request registers replicated per group of DP16KD), the vector buffer's operand planes are
+  registered, each beat passes a register in front of the beat FIFO whose source (MATVEC,
+  SCORES, ATTV) is selected by a copy of the mode flags per lane, and the FIFO's occupancy
+  (credits, beats issued or in flight) is one register; the KV cache's read stream passes a
+  skid buffer;
+* MAC results: a skid buffer, then a take decided by a flip-flop (``tk_ok``) and a
+  combine/serialize stage a cycle later whose controls are copied per lane;
+* reader and writer: the element reader's output passes a skid buffer (with the vector-buffer
+  lane already selected); the writer selects its unit by one flip-flop per source (AND-OR) and
+  registers the value twice (selection, then saturation) before its address logic; the
+  requantizer's parameter addresses and the host's memory requests are registered and a weight
+  row's word is selected in two stages.
+
+Measured (``hdlgen.flow.ooc_implement``, LFE5U-85F, nextpnr seed 1): see the engine entry of
+``python -m hdlgen bench blocks --only engine``; what limits fmax now is the sequencer's EXEC
+state (an opcode-selected load of ~200 configuration bits) and the reader's ready into its
+skid buffer.
 
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not

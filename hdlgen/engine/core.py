@@ -75,14 +75,15 @@ datapaths load every cycle with their valid bits and selects copied per lane
   is chosen from them in CHECK1 and the whole verdict (with the region ends of CHECK2, whose
   products come from registered ``MULT18X18D``) is registered before CHECK3 (four check
   cycles per instruction besides DECODE); a failure's status is applied from registers a
-  cycle later; NEXT, the attention loops and the MATVEC issue counters decide on registered
-  flags and sums; the host's start is registered;
+  cycle later; NEXT, the attention loops and the MATVEC and MATMAT issue counters decide on
+  registered flags and sums; the host's start is registered;
 * MAC feed: the weight bank reads every cycle at a registered address with ``latency=3``
   (request registers replicated per group of DP16KD), the vector buffer's operand planes are
   registered, each beat passes a register in front of the beat FIFO whose source (MATVEC,
-  SCORES, ATTV) is selected by a copy of the mode flags per lane, and the FIFO's occupancy
-  (credits, beats issued or in flight) is one register; the KV cache's read stream passes a
-  skid buffer;
+  SCORES, ATTV, MATMAT) is selected by a copy of the mode flags per lane, and the FIFO's
+  occupancy (credits, beats issued or in flight) is one register; the KV cache's read stream
+  passes a skid buffer; a MATMAT beat's weight slice is selected into a register and a
+  block-RAM tile buffer has ``latency=3`` like the weight bank;
 * MAC results: a skid buffer, then a take decided by a flip-flop (``tk_ok``) and a
   combine/serialize stage a cycle later whose controls are copied per lane;
 * reader and writer: the element reader's output passes a skid buffer (with the vector-buffer

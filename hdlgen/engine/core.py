@@ -1526,18 +1526,20 @@ class Engine(wiring.Component):
             m.d.comb += rdo.ready.eq(rdd.valid & rdd.payload.row_end & bf_space)
         # the beat register: each lane's slice (and the shared slice) selected by its own copy
         # of the mode flags (no net from mac_mode to the ~1,100 bits), loaded every cycle
-        # (a MATMAT flag only in an engine with a tile buffer)
+        # (the copy is the mode as two select bits, a 4:1 mux per bit: bit 1 picks the KV-cache
+        # sources, bit 0 SCORES over ATTV and MATMAT over MATVEC; MATMAT only in an engine
+        # with a tile buffer)
         bw_v = Signal()
         bw_d = Signal(beat_l, reset_less=True)
         m.d.sync += bw_v.eq(bw_en)
-        modes = [_M_SCORES, _M_ATTV] + ([_M_MATMAT] if TBD else [])
 
         def mode_copy(name):
-            return keep_register(m, platform, Signal(len(modes), name=name, reset_less=True),
-                                 Cat(mac_mode == md for md in modes))
+            sc, av = mac_mode == _M_SCORES, mac_mode == _M_ATTV
+            return keep_register(m, platform, Signal(2, name=name, reset_less=True),
+                                 Cat(sc | (mac_mode == _M_MATMAT), sc | av))
 
         def pick(mm, sc, av, mv, mt):
-            return Mux(mm[0], sc, Mux(mm[1], av, Mux(mm[2], mt, mv) if TBD else mv))
+            return Mux(mm[1], Mux(mm[0], sc, av), Mux(mm[0], mt, mv) if TBD else mv)
 
         mm = mode_copy("mm_sh")
         m.d.sync += [bw_d.first.eq(pick(mm, sc_beat.first, av_beat.first, mv_beat.first,

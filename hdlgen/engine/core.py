@@ -45,8 +45,9 @@ instruction's phases, which stream operands through one unit and the results bac
   against the weight bank's padding). Then for each output row ``n`` (a *pass*) and each input
   block ``j`` one beat per cycle, passes back to back: the weight-bank row holding ``W[n,
   jK:jK+K]`` is read and lane ``n % lanes``'s slice selected into a register (the shared
-  operand, one weight read serving every token), tile-buffer word ``j`` is read a cycle after
-  the issue so that both arrive together (the per-lane operands, token ``t`` on lane ``t``).
+  operand, one weight read serving every token), tile-buffer word ``j`` is read two cycles
+  after the issue so that both arrive together, four cycles after it (the per-lane operands,
+  token ``t`` on lane ``t``); the beat then takes MATVEC's path (beat register, FIFO).
   Each result beat is column ``n`` of the tile: its ``tokens`` sums go through the serializer
   into the requantizer with row ``n``'s parameters (and bias), and the writer walks ``dst + t
   * rows + n`` (a "row" of ``tokens`` elements ``rows`` apart, the next one a step of 1 on).
@@ -64,15 +65,37 @@ instruction's phases, which stream operands through one unit and the results bac
 * ``OUTPUT`` exposes ``src[0:len]`` in the host's output window (a view of the scratchpad; the
   values stay until the next job).
 
-Timing (ECP5 speed 6, the SoC's clock of 125 MHz or more): control decisions are registered
-before they fan out. The sequencer is one-hot (one flip-flop per state); the products of the
-range checks come from registered ``MULT18X18D`` (two more cycles per instruction); the
-reader's route is decoded into one flip-flop per route; the element reader's output and the MAC
-array's results pass through skid buffers (registered ``ready``); the writer registers the
-selected unit output before its address logic; the weight bank's engine port reads every cycle
-at a registered address (no enable net to its tiles) and the MAC feed's FIFO occupancy (beats
-issued or in flight) is one register; the requantizer's parameter addresses are registered; the
-host's memory requests are registered and a weight row's word is selected in two stages.
+Timing (ECP5 speed 6; the SoC's clock is 125 MHz or more, which the engine does **not** meet
+yet: see the figures below). Control decisions are registered before they fan out, and wide
+datapaths load every cycle with their valid bits and selects copied per lane
+(:func:`hdlgen.blocks.dsp.keep_register`):
+
+* sequencer: one-hot (one flip-flop per state); one copy of the opcode and of the instruction
+  register per piece (DECODE, CHECK2, EXEC); DECODE's field checks each set a flag, the code
+  is chosen from them in CHECK1 and the whole verdict (with the region ends of CHECK2, whose
+  products come from registered ``MULT18X18D``) is registered before CHECK3 (four check
+  cycles per instruction besides DECODE); a failure's status is applied from registers a
+  cycle later; NEXT, the attention loops and the MATVEC and MATMAT issue counters decide on
+  registered flags and sums; the host's start is registered;
+* MAC feed: the weight bank reads every cycle at a registered address with ``latency=3``
+  (request registers replicated per group of DP16KD), the vector buffer's operand planes are
+  registered, each beat passes a register in front of the beat FIFO whose source (MATVEC,
+  SCORES, ATTV, MATMAT) is selected by a copy of the mode flags per lane, and the FIFO's
+  occupancy (credits, beats issued or in flight) is one register; the KV cache's read stream
+  passes a skid buffer; a MATMAT beat's weight slice is selected into a register and a
+  block-RAM tile buffer has ``latency=3`` like the weight bank;
+* MAC results: a skid buffer, then a take decided by a flip-flop (``tk_ok``) and a
+  combine/serialize stage a cycle later whose controls are copied per lane;
+* reader and writer: the element reader's output passes a skid buffer (with the vector-buffer
+  lane already selected); the writer selects its unit by one flip-flop per source (AND-OR) and
+  registers the value twice (selection, then saturation) before its address logic; the
+  requantizer's parameter addresses and the host's memory requests are registered and a weight
+  row's word is selected in two stages.
+
+Measured (``hdlgen.flow.ooc_implement``, LFE5U-85F, nextpnr seed 1): see the engine entry of
+``python -m hdlgen bench blocks --only engine``; what limits fmax now is the sequencer's EXEC
+state (an opcode-selected load of ~200 configuration bits) and the reader's ready into its
+skid buffer.
 
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not
@@ -95,7 +118,7 @@ from amaranth.lib.wiring import In, Out
 from hdlgen.blocks.activation import Activation
 from hdlgen.blocks.argmax import Argmax
 from hdlgen.blocks.bram import BlockRAM
-from hdlgen.blocks.dsp import DSPMultiplier
+from hdlgen.blocks.dsp import DSPMultiplier, keep_register
 from hdlgen.blocks.eltwise import Eltwise
 from hdlgen.blocks.kv_cache import KVCache
 from hdlgen.blocks.layernorm import LayerNorm
@@ -146,6 +169,15 @@ _W_RQ, _W_NORM, _W_ROPE, _W_SMAX, _W_ACT, _W_ELT = range(6)
 _M_MATVEC, _M_SCORES, _M_ATTV, _M_MATMAT = range(4)
 # operand planes
 _P_X8, _P_HI, _P_LO, _P_CARRY = range(4)
+
+
+def _or_all(values):
+    """Bitwise OR of a list of values (a balanced tree)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
 
 
 def _pow2(n):
@@ -425,12 +457,14 @@ class Engine(wiring.Component):
                                            init=init.get("prog"))
         m.submodules.act = act = BlockRAM(width=16, depth=A)
         main_rows = self._weight_main_rows
+        # (the weight bank spans dozens of DP16KD: latency 3, its request registers replicated)
         if main_rows < WR:
             m.submodules.wts = wts = SplitRAM(width=lanes * K * 8, depth=WR, granularity=8,
-                                              main_depth=main_rows, init=init.get("wts"))
+                                              main_depth=main_rows, init=init.get("wts"),
+                                              latency=3)
         else:
             m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8,
-                                              init=init.get("wts"))
+                                              init=init.get("wts"), latency=3)
         m.submodules.par = par = BlockRAM(width=32, depth=PM, init=init.get("par"))
         m.submodules.vb = vb = DistRAM(width=16 * K, depth=VBD, granularity=8)
         # the MATMAT tile buffer: word j holds the input slices [j*K, j*K+K) of all the tile's
@@ -438,9 +472,14 @@ class Engine(wiring.Component):
         # engine whose program has MATMAT
         TBD = -(-self._mm_cols // K)
         tb = None
+        # (in block RAM it spans as many DP16KD columns as the weight bank: latency 3 like it,
+        # its request registers replicated)
         if TBD:
-            ram = DistRAM if TBD <= 16 else BlockRAM
-            m.submodules.tb = tb = ram(width=lanes * K * 8, depth=TBD, granularity=8)
+            if TBD <= 16:
+                m.submodules.tb = tb = DistRAM(width=lanes * K * 8, depth=TBD, granularity=8)
+            else:
+                m.submodules.tb = tb = BlockRAM(width=lanes * K * 8, depth=TBD, granularity=8,
+                                                latency=3)
 
         # ---- units ----------------------------------------------------------------------------
         m.submodules.mac = mac = MACArray(lanes, K, acc_w, cfg.max_dot_length)
@@ -487,9 +526,17 @@ class Engine(wiring.Component):
         m.submodules.prd = prd = ElementReader(addr_width=aw_p, width=32, aux_addr_width=aw_p,
                                                aux_width=32, aux_shift=0)
         # the reader's output through a skid buffer: the reader's FIFO sees a registered
-        # ready, the units a registered valid and payload
-        m.submodules.rd_skid = rdo_skid = SkidBuffer(rd.o_layout)
-        wiring.connect(m, rd.o, rdo_skid.i)
+        # ready, the units a registered valid and payload (the element's vector-buffer lane
+        # selected before it: fewer bits under the buffer's enable)
+        ro_l = data.StructLayout({"data": 16, "lane": signed(16), "row_end": 1, "last": 1})
+        m.submodules.rd_skid = rdo_skid = SkidBuffer(ro_l)
+        rp_ = rd.o.payload
+        m.d.comb += [rdo_skid.i.valid.eq(rd.o.valid), rd.o.ready.eq(rdo_skid.i.ready),
+                     rdo_skid.i.payload.data.eq(rp_.data),
+                     rdo_skid.i.payload.lane.eq(rp_.aux.word_select(rp_.sub[:(K - 1).bit_length()],
+                                                                    16)),
+                     rdo_skid.i.payload.row_end.eq(rp_.row_end),
+                     rdo_skid.i.payload.last.eq(rp_.last)]
         rdo = rdo_skid.o
 
         # ---- sequencer state ------------------------------------------------------------------
@@ -518,8 +565,9 @@ class Engine(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
 
         v = {op: data.View(lay, ir[:data.Layout.cast(lay).size]) for op, lay in LAYOUTS.items()}
-        opcode = Signal(6)
-        m.d.comb += opcode.eq(ir[0:6])
+        # the opcode and the instruction: one registered copy per sequencer piece (DECODE,
+        # CHECK2, EXEC), loaded with ir, so that no decode net fans out to all of them
+        op_copies = {}
 
         # per-instruction operands (set in DECODE)
         npos = Signal(17)                     # POS + 1, a register (no adder on control paths)
@@ -564,37 +612,35 @@ class Engine(wiring.Component):
         wr_acc = Signal()
         wr_w8 = Signal()
         wr_src = Signal(3)
-        wr_done = Signal()
-        m.d.comb += wr_done.eq(wr_count == wr_total)
+        wr_done = Signal()                    # registered (and low the cycle after wr_start)
+        m.d.sync += wr_done.eq(~wr_start & (wr_count == wr_total))
 
         w_in_valid = Signal()
         w_in = Signal(signed(17))
         # rope unpairer
         rp_hold = Signal()
         rp_y1 = Signal(signed(16))
-        with m.Switch(wr_src):
-            with m.Case(_W_RQ):
-                m.d.comb += [w_in_valid.eq(rq.o.valid), w_in.eq(rq.o.payload.y)]
-            with m.Case(_W_NORM):
-                for blk in norms:
-                    with m.If(blk.o.valid):
-                        m.d.comb += [w_in_valid.eq(1), w_in.eq(blk.o.payload.data)]
-            with m.Case(_W_ROPE):
-                if rope is not None:
-                    m.d.comb += [w_in_valid.eq(rp_hold | rope.o.valid),
-                                 w_in.eq(Mux(rp_hold, rp_y1, rope.o.payload.y[0]))]
-            with m.Case(_W_SMAX):
-                m.d.comb += [w_in_valid.eq(smax.o.valid), w_in.eq(smax.o.payload.data)]
-            with m.Case(_W_ACT):
-                for _, _, blk in acts:
-                    with m.If(blk.o.valid):
-                        m.d.comb += [w_in_valid.eq(1), w_in.eq(blk.o.payload.y)]
-            with m.Case(_W_ELT):
-                with m.If(eadd.o.valid):
-                    m.d.comb += [w_in_valid.eq(1), w_in.eq(eadd.o.payload.y)]
-                if swig is not None:
-                    with m.If(swig.o.valid):
-                        m.d.comb += [w_in_valid.eq(1), w_in.eq(swig.o.payload.y)]
+        # the source, one flip-flop per writer source; the selected unit's output is the OR
+        # of every unit's output gated by its flag and valid (one unit outputs at a time)
+        ws = [Signal(name=f"ws{i}") for i in range(6)]
+        m.d.sync += [w.eq(wr_src == i) for i, w in enumerate(ws)]
+        w_srcs = [(ws[_W_RQ], rq.o.valid, rq.o.payload.y),
+                  (ws[_W_SMAX], smax.o.valid, smax.o.payload.data)]
+        w_srcs += [(ws[_W_NORM], blk.o.valid, blk.o.payload.data) for blk in norms]
+        w_srcs += [(ws[_W_ACT], blk.o.valid, blk.o.payload.y) for _, _, blk in acts]
+        w_srcs += [(ws[_W_ELT], eadd.o.valid, eadd.o.payload.y)]
+        if rope is not None:
+            w_srcs += [(ws[_W_ROPE], rp_hold | rope.o.valid,
+                        Mux(rp_hold, rp_y1, rope.o.payload.y[0]))]
+        if swig is not None:
+            w_srcs += [(ws[_W_ELT], swig.o.valid, swig.o.payload.y)]
+        w_terms, w_vals = [], []
+        for n, (flag, valid, value) in enumerate(w_srcs):
+            t, tv = Signal(signed(17), name=f"w_term{n}"), Signal(name=f"w_tv{n}")
+            m.d.comb += [tv.eq(flag & valid), t.eq(Mux(tv, value, 0))]
+            w_terms.append(t)
+            w_vals.append(tv)
+        m.d.comb += [w_in_valid.eq(Cat(*w_vals).any()), w_in.eq(_or_all(w_terms))]
         # every unit's output is always taken (the writer never stalls)
         m.d.comb += [rq.o.ready.eq(1), smax.o.ready.eq(1), eadd.o.ready.eq(1),
                      amax.o.ready.eq(1)]
@@ -611,11 +657,13 @@ class Engine(wiring.Component):
             with m.Elif(rope.o.valid & (wr_src == _W_ROPE)):
                 m.d.sync += [rp_hold.eq(1), rp_y1.eq(rope.o.payload.y[1])]
 
-        # the selected unit output is registered (wi_*) before the writer's address logic
-        wi_v = Signal()
+        # the selected unit output is registered (wj_*), then saturated and registered again
+        # (wi_*) before the writer's address logic
+        wj_v, wi_v = Signal(), Signal()
+        wj_d = Signal(signed(17))
         wi_d = Signal(signed(16))
-        m.d.sync += [wi_v.eq(w_in_valid),
-                     wi_d.eq(Mux(wr_w8, saturate(w_in, 8), saturate(w_in, 16)))]
+        m.d.sync += [wj_v.eq(w_in_valid), wj_d.eq(w_in), wi_v.eq(wj_v),
+                     wi_d.eq(Mux(wr_w8, saturate(wj_d, 8), saturate(wj_d, 16)))]
         w1_v, w2_v = Signal(), Signal()
         w1_d, w2_d = Signal(signed(16)), Signal(signed(16))
         w1_a, w2_a = Signal(aw_act), Signal(aw_act)
@@ -643,12 +691,14 @@ class Engine(wiring.Component):
         # ---- bus (host) -----------------------------------------------------------------------
         bus = self.bus
         h_token, h_pos, h_start = Signal(32), Signal(32), Signal()   # host-started jobs
+        m.d.sync += h_start.eq(0)             # (a registered one-cycle pulse)
         WBITS = mp.window_bits
         b_win = Signal(3)
         b_off = Signal(WBITS)
         m.d.comb += [b_win.eq(bus.adr[WBITS:WBITS + 3]), b_off.eq(bus.adr[:WBITS])]
-        # 0 idle; 1, 2 read wait; 3 capture; 5 weight word select; 4 ack/err. The memory
-        # requests are registered (hq_*: the memories see them the cycle after state 0)
+        # 0 idle; 1, 2 (and 6 for the weights' third cycle) read wait; 3 capture; 5 weight
+        # word select; 4 ack/err. The memory requests are registered (hq_*: the memories see
+        # them the cycle after state 0)
         b_state = Signal(3)
         b_win_r = Signal(3)
         rsw = mp.row_stride_words
@@ -677,7 +727,7 @@ class Engine(wiring.Component):
                         with m.If(bus.we & (b_off[:4] == 7)):
                             m.d.sync += h_pos.eq(bus.dat_w)
                         with m.If(bus.we & (b_off[:4] == 8) & bus.dat_w[0]):
-                            m.d.comb += h_start.eq(1)
+                            m.d.sync += h_start.eq(1)
                         with m.Switch(b_off[:4]):
                             with m.Case(0):
                                 m.d.sync += b_dat.eq(r_result)
@@ -741,6 +791,8 @@ class Engine(wiring.Component):
             with m.Case(1):
                 m.d.sync += b_state.eq(2)
             with m.Case(2):
+                m.d.sync += b_state.eq(Mux(b_win_r == WINDOWS["weights"], 6, 3))
+            with m.Case(6):
                 m.d.sync += b_state.eq(3)
             with m.Case(3):
                 m.d.sync += b_state.eq(4)
@@ -798,7 +850,8 @@ class Engine(wiring.Component):
         # MATMAT control
         mm_go = Signal()
         mm_tokens = Signal(8)
-        mm_rows_m1 = Signal(16)
+        mm_rows_m2 = Signal(16)               # rows - 2 and rows == 1 (set in EXEC)
+        mm_rows_one = Signal()
         tb_loaded = Signal()                 # the tile's last element is in the tile buffer
         tb_lane = Signal(lanes, init=1)      # tile load: token (one-hot lane) ...
         tb_k = Signal(K, init=1)             # ... byte within its slice (one-hot) ...
@@ -868,15 +921,23 @@ class Engine(wiring.Component):
                      prd.base.eq(prdc["base"]), prd.rows.eq(1), prd.row_len.eq(prdc["row_len"]),
                      prd.stride.eq(0), prd.aux_base.eq(prdc["aux_base"])]
 
+        # a failure goes to IDLE at once; its status (busy, error, the code) is applied the
+        # next cycle from registers (f_req_r, f_code_r), not through every state's decisions
+        f_req, f_req_r = Signal(), Signal()
+        f_code, f_code_r = Signal(ErrorCode), Signal(ErrorCode)
+        m.d.sync += [f_req_r.eq(f_req), f_code_r.eq(f_code)]
+        with m.If(f_req_r):
+            m.d.sync += [busy.eq(0), err_code.eq(f_code_r), self.error.eq(1), st_err.eq(1)]
+
         def fail(code):
-            m.d.sync += [busy.eq(0), err_code.eq(code), self.error.eq(1), st_err.eq(1)]
+            m.d.comb += [f_req.eq(1), f_code.eq(code)]
             self._fsm.goto("IDLE")
 
         fsm = self._fsm = _OneHotFSM(m, "IDLE")
         with fsm.state("IDLE"):
             job_token = Mux(self.start, self.token, h_token)
             job_pos = Mux(self.start, self.pos, h_pos)
-            with m.If(self.start | h_start):
+            with m.If((self.start | h_start) & ~f_req_r):    # (a failure is being applied)
                 m.d.sync += [busy.eq(1), pc.eq(0), r_token.eq(job_token), r_pos.eq(job_pos),
                              npos.eq(job_pos[:16] + 1),
                              r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
@@ -898,8 +959,26 @@ class Engine(wiring.Component):
         with fsm.state("FETCH2"):
             m.d.sync += ir.eq(prog.b.rdata)
             self._fsm.goto("DECODE")
+        v_copies = {}
+        for name in ("dec", "chk", "exe"):
+            op_copies[name] = keep_register(m, platform, Signal(6, name=f"op_{name}"),
+                                            prog.b.rdata[0:6], en=fsm("FETCH2"))
+            irc = keep_register(m, platform, Signal(128, name=f"ir_{name}", reset_less=True),
+                                prog.b.rdata, en=fsm("FETCH2"))
+            v_copies[name] = {op: data.View(lay, irc[:data.Layout.cast(lay).size])
+                              for op, lay in LAYOUTS.items()}
         with fsm.state("DECODE"):
-            self._decode(m, v, opcode, locals())
+            self._bad_flags = []
+            self._decode(m, v_copies["dec"], op_copies["dec"], locals())
+        # the field errors found in DECODE: one flag each (cleared in FETCH2), the code chosen
+        # in CHECK1 (the last flagged one, as the checks are written)
+        with m.If(fsm("FETCH2")):
+            m.d.sync += [f.eq(0) for f, _ in self._bad_flags]
+        with m.If(fsm("CHECK1")):
+            m.d.sync += chk_hard.eq(ErrorCode.NONE)
+            for f, code in self._bad_flags:
+                with m.If(f):
+                    m.d.sync += chk_hard.eq(code)
         with fsm.state("CHECK1"):           # the products of the range checks: DSP input,
             self._fsm.goto("CHECK1B")        # DSP output and fabric registers
         with fsm.state("CHECK1B"):
@@ -907,21 +986,30 @@ class Engine(wiring.Component):
         with fsm.state("CHECK1C"):
             self._fsm.goto("CHECK2")
         with fsm.state("CHECK2"):
-            self._regions(m, v, opcode, locals())
+            self._regions(m, v_copies["chk"], op_copies["chk"], locals())
+            self._fsm.goto("CHECK2B")
+        # the verdict, registered every cycle (valid in CHECK3: the region ends are set in
+        # CHECK2, chk_hard in CHECK1)
+        chk_code = Signal(ErrorCode)
+        with m.If(chk_hard != ErrorCode.NONE):
+            m.d.sync += chk_code.eq(chk_hard)
+        with m.Elif((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)):
+            m.d.sync += chk_code.eq(ErrorCode.SCRATCH_RANGE)
+        with m.Elif(chk["w"] > WR):
+            m.d.sync += chk_code.eq(ErrorCode.WEIGHT_RANGE)
+        with m.Elif(chk["p"] > PM):
+            m.d.sync += chk_code.eq(ErrorCode.PARAM_RANGE)
+        with m.Else():
+            m.d.sync += chk_code.eq(ErrorCode.NONE)
+        with fsm.state("CHECK2B"):
             self._fsm.goto("CHECK3")
         with fsm.state("CHECK3"):
-            with m.If(chk_hard != ErrorCode.NONE):
-                fail(chk_hard)
-            with m.Elif((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)):
-                fail(ErrorCode.SCRATCH_RANGE)
-            with m.Elif(chk["w"] > WR):
-                fail(ErrorCode.WEIGHT_RANGE)
-            with m.Elif(chk["p"] > PM):
-                fail(ErrorCode.PARAM_RANGE)
+            with m.If(chk_code != ErrorCode.NONE):
+                fail(chk_code)
             with m.Else():
                 self._fsm.goto("EXEC")
         with fsm.state("EXEC"):
-            self._exec_start(m, v, opcode, locals())
+            self._exec_start(m, v_copies["exe"], op_copies["exe"], locals())
         # ---- MATVEC ---------------------------------------------------------------------
         with fsm.state("MV_GO"):
             m.d.comb += rd.start.eq(1)
@@ -994,6 +1082,12 @@ class Engine(wiring.Component):
             with m.If(amax_got):
                 self._fsm.goto("NEXT")
         # ---- SCORES ---------------------------------------------------------------------
+        # the attention loops' decisions and sums, registered (their inputs change only when
+        # a head or group ends, several states before they are used again)
+        at_g_last, at_sub_last = Signal(), Signal()
+        at_ptr_hs, at_ptr_st = Signal(16), Signal(16)
+        m.d.sync += [at_g_last.eq(at_g == NG - 1), at_sub_last.eq(at_sub == at_kvm1),
+                     at_ptr_hs.eq(at_ptr + hs), at_ptr_st.eq(at_ptr + v[Opcode.ATTV].stride)]
         with fsm.state("SC_START"):
             m.d.comb += wr_start.eq(1)
             self._fsm.goto("SC_HEAD")
@@ -1003,7 +1097,7 @@ class Engine(wiring.Component):
             with m.Else():
                 m.d.sync += [rd_route.eq(_R_Q), q_count.eq(0), rdc["base"].eq(at_ptr),
                              rdc["rows"].eq(1), rdc["row_len"].eq(hs),
-                             at_ptr.eq(at_ptr + hs)]
+                             at_ptr.eq(at_ptr_hs)]
                 self._fsm.goto("SC_GO")
         with fsm.state("SC_GO"):
             m.d.comb += rd.start.eq(1)
@@ -1015,7 +1109,7 @@ class Engine(wiring.Component):
         with fsm.state("SC_STREAM"):
             with m.If(at_last_seen):
                 m.d.sync += at_h.eq(at_h + 1)
-                with m.If(at_sub == at_kvm1):
+                with m.If(at_sub_last):
                     m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
                 with m.Else():
                     m.d.sync += at_sub.eq(at_sub + 1)
@@ -1037,10 +1131,9 @@ class Engine(wiring.Component):
             self._fsm.goto("AV_STREAM")
         with fsm.state("AV_STREAM"):
             with m.If(at_last_seen & ~at_cmd & ~rd.busy & ~rd.o.valid & ~rdo.valid):
-                with m.If(at_g == NG - 1):
-                    m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1),
-                                 at_ptr.eq(at_ptr + v[Opcode.ATTV].stride)]
-                    with m.If(at_sub == at_kvm1):
+                with m.If(at_g_last):
+                    m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1), at_ptr.eq(at_ptr_st)]
+                    with m.If(at_sub_last):
                         m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
                     with m.Else():
                         m.d.sync += at_sub.eq(at_sub + 1)
@@ -1048,20 +1141,28 @@ class Engine(wiring.Component):
                     m.d.sync += at_g.eq(at_g + 1)
                 self._fsm.goto("AV_GROUP")
         # ---- next instruction -----------------------------------------------------------
+        # NEXT's decisions and sums, registered (pc, the layer and the loop registers change
+        # only in IDLE, DECODE and NEXT, at least five cycles before the next NEXT)
+        lp_at_end, lp_more = Signal(), Signal()
+        pc_inc = Signal(16)
+        r_layer_inc = Signal(32)
+        wb_next, pb_next = Signal(24), Signal(24)
+        m.d.sync += [lp_at_end.eq(lp_active & (pc == lp_end)), lp_more.eq(r_layer + 1 < lp_count),
+                     pc_inc.eq(pc + 1), r_layer_inc.eq(r_layer + 1),
+                     wb_next.eq(wbase + lp_wstride), pb_next.eq(pbase + lp_pstride)]
         with fsm.state("NEXT"):
             with m.If(kv.error.append | kv.error.read):
                 fail(ErrorCode.KV_CACHE)
-            with m.Elif(lp_active & (pc == lp_end)):
-                with m.If(r_layer + 1 < lp_count):
-                    m.d.sync += [r_layer.eq(r_layer + 1), pc.eq(lp_start),
-                                 wbase.eq(wbase + lp_wstride),
-                                 pbase.eq(pbase + lp_pstride)]
+            with m.Elif(lp_at_end):
+                with m.If(lp_more):
+                    m.d.sync += [r_layer.eq(r_layer_inc), pc.eq(lp_start), wbase.eq(wb_next),
+                                 pbase.eq(pb_next)]
                 with m.Else():
-                    m.d.sync += [r_layer.eq(r_layer + 1), lp_active.eq(0), wbase.eq(0),
-                                 pbase.eq(0), pc.eq(pc + 1)]
+                    m.d.sync += [r_layer.eq(r_layer_inc), lp_active.eq(0), wbase.eq(0),
+                                 pbase.eq(0), pc.eq(pc_inc)]
                 self._fsm.goto("FETCH")
             with m.Else():
-                m.d.sync += pc.eq(pc + 1)
+                m.d.sync += pc.eq(pc_inc)
                 self._fsm.goto("FETCH")
         with m.If(overrun & busy):
             m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.OVERRUN), self.error.eq(1),
@@ -1072,7 +1173,7 @@ class Engine(wiring.Component):
         # ---- reader output routing ------------------------------------------------------------
         ro = rdo.payload
         vb_lane = Signal(signed(16))
-        m.d.comb += vb_lane.eq(ro.aux.word_select(ro.sub[:(K - 1).bit_length()], 16))
+        m.d.comb += vb_lane.eq(ro.lane)
         # vector-buffer load
         vbw = Signal(data.StructLayout({"en": 1, "addr": _bits(VBD), "we": 2 * K,
                                         "wdata": 16 * K}))
@@ -1194,11 +1295,11 @@ class Engine(wiring.Component):
 
         # ---- MAC feed -------------------------------------------------------------------------
         beat_l = mac.i.payload.shape()
-        m.submodules.beats = bf = SyncFIFO(width=data.Layout.cast(beat_l).size, depth=5)
+        BFD = 8                              # credits: issue -> FIFO read is 6 cycles (MATMAT 7)
+        m.submodules.beats = bf = SyncFIFO(width=data.Layout.cast(beat_l).size, depth=BFD)
         m.d.comb += [mac.i.valid.eq(bf.r_rdy), mac.i.payload.eq(bf.r_data), bf.r_en.eq(mac.i.ready)]
         bf_issue = Signal()
-        bf_w = Signal(beat_l)
-        i1, i2 = Signal(), Signal()
+        i1, i2, i3 = Signal(), Signal(), Signal()
         # MATVEC issue
         mv_active = Signal()
         mv_ob = Signal(16)
@@ -1206,17 +1307,29 @@ class Engine(wiring.Component):
         mv_ib = Signal(16)
         mv_obrow = Signal(24)
         mv_wrow = Signal(24)
+        # where the issue is, as flags (registered: no compare before the counters' muxes)
+        mv_ib_first, mv_ib_last, mv_ob_last = Signal(), Signal(), Signal()
+        ib_m2, ob_m2 = Signal(16), Signal(16)
+        ib_one, ob_one = Signal(), Signal()
+        m.d.sync += [ib_m2.eq(ib_n - 2), ob_m2.eq(ob_n - 2), ib_one.eq(ib_n == 1),
+                     ob_one.eq(ob_n == 1)]
         with m.If(mv_go):
             m.d.sync += [mv_active.eq(1), mv_ob.eq(0), mv_ps.eq(0), mv_ib.eq(0),
-                         mv_obrow.eq(x_w), mv_wrow.eq(x_w)]
-        # beats in the FIFO or on their way to it (a register: the issue decision is one LUT)
-        bf_occ = Signal(range(6))
-        bf_inc, bf_dec = Signal(), Signal()
+                         mv_obrow.eq(x_w), mv_wrow.eq(x_w), mv_ib_first.eq(1),
+                         mv_ib_last.eq(ib_one), mv_ob_last.eq(ob_one)]
+        # beats in the FIFO or on their way to it (a register: the issue decision is one LUT);
+        # a beat goes through a register (bw_*) in front of the FIFO, and the KV-cache beats
+        # of SCORES and ATTV are counted when they enter it, so bf_space is the only
+        # handshake they see (MATVEC and MATMAT beats are counted when they are issued)
+        bf_occ = Signal(range(BFD + 1))
+        bf_inc, bf_dec, bf_space = Signal(), Signal(), Signal()
+        bw_en = Signal()                     # a beat goes into the beat register
         mm_active = Signal()
         mm_issue = Signal()
-        m.d.comb += [bf_issue.eq(mv_active & (bf_occ < 5)), mm_issue.eq(mm_active & (bf_occ < 5)),
+        m.d.comb += [bf_space.eq(bf_occ < BFD), bf_issue.eq(mv_active & bf_space),
+                     mm_issue.eq(mm_active & bf_space),
                      bf_inc.eq(Mux(mac_mode == _M_MATVEC, bf_issue,
-                                   Mux(mac_mode == _M_MATMAT, mm_issue, bf.w_en & bf.w_rdy))),
+                                   Mux(mac_mode == _M_MATMAT, mm_issue, bw_en))),
                      bf_dec.eq(bf.r_rdy & bf.r_en)]
         m.d.sync += bf_occ.eq(bf_occ + bf_inc - bf_dec)
         pass_sel = Signal(2)
@@ -1228,46 +1341,57 @@ class Engine(wiring.Component):
             with m.Default():
                 m.d.comb += pass_sel.eq(_P_CARRY)
         with m.If(bf_issue):
-            with m.If(mv_ib == ib_m1):
-                m.d.sync += mv_ib.eq(0)
+            with m.If(mv_ib_last):
+                m.d.sync += [mv_ib.eq(0), mv_ib_first.eq(1), mv_ib_last.eq(ib_one)]
                 with m.If(mv_ps == mv_npass - 1):
                     m.d.sync += [mv_ps.eq(0), mv_ob.eq(mv_ob + 1), mv_obrow.eq(mv_obrow + ib_n),
-                                 mv_wrow.eq(mv_obrow + ib_n)]
-                    with m.If(mv_ob == ob_m1):
+                                 mv_wrow.eq(mv_obrow + ib_n), mv_ob_last.eq(mv_ob == ob_m2)]
+                    with m.If(mv_ob_last):
                         m.d.sync += mv_active.eq(0)
                 with m.Else():
                     m.d.sync += [mv_ps.eq(mv_ps + 1),
                                  mv_wrow.eq(mv_obrow + Mux(mv_w2, plane_sz, 0))]
             with m.Else():
-                m.d.sync += [mv_ib.eq(mv_ib + 1), mv_wrow.eq(mv_wrow + 1)]
+                m.d.sync += [mv_ib.eq(mv_ib + 1), mv_wrow.eq(mv_wrow + 1), mv_ib_first.eq(0),
+                             mv_ib_last.eq(mv_ib == ib_m2)]
         # MATMAT issue: for each output row n (a pass) and each input block j, weight bank row
         # x_w + (n // lanes) * ib_n + j, whose lane n % lanes holds W[n, jK:jK+K] (the shared
         # operand), and tile-buffer word j (the per-lane operand); passes follow each other
-        # without a gap
+        # without a gap. Where the issue is, as registered flags like MATVEC's (first/last
+        # block of a pass, last lane of a row block, last pass)
         mm_j = Signal(16)
         mm_n = Signal(16)
         mm_lane = Signal(range(lanes))
         mm_blk = Signal(24)                  # weight row of block j = 0 of this pass's rows
+        mm_j_first, mm_j_last, mm_lane_last, mm_n_last = (
+            Signal(name=n) for n in ("mm_j_first", "mm_j_last", "mm_lane_last", "mm_n_last"))
         if TBD:
             with m.If(mm_go):
                 m.d.sync += [mm_active.eq(1), mm_j.eq(0), mm_n.eq(0), mm_lane.eq(0),
-                             mm_blk.eq(x_w), mv_wrow.eq(x_w)]
+                             mm_blk.eq(x_w), mv_wrow.eq(x_w), mm_j_first.eq(1),
+                             mm_j_last.eq(ib_one), mm_lane_last.eq(lanes == 1),
+                             mm_n_last.eq(mm_rows_one)]
             with m.Elif(mm_issue):
-                with m.If(mm_j == ib_m1):
-                    m.d.sync += [mm_j.eq(0), mm_n.eq(mm_n + 1), mm_lane.eq(mm_lane + 1)]
-                    with m.If(mm_lane == lanes - 1):
-                        m.d.sync += [mm_blk.eq(mm_blk + ib_n), mv_wrow.eq(mm_blk + ib_n)]
+                with m.If(mm_j_last):
+                    m.d.sync += [mm_j.eq(0), mm_n.eq(mm_n + 1), mm_j_first.eq(1),
+                                 mm_j_last.eq(ib_one), mm_n_last.eq(mm_n == mm_rows_m2)]
+                    with m.If(mm_lane_last):
+                        m.d.sync += [mm_lane.eq(0), mm_lane_last.eq(lanes == 1),
+                                     mm_blk.eq(mm_blk + ib_n), mv_wrow.eq(mm_blk + ib_n)]
                     with m.Else():
-                        m.d.sync += mv_wrow.eq(mm_blk)
-                    with m.If(mm_n == mm_rows_m1):
+                        m.d.sync += [mm_lane.eq(mm_lane + 1), mv_wrow.eq(mm_blk),
+                                     mm_lane_last.eq(mm_lane == max(lanes - 2, 0))]
+                    with m.If(mm_n_last):
                         m.d.sync += mm_active.eq(0)
                 with m.Else():
-                    m.d.sync += [mm_j.eq(mm_j + 1), mv_wrow.eq(mv_wrow + 1)]
+                    m.d.sync += [mm_j.eq(mm_j + 1), mv_wrow.eq(mv_wrow + 1), mm_j_first.eq(0),
+                                 mm_j_last.eq(mm_j == ib_m2)]
         # EMBED reads
         em_active = Signal()
         em_ib = Signal(16)
         em_row = Signal(24)
-        em_wait = Signal(2)
+        EMW = wts.latency + 1                # em_wait value when em_slice holds the read row
+        em_wait = Signal(range(EMW + 1))
         em_lane = Signal(range(lanes))
         em_ph = Signal()                     # 16-bit table: 0 high plane, 1 low plane
         em_hi = Signal(8 * K)
@@ -1277,14 +1401,15 @@ class Engine(wiring.Component):
                          mv_wrow.eq(x_w + prod_c),
                          em_lane.eq(embed_idx[:(lanes - 1).bit_length()])]
         # the weight bank's port b reads mv_wrow every cycle (no enable, a registered address):
-        # a read issued in cycle t is in rdata at t + 2 and in em_slice (one lane) at t + 3
+        # a read issued in cycle t is in rdata at t + 3 (latency 3) and in em_slice (one lane)
+        # at t + 4
         em_slice = Signal(8 * K)
         m.d.sync += em_slice.eq(wts.b.rdata.word_select(em_lane, 8 * K))
         with m.If(em_active & (em_wait == 0) & (ser_cnt == 0) & ~rq_inflight):
             m.d.sync += em_wait.eq(1)
         with m.Elif(em_wait != 0):
-            m.d.sync += em_wait.eq(em_wait + 1)
-            with m.If(em_wait == 3):
+            m.d.sync += em_wait.eq(Mux(em_wait == EMW, 0, em_wait + 1))
+            with m.If(em_wait == EMW):
                 with m.If(em_w2 & ~em_ph):          # high plane read: now the low plane
                     m.d.sync += [em_ph.eq(1), em_hi.eq(em_slice),
                                  mv_wrow.eq(em_row + plane_sz)]
@@ -1299,47 +1424,61 @@ class Engine(wiring.Component):
         with m.Else():
             m.d.comb += [vb.b.addr.eq(rd.aux_addr), vb.b.en.eq(rd.aux_en)]
         m.d.comb += rd.aux_rdata.eq(vb.b.rdata)
-        # MATVEC beat assembly, two cycles after the issue
-        f1, f2, l1, l2 = Signal(), Signal(), Signal(), Signal()
+        # MATVEC beat assembly, three cycles after the issue (the weight bank's latency; the
+        # vector buffer answers after two, and its planes are registered)
+        f1, f2, f3, l1, l2, l3 = (Signal(name=n) for n in ("f1", "f2", "f3", "l1", "l2", "l3"))
         s1, s2 = Signal(2), Signal(2)
-        m.d.sync += [i1.eq(bf_issue), i2.eq(i1), f1.eq(mv_ib == 0), f2.eq(f1),
-                     l1.eq(mv_ib == ib_m1), l2.eq(l1), s1.eq(pass_sel), s2.eq(s1)]
+        m.d.sync += [i1.eq(bf_issue), i2.eq(i1), i3.eq(i2), f1.eq(mv_ib_first), f2.eq(f1),
+                     f3.eq(f2), l1.eq(mv_ib_last), l2.eq(l1), l3.eq(l2), s1.eq(pass_sel),
+                     s2.eq(s1)]
         mv_beat = Signal(beat_l)
-        m.d.comb += [mv_beat.first.eq(f2), mv_beat.last.eq(l2)]
+        m.d.comb += [mv_beat.first.eq(f3), mv_beat.last.eq(l3)]
         for k in range(K):
             p, stmts = _plane(vb.b.rdata[16 * k:16 * k + 16], s2)
-            m.d.comb += stmts + [mv_beat.shared[k].eq(p)]
+            p3 = Signal(signed(8), name=f"mv_sh{k}", reset_less=True)
+            m.d.comb += stmts
+            m.d.sync += p3.eq(p)
+            m.d.comb += mv_beat.shared[k].eq(p3)
         for ln in range(lanes):
             for k in range(K):
                 m.d.comb += mv_beat.per_lane[ln][k].eq(wts.b.rdata[8 * (ln * K + k):][:8])
 
-        # MATMAT beat assembly, three cycles after the issue: the weight row (two cycles) has
+        # MATMAT beat assembly, four cycles after the issue: the weight row (three cycles) has
         # the pass's lane slice selected into a register (EMBED's em_slice, its select em_lane
-        # following the issued lane); the tile buffer is read a cycle after the issue so that
-        # its word arrives then too
+        # following the issued lane two cycles late); the tile buffer is read 4 - latency
+        # cycles after the issue (from registers: word and enable delayed) so that its word
+        # arrives then too
         mm_beat = Signal(beat_l)
+        mi4 = Signal()                       # the MATMAT beat is complete (goes to bw_*)
         if TBD:
-            mi1, mi2, mi3 = Signal(), Signal(), Signal()
-            mf = [Signal(name=f"mm_f{n}") for n in range(3)]
-            ml = [Signal(name=f"mm_l{n}") for n in range(3)]
-            mln1 = Signal.like(mm_lane)
-            tb_ra = Signal.like(tb.b.addr)
-            m.d.sync += [mi1.eq(mm_issue), mi2.eq(mi1), mi3.eq(mi2),
-                         mf[0].eq(mm_j == 0), mf[1].eq(mf[0]), mf[2].eq(mf[1]),
-                         ml[0].eq(mm_j == ib_m1), ml[1].eq(ml[0]), ml[2].eq(ml[1]),
-                         mln1.eq(mm_lane), tb_ra.eq(mm_j)]
+            mi = [mm_issue] + [Signal(name=f"mm_i{n}") for n in range(1, 4)] + [mi4]
+            mf = [Signal(name=f"mm_f{n}") for n in range(4)]
+            ml = [Signal(name=f"mm_l{n}") for n in range(4)]
+            mln1, mln2 = Signal.like(mm_lane), Signal.like(mm_lane)
+            tb_j = [mm_j[:len(tb.b.addr)]] + [Signal.like(tb.b.addr, name=f"tb_j{n}")
+                                              for n in range(1, 3)]
+            m.d.sync += [mi[n].eq(mi[n - 1]) for n in range(1, 5)]
+            m.d.sync += [tb_j[n].eq(tb_j[n - 1]) for n in range(1, 3)]
+            m.d.sync += [mf[0].eq(mm_j_first), ml[0].eq(mm_j_last),
+                         mln1.eq(mm_lane), mln2.eq(mln1)]
+            m.d.sync += [mf[n].eq(mf[n - 1]) for n in range(1, 4)]
+            m.d.sync += [ml[n].eq(ml[n - 1]) for n in range(1, 4)]
             with m.If(mac_mode == _M_MATMAT):
-                m.d.sync += em_lane.eq(mln1)
-            m.d.comb += [tb.b.addr.eq(tb_ra), tb.b.en.eq(mi1),
-                         mm_beat.first.eq(mf[2]), mm_beat.last.eq(ml[2])]
+                m.d.sync += em_lane.eq(mln2)
+            tb_at = 4 - tb.latency              # 2 (LUT RAM) or 1 (block RAM)
+            m.d.comb += [tb.b.addr.eq(tb_j[tb_at]), tb.b.en.eq(mi[tb_at]),
+                         mm_beat.first.eq(mf[3]), mm_beat.last.eq(ml[3])]
             for k in range(K):
                 m.d.comb += mm_beat.shared[k].eq(em_slice[8 * k:8 * k + 8])
             for ln in range(lanes):
                 for k in range(K):
                     m.d.comb += mm_beat.per_lane[ln][k].eq(tb.b.rdata[8 * (ln * K + k):][:8])
 
-        # SCORES / ATTV beats from the KV cache
-        rdd = kv.read_data
+        # SCORES / ATTV beats from the KV cache, through a skid buffer (registered valid,
+        # payload and ready)
+        m.submodules.kv_skid = kv_skid = SkidBuffer(kv.read_data.payload.shape())
+        wiring.connect(m, kv.read_data, kv_skid.i)
+        rdd = kv_skid.o
         sc_beat = Signal(beat_l)
         sc_bcnt = Signal(range(BPR + 1))
         for j in range(B):
@@ -1363,19 +1502,16 @@ class Engine(wiring.Component):
             m.d.comb += [av_beat.per_lane[ln][0].eq(gsel[at_g][ln]),
                          av_beat.per_lane[G + ln][1].eq(gsel[at_g][ln])]
         with m.If(mac_mode == _M_SCORES):
-            m.d.comb += [rdd.ready.eq(bf.w_rdy), bf.w_en.eq(rdd.valid), bf_w.eq(sc_beat)]
-            with m.If(rdd.valid & bf.w_rdy):
+            m.d.comb += [rdd.ready.eq(bf_space), bw_en.eq(rdd.valid & bf_space)]
+            with m.If(rdd.valid & bf_space):
                 m.d.comb += q_rot.eq(1)
                 m.d.sync += sc_bcnt.eq(Mux(rdd.payload.row_end, 0, sc_bcnt + 1))
                 with m.If(rdd.payload.last):
                     m.d.sync += at_last_seen.eq(1)
         with m.Elif(mac_mode == _M_ATTV):
             end = rdd.payload.row_end
-            m.d.comb += [bf_w.eq(av_beat),
-                         rdd.ready.eq(~end | (rdo.valid & bf.w_rdy)),
-                         bf.w_en.eq(rdd.valid & end & rdo.valid)]
-            with m.If(rt[_R_P]):
-                m.d.comb += rdo.ready.eq(rdd.valid & end & bf.w_rdy)
+            m.d.comb += [rdd.ready.eq(~end | (rdo.valid & bf_space)),
+                         bw_en.eq(rdd.valid & end & rdo.valid & bf_space)]
             with m.If(rdd.valid & rdd.ready):
                 m.d.sync += vrow.eq(vfull)
                 with m.If(end):
@@ -1383,10 +1519,41 @@ class Engine(wiring.Component):
                 with m.If(rdd.payload.last):
                     m.d.sync += at_last_seen.eq(1)
         with m.Elif(mac_mode == _M_MATMAT):
-            m.d.comb += [bf.w_en.eq(mi3 if TBD else 0), bf_w.eq(mm_beat)]
+            m.d.comb += bw_en.eq(mi4)
         with m.Else():
-            m.d.comb += [bf.w_en.eq(i2), bf_w.eq(mv_beat)]
-        m.d.comb += bf.w_data.eq(bf_w.as_value())
+            m.d.comb += bw_en.eq(i3)
+        with m.If(rt[_R_P]):                 # (ATTV's probabilities: registers only)
+            m.d.comb += rdo.ready.eq(rdd.valid & rdd.payload.row_end & bf_space)
+        # the beat register: each lane's slice (and the shared slice) selected by its own copy
+        # of the mode flags (no net from mac_mode to the ~1,100 bits), loaded every cycle
+        # (the copy is the mode as two select bits, a 4:1 mux per bit: bit 1 picks the KV-cache
+        # sources, bit 0 SCORES over ATTV and MATMAT over MATVEC; MATMAT only in an engine
+        # with a tile buffer)
+        bw_v = Signal()
+        bw_d = Signal(beat_l, reset_less=True)
+        m.d.sync += bw_v.eq(bw_en)
+
+        def mode_copy(name):
+            sc, av = mac_mode == _M_SCORES, mac_mode == _M_ATTV
+            return keep_register(m, platform, Signal(2, name=name, reset_less=True),
+                                 Cat(sc | (mac_mode == _M_MATMAT), sc | av))
+
+        def pick(mm, sc, av, mv, mt):
+            return Mux(mm[1], Mux(mm[0], sc, av), Mux(mm[0], mt, mv) if TBD else mv)
+
+        mm = mode_copy("mm_sh")
+        m.d.sync += [bw_d.first.eq(pick(mm, sc_beat.first, av_beat.first, mv_beat.first,
+                                        mm_beat.first)),
+                     bw_d.last.eq(pick(mm, sc_beat.last, av_beat.last, mv_beat.last,
+                                       mm_beat.last)),
+                     bw_d.shared.eq(pick(mm, sc_beat.shared, av_beat.shared, mv_beat.shared,
+                                         mm_beat.shared))]
+        for ln in range(lanes):
+            mm = mode_copy(f"mm_l{ln}")
+            m.d.sync += bw_d.per_lane[ln].eq(pick(mm, sc_beat.per_lane[ln],
+                                                  av_beat.per_lane[ln], mv_beat.per_lane[ln],
+                                                  mm_beat.per_lane[ln]))
+        m.d.comb += [bf.w_en.eq(bw_v), bf.w_data.eq(bw_d.as_value())]
         with m.If(at_cmd):
             m.d.comb += [kv.read_cmd.valid.eq(1), kv.read_cmd.payload.layer.eq(r_layer),
                          kv.read_cmd.payload.head.eq(at_kvh), kv.read_cmd.payload.kv.eq(at_kvsel),
@@ -1395,26 +1562,22 @@ class Engine(wiring.Component):
                 m.d.sync += [at_cmd.eq(0), sc_bcnt.eq(0), av_t0.eq(1)]
 
         # ---- combiner and serializer -> requantizer -------------------------------------------
+        # A MAC result is taken from the skid buffer (mo) when tk_ok, a flip-flop, says the
+        # serializer will be free for it; the next cycle (stage X, loaded every cycle, its
+        # valid and selects copied per lane) adds it into the pass combiner (cb) and loads the
+        # serializer (ser), which shifts one value per cycle into the requantizer. The sums
+        # of SCORES and ATTV are formed while the result is taken (x_alt).
         S = max(lanes, K)
+        lb = (lanes - 1).bit_length()
         ser = Array(Signal(signed(acc_w), name=f"ser{n}") for n in range(S))
         ser_idx = Signal(16)
         cb = Array(Signal(signed(acc_w), name=f"cb{n}") for n in range(lanes))
-        ser_free = Signal()
-        m.d.comb += ser_free.eq(ser_cnt <= 1)
-        # the MAC array's results through a skid buffer: its ready is a flip-flop, and the
-        # combiner's adders start from registers
         m.submodules.mac_out = mo = SkidBuffer(mac.o.payload.shape())
         wiring.connect(m, mac.o, mo.i)
         r = mo.o.payload
-        mac_take = Signal()
-        m.d.comb += [mo.o.ready.eq(ser_free & ~em_active), mac_take.eq(mo.o.valid & mo.o.ready)]
-        emit = Signal()
-        m.d.comb += emit.eq(ser_cnt != 0)
-        with m.If(emit):
-            # (MATMAT: the tokens of one output row share its requantization parameters)
-            m.d.sync += [ser_cnt.eq(ser_cnt - 1), ser_idx.eq(ser_idx + (mac_mode != _M_MATMAT))]
-            for n in range(S - 1):
-                m.d.sync += ser[n].eq(ser[n + 1])
+        tk_ok = Signal()
+        take = Signal()
+        m.d.comb += [mo.o.ready.eq(tk_ok), take.eq(mo.o.valid & tk_ok)]
         shift = Signal()
         with m.Switch(cb_ps):
             with m.Case(0):
@@ -1423,46 +1586,117 @@ class Engine(wiring.Component):
                 m.d.comb += shift.eq(0)
             with m.Default():
                 m.d.comb += shift.eq(1)
-        with m.If(mac_take):
+        is_mv, is_mm = Signal(), Signal()
+        t_load = Signal()                     # the taken result loads the serializer
+        t_cnt = Signal.like(ser_cnt)          # ... with this many values
+        cb_left = Signal(16)                  # MATVEC rows not yet loaded
+        m.d.comb += [is_mv.eq(mac_mode == _M_MATVEC), is_mm.eq(mac_mode == _M_MATMAT),
+                     t_load.eq(~is_mv | (cb_ps == mv_npass - 1))]
+        with m.Switch(mac_mode):
+            with m.Case(_M_MATVEC):
+                m.d.comb += t_cnt.eq(Mux(cb_left[lb:].any(), lanes, cb_left))
+            with m.Case(_M_SCORES):
+                m.d.comb += t_cnt.eq(1)
+            with m.Case(_M_MATMAT):
+                m.d.comb += t_cnt.eq(mm_tokens)
+            with m.Default():
+                last_g = hs - (NG - 1) * G
+                m.d.comb += t_cnt.eq(Mux(cb_g == NG - 1, last_g, G))
+        with m.If(mv_go):
+            m.d.sync += cb_left.eq(mv_rows)
+        with m.If(take):
             with m.Switch(mac_mode):
                 with m.Case(_M_MATVEC):
-                    nvs = []
-                    for n in range(lanes):
-                        term = Mux(shift, r[n] << 8, r[n])
-                        nv = Signal(signed(acc_w), name=f"cbn{n}")
-                        m.d.comb += nv.eq(Mux(cb_ps == 0, term, cb[n] + term))
-                        m.d.sync += cb[n].eq(nv)
-                        nvs.append(nv)
                     with m.If(cb_ps == mv_npass - 1):
-                        left = Signal(signed(18))
-                        m.d.comb += left.eq(mv_rows - (cb_ob << (lanes - 1).bit_length()))
                         m.d.sync += [cb_ps.eq(0), cb_ob.eq(cb_ob + 1),
-                                     ser_idx.eq(cb_ob << (lanes - 1).bit_length()),
-                                     ser_cnt.eq(Mux(left >= lanes, lanes, left))]
-                        for n in range(lanes):
-                            m.d.sync += ser[n].eq(nvs[n])
+                                     cb_left.eq(cb_left - lanes)]
                     with m.Else():
                         m.d.sync += cb_ps.eq(cb_ps + 1)
-                with m.Case(_M_SCORES):
-                    m.d.sync += [ser[0].eq((r[0] << 8) + r[1] + (r[2] << 8)), ser_cnt.eq(1)]
                 with m.Case(_M_MATMAT):            # output row cb_ob of tokens 0 .. tokens-1
-                    m.d.sync += [ser[n].eq(r[n]) for n in range(lanes)]
-                    m.d.sync += [ser_cnt.eq(mm_tokens), ser_idx.eq(cb_ob), cb_ob.eq(cb_ob + 1)]
+                    m.d.sync += cb_ob.eq(cb_ob + 1)
                 with m.Case(_M_ATTV):
-                    for n in range(G):
-                        m.d.sync += ser[n].eq((r[n] << 8) + r[G + n])
-                    rem = Signal(signed(16))
-                    m.d.comb += rem.eq(hs - cb_g * G)
-                    m.d.sync += [ser_cnt.eq(Mux(rem >= G, G, rem)),
-                                 cb_g.eq(Mux(cb_g == NG - 1, 0, cb_g + 1))]
-        # EMBED: a weight row's lane slice into the serializer
-        with m.If(em_active & (em_wait == 3) & ~(em_w2 & ~em_ph)):
-            for k in range(K):
-                lo = em_slice[8 * k:8 * k + 8].as_signed()
-                hi = em_hi[8 * k:8 * k + 8].as_signed()
+                    m.d.sync += cb_g.eq(Mux(cb_g == NG - 1, 0, cb_g + 1))
+        # stage X
+        x_load = Signal()
+        x_cnt = Signal.like(ser_cnt)
+        x_idx = Signal(16)
+        m.d.sync += [x_load.eq(take & t_load), x_cnt.eq(t_cnt),
+                     x_idx.eq(Mux(is_mm, cb_ob, cb_ob << lb))]
+        x_r = [Signal(signed(acc_w), name=f"x_r{n}", reset_less=True) for n in range(lanes)]
+        x_alt = [Signal(signed(acc_w), name=f"x_alt{n}", reset_less=True) for n in range(G)]
+        m.d.sync += [x_r[n].eq(r[n]) for n in range(lanes)]
+        sc_mode = keep_register(m, platform, Signal(name="x_scm", reset_less=True),
+                                mac_mode == _M_SCORES)
+        m.d.sync += x_alt[0].eq(Mux(sc_mode, (r[0] << 8) + r[1] + (r[2] << 8),
+                                    (r[0] << 8) + r[G]))
+        m.d.sync += [x_alt[n].eq((r[n] << 8) + r[G + n]) for n in range(1, G)]
+        # the serializer's next count; emit (a value goes out) is ser_cnt != 0
+        em_load, em_cnt = Signal(), Signal.like(ser_cnt)
+        ser_cnt_next = Signal.like(ser_cnt)
+        emit = Signal()
+        m.d.comb += [emit.eq(ser_cnt != 0),
+                     ser_cnt_next.eq(Mux(x_load, x_cnt, Mux(em_load, em_cnt,
+                                                              Mux(emit, ser_cnt - 1, 0))))]
+        m.d.sync += ser_cnt.eq(ser_cnt_next)
+        # (MATMAT: the tokens of one output row share its requantization parameters, the
+        # index stays; ser_adv is a register, mac_mode is set in EXEC)
+        ser_adv = Signal()
+        m.d.sync += ser_adv.eq(~is_mm)
+        with m.If(x_load):
+            m.d.sync += ser_idx.eq(x_idx)
+        with m.Elif(emit & ser_adv):
+            m.d.sync += ser_idx.eq(ser_idx + 1)
+        # a result taken now loads the serializer the next cycle, when at most one value
+        # (going out then) may be left
+        m.d.sync += tk_ok.eq(~em_active & ~embed_go &
+                             Mux(take & t_load, t_cnt <= 1, ser_cnt_next <= 2))
+        # per-lane copies of X's controls (valid, first pass, shift, loads, the serializer
+        # takes nv) and of emit. A MATMAT result goes through nv as it is (first pass, no
+        # shift); it also lands in cb, which no MATMAT reads and every MATVEC's first pass
+        # overwrites
+        emit_c = []
+        for n in range(S):
+            ctl = None
+            if n < lanes:
+                ctl = keep_register(m, platform, Signal(5, name=f"x_ctl{n}"),
+                                    Cat(take, (cb_ps == 0) | is_mm, shift & ~is_mm, t_load,
+                                        is_mv | is_mm))
+            ec = keep_register(m, platform, Signal(name=f"x_emit{n}"), ser_cnt_next != 0)
+            emit_c.append(ec)
+            nv = None
+            if ctl is not None:
+                xv, first, sh, ld, mv = ctl[0], ctl[1], ctl[2], ctl[3], ctl[4]
+                term = Mux(sh, x_r[n] << 8, x_r[n])
+                nv = Signal(signed(acc_w), name=f"cbn{n}")
+                m.d.comb += nv.eq(Mux(first, term, cb[n] + term))
+                with m.If(xv & mv):
+                    m.d.sync += cb[n].eq(nv)
+            nxt = ser[n + 1] if n + 1 < S else ser[n]
+            if ctl is not None:
+                val = Mux(mv, nv, x_alt[n]) if n < G else nv
+                with m.If(xv & ld):
+                    m.d.sync += ser[n].eq(val)
+                with m.Elif(ec):
+                    m.d.sync += ser[n].eq(nxt)
+            else:
+                with m.If(ec):
+                    m.d.sync += ser[n].eq(nxt)
+        # EMBED: a weight row's lane slice into the serializer (em_load is registered: it is
+        # set the cycle before em_wait reaches EMW)
+        # (em_cnt registered from em_left: em_left changes at embed_go and at em_load, at
+        # least four cycles before the next em_load)
+        em_left = Signal(16)                  # table columns not yet loaded
+        em_load_d = em_active & (em_wait == EMW - 1) & ~(em_w2 & ~em_ph)
+        m.d.sync += [em_cnt.eq(Mux(em_left >= K, K, em_left)), em_load.eq(em_load_d)]
+        with m.If(embed_go):
+            m.d.sync += em_left.eq(v[Opcode.EMBED].cols)
+        with m.If(em_load):
+            m.d.sync += em_left.eq(em_left - K)
+        for k in range(K):
+            lo = em_slice[8 * k:8 * k + 8].as_signed()
+            hi = em_hi[8 * k:8 * k + 8].as_signed()
+            with m.If(keep_register(m, platform, Signal(name=f"em_load{k}"), em_load_d)):
                 m.d.sync += ser[k].eq(Mux(em_w2, (hi << 8) + lo, lo))
-            rem = v[Opcode.EMBED].cols - em_ib * K
-            m.d.sync += ser_cnt.eq(Mux(rem >= K, K, rem))
         # reader -> requantizer (REQUANT)
         rq_src_valid = Signal()
         rq_src_acc = Signal(signed(32))
@@ -1513,7 +1747,8 @@ class Engine(wiring.Component):
         # ---- unit busy (profiling) ------------------------------------------------------------
         ub = Signal(len(UNITS))
         fsm_busy = {
-            "mac_array": bf.r_rdy | mac.o.valid | mo.o.valid | mv_active | mm_active,
+            "mac_array": bw_v | bf.r_rdy | mac.o.valid | mo.o.valid | x_load | mv_active |
+                         mm_active,
             "kv_cache": kv.append.valid | kv.read_cmd.valid | rdd.valid,
             "softmax": rt[_R_SMAX] & busy & ~wr_done,
             "norm": rt[_R_NORM] & busy & ~wr_done,
@@ -1535,26 +1770,23 @@ class Engine(wiring.Component):
         lanes, K, hs, ctx = self._lanes, self._K, self._hs, self._ctx
         lb, kb = (lanes - 1).bit_length(), (K - 1).bit_length()
         image = self._image
-        chk, chk_hard = s["chk"], s["chk_hard"]
         ma1, ma2, mb1, mb2 = s["mul_a1"], s["mul_a2"], s["mul_b1"], s["mul_b2"]
         pb, wb = s["pbase"], s["wbase"]
         x_w, x_p, ob_n, ib_n = s["x_w"], s["x_p"], s["ob_n"], s["ib_n"]
         npos = s["npos"]
         mc1, mc2 = s["mul_c1"], s["mul_c2"]
-        m.d.sync += [chk_hard.eq(ErrorCode.NONE), ma1.eq(0), ma2.eq(0), mb1.eq(0), mb2.eq(0),
+        m.d.sync += [ma1.eq(0), ma2.eq(0), mb1.eq(0), mb2.eq(0),
                      mc1.eq(0), mc2.eq(0)]
 
         def rel(ins):
             return (Mux(ins.layer_rel, wb, 0), Mux(ins.layer_rel, pb, 0))
 
         def bad(cond, code=ErrorCode.BAD_FIELD):
-            with m.If(cond):
-                m.d.sync += chk_hard.eq(code)
+            flag = Signal(name=f"bad{len(self._bad_flags)}")
+            self._bad_flags.append((flag, code))
+            m.d.sync += flag.eq(cond)
 
-        def fail(code):
-            m.d.sync += [s["busy"].eq(0), s["err_code"].eq(code), self.error.eq(1),
-                         s["st_err"].eq(1)]
-            self._fsm.goto("IDLE")
+        fail = s["fail"]
 
         with m.Switch(opcode):
             with m.Case(Opcode.NOP, Opcode.SYNC):
@@ -1562,30 +1794,31 @@ class Engine(wiring.Component):
             with m.Case(Opcode.HALT):
                 m.d.sync += [s["busy"].eq(0), self.done.eq(1), s["st_done"].eq(1)]
                 self._fsm.goto("IDLE")
+            # SETREG and LOOP: the effect only if the fields are good; a bad field ends the
+            # job in CHECK3 (chk_hard), not here
             with m.Case(Opcode.SETREG):
                 ins = v[Opcode.SETREG]
-                with m.If((ins.reg == Reg.POS) & (ins.value >= ctx)):
-                    fail(ErrorCode.POS_RANGE)
-                with m.Elif(ins.reg.as_value() > Reg.RESULT_VALUE.value):
-                    fail(ErrorCode.BAD_FIELD)
-                with m.Else():
+                bad_pos = (ins.reg == Reg.POS) & (ins.value >= ctx)
+                bad_reg = ins.reg.as_value() > Reg.RESULT_VALUE.value
+                bad(bad_pos, ErrorCode.POS_RANGE)
+                bad(bad_reg)
+                with m.If(~bad_pos & ~bad_reg):
                     m.d.sync += s["regs"][ins.reg.as_value()].eq(ins.value)
                     with m.If(ins.reg == Reg.POS):
                         m.d.sync += s["npos"].eq(ins.value[:16] + 1)
-                    self._fsm.goto("NEXT")
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.LOOP):
                 ins = v[Opcode.LOOP]
-                with m.If(s["lp_active"]):
-                    fail(ErrorCode.UNSUPPORTED)
-                with m.Elif((ins.count == 0) | (ins.body == 0) |
-                            (s["pc"] + ins.body >= self._map.program_words)):
-                    fail(ErrorCode.PROGRAM_RANGE)
-                with m.Else():
+                bad_range = ((ins.count == 0) | (ins.body == 0) |
+                             (s["pc"] + ins.body >= self._map.program_words))
+                bad(bad_range, ErrorCode.PROGRAM_RANGE)
+                bad(s["lp_active"], ErrorCode.UNSUPPORTED)
+                with m.If(~s["lp_active"] & ~bad_range):
                     m.d.sync += [s["lp_active"].eq(1), s["lp_start"].eq(s["pc"] + 1),
                                  s["lp_end"].eq(s["pc"] + ins.body), s["lp_count"].eq(ins.count),
                                  s["r_layer"].eq(0), wb.eq(0), pb.eq(0),
                                  s["lp_wstride"].eq(ins.wstride), s["lp_pstride"].eq(ins.pstride)]
-                    self._fsm.goto("NEXT")
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.MATMAT):
                 ins = v[Opcode.MATMAT]
                 if not self._mm_cols:           # no tile buffer in this engine
@@ -1720,8 +1953,9 @@ class Engine(wiring.Component):
                 self._fsm.goto("CHECK1")
             with m.Case(Opcode.OUTPUT):
                 self._fsm.goto("CHECK1")
-            with m.Default():
-                fail(ErrorCode.BAD_OPCODE)
+            with m.Default():                   # (ends the job in CHECK3)
+                bad(Const(1), ErrorCode.BAD_OPCODE)
+                self._fsm.goto("CHECK1")
 
     def _regions(self, m, v, opcode, s):
         """CHECK2 state: the end (exclusive) of every region the instruction touches."""
@@ -1790,7 +2024,6 @@ class Engine(wiring.Component):
 
     def _exec_start(self, m, v, opcode, s):
         """EXEC state: configure the reader, the units and the writer; go to the op's phase."""
-        hs = self._hs
         rdc, prdc = s["rdc"], s["prdc"]
 
         def writer(base, total, row_len=None, stride=None, acc=0, w8=0, src=_W_RQ):
@@ -1811,6 +2044,8 @@ class Engine(wiring.Component):
 
         m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC)]
         with m.Switch(opcode):
+            with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
+                self._fsm.goto("NEXT")
             with m.Case(Opcode.EMBED):
                 ins = v[Opcode.EMBED]
                 writer(ins.dst, ins.cols, acc=ins.accumulate)
@@ -1842,7 +2077,8 @@ class Engine(wiring.Component):
                     reader(ins.src, ins.tokens, ins.cols, ins.cols, route=_R_TB)
                     m.d.sync += [s["wr_step"].eq(ins.rows), s["mac_mode"].eq(_M_MATMAT),
                                  s["cb_ob"].eq(0), s["mm_tokens"].eq(ins.tokens),
-                                 s["mm_rows_m1"].eq(ins.rows - 1)]
+                                 s["mm_rows_m2"].eq(ins.rows - 2),
+                                 s["mm_rows_one"].eq(ins.rows == 1)]
                     with m.If(s["tb_tag_valid"] & (s["tb_tag_src"] == ins.src) &
                               (s["tb_tag_cols"] == ins.cols) & (s["tb_tag_tok"] == ins.tokens)):
                         self._fsm.goto("MM_FEED")       # the tile is in the buffer already

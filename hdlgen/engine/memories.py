@@ -1,8 +1,8 @@
 """Memories of the engine that do not map well onto whole DP16KD tiles.
 
 Both components have :class:`hdlgen.blocks.bram.BlockRAM`'s port interface (``a`` read/write,
-``b`` read-only, :class:`~hdlgen.blocks.bram.PortSignature`) and its two cycles of read
-latency, so the engine treats them as block RAMs:
+``b`` read-only, :class:`~hdlgen.blocks.bram.PortSignature`) and its two (or, opt-in, three)
+cycles of read latency, so the engine treats them as block RAMs:
 
 * :class:`DistRAM`: distributed (LUT) RAM for small, wide memories (the program, the vector
   buffer), where a DP16KD would hold a few dozen words of its 512-2048.
@@ -18,6 +18,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
 from hdlgen.blocks.bram import BlockRAM, PortSignature, ecp5_tiling
+from hdlgen.blocks.dsp import keep_register
 
 __all__ = ["DistRAM", "SplitRAM", "split_depth"]
 
@@ -29,7 +30,10 @@ def _ports(width, depth, granularity):
             "b": In(PortSignature(addr_width=aw, data_width=width, lanes=lanes, write=False))}
 
 
-def _check(width, depth, granularity, init):
+def _check(width, depth, granularity, init, latency=2):
+    if latency not in (2, 3) or isinstance(latency, bool):
+        raise ValueError(f"latency={latency!r}: use 2 (default) or 3 (one more request "
+                         f"register)")
     if width < 1 or depth < 1:
         raise ValueError(f"width={width} and depth={depth} must be at least 1")
     if granularity not in (None, 8) or (granularity and width % 8):
@@ -40,7 +44,7 @@ def _check(width, depth, granularity, init):
 
 
 class DistRAM(wiring.Component):
-    """Distributed RAM with :class:`BlockRAM`'s ports and 2-cycle read latency.
+    """Distributed RAM with :class:`BlockRAM`'s ports and 2-cycle (or 3-cycle) read latency.
 
     One write port (``a``) and **one** read port, shared: in a cycle with ``b.en`` port ``b``
     reads, otherwise port ``a`` reads when ``a.en`` (the engine never reads both at once: the
@@ -57,32 +61,47 @@ class DistRAM(wiring.Component):
         ``8``: byte write enables (``we`` has ``width // 8`` bits); ``None``: one.
     init : sequence of int or None
         Initial contents.
+    latency : int
+        ``2`` (default) or ``3``: every request (both ports, writes too) first passes a
+        register stage, as :class:`BlockRAM`'s ``latency=3``.
     """
 
-    def __init__(self, *, width: int, depth: int, granularity: int | None = None, init=None):
-        _check(width, depth, granularity, init)
+    def __init__(self, *, width: int, depth: int, granularity: int | None = None, init=None,
+                 latency: int = 2):
+        _check(width, depth, granularity, init, latency)
         self._width, self._depth, self._gran = width, depth, granularity
         self._init = [int(v) for v in (init or [])]
+        self._latency = latency
         super().__init__(_ports(width, depth, granularity))
 
     width = property(lambda self: self._width)
     depth = property(lambda self: self._depth)
+    latency = property(lambda self: self._latency)
 
     def elaborate(self, platform):
         m = Module()
         mem = m.submodules.mem = Memory(shape=self._width, depth=self._depth,
                                         init=self._init + [0] * (self._depth - len(self._init)))
         gran = self._gran or self._width
+        a_addr, a_en, a_we, a_wdata = self.a.addr, self.a.en, self.a.we, self.a.wdata
+        b_addr, b_en = self.b.addr, self.b.en
+        if self._latency == 3:                  # the request register stage
+            regs = [Signal.like(x, name=f"{n}_r") for n, x in
+                    (("a_addr", a_addr), ("a_en", a_en), ("a_we", a_we), ("a_wdata", a_wdata),
+                     ("b_addr", b_addr), ("b_en", b_en))]
+            m.d.sync += [r.eq(x) for r, x in zip(regs, (a_addr, a_en, a_we, a_wdata, b_addr,
+                                                          b_en))]
+            a_addr, a_en, a_we, a_wdata, b_addr, b_en = regs
         wp = mem.write_port(granularity=gran)
-        m.d.comb += [wp.addr.eq(self.a.addr), wp.data.eq(self.a.wdata)]
+        m.d.comb += [wp.addr.eq(a_addr), wp.data.eq(a_wdata)]
         for i in range(self._width // gran):
-            m.d.comb += wp.en[i].eq(self.a.en & self.a.we[i])
+            m.d.comb += wp.en[i].eq(a_en & a_we[i])
         rp = mem.read_port(domain="comb")
         raddr = Signal.like(self.a.addr)
-        with m.If(self.b.en):
-            m.d.sync += raddr.eq(self.b.addr)
-        with m.Elif(self.a.en):
-            m.d.sync += raddr.eq(self.a.addr)
+        with m.If(b_en):
+            m.d.sync += raddr.eq(b_addr)
+        with m.Elif(a_en):
+            m.d.sync += raddr.eq(a_addr)
         rdata = Signal(self._width)
         m.d.comb += rp.addr.eq(raddr)
         m.d.sync += rdata.eq(rp.data)
@@ -108,12 +127,14 @@ class SplitRAM(wiring.Component):
 
     ``main_depth`` must be a power of two (the high address bit(s) select the part). The tail's
     single read port follows :class:`DistRAM`: ``b`` wins over ``a`` in a cycle with both
-    enabled.
+    enabled. ``latency`` (2 or 3) is both parts' (:class:`BlockRAM`); the part select of a
+    wide ``rdata`` is copied per 64 bits.
     """
 
     def __init__(self, *, width: int, depth: int, main_depth: int,
-                 granularity: int | None = None, init=None):
-        _check(width, depth, granularity, init)
+                 granularity: int | None = None, init=None, latency: int = 2):
+        _check(width, depth, granularity, init, latency)
+        self._latency = latency
         if not (0 < main_depth < depth and main_depth & (main_depth - 1) == 0):
             raise ValueError(f"main_depth={main_depth} must be a power of two below "
                              f"depth={depth}")
@@ -123,6 +144,7 @@ class SplitRAM(wiring.Component):
 
     width = property(lambda self: self._width)
     depth = property(lambda self: self._depth)
+    latency = property(lambda self: self._latency)
 
     def elaborate(self, platform):
         m = Module()
@@ -130,10 +152,12 @@ class SplitRAM(wiring.Component):
         mb = (md - 1).bit_length()
         m.submodules.main = main = BlockRAM(width=self._width, depth=md,
                                             granularity=self._gran, ports=("rw", "r"),
-                                            init=self._init[:md] or None)
+                                            init=self._init[:md] or None,
+                                            latency=self._latency)
         m.submodules.tail = tail = DistRAM(width=self._width, depth=self._depth - md,
                                            granularity=self._gran,
-                                           init=self._init[md:] or None)
+                                           init=self._init[md:] or None,
+                                           latency=self._latency)
         for name in "ab":
             port, pm, pt = getattr(self, name), getattr(main, name), getattr(tail, name)
             hi = port.addr[mb:].any()
@@ -144,9 +168,18 @@ class SplitRAM(wiring.Component):
             if name == "a":
                 m.d.comb += [pm.we.eq(Mux(hi, 0, port.we)), pt.we.eq(Mux(hi, port.we, 0)),
                              pm.wdata.eq(port.wdata), pt.wdata.eq(port.wdata)]
-            s1, s2 = Signal(name=f"{name}_tail1"), Signal(name=f"{name}_tail2")
+            # the tail flag travels beside the request (set when it is issued), its last stage
+            # one copy per 64 bits of rdata
+            sel = Signal(name=f"{name}_tail1")
             with m.If(port.en):
-                m.d.sync += s1.eq(hi)
-            m.d.sync += s2.eq(s1)
-            m.d.comb += port.rdata.eq(Mux(s2, pt.rdata, pm.rdata))
+                m.d.sync += sel.eq(hi)
+            for n in range(2, self._latency):
+                nxt = Signal(name=f"{name}_tail{n}")
+                m.d.sync += nxt.eq(sel)
+                sel = nxt
+            w = self._width
+            for j in range(0, w, 64):
+                c = keep_register(m, platform, Signal(name=f"{name}_tail_c{j // 64}"), sel)
+                m.d.comb += port.rdata[j:j + 64].eq(Mux(c, pt.rdata[j:j + 64],
+                                                        pm.rdata[j:j + 64]))
         return m

@@ -92,10 +92,13 @@ datapaths load every cycle with their valid bits and selects copied per lane
   requantizer's parameter addresses and the host's memory requests are registered and a weight
   row's word is selected in two stages.
 
-Measured (``hdlgen.flow.ooc_implement``, LFE5U-85F, nextpnr seed 1): see the engine entry of
-``python -m hdlgen bench blocks --only engine``; what limits fmax now is the sequencer's EXEC
-state (an opcode-selected load of ~200 configuration bits) and the reader's ready into its
-skid buffer.
+Measured (``python -m hdlgen bench blocks --only engine``: stories260K-shaped model, 16x8 MACs,
+context 256, LFE5U-85F, nextpnr seed 1): 62.3 MHz estimated after placement (57.9 before
+these changes, which routed at 46.4 MHz); the router did not converge within the session, so
+no routed figure yet. What limits fmax next (by logic depth in the synthesized netlist): the
+sequencer's EXEC state (an opcode-selected load of ~200 configuration bits: pre-compute them
+into registers before EXEC), the reader's ready into its skid buffer (the units' ready OR), and
+the attention loop's state decisions.
 
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not

@@ -44,8 +44,6 @@ __all__ = ["FakeScheme", "fake_model", "measure_fake"]
 
 _NORMS = ("static8", "static16", "dyn8", "dyn8g32")
 _ACTS = ("scheme", "float", "q80")
-#: The observation points whose values are the inputs of matrices (``runq.c`` quantizes these).
-_MATMUL_INPUTS = ("attn_norm", "att_out", "ffn_norm", "ffn_hidden", "final_norm")
 _KVS = ("static8", "static9", "static16", "row8")
 #: Observation point -> the scale it is snapped to (:data:`hdlgen.model.quantize.ACT_BITS`).
 _GRID = {"embedding": "residual", "residual_attn": "residual", "residual": "residual",
@@ -56,6 +54,9 @@ _GRID = {"embedding": "residual", "residual_attn": "residual", "residual": "resi
          "logits": "logits"}
 _MAT_INPUT = {"wq": "attn_norm", "wk": "attn_norm", "wv": "attn_norm", "wo": "att_out",
               "w1": "ffn_norm", "w3": "ffn_norm", "w2": "ffn_hidden"}
+#: The observation points whose values are the inputs of matrices (``runq.c`` quantizes these):
+#: those of the layers' matrices and the classifier's.
+_MATMUL_INPUTS = frozenset(_MAT_INPUT.values()) | {"final_norm"}
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,8 @@ def prefill_program(compiled, tokens, pos: int) -> list:
         raise UserError(f"{len(tokens)} tokens: a prefill chunk holds 1..{T} (with_prefill)")
     if pos < 0 or pos + len(tokens) > compiled.image.context:
         raise UserError(f"positions {pos}..{pos + len(tokens) - 1} are beyond the context of "
-                        f"{compiled.image.context}")
+                        f"{compiled.image.context}: start at a position >= 0 and give at most "
+                        f"{compiled.image.context - max(pos, 0)} tokens from there")
     n_tok = len(tokens)
     spans = [(name, a, n) for name, (a, n) in per_tok.items()]
 

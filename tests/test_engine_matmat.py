@@ -81,6 +81,24 @@ def test_matmat_rtl(tmp_path):
     assert tile < vecs, (tile, vecs)
 
 
+@pytest.mark.parametrize("cols", [4, 3], ids=["cols=K", "cols<K"])
+def test_matmat_one_beat_per_pass(cols, tmp_path):
+    """A tile matrix ``A`` whose rows fit one beat (``cols <= macs_per_lane``: a one-word tile
+    buffer, every beat the first and the last of its pass) runs the ``main`` and ``tile``
+    programs bit-exact. Here the results (``tokens`` per beat, one written per cycle), not the
+    beats, set the pace: the tile's cycles are its input load plus one per result plus the
+    fixed overhead of :func:`test_matmat_rtl`."""
+    assert cols <= P["macs_per_lane"]
+    p = {**P, "shape_a": [2 * P["lanes"] + 3, cols]}
+    cfg, case = build(p)
+    mm0 = case.programs["main"][0]
+    assert (mm0.op, mm0.cols) == (Opcode.MATMAT, cols)
+    out = _run({**p, "scenarios": [{"program": "main"}, {"program": "tile"}]}, tmp_path)
+    assert out[0]["changed"] > 0 and out[1]["changed"] > 0
+    overhead = out[1]["cycles"] - P["lanes"] * cols - P["lanes"] * mm0.rows
+    assert 0 < overhead <= 80, (out[1]["cycles"], overhead)
+
+
 def test_prefill_rtl(tmp_path):
     """A prefill chunk of a compiled random LLaMA (4 tokens; q, k, v, w1, w3 as MATMAT tiles,
     a LUT-RAM tile buffer) on the RTL equals the golden model over the whole scratchpad."""

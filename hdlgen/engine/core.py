@@ -57,6 +57,13 @@ instruction's phases, which stream operands through one unit and the results bac
   or ``tokens * rows`` when that is more (one requantized result per cycle).
 * ``SCORES``: the head's query sits in registers; K rows stream from the KV cache one beat per
   cycle as the MAC array's shared operand against the query's planes on lanes 0-2.
+* ``SCORES_SOFTMAX``: ``SCORES`` with the requantizer's scores going into the softmax (with a
+  row's ``last`` counted from ``POS``) and the softmax's probabilities to the writer, so head
+  ``h``'s softmax overlaps head ``h + 1``'s scores. The requantizer cannot stall, so the
+  softmax must take every score as it comes: head ``h`` starts (its KV stream) only once the
+  softmax has read row ``h - 2`` out of its logit buffer (``Softmax.row_read``), which keeps
+  the softmax's ``i.ready`` high for the whole row; a score it refused anyway would end the
+  job with ``OVERRUN``.
 * ``ATTV``: V rows stream from the KV cache and are gathered; one MAC beat per position puts the
   probability planes on the shared operand and the row's elements on the lanes (one group of
   ``lanes // 2`` outputs per pass over V).
@@ -401,7 +408,7 @@ class Engine(wiring.Component):
                            eps_int)
                     if key not in norms:
                         norms.append(key)
-            elif ins.op == Opcode.SOFTMAX:
+            elif ins.op in (Opcode.SOFTMAX, Opcode.SCORES_SOFTMAX):
                 smax.add((ins.in_frac, ins.out_bits))
             elif ins.op == Opcode.MATVEC:
                 self._vb_len = max(self._vb_len, ins.cols)
@@ -869,6 +876,15 @@ class Engine(wiring.Component):
         at_cmd = Signal()
         at_kvsel = Signal()
         at_last_seen = Signal()
+        # SCORES_SOFTMAX: the requantized scores go into the softmax (sm_fused, set in EXEC);
+        # sm_read counts the softmax's rows read out of its logit buffer (row_read pulses), so
+        # head h starts only once row h - 2 is read and the softmax takes the whole row without
+        # a stall (the requantizer cannot stall); sm_in_last marks a row's last score
+        sm_fused = Signal()
+        sm_read = Signal(8)
+        sm_ok = Signal()
+        sm_col = Signal(16)
+        sm_in_last = Signal()
         mac_mode = Signal(2)
         q_count = Signal(16)
         vb_count = Signal(16)
@@ -1091,8 +1107,14 @@ class Engine(wiring.Component):
         at_ptr_hs, at_ptr_st = Signal(16), Signal(16)
         m.d.sync += [at_g_last.eq(at_g == NG - 1), at_sub_last.eq(at_sub == at_kvm1),
                      at_ptr_hs.eq(at_ptr + hs), at_ptr_st.eq(at_ptr + v[Opcode.ATTV].stride)]
+        npos_one, npos_m2 = Signal(), Signal(16)
+        m.d.sync += [npos_one.eq(npos == 1), npos_m2.eq(npos - 2),
+                     sm_ok.eq(~sm_fused | (sm_read + 1 >= at_h))]
+        with m.If(smax.row_read):
+            m.d.sync += sm_read.eq(sm_read + 1)
         with fsm.state("SC_START"):
             m.d.comb += wr_start.eq(1)
+            m.d.sync += [sm_read.eq(0), sm_col.eq(0), sm_in_last.eq(npos_one)]
             self._fsm.goto("SC_HEAD")
         with fsm.state("SC_HEAD"):
             with m.If(at_h == at_nh):
@@ -1106,7 +1128,7 @@ class Engine(wiring.Component):
             m.d.comb += rd.start.eq(1)
             self._fsm.goto("SC_LOADQ")
         with fsm.state("SC_LOADQ"):
-            with m.If(q_count == hs):
+            with m.If((q_count == hs) & sm_ok):
                 m.d.sync += [at_cmd.eq(1), at_kvsel.eq(0), at_last_seen.eq(0)]
                 self._fsm.goto("SC_STREAM")
         with fsm.state("SC_STREAM"):
@@ -1266,10 +1288,19 @@ class Engine(wiring.Component):
                 m.d.sync += [kp_cnt.eq(0), kp_valid.eq(1), kp_last.eq(ro.last)]
             with m.Else():
                 m.d.sync += kp_cnt.eq(kp_cnt + 1)
-        # softmax
-        m.d.comb += [smax.i.payload.data.eq(ro.data[:16]), smax.i.payload.last.eq(ro.row_end)]
+        # softmax: from the reader (SOFTMAX) or the requantizer (SCORES_SOFTMAX, sm_fused)
+        sm_lost = Signal()                    # a score the softmax did not take (internal)
+        m.d.comb += [smax.i.payload.data.eq(Mux(sm_fused, rq.o.payload.y, ro.data[:16])),
+                     smax.i.payload.last.eq(Mux(sm_fused, sm_in_last, ro.row_end))]
         with m.If(rt[_R_SMAX]):
             m.d.comb += [smax.i.valid.eq(rdo.valid), rdo.ready.eq(smax.i.ready)]
+        with m.If(sm_fused):
+            m.d.comb += [smax.i.valid.eq(rq.o.valid), sm_lost.eq(rq.o.valid & ~smax.i.ready)]
+            with m.If(rq.o.valid):
+                with m.If(sm_in_last):
+                    m.d.sync += [sm_col.eq(0), sm_in_last.eq(npos_one)]
+                with m.Else():
+                    m.d.sync += [sm_col.eq(sm_col + 1), sm_in_last.eq(sm_col == npos_m2)]
         # activation
         for n, (_, d, blk) in enumerate(acts):
             m.d.comb += [blk.i.payload.x.eq(ro.data[:d["in_bits"]]),
@@ -1743,7 +1774,7 @@ class Engine(wiring.Component):
                      rq.i.payload.bias.eq(Mux(rq_bias, par.a.rdata.as_signed(), 0)),
                      rq.i.payload.mult.eq(par.b.rdata[0:16]),
                      rq.i.payload.shift.eq(par.b.rdata[16:22]), rq.i.payload.last.eq(0)]
-        m.d.comb += overrun.eq(q2 & ~rq.i.ready)
+        m.d.comb += overrun.eq((q2 & ~rq.i.ready) | sm_lost)
         if swig is not None:
             m.d.comb += [swig.mult.eq(elt_m), swig.shift.eq(elt_s)]
 
@@ -1753,7 +1784,7 @@ class Engine(wiring.Component):
             "mac_array": bw_v | bf.r_rdy | mac.o.valid | mo.o.valid | x_load | mv_active |
                          mm_active,
             "kv_cache": kv.append.valid | kv.read_cmd.valid | rdd.valid,
-            "softmax": rt[_R_SMAX] & busy & ~wr_done,
+            "softmax": (rt[_R_SMAX] | sm_fused) & busy & ~wr_done,
             "norm": rt[_R_NORM] & busy & ~wr_done,
             "requant": rq.i.valid | rq.o.valid,
             "rope": rt[_R_ROPE] & busy & ~wr_done,
@@ -1904,6 +1935,17 @@ class Engine(wiring.Component):
                     (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride))
                 bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
                 self._fsm.goto("CHECK1")
+            with m.Case(Opcode.SCORES_SOFTMAX):
+                ins = v[Opcode.SCORES_SOFTMAX]
+                w_, p_ = rel(ins)
+                m.d.sync += [x_p.eq(ins.paddr + p_), ma1.eq(ins.n_heads), ma2.eq(hs),
+                             mb1.eq(ins.n_heads - 1), mb2.eq(ins.stride), mc1.eq(ins.n_heads),
+                             mc2.eq(npos)]
+                bad((ins.head_size != hs) | (ins.kv_mul == 0) | (ins.n_heads == 0) |
+                    (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride))
+                bad((ins.in_frac != self._smax[0]) | (ins.out_bits != self._smax[1]))
+                bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
                 w_, p_ = rel(ins)
@@ -2003,6 +2045,10 @@ class Engine(wiring.Component):
                 ins = v[Opcode.SCORES]
                 m.d.sync += [chk["r1"].eq(ins.q + pa), chk["wr"].eq(ins.dst + pb_ + npos),
                              chk["p"].eq(x_p + 1)]
+            with m.Case(Opcode.SCORES_SOFTMAX):
+                ins = v[Opcode.SCORES_SOFTMAX]
+                m.d.sync += [chk["r1"].eq(ins.q + pa), chk["wr"].eq(ins.dst + pb_ + npos),
+                             chk["p"].eq(x_p + 1)]
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
                 m.d.sync += [chk["r1"].eq(ins.p + pb_ + npos), chk["wr"].eq(ins.dst + pa),
@@ -2046,6 +2092,7 @@ class Engine(wiring.Component):
                          s["rq_bias"].eq(bias), s["rq_rows"].eq(rows)]
 
         m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC)]
+        m.d.sync += s["sm_fused"].eq(0)
         with m.Switch(opcode):
             with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
                 self._fsm.goto("NEXT")
@@ -2121,6 +2168,16 @@ class Engine(wiring.Component):
                 m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
                              s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES),
                              s["at_nh"].eq(ins.n_heads), s["at_kvm1"].eq(ins.kv_mul - 1)]
+                self._fsm.goto("SC_START")
+            with m.Case(Opcode.SCORES_SOFTMAX):
+                # SCORES' datapath with the softmax between the requantizer and the writer
+                ins = v[Opcode.SCORES_SOFTMAX]
+                writer(ins.dst, s["prod_c"], s["npos"], ins.stride, src=_W_SMAX)
+                rqcfg(s["x_p"], 0)
+                m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
+                             s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES),
+                             s["at_nh"].eq(ins.n_heads), s["at_kvm1"].eq(ins.kv_mul - 1),
+                             s["sm_fused"].eq(1)]
                 self._fsm.goto("SC_START")
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]

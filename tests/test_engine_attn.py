@@ -113,8 +113,9 @@ def test_golden_refuses_bad_fused_fields():
 
 # ---- RTL ------------------------------------------------------------------------------------
 
-def _run(p, tmp_path):
-    return run_scenarios("sim.benches.engine", p, tmp_path, REPO)
+def _run(p, out_dir):
+    out_dir.mkdir(exist_ok=True)
+    return run_scenarios("sim.benches.engine", p, out_dir, REPO)
 
 
 def test_rtl_fused_mqa_field_errors(tmp_path):

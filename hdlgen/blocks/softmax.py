@@ -81,12 +81,6 @@ class Softmax(wiring.Component):
     ----------
     i : In(stream.Signature(StructLayout({"data": signed(in_width), "last": 1})))
     o : Out(stream.Signature(StructLayout({"data": unsigned(out_bits), "last": 1})))
-    row_read : Out(1)
-        One-cycle pulse when EXP reads the last logit of a row: its logit half is free again.
-        A source that starts row ``r + 2`` only after row ``r``'s pulse (and the softmax held
-        no row before row 0) never sees ``i.ready`` low: ``i.ready`` drops only at a row's end
-        while the other half is busy, and rises one cycle after that half's pulse. The engine
-        feeds scores this way, straight from its requantizer, which cannot stall.
     """
 
     def __init__(self, *, max_len: int = 512, in_width: int = 16, in_frac: int = 8,
@@ -101,7 +95,7 @@ class Softmax(wiring.Component):
         in_layout = data.StructLayout({"data": signed(in_width), "last": 1})
         out_layout = data.StructLayout({"data": unsigned(out_bits), "last": 1})
         super().__init__({"i": In(stream.Signature(in_layout)),
-                          "o": Out(stream.Signature(out_layout)), "row_read": Out(1)})
+                          "o": Out(stream.Signature(out_layout))})
 
     max_len = property(lambda self: self._max_len)
     in_width = property(lambda self: self._in_width)
@@ -200,8 +194,7 @@ class Softmax(wiring.Component):
         e_last = Signal()               # registered: ia == nm1_e (the next read is the last)
         e_go, exp_issue = Signal(), Signal()
         m.d.comb += [e_go.eq(~ia_more & e_nx_ok),
-                     exp_issue.eq(ia_more & ptr_ok), lclr.eq(exp_issue & e_last),
-                     self.row_read.eq(lclr)]
+                     exp_issue.eq(ia_more & ptr_ok), lclr.eq(exp_issue & e_last)]
         m.d.sync += e_nx_ok.eq(Mux(he, lvalid[0], lvalid[1]) & ~Mux(he, xh[0], xh[1]))
         m.d.comb += [xram.b.addr.eq(Cat(ia[:AW], he)), xram.b.en.eq(exp_issue)]
         with m.If(exp_issue):

@@ -59,11 +59,10 @@ instruction's phases, which stream operands through one unit and the results bac
   cycle as the MAC array's shared operand against the query's planes on lanes 0-2.
 * ``SCORES_SOFTMAX``: ``SCORES`` with the requantizer's scores going into the softmax (with a
   row's ``last`` counted from ``POS``) and the softmax's probabilities to the writer, so head
-  ``h``'s softmax overlaps head ``h + 1``'s scores. The requantizer cannot stall, so the
-  softmax must take every score as it comes: head ``h`` starts (its KV stream) only once the
-  softmax has read row ``h - 2`` out of its logit buffer (``Softmax.row_read``), which keeps
-  the softmax's ``i.ready`` high for the whole row; a score it refused anyway would end the
-  job with ``OVERRUN``.
+  ``h``'s softmax overlaps head ``h + 1``'s scores. The requantizer cannot stall, so its
+  scores pass a 64-entry FIFO in which a K row's last beat reserves a place before it enters
+  the MAC array: a softmax that falls behind (short rows) holds the KV stream back. (A score
+  finding the FIFO full anyway would end the job with ``OVERRUN``.)
 * ``ATTV``: V rows stream from the KV cache and are gathered; one MAC beat per position puts the
   probability planes on the shared operand and the row's elements on the lanes (one group of
   ``lanes // 2`` outputs per pass over V).
@@ -122,7 +121,7 @@ from dataclasses import asdict
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.activation import Activation
@@ -876,15 +875,18 @@ class Engine(wiring.Component):
         at_cmd = Signal()
         at_kvsel = Signal()
         at_last_seen = Signal()
-        # SCORES_SOFTMAX: the requantized scores go into the softmax (sm_fused, set in EXEC);
-        # sm_read counts the softmax's rows read out of its logit buffer (row_read pulses), so
-        # head h starts only once row h - 2 is read and the softmax takes the whole row without
-        # a stall (the requantizer cannot stall); sm_in_last marks a row's last score
+        # SCORES_SOFTMAX: the requantized scores go into the softmax (sm_fused, set in EXEC)
+        # through a small FIFO; sm_in_last marks a row's last score (counted from POS)
         sm_fused = Signal()
-        sm_read = Signal(8)
-        sm_ok = Signal()
         sm_col = Signal(16)
         sm_in_last = Signal()
+        # SCORES' heads back to back: the next head's query is loaded (into qn) and its KV
+        # command issued while the current head's K rows still stream; sc_busy: a head's beats
+        # are expected; sc_next: the next head's command is accepted too, its query waiting in
+        # qn for the current head's last beat
+        sc_busy = Signal()
+        sc_next = Signal()
+        sc_bcnt = Signal(range(BPR + 1))     # beat of the K row
         mac_mode = Signal(2)
         q_count = Signal(16)
         vb_count = Signal(16)
@@ -1108,18 +1110,16 @@ class Engine(wiring.Component):
         m.d.sync += [at_g_last.eq(at_g == NG - 1), at_sub_last.eq(at_sub == at_kvm1),
                      at_ptr_hs.eq(at_ptr + hs), at_ptr_st.eq(at_ptr + v[Opcode.ATTV].stride)]
         npos_one, npos_m2 = Signal(), Signal(16)
-        m.d.sync += [npos_one.eq(npos == 1), npos_m2.eq(npos - 2),
-                     sm_ok.eq(~sm_fused | (sm_read + 1 >= at_h))]
-        with m.If(smax.row_read):
-            m.d.sync += sm_read.eq(sm_read + 1)
+        m.d.sync += [npos_one.eq(npos == 1), npos_m2.eq(npos - 2)]
         with fsm.state("SC_START"):
             m.d.comb += wr_start.eq(1)
-            m.d.sync += [sm_read.eq(0), sm_col.eq(0), sm_in_last.eq(npos_one)]
+            m.d.sync += [sm_col.eq(0), sm_in_last.eq(npos_one), sc_busy.eq(0),
+                         sc_next.eq(0), sc_bcnt.eq(0)]
             self._fsm.goto("SC_HEAD")
         with fsm.state("SC_HEAD"):
             with m.If(at_h == at_nh):
                 self._fsm.goto("WAIT_WRITER")
-            with m.Else():
+            with m.Elif(~sc_next):              # (qn is free)
                 m.d.sync += [rd_route.eq(_R_Q), q_count.eq(0), rdc["base"].eq(at_ptr),
                              rdc["rows"].eq(1), rdc["row_len"].eq(hs),
                              at_ptr.eq(at_ptr_hs)]
@@ -1128,11 +1128,11 @@ class Engine(wiring.Component):
             m.d.comb += rd.start.eq(1)
             self._fsm.goto("SC_LOADQ")
         with fsm.state("SC_LOADQ"):
-            with m.If((q_count == hs) & sm_ok):
+            with m.If(q_count == hs):
                 m.d.sync += [at_cmd.eq(1), at_kvsel.eq(0), at_last_seen.eq(0)]
                 self._fsm.goto("SC_STREAM")
         with fsm.state("SC_STREAM"):
-            with m.If(at_last_seen):
+            with m.If(~at_cmd):                 # the KV cache took the head's command
                 m.d.sync += at_h.eq(at_h + 1)
                 with m.If(at_sub_last):
                     m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
@@ -1235,12 +1235,19 @@ class Engine(wiring.Component):
                                        .replicate(lanes))]
             with m.If(tbw.en & tbw.last):
                 m.d.sync += tb_loaded.eq(1)
-        # query registers (SCORES)
+        # query registers (SCORES): the reader loads the next head's query into qn while the
+        # current head's K rows stream against qr (rotated one beat's elements per beat);
+        # q_swap moves qn into qr as the head's command is accepted, or at the last beat of
+        # the head before it when that one still streams
         qr = Signal(16 * hs)
+        qn = Signal(16 * hs)
         q_rot = Signal()
+        q_swap = Signal()
         with m.If(rt[_R_Q] & rdo.valid):
             m.d.comb += rdo.ready.eq(1)
-            m.d.sync += [qr.eq(Cat(qr[16:], ro.data[:16])), q_count.eq(q_count + 1)]
+            m.d.sync += [qn.eq(Cat(qn[16:], ro.data[:16])), q_count.eq(q_count + 1)]
+        with m.If(q_swap):
+            m.d.sync += qr.eq(qn)
         with m.Elif(q_rot):
             m.d.sync += qr.eq(Cat(qr[16 * B:], qr[:16 * B]))
         # norm
@@ -1289,13 +1296,29 @@ class Engine(wiring.Component):
             with m.Else():
                 m.d.sync += kp_cnt.eq(kp_cnt + 1)
         # softmax: from the reader (SOFTMAX) or the requantizer (SCORES_SOFTMAX, sm_fused)
-        sm_lost = Signal()                    # a score the softmax did not take (internal)
-        m.d.comb += [smax.i.payload.data.eq(Mux(sm_fused, rq.o.payload.y, ro.data[:16])),
-                     smax.i.payload.last.eq(Mux(sm_fused, sm_in_last, ro.row_end))]
+        # through smq, a FIFO the requantizer (which cannot stall) always finds room in: a K
+        # row's last beat enters the MAC array only with a place in smq reserved for its score
+        # (sm_occ counts the places reserved and not yet taken by the softmax; counted from
+        # registered copies, so sm_space keeps a margin), so a slow softmax holds the KV
+        # stream back and heads stream back to back when it keeps up
+        SMQ = 64
+        m.submodules.smq = smq = SyncFIFOBuffered(width=17, depth=SMQ)
+        sm_lost = Signal()                    # a score with no place in smq (internal)
+        sm_occ = Signal(range(SMQ + 1))
+        sm_res, sm_pop = Signal(), Signal()   # a place reserved / a score taken (registered)
+        sm_space = Signal(init=1)
+        m.d.comb += [smq.w_en.eq(sm_fused & rq.o.valid),
+                     smq.w_data.eq(Cat(rq.o.payload.y, sm_in_last)),
+                     sm_lost.eq(sm_fused & rq.o.valid & ~smq.w_rdy)]
+        m.d.sync += [sm_occ.eq(sm_occ + sm_res - sm_pop), sm_res.eq(0),
+                     sm_pop.eq(smq.r_rdy & smq.r_en),
+                     sm_space.eq(~sm_fused | (sm_occ < SMQ - 3))]
+        m.d.comb += [smax.i.payload.data.eq(Mux(sm_fused, smq.r_data[:16], ro.data[:16])),
+                     smax.i.payload.last.eq(Mux(sm_fused, smq.r_data[16], ro.row_end))]
         with m.If(rt[_R_SMAX]):
             m.d.comb += [smax.i.valid.eq(rdo.valid), rdo.ready.eq(smax.i.ready)]
         with m.If(sm_fused):
-            m.d.comb += [smax.i.valid.eq(rq.o.valid), sm_lost.eq(rq.o.valid & ~smax.i.ready)]
+            m.d.comb += [smax.i.valid.eq(smq.r_rdy), smq.r_en.eq(smax.i.ready)]
             with m.If(rq.o.valid):
                 with m.If(sm_in_last):
                     m.d.sync += [sm_col.eq(0), sm_in_last.eq(npos_one)]
@@ -1514,7 +1537,6 @@ class Engine(wiring.Component):
         wiring.connect(m, kv.read_data, kv_skid.i)
         rdd = kv_skid.o
         sc_beat = Signal(beat_l)
-        sc_bcnt = Signal(range(BPR + 1))
         for j in range(B):
             m.d.comb += sc_beat.shared[j].eq(rdd.payload.data[8 * j:8 * j + 8])
             x = qr[16 * j:16 * j + 16]
@@ -1535,13 +1557,16 @@ class Engine(wiring.Component):
         for ln in range(G):
             m.d.comb += [av_beat.per_lane[ln][0].eq(gsel[at_g][ln]),
                          av_beat.per_lane[G + ln][1].eq(gsel[at_g][ln])]
+        sc_issue, sc_lastb = Signal(), Signal()  # a head's command taken; its last beat taken
         with m.If(mac_mode == _M_SCORES):
-            m.d.comb += [rdd.ready.eq(bf_space), bw_en.eq(rdd.valid & bf_space)]
-            with m.If(rdd.valid & bf_space):
+            sc_take = bf_space & sm_space
+            m.d.comb += [rdd.ready.eq(sc_take), bw_en.eq(rdd.valid & sc_take),
+                         sc_issue.eq(at_cmd & kv.read_cmd.ready),
+                         sc_lastb.eq(rdd.valid & sc_take & rdd.payload.last)]
+            m.d.sync += sm_res.eq(sm_fused & rdd.valid & sc_take & rdd.payload.row_end)
+            with m.If(rdd.valid & sc_take):
                 m.d.comb += q_rot.eq(1)
                 m.d.sync += sc_bcnt.eq(Mux(rdd.payload.row_end, 0, sc_bcnt + 1))
-                with m.If(rdd.payload.last):
-                    m.d.sync += at_last_seen.eq(1)
         with m.Elif(mac_mode == _M_ATTV):
             end = rdd.payload.row_end
             m.d.comb += [rdd.ready.eq(~end | (rdo.valid & bf_space)),
@@ -1556,6 +1581,17 @@ class Engine(wiring.Component):
             m.d.comb += bw_en.eq(mi4)
         with m.Else():
             m.d.comb += bw_en.eq(i3)
+        # SCORES: the query of the next head moves into qr (see the query registers)
+        m.d.comb += q_swap.eq((sc_issue & (~sc_busy | sc_lastb)) | (sc_lastb & sc_next))
+        with m.If(sc_issue):
+            m.d.sync += sc_busy.eq(1)
+            with m.If(sc_busy & ~sc_lastb):
+                m.d.sync += sc_next.eq(1)
+        with m.Elif(sc_lastb):
+            with m.If(sc_next):
+                m.d.sync += sc_next.eq(0)
+            with m.Else():
+                m.d.sync += sc_busy.eq(0)
         with m.If(rt[_R_P]):                 # (ATTV's probabilities: registers only)
             m.d.comb += rdo.ready.eq(rdd.valid & rdd.payload.row_end & bf_space)
         # the beat register: each lane's slice (and the shared slice) selected by its own copy
@@ -1593,7 +1629,7 @@ class Engine(wiring.Component):
                          kv.read_cmd.payload.head.eq(at_kvh), kv.read_cmd.payload.kv.eq(at_kvsel),
                          kv.read_cmd.payload.pos.eq(r_pos)]
             with m.If(kv.read_cmd.ready):
-                m.d.sync += [at_cmd.eq(0), sc_bcnt.eq(0), av_t0.eq(1)]
+                m.d.sync += [at_cmd.eq(0), av_t0.eq(1)]
 
         # ---- combiner and serializer -> requantizer -------------------------------------------
         # A MAC result is taken from the skid buffer (mo) when tk_ok, a flip-flop, says the

@@ -65,7 +65,9 @@ instruction's phases, which stream operands through one unit and the results bac
   finding the FIFO full anyway would end the job with ``OVERRUN``.)
 * ``ATTV``: V rows stream from the KV cache and are gathered; one MAC beat per position puts the
   probability planes on the shared operand and the row's elements on the lanes (one group of
-  ``lanes // 2`` outputs per pass over V).
+  ``lanes // 2`` outputs per pass over V). With one group per head (``head_size <= lanes //
+  2``) one reader job streams all the heads' probabilities and the heads' V commands follow
+  each other without waiting for the previous head's last beat.
 * ``NORM``, ``ROPE``, ``SOFTMAX``, ``ACT``, ``ELTWISE``, ``REQUANT``, ``ARGMAX``,
   ``KVAPPEND``: scratchpad -> unit -> scratchpad (or registers, or the KV cache).
 * ``OUTPUT`` exposes ``src[0:len]`` in the host's output window (a view of the scratchpad; the
@@ -887,6 +889,7 @@ class Engine(wiring.Component):
         sc_busy = Signal()
         sc_next = Signal()
         sc_bcnt = Signal(range(BPR + 1))     # beat of the K row
+        av_t0 = Signal()                     # ATTV: the next V row starts a dot product
         mac_mode = Signal(2)
         q_count = Signal(16)
         vb_count = Signal(16)
@@ -1142,7 +1145,34 @@ class Engine(wiring.Component):
         # ---- ATTV -----------------------------------------------------------------------
         with fsm.state("AV_START"):
             m.d.comb += wr_start.eq(1)
-            self._fsm.goto("AV_GROUP")
+            m.d.sync += av_t0.eq(1)
+            if NG == 1:
+                # one group per head: one reader job streams every head's probabilities (rows
+                # stride apart) and the heads' V commands follow each other as the KV cache
+                # takes them; each V row meets the next probability
+                m.d.sync += [rd_route.eq(_R_P), rdc["base"].eq(at_ptr), rdc["rows"].eq(at_nh),
+                             rdc["row_len"].eq(npos), rdc["stride"].eq(v[Opcode.ATTV].stride)]
+                self._fsm.goto("AV_GO1")
+            else:
+                self._fsm.goto("AV_GROUP")
+        if NG == 1:
+            with fsm.state("AV_GO1"):
+                m.d.comb += rd.start.eq(1)
+                self._fsm.goto("AV_CMD")
+            with fsm.state("AV_CMD"):
+                with m.If(at_h == at_nh):
+                    self._fsm.goto("WAIT_WRITER")
+                with m.Else():
+                    m.d.sync += [at_cmd.eq(1), at_kvsel.eq(1)]
+                    self._fsm.goto("AV_CMD_WAIT")
+            with fsm.state("AV_CMD_WAIT"):
+                with m.If(~at_cmd):             # the KV cache took the head's command
+                    m.d.sync += at_h.eq(at_h + 1)
+                    with m.If(at_sub_last):
+                        m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
+                    with m.Else():
+                        m.d.sync += at_sub.eq(at_sub + 1)
+                    self._fsm.goto("AV_CMD")
         with fsm.state("AV_GROUP"):
             with m.If(at_h == at_nh):
                 self._fsm.goto("WAIT_WRITER")
@@ -1548,7 +1578,6 @@ class Engine(wiring.Component):
         vfull = Signal(8 * hs)
         m.d.comb += vfull.eq(Cat(vrow[8 * B:], rdd.payload.data) if BPR > 1 else rdd.payload.data)
         av_beat = Signal(beat_l)
-        av_t0 = Signal()
         pv = ro.data[:16]
         m.d.comb += [av_beat.shared[0].eq(_hi_plane(pv)[:8]), av_beat.shared[1].eq(pv[:8]),
                      av_beat.first.eq(av_t0), av_beat.last.eq(rdd.payload.last)]
@@ -1575,8 +1604,8 @@ class Engine(wiring.Component):
                 m.d.sync += vrow.eq(vfull)
                 with m.If(end):
                     m.d.sync += av_t0.eq(0)
-                with m.If(rdd.payload.last):
-                    m.d.sync += at_last_seen.eq(1)
+                with m.If(rdd.payload.last):    # the next V row starts a dot product
+                    m.d.sync += [at_last_seen.eq(1), av_t0.eq(1)]
         with m.Elif(mac_mode == _M_MATMAT):
             m.d.comb += bw_en.eq(mi4)
         with m.Else():
@@ -1629,7 +1658,7 @@ class Engine(wiring.Component):
                          kv.read_cmd.payload.head.eq(at_kvh), kv.read_cmd.payload.kv.eq(at_kvsel),
                          kv.read_cmd.payload.pos.eq(r_pos)]
             with m.If(kv.read_cmd.ready):
-                m.d.sync += [at_cmd.eq(0), av_t0.eq(1)]
+                m.d.sync += at_cmd.eq(0)
 
         # ---- combiner and serializer -> requantizer -------------------------------------------
         # A MAC result is taken from the skid buffer (mo) when tk_ok, a flip-flop, says the

@@ -65,7 +65,7 @@ def useful_macs(compiled, pos: int) -> int:
         f = dict(ins.fields)
         if ins.op == Opcode.MATVEC:
             total[0] += f["rows"] * f["cols"]
-        elif ins.op in (Opcode.SCORES, Opcode.ATTV):
+        elif ins.op in (Opcode.SCORES, Opcode.SCORES_SOFTMAX, Opcode.ATTV):
             total[0] += f["n_heads"] * (pos + 1) * f["head_size"]
 
     eng = Engine(compiled.image, compiled.words, mac="reference", trace=trace)

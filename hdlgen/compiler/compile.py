@@ -168,6 +168,11 @@ class CompileOptions:
         step, the others use twice it (stored ``q``, weight ``q << 1``). GPTQ rounds on these
         grids. The bank row grows by ``lanes`` bits (16 bits on the default 16 x 8 array,
         which the 29 DP16KD columns of a 1024-bit row already have spare: same EBR).
+    fuse_softmax : bool
+        Emit each layer's attention scores and their softmax as one ``SCORES_SOFTMAX``
+        (default; the scores go from the requantizer straight into the softmax, which works on
+        head ``h`` while head ``h + 1``'s scores are computed) instead of ``SCORES`` then
+        ``SOFTMAX`` (a round trip through the ``scores`` buffer, which then stays unused).
     """
     context: int = None
     device: str = "85F"
@@ -189,6 +194,7 @@ class CompileOptions:
     kv_bits: int = 8
     weight_width: int = 8
     weight_exp: bool = False
+    fuse_softmax: bool = True
 
     def ext(self) -> dict:
         """The image extensions these options need (:data:`sim.golden.engine.EXTENSIONS`)."""
@@ -411,8 +417,8 @@ def _matrix_rows(rows, cols, lanes, K, planes=1):
     return -(-rows // lanes) * -(-cols // K) * planes
 
 
-def _program_length(c) -> int:
-    body = 17 if c.arch == "llama" else 14
+def _program_length(c, fuse_softmax: bool = True) -> int:
+    body = (17 if c.arch == "llama" else 14) - bool(fuse_softmax)
     return body + 7 + (c.arch == "gpt2")
 
 
@@ -569,7 +575,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                 ext["planes_x16"] = 1
     if opt.fit:                     # refuse before anything long (quantization, layout)
         fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
-                             ext), _program_length(c), opt.device, model.name)
+                             ext), _program_length(c, opt.fuse_softmax), opt.device, model.name)
     calibration = opt.calibration
     if opt.smooth is not None or opt.smooth_kv:
         from hdlgen.compiler.smooth import smooth_kv, smooth_norms
@@ -822,10 +828,18 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     body += [
         I(Opcode.KVAPPEND, kv=0, src=KB, kv_heads=c.n_kv_heads, head_size=hs),
         I(Opcode.KVAPPEND, kv=1, src=VB, kv_heads=c.n_kv_heads, head_size=hs),
-        I(Opcode.SCORES, layer_rel=1, q_width=width(bits["q"]), q=Q, dst=S, stride=ctx, n_heads=c.n_heads,
-          kv_mul=c.kv_mul, head_size=hs, paddr=pa_("scores")),
-        I(Opcode.SOFTMAX, causal=1, in_frac=SCORE_FRAC, out_bits=PROB_BITS, src=S, dst=P,
-          stride=ctx, rows=c.n_heads, len=ctx),
+    ]
+    if opt.fuse_softmax:
+        body.append(I(Opcode.SCORES_SOFTMAX, layer_rel=1, q_width=width(bits["q"]),
+                      in_frac=SCORE_FRAC, out_bits=PROB_BITS, q=Q, dst=P, stride=ctx,
+                      n_heads=c.n_heads, kv_mul=c.kv_mul, head_size=hs, paddr=pa_("scores")))
+    else:
+        body += [
+            I(Opcode.SCORES, layer_rel=1, q_width=width(bits["q"]), q=Q, dst=S, stride=ctx,
+              n_heads=c.n_heads, kv_mul=c.kv_mul, head_size=hs, paddr=pa_("scores")),
+            I(Opcode.SOFTMAX, causal=1, in_frac=SCORE_FRAC, out_bits=PROB_BITS, src=S, dst=P,
+              stride=ctx, rows=c.n_heads, len=ctx)]
+    body += [
         I(Opcode.ATTV, layer_rel=1, out_width=width(bits["att_out"]), prob_bits=PROB_BITS, p=P, dst=ATT,
           stride=ctx, n_heads=c.n_heads, kv_mul=c.kv_mul, head_size=hs, paddr=pa_("attv")),
         mv("wo", ATT, X, D, D, bits["att_out"], 16, accumulate=1, bias=g),

@@ -46,10 +46,12 @@ _ADDR_FIELDS = {
     Opcode.EMBED: ("dst",), Opcode.MATVEC: ("src", "dst"), Opcode.REQUANT: ("src", "dst"),
     Opcode.NORM: ("src", "dst"), Opcode.ROPE: ("src", "dst"), Opcode.KVAPPEND: ("src",),
     Opcode.SCORES: ("q", "dst"), Opcode.SOFTMAX: ("src", "dst"), Opcode.ATTV: ("p", "dst"),
+    Opcode.SCORES_SOFTMAX: ("q", "dst"),
     Opcode.ACT: ("src", "dst"), Opcode.ELTWISE: ("a", "b", "dst"), Opcode.ARGMAX: ("src",),
     Opcode.OUTPUT: ("src",),
 }
-_NEEDS_POS = (Opcode.ROPE, Opcode.KVAPPEND, Opcode.SCORES, Opcode.SOFTMAX, Opcode.ATTV)
+_NEEDS_POS = (Opcode.ROPE, Opcode.KVAPPEND, Opcode.SCORES, Opcode.SOFTMAX, Opcode.ATTV,
+              Opcode.SCORES_SOFTMAX)
 
 
 def _per_token(buffers: dict) -> dict:

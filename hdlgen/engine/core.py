@@ -57,9 +57,17 @@ instruction's phases, which stream operands through one unit and the results bac
   or ``tokens * rows`` when that is more (one requantized result per cycle).
 * ``SCORES``: the head's query sits in registers; K rows stream from the KV cache one beat per
   cycle as the MAC array's shared operand against the query's planes on lanes 0-2.
+* ``SCORES_SOFTMAX``: ``SCORES`` with the requantizer's scores going into the softmax (with a
+  row's ``last`` counted from ``POS``) and the softmax's probabilities to the writer, so head
+  ``h``'s softmax overlaps head ``h + 1``'s scores. The requantizer cannot stall, so its
+  scores pass a 64-entry FIFO in which a K row's last beat reserves a place before it enters
+  the MAC array: a softmax that falls behind (short rows) holds the KV stream back. (A score
+  finding the FIFO full anyway would end the job with ``OVERRUN``.)
 * ``ATTV``: V rows stream from the KV cache and are gathered; one MAC beat per position puts the
   probability planes on the shared operand and the row's elements on the lanes (one group of
-  ``lanes // 2`` outputs per pass over V).
+  ``lanes // 2`` outputs per pass over V). With one group per head (``head_size <= lanes //
+  2``) one reader job streams all the heads' probabilities and the heads' V commands follow
+  each other without waiting for the previous head's last beat.
 * ``NORM``, ``ROPE``, ``SOFTMAX``, ``ACT``, ``ELTWISE``, ``REQUANT``, ``ARGMAX``,
   ``KVAPPEND``: scratchpad -> unit -> scratchpad (or registers, or the KV cache).
 * ``OUTPUT`` exposes ``src[0:len]`` in the host's output window (a view of the scratchpad; the
@@ -115,7 +123,7 @@ from dataclasses import asdict
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.activation import Activation
@@ -401,7 +409,7 @@ class Engine(wiring.Component):
                            eps_int)
                     if key not in norms:
                         norms.append(key)
-            elif ins.op == Opcode.SOFTMAX:
+            elif ins.op in (Opcode.SOFTMAX, Opcode.SCORES_SOFTMAX):
                 smax.add((ins.in_frac, ins.out_bits))
             elif ins.op == Opcode.MATVEC:
                 self._vb_len = max(self._vb_len, ins.cols)
@@ -869,6 +877,19 @@ class Engine(wiring.Component):
         at_cmd = Signal()
         at_kvsel = Signal()
         at_last_seen = Signal()
+        # SCORES_SOFTMAX: the requantized scores go into the softmax (sm_fused, set in EXEC)
+        # through a small FIFO; sm_in_last marks a row's last score (counted from POS)
+        sm_fused = Signal()
+        sm_col = Signal(16)
+        sm_in_last = Signal()
+        # SCORES' heads back to back: the next head's query is loaded (into qn) and its KV
+        # command issued while the current head's K rows still stream; sc_busy: a head's beats
+        # are expected; sc_next: the next head's command is accepted too, its query waiting in
+        # qn for the current head's last beat
+        sc_busy = Signal()
+        sc_next = Signal()
+        sc_bcnt = Signal(range(BPR + 1))     # beat of the K row
+        av_t0 = Signal()                     # ATTV: the next V row starts a dot product
         mac_mode = Signal(2)
         q_count = Signal(16)
         vb_count = Signal(16)
@@ -1091,13 +1112,17 @@ class Engine(wiring.Component):
         at_ptr_hs, at_ptr_st = Signal(16), Signal(16)
         m.d.sync += [at_g_last.eq(at_g == NG - 1), at_sub_last.eq(at_sub == at_kvm1),
                      at_ptr_hs.eq(at_ptr + hs), at_ptr_st.eq(at_ptr + v[Opcode.ATTV].stride)]
+        npos_one, npos_m2 = Signal(), Signal(16)
+        m.d.sync += [npos_one.eq(npos == 1), npos_m2.eq(npos - 2)]
         with fsm.state("SC_START"):
             m.d.comb += wr_start.eq(1)
+            m.d.sync += [sm_col.eq(0), sm_in_last.eq(npos_one), sc_busy.eq(0),
+                         sc_next.eq(0), sc_bcnt.eq(0)]
             self._fsm.goto("SC_HEAD")
         with fsm.state("SC_HEAD"):
             with m.If(at_h == at_nh):
                 self._fsm.goto("WAIT_WRITER")
-            with m.Else():
+            with m.Elif(~sc_next):              # (qn is free)
                 m.d.sync += [rd_route.eq(_R_Q), q_count.eq(0), rdc["base"].eq(at_ptr),
                              rdc["rows"].eq(1), rdc["row_len"].eq(hs),
                              at_ptr.eq(at_ptr_hs)]
@@ -1110,7 +1135,7 @@ class Engine(wiring.Component):
                 m.d.sync += [at_cmd.eq(1), at_kvsel.eq(0), at_last_seen.eq(0)]
                 self._fsm.goto("SC_STREAM")
         with fsm.state("SC_STREAM"):
-            with m.If(at_last_seen):
+            with m.If(~at_cmd):                 # the KV cache took the head's command
                 m.d.sync += at_h.eq(at_h + 1)
                 with m.If(at_sub_last):
                     m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
@@ -1120,7 +1145,34 @@ class Engine(wiring.Component):
         # ---- ATTV -----------------------------------------------------------------------
         with fsm.state("AV_START"):
             m.d.comb += wr_start.eq(1)
-            self._fsm.goto("AV_GROUP")
+            m.d.sync += av_t0.eq(1)
+            if NG == 1:
+                # one group per head: one reader job streams every head's probabilities (rows
+                # stride apart) and the heads' V commands follow each other as the KV cache
+                # takes them; each V row meets the next probability
+                m.d.sync += [rd_route.eq(_R_P), rdc["base"].eq(at_ptr), rdc["rows"].eq(at_nh),
+                             rdc["row_len"].eq(npos), rdc["stride"].eq(v[Opcode.ATTV].stride)]
+                self._fsm.goto("AV_GO1")
+            else:
+                self._fsm.goto("AV_GROUP")
+        if NG == 1:
+            with fsm.state("AV_GO1"):
+                m.d.comb += rd.start.eq(1)
+                self._fsm.goto("AV_CMD")
+            with fsm.state("AV_CMD"):
+                with m.If(at_h == at_nh):
+                    self._fsm.goto("WAIT_WRITER")
+                with m.Else():
+                    m.d.sync += [at_cmd.eq(1), at_kvsel.eq(1)]
+                    self._fsm.goto("AV_CMD_WAIT")
+            with fsm.state("AV_CMD_WAIT"):
+                with m.If(~at_cmd):             # the KV cache took the head's command
+                    m.d.sync += at_h.eq(at_h + 1)
+                    with m.If(at_sub_last):
+                        m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
+                    with m.Else():
+                        m.d.sync += at_sub.eq(at_sub + 1)
+                    self._fsm.goto("AV_CMD")
         with fsm.state("AV_GROUP"):
             with m.If(at_h == at_nh):
                 self._fsm.goto("WAIT_WRITER")
@@ -1213,12 +1265,19 @@ class Engine(wiring.Component):
                                        .replicate(lanes))]
             with m.If(tbw.en & tbw.last):
                 m.d.sync += tb_loaded.eq(1)
-        # query registers (SCORES)
+        # query registers (SCORES): the reader loads the next head's query into qn while the
+        # current head's K rows stream against qr (rotated one beat's elements per beat);
+        # q_swap moves qn into qr as the head's command is accepted, or at the last beat of
+        # the head before it when that one still streams
         qr = Signal(16 * hs)
+        qn = Signal(16 * hs)
         q_rot = Signal()
+        q_swap = Signal()
         with m.If(rt[_R_Q] & rdo.valid):
             m.d.comb += rdo.ready.eq(1)
-            m.d.sync += [qr.eq(Cat(qr[16:], ro.data[:16])), q_count.eq(q_count + 1)]
+            m.d.sync += [qn.eq(Cat(qn[16:], ro.data[:16])), q_count.eq(q_count + 1)]
+        with m.If(q_swap):
+            m.d.sync += qr.eq(qn)
         with m.Elif(q_rot):
             m.d.sync += qr.eq(Cat(qr[16 * B:], qr[:16 * B]))
         # norm
@@ -1266,10 +1325,35 @@ class Engine(wiring.Component):
                 m.d.sync += [kp_cnt.eq(0), kp_valid.eq(1), kp_last.eq(ro.last)]
             with m.Else():
                 m.d.sync += kp_cnt.eq(kp_cnt + 1)
-        # softmax
-        m.d.comb += [smax.i.payload.data.eq(ro.data[:16]), smax.i.payload.last.eq(ro.row_end)]
+        # softmax: from the reader (SOFTMAX) or the requantizer (SCORES_SOFTMAX, sm_fused)
+        # through smq, a FIFO the requantizer (which cannot stall) always finds room in: a K
+        # row's last beat enters the MAC array only with a place in smq reserved for its score
+        # (sm_occ counts the places reserved and not yet taken by the softmax; counted from
+        # registered copies, so sm_space keeps a margin), so a slow softmax holds the KV
+        # stream back and heads stream back to back when it keeps up
+        SMQ = 64
+        m.submodules.smq = smq = SyncFIFOBuffered(width=17, depth=SMQ)
+        sm_lost = Signal()                    # a score with no place in smq (internal)
+        sm_occ = Signal(range(SMQ + 1))
+        sm_res, sm_pop = Signal(), Signal()   # a place reserved / a score taken (registered)
+        sm_space = Signal(init=1)
+        m.d.comb += [smq.w_en.eq(sm_fused & rq.o.valid),
+                     smq.w_data.eq(Cat(rq.o.payload.y, sm_in_last)),
+                     sm_lost.eq(sm_fused & rq.o.valid & ~smq.w_rdy)]
+        m.d.sync += [sm_occ.eq(sm_occ + sm_res - sm_pop), sm_res.eq(0),
+                     sm_pop.eq(smq.r_rdy & smq.r_en),
+                     sm_space.eq(~sm_fused | (sm_occ < SMQ - 3))]
+        m.d.comb += [smax.i.payload.data.eq(Mux(sm_fused, smq.r_data[:16], ro.data[:16])),
+                     smax.i.payload.last.eq(Mux(sm_fused, smq.r_data[16], ro.row_end))]
         with m.If(rt[_R_SMAX]):
             m.d.comb += [smax.i.valid.eq(rdo.valid), rdo.ready.eq(smax.i.ready)]
+        with m.If(sm_fused):
+            m.d.comb += [smax.i.valid.eq(smq.r_rdy), smq.r_en.eq(smax.i.ready)]
+            with m.If(rq.o.valid):
+                with m.If(sm_in_last):
+                    m.d.sync += [sm_col.eq(0), sm_in_last.eq(npos_one)]
+                with m.Else():
+                    m.d.sync += [sm_col.eq(sm_col + 1), sm_in_last.eq(sm_col == npos_m2)]
         # activation
         for n, (_, d, blk) in enumerate(acts):
             m.d.comb += [blk.i.payload.x.eq(ro.data[:d["in_bits"]]),
@@ -1483,7 +1567,6 @@ class Engine(wiring.Component):
         wiring.connect(m, kv.read_data, kv_skid.i)
         rdd = kv_skid.o
         sc_beat = Signal(beat_l)
-        sc_bcnt = Signal(range(BPR + 1))
         for j in range(B):
             m.d.comb += sc_beat.shared[j].eq(rdd.payload.data[8 * j:8 * j + 8])
             x = qr[16 * j:16 * j + 16]
@@ -1495,7 +1578,6 @@ class Engine(wiring.Component):
         vfull = Signal(8 * hs)
         m.d.comb += vfull.eq(Cat(vrow[8 * B:], rdd.payload.data) if BPR > 1 else rdd.payload.data)
         av_beat = Signal(beat_l)
-        av_t0 = Signal()
         pv = ro.data[:16]
         m.d.comb += [av_beat.shared[0].eq(_hi_plane(pv)[:8]), av_beat.shared[1].eq(pv[:8]),
                      av_beat.first.eq(av_t0), av_beat.last.eq(rdd.payload.last)]
@@ -1504,13 +1586,16 @@ class Engine(wiring.Component):
         for ln in range(G):
             m.d.comb += [av_beat.per_lane[ln][0].eq(gsel[at_g][ln]),
                          av_beat.per_lane[G + ln][1].eq(gsel[at_g][ln])]
+        sc_issue, sc_lastb = Signal(), Signal()  # a head's command taken; its last beat taken
         with m.If(mac_mode == _M_SCORES):
-            m.d.comb += [rdd.ready.eq(bf_space), bw_en.eq(rdd.valid & bf_space)]
-            with m.If(rdd.valid & bf_space):
+            sc_take = bf_space & sm_space
+            m.d.comb += [rdd.ready.eq(sc_take), bw_en.eq(rdd.valid & sc_take),
+                         sc_issue.eq(at_cmd & kv.read_cmd.ready),
+                         sc_lastb.eq(rdd.valid & sc_take & rdd.payload.last)]
+            m.d.sync += sm_res.eq(sm_fused & rdd.valid & sc_take & rdd.payload.row_end)
+            with m.If(rdd.valid & sc_take):
                 m.d.comb += q_rot.eq(1)
                 m.d.sync += sc_bcnt.eq(Mux(rdd.payload.row_end, 0, sc_bcnt + 1))
-                with m.If(rdd.payload.last):
-                    m.d.sync += at_last_seen.eq(1)
         with m.Elif(mac_mode == _M_ATTV):
             end = rdd.payload.row_end
             m.d.comb += [rdd.ready.eq(~end | (rdo.valid & bf_space)),
@@ -1519,12 +1604,23 @@ class Engine(wiring.Component):
                 m.d.sync += vrow.eq(vfull)
                 with m.If(end):
                     m.d.sync += av_t0.eq(0)
-                with m.If(rdd.payload.last):
-                    m.d.sync += at_last_seen.eq(1)
+                with m.If(rdd.payload.last):    # the next V row starts a dot product
+                    m.d.sync += [at_last_seen.eq(1), av_t0.eq(1)]
         with m.Elif(mac_mode == _M_MATMAT):
             m.d.comb += bw_en.eq(mi4)
         with m.Else():
             m.d.comb += bw_en.eq(i3)
+        # SCORES: the query of the next head moves into qr (see the query registers)
+        m.d.comb += q_swap.eq((sc_issue & (~sc_busy | sc_lastb)) | (sc_lastb & sc_next))
+        with m.If(sc_issue):
+            m.d.sync += sc_busy.eq(1)
+            with m.If(sc_busy & ~sc_lastb):
+                m.d.sync += sc_next.eq(1)
+        with m.Elif(sc_lastb):
+            with m.If(sc_next):
+                m.d.sync += sc_next.eq(0)
+            with m.Else():
+                m.d.sync += sc_busy.eq(0)
         with m.If(rt[_R_P]):                 # (ATTV's probabilities: registers only)
             m.d.comb += rdo.ready.eq(rdd.valid & rdd.payload.row_end & bf_space)
         # the beat register: each lane's slice (and the shared slice) selected by its own copy
@@ -1562,7 +1658,7 @@ class Engine(wiring.Component):
                          kv.read_cmd.payload.head.eq(at_kvh), kv.read_cmd.payload.kv.eq(at_kvsel),
                          kv.read_cmd.payload.pos.eq(r_pos)]
             with m.If(kv.read_cmd.ready):
-                m.d.sync += [at_cmd.eq(0), sc_bcnt.eq(0), av_t0.eq(1)]
+                m.d.sync += at_cmd.eq(0)
 
         # ---- combiner and serializer -> requantizer -------------------------------------------
         # A MAC result is taken from the skid buffer (mo) when tk_ok, a flip-flop, says the
@@ -1743,7 +1839,7 @@ class Engine(wiring.Component):
                      rq.i.payload.bias.eq(Mux(rq_bias, par.a.rdata.as_signed(), 0)),
                      rq.i.payload.mult.eq(par.b.rdata[0:16]),
                      rq.i.payload.shift.eq(par.b.rdata[16:22]), rq.i.payload.last.eq(0)]
-        m.d.comb += overrun.eq(q2 & ~rq.i.ready)
+        m.d.comb += overrun.eq((q2 & ~rq.i.ready) | sm_lost)
         if swig is not None:
             m.d.comb += [swig.mult.eq(elt_m), swig.shift.eq(elt_s)]
 
@@ -1753,7 +1849,7 @@ class Engine(wiring.Component):
             "mac_array": bw_v | bf.r_rdy | mac.o.valid | mo.o.valid | x_load | mv_active |
                          mm_active,
             "kv_cache": kv.append.valid | kv.read_cmd.valid | rdd.valid,
-            "softmax": rt[_R_SMAX] & busy & ~wr_done,
+            "softmax": (rt[_R_SMAX] | sm_fused) & busy & ~wr_done,
             "norm": rt[_R_NORM] & busy & ~wr_done,
             "requant": rq.i.valid | rq.o.valid,
             "rope": rt[_R_ROPE] & busy & ~wr_done,
@@ -1904,6 +2000,17 @@ class Engine(wiring.Component):
                     (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride))
                 bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
                 self._fsm.goto("CHECK1")
+            with m.Case(Opcode.SCORES_SOFTMAX):
+                ins = v[Opcode.SCORES_SOFTMAX]
+                w_, p_ = rel(ins)
+                m.d.sync += [x_p.eq(ins.paddr + p_), ma1.eq(ins.n_heads), ma2.eq(hs),
+                             mb1.eq(ins.n_heads - 1), mb2.eq(ins.stride), mc1.eq(ins.n_heads),
+                             mc2.eq(npos)]
+                bad((ins.head_size != hs) | (ins.kv_mul == 0) | (ins.n_heads == 0) |
+                    (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride))
+                bad((ins.in_frac != self._smax[0]) | (ins.out_bits != self._smax[1]))
+                bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
+                self._fsm.goto("CHECK1")
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
                 w_, p_ = rel(ins)
@@ -2003,6 +2110,10 @@ class Engine(wiring.Component):
                 ins = v[Opcode.SCORES]
                 m.d.sync += [chk["r1"].eq(ins.q + pa), chk["wr"].eq(ins.dst + pb_ + npos),
                              chk["p"].eq(x_p + 1)]
+            with m.Case(Opcode.SCORES_SOFTMAX):
+                ins = v[Opcode.SCORES_SOFTMAX]
+                m.d.sync += [chk["r1"].eq(ins.q + pa), chk["wr"].eq(ins.dst + pb_ + npos),
+                             chk["p"].eq(x_p + 1)]
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
                 m.d.sync += [chk["r1"].eq(ins.p + pb_ + npos), chk["wr"].eq(ins.dst + pa),
@@ -2046,6 +2157,7 @@ class Engine(wiring.Component):
                          s["rq_bias"].eq(bias), s["rq_rows"].eq(rows)]
 
         m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC)]
+        m.d.sync += s["sm_fused"].eq(0)
         with m.Switch(opcode):
             with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
                 self._fsm.goto("NEXT")
@@ -2121,6 +2233,16 @@ class Engine(wiring.Component):
                 m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
                              s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES),
                              s["at_nh"].eq(ins.n_heads), s["at_kvm1"].eq(ins.kv_mul - 1)]
+                self._fsm.goto("SC_START")
+            with m.Case(Opcode.SCORES_SOFTMAX):
+                # SCORES' datapath with the softmax between the requantizer and the writer
+                ins = v[Opcode.SCORES_SOFTMAX]
+                writer(ins.dst, s["prod_c"], s["npos"], ins.stride, src=_W_SMAX)
+                rqcfg(s["x_p"], 0)
+                m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
+                             s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES),
+                             s["at_nh"].eq(ins.n_heads), s["at_kvm1"].eq(ins.kv_mul - 1),
+                             s["sm_fused"].eq(1)]
                 self._fsm.goto("SC_START")
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]

@@ -27,12 +27,14 @@ last ``ARGMAX``. ``LOOP`` also keeps two base registers, ``WBASE`` and ``PBASE``
 weight and parameter addresses of instructions with ``layer_rel`` set; they start at 0 and
 grow by the loop's ``wstride``/``pstride`` after each iteration, so one copy of a decoder layer's
 instructions serves every layer (the compiler lays the layers out at a fixed stride).
-``MATVEC``, ``MATMAT``, ``NORM``, ``SCORES``, ``ATTV``, ``ACT`` and ``ELTWISE`` have
-``layer_rel``.
+``MATVEC``, ``MATMAT``, ``NORM``, ``SCORES``, ``SCORES_SOFTMAX``, ``ATTV``, ``ACT`` and
+``ELTWISE`` have ``layer_rel``.
 
-Attention instructions (``SCORES``, ``SOFTMAX``, ``ATTV``) iterate over the query heads with
-an internal counter; query head ``h`` reads KV head ``h // kv_mul`` (grouped-query and
-multi-query attention), rows ``0 .. POS`` (causal).
+Attention instructions (``SCORES``, ``SOFTMAX``, ``SCORES_SOFTMAX``, ``ATTV``) iterate over the
+query heads with an internal counter; query head ``h`` reads KV head ``h // kv_mul``
+(grouped-query and multi-query attention), rows ``0 .. POS`` (causal). ``SCORES_SOFTMAX`` is
+``SCORES`` followed by a causal ``SOFTMAX`` of its rows, without the scores' round trip through
+the scratchpad (the compiler emits it wherever the pair occurs).
 
 Encoding: every instruction is a :class:`amaranth.lib.data.Struct` whose first field is the
 6-bit :class:`Opcode`; fields are packed LSB first in declaration order and the rest of the
@@ -87,6 +89,7 @@ class Opcode(enum.Enum, shape=6):
     ELTWISE = 19
     ARGMAX = 20
     OUTPUT = 21
+    SCORES_SOFTMAX = 22
 
 
 class Reg(enum.Enum, shape=4):
@@ -300,6 +303,26 @@ class Softmax(data.Struct):
     len: LEN
 
 
+class ScoresSoftmax(data.Struct):
+    """``SCORES`` with its ``SOFTMAX`` fused: for each query head ``h < n_heads``, the scores
+    ``s_t = requant(q_h . K[t])`` (16-bit, as ``SCORES``) for ``t = 0 .. POS`` go straight into
+    the softmax (``in_frac``, ``out_bits`` as ``SOFTMAX``; causal length ``POS + 1``) and
+    ``dst[h * stride + t] = softmax(s)_t``. The scores are not written to the scratchpad; head
+    ``h + 1``'s scores are computed while head ``h``'s probabilities are written."""
+    op: Opcode
+    layer_rel: unsigned(1)
+    q_width: Width
+    in_frac: unsigned(5)
+    out_bits: unsigned(5)
+    q: BUF
+    dst: BUF
+    stride: LEN
+    n_heads: unsigned(8)
+    kv_mul: unsigned(8)
+    head_size: unsigned(10)
+    paddr: PADDR
+
+
 class AttV(data.Struct):
     """For each query head ``h``: ``dst[h * head_size + i] = requant(sum_t p[h * stride + t]
     V[t, i])`` over ``t = 0 .. POS`` (V of layer ``LAYER``, KV head ``h // kv_mul``);
@@ -369,6 +392,7 @@ LAYOUTS = {
     Opcode.REQUANT: Requant, Opcode.NORM: Norm, Opcode.ROPE: Rope, Opcode.KVAPPEND: KVAppend,
     Opcode.SCORES: Scores, Opcode.SOFTMAX: Softmax, Opcode.ATTV: AttV, Opcode.ACT: Act,
     Opcode.ELTWISE: Eltwise, Opcode.ARGMAX: Argmax, Opcode.OUTPUT: Output,
+    Opcode.SCORES_SOFTMAX: ScoresSoftmax,
 }
 
 _OPCODES = {op.value: op for op in Opcode}

@@ -42,7 +42,8 @@ def build(p: dict):
     cfg = AcceleratorConfig(lanes=p.get("lanes", 8), macs_per_lane=p.get("macs_per_lane", 4))
     model = load_model(p.get("spec", "random:llama"), seed=p.get("seed", 1), **p.get("over", {}))
     comp = compile_model(model, cfg, CompileOptions(context=p.get("context", 16),
-                                                    weight_bits=p.get("weight_bits", {})))
+                                                    weight_bits=p.get("weight_bits", {}),
+                                                    fuse_softmax=p.get("fuse_softmax", True)))
     return cfg, comp
 
 

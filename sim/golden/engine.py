@@ -45,6 +45,12 @@ does not run yet. The instruction encoding is unchanged; the image says how to r
   product). With 16-bit shared operands any dot product of up to 256 elements stays within
   int32 (``256 * 32768 * 256 = 2**31``, reached only by ``-256 * -32768`` in every term).
 
+``SCORES_SOFTMAX`` computes each head's scores exactly as ``SCORES`` and its probabilities
+exactly as ``SOFTMAX`` of those scores, and writes only the probabilities (at ``dst``): the
+scores never reach the scratchpad, so a program using it leaves a ``SCORES`` destination
+untouched (the RTL does the same; the whole scratchpad is compared after each step). Its trace
+values are the probabilities, one row per head.
+
 Errors: a bad program (unknown opcode, a region outside a memory, a missing ``HALT``, a nested
 ``LOOP``) and a position at or beyond the KV cache's context raise :class:`EngineError`
 naming the instruction and the value.
@@ -72,8 +78,9 @@ __all__ = ["Engine", "EngineError", "StepResult", "shared_planes", "norm_wide", 
 _FUNC = {Func.SILU: "silu", Func.GELU: "gelu", Func.GELU_TANH: "gelu_tanh", Func.RELU: "relu"}
 
 
-_LAYER_REL = (Opcode.MATVEC, Opcode.MATMAT, Opcode.NORM, Opcode.SCORES, Opcode.ATTV, Opcode.ACT,
-              Opcode.ELTWISE)
+_LAYER_REL = (Opcode.MATVEC, Opcode.MATMAT, Opcode.NORM, Opcode.SCORES, Opcode.SCORES_SOFTMAX,
+              Opcode.ATTV, Opcode.ACT, Opcode.ELTWISE)
+_SCORES = (Opcode.SCORES, Opcode.SCORES_SOFTMAX)
 
 
 class EngineError(UserError):
@@ -577,19 +584,15 @@ class Engine:
                               f"{self.image.context})")
             self._emit(pc, ins, x)
             return
-        if op in (Opcode.SCORES, Opcode.ATTV):
+        if op in (Opcode.SCORES, Opcode.SCORES_SOFTMAX, Opcode.ATTV):
             self._attention(ins, pos, layer, pc, pb)
             return
         if op == Opcode.SOFTMAX:
             n = pos + 1 if ins.causal else ins.len
             out = []
             for r in range(ins.rows):
-                x = self._read(ins.src + r * ins.stride, n)
-                try:
-                    p = softmax_golden(x, max_len=self.image.context, in_width=16,
-                                       in_frac=ins.in_frac, out_bits=ins.out_bits)
-                except ValueError as e:
-                    self._err(str(e))
+                p = self._softmax(self._read(ins.src + r * ins.stride, n), ins.in_frac,
+                                  ins.out_bits)
                 self._write(ins.dst + r * ins.stride, p)
                 out.append(p)
             self._emit(pc, ins, np.stack(out))
@@ -649,7 +652,7 @@ class Engine:
         if ins.kv_mul < 1 or ins.n_heads > ins.kv_mul * self.image.kv_heads:
             self._err(f"n_heads={ins.n_heads} with kv_mul={ins.kv_mul} needs more than the KV "
                       f"cache's {self.image.kv_heads} heads")
-        if ins.op == Opcode.SCORES and n > ins.stride:
+        if ins.op in _SCORES and n > ins.stride:
             self._err(f"POS+1={n} scores do not fit the row stride {ins.stride}")
         if ins.op == Opcode.ATTV and n > ins.stride:
             self._err(f"POS+1={n} probabilities do not fit the row stride {ins.stride}")
@@ -659,12 +662,14 @@ class Engine:
         out = []
         for h in range(ins.n_heads):
             kvh = h // ins.kv_mul
-            if ins.op == Opcode.SCORES:
+            if ins.op in _SCORES:
                 qb = 16 if ins.q_width == Width.W16 else 8
                 q = self._read(ins.q + h * hs, hs, qb)
                 keys = self._kv_rows(layer, kvh, 0, pos)                     # (n, hs)
                 acc = self._small_matvec(keys, q, qb)
                 y = requantize(acc, m[0], s[0], out_bits=16)
+                if ins.op == Opcode.SCORES_SOFTMAX:     # the scores stay in the datapath
+                    y = self._softmax(y, ins.in_frac, ins.out_bits)
                 self._write(ins.dst + h * ins.stride, y)
             else:
                 p = self._read(ins.p + h * ins.stride, n, ins.prob_bits, unsigned=True)
@@ -677,6 +682,13 @@ class Engine:
                 self._write(ins.dst + h * hs, y)
             out.append(y)
         self._emit(pc, ins, np.stack(out))
+
+    def _softmax(self, x, in_frac, out_bits):
+        try:
+            return softmax_golden(x, max_len=self.image.context, in_width=16, in_frac=in_frac,
+                                  out_bits=out_bits)
+        except ValueError as e:
+            self._err(str(e))
 
     def _kv_rows(self, layer, head, kv, pos):
         if self._kv_wide is not None:

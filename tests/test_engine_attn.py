@@ -1,0 +1,149 @@
+"""Fused attention scores and softmax (``SCORES_SOFTMAX``): the golden model's definition (the
+probabilities of ``SCORES`` then ``SOFTMAX``, the scores never written), the compiler's
+emission, and the RTL engine (Verilator + cocotb, :mod:`sim.benches.engine`: the whole
+scratchpad equals the golden model's after every step) for multi-query, grouped-query and
+multi-head attention, several head sizes, positions from 0 to the KV capacity, its field errors,
+the unfused pair on the same engine, and the cycles it saves."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hdlgen.compiler import CompileOptions, compile_model
+from hdlgen.config import AcceleratorConfig
+from hdlgen.engine.isa import Instruction, Opcode, Width, decode, encode
+from hdlgen.model import load_model
+from sim.benches.engine import build, run_scenarios
+from sim.golden.engine import Engine, EngineError
+
+REPO = Path(__file__).resolve().parent.parent
+
+# MQA, head size 8, five heads (the softmax's rows at position 0 are shorter than its
+# per-row cost: the engine must wait for it)
+MQA = {"spec": "random:llama", "seed": 3, "context": 6,
+       "over": {"dim": 40, "n_heads": 5, "n_kv_heads": 1, "hidden_dim": 60, "vocab_size": 45,
+                "n_layers": 2}}
+# GQA (kv_mul 4), head size 4 (one ATTV group per head), twelve heads, context 9: at the
+# longer positions more scores wait for the softmax than its input FIFO holds (up to 12 x 9),
+# so the KV stream must be held back
+GQA4 = {"spec": "random:llama", "seed": 4, "context": 9,
+        "over": {"dim": 48, "n_heads": 12, "n_kv_heads": 3, "hidden_dim": 40, "vocab_size": 30,
+                 "n_layers": 2}}
+# multi-head GPT-2, head size 12
+GPT2 = {"spec": "random:gpt2", "seed": 2, "context": 5,
+        "over": {"dim": 36, "n_heads": 3, "hidden_dim": 90, "vocab_size": 50, "n_layers": 1}}
+
+
+def _compile(p, fuse):
+    cfg = AcceleratorConfig(lanes=p.get("lanes", 8), macs_per_lane=p.get("macs_per_lane", 4))
+    m = load_model(p["spec"], seed=p["seed"], **p["over"])
+    return compile_model(m, cfg, CompileOptions(context=p["context"], fuse_softmax=fuse))
+
+
+def _steps(ctx, tokens=(3, 7, 1, 4, 9, 2, 5, 8)):
+    return [[tokens[i % len(tokens)], i] for i in range(ctx)]
+
+
+# ---- ISA, compiler and golden model (no simulator) ---------------------------------------------
+
+def test_isa_round_trip():
+    ins = Instruction.make(Opcode.SCORES_SOFTMAX, layer_rel=1, q_width=Width.W16, in_frac=8,
+                           out_bits=14, q=100, dst=2000, stride=256, n_heads=8, kv_mul=2,
+                           head_size=8, paddr=12345)
+    assert decode(encode(ins)) == ins
+    assert encode(ins) & 0x3F == Opcode.SCORES_SOFTMAX.value
+
+
+@pytest.mark.parametrize("p", [MQA, GQA4, GPT2], ids=["mqa", "gqa_hs4", "gpt2"])
+def test_compiler_fuses_scores_and_softmax(p):
+    fused, plain = _compile(p, True), _compile(p, False)
+    ops_f = [i.op for i in fused.program]
+    ops_p = [i.op for i in plain.program]
+    assert Opcode.SCORES not in ops_f and Opcode.SOFTMAX not in ops_f
+    assert ops_f.count(Opcode.SCORES_SOFTMAX) == 1 and len(ops_f) == len(ops_p) - 1
+    f = next(i for i in fused.program if i.op == Opcode.SCORES_SOFTMAX)
+    sc = next(i for i in plain.program if i.op == Opcode.SCORES)
+    sm = next(i for i in plain.program if i.op == Opcode.SOFTMAX)
+    assert (f.q, f.stride, f.n_heads, f.kv_mul, f.head_size, f.paddr) == \
+        (sc.q, sc.stride, sc.n_heads, sc.kv_mul, sc.head_size, sc.paddr)
+    assert (f.dst, f.in_frac, f.out_bits) == (sm.dst, sm.in_frac, sm.out_bits)
+    loop = next(i for i in fused.program if i.op == Opcode.LOOP)
+    assert loop.body == next(i for i in plain.program if i.op == Opcode.LOOP).body - 1
+
+
+@pytest.mark.parametrize("p", [MQA, GQA4, GPT2], ids=["mqa", "gqa_hs4", "gpt2"])
+def test_golden_fused_equals_scores_then_softmax(p):
+    """Every position up to the KV capacity: the fused program gives the same probabilities
+    (trace), tokens, logits and scratchpad as the unfused one, except the scores buffer, which
+    it never writes."""
+    fused, plain = _compile(p, True), _compile(p, False)
+    rec = {True: [], False: []}
+    engines = {}
+    for fuse, comp in ((True, fused), (False, plain)):
+        engines[fuse] = Engine(comp.image, comp.words, trace=lambda pc, layer, ins, v, f=fuse:
+                               rec[f].append((ins.op, layer, v)))
+    a, s_len = plain.buffers["scores"]
+    for t, pos in _steps(p["context"]):
+        rf, rp = engines[True].step(t, pos), engines[False].step(t, pos)
+        assert (rf.token, rf.value) == (rp.token, rp.value)
+        assert np.array_equal(rf.logits, rp.logits)
+        keep = np.ones(len(engines[True].act), bool)
+        keep[a:a + s_len] = False
+        assert np.array_equal(engines[True].act[keep], engines[False].act[keep])
+        assert not engines[True].act[a:a + s_len].any()
+        assert engines[False].act[a:a + (pos + 1)].any()
+    probs_f = [(layer, v) for op, layer, v in rec[True] if op == Opcode.SCORES_SOFTMAX]
+    probs_p = [(layer, v) for op, layer, v in rec[False] if op == Opcode.SOFTMAX]
+    assert len(probs_f) == len(probs_p) == p["context"] * p["over"]["n_layers"]
+    for (lf, vf), (lp, vp) in zip(probs_f, probs_p):
+        assert lf == lp and np.array_equal(vf, vp)
+        assert vf.shape[0] == p["over"]["n_heads"]
+
+
+def test_golden_refuses_bad_fused_fields():
+    comp = _compile(MQA, True)
+    n = next(k for k, i in enumerate(comp.program) if i.op == Opcode.SCORES_SOFTMAX)
+    for fields, msg in (({"kv_mul": 0}, "needs more than the KV cache"),
+                        ({"head_size": 4}, "does not match the KV cache"),
+                        ({"stride": 2}, "do not fit the row stride")):
+        prog = list(comp.program)
+        prog[n] = Instruction.make(Opcode.SCORES_SOFTMAX, **{**dict(prog[n].fields), **fields})
+        with pytest.raises(EngineError, match=msg):
+            Engine(comp.image, prog).step(1, 3)
+
+
+# ---- RTL ------------------------------------------------------------------------------------
+
+def _run(p, out_dir):
+    out_dir.mkdir(exist_ok=True)
+    return run_scenarios("sim.benches.engine", p, out_dir, REPO)
+
+
+def test_rtl_fused_mqa_field_errors(tmp_path):
+    """MQA (the build of ``tests/test_engine_rtl.py``, whose every-position run takes the fused
+    path): a bad ``kv_mul`` or ``head_size`` ends the step with BAD_FIELD, a destination past
+    the scratchpad with SCRATCH_RANGE (the golden model refuses each); then good steps."""
+    _, comp = build(MQA)
+    n = next(k for k, i in enumerate(comp.program) if i.op == Opcode.SCORES_SOFTMAX)
+    ctx = MQA["context"]
+    scen = [{"steps": [[3, 2]], "patch": [n, {"kv_mul": 0}, "BAD_FIELD"]},
+            {"steps": [[3, 2]], "patch": [n, {"head_size": 4}, "BAD_FIELD"]},
+            {"steps": [[3, 2]], "patch": [n, {"dst": comp.image.act_elements - 3},
+                                          "SCRATCH_RANGE"]},
+            {"steps": _steps(ctx)}]
+    _run({**MQA, "scenarios": scen}, tmp_path)
+
+
+def test_rtl_fused_gqa_head_size_4(tmp_path):
+    """GQA, head size 4: every position up to the KV capacity and one beyond (fused), then
+    the same steps with the unfused SCORES and SOFTMAX on the same engine (same Verilog);
+    the fused step is faster at the longer positions."""
+    ctx = GQA4["context"]
+    steps = _steps(ctx) + [[1, ctx]]
+    fused = _run({**GQA4, "scenarios": [{"steps": steps}]}, tmp_path / "f")
+    plain = _run({**GQA4, "fuse_softmax": False, "scenarios": [{"steps": _steps(ctx)}]},
+                 tmp_path / "p")
+    cf = [s["cycles"] for s in fused[0]["steps"][:ctx]]
+    cp = [s["cycles"] for s in plain[0]["steps"]]
+    assert all(f < q for f, q in zip(cf[2:], cp[2:])), (cf, cp)

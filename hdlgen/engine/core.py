@@ -1114,6 +1114,14 @@ class Engine(wiring.Component):
                      at_ptr_hs.eq(at_ptr + hs), at_ptr_st.eq(at_ptr + v[Opcode.ATTV].stride)]
         npos_one, npos_m2 = Signal(), Signal(16)
         m.d.sync += [npos_one.eq(npos == 1), npos_m2.eq(npos - 2)]
+
+        def next_head():
+            # the next query head; its KV head advances after kv_mul query heads
+            m.d.sync += at_h.eq(at_h + 1)
+            with m.If(at_sub_last):
+                m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
+            with m.Else():
+                m.d.sync += at_sub.eq(at_sub + 1)
         with fsm.state("SC_START"):
             m.d.comb += wr_start.eq(1)
             m.d.sync += [sm_col.eq(0), sm_in_last.eq(npos_one), sc_busy.eq(0),
@@ -1136,11 +1144,7 @@ class Engine(wiring.Component):
                 self._fsm.goto("SC_STREAM")
         with fsm.state("SC_STREAM"):
             with m.If(~at_cmd):                 # the KV cache took the head's command
-                m.d.sync += at_h.eq(at_h + 1)
-                with m.If(at_sub_last):
-                    m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
-                with m.Else():
-                    m.d.sync += at_sub.eq(at_sub + 1)
+                next_head()
                 self._fsm.goto("SC_HEAD")
         # ---- ATTV -----------------------------------------------------------------------
         with fsm.state("AV_START"):
@@ -1167,11 +1171,7 @@ class Engine(wiring.Component):
                     self._fsm.goto("AV_CMD_WAIT")
             with fsm.state("AV_CMD_WAIT"):
                 with m.If(~at_cmd):             # the KV cache took the head's command
-                    m.d.sync += at_h.eq(at_h + 1)
-                    with m.If(at_sub_last):
-                        m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
-                    with m.Else():
-                        m.d.sync += at_sub.eq(at_sub + 1)
+                    next_head()
                     self._fsm.goto("AV_CMD")
         with fsm.state("AV_GROUP"):
             with m.If(at_h == at_nh):
@@ -1187,11 +1187,8 @@ class Engine(wiring.Component):
         with fsm.state("AV_STREAM"):
             with m.If(at_last_seen & ~at_cmd & ~rd.busy & ~rd.o.valid & ~rdo.valid):
                 with m.If(at_g_last):
-                    m.d.sync += [at_g.eq(0), at_h.eq(at_h + 1), at_ptr.eq(at_ptr_st)]
-                    with m.If(at_sub_last):
-                        m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
-                    with m.Else():
-                        m.d.sync += at_sub.eq(at_sub + 1)
+                    m.d.sync += [at_g.eq(0), at_ptr.eq(at_ptr_st)]
+                    next_head()
                 with m.Else():
                     m.d.sync += at_g.eq(at_g + 1)
                 self._fsm.goto("AV_GROUP")

@@ -1987,27 +1987,19 @@ class Engine(wiring.Component):
                     (ins.kv_heads == 0))
                 bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
                 self._fsm.goto("CHECK1")
-            with m.Case(Opcode.SCORES):
-                ins = v[Opcode.SCORES]
-                w_, p_ = rel(ins)
-                m.d.sync += [x_p.eq(ins.paddr + p_), ma1.eq(ins.n_heads), ma2.eq(hs),
-                             mb1.eq(ins.n_heads - 1), mb2.eq(ins.stride), mc1.eq(ins.n_heads),
-                             mc2.eq(npos)]
-                bad((ins.head_size != hs) | (ins.kv_mul == 0) | (ins.n_heads == 0) |
-                    (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride))
-                bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
-                self._fsm.goto("CHECK1")
-            with m.Case(Opcode.SCORES_SOFTMAX):
-                ins = v[Opcode.SCORES_SOFTMAX]
-                w_, p_ = rel(ins)
-                m.d.sync += [x_p.eq(ins.paddr + p_), ma1.eq(ins.n_heads), ma2.eq(hs),
-                             mb1.eq(ins.n_heads - 1), mb2.eq(ins.stride), mc1.eq(ins.n_heads),
-                             mc2.eq(npos)]
-                bad((ins.head_size != hs) | (ins.kv_mul == 0) | (ins.n_heads == 0) |
-                    (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride))
-                bad((ins.in_frac != self._smax[0]) | (ins.out_bits != self._smax[1]))
-                bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
-                self._fsm.goto("CHECK1")
+            for op in (Opcode.SCORES, Opcode.SCORES_SOFTMAX):   # (their fields' layouts differ)
+                with m.Case(op):
+                    ins = v[op]
+                    w_, p_ = rel(ins)
+                    m.d.sync += [x_p.eq(ins.paddr + p_), ma1.eq(ins.n_heads), ma2.eq(hs),
+                                 mb1.eq(ins.n_heads - 1), mb2.eq(ins.stride),
+                                 mc1.eq(ins.n_heads), mc2.eq(npos)]
+                    bad((ins.head_size != hs) | (ins.kv_mul == 0) | (ins.n_heads == 0) |
+                        (ins.n_heads > ins.kv_mul * image.kv_heads) | (npos > ins.stride))
+                    if op == Opcode.SCORES_SOFTMAX:
+                        bad((ins.in_frac != self._smax[0]) | (ins.out_bits != self._smax[1]))
+                    bad(s["r_layer"] >= image.kv_layers, ErrorCode.KV_CACHE)
+                    self._fsm.goto("CHECK1")
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
                 w_, p_ = rel(ins)

@@ -15,12 +15,14 @@ cycles of read latency, so the engine treats them as block RAMs:
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.bram import BlockRAM, PortSignature, ecp5_tiling
 from hdlgen.blocks.dsp import keep_register
 
-__all__ = ["DistRAM", "SplitRAM", "split_depth"]
+__all__ = ["DistRAM", "SplitRAM", "WideFIFO", "split_depth"]
+
+_GROUP = 64          # DistRAM bits per column group (own read-address register)
 
 
 def _ports(width, depth, granularity):
@@ -52,7 +54,10 @@ class DistRAM(wiring.Component):
     read by either port, two cycles after its request. The read address is registered, then
     the LUT RAM is read asynchronously into the output register, which loads every cycle (no
     clock enable on the data): ``rdata`` holds while nothing new is read and that word is not
-    written. A read of a word written in the same cycle returns the new word.
+    written. A read of a word written in the same cycle returns the new word. The LUT RAM is
+    built in column groups of up to 64 bits, each with its own copy of the read-address
+    register (:func:`~hdlgen.blocks.dsp.keep_register`), so that no address net fans out to
+    every LUT RAM of a wide word.
 
     Parameters
     ----------
@@ -80,8 +85,7 @@ class DistRAM(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        mem = m.submodules.mem = Memory(shape=self._width, depth=self._depth,
-                                        init=self._init + [0] * (self._depth - len(self._init)))
+        init = self._init + [0] * (self._depth - len(self._init))
         gran = self._gran or self._width
         a_addr, a_en, a_we, a_wdata = self.a.addr, self.a.en, self.a.we, self.a.wdata
         b_addr, b_en = self.b.addr, self.b.en
@@ -92,19 +96,24 @@ class DistRAM(wiring.Component):
             m.d.sync += [r.eq(x) for r, x in zip(regs, (a_addr, a_en, a_we, a_wdata, b_addr,
                                                           b_en))]
             a_addr, a_en, a_we, a_wdata, b_addr, b_en = regs
-        wp = mem.write_port(granularity=gran)
-        m.d.comb += [wp.addr.eq(a_addr), wp.data.eq(a_wdata)]
-        for i in range(self._width // gran):
-            m.d.comb += wp.en[i].eq(a_en & a_we[i])
-        rp = mem.read_port(domain="comb")
-        raddr = Signal.like(self.a.addr)
-        with m.If(b_en):
-            m.d.sync += raddr.eq(b_addr)
-        with m.Elif(a_en):
-            m.d.sync += raddr.eq(a_addr)
+        # one memory per column group of (at most) _GROUP bits, each with its own copy of the
+        # read-address register: no address net fans out to every LUT RAM of a wide word
         rdata = Signal(self._width)
-        m.d.comb += rp.addr.eq(raddr)
-        m.d.sync += rdata.eq(rp.data)
+        gw = max(gran, _GROUP - _GROUP % gran)
+        for g, lo in enumerate(range(0, self._width, gw)):
+            w = min(gw, self._width - lo)
+            mask = (1 << w) - 1
+            mem = m.submodules[f"mem{g}"] = Memory(shape=w, depth=self._depth,
+                                                   init=[(v >> lo) & mask for v in init])
+            wp = mem.write_port(granularity=min(gran, w))
+            m.d.comb += [wp.addr.eq(a_addr), wp.data.eq(a_wdata[lo:lo + w])]
+            for i in range(w // min(gran, w)):
+                m.d.comb += wp.en[i].eq(a_en & a_we[lo // gran + i])
+            rp = mem.read_port(domain="comb")
+            raddr = keep_register(m, platform, Signal.like(self.a.addr, name=f"raddr{g}"),
+                                  Mux(b_en, b_addr, a_addr), en=b_en | a_en)
+            m.d.comb += rp.addr.eq(raddr)
+            m.d.sync += rdata[lo:lo + w].eq(rp.data)
         m.d.comb += [self.a.rdata.eq(rdata), self.b.rdata.eq(rdata)]
         return m
 
@@ -182,4 +191,65 @@ class SplitRAM(wiring.Component):
                 c = keep_register(m, platform, Signal(name=f"{name}_tail_c{j // 64}"), sel)
                 m.d.comb += port.rdata[j:j + 64].eq(Mux(c, pt.rdata[j:j + 64],
                                                         pm.rdata[j:j + 64]))
+        return m
+
+
+class WideFIFO(wiring.Component):
+    """First-word-fall-through FIFO for a wide word whose writer never overruns it (it counts
+    credits), built so that no control net spans the whole word.
+
+    The storage is LUT RAM in column groups of up to 64 bits; each group has its own write and
+    read pointers (:func:`~hdlgen.blocks.dsp.keep_register` copies) and its own write enable,
+    ``w_en[g]``, which the writer supplies as one registered copy per group. ``r_en`` (with
+    ``r_rdy``) advances every group's read pointer; ``r_rdy`` comes from the level register.
+
+    Parameters
+    ----------
+    width : int
+    depth : int
+        Entries, a power of two (at least 2).
+
+    Attributes
+    ----------
+    w_en : In(groups)
+        Write this cycle, one copy per column group (all equal; the FIFO must not be full).
+    w_data : In(width)
+    r_en : In(1)
+    r_rdy : Out(1)
+    r_data : Out(width)
+    level : Out(range(depth + 1))
+    """
+
+    def __init__(self, *, width: int, depth: int):
+        if width < 1 or depth < 2 or depth & (depth - 1):
+            raise ValueError(f"WideFIFO(width={width}, depth={depth}): width must be at least "
+                             f"1 and depth a power of two >= 2")
+        self._width, self._depth = width, depth
+        self._groups = [(lo, min(_GROUP, width - lo)) for lo in range(0, width, _GROUP)]
+        super().__init__({"w_en": In(len(self._groups)), "w_data": In(width), "r_en": In(1),
+                          "r_rdy": Out(1), "r_data": Out(width),
+                          "level": Out(range(depth + 1))})
+
+    @property
+    def groups(self) -> int:
+        """Column groups (the width of ``w_en``)."""
+        return len(self._groups)
+
+    def elaborate(self, platform):
+        m = Module()
+        pw = (self._depth - 1).bit_length()
+        r_fire = Signal()
+        m.d.comb += [self.r_rdy.eq(self.level != 0), r_fire.eq(self.r_en & self.r_rdy)]
+        m.d.sync += self.level.eq(self.level + self.w_en[0] - r_fire)
+        for g, (lo, w) in enumerate(self._groups):
+            mem = m.submodules[f"mem{g}"] = Memory(shape=w, depth=self._depth, init=[])
+            wp = Signal(pw, name=f"wp{g}")
+            rp = Signal(pw, name=f"rp{g}")
+            keep_register(m, platform, wp, wp + 1, en=self.w_en[g])
+            keep_register(m, platform, rp, rp + 1, en=r_fire)
+            wport = mem.write_port()
+            rport = mem.read_port(domain="comb")
+            m.d.comb += [wport.addr.eq(wp), wport.data.eq(self.w_data[lo:lo + w]),
+                         wport.en.eq(self.w_en[g]), rport.addr.eq(rp),
+                         self.r_data[lo:lo + w].eq(rport.data)]
         return m

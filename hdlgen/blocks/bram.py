@@ -205,6 +205,11 @@ class BlockRAM(wiring.Component):
         many primitives, whose address net otherwise crosses the die in one cycle (measured
         for 32 DP16KD on the LFE5U-85F: 149 / 119 MHz with ``latency=2``, nextpnr seeds 1
         and 2, set by that net alone).
+    sites : mapping or None
+        On ECP5, ``{(row, column): BEL}``: the DP16KD site of some or all tiles of
+        :meth:`tiling` (nextpnr's ``BEL`` attribute, e.g. ``"X4/Y22/EBR0"``), from a
+        floorplan such as :func:`hdlgen.blocks.ecp5.mac_floorplan`. ``None``: the placer
+        chooses.
 
     Attributes
     ----------
@@ -215,9 +220,10 @@ class BlockRAM(wiring.Component):
     """
 
     def __init__(self, *, width: int, depth: int, granularity: int | None = None,
-                 ports=("rw", "r"), init=None, latency: int = READ_LATENCY):
+                 ports=("rw", "r"), init=None, latency: int = READ_LATENCY, sites=None):
         try:
             self._setup(width, depth, granularity, ports, init, latency)
+            self._sites = self._check_sites(sites)
         except Exception:
             self._MustUse__silence = True   # a refused RAM is not an unused one
             raise
@@ -263,6 +269,17 @@ class BlockRAM(wiring.Component):
     addr_width = property(lambda self: self._addr_width)
     lanes = property(lambda self: self._lanes)
     latency = property(lambda self: self._latency)
+
+    def _check_sites(self, sites):
+        if sites is None:
+            return None
+        t = self.tiling()
+        sites = dict(sites)
+        tiles = {(r, c) for r in range(t.rows) for c in range(t.columns)}
+        if set(sites) - tiles or not all(isinstance(v, str) for v in sites.values()):
+            raise ValueError(f"sites must map (row, column) tiles of this RAM's {t.rows} x "
+                             f"{t.columns} DP16KD to BEL names such as 'X4/Y22/EBR0'")
+        return sites
 
     def tiling(self) -> Tiling:
         """The DP16KD tiling used when elaborated for ECP5."""
@@ -417,6 +434,8 @@ class BlockRAM(wiring.Component):
                       i_RSTA=Const(0), i_RSTB=Const(0), i_OCEA=Const(1), i_OCEB=Const(1),
                       i_CSA=Const(0, 3), i_CSB=Const(0, 3))
             kw.update(self._initval(t, r, c))
+            if self._sites and (r, c) in self._sites:   # a floorplan's site (nextpnr's BEL)
+                kw["a_BEL"] = self._sites[(r, c)]
             di = {"A": Signal(18, name=f"dia_{r}_{c}"), "B": Signal(18, name=f"dib_{r}_{c}")}
             do = {"A": Signal(18, name=f"doa_{r}_{c}"), "B": Signal(18, name=f"dob_{r}_{c}")}
             kw.update(i_DIA=di["A"], i_DIB=di["B"], o_DOA=do["A"], o_DOB=do["B"])

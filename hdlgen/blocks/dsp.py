@@ -44,6 +44,9 @@ class DSPMultiplier(wiring.Component):
         Signed operand widths, 2 to 18 bits (8 for int8).
     pipeline : bool
         Also use the ``MULT18X18D`` pipeline register (latency 3 instead of 2).
+    bel : str or None
+        On ECP5, the ``MULT18X18D`` site to place it on (nextpnr's ``BEL`` attribute, e.g.
+        ``"X4/Y10/MULT18_0"``), from a floorplan such as :func:`hdlgen.blocks.ecp5.mac_floorplan`.
 
     Attributes
     ----------
@@ -53,7 +56,11 @@ class DSPMultiplier(wiring.Component):
         ``a * b`` of the operands presented :attr:`latency` cycles earlier.
     """
 
-    def __init__(self, a_width: int = 8, b_width: int = 8, *, pipeline: bool = False):
+    def __init__(self, a_width: int = 8, b_width: int = 8, *, pipeline: bool = False,
+                 bel: str | None = None):
+        if bel is not None and not isinstance(bel, str):
+            raise TypeError(f"bel={bel!r} must be a nextpnr BEL name such as 'X4/Y10/MULT18_0'")
+        self._bel = bel
         for name, w in (("a_width", a_width), ("b_width", b_width)):
             if not isinstance(w, int) or not 2 <= w <= MAX_OPERAND_WIDTH:
                 raise ValueError(f"{name}={w!r} is not supported: MULT18X18D takes signed operands "
@@ -105,6 +112,8 @@ class DSPMultiplier(wiring.Component):
                 params[f"i_C{i}"] = Const(0)
             for i in range(2 * MAX_OPERAND_WIDTH):
                 params[f"o_P{i}"] = p36[i]
+            if self._bel:                    # a floorplan's site (nextpnr's BEL attribute)
+                params["a_BEL"] = self._bel
             m.submodules.mult = Instance("MULT18X18D", **params)
         else:
             a_r = Signal.like(self.a, name="a_r")

@@ -6,10 +6,64 @@ equivalent with exactly the same latency, so the tested Verilog and the built ne
 cycle for cycle.
 """
 
-__all__ = ["is_ecp5"]
+__all__ = ["is_ecp5", "mac_floorplan"]
 
 
 def is_ecp5(platform) -> bool:
     """True when ``platform`` targets the Lattice ECP5 (an amaranth ``LatticePlatform`` with
     ``family == "ecp5"``, such as the ULX3S platforms or :class:`hdlgen.flow.OOCPlatform`)."""
     return platform is not None and getattr(platform, "family", None) == "ecp5"
+
+
+# --- floorplan ---------------------------------------------------------------------------------
+# Where the LFE5U-85F's hard blocks are, as nextpnr names its BELs (read from a placed netlist
+# of the whole SoC, which used 151 of the 156 MULT18X18D and 201 of the 208 DP16KD sites):
+# three rows of DSPs and four of EBRs, each row thirteen column groups of four sites. In a
+# group at column x the multipliers are at x, x+1, x+4, x+5 (MULT18_0, _1, _4, _5) and the
+# block RAMs at x, x+2, x+4, x+6 (EBR0 .. EBR3).
+_SITES = {
+    "LFE5U-85F": {"groups": (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114),
+                  "dsp_rows": (34, 10, 58), "ebr_rows": (46, 22, 70, 82)},
+}
+_DSP_SLOTS = ((0, "MULT18_0"), (1, "MULT18_1"), (4, "MULT18_4"), (5, "MULT18_5"))
+_EBR_SLOTS = ((0, "EBR0"), (2, "EBR1"), (4, "EBR2"), (6, "EBR3"))
+
+
+def mac_floorplan(platform, lanes: int, macs_per_lane: int, ebr_per_lane: int = 0):
+    """DSP and block-RAM sites for a MAC array whose lanes each read their own weights, or
+    ``None`` when ``platform`` is not a device with a known site map or the array does not fit
+    it (the placer then chooses, as without a floorplan).
+
+    Each lane gets ``ceil(macs_per_lane / 4)`` neighbouring column groups of one DSP row for
+    its multipliers, and the same column groups of the EBR row next to that DSP row for its
+    ``ebr_per_lane`` weight tiles, so a lane's weights go from its block RAMs to its DSPs over
+    a dozen rows and never cross the die. Rows fill from the middle of the die out, and the
+    lanes of a row sit in its middle; the sites left over hold the other units' DSPs and RAMs.
+
+    Returns ``(dsp, ebr)``: ``dsp[lane][k]`` the BEL of multiplier ``k`` of ``lane``,
+    ``ebr[lane][j]`` the BEL of the lane's ``j``-th weight tile.
+    """
+    sites = _SITES.get(getattr(platform, "device", None)) if is_ecp5(platform) else None
+    if sites is None:
+        return None
+    span = -(-macs_per_lane // len(_DSP_SLOTS))
+    if ebr_per_lane > span * len(_EBR_SLOTS):
+        return None
+    groups = sites["groups"]
+    per_row = len(groups) // span
+    rows = list(zip(sites["dsp_rows"], sites["ebr_rows"]))
+    if lanes > per_row * len(rows):
+        return None
+    dsp, ebr = [], []
+    for r, (dy, ey) in enumerate(rows):
+        n = min(per_row, lanes - r * per_row)
+        if n <= 0:
+            break
+        first = (len(groups) - n * span) // 2
+        for i in range(n):
+            xs = groups[first + i * span:first + (i + 1) * span]
+            dsp.append(tuple(f"X{x + dx}/Y{dy}/{b}" for x in xs for dx, b in _DSP_SLOTS)
+                       [:macs_per_lane])
+            ebr.append(tuple(f"X{x + dx}/Y{ey}/{b}" for x in xs for dx, b in _EBR_SLOTS)
+                       [:ebr_per_lane])
+    return tuple(dsp), tuple(ebr)

@@ -90,8 +90,9 @@ class _Lane(Elaboratable):
     and the lane's slice of the output FIFO, with its own copies of the control bits."""
 
     def __init__(self, index, K, acc_width, fifo_depth, dsp_pipeline, post_dsp_registers,
-                 result_registers):
+                 result_registers, dsp_sites=None):
         self.index, self.K, self.acc_width = index, K, acc_width
+        self.dsp_sites = dsp_sites
         self.fifo_depth, self.dsp_pipeline = fifo_depth, dsp_pipeline
         self.post_dsp_registers = post_dsp_registers
         self.result_registers = result_registers
@@ -108,8 +109,9 @@ class _Lane(Elaboratable):
         # Multipliers and the fabric register after each DSP.
         level = []
         for k in range(K):
-            mul = m.submodules[f"mul{k}"] = DSPMultiplier(OPERAND_WIDTH, OPERAND_WIDTH,
-                                                          pipeline=self.dsp_pipeline)
+            mul = m.submodules[f"mul{k}"] = DSPMultiplier(
+                OPERAND_WIDTH, OPERAND_WIDTH, pipeline=self.dsp_pipeline,
+                bel=self.dsp_sites[k] if self.dsp_sites else None)
             m.d.comb += [mul.a.eq(self.shared[k]), mul.b.eq(self.operand[k])]
             prod = mul.p
             for r in range(self.post_dsp_registers):
@@ -188,6 +190,10 @@ class MACArray(wiring.Component):
         135 MHz and two 146 MHz, both limited by a DSP-to-register route; three 156 MHz).
     dsp_pipeline : bool
         Also use the MULT18X18D pipeline register (one more cycle of latency).
+    dsp_sites : sequence of sequences of str, or None
+        On ECP5, the ``MULT18X18D`` site of each lane's multipliers (``dsp_sites[lane][k]``,
+        nextpnr BEL names; :func:`hdlgen.blocks.ecp5.mac_floorplan`): a lane's DSPs side by
+        side instead of wherever the placer finds room. ``None``: the placer chooses.
     result_registers : int
         Registers (no enable) between each lane's accumulator and its output FIFO, each one
         more cycle of latency (default 0). They let the placer move the FIFOs away from the
@@ -212,7 +218,7 @@ class MACArray(wiring.Component):
 
     def __init__(self, lanes: int = 16, macs_per_lane: int = 8, acc_width: int = 32,
                  max_dot_length: int = 4096, *, post_dsp_registers: int = 3,
-                 dsp_pipeline: bool = False, result_registers: int = 0):
+                 dsp_pipeline: bool = False, result_registers: int = 0, dsp_sites=None):
         for name, value in (("lanes", lanes), ("macs_per_lane", macs_per_lane),
                             ("acc_width", acc_width), ("max_dot_length", max_dot_length)):
             _check_positive_int(name, value)
@@ -232,6 +238,13 @@ class MACArray(wiring.Component):
             raise ValueError(f"result_registers={result_registers!r} must be a non-negative "
                              f"integer")
         self._result_registers = result_registers
+        if dsp_sites is not None:
+            dsp_sites = tuple(tuple(lane) for lane in dsp_sites)
+            if len(dsp_sites) != lanes or any(len(lane) != macs_per_lane for lane in dsp_sites):
+                self._MustUse__silence = True   # a refused array is not an unused one
+                raise ValueError(f"dsp_sites must name {macs_per_lane} MULT18X18D sites for each "
+                                 f"of the {lanes} lanes")
+        self._dsp_sites = dsp_sites
         self._tree_levels = (macs_per_lane - 1).bit_length()
         self._fifo_depth = max(16, 1 << (self.credit_loop - 1).bit_length())
         operand = signed(OPERAND_WIDTH)
@@ -364,7 +377,8 @@ class MACArray(wiring.Component):
         for l in range(L):
             lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline,
                                                     self._post_dsp_registers,
-                                                    self._result_registers)
+                                                    self._result_registers,
+                                                    self._dsp_sites[l] if self._dsp_sites else None)
             m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
                          lane.ctrl_in.eq(group_ctrl[l // per_group]),

@@ -1,0 +1,67 @@
+"""The ECP5 floorplan of the MAC array and its weight tiles (``hdlgen.blocks.ecp5``), and the
+BEL attributes it puts on the MULT18X18D and DP16KD instances."""
+
+import re
+
+import pytest
+from amaranth.back import rtlil
+
+from hdlgen.blocks.bram import BlockRAM
+from hdlgen.blocks.ecp5 import mac_floorplan
+from hdlgen.blocks.mac_array import MACArray
+from hdlgen.flow import OOCPlatform
+
+
+def _xy(bel):
+    x, y, kind = re.fullmatch(r"X(\d+)/Y(\d+)/(\w+)", bel).groups()
+    return int(x), int(y), kind
+
+
+def test_85f_plan_keeps_each_lane_by_its_weights():
+    dsp, ebr = mac_floorplan(OOCPlatform("85F"), 16, 8, 8)
+    assert len(dsp) == len(ebr) == 16
+    flat_dsp = [b for lane in dsp for b in lane]
+    flat_ebr = [b for lane in ebr for b in lane]
+    assert len(set(flat_dsp)) == 128 and len(set(flat_ebr)) == 128
+    assert all(_xy(b)[2].startswith("MULT18_") for b in flat_dsp)
+    assert all(_xy(b)[2].startswith("EBR") for b in flat_ebr)
+    for lane_dsp, lane_ebr in zip(dsp, ebr):
+        dx = [_xy(b)[0] for b in lane_dsp]
+        ex = [_xy(b)[0] for b in lane_ebr]
+        dy = {_xy(b)[1] for b in lane_dsp}
+        ey = {_xy(b)[1] for b in lane_ebr}
+        assert len(dy) == len(ey) == 1                 # one DSP row, one EBR row
+        assert abs(dy.pop() - ey.pop()) == 12          # the EBR row next to the DSP row
+        assert max(dx) - min(dx) <= 16 and min(dx) <= min(ex) and max(ex) <= max(dx) + 2
+
+
+@pytest.mark.parametrize("args", [(17 * 2, 8, 8), (16, 8, 9), (4, 64, 0)])
+def test_plan_refused_when_it_does_not_fit(args):
+    assert mac_floorplan(OOCPlatform("85F"), *args) is None
+
+
+def test_no_plan_without_a_site_map():
+    assert mac_floorplan(OOCPlatform("25F"), 4, 4, 4) is None
+    assert mac_floorplan(None, 16, 8, 8) is None
+
+
+def _bels(component, device="85F"):
+    text = rtlil.convert(component, platform=OOCPlatform(device))
+    return re.findall(r'attribute \\BEL "([^"]+)"', text)
+
+
+def test_mac_array_and_block_ram_carry_the_sites():
+    dsp, ebr = mac_floorplan(OOCPlatform("85F"), 4, 8, 8)
+    assert sorted(_bels(MACArray(4, 8, 32, 4096, dsp_sites=dsp))) == sorted(
+        b for lane in dsp for b in lane)
+    ram = BlockRAM(width=4 * 64, depth=2048, granularity=8, latency=3,
+                   sites={(0, c): ebr[c // 8][c % 8] for c in range(32)})
+    assert ram.tiling().columns == 32 and ram.tiling().rows == 1
+    assert sorted(_bels(ram)) == sorted(b for lane in ebr for b in lane)
+
+
+def test_bad_sites_are_refused():
+    with pytest.raises(ValueError, match="dsp_sites"):
+        MACArray(2, 8, dsp_sites=[["X4/Y10/MULT18_0"] * 8])
+    with pytest.raises(ValueError, match="sites"):
+        BlockRAM(width=64, depth=512, sites={(3, 0): "X4/Y22/EBR0"})

@@ -15,6 +15,7 @@ Two entry points:
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -186,7 +187,9 @@ def nextpnr_argv(device: ECP5Device, package: str, speed: int, *, json_in: str, 
     argv += ["--lpf", lpf] if lpf else ["--lpf-allow-unconstrained"]
     if textcfg:
         argv += ["--textcfg", textcfg]
-    return argv + list(extra)
+    # HDLGEN_NEXTPNR_ARGS: more nextpnr options for a diagnosis, e.g. "--router2-heatmap heat
+    # --placed-svg placed.svg" (paths relative to the build directory)
+    return argv + list(extra) + shlex.split(os.environ.get("HDLGEN_NEXTPNR_ARGS", ""))
 
 
 def implement_plan(build_dir: Path, name: str, device: ECP5Device, package: str, speed: int,

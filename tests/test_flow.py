@@ -78,3 +78,13 @@ def test_ooc_array_shaped_registered_output(tmp_path):
     dut = json.loads((tmp_path / "top.json").read_text())["modules"]["top.dut"]
     bits = dut["ports"]["o"]["bits"]
     assert len(set(bits)) == 12 and all(isinstance(b, int) for b in bits)
+
+
+def test_nextpnr_args_from_the_environment(monkeypatch):
+    from hdlgen.flow import nextpnr_argv
+    dev = ECP5_DEVICES["85F"]
+    base = nextpnr_argv(dev, "CABGA381", 6, json_in="t.json", freq_mhz=50, seed=3, report="r.json")
+    monkeypatch.setenv("HDLGEN_NEXTPNR_ARGS", "--router2-heatmap heat --placed-svg 'p q.svg'")
+    argv = nextpnr_argv(dev, "CABGA381", 6, json_in="t.json", freq_mhz=50, seed=3, report="r.json")
+    assert argv == base + ["--router2-heatmap", "heat", "--placed-svg", "p q.svg"]
+    assert "--seed" in base and base[base.index("--seed") + 1] == "3"

@@ -81,6 +81,60 @@ def test_compile_random(spec, over):
     assert comp.manifest["fit"]["ebr_total"] <= comp.manifest["fit"]["ebr_available"]
 
 
+
+@pytest.mark.parametrize("spec,over", SHAPES)
+def test_scratchpad_with_and_without_fused_softmax(spec, over):
+    """Only the unfused program (``SCORES`` then ``SOFTMAX``) has a ``scores`` buffer; the
+    buffers tile the scratchpad in both, the fit check's plan counts exactly the compiled
+    scratchpad, no instruction addresses beyond it, and prefill (which shares ``scores``,
+    ``probs`` and ``logits`` between tokens) derives a program from either that equals decode
+    steps."""
+    from hdlgen.compiler.compile import _program_length, plan_image
+    from hdlgen.compiler.prefill import prefill_program, with_prefill
+    from sim.golden.engine import Engine
+    m = load_model(spec, seed=3, **over)
+    c = m.config
+    cfg = AcceleratorConfig(lanes=8, macs_per_lane=4)
+    ctx = 8
+    comps = {f: compile_model(m, cfg, CompileOptions(context=ctx, fuse_softmax=f))
+             for f in (True, False)}
+    for fuse, comp in comps.items():
+        bufs = comp.buffers
+        assert ("scores" in bufs) == (not fuse)
+        spans = sorted(bufs.values())
+        assert spans[0][0] == 0 and sum(n for _, n in spans) == comp.image.act_elements
+        assert all(a + n == b for (a, n), (b, _) in zip(spans, spans[1:]))   # no gap or overlap
+        assert comp.manifest["memory_map"]["scratch"] == \
+            {k: {"addr": a, "elements": n} for k, (a, n) in bufs.items()}
+        plan = plan_image(c, cfg, ctx, fuse_softmax=fuse)
+        assert plan.act_elements == comp.image.act_elements
+        assert plan.weights.shape == comp.image.weights.shape
+        assert plan.params.size == comp.image.params.size
+        assert _program_length(c, fuse) == len(comp.program)
+        ops = {i.op for i in comp.program}
+        assert (Opcode.SCORES_SOFTMAX in ops) == fuse and (Opcode.SCORES in ops) != fuse
+        if not fuse:
+            sc = next(i for i in comp.program if i.op == Opcode.SCORES)
+            sm = next(i for i in comp.program if i.op == Opcode.SOFTMAX)
+            assert sc.dst == sm.src == bufs["scores"][0]
+            assert bufs["scores"][1] == c.n_heads * ctx == sc.stride * sc.n_heads
+    saved = comps[False].image.act_elements - comps[True].image.act_elements
+    assert saved == c.n_heads * ctx
+    # prefill of three tokens = three decode steps (same prediction and logits), either way
+    prompt = [3, 1, 4]
+    for fuse, comp in comps.items():
+        pc = with_prefill(comp, 3)
+        assert "prefill_scores" not in pc.buffers
+        assert ("scores" in pc.buffers) == (not fuse)
+        dec = Engine(pc.image, pc.program)
+        for i, t in enumerate(prompt):
+            want = dec.step(t, i)
+        pre = Engine(pc.image, prefill_program(pc, prompt, 0))
+        got = pre.step(prompt[0], 0)
+        assert (got.token, got.value) == (want.token, want.value), fuse
+        assert np.array_equal(got.logits, want.logits)
+
+
 def test_compile_errors():
     m = load_model("random:llama", seed=0, dim=48, n_heads=4, n_kv_heads=2)   # head size 12
     with pytest.raises(UserError, match="head size 12 .* not a power of two"):
@@ -108,6 +162,11 @@ def test_stories_fits_85f_at_256_and_not_25f():
     fit = comp.manifest["fit"]
     assert fit["ebr_total"] <= 208 and comp.image.context == 256
     assert comp.image.kv_layers == 5 and comp.image.kv_heads == 4
+    # the fused softmax (default) needs no scores buffer (8 heads x 256 x 16 bits): 2 EBR less
+    plain = compile_model(m, AcceleratorConfig(), CompileOptions(context=256, gptq=False,
+                                                                 fuse_softmax=False))
+    assert (fit["ebr"]["scratch"], plain.manifest["fit"]["ebr"]["scratch"]) == (4, 6)
+    assert (fit["ebr_total"], plain.manifest["fit"]["ebr_total"]) == (202, 204)
     t0 = time.time()
     with pytest.raises(UserError, match=r"needs \d+ EBR .* but the 25F has 56 EBR.*fits the 85F"):
         compile_model(m, AcceleratorConfig(), CompileOptions(context=256, device="25F"))

@@ -75,24 +75,32 @@ def test_compiler_fuses_scores_and_softmax(p):
 @pytest.mark.parametrize("p", [MQA, GQA4, GPT2], ids=["mqa", "gqa_hs4", "gpt2"])
 def test_golden_fused_equals_scores_then_softmax(p):
     """Every position up to the KV capacity: the fused program gives the same probabilities
-    (trace), tokens, logits and scratchpad as the unfused one, except the scores buffer, which
-    it never writes."""
+    (trace), tokens, logits and contents of every scratchpad buffer as the unfused one; only
+    the unfused one has (and writes) a scores buffer, so the fused scratchpad is that much
+    smaller."""
     fused, plain = _compile(p, True), _compile(p, False)
+    n_heads, ctx = p["over"]["n_heads"], p["context"]
+    assert set(plain.buffers) - set(fused.buffers) == {"scores"}
+    assert set(fused.buffers) <= set(plain.buffers)
+    a, s_len = plain.buffers["scores"]
+    assert s_len == n_heads * ctx
+    assert plain.image.act_elements - fused.image.act_elements == s_len
     rec = {True: [], False: []}
     engines = {}
     for fuse, comp in ((True, fused), (False, plain)):
         engines[fuse] = Engine(comp.image, comp.words, trace=lambda pc, layer, ins, v, f=fuse:
                                rec[f].append((ins.op, layer, v)))
-    a, s_len = plain.buffers["scores"]
-    for t, pos in _steps(p["context"]):
+    for t, pos in _steps(ctx):
         rf, rp = engines[True].step(t, pos), engines[False].step(t, pos)
         assert (rf.token, rf.value) == (rp.token, rp.value)
         assert np.array_equal(rf.logits, rp.logits)
-        keep = np.ones(len(engines[True].act), bool)
-        keep[a:a + s_len] = False
-        assert np.array_equal(engines[True].act[keep], engines[False].act[keep])
-        assert not engines[True].act[a:a + s_len].any()
-        assert engines[False].act[a:a + (pos + 1)].any()
+        for name, (fa, n) in fused.buffers.items():
+            pa = plain.buffers[name][0]
+            assert np.array_equal(engines[True].act[fa:fa + n],
+                                  engines[False].act[pa:pa + n]), (name, pos)
+        assert len(engines[True].act) == fused.image.act_elements
+        scores = engines[False].act[a:a + s_len].reshape(n_heads, ctx)
+        assert scores[:, :pos + 1].any() and not scores[:, pos + 1:].any()
     probs_f = [(layer, v) for op, layer, v in rec[True] if op == Opcode.SCORES_SOFTMAX]
     probs_p = [(layer, v) for op, layer, v in rec[False] if op == Opcode.SOFTMAX]
     assert len(probs_f) == len(probs_p) == p["context"] * p["over"]["n_layers"]
@@ -137,7 +145,8 @@ def test_rtl_fused_mqa_field_errors(tmp_path):
 
 def test_rtl_fused_gqa_head_size_4(tmp_path):
     """GQA, head size 4: every position up to the KV capacity and one beyond (fused), then
-    the same steps with the unfused SCORES and SOFTMAX on the same engine (same Verilog);
+    the same steps with the unfused SCORES and SOFTMAX on the same engine design (built
+    for the unfused program, whose scratchpad also holds the scores buffer);
     the fused step is faster at the longer positions."""
     ctx = GQA4["context"]
     steps = _steps(ctx) + [[1, ctx]]

@@ -58,7 +58,7 @@ model runs them, ``CompileOptions`` asks for them, the instruction encoding is u
 ``weight_exp`` (int8 weights with one shift bit per lane and bank row), ``planes_x16``
 (two-plane weights against 16-bit inputs, used by 11-bit ``weight_bits``). With
 ``norm_bits=16, kv_bits=9, weight_exp=True, weight_bits={"token_embedding": 11, "wq": 11,
-"wk": 11}`` stories260K reaches 0.961 / 0.0099 in the same 204 EBR.
+"wk": 11}`` stories260K reaches 0.961 / 0.0099 in the same 202 EBR as the default scheme.
 
 Fit: :func:`plan_image` sizes every memory from the shapes alone and :func:`fit_check` refuses
 (before quantizing) when the block RAM (:func:`hdlgen.compiler.image.ebr_count`) exceeds the
@@ -171,8 +171,9 @@ class CompileOptions:
     fuse_softmax : bool
         Emit each layer's attention scores and their softmax as one ``SCORES_SOFTMAX``
         (default; the scores go from the requantizer straight into the softmax, which works on
-        head ``h`` while head ``h + 1``'s scores are computed) instead of ``SCORES`` then
-        ``SOFTMAX`` (a round trip through the ``scores`` buffer, which then stays unused).
+        head ``h`` while head ``h + 1``'s scores are computed; the scratchpad has no
+        ``scores`` buffer) instead of ``SCORES`` then ``SOFTMAX`` (a round trip through a
+        ``scores`` buffer of ``n_heads x context`` 16-bit elements).
     """
     context: int = None
     device: str = "85F"
@@ -423,10 +424,12 @@ def _program_length(c, fuse_softmax: bool = True) -> int:
 
 
 def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
-               untie: bool = False, ext: dict = None) -> MemoryImage:
+               untie: bool = False, ext: dict = None, fuse_softmax: bool = True) -> MemoryImage:
     """A memory image of the right sizes (zero contents) for model config ``c``, computed from
     the shapes alone: what the fit check needs before quantizing anything (``ext``: the
-    image extensions, which set the widths of the weight bank and the KV cache)."""
+    image extensions, which set the widths of the weight bank and the KV cache;
+    ``fuse_softmax``: as :attr:`CompileOptions.fuse_softmax`, without it the scratchpad also
+    holds the ``scores`` buffer)."""
     wb = weight_bits or {}
     lanes, K = config.lanes, config.macs_per_lane
     L, D, H, KV, V = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size
@@ -455,7 +458,9 @@ def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
         twords += ctx * c.head_size
     tables[words + twords] = {"kind": "act", "in_bits": 16}
     twords += 1024
-    act = 4 * D + 2 * KV + 2 * c.n_heads * ctx + (3 if not gpt2 else 2) * H + V
+    # the buffers of compile_model: x xb q att, k v, [scores] probs, hb [hb2] hh, logits
+    att_rows = (1 if fuse_softmax else 2) * c.n_heads * ctx
+    act = 4 * D + 2 * KV + att_rows + (3 if not gpt2 else 2) * H + V
     ext = dict(ext or {})
     wdt = np.int8 if ext.get("weight_bits", 8) == 8 and not ext.get("weight_exp") else np.int16
     return MemoryImage(lanes=lanes, macs_per_lane=K, weights=np.zeros((rows, lanes * K), wdt),
@@ -575,7 +580,8 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                 ext["planes_x16"] = 1
     if opt.fit:                     # refuse before anything long (quantization, layout)
         fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
-                             ext), _program_length(c, opt.fuse_softmax), opt.device, model.name)
+                             ext, opt.fuse_softmax),
+                  _program_length(c, opt.fuse_softmax), opt.device, model.name)
     calibration = opt.calibration
     if opt.smooth is not None or opt.smooth_kv:
         from hdlgen.compiler.smooth import smooth_kv, smooth_norms
@@ -632,7 +638,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     Q = buf("q", D)
     KB = buf("k", KV)
     VB = buf("v", KV)
-    S = buf("scores", c.n_heads * ctx)
+    S = None if opt.fuse_softmax else buf("scores", c.n_heads * ctx)   # SCORES -> SOFTMAX only
     P = buf("probs", c.n_heads * ctx)
     ATT = buf("att", D)
     HB = buf("hb", H)

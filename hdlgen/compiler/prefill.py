@@ -6,8 +6,9 @@ prefill program is derived from it instruction by instruction:
 
 * every scratchpad buffer of one token (``x``, ``xb``, ``q``, ``k``, ``v``, ``att``, ``hb``,
   ``hb2``, ``hh``) gets a *prefill* copy of ``tokens`` rows (:func:`with_prefill` adds them to
-  the scratchpad: buffer ``prefill_<name>``, row ``t`` at ``t * n``); ``scores``, ``probs``
-  and ``logits`` stay shared (each token's attention uses them and is done with them);
+  the scratchpad: buffer ``prefill_<name>``, row ``t`` at ``t * n``); ``probs``, ``logits``
+  and ``scores`` (only an unfused program, ``fuse_softmax=False``, has it) stay shared (each
+  token's attention uses them and is done with them);
 * a ``MATVEC`` with an int8 input, one weight plane, no ``accumulate``, whose input and output
   are whole buffers becomes one ``MATMAT`` of all the chunk's tokens (rows of the prefill
   copies are exactly ``cols`` and ``rows`` apart);
@@ -38,7 +39,8 @@ from hdlgen.errors import UserError
 
 __all__ = ["with_prefill", "prefill_program", "SHARED_BUFFERS"]
 
-#: Buffers every token's instructions share (used and done with inside one token's run).
+#: Buffers every token's instructions share (used and done with inside one token's run);
+#: a program need not have all of them (``scores`` exists only without ``fuse_softmax``).
 SHARED_BUFFERS = ("scores", "probs", "logits")
 
 # scratchpad-address fields of each opcode

@@ -67,7 +67,10 @@ def test_compiler_fuses_scores_and_softmax(p):
     sm = next(i for i in plain.program if i.op == Opcode.SOFTMAX)
     assert (f.q, f.stride, f.n_heads, f.kv_mul, f.head_size, f.paddr) == \
         (sc.q, sc.stride, sc.n_heads, sc.kv_mul, sc.head_size, sc.paddr)
-    assert (f.dst, f.in_frac, f.out_bits) == (sm.dst, sm.in_frac, sm.out_bits)
+    assert (f.in_frac, f.out_bits) == (sm.in_frac, sm.out_bits)
+    # both write the probabilities to the probs buffer; only the unfused pair has scores
+    assert (f.dst, sm.dst) == (fused.buffers["probs"][0], plain.buffers["probs"][0])
+    assert sc.dst == sm.src == plain.buffers["scores"][0] and "scores" not in fused.buffers
     loop = next(i for i in fused.program if i.op == Opcode.LOOP)
     assert loop.body == next(i for i in plain.program if i.op == Opcode.LOOP).body - 1
 

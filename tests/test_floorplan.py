@@ -33,6 +33,16 @@ def test_85f_plan_keeps_each_lane_by_its_weights():
         assert len(dy) == len(ey) == 1                 # one DSP row, one EBR row
         assert abs(dy.pop() - ey.pop()) == 12          # the EBR row next to the DSP row
         assert max(dx) - min(dx) <= 16 and min(dx) <= min(ex) and max(ex) <= max(dx) + 2
+    # the DSP sites left for the other units are in the middle of the die (columns 4..120):
+    # in each row, the column groups (x, x+1, x+4, x+5) no lane uses
+    starts = (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114)
+    used = {(_xy(b)[1], _xy(b)[0]) for b in flat_dsp}
+    free = [x for y in (10, 34, 58) for x in starts if (y, x) not in used]
+    assert len(free) == 1 + 1 + 5 and all(40 <= x <= 78 for x in free)
+    # four consecutive lanes share a corner: within half the die's width and one side
+    for g in range(0, 16, 4):
+        xs = [_xy(b)[0] for lane in dsp[g:g + 4] for b in lane]
+        assert max(xs) - min(xs) <= 60 and (max(xs) < 64 or min(xs) > 64)
 
 
 @pytest.mark.parametrize("args", [(17 * 2, 8, 8), (16, 8, 9), (4, 64, 0)])

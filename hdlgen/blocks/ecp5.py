@@ -37,8 +37,11 @@ def mac_floorplan(platform, lanes: int, macs_per_lane: int, ebr_per_lane: int = 
     Each lane gets ``ceil(macs_per_lane / 4)`` neighbouring column groups of one DSP row for
     its multipliers, and the same column groups of the EBR row next to that DSP row for its
     ``ebr_per_lane`` weight tiles, so a lane's weights go from its block RAMs to its DSPs over
-    a dozen rows and never cross the die. Rows fill from the middle of the die out, and the
-    lanes of a row sit in its middle; the sites left over hold the other units' DSPs and RAMs.
+    a dozen rows and never cross the die. Rows fill from the middle of the die out; the lanes
+    of a row sit at its two ends, half on each side, so that the sites left over, which hold
+    the other units' DSPs and RAMs (the norms, RoPE, the requantizer, the KV cache), are in
+    the middle of the die, near the engine's control, rather than at its edges. Lanes are
+    numbered so that each four consecutive ones share a corner of the die.
 
     Returns ``(dsp, ebr)``: ``dsp[lane][k]`` the BEL of multiplier ``k`` of ``lane``,
     ``ebr[lane][j]`` the BEL of the lane's ``j``-th weight tile.
@@ -54,16 +57,21 @@ def mac_floorplan(platform, lanes: int, macs_per_lane: int, ebr_per_lane: int = 
     rows = list(zip(sites["dsp_rows"], sites["ebr_rows"]))
     if lanes > per_row * len(rows):
         return None
-    dsp, ebr = [], []
+    # each row's lanes, half at each end; then the lanes in order: the left ends first, by
+    # distance from the edge and then by row, so that four consecutive lanes (a group of the
+    # array's operand fanout and control copies) sit in one corner of the die; then the right
+    slots = {"left": [], "right": []}
     for r, (dy, ey) in enumerate(rows):
-        n = min(per_row, lanes - r * per_row)
-        if n <= 0:
-            break
-        first = (len(groups) - n * span) // 2
+        n = max(0, min(per_row, lanes - r * per_row))
+        left = -(-n // 2)
         for i in range(n):
-            xs = groups[first + i * span:first + (i + 1) * span]
-            dsp.append(tuple(f"X{x + dx}/Y{dy}/{b}" for x in xs for dx, b in _DSP_SLOTS)
-                       [:macs_per_lane])
-            ebr.append(tuple(f"X{x + dx}/Y{ey}/{b}" for x in xs for dx, b in _EBR_SLOTS)
-                       [:ebr_per_lane])
+            side, p = ("left", i) if i < left else ("right", n - 1 - i)
+            first = p * span if side == "left" else len(groups) - (p + 1) * span
+            slots[side].append((p, r, groups[first:first + span], dy, ey))
+    dsp, ebr = [], []
+    for p, r, xs, dy, ey in sorted(slots["left"]) + sorted(slots["right"]):
+        dsp.append(tuple(f"X{x + dx}/Y{dy}/{b}" for x in xs for dx, b in _DSP_SLOTS)
+                   [:macs_per_lane])
+        ebr.append(tuple(f"X{x + dx}/Y{ey}/{b}" for x in xs for dx, b in _EBR_SLOTS)
+                   [:ebr_per_lane])
     return tuple(dsp), tuple(ebr)

@@ -134,16 +134,18 @@ class SplitRAM(wiring.Component):
     """Words ``0 .. main_depth - 1`` in a :class:`BlockRAM`, the rest in a :class:`DistRAM`;
     :class:`BlockRAM`'s ports (``a`` read/write, ``b`` read-only) and timing.
 
-    ``main_depth`` must be a power of two (the high address bit(s) select the part). The tail's
+    ``main_depth`` must be a power of two (the high address bit(s) select the part);
+    ``sites`` places the block RAM's tiles (:class:`BlockRAM`). The tail's
     single read port follows :class:`DistRAM`: ``b`` wins over ``a`` in a cycle with both
     enabled. ``latency`` (2 or 3) is both parts' (:class:`BlockRAM`); the part select of a
     wide ``rdata`` is copied per 64 bits.
     """
 
     def __init__(self, *, width: int, depth: int, main_depth: int,
-                 granularity: int | None = None, init=None, latency: int = 2):
+                 granularity: int | None = None, init=None, latency: int = 2, sites=None):
         _check(width, depth, granularity, init, latency)
         self._latency = latency
+        self._sites = sites
         if not (0 < main_depth < depth and main_depth & (main_depth - 1) == 0):
             raise ValueError(f"main_depth={main_depth} must be a power of two below "
                              f"depth={depth}")
@@ -162,7 +164,7 @@ class SplitRAM(wiring.Component):
         m.submodules.main = main = BlockRAM(width=self._width, depth=md,
                                             granularity=self._gran, ports=("rw", "r"),
                                             init=self._init[:md] or None,
-                                            latency=self._latency)
+                                            latency=self._latency, sites=self._sites)
         m.submodules.tail = tail = DistRAM(width=self._width, depth=self._depth - md,
                                            granularity=self._gran,
                                            init=self._init[md:] or None,

@@ -46,7 +46,7 @@ instruction's phases, which stream operands through one unit and the results bac
   block ``j`` one beat per cycle, passes back to back: the weight-bank row holding ``W[n,
   jK:jK+K]`` is read and lane ``n % lanes``'s slice selected into a register (the shared
   operand, one weight read serving every token), tile-buffer word ``j`` is read two cycles
-  after the issue so that both arrive together, four cycles after it (the per-lane operands,
+  after the issue so that both arrive together, five cycles after it (the per-lane operands,
   token ``t`` on lane ``t``); the beat then takes MATVEC's path (beat register, FIFO).
   Each result beat is column ``n`` of the tile: its ``tokens`` sums go through the serializer
   into the requantizer with row ``n``'s parameters (and bias), and the writer walks ``dst + t
@@ -88,17 +88,23 @@ datapaths load every cycle with their valid bits and selects copied per lane
 * MAC feed: the weight bank reads every cycle at a registered address with ``latency=3``
   (request registers replicated per group of DP16KD), the vector buffer's operand planes are
   registered, each beat passes a register in front of the beat FIFO whose source (MATVEC,
-  SCORES, ATTV, MATMAT) is selected by a copy of the mode flags per lane, and the FIFO's
-  occupancy (credits, beats issued or in flight) is one register; the KV cache's read stream
-  passes a skid buffer; a MATMAT beat's weight slice is selected into a register and a
-  block-RAM tile buffer has ``latency=3`` like the weight bank;
+  SCORES, ATTV, MATMAT) is selected by a copy of the mode flags per lane; the FIFO
+  (:class:`~hdlgen.engine.memories.WideFIFO`) is a column group per lane's slice with its own
+  pointers and write enable, and its occupancy (credits, beats issued or in flight) is one
+  register; the KV cache's read stream passes a skid buffer; the lane slice EMBED and MATMAT
+  take from a weight row (and the host's weight reads, through port b) is selected in two
+  registered levels (within groups of four lanes, then across the groups), and a block-RAM
+  tile buffer has ``latency=3`` like the weight bank;
+* floorplan (LFE5U-85F, :func:`hdlgen.blocks.ecp5.mac_floorplan`): each lane's eight DSPs
+  side by side in a DSP row and its weight tiles in the EBR row next to it, in the same
+  columns, so a lane's weights never cross the die and no logic gathers a whole weight row in
+  one cycle;
 * MAC results: a skid buffer, then a take decided by a flip-flop (``tk_ok``) and a
   combine/serialize stage a cycle later whose controls are copied per lane;
 * reader and writer: the element reader's output passes a skid buffer (with the vector-buffer
   lane already selected); the writer selects its unit by one flip-flop per source (AND-OR) and
   registers the value twice (selection, then saturation) before its address logic; the
-  requantizer's parameter addresses and the host's memory requests are registered and a weight
-  row's word is selected in two stages.
+  requantizer's parameter addresses and the host's memory requests are registered.
 
 Measured (``python -m hdlgen bench blocks --only engine``: stories260K-shaped model, 16x8 MACs,
 context 256, LFE5U-85F, nextpnr seed 1): 62.3 MHz estimated after placement (57.9 before
@@ -123,13 +129,14 @@ from dataclasses import asdict
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
-from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.activation import Activation
 from hdlgen.blocks.argmax import Argmax
-from hdlgen.blocks.bram import BlockRAM
+from hdlgen.blocks.bram import BlockRAM, ecp5_tiling
 from hdlgen.blocks.dsp import DSPMultiplier, keep_register
+from hdlgen.blocks.ecp5 import mac_floorplan
 from hdlgen.blocks.eltwise import Eltwise
 from hdlgen.blocks.kv_cache import KVCache
 from hdlgen.blocks.layernorm import LayerNorm
@@ -143,7 +150,7 @@ from hdlgen.blocks.stream_parts import SkidBuffer
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.isa import EltOp, LAYOUTS, NormKind, Opcode, Reg, Width, encode_program
 from hdlgen.engine.memmap import EngineMap, WINDOWS
-from hdlgen.engine.memories import DistRAM, SplitRAM, split_depth
+from hdlgen.engine.memories import DistRAM, SplitRAM, WideFIFO, split_depth
 from hdlgen.engine.streams import ElementReader
 from hdlgen.errors import UserError
 from hdlgen.soc import wishbone
@@ -446,6 +453,22 @@ class Engine(wiring.Component):
                 "wts": rows,
                 "par": [int(v) & 0xFFFFFFFF for v in np.asarray(image.params, dtype=np.int64)]}
 
+    def _floorplan(self, platform, main_rows: int, init: bool):
+        """The MAC array's DSP sites and the weight bank's DP16KD sites on a device with a
+        known site map (:func:`hdlgen.blocks.ecp5.mac_floorplan`): lane ``l``'s weight tiles
+        (its ``8 * K`` bits of a row) in the EBR row next to its DSPs, in the same columns, so
+        that no weight crosses the die. ``(None, None)`` elsewhere; the weight sites are
+        ``None`` when the bank is more than one tile deep or a tile spans two lanes."""
+        lanes, K = self._lanes, self._K
+        t = ecp5_tiling(lanes * K * 8, main_rows, granularity=8, init=init)
+        tpl = 8 * K // t.unit_bits if t.rows == 1 and (8 * K) % t.unit_bits == 0 else 0
+        plan = mac_floorplan(platform, lanes, K, tpl)
+        if plan is None:
+            return None, None
+        dsp, ebr = plan
+        sites = {(0, c): ebr[c // tpl][c % tpl] for c in range(t.columns)} if tpl else None
+        return dsp, sites
+
     def elaborate(self, platform):
         m = Module()
         cfg, image, mp = self._cfg, self._image, self._map
@@ -468,14 +491,15 @@ class Engine(wiring.Component):
                                            init=init.get("prog"))
         m.submodules.act = act = BlockRAM(width=16, depth=A)
         main_rows = self._weight_main_rows
+        dsp_sites, wts_sites = self._floorplan(platform, main_rows, bool(init.get("wts")))
         # (the weight bank spans dozens of DP16KD: latency 3, its request registers replicated)
         if main_rows < WR:
             m.submodules.wts = wts = SplitRAM(width=lanes * K * 8, depth=WR, granularity=8,
                                               main_depth=main_rows, init=init.get("wts"),
-                                              latency=3)
+                                              latency=3, sites=wts_sites)
         else:
             m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8,
-                                              init=init.get("wts"), latency=3)
+                                              init=init.get("wts"), latency=3, sites=wts_sites)
         m.submodules.par = par = BlockRAM(width=32, depth=PM, init=init.get("par"))
         m.submodules.vb = vb = DistRAM(width=16 * K, depth=VBD, granularity=8)
         # the MATMAT tile buffer: word j holds the input slices [j*K, j*K+K) of all the tile's
@@ -493,7 +517,8 @@ class Engine(wiring.Component):
                                                 latency=3)
 
         # ---- units ----------------------------------------------------------------------------
-        m.submodules.mac = mac = MACArray(lanes, K, acc_w, cfg.max_dot_length)
+        m.submodules.mac = mac = MACArray(lanes, K, acc_w, cfg.max_dot_length,
+                                          dsp_sites=dsp_sites)
         m.submodules.rq = rq = Requant(out_bits=16, has_bias=True)
         m.submodules.smax = smax = Softmax(max_len=ctx, in_width=16, in_frac=self._smax[0],
                                            out_bits=self._smax[1])
@@ -707,8 +732,8 @@ class Engine(wiring.Component):
         b_win = Signal(3)
         b_off = Signal(WBITS)
         m.d.comb += [b_win.eq(bus.adr[WBITS:WBITS + 3]), b_off.eq(bus.adr[:WBITS])]
-        # 0 idle; 1, 2 (and 6 for the weights' third cycle) read wait; 3 capture; 5 weight
-        # word select; 4 ack/err. The memory requests are registered (hq_*: the memories see
+        # 0 idle; 1, 2 (and 6, 7 for the weights' third and fourth cycle) read wait; 3
+        # capture; 5 weight word select; 4 ack/err. The memory requests are registered (hq_*: the memories see
         # them the cycle after state 0)
         b_state = Signal(3)
         b_win_r = Signal(3)
@@ -717,7 +742,15 @@ class Engine(wiring.Component):
         b_sub = Signal(max(2, rsw_bits))     # word within a program word or a weight row
         b_dat = Signal(32)
         b_pre = Signal(128)
+        em_slice = Signal(8 * K)             # one lane's slice of a weight row (port b)
         b_err = Signal()
+        # a weight word inside one lane's slice (K/4 a power of two): the host reads weights
+        # through port b and EMBED's lane select (hw_*), so the bank's port-a outputs, a
+        # second 1,024-bit gather, go unused
+        wpl = K // 4 if K % 4 == 0 and not (K // 4) & (K // 4 - 1) else 0   # words per lane
+        hw_rd = Signal()
+        hw_row = Signal(aw_w)
+        hw_lane = Signal(range(lanes))
         host_act = Signal(data.StructLayout({"addr": aw_act, "en": 1, "we": 1, "wdata": 16}))
         host_w = Signal(data.StructLayout({"addr": aw_w, "en": 1, "we": lanes * K,
                                            "wdata": lanes * K * 8}))
@@ -786,6 +819,10 @@ class Engine(wiring.Component):
                                 row = b_off[rsw_bits:]
                                 m.d.comb += [host_w.addr.eq(row), host_w.en.eq(1),
                                              host_w.wdata.eq(bus.dat_w.replicate(lanes * K // 4))]
+                                if wpl:
+                                    m.d.comb += [host_w.en.eq(bus.we), hw_rd.eq(~bus.we),
+                                                 hw_row.eq(row),
+                                                 hw_lane.eq(b_off[:rsw_bits] // wpl)]
                                 with m.If(bus.we):
                                     m.d.comb += host_w.we.eq(
                                         bus.sel << (4 * (b_off[:rsw_bits] if rsw_bits else 0)))
@@ -803,7 +840,9 @@ class Engine(wiring.Component):
                 m.d.sync += b_state.eq(2)
             with m.Case(2):
                 m.d.sync += b_state.eq(Mux(b_win_r == WINDOWS["weights"], 6, 3))
-            with m.Case(6):
+            with m.Case(6):                  # (a weight read through port b: one more)
+                m.d.sync += b_state.eq(7 if wpl else 3)
+            with m.Case(7):
                 m.d.sync += b_state.eq(3)
             with m.Case(3):
                 m.d.sync += b_state.eq(4)
@@ -813,13 +852,21 @@ class Engine(wiring.Component):
                     with m.Case(WINDOWS["scratch"], WINDOWS["output"]):
                         m.d.sync += b_dat.eq(act.a.rdata.as_signed())
                     with m.Case(WINDOWS["weights"]):      # a group of 4 words, then one word
-                        grp = (wts.a.rdata.word_select(b_sub[2:], 128) if lanes * K > 16
-                               else wts.a.rdata)
-                        m.d.sync += [b_pre.eq(grp), b_state.eq(5)]
+                        if wpl:                            # (port b: the lane slice, then)
+                            m.d.sync += b_state.eq(5)
+                        else:
+                            grp = (wts.a.rdata.word_select(b_sub[2:], 128) if lanes * K > 16
+                                   else wts.a.rdata)
+                            m.d.sync += [b_pre.eq(grp), b_state.eq(5)]
                     with m.Case(WINDOWS["params"]):
                         m.d.sync += b_dat.eq(par.a.rdata)
             with m.Case(5):
-                m.d.sync += [b_dat.eq(b_pre.word_select(b_sub[:2], 32)), b_state.eq(4)]
+                m.d.sync += b_state.eq(4)
+                if wpl:
+                    m.d.sync += b_dat.eq(em_slice.word_select(b_sub % wpl, 32) if wpl > 1
+                                         else em_slice)
+                else:
+                    m.d.sync += b_dat.eq(b_pre.word_select(b_sub[:2], 32))
             with m.Case(4):
                 m.d.sync += b_state.eq(0)
 
@@ -1379,9 +1426,19 @@ class Engine(wiring.Component):
 
         # ---- MAC feed -------------------------------------------------------------------------
         beat_l = mac.i.payload.shape()
-        BFD = 8                              # credits: issue -> FIFO read is 6 cycles (MATMAT 7)
-        m.submodules.beats = bf = SyncFIFO(width=data.Layout.cast(beat_l).size, depth=BFD)
-        m.d.comb += [mac.i.valid.eq(bf.r_rdy), mac.i.payload.eq(bf.r_data), bf.r_en.eq(mac.i.ready)]
+        BFD = 16                             # credits: issue -> FIFO read is 6 cycles (MATMAT 8)
+        # (a WideFIFO, its pointers and write enable copied per 64 bits: one column group per
+        # lane's slice, then the shared slice, then first/last, so no control net spans the
+        # ~1,100 bits and each lane's slice can sit by its lane)
+        m.submodules.beats = bf = WideFIFO(width=data.Layout.cast(beat_l).size, depth=BFD)
+        bf_word = data.StructLayout({"per_lane": beat_l.members["per_lane"],
+                                     "shared": beat_l.members["shared"],
+                                     "first": 1, "last": 1})
+        bf_out = data.View(bf_word, bf.r_data)
+        m.d.comb += [mac.i.valid.eq(bf.r_rdy), bf.r_en.eq(mac.i.ready),
+                     mac.i.payload.first.eq(bf_out.first), mac.i.payload.last.eq(bf_out.last),
+                     mac.i.payload.shared.eq(bf_out.shared),
+                     mac.i.payload.per_lane.eq(bf_out.per_lane)]
         bf_issue = Signal()
         i1, i2, i3 = Signal(), Signal(), Signal()
         # MATVEC issue
@@ -1474,7 +1531,7 @@ class Engine(wiring.Component):
         em_active = Signal()
         em_ib = Signal(16)
         em_row = Signal(24)
-        EMW = wts.latency + 1                # em_wait value when em_slice holds the read row
+        EMW = wts.latency + 2                # em_wait value when em_slice holds the read row
         em_wait = Signal(range(EMW + 1))
         em_lane = Signal(range(lanes))
         em_ph = Signal()                     # 16-bit table: 0 high plane, 1 low plane
@@ -1486,9 +1543,24 @@ class Engine(wiring.Component):
                          em_lane.eq(embed_idx[:(lanes - 1).bit_length()])]
         # the weight bank's port b reads mv_wrow every cycle (no enable, a registered address):
         # a read issued in cycle t is in rdata at t + 3 (latency 3) and in em_slice (one lane)
-        # at t + 4
-        em_slice = Signal(8 * K)
-        m.d.sync += em_slice.eq(wts.b.rdata.word_select(em_lane, 8 * K))
+        # at t + 5. The lane select is two registered levels: within each group of EMG lanes
+        # (a group's lanes sit together, see the floorplan), then across the groups, so no
+        # single cycle gathers the whole 1,024-bit row
+        EMG = 4
+        em_grp = []
+        for g in range(0, lanes, EMG):
+            n = min(EMG, lanes - g)
+            sel = Signal(8 * K, name=f"em_grp{g // EMG}")
+            row = wts.b.rdata[8 * K * g:8 * K * (g + n)]
+            m.d.sync += sel.eq(row.word_select(em_lane[:(n - 1).bit_length()], 8 * K)
+                               if n > 1 else row)
+            em_grp.append(sel)
+        em_lane_d = Signal.like(em_lane)
+        m.d.sync += [em_lane_d.eq(em_lane),
+                     em_slice.eq(Array(em_grp)[em_lane_d[(EMG - 1).bit_length():]]
+                                 if len(em_grp) > 1 else em_grp[0])]
+        with m.If(hw_rd):                    # a host read of a weight word (the engine idles)
+            m.d.sync += [mv_wrow.eq(hw_row), em_lane.eq(hw_lane)]
         with m.If(em_active & (em_wait == 0) & (ser_cnt == 0) & ~rq_inflight):
             m.d.sync += em_wait.eq(1)
         with m.Elif(em_wait != 0):
@@ -1527,31 +1599,31 @@ class Engine(wiring.Component):
             for k in range(K):
                 m.d.comb += mv_beat.per_lane[ln][k].eq(wts.b.rdata[8 * (ln * K + k):][:8])
 
-        # MATMAT beat assembly, four cycles after the issue: the weight row (three cycles) has
-        # the pass's lane slice selected into a register (EMBED's em_slice, its select em_lane
-        # following the issued lane two cycles late); the tile buffer is read 4 - latency
+        # MATMAT beat assembly, five cycles after the issue: the weight row (three cycles) has
+        # the pass's lane slice selected in two registers (EMBED's em_slice, its select em_lane
+        # following the issued lane two cycles late); the tile buffer is read 5 - latency
         # cycles after the issue (from registers: word and enable delayed) so that its word
         # arrives then too
         mm_beat = Signal(beat_l)
         mi4 = Signal()                       # the MATMAT beat is complete (goes to bw_*)
         if TBD:
-            mi = [mm_issue] + [Signal(name=f"mm_i{n}") for n in range(1, 4)] + [mi4]
-            mf = [Signal(name=f"mm_f{n}") for n in range(4)]
-            ml = [Signal(name=f"mm_l{n}") for n in range(4)]
+            mi = [mm_issue] + [Signal(name=f"mm_i{n}") for n in range(1, 5)] + [mi4]
+            mf = [Signal(name=f"mm_f{n}") for n in range(5)]
+            ml = [Signal(name=f"mm_l{n}") for n in range(5)]
             mln1, mln2 = Signal.like(mm_lane), Signal.like(mm_lane)
             tb_j = [mm_j[:len(tb.b.addr)]] + [Signal.like(tb.b.addr, name=f"tb_j{n}")
-                                              for n in range(1, 3)]
-            m.d.sync += [mi[n].eq(mi[n - 1]) for n in range(1, 5)]
-            m.d.sync += [tb_j[n].eq(tb_j[n - 1]) for n in range(1, 3)]
+                                              for n in range(1, 4)]
+            m.d.sync += [mi[n].eq(mi[n - 1]) for n in range(1, 6)]
+            m.d.sync += [tb_j[n].eq(tb_j[n - 1]) for n in range(1, 4)]
             m.d.sync += [mf[0].eq(mm_j_first), ml[0].eq(mm_j_last),
                          mln1.eq(mm_lane), mln2.eq(mln1)]
-            m.d.sync += [mf[n].eq(mf[n - 1]) for n in range(1, 4)]
-            m.d.sync += [ml[n].eq(ml[n - 1]) for n in range(1, 4)]
+            m.d.sync += [mf[n].eq(mf[n - 1]) for n in range(1, 5)]
+            m.d.sync += [ml[n].eq(ml[n - 1]) for n in range(1, 5)]
             with m.If(mac_mode == _M_MATMAT):
                 m.d.sync += em_lane.eq(mln2)
-            tb_at = 4 - tb.latency              # 2 (LUT RAM) or 1 (block RAM)
+            tb_at = 5 - tb.latency              # 3 (LUT RAM) or 2 (block RAM)
             m.d.comb += [tb.b.addr.eq(tb_j[tb_at]), tb.b.en.eq(mi[tb_at]),
-                         mm_beat.first.eq(mf[3]), mm_beat.last.eq(ml[3])]
+                         mm_beat.first.eq(mf[4]), mm_beat.last.eq(ml[4])]
             for k in range(K):
                 m.d.comb += mm_beat.shared[k].eq(em_slice[8 * k:8 * k + 8])
             for ln in range(lanes):
@@ -1626,8 +1698,10 @@ class Engine(wiring.Component):
         # sources, bit 0 SCORES over ATTV and MATMAT over MATVEC; MATMAT only in an engine
         # with a tile buffer)
         bw_v = Signal()
-        bw_d = Signal(beat_l, reset_less=True)
+        bw_d = Signal(bf_word, reset_less=True)
         m.d.sync += bw_v.eq(bw_en)
+        bw_vg = [keep_register(m, platform, Signal(name=f"bw_v{g}"), bw_en)   # the FIFO's write
+                 for g in range(bf.groups)]                                   # enable per group
 
         def mode_copy(name):
             sc, av = mac_mode == _M_SCORES, mac_mode == _M_ATTV
@@ -1649,7 +1723,7 @@ class Engine(wiring.Component):
             m.d.sync += bw_d.per_lane[ln].eq(pick(mm, sc_beat.per_lane[ln],
                                                   av_beat.per_lane[ln], mv_beat.per_lane[ln],
                                                   mm_beat.per_lane[ln]))
-        m.d.comb += [bf.w_en.eq(bw_v), bf.w_data.eq(bw_d.as_value())]
+        m.d.comb += [bf.w_en.eq(Cat(*bw_vg)), bf.w_data.eq(bw_d.as_value())]
         with m.If(at_cmd):
             m.d.comb += [kv.read_cmd.valid.eq(1), kv.read_cmd.payload.layer.eq(r_layer),
                          kv.read_cmd.payload.head.eq(at_kvh), kv.read_cmd.payload.kv.eq(at_kvsel),

@@ -195,7 +195,11 @@ if cocotb is not None:
             for addr, value in writes:
                 await host.write(addr, value)
             # read back a few words of each memory (the host port itself)
-            for addr, value in writes[::997]:
+            # and every word of the first and the last weight row (a tail row in LUT RAM when
+            # the bank is split)
+            w0, rw = 4 * len(words), mp.row_words
+            w1 = w0 + img.weights.shape[0] * rw
+            for addr, value in writes[::997] + writes[w0:w0 + rw] + writes[w1 - rw:w1]:
                 got = await host.read(addr)
                 assert got == value, f"readback {addr:#x}: {got:#x} != {value:#x}"
         else:                                   # weights and parameters are already there

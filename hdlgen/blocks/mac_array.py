@@ -56,14 +56,13 @@ credit round trip (:attr:`MACArray.credit_loop`), back-to-back dot products of a
 including one beat each, flow at one beat per cycle while ``o`` is ready.
 """
 
-from amaranth.hdl import (Cat, ClockSignal, Const, Elaboratable, Instance, Module, Mux,
-                          ResetSignal, Signal, signed, unsigned)
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.dsp import DSPMultiplier, keep_register
-from hdlgen.blocks.ecp5 import is_ecp5, mac_floorplan
+from hdlgen.blocks.ecp5 import mac_floorplan
 from hdlgen.bench.registry import BlockBench
 
 __all__ = ["MACArray", "required_acc_width", "bench_configs"]
@@ -452,13 +451,30 @@ def bench_configs() -> list:
         4     170.53    4904  13364  128  0    lane 0's accumulator (``first``, carry chain)
         5     163.11    4904  13364  128  0    lane 0's accumulator (``first``, 2.3 ns route,
                                                then the carry chain)
+        6     172.59    4904  13364  128  0    ``o.ready`` to lane 5's read-pointer CE
+                                               (5.3 ns route, no logic)
+        7     138.95    4904  13364  128  0    ``o.ready``, LUT (``fill`` clock enable, fire
+                                               xor done), ``fill`` CE: 3.9 + 2.3 ns routes
+        8     188.04    4904  13364  128  0    lane 8's accumulator carry chain
 
     4904 LUT4 is 38.3 per MAC. The same netlist without the floorplan gave 152.4 / 165.7 /
-    170.1 / 135.8 / 149.1 MHz: the placer scattered each lane's DSPs along the rows, so the
-    lanes' output FIFOs, which ``o.ready`` must reach in one cycle, were spread over the die
-    (6.0-6.8 ns of routing on seeds 1 and 4). With each lane's DSPs together, its adder tree,
-    accumulator and FIFO sit in a compact patch, and the ``o.ready`` net is not the critical
-    path on any of the five seeds."""
+    170.1 / 135.8 / 149.1 MHz on seeds 1-5: the placer scattered each lane's DSPs along the
+    rows, so the lanes' output FIFOs, which ``o.ready`` must reach in one cycle, were spread
+    over the die (6.0-6.8 ns of routing on seeds 1 and 4). With each lane's DSPs together,
+    its adder tree, accumulator and FIFO sit in a compact patch.
+
+    What is left is the ``o.ready`` net itself (seed 7): it still reaches all 16 lanes in one
+    cycle, and its delay varies with the seed more than with distance (40 columns took 5.3 ns
+    on one run, 43 columns plus 7 rows 8.5 ns on another). Variants tried on this floorplan and not kept, seeds
+    1 / 2 / 3 / 4 / 5 (/ 7): FIFO pointers one bit wider, ``o.valid`` from comparing them and
+    ``o.ready`` only on read-pointer CEs: 140 / 149 / 123 / 157 / - (154), limited by the
+    pointer loop through the RAM-address net; the same with separate RAM-address registers
+    (more CE loads): 161 on seed 1, 124 on seed 7 (``o.ready``, 7.5 ns); lane-local copies of
+    ``o.valid`` fed by ``o.ready`` and a per-group ``fill[1]``, ``fill`` without a CE:
+    167 / 170 / 166 / 156 / 146 (185), and with one instantiated LUT4 per ``fill`` bit: 110 on
+    seed 5 (``o.ready`` to lane 0, 8.5 ns). Every added load on ``o.ready`` made some seed
+    worse. Taking ``o.ready`` off the lanes altogether needs a central output buffer fed
+    from registered lane FIFO reads (branch ``mac-out``, measured before the floorplan)."""
     return [
         BlockBench(name="mac_array",
                    params={"lanes": 16, "macs_per_lane": 8, "acc_width": 32, "max_dot_length": 4096},

@@ -34,46 +34,29 @@ Pipeline and flow control
 Nothing in the datapath has a clock enable or a stall: data registers load every cycle and
 ``valid``/``first``/``last`` bits travel in a shift register beside the data (replicated
 per lane near the accumulators so that no control net crosses the die). The stages, counted
-in cycles after the one in which a beat is transferred on ``i``::
+in clock edges after the edge that transfers a beat on ``i``::
 
-    1 .. F         fabric input register, then the fanout tree that copies the shared
+    0 .. F-1       fabric input register, then the fanout tree that copies the shared
                    slice to every lane, 4 loads per register (F = 1 + ceil(log4(lanes)))
-    F+1 .. F+D     MULT18X18D input and output registers (D = 2, or 3 with dsp_pipeline)
-    .. G           fabric registers after each DSP (R = post_dsp_registers, G = F+D+R):
+    F .. F+D-1     MULT18X18D input and output registers (D = 2, or 3 with dsp_pipeline)
+    F+D .. G-1     fabric registers after each DSP (R = post_dsp_registers, G = F+D+R):
                    the first sits next to the DSP, the next ones carry the product across
                    the DSP row to the lane's adder tree
-    .. G+T         adder tree, one register per level (T = ceil(log2(macs_per_lane)))
-    G+T+1          accumulator, then X = result_registers registers (default 0)
-    G+T+X+2        result in the lane's FIFO (``lane_latency``), pop decided
-    + P            the pop reaches the lanes (P = 1 + ceil(log4(lanes)) register stages)
-    + 1            the lane's FIFO head in its read register
-    + Y            Y = transport_registers registers (default 2) to the output FIFO
-    + 1            written into the output FIFO, ``o.valid`` (``latency``)
+    G .. G+T-1     adder tree, one register per level (T = ceil(log2(macs_per_lane)))
+    G+T            accumulator
+    G+T+1 ..       result registers carrying it to the lane's output FIFO
+                   (X = result_registers, 0 by default)
+    G+T+X+1        result written to the output FIFO, ``o.valid``
 
-Backpressure on ``o`` never stalls the pipeline, and ``o.ready`` never reaches the lanes.
-Two FIFOs hold the results:
-
-* **Lane FIFOs** (distributed RAM beside each lane's adder tree, ``fifo_depth`` results)
-  have room for every result in flight: ``i.ready`` comes from a flip-flop fed by registers
-  only and is high while there are *credits*; a credit is taken when a ``last`` beat is
-  accepted and given back when its result is popped from the lane FIFOs. With
-  ``fifo_depth`` at least the credit round trip (:attr:`MACArray.credit_loop`), back-to-back
-  dot products of any length, including one beat each, flow at one beat per cycle while
-  ``o`` is ready.
-* **The output FIFO** (distributed RAM, ``out_depth`` entries of all lanes' results, in one
-  spot) is what ``o`` reads. A central controller *pops* one result from every lane when the
-  lane FIFOs hold one and the output FIFO has an entry not yet promised (its own credits,
-  counted from registers: an entry comes back the cycle after the read pointer moves). The
-  pop travels to the lanes down a tree of register copies, each lane registers its FIFO head,
-  and the results travel through the transport registers beside a delayed copy of the pop
-  that writes them. ``o.ready`` is only the clock enable of the output FIFO's read-pointer
-  copies (one per slice of ``_OUT_GROUP`` lanes, plus one for ``o.valid``): no logic on it,
-  and no net from it longer than the compact output FIFO. ``o.valid`` compares the write and
-  read pointers (registers). With ``out_depth`` above the pop round trip
-  (:attr:`MACArray.out_credit_loop`) results leave at one per cycle.
+Backpressure on ``o`` never stalls the pipeline. The output FIFO (distributed RAM, one per
+lane, ``fifo_depth`` results) has room for every result in flight: ``i.ready`` comes from a
+flip-flop fed by registers only and is high while there are *credits*; a credit is taken
+when a ``last`` beat is accepted and given back when a result leaves on ``o``. With ``fifo_depth`` at least the
+credit round trip (:attr:`MACArray.credit_loop`), back-to-back dot products of any length,
+including one beat each, flow at one beat per cycle while ``o`` is ready.
 """
 
-from amaranth.hdl import Cat, Elaboratable, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -88,8 +71,6 @@ __all__ = ["MACArray", "required_acc_width", "bench_configs"]
 OPERAND_WIDTH = 8
 #: Most loads one register of the shared-operand fanout tree drives (besides the last level).
 _FANOUT = 4
-#: Lanes per slice of the central output FIFO (each slice has its own pointer copies).
-_OUT_GROUP = 4
 
 
 def required_acc_width(max_dot_length: int, operand_width: int = OPERAND_WIDTH) -> int:
@@ -105,11 +86,7 @@ def _check_positive_int(name, value):
 
 class _Lane(Elaboratable):
     """One lane: ``K`` DSP multipliers, fabric product registers, adder tree, accumulator
-    and the lane's result FIFO, with its own copies of the control bits.
-
-    The FIFO is written when the accumulator holds a finished dot product and read when this
-    lane's copy of the central ``pop`` bit arrives; the head read then is registered in
-    ``result`` (one cycle later, no enable). Nothing in the lane sees ``o.ready``."""
+    and the lane's slice of the output FIFO, with its own copies of the control bits."""
 
     def __init__(self, index, K, acc_width, fifo_depth, dsp_pipeline, post_dsp_registers,
                  result_registers, dsp_sites=None):
@@ -121,8 +98,9 @@ class _Lane(Elaboratable):
         self.shared = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))   # stage F-1, this lane's copy
         self.operand = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))  # stage F-1
         self.ctrl_in = Signal(3)     # (valid, first, last) one stage before the lane copies
-        self.pop = Signal()          # this lane's copy of the central pop (a register)
-        self.result = Signal(signed(acc_width), reset_less=True)  # FIFO head, the cycle after ``pop``
+        self.o_ready = Signal()      # ``o.ready``, straight from the port
+        self.valid_next = Signal()   # next value of ``o.valid`` (this lane keeps a copy)
+        self.result = Signal(signed(acc_width))   # FIFO head of this lane
 
     def elaborate(self, platform):
         m = Module()
@@ -160,15 +138,15 @@ class _Lane(Elaboratable):
         with m.If(valid):
             m.d.sync += acc.eq(Mux(first, 0, acc) + tree)
         done = keep_register(m, platform, Signal(name=f"done_l{i}"), valid & last)
-        # Result registers (no enable) between the accumulator and the FIFO.
+        # Result registers (no enable) between the accumulator and the FIFO: they let the
+        # FIFO sit nearer the output than the lane's DSPs.
         result = acc
         for r in range(self.result_registers):
             nxt = Signal(signed(self.acc_width), name=f"result_r{r}", reset_less=True)
             m.d.sync += nxt.eq(result)
             result = nxt
             done = keep_register(m, platform, Signal(name=f"done_r{r}_l{i}"), done)
-        # Result FIFO: written the cycle after the accumulator holds the result, read on
-        # ``pop``; both pointers are local registers.
+        # Output FIFO slice: written the cycle after the accumulator holds the result.
         ptr_shape = unsigned((self.fifo_depth - 1).bit_length())
         mem = m.submodules.fifo = Memory(shape=signed(self.acc_width), depth=self.fifo_depth, init=[])
         wp = mem.write_port()
@@ -176,10 +154,13 @@ class _Lane(Elaboratable):
         wr_ptr = Signal(ptr_shape, name=f"wr_ptr_l{i}")
         rd_ptr = Signal(ptr_shape, name=f"rd_ptr_l{i}")
         keep_register(m, platform, wr_ptr, wr_ptr + done)
-        keep_register(m, platform, rd_ptr, rd_ptr + self.pop)
+        # The read pointer loads under a clock enable that is ``o.ready`` itself (no gate
+        # between the port and the flip-flops' CE) the value ``rd_ptr + o.valid``, computed
+        # from registers only: this lane's own copy of ``o.valid`` and the pointer.
+        o_valid = keep_register(m, platform, Signal(name=f"o_valid_l{i}"), self.valid_next)
+        keep_register(m, platform, rd_ptr, rd_ptr + o_valid, en=self.o_ready)
         m.d.comb += [wp.addr.eq(wr_ptr), wp.data.eq(result), wp.en.eq(done),
-                     rp.addr.eq(rd_ptr)]
-        m.d.sync += self.result.eq(rp.data)
+                     rp.addr.eq(rd_ptr), self.result.eq(rp.data)]
         return m
 
 
@@ -220,12 +201,11 @@ class MACArray(wiring.Component):
         alone (the out-of-context bench); a design that also places weight RAMs passes
         ``dsp_sites`` from the same plan instead. Default ``False``.
     result_registers : int
-        Registers (no enable) between each lane's accumulator and its result FIFO, each one
-        more cycle of latency (default 0).
-    transport_registers : int
-        Registers (no enable) carrying each lane's popped result to the central output FIFO,
-        after the lane's own read register (default 2). They let the output FIFO sit in one
-        compact spot away from the lanes' DSPs, which are spread over the die.
+        Registers (no enable) between each lane's accumulator and its output FIFO, each one
+        more cycle of latency (default 0). They let the placer move the FIFOs away from the
+        lanes' DSPs; measured on the 85F, 16 x 8, two of them gave 162.4 MHz on seed 1 (152.4
+        without) but 135.3 on seed 2 (165.7 without, limited by a read-pointer-to-LUT-RAM
+        route), so the default stays 0.
 
     Attributes
     ----------
@@ -238,14 +218,14 @@ class MACArray(wiring.Component):
     Raises
     ------
     ValueError
-        When a parameter is not a positive integer (a non-negative one for the register
-        counts) or ``acc_width`` is too narrow for ``max_dot_length``.
+        When a parameter is not a positive integer or ``acc_width`` is too narrow for
+        ``max_dot_length``.
     """
 
     def __init__(self, lanes: int = 16, macs_per_lane: int = 8, acc_width: int = 32,
                  max_dot_length: int = 4096, *, post_dsp_registers: int = 3,
-                 dsp_pipeline: bool = False, result_registers: int = 0,
-                 transport_registers: int = 2, dsp_sites=None, floorplan: bool = False):
+                 dsp_pipeline: bool = False, result_registers: int = 0, dsp_sites=None,
+                 floorplan: bool = False):
         for name, value in (("lanes", lanes), ("macs_per_lane", macs_per_lane),
                             ("acc_width", acc_width), ("max_dot_length", max_dot_length)):
             _check_positive_int(name, value)
@@ -260,10 +240,10 @@ class MACArray(wiring.Component):
         self._dsp_pipeline = bool(dsp_pipeline)
         _check_positive_int("post_dsp_registers", post_dsp_registers)
         self._post_dsp_registers = post_dsp_registers
-        for name, value in (("result_registers", result_registers),
-                            ("transport_registers", transport_registers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name}={value!r} must be a non-negative integer")
+        if not isinstance(result_registers, int) or isinstance(result_registers, bool) \
+                or result_registers < 0:
+            raise ValueError(f"result_registers={result_registers!r} must be a non-negative "
+                             f"integer")
         self._result_registers = result_registers
         if dsp_sites is not None:
             dsp_sites = tuple(tuple(lane) for lane in dsp_sites)
@@ -273,11 +253,8 @@ class MACArray(wiring.Component):
                                  f"of the {lanes} lanes")
         self._dsp_sites = dsp_sites
         self._floorplan = bool(floorplan)
-        self._transport_registers = transport_registers
         self._tree_levels = (macs_per_lane - 1).bit_length()
         self._fifo_depth = max(16, 1 << (self.credit_loop - 1).bit_length())
-        # The output FIFO keeps one entry unused, so that equal pointers mean empty.
-        self._out_depth = max(16, 1 << self.out_credit_loop.bit_length())
         operand = signed(OPERAND_WIDTH)
         self._in_layout = data.StructLayout({
             "first": unsigned(1),
@@ -302,11 +279,8 @@ class MACArray(wiring.Component):
     max_dot_length = property(lambda self: self._max_dot_length)
     result_registers = property(lambda self: self._result_registers)
     floorplan = property(lambda self: self._floorplan)
-    transport_registers = property(lambda self: self._transport_registers)
     fifo_depth = property(lambda self: self._fifo_depth,
-                          doc="Results each lane's FIFO holds (= credits of ``i``).")
-    out_depth = property(lambda self: self._out_depth,
-                         doc="Entries of the central output FIFO (one is kept unused).")
+                          doc="Results the output FIFO holds (= credits).")
     in_layout = property(lambda self: self._in_layout)
     out_layout = property(lambda self: self._out_layout)
 
@@ -315,24 +289,11 @@ class MACArray(wiring.Component):
         return 3 if self._dsp_pipeline else 2
 
     @property
-    def lane_latency(self) -> int:
-        """Cycles from the one in which a ``last`` beat is transferred on ``i`` to the one in
-        which its result is in the lanes' FIFOs (and counted for the pop decision)."""
-        return (self.fanout_stages + self.dsp_latency + self._post_dsp_registers
-                + self._tree_levels + self._result_registers + 2)
-
-    @property
-    def pop_stages(self) -> int:
-        """Registers from the central pop decision to the lanes (root plus fanout levels)."""
-        return 1 + _fanout_levels(self._lanes)
-
-    @property
     def latency(self) -> int:
-        """Cycles from the one in which a ``last`` beat is transferred on ``i`` to the one in
-        which its result is valid on ``o`` (when the FIFOs are empty): ``lane_latency``, the
-        pop stages, the lane's read register, the transport registers and the output FIFO's
-        write."""
-        return self.lane_latency + self.pop_stages + 1 + self._transport_registers + 1
+        """Clock edges from the transfer of a ``last`` beat on ``i`` to its result on ``o``
+        (when the FIFO is empty): after that many edges ``o.valid`` is high."""
+        return (self.fanout_stages + self.dsp_latency + self._post_dsp_registers
+                + self._tree_levels + self._result_registers + 1)
 
     @property
     def fanout_stages(self) -> int:
@@ -342,20 +303,12 @@ class MACArray(wiring.Component):
 
     @property
     def credit_loop(self) -> int:
-        """Cycles a credit of ``i`` is away when ``o`` is always ready, plus the reserve
-        ``ready`` keeps: from the transfer of a ``last`` beat, ``lane_latency`` to the pop
-        that gives the credit back, one to register it, one to count it, one for ``ready``
-        to see it; plus the cycle before a taken credit is counted and the one credit
-        ``ready`` keeps in reserve. Lane FIFOs at least this deep take a beat every cycle."""
-        return self.lane_latency + 5
-
-    @property
-    def out_credit_loop(self) -> int:
-        """Cycles an output FIFO entry is promised away when ``o`` is always ready: from the
-        pop, the pop stages, the lane's read register, the transport registers, the FIFO
-        write, the read on ``o``, and one cycle to count the read. The output FIFO has more
-        entries than this, so pops (and results) can follow each other every cycle."""
-        return self.pop_stages + 1 + self._transport_registers + 1 + 1 + 1
+        """Edges from taking a credit to being able to use it again when ``o`` is always
+        ready: ``latency``, one to transfer the result, one to register its return, one
+        to count it, one for ``ready`` to see it, one to accept the next beat; plus the
+        cycle before a taken credit is counted and the one credit ``ready`` keeps in
+        reserve."""
+        return self.latency + 6
 
     def elaborate(self, platform):
         m = Module()
@@ -366,24 +319,23 @@ class MACArray(wiring.Component):
             plan = mac_floorplan(platform, L, K)
             sites = plan[0] if plan is not None else None
 
-        # Credits of ``i``: free lane-FIFO entries not yet promised to a dot product in
-        # flight. ``i.ready`` is a flip-flop computed from registers only (no path from the
+        # Credits: free FIFO entries not yet promised to a dot product in flight.
+        # Credits. ``i.ready`` is a flip-flop computed from registers only (no path from the
         # input port to it): a credit is taken one cycle after the ``last`` beat is accepted
         # (from the stage-0 control register ``ctrl0``), and ``ready`` stays high only while
         # at least two credits are left besides that pending one, so that whatever is
-        # accepted in the current cycle is covered too. A credit comes back (registered in
-        # ``ret``) when the result is popped from the lanes' FIFOs. All of this only delays,
-        # never over-commits.
+        # accepted in the current cycle is covered too. A credit given back is registered
+        # (``ret``) before it is counted. All of this only delays, never over-commits.
         credits = Signal(range(depth + 1), init=depth)
         ready = Signal(init=1)
         ret = Signal()
-        pop = Signal()
         accept = self.i.valid & ready
+        rd_fire = self.o.valid & self.o.ready
         ctrl = Signal(3, name="ctrl0")      # (valid, first, last) of stage 0
         m.d.sync += ctrl.eq(Cat(accept, self.i.payload.first, self.i.payload.last))
         pending = ctrl[0] & ctrl[2]
         m.d.sync += [
-            ret.eq(pop),
+            ret.eq(rd_fire),
             credits.eq(credits - pending + ret),
             ready.eq((credits >= 3) | ((credits >= 2) & ~pending)),
         ]
@@ -414,8 +366,7 @@ class MACArray(wiring.Component):
         group_ctrl = [keep_register(m, platform, Signal(3, name=f"ctrl_g{g}"), ctrl)
                       for g in range(-(-L // per_group))]
 
-        # Shared copy of the control: ``done`` is high in the cycle the lanes write a result
-        # into their FIFOs.
+        # Shared copy of the control for the FIFO occupancy and ``o.valid``.
         done = Signal(name="done")
         chain = ctrl
         for stage in range(tree_stage - 1, tree_stage + 1 + self._result_registers):
@@ -423,22 +374,19 @@ class MACArray(wiring.Component):
             m.d.sync += nxt.eq(chain)
             chain = nxt
         m.d.sync += done.eq(chain[0] & chain[2])
+        # Results in the FIFO, as a thermometer code: ``fill[j]`` is high while more than
+        # ``j`` results wait, so ``o.valid`` is ``fill[0]``. A result written shifts a 1 in
+        # at the bottom, one read shifts the code down. Both next codes come from registers
+        # (``fill``, ``done``); ``o.ready`` only selects between them, one LUT per bit, with
+        # no carry chain or compare behind it.
+        fill = Signal(depth, name="fill")
+        up = Cat(Const(1, 1), fill[:-1])
+        down = Cat(fill[1:], Const(0, 1))
+        fill_next = Signal(depth, name="fill_next")
+        m.d.comb += fill_next.eq(Mux(rd_fire, Mux(done, fill, down), Mux(done, up, fill)))
+        m.d.sync += fill.eq(fill_next)
+        m.d.comb += self.o.valid.eq(fill[0])
 
-        # Pop: move one result from every lane's FIFO towards the output FIFO, when the lanes
-        # hold one (``lane_avail``) and the output FIFO has an entry not yet promised
-        # (``out_free``). Both counts are updated from registers only; an output entry is
-        # given back one cycle after it is read (``out_ret``: the read pointer moved).
-        out_depth = self._out_depth
-        lane_avail = Signal(range(depth + 1), name="lane_avail")
-        out_free = Signal(range(out_depth), name="out_free", init=out_depth - 1)
-        out_ret = Signal(name="out_ret")
-        m.d.comb += pop.eq((lane_avail != 0) & (out_free != 0))
-        m.d.sync += [lane_avail.eq(lane_avail + done - pop),
-                     out_free.eq(out_free - pop + out_ret)]
-        pop_leaves = _fanout_tree(m, platform, pop, L, "pop", reset_less=False)
-
-        # Transport: each lane's read register, then ``transport_registers`` more, no enable.
-        results = []
         for l in range(L):
             lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline,
                                                     self._post_dsp_registers,
@@ -447,65 +395,9 @@ class MACArray(wiring.Component):
             m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
                          lane.ctrl_in.eq(group_ctrl[l // per_group]),
-                         lane.pop.eq(pop_leaves[l])]
-            res = lane.result
-            for t in range(self._transport_registers):
-                nxt = Signal(signed(self._acc_width), name=f"res_l{l}_t{t}", reset_less=True)
-                m.d.sync += nxt.eq(res)
-                res = nxt
-            results.append(res)
-
-        # ``arrive``: the pop delayed like the data, high in the cycle the results reach the
-        # output FIFO's write port. The last stage is copied once per output group and once
-        # for the control copy of the pointers.
-        arrive = Signal(name="arrive_s0")
-        m.d.sync += arrive.eq(pop)
-        for stage in range(1, self.pop_stages + self._transport_registers):
-            nxt = Signal(name=f"arrive_s{stage}")
-            m.d.sync += nxt.eq(arrive)
-            arrive = nxt
-
-        # Output FIFO, in one spot: one distributed-RAM FIFO per group of ``_OUT_GROUP`` lanes,
-        # each with its own copies of the write and read pointers. Each copy is a pair: a
-        # counter that drives only its own next-value logic (a short loop: increment, and
-        # for the read pointer the compare with the write counter) and a register loaded
-        # with the same next value that drives the RAM's addresses (the wide net). ``o.ready``
-        # is the clock enable of the read pointers and drives nothing else; their next value
-        # ``rd + (wr != rd)`` comes from registers.
-        abits = (out_depth - 1).bit_length()
-
-        def pointers(suffix, ram=True):
-            arr = keep_register(m, platform, Signal(name=f"arrive_{suffix}"), arrive)
-            wr = Signal(abits, name=f"out_wr_{suffix}")
-            rd = Signal(abits, name=f"out_rd_{suffix}")
-            wr_next = Signal(abits, name=f"out_wr_{suffix}_next")
-            rd_next = Signal(abits, name=f"out_rd_{suffix}_next")
-            m.d.comb += [wr_next.eq(wr + arr), rd_next.eq(rd + (wr != rd))]
-            keep_register(m, platform, wr, wr_next)
-            keep_register(m, platform, rd, rd_next, en=self.o.ready)
-            if not ram:
-                return arr, wr, rd, None, None
-            wr_addr = keep_register(m, platform, Signal(abits, name=f"out_wa_{suffix}"), wr_next)
-            rd_addr = keep_register(m, platform, Signal(abits, name=f"out_ra_{suffix}"), rd_next,
-                                    en=self.o.ready)
-            return arr, wr, rd, wr_addr, rd_addr
-
-        _, wr_c, rd_c, _, _ = pointers("c", ram=False)
-        rd_prev = Signal(abits, name="out_rd_prev")
-        m.d.sync += rd_prev.eq(rd_c)
-        m.d.comb += [out_ret.eq(rd_prev != rd_c), self.o.valid.eq(wr_c != rd_c)]
-        W = self._acc_width
-        for g, base in enumerate(range(0, L, _OUT_GROUP)):
-            n = min(_OUT_GROUP, L - base)
-            arr, _, _, wr_addr, rd_addr = pointers(f"g{g}")
-            mem = m.submodules[f"out_fifo{g}"] = Memory(shape=unsigned(n * W), depth=out_depth,
-                                                        init=[])
-            wp = mem.write_port()
-            rp = mem.read_port(domain="comb")
-            m.d.comb += [wp.addr.eq(wr_addr), wp.en.eq(arr),
-                         wp.data.eq(Cat(*results[base:base + n])), rp.addr.eq(rd_addr)]
-            for j in range(n):
-                m.d.comb += self.o.payload[base + j].eq(rp.data[j * W:(j + 1) * W])
+                         lane.o_ready.eq(self.o.ready),
+                         lane.valid_next.eq(fill_next[0]),
+                         self.o.payload[l].eq(lane.result)]
         return m
 
 
@@ -518,18 +410,18 @@ def _fanout_levels(n: int) -> int:
     return levels
 
 
-def _fanout_tree(m, platform, value, n: int, name: str, *, reset_less: bool = True) -> list:
+def _fanout_tree(m, platform, value, n: int, name: str) -> list:
     """Registers ``value`` into one root and then copies it down a tree of kept registers to
     ``n`` leaves, each register driving at most ``_FANOUT`` of the next level. Every leaf is
     ``1 + _fanout_levels(n)`` cycles behind ``value``."""
-    root = Signal(len(value), name=f"{name}_root", reset_less=reset_less)
+    root = Signal(len(value), name=f"{name}_root", reset_less=True)
     m.d.sync += root.eq(value)
     level = [root]
     depth = _fanout_levels(n)
     for d in range(1, depth + 1):
         count = -(-n // _FANOUT ** (depth - d))
         level = [keep_register(m, platform, Signal(len(value), name=f"{name}_f{d}_{c}",
-                                                  reset_less=reset_less), level[c // _FANOUT])
+                                                  reset_less=True), level[c // _FANOUT])
                  for c in range(count)]
     return level if depth else [root] * n
 
@@ -548,38 +440,49 @@ def bench_configs() -> list:
 
     Measured on the LFE5U-85F, speed 6, one seed at a time
     (``PYTHONPATH=. nice -n 10 python -m hdlgen bench blocks --device 85F --json --only
-    mac_array --seed N``, 2-2.5 minutes each)::
+    mac_array --seed N``, about 2 minutes each)::
 
         seed  fmax MHz  LUT4  FF     DSP  EBR  limited by
-        1     174.19    5488  14967  128  0    lane 10's accumulator (``first`` copy, carry
-                                               chain)
-        2     167.84    5488  14967  128  0    lane 6's accumulator (``first`` copy, 2.1 ns
-                                               route, carry chain)
-        3     169.32    5488  14967  128  0    output FIFO slice 1: read-address register,
-                                               RAM, bench wrapper's output register (5.0 ns)
-        4     152.84    5488  14967  128  0    output FIFO slice 2, the same path (5.7 ns on
-                                               the read-address net, 32 RAM cells)
-        5     169.52    5488  14967  128  0    output FIFO slice 0, the same path (5.0 ns)
-        7     171.17    5488  14967  128  0    output FIFO slice 0, the same path (5.0 ns)
+        1     170.44    4904  13364  128  0    lane 0's accumulator: ``first`` copy (2.6 ns
+                                               route to its 32 LUTs), then the carry chain
+        2     174.40    4904  13364  128  0    lane 6's FIFO read pointer, LUT RAM, to the
+                                               bench wrapper's output register (3.1 ns route)
+        3     169.03    4904  13364  128  0    lane 10's accumulator (``first``, carry chain)
+        4     170.53    4904  13364  128  0    lane 0's accumulator (``first``, carry chain)
+        5     163.11    4904  13364  128  0    lane 0's accumulator (``first``, 2.3 ns route,
+                                               then the carry chain)
+        6     172.59    4904  13364  128  0    ``o.ready`` to lane 5's read-pointer CE
+                                               (5.3 ns route, no logic)
+        7     138.95    4904  13364  128  0    ``o.ready``, LUT (``fill`` clock enable, fire
+                                               xor done), ``fill`` CE: 3.9 + 2.3 ns routes
+        8     188.04    4904  13364  128  0    lane 8's accumulator carry chain
 
-    5488 LUT4 is 42.9 per MAC. ``o.ready`` only reaches the central output FIFO's read
-    pointers, so it is no longer on the critical path of any seed measured.
+    4904 LUT4 is 38.3 per MAC. The same netlist without the floorplan gave 152.4 / 165.7 /
+    170.1 / 135.8 / 149.1 MHz on seeds 1-5: the placer scattered each lane's DSPs along the
+    rows, so the lanes' output FIFOs, which ``o.ready`` must reach in one cycle, were spread
+    over the die (6.0-6.8 ns of routing on seeds 1 and 4). With each lane's DSPs together,
+    its adder tree, accumulator and FIFO sit in a compact patch.
 
-    Before (same command): the lanes' own FIFOs driving ``o`` directly, ``o.ready`` to every
-    lane (4904 LUT4, 13364 FF). Without a floorplan: 152.4 / 165.7 / 170.1 / 135.8 / 149.1
-    MHz on seeds 1-5 (the placer scattered each lane's DSPs along the rows; ``o.ready`` to
-    the farthest lane FIFO 6.0-6.8 ns). With the floorplan: 170.44 / 174.40 / 169.03 / 170.53
-    / 163.11 on seeds 1-5, 172.59 / 138.95 / 188.04 on seeds 6 / 7 / 8; seed 7 lost on
-    ``o.ready`` (a LUT and two routes of 3.9 and 2.3 ns), and its delay varied with the seed
-    more than with distance (40 columns 5.3 ns on one run, 43 columns and 7 rows 8.5 ns on
-    another). Variants of that design, seeds 1 / 2 / 3 / 4 / 5 (/ 7), none kept: FIFO
-    pointers one bit wider, ``o.valid`` from comparing them, ``o.ready`` only on read-pointer
-    CEs: 140 / 149 / 123 / 157 / - (154), the pointer loop through the RAM-address net; the
-    same with separate RAM-address registers: 161 on seed 1, 124 on seed 7 (``o.ready``,
-    7.5 ns); lane-local copies of ``o.valid``: 167 / 170 / 166 / 156 / 146 (185); with one
-    instantiated LUT4 per ``fill`` bit: 110 on seed 5 (``o.ready`` to lane 0, 8.5 ns). The
-    central output FIFO with one-lane slices (``_OUT_GROUP = 1``, 5644 LUT4): 155.47 on seed 3
-    (``o.ready`` to slice 9's read pointer, 5.9 ns), 176.21 on seed 4."""
+    What is left is the ``o.ready`` net itself (seed 7): it still reaches all 16 lanes in one
+    cycle, and its delay varies with the seed more than with distance (40 columns took 5.3 ns
+    on one run, 43 columns plus 7 rows 8.5 ns on another).
+
+    Variants measured on this floorplan, seeds 1 / 2 / 3 / 4 / 5 (/ 6 / 7 / 8), none kept:
+
+    * central output FIFO (branch ``mac-out``: lanes popped by a registered pop tree, results
+      carried to one distributed-RAM FIFO whose read pointers alone see ``o.ready``; 5488
+      LUT4): 174.19 / 167.84 / 169.32 / 152.84 / 169.52 (/ 145.50 / 171.17 / 135.48). No
+      ``o.ready`` path any more, but its read-address registers drive 32 RAM cells per
+      4-lane slice and then ``o.payload`` (5.0-6.5 ns routes); with 1-lane slices (5644
+      LUT4) 155.47 on seed 3 (``o.ready`` to slice 9, 5.9 ns) and 176.21 on seed 4.
+    * FIFO pointers one bit wider, ``o.valid`` from comparing them, ``o.ready`` only on
+      read-pointer CEs: 140 / 149 / 123 / 157 / - (- / 154 / -), the pointer loop through
+      the RAM-address net; with separate RAM-address registers: 161 on seed 1, 124 on seed 7
+      (``o.ready``, 7.5 ns).
+    * lane-local copies of ``o.valid`` (one LUT on ``o.ready`` in each lane), ``fill``
+      without a CE: 167 / 170 / 166 / 156 / 146 (- / 185 / -); with one instantiated LUT4 per
+      ``fill`` bit: 110 on seed 5 (``o.ready`` to lane 0, 8.5 ns).
+    """
     return [
         BlockBench(name="mac_array",
                    params={"lanes": 16, "macs_per_lane": 8, "acc_width": 32, "max_dot_length": 4096},

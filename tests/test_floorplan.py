@@ -75,3 +75,22 @@ def test_bad_sites_are_refused():
         MACArray(2, 8, dsp_sites=[["X4/Y10/MULT18_0"] * 8])
     with pytest.raises(ValueError, match="sites"):
         BlockRAM(width=64, depth=512, sites={(3, 0): "X4/Y22/EBR0"})
+
+
+def test_mac_array_floorplans_itself_when_asked():
+    dsp, _ = mac_floorplan(OOCPlatform("85F"), 16, 8)
+    planned = _bels(MACArray(16, 8, 32, 4096, floorplan=True))
+    assert sorted(planned) == sorted(b for lane in dsp for b in lane)
+    assert _bels(MACArray(16, 8, 32, 4096)) == []                  # off by default
+    assert _bels(MACArray(4, 4, 32, 4096, floorplan=True), "25F") == []   # no site map: no plan
+    # explicit sites win over the plan
+    mine = [["X4/Y58/MULT18_0", "X5/Y58/MULT18_1"]]
+    assert sorted(_bels(MACArray(1, 2, 32, 4096, dsp_sites=mine, floorplan=True))) == mine[0]
+
+
+def test_mac_array_bench_entry_is_floorplanned():
+    from hdlgen.blocks.mac_array import bench_configs
+    (entry,) = bench_configs()
+    built = entry.build()
+    assert built.floorplan
+    assert len(_bels(built)) == entry.params["lanes"] * entry.params["macs_per_lane"]

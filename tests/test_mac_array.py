@@ -4,6 +4,7 @@ tests for odd shapes, and the cocotb bench (Verilator) for a small and the defau
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -91,6 +92,21 @@ def test_ecp5_netlist_uses_registered_mult18x18d():
         assert "SRIA" not in c and "SRIB" not in c
     # control copies are kept as primitive flip-flops so Yosys cannot merge them
     assert sum(c.startswith("\\TRELLIS_FF") for c in cells) > 0
+
+
+def test_o_ready_reaches_the_lanes_only_as_clock_enables():
+    """``o.ready`` must reach every lane's FIFO in the cycle it is high; inside the lanes it
+    goes straight to the CE pins of the read-pointer flip-flops, through no logic."""
+    L = 3
+    dut = MACArray(L, 2, acc_width=20, max_dot_length=16)
+    text = rtlil.convert(dut, platform=_ECP5())
+    lanes = [c for c in text.split("\nmodule ")[1:] if re.match(r"\\top\.lane\d+\n", c)]
+    assert len(lanes) == L
+    pointer_bits = (dut.fifo_depth - 1).bit_length()
+    for chunk in lanes:
+        uses = [line.strip() for line in chunk.splitlines()
+                if "o_ready" in line and not line.strip().startswith("wire ")]
+        assert uses == ["connect \\CE \\o_ready [0]"] * pointer_bits, uses
 
 
 # --- Amaranth simulator: odd shapes, DSP pipeline register --------------------------------------

@@ -56,14 +56,13 @@ credit round trip (:attr:`MACArray.credit_loop`), back-to-back dot products of a
 including one beat each, flow at one beat per cycle while ``o`` is ready.
 """
 
-from amaranth.hdl import (Cat, ClockSignal, Const, Elaboratable, Instance, Module, Mux,
-                          ResetSignal, Signal, signed, unsigned)
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.dsp import DSPMultiplier, keep_register
-from hdlgen.blocks.ecp5 import is_ecp5
+from hdlgen.blocks.ecp5 import mac_floorplan
 from hdlgen.bench.registry import BlockBench
 
 __all__ = ["MACArray", "required_acc_width", "bench_configs"]
@@ -193,7 +192,14 @@ class MACArray(wiring.Component):
     dsp_sites : sequence of sequences of str, or None
         On ECP5, the ``MULT18X18D`` site of each lane's multipliers (``dsp_sites[lane][k]``,
         nextpnr BEL names; :func:`hdlgen.blocks.ecp5.mac_floorplan`): a lane's DSPs side by
-        side instead of wherever the placer finds room. ``None``: the placer chooses.
+        side instead of wherever the placer finds room. ``None``: the placer chooses, unless
+        ``floorplan`` is set.
+    floorplan : bool
+        When ``dsp_sites`` is ``None``, take the sites from
+        :func:`hdlgen.blocks.ecp5.mac_floorplan` for the platform the array is elaborated for
+        (no constraints when it has no plan for that platform or shape). For an array built
+        alone (the out-of-context bench); a design that also places weight RAMs passes
+        ``dsp_sites`` from the same plan instead. Default ``False``.
     result_registers : int
         Registers (no enable) between each lane's accumulator and its output FIFO, each one
         more cycle of latency (default 0). They let the placer move the FIFOs away from the
@@ -218,7 +224,8 @@ class MACArray(wiring.Component):
 
     def __init__(self, lanes: int = 16, macs_per_lane: int = 8, acc_width: int = 32,
                  max_dot_length: int = 4096, *, post_dsp_registers: int = 3,
-                 dsp_pipeline: bool = False, result_registers: int = 0, dsp_sites=None):
+                 dsp_pipeline: bool = False, result_registers: int = 0, dsp_sites=None,
+                 floorplan: bool = False):
         for name, value in (("lanes", lanes), ("macs_per_lane", macs_per_lane),
                             ("acc_width", acc_width), ("max_dot_length", max_dot_length)):
             _check_positive_int(name, value)
@@ -245,6 +252,7 @@ class MACArray(wiring.Component):
                 raise ValueError(f"dsp_sites must name {macs_per_lane} MULT18X18D sites for each "
                                  f"of the {lanes} lanes")
         self._dsp_sites = dsp_sites
+        self._floorplan = bool(floorplan)
         self._tree_levels = (macs_per_lane - 1).bit_length()
         self._fifo_depth = max(16, 1 << (self.credit_loop - 1).bit_length())
         operand = signed(OPERAND_WIDTH)
@@ -270,6 +278,7 @@ class MACArray(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
     max_dot_length = property(lambda self: self._max_dot_length)
     result_registers = property(lambda self: self._result_registers)
+    floorplan = property(lambda self: self._floorplan)
     fifo_depth = property(lambda self: self._fifo_depth,
                           doc="Results the output FIFO holds (= credits).")
     in_layout = property(lambda self: self._in_layout)
@@ -305,6 +314,10 @@ class MACArray(wiring.Component):
         m = Module()
         L, K = self._lanes, self._macs_per_lane
         depth = self._fifo_depth
+        sites = self._dsp_sites
+        if sites is None and self._floorplan:
+            plan = mac_floorplan(platform, L, K)
+            sites = plan[0] if plan is not None else None
 
         # Credits: free FIFO entries not yet promised to a dot product in flight.
         # Credits. ``i.ready`` is a flip-flop computed from registers only (no path from the
@@ -378,7 +391,7 @@ class MACArray(wiring.Component):
             lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline,
                                                     self._post_dsp_registers,
                                                     self._result_registers,
-                                                    self._dsp_sites[l] if self._dsp_sites else None)
+                                                    sites[l] if sites else None)
             m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
                          lane.ctrl_in.eq(group_ctrl[l // per_group]),
@@ -421,21 +434,57 @@ def _isqrt_ceil(n: int) -> int:
 
 
 def bench_configs() -> list:
-    """What ``hdlgen bench blocks`` measures: the default 16 x 8 = 128-MAC array.
+    """What ``hdlgen bench blocks`` measures: the default 16 x 8 = 128-MAC array, floorplanned
+    (``floorplan=True``: each lane's 8 DSPs side by side in one DSP row,
+    :func:`hdlgen.blocks.ecp5.mac_floorplan`).
 
-    Measured (``python -m hdlgen bench blocks --device 85F --only mac_array --seed N``):
-    152.4 / 165.7 / 170.1 / 135.8 / 149.1 MHz on seeds 1 / 2 / 3 / 4 / 5, 4904 LUT4 (38.3 per
-    MAC), 128 DSP. The critical paths: seeds 1 and 4 the ``o.ready`` net itself, from the port
-    to the read pointer's clock enable in the farthest lane, no logic on it (0.5 ns
-    clock-to-out, 6.0 / 6.8 ns routing); seeds 2 and 3 a lane's accumulator (``first`` select,
-    then the 32-bit carry chain); seed 5 ``o.ready`` through two LUTs (Yosys turns the
-    ``fill`` update into a clock enable, fire xor done) to ``fill``'s CE. ``o.ready`` must
-    reach every lane's FIFO in one cycle because the lanes' FIFOs are spread over the die
-    with their DSPs; that route is what still varies with the seed. A central output FIFO
-    (per-group slices, or a skid buffer after them) measured 106-137 MHz: 512-bit stages fed
-    from lanes all over the die get spread out, and their control nets with them."""
+    Measured on the LFE5U-85F, speed 6, one seed at a time
+    (``PYTHONPATH=. nice -n 10 python -m hdlgen bench blocks --device 85F --json --only
+    mac_array --seed N``, about 2 minutes each)::
+
+        seed  fmax MHz  LUT4  FF     DSP  EBR  limited by
+        1     170.44    4904  13364  128  0    lane 0's accumulator: ``first`` copy (2.6 ns
+                                               route to its 32 LUTs), then the carry chain
+        2     174.40    4904  13364  128  0    lane 6's FIFO read pointer, LUT RAM, to the
+                                               bench wrapper's output register (3.1 ns route)
+        3     169.03    4904  13364  128  0    lane 10's accumulator (``first``, carry chain)
+        4     170.53    4904  13364  128  0    lane 0's accumulator (``first``, carry chain)
+        5     163.11    4904  13364  128  0    lane 0's accumulator (``first``, 2.3 ns route,
+                                               then the carry chain)
+        6     172.59    4904  13364  128  0    ``o.ready`` to lane 5's read-pointer CE
+                                               (5.3 ns route, no logic)
+        7     138.95    4904  13364  128  0    ``o.ready``, LUT (``fill`` clock enable, fire
+                                               xor done), ``fill`` CE: 3.9 + 2.3 ns routes
+        8     188.04    4904  13364  128  0    lane 8's accumulator carry chain
+
+    4904 LUT4 is 38.3 per MAC. The same netlist without the floorplan gave 152.4 / 165.7 /
+    170.1 / 135.8 / 149.1 MHz on seeds 1-5: the placer scattered each lane's DSPs along the
+    rows, so the lanes' output FIFOs, which ``o.ready`` must reach in one cycle, were spread
+    over the die (6.0-6.8 ns of routing on seeds 1 and 4). With each lane's DSPs together,
+    its adder tree, accumulator and FIFO sit in a compact patch.
+
+    What is left is the ``o.ready`` net itself (seed 7): it still reaches all 16 lanes in one
+    cycle, and its delay varies with the seed more than with distance (40 columns took 5.3 ns
+    on one run, 43 columns plus 7 rows 8.5 ns on another).
+
+    Variants measured on this floorplan, seeds 1 / 2 / 3 / 4 / 5 (/ 6 / 7 / 8), none kept:
+
+    * central output FIFO (branch ``mac-out``: lanes popped by a registered pop tree, results
+      carried to one distributed-RAM FIFO whose read pointers alone see ``o.ready``; 5488
+      LUT4): 174.19 / 167.84 / 169.32 / 152.84 / 169.52 (/ 145.50 / 171.17 / 135.48). No
+      ``o.ready`` path any more, but its read-address registers drive 32 RAM cells per
+      4-lane slice and then ``o.payload`` (5.0-6.5 ns routes); with 1-lane slices (5644
+      LUT4) 155.47 on seed 3 (``o.ready`` to slice 9, 5.9 ns) and 176.21 on seed 4.
+    * FIFO pointers one bit wider, ``o.valid`` from comparing them, ``o.ready`` only on
+      read-pointer CEs: 140 / 149 / 123 / 157 / - (- / 154 / -), the pointer loop through
+      the RAM-address net; with separate RAM-address registers: 161 on seed 1, 124 on seed 7
+      (``o.ready``, 7.5 ns).
+    * lane-local copies of ``o.valid`` (one LUT on ``o.ready`` in each lane), ``fill``
+      without a CE: 167 / 170 / 166 / 156 / 146 (- / 185 / -); with one instantiated LUT4 per
+      ``fill`` bit: 110 on seed 5 (``o.ready`` to lane 0, 8.5 ns).
+    """
     return [
         BlockBench(name="mac_array",
                    params={"lanes": 16, "macs_per_lane": 8, "acc_width": 32, "max_dot_length": 4096},
-                   build=lambda: MACArray(16, 8, 32, 4096)),
+                   build=lambda: MACArray(16, 8, 32, 4096, floorplan=True)),
     ]

@@ -109,7 +109,13 @@ datapaths load every cycle with their valid bits and selects copied per lane
 Measured (``python -m hdlgen bench blocks --only engine``: stories260K-shaped model, 16x8 MACs,
 context 256, LFE5U-85F, nextpnr seed 1): 62.3 MHz estimated after placement (57.9 before
 these changes, which routed at 46.4 MHz); the router did not converge within the session, so
-no routed figure yet. What limits fmax next (by logic depth in the synthesized netlist): the
+no routed figure yet. Inside the whole SoC (``python -m hdlgen build --board ulx3s --device
+85F --model stories260K --freq 50 --seed 1 --allow-timing-failure``), with the floorplan and
+no weight row gathered in one place: 57.5 MHz estimated after placement, placed wirelength
+410,000 against 678,000 before; router2 brought the overused wires from 51,461 to about
+3,300 in 16 iterations (65,186 to 30,105 before) and then stalled, so still no routed figure.
+What overflows is in the lower 60 % of the die, where 12 of the 16 lanes sit. What limits
+fmax next (by logic depth in the synthesized netlist): the
 sequencer's EXEC state (an opcode-selected load of ~200 configuration bits: pre-compute them
 into registers before EXEC), the reader's ready into its skid buffer (the units' ready OR), and
 the attention loop's state decisions.

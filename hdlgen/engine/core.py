@@ -112,7 +112,7 @@ these changes, which routed at 46.4 MHz); the router did not converge within the
 no routed figure yet. Inside the whole SoC (``python -m hdlgen build --board ulx3s --device
 85F --model stories260K --freq 50 --seed 1 --allow-timing-failure``), with the floorplan and
 no weight row gathered in one place: 57.5 MHz estimated after placement, placed wirelength
-410,000 against 678,000 before; router2 brought the overused wires from 51,461 to about
+405,000 against 678,000 before; router2 brought the overused wires from 51,461 to about
 3,300 in 16 iterations (65,186 to 30,105 before) and then stalled, so still no routed figure.
 What overflows is in the lower 60 % of the die, where 12 of the 16 lanes sit. What limits
 fmax next (by logic depth in the synthesized netlist): the

@@ -77,8 +77,20 @@ def test_bad_sites_are_refused():
         BlockRAM(width=64, depth=512, sites={(3, 0): "X4/Y22/EBR0"})
 
 
+def test_compact_plan_for_an_array_alone():
+    """centre_free=False: each row's lanes side by side in its middle, row after row."""
+    dsp, _ = mac_floorplan(OOCPlatform("85F"), 16, 8, centre_free=False)
+    ends, _ = mac_floorplan(OOCPlatform("85F"), 16, 8)
+    assert set(map(frozenset, dsp)) != set(map(frozenset, ends))
+    for r, y in enumerate((34, 10, 58)):
+        lanes = dsp[6 * r:6 * r + 6]
+        xs = sorted(_xy(b)[0] for lane in lanes for b in lane)
+        assert {_xy(b)[1] for lane in lanes for b in lane} == {y}
+        assert xs[0] <= 22 and xs[-1] >= 105 if len(lanes) == 6 else 22 <= xs[0] < xs[-1] <= 92
+
+
 def test_mac_array_floorplans_itself_when_asked():
-    dsp, _ = mac_floorplan(OOCPlatform("85F"), 16, 8)
+    dsp, _ = mac_floorplan(OOCPlatform("85F"), 16, 8, centre_free=False)
     planned = _bels(MACArray(16, 8, 32, 4096, floorplan=True))
     assert sorted(planned) == sorted(b for lane in dsp for b in lane)
     assert _bels(MACArray(16, 8, 32, 4096)) == []                  # off by default

@@ -196,7 +196,8 @@ class MACArray(wiring.Component):
         ``floorplan`` is set.
     floorplan : bool
         When ``dsp_sites`` is ``None``, take the sites from
-        :func:`hdlgen.blocks.ecp5.mac_floorplan` for the platform the array is elaborated for
+        :func:`hdlgen.blocks.ecp5.mac_floorplan` (its compact layout, ``centre_free=False``)
+        for the platform the array is elaborated for
         (no constraints when it has no plan for that platform or shape). For an array built
         alone (the out-of-context bench); a design that also places weight RAMs passes
         ``dsp_sites`` from the same plan instead. Default ``False``.
@@ -316,7 +317,7 @@ class MACArray(wiring.Component):
         depth = self._fifo_depth
         sites = self._dsp_sites
         if sites is None and self._floorplan:
-            plan = mac_floorplan(platform, L, K)
+            plan = mac_floorplan(platform, L, K, centre_free=False)
             sites = plan[0] if plan is not None else None
 
         # Credits: free FIFO entries not yet promised to a dot product in flight.

@@ -114,7 +114,9 @@ no routed figure yet. Inside the whole SoC (``python -m hdlgen build --board ulx
 no weight row gathered in one place: 57.5 MHz estimated after placement, placed wirelength
 405,000 against 678,000 before; router2 brought the overused wires from 51,461 to about
 3,300 in 16 iterations (65,186 to 30,105 before) and then stalled, so still no routed figure.
-What overflows is in the lower 60 % of the die, where 12 of the 16 lanes sit. What limits
+What overflows is in the lower 60 % of the die, where 12 of the 16 lanes sit. With one
+register after each DSP (``post_dsp_registers=1``, below): 48.4 MHz estimated, 49,450 overused
+wires at the first iteration, 737 at the 24th, then rising again (1,477 at the 41st). What limits
 fmax next (by logic depth in the synthesized netlist): the
 sequencer's EXEC state (an opcode-selected load of ~200 configuration bits: pre-compute them
 into registers before EXEC), the reader's ready into its skid buffer (the units' ready OR), and

@@ -745,8 +745,8 @@ class Engine(wiring.Component):
         b_off = Signal(WBITS)
         m.d.comb += [b_win.eq(bus.adr[WBITS:WBITS + 3]), b_off.eq(bus.adr[:WBITS])]
         # 0 idle; 1, 2 (and 6, 7 for the weights' third and fourth cycle) read wait; 3
-        # capture; 5 weight word select; 4 ack/err. The memory requests are registered (hq_*: the memories see
-        # them the cycle after state 0)
+        # capture; 5 weight word select; 4 ack/err. The memory requests are registered (hq_*:
+        # the memories see them the cycle after state 0)
         b_state = Signal(3)
         b_win_r = Signal(3)
         rsw = mp.row_stride_words

@@ -63,22 +63,21 @@ def mac_floorplan(platform, lanes: int, macs_per_lane: int, ebr_per_lane: int = 
     rows = list(zip(sites["dsp_rows"], sites["ebr_rows"]))
     if lanes > per_row * len(rows):
         return None
-    # each row's lanes, half at each end; then the lanes in order: the left ends first, by
-    # distance from the edge and then by row, so that four consecutive lanes (a group of the
-    # array's operand fanout and control copies) sit in one corner of the die; then the right
-    if not centre_free:
+    counts = [max(0, min(per_row, lanes - r * per_row)) for r in range(len(rows))]
+    if not centre_free:                     # each row's lanes side by side in its middle
         dsp, ebr = [], []
-        for r, (dy, ey) in enumerate(rows):
-            n = max(0, min(per_row, lanes - r * per_row))
+        for (dy, ey), n in zip(rows, counts):
             first = (len(groups) - n * span) // 2
             for i in range(n):
                 xs = groups[first + i * span:first + (i + 1) * span]
                 dsp.append(_sites(xs, dy, _DSP_SLOTS, macs_per_lane))
                 ebr.append(_sites(xs, ey, _EBR_SLOTS, ebr_per_lane))
         return tuple(dsp), tuple(ebr)
+    # each row's lanes, half at each end; then the lanes in order: the left ends first, by
+    # distance from the edge and then by row, so that four consecutive lanes (a group of the
+    # array's operand fanout and control copies) sit in one corner of the die; then the right
     slots = {"left": [], "right": []}
-    for r, (dy, ey) in enumerate(rows):
-        n = max(0, min(per_row, lanes - r * per_row))
+    for r, ((dy, ey), n) in enumerate(zip(rows, counts)):
         left = -(-n // 2)
         for i in range(n):
             side, p = ("left", i) if i < left else ("right", n - 1 - i)

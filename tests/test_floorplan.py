@@ -7,7 +7,7 @@ import pytest
 from amaranth.back import rtlil
 
 from hdlgen.blocks.bram import BlockRAM
-from hdlgen.blocks.ecp5 import mac_floorplan
+from hdlgen.blocks.ecp5 import mac_floorplan, spare_dsp_sites
 from hdlgen.blocks.mac_array import MACArray
 from hdlgen.flow import OOCPlatform
 
@@ -106,3 +106,19 @@ def test_mac_array_bench_entry_is_floorplanned():
     built = entry.build()
     assert built.floorplan
     assert len(_bels(built)) == entry.params["lanes"] * entry.params["macs_per_lane"]
+
+
+def test_spare_dsp_sites_are_free_and_mid_die_in_the_emptiest_row():
+    platform = OOCPlatform("85F")
+    dsp, _ = mac_floorplan(platform, 16, 8, 8)
+    spare = spare_dsp_sites(platform, dsp, 3)
+    used = {b for lane in dsp for b in lane}
+    assert len(set(spare)) == 3 and not used & set(spare)
+    lanes_per_row = {y: sum(_xy(lane[0])[1] == y for lane in dsp) for y in (10, 34, 58)}
+    emptiest = min(lanes_per_row, key=lanes_per_row.get)
+    assert all(_xy(b)[1] == emptiest and 54 <= _xy(b)[0] <= 66 for b in spare)
+    # every free site can be asked for, one more cannot; no plan, no sites
+    assert spare_dsp_sites(platform, dsp, 156 - 128) is not None
+    assert spare_dsp_sites(platform, dsp, 156 - 128 + 1) is None
+    assert spare_dsp_sites(platform, None, 1) is None
+    assert spare_dsp_sites(OOCPlatform("25F"), dsp, 1) is None

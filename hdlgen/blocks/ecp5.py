@@ -6,7 +6,7 @@ equivalent with exactly the same latency, so the tested Verilog and the built ne
 cycle for cycle.
 """
 
-__all__ = ["is_ecp5", "mac_floorplan"]
+__all__ = ["is_ecp5", "mac_floorplan", "spare_dsp_sites"]
 
 
 def is_ecp5(platform) -> bool:
@@ -88,6 +88,26 @@ def mac_floorplan(platform, lanes: int, macs_per_lane: int, ebr_per_lane: int = 
         dsp.append(_sites(xs, dy, _DSP_SLOTS, macs_per_lane))
         ebr.append(_sites(xs, ey, _EBR_SLOTS, ebr_per_lane))
     return tuple(dsp), tuple(ebr)
+
+
+def spare_dsp_sites(platform, dsp_plan, n: int):
+    """``n`` DSP sites that ``dsp_plan`` (the first part of :func:`mac_floorplan`'s result)
+    leaves free, for multipliers that sit by the engine's control rather than by a lane: in
+    the DSP row with the fewest lanes, nearest the middle of the die, where the lanes' wiring
+    is thinnest. ``None`` without a plan, or when fewer than ``n`` sites are free."""
+    sites = _SITES.get(getattr(platform, "device", None)) if is_ecp5(platform) else None
+    if sites is None or dsp_plan is None:
+        return None
+    used = {b for lane in dsp_plan for b in lane}
+    groups = sites["groups"]
+    middle = (groups[0] + groups[-1]) / 2
+    lanes_in = {y: sum(f"/Y{y}/" in lane[0] for lane in dsp_plan) for y in sites["dsp_rows"]}
+    free = [(lanes_in[y], abs(x - middle), x, f"X{x + dx}/Y{y}/{b}")
+            for y in sites["dsp_rows"] for x in groups for dx, b in _DSP_SLOTS
+            if f"X{x + dx}/Y{y}/{b}" not in used]
+    if len(free) < n:
+        return None
+    return tuple(site for *_, site in sorted(free)[:n])
 
 
 def _sites(xs, y, slots, n):

@@ -144,7 +144,7 @@ from hdlgen.blocks.activation import Activation
 from hdlgen.blocks.argmax import Argmax
 from hdlgen.blocks.bram import BlockRAM, ecp5_tiling
 from hdlgen.blocks.dsp import DSPMultiplier, keep_register
-from hdlgen.blocks.ecp5 import mac_floorplan
+from hdlgen.blocks.ecp5 import mac_floorplan, spare_dsp_sites
 from hdlgen.blocks.eltwise import Eltwise
 from hdlgen.blocks.kv_cache import KVCache
 from hdlgen.blocks.layernorm import LayerNorm
@@ -988,9 +988,13 @@ class Engine(wiring.Component):
         lp_pstride = Signal(24)
         mul_c1, mul_c2 = Signal(16), Signal(16)
         prod_c = Signal(32)
+        # (on the floorplan, in the DSP row with the fewest lanes, mid-die: their operands come
+        # from the instruction register and the sequencer's state, and with the placer's choice
+        # they sat between the lanes, where router2's overflow gathered on their inputs)
+        chk_sites = spare_dsp_sites(platform, dsp_sites, 3) or (None,) * 3
         for n, (x, y, pr) in enumerate(((mul_a1, mul_a2, prod_a), (mul_b1, mul_b2, prod_b),
                                         (mul_c1, mul_c2, prod_c))):
-            mul = m.submodules[f"chk_mul{n}"] = DSPMultiplier(17, 17)
+            mul = m.submodules[f"chk_mul{n}"] = DSPMultiplier(17, 17, bel=chk_sites[n])
             m.d.comb += [mul.a.eq(x), mul.b.eq(y)]
             m.d.sync += pr.eq(mul.p[:32])
         elt_m, elt_s = Signal(16), Signal(6)

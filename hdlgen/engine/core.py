@@ -135,7 +135,7 @@ import json
 from dataclasses import asdict
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, ValueCastable, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -270,6 +270,102 @@ class _OneHotFSM:
             raise RuntimeError(f"goto({name!r}) outside a state body")
         if name != self._cur:
             self._m.d.sync += [self(self._cur).eq(0), self(name).eq(1)]
+
+
+class _Staged(ValueCastable):
+    """A register as the EXEC pre-stage sees it (:meth:`Engine._exec_staged`): reading it gives
+    the register itself, ``eq`` drives a staged value (``val``) and its flag (``hit``), both
+    combinational; EXEC later copies the registered value when the flag was set."""
+
+    def __init__(self, real, name):
+        self._real = real
+        self.val = Signal(Value.cast(real).shape(), name=f"pre_{name}")
+        self.hit = Signal(name=f"pre_{name}_hit")
+        self.written = False
+
+    def shape(self):
+        return Value.cast(self._real).shape()
+
+    def as_value(self):
+        return self._real
+
+    def eq(self, value):
+        self.written = True
+        return [self.val.eq(value), self.hit.eq(1)]
+
+    def __getattr__(self, name):            # .any(), .as_signed(), ... of the register
+        return getattr(self._real, name)
+
+    __hash__ = object.__hash__
+
+
+def _delegate(op):
+    return lambda self, *args: getattr(Value.cast(self._real), op)(*args)
+
+
+for _op in ("add", "radd", "sub", "rsub", "mul", "rmul", "and", "rand", "or", "ror", "xor",
+            "rxor", "invert", "neg", "eq", "ne", "lt", "le", "gt", "ge", "lshift", "rshift",
+            "getitem", "len"):
+    setattr(_Staged, f"__{_op}__", _delegate(f"__{_op}__"))
+
+
+class _StagedLocals(dict):
+    """The sequencer's locals with every value (and every value in a dict of them, like the
+    reader's configuration) seen through :class:`_Staged`."""
+
+    def __init__(self, base):
+        super().__init__(base)
+        self.staged = {}
+
+    def __getitem__(self, key):
+        item = super().__getitem__(key)
+        if isinstance(item, dict):
+            return {k: self._wrap(f"{key}_{k}", x) for k, x in item.items()}
+        return self._wrap(key, item)
+
+    def _wrap(self, name, item):
+        if not isinstance(item, (Value, ValueCastable)) or isinstance(item, Const):
+            return item
+        if name not in self.staged:
+            self.staged[name] = _Staged(item, name)
+        return self.staged[name]
+
+
+class _CombAsSync:
+    """Stands in for the module while the EXEC pre-stage is emitted: ``d.sync`` statements go
+    to ``d.comb`` (the pre-stage registers its results itself); ``If``/``Switch``/... pass
+    through."""
+
+    class _Domains:
+        def __init__(self, m):
+            object.__setattr__(self, "_m", m)
+
+        def __getattr__(self, name):
+            return getattr(self._m.d, "comb" if name == "sync" else name)
+
+        def __setattr__(self, name, value):
+            setattr(self._m.d, "comb" if name == "sync" else name, value)
+
+    def __init__(self, m):
+        self._m = m
+        self.d = self._Domains(m)
+
+    def __getattr__(self, name):
+        return getattr(self._m, name)
+
+
+class _StagedGoto:
+    """Stands in for the state machine in the EXEC pre-stage: ``goto`` sets a flag per
+    target state (combinational; registered by the pre-stage)."""
+
+    def __init__(self, m):
+        self._m = m
+        self.flags = {}
+
+    def goto(self, name):
+        if name not in self.flags:
+            self.flags[name] = Signal(name=f"pre_go_{name.lower()}")
+        self._m.d.comb += self.flags[name].eq(1)
 
 
 class Engine(wiring.Component):
@@ -1091,8 +1187,7 @@ class Engine(wiring.Component):
                 fail(chk_code)
             with m.Else():
                 self._fsm.goto("EXEC")
-        with fsm.state("EXEC"):
-            self._exec_start(m, v_copies["exe"], op_copies["exe"], locals())
+        self._exec_staged(m, v_copies["exe"], op_copies["exe"], locals())
         # ---- MATVEC ---------------------------------------------------------------------
         with fsm.state("MV_GO"):
             m.d.comb += rd.start.eq(1)
@@ -2210,6 +2305,41 @@ class Engine(wiring.Component):
             with m.Case(Opcode.OUTPUT):
                 ins = v[Opcode.OUTPUT]
                 m.d.sync += chk["r1"].eq(ins.src + ins.len)
+
+    def _exec_staged(self, m, v, opcode, s):
+        """EXEC in two stages: :meth:`_exec_start`'s opcode-selected configuration is computed
+        every cycle (combinationally, from the EXEC copy of the instruction and registers set
+        in DECODE and CHECK2, which are stable from CHECK2 on) and registered, each target
+        register with a flag saying whether the instruction sets it, and the same for its next
+        state; EXEC then only copies the flagged registers (one 2:1 choice per bit) and jumps.
+        The values registered in CHECK3 are the ones EXEC copies."""
+        fsm = self._fsm
+        staged = _StagedLocals(s)
+        goto = _StagedGoto(m)
+        self._fsm = goto
+        try:
+            self._exec_start(_CombAsSync(m), v, opcode, staged)
+        finally:
+            self._fsm = fsm
+        copies = []
+        for name, st in staged.staged.items():
+            if st.written:
+                val = Signal.like(st.val, name=f"pre_{name}_r", reset_less=True)
+                hit = Signal(name=f"pre_{name}_hit_r")
+                m.d.sync += [val.eq(st.val), hit.eq(st.hit)]
+                copies.append((st.as_value(), val, hit))
+        gos = []
+        for name, flag in goto.flags.items():
+            flag_r = Signal(name=f"pre_go_{name.lower()}_r")
+            m.d.sync += flag_r.eq(flag)
+            gos.append((name, flag_r))
+        with fsm.state("EXEC"):
+            for real, val, hit in copies:
+                with m.If(hit):
+                    m.d.sync += real.eq(val)
+            for name, flag_r in gos:
+                with m.If(flag_r):
+                    fsm.goto(name)
 
     def _exec_start(self, m, v, opcode, s):
         """EXEC state: configure the reader, the units and the writer; go to the op's phase."""

@@ -154,7 +154,7 @@ from hdlgen.blocks.requant import Requant
 from hdlgen.blocks.rmsnorm import RMSNorm
 from hdlgen.blocks.rope import Rope
 from hdlgen.blocks.softmax import Softmax
-from hdlgen.blocks.stream_parts import SkidBuffer
+from hdlgen.blocks.stream_parts import SkidBuffer, StreamQueue
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.isa import EltOp, LAYOUTS, NormKind, Opcode, Reg, Width, encode_program
 from hdlgen.engine.memmap import EngineMap, WINDOWS
@@ -669,11 +669,12 @@ class Engine(wiring.Component):
                                              aux_shift=(K - 1).bit_length())
         m.submodules.prd = prd = ElementReader(addr_width=aw_p, width=32, aux_addr_width=aw_p,
                                                aux_width=32, aux_shift=0)
-        # the reader's output through a skid buffer: the reader's FIFO sees a registered
-        # ready, the units a registered valid and payload (the element's vector-buffer lane
-        # selected before it: fewer bits under the buffer's enable)
+        # the reader's output through a two-entry queue: the reader's FIFO sees a registered
+        # ready, and the units' ready (an OR over the routes, late in the cycle) moves only
+        # the queue's pointer and level, not an enable of the payload's flip-flops (the
+        # element's vector-buffer lane is selected before the queue)
         ro_l = data.StructLayout({"data": 16, "lane": signed(16), "row_end": 1, "last": 1})
-        m.submodules.rd_skid = rdo_skid = SkidBuffer(ro_l)
+        m.submodules.rd_skid = rdo_skid = StreamQueue(ro_l)
         rp_ = rd.o.payload
         m.d.comb += [rdo_skid.i.valid.eq(rd.o.valid), rd.o.ready.eq(rdo_skid.i.ready),
                      rdo_skid.i.payload.data.eq(rp_.data),

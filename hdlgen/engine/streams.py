@@ -74,37 +74,43 @@ class ElementReader(wiring.Component):
         col = Signal(lw)
         row = Signal(lw)
         idx = Signal(lw + 8)
-        row_lm1 = Signal(lw)          # row_len - 1 and rows - 1, registered at start
-        rows_m1 = Signal(lw)
+        row_lm2 = Signal(lw)          # row_len - 2 and rows - 2, registered at start
+        rows_m2 = Signal(lw)
+        row_one = Signal()            # row_len == 1
         stride = Signal(lw)
         aux_base = Signal(self._xaw)
         active = Signal()
         outstanding = Signal(range(self._depth + 1))
         issue = Signal()
+        # where the issue is, as flip-flops (the compares decide the next cycle's flags, so
+        # no compare sits before the counters' enables): the next element ends its row, the
+        # row is the last
         row_end = Signal()
+        row_last = Signal()
         last = Signal()
         m.d.comb += [
             self.busy.eq(active),
             issue.eq(active & (outstanding < self._depth)),
-            row_end.eq(col == row_lm1),
-            last.eq(row_end & (row == rows_m1)),
+            last.eq(row_end & row_last),
             self.addr.eq(cur), self.en.eq(issue),
             self.aux_addr.eq(aux_base + (idx >> self._xs)), self.aux_en.eq(issue),
         ]
         with m.If(self.start):
             m.d.sync += [cur.eq(self.base), rowb.eq(self.base), col.eq(0), row.eq(0), idx.eq(0),
-                         row_lm1.eq(self.row_len - 1), rows_m1.eq(self.rows - 1),
-                         stride.eq(self.stride),
+                         row_lm2.eq(self.row_len - 2), rows_m2.eq(self.rows - 2),
+                         row_one.eq(self.row_len == 1), row_end.eq(self.row_len == 1),
+                         row_last.eq(self.rows == 1), stride.eq(self.stride),
                          aux_base.eq(self.aux_base), active.eq(1)]
         with m.Elif(issue):
             m.d.sync += idx.eq(idx + 1)
             with m.If(row_end):
                 m.d.sync += [col.eq(0), row.eq(row + 1), rowb.eq(rowb + stride),
-                             cur.eq(rowb + stride)]
+                             cur.eq(rowb + stride), row_end.eq(row_one),
+                             row_last.eq(row == rows_m2)]
                 with m.If(last):
                     m.d.sync += active.eq(0)
             with m.Else():
-                m.d.sync += [col.eq(col + 1), cur.eq(cur + 1)]
+                m.d.sync += [col.eq(col + 1), cur.eq(cur + 1), row_end.eq(col == row_lm2)]
 
         # two cycles of RAM latency: the control bits travel beside the request
         v1, v2 = Signal(), Signal()

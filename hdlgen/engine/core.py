@@ -1148,13 +1148,17 @@ class Engine(wiring.Component):
             v_copies[name] = {op: data.View(lay, irc[:data.Layout.cast(lay).size])
                               for op, lay in LAYOUTS.items()}
         with fsm.state("DECODE"):
-            self._bad_flags = []
+            self._bad_flags, self._late_flags = [], []
             self._decode(m, v_copies["dec"], op_copies["dec"], locals())
-        # the field errors found in DECODE: one flag each (cleared in FETCH2), the code chosen
-        # in CHECK1 (the last flagged one, as the checks are written)
+        # the field errors found in DECODE (and in CHECK1 for the late ones, which compare
+        # registers DECODE sets): one flag each (cleared in FETCH2), the code chosen in
+        # CHECK1B (the last flagged one, as the checks are written)
         with m.If(fsm("FETCH2")):
             m.d.sync += [f.eq(0) for f, _ in self._bad_flags]
         with m.If(fsm("CHECK1")):
+            for f, op, cond in self._late_flags:
+                m.d.sync += f.eq((op_copies["chk"] == op) & cond(v_copies["chk"]))
+        with m.If(fsm("CHECK1B")):
             m.d.sync += chk_hard.eq(ErrorCode.NONE)
             for f, code in self._bad_flags:
                 with m.If(f):
@@ -1168,23 +1172,23 @@ class Engine(wiring.Component):
         with fsm.state("CHECK2"):
             self._regions(m, v_copies["chk"], op_copies["chk"], locals())
             self._fsm.goto("CHECK2B")
-        # the verdict, registered every cycle (valid in CHECK3: the region ends are set in
-        # CHECK2, chk_hard in CHECK1)
-        chk_code = Signal(ErrorCode)
-        with m.If(chk_hard != ErrorCode.NONE):
-            m.d.sync += chk_code.eq(chk_hard)
-        with m.Elif((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)):
-            m.d.sync += chk_code.eq(ErrorCode.SCRATCH_RANGE)
-        with m.Elif(chk["w"] > WR):
-            m.d.sync += chk_code.eq(ErrorCode.WEIGHT_RANGE)
-        with m.Elif(chk["p"] > PM):
-            m.d.sync += chk_code.eq(ErrorCode.PARAM_RANGE)
-        with m.Else():
-            m.d.sync += chk_code.eq(ErrorCode.NONE)
+        # the verdict as one flag per kind of failure, each registered every cycle (valid in
+        # CHECK3: the region ends are set in CHECK2, chk_hard in CHECK1B); CHECK3 ORs the
+        # flags, and a failure's code is chosen from them by priority
+        chk_f_hard, chk_f_scratch, chk_f_w, chk_f_p = (
+            Signal(name=n) for n in ("chk_f_hard", "chk_f_scratch", "chk_f_w", "chk_f_p"))
+        m.d.sync += [chk_f_hard.eq(chk_hard != ErrorCode.NONE),
+                     chk_f_scratch.eq((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)),
+                     chk_f_w.eq(chk["w"] > WR), chk_f_p.eq(chk["p"] > PM)]
+        chk_fail = Signal()
+        m.d.comb += chk_fail.eq(chk_f_hard | chk_f_scratch | chk_f_w | chk_f_p)
+        chk_code = Mux(chk_f_hard, chk_hard.as_value(),
+                       Mux(chk_f_scratch, ErrorCode.SCRATCH_RANGE,
+                           Mux(chk_f_w, ErrorCode.WEIGHT_RANGE, ErrorCode.PARAM_RANGE)))
         with fsm.state("CHECK2B"):
             self._fsm.goto("CHECK3")
         with fsm.state("CHECK3"):
-            with m.If(chk_code != ErrorCode.NONE):
+            with m.If(chk_fail):
                 fail(chk_code)
             with m.Else():
                 self._fsm.goto("EXEC")
@@ -2064,6 +2068,13 @@ class Engine(wiring.Component):
             self._bad_flags.append((flag, code))
             m.d.sync += flag.eq(cond)
 
+        def bad_late(op, cond, code=ErrorCode.BAD_FIELD):
+            """A check on registers DECODE sets: decided in CHECK1 from ``cond(views)`` (the
+            CHECK2 copy of the instruction), in the same priority order as ``bad``."""
+            flag = Signal(name=f"bad{len(self._bad_flags)}")
+            self._bad_flags.append((flag, code))
+            self._late_flags.append((flag, op, cond))
+
         fail = s["fail"]
 
         with m.Switch(opcode):
@@ -2121,7 +2132,11 @@ class Engine(wiring.Component):
                              ib_n.eq((ins.cols + K - 1) >> kb),
                              ma1.eq((ins.rows + lanes - 1) >> lb), ma2.eq((ins.cols + K - 1) >> kb),
                              mc1.eq(idx >> lb), mc2.eq((ins.cols + K - 1) >> kb)]  # row offset
-                bad(idx >= ins.rows, ErrorCode.BAD_INDEX)
+                # (the index against rows in CHECK1, from embed_idx, its low 16 bits; here
+                # only whether the high bits are set)
+                bad(idx[16:].any(), ErrorCode.BAD_INDEX)
+                bad_late(Opcode.EMBED, lambda vc: s["embed_idx"] >= vc[Opcode.EMBED].rows,
+                         ErrorCode.BAD_INDEX)
                 bad((ins.w_planes == 0) | (ins.w_planes == 3))
                 bad(ins.index_reg.as_value() > Reg.RESULT_VALUE.value)
                 self._fsm.goto("CHECK1")

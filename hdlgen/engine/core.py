@@ -2328,7 +2328,13 @@ class Engine(wiring.Component):
         in DECODE and CHECK2, which are stable from CHECK2 on) and registered, each target
         register with a flag saying whether the instruction sets it, and the same for its next
         state; EXEC then only copies the flagged registers (one 2:1 choice per bit) and jumps.
-        The values registered in CHECK3 are the ones EXEC copies."""
+        The values registered in CHECK3 are the ones EXEC copies.
+
+        :meth:`_exec_start` is written as if it ran in EXEC: it assigns registers it reaches
+        through ``s`` (the sequencer's locals, here seen through :class:`_Staged`) in
+        ``m.d.sync`` and calls ``self._fsm.goto``. A register it assigned that is not reached
+        through ``s`` would be driven from ``comb`` here, which Amaranth refuses at elaboration
+        (a loud error, not a silent change)."""
         fsm = self._fsm
         staged = _StagedLocals(s)
         goto = _StagedGoto(m)
@@ -2337,22 +2343,27 @@ class Engine(wiring.Component):
             self._exec_start(_CombAsSync(m), v, opcode, staged)
         finally:
             self._fsm = fsm
+        # (the load flags are set the cycle before EXEC, one flip-flop per target register,
+        # kept apart by keep_register: no state bit fans out to all of them)
+        enter = Signal(name="exec_enter")
+        m.d.comb += enter.eq(fsm("CHECK3") & ~s["chk_fail"])
         copies = []
         for name, st in staged.staged.items():
             if st.written:
                 val = Signal.like(st.val, name=f"pre_{name}_r", reset_less=True)
-                hit = Signal(name=f"pre_{name}_hit_r")
-                m.d.sync += [val.eq(st.val), hit.eq(st.hit)]
-                copies.append((st.as_value(), val, hit))
+                m.d.sync += val.eq(st.val)
+                load = keep_register(m, s["platform"], Signal(name=f"pre_{name}_load"),
+                                     st.hit & enter)
+                copies.append((st.as_value(), val, load))
         gos = []
         for name, flag in goto.flags.items():
             flag_r = Signal(name=f"pre_go_{name.lower()}_r")
             m.d.sync += flag_r.eq(flag)
             gos.append((name, flag_r))
+        for real, val, load in copies:
+            with m.If(load):
+                m.d.sync += real.eq(val)
         with fsm.state("EXEC"):
-            for real, val, hit in copies:
-                with m.If(hit):
-                    m.d.sync += real.eq(val)
             for name, flag_r in gos:
                 with m.If(flag_r):
                     fsm.goto(name)

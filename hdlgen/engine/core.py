@@ -672,14 +672,13 @@ class Engine(wiring.Component):
         # the reader's output through a two-entry queue: the reader's FIFO sees a registered
         # ready, and the units' ready (an OR over the routes, late in the cycle) moves only
         # the queue's pointer and level, not an enable of the payload's flip-flops (the
-        # element's vector-buffer lane is selected before the queue)
+        # reader selects the element's vector-buffer lane before its own FIFO)
         ro_l = data.StructLayout({"data": 16, "lane": signed(16), "row_end": 1, "last": 1})
         m.submodules.rd_skid = rdo_skid = StreamQueue(ro_l)
         rp_ = rd.o.payload
         m.d.comb += [rdo_skid.i.valid.eq(rd.o.valid), rd.o.ready.eq(rdo_skid.i.ready),
                      rdo_skid.i.payload.data.eq(rp_.data),
-                     rdo_skid.i.payload.lane.eq(rp_.aux.word_select(rp_.sub[:(K - 1).bit_length()],
-                                                                    16)),
+                     rdo_skid.i.payload.lane.eq(rp_.aux),
                      rdo_skid.i.payload.row_end.eq(rp_.row_end),
                      rdo_skid.i.payload.last.eq(rp_.last)]
         rdo = rdo_skid.o

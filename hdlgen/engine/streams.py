@@ -9,8 +9,9 @@ never reaches the RAM; the FIFO is the only place an item waits.
 
 An optional *auxiliary* read goes to a second RAM in the same cycle, at ``aux_base + (i >>
 aux_shift)`` for element ``i`` of the sequence (``aux_shift`` > 0: the RAM holds
-``2**aux_shift`` elements per word, e.g. the engine's vector buffer; the low bits of ``i`` come
-out as ``sub``), so two operands arrive in lockstep.
+``2**aux_shift`` elements per word, e.g. the engine's vector buffer; element ``i % 2**aux_shift``
+of the word is selected before the FIFO and comes out as ``aux``), so two operands arrive in
+lockstep.
 """
 
 from amaranth.hdl import Module, Signal
@@ -47,7 +48,9 @@ class ElementReader(wiring.Component):
     addr, en : Out
         Main RAM port request; ``rdata`` In, two cycles later.
     aux_addr, aux_en, aux_rdata : auxiliary RAM port.
-    o : Out(stream.Signature({data, aux, sub, row_end, last}))
+    o : Out(stream.Signature({data, aux, row_end, last}))
+        ``aux`` is ``aux_width >> aux_shift`` bits: the auxiliary word's element for this
+        item.
     """
 
     def __init__(self, *, addr_width: int, width: int, aux_addr_width: int = 0,
@@ -55,8 +58,12 @@ class ElementReader(wiring.Component):
         self._aw, self._w = addr_width, width
         self._xaw, self._xw, self._xs = max(1, aux_addr_width), max(1, aux_width), aux_shift
         self._lw, self._depth = len_width, depth
-        self.o_layout = data.StructLayout({"data": width, "aux": self._xw,
-                                           "sub": max(1, aux_shift), "row_end": 1, "last": 1})
+        if aux_shift and aux_width % (1 << aux_shift):
+            self._MustUse__silence = True
+            raise ValueError(f"aux_width={aux_width} must be a multiple of 2**aux_shift="
+                             f"{1 << aux_shift}")
+        self.o_layout = data.StructLayout({"data": width, "aux": self._xw >> aux_shift,
+                                           "row_end": 1, "last": 1})
         super().__init__({
             "start": In(1), "base": In(addr_width), "rows": In(len_width),
             "row_len": In(len_width), "stride": In(len_width), "aux_base": In(self._xaw),
@@ -122,7 +129,9 @@ class ElementReader(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFO(width=self.o_layout.size, depth=self._depth)
         item = Signal(self.o_layout)
         m.d.comb += [
-            item.data.eq(self.rdata), item.aux.eq(self.aux_rdata), item.sub.eq(s2),
+            item.data.eq(self.rdata),
+            item.aux.eq(self.aux_rdata.word_select(s2[:self._xs], self._xw >> self._xs)
+                        if self._xs else self.aux_rdata),
             item.row_end.eq(e2), item.last.eq(l2),
             fifo.w_en.eq(v2), fifo.w_data.eq(item.as_value()),
             self.o.valid.eq(fifo.r_rdy), self.o.payload.eq(fifo.r_data), fifo.r_en.eq(self.o.ready),

@@ -294,6 +294,8 @@ class _Staged(ValueCastable):
         return [self.val.eq(value), self.hit.eq(1)]
 
     def __getattr__(self, name):            # .any(), .as_signed(), ... of the register
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._real, name)
 
     __hash__ = object.__hash__
@@ -1112,6 +1114,8 @@ class Engine(wiring.Component):
             m.d.comb += [f_req.eq(1), f_code.eq(code)]
             self._fsm.goto("IDLE")
 
+        sr_go = Signal()                      # a SETREG was decoded (its write is due)
+        m.d.sync += sr_go.eq(0)
         fsm = self._fsm = _OneHotFSM(m, "IDLE")
         with fsm.state("IDLE"):
             job_token = Mux(self.start, self.token, h_token)
@@ -1154,6 +1158,13 @@ class Engine(wiring.Component):
         # CHECK1B (the last flagged one, as the checks are written)
         with m.If(fsm("FETCH2")):
             m.d.sync += [f.eq(0) for f, _ in self._bad_flags]
+        # SETREG's write, in CHECK1: only if its field checks (flags registered in DECODE)
+        # passed; a bad field ends the job in CHECK3 without it
+        sr = v_copies["chk"][Opcode.SETREG]
+        with m.If(sr_go & ~self._setreg_flags[0] & ~self._setreg_flags[1]):
+            m.d.sync += regs[sr.reg.as_value()].eq(sr.value)
+            with m.If(sr.reg == Reg.POS):
+                m.d.sync += npos.eq(sr.value[:16] + 1)
         with m.If(fsm("CHECK1")):
             for f, op, cond in self._late_flags:
                 m.d.sync += f.eq((op_copies["chk"] == op) & cond(v_copies["chk"]))
@@ -2066,6 +2077,7 @@ class Engine(wiring.Component):
             flag = Signal(name=f"bad{len(self._bad_flags)}")
             self._bad_flags.append((flag, code))
             m.d.sync += flag.eq(cond)
+            return flag
 
         def bad_late(op, cond, code=ErrorCode.BAD_FIELD):
             """A check on registers DECODE sets: decided in CHECK1 from ``cond(views)`` (the
@@ -2088,12 +2100,9 @@ class Engine(wiring.Component):
                 ins = v[Opcode.SETREG]
                 bad_pos = (ins.reg == Reg.POS) & (ins.value >= ctx)
                 bad_reg = ins.reg.as_value() > Reg.RESULT_VALUE.value
-                bad(bad_pos, ErrorCode.POS_RANGE)
-                bad(bad_reg)
-                with m.If(~bad_pos & ~bad_reg):
-                    m.d.sync += s["regs"][ins.reg.as_value()].eq(ins.value)
-                    with m.If(ins.reg == Reg.POS):
-                        m.d.sync += s["npos"].eq(ins.value[:16] + 1)
+                # (the write itself is made in CHECK1, from these flags: see sr_go)
+                self._setreg_flags = (bad(bad_pos, ErrorCode.POS_RANGE), bad(bad_reg))
+                m.d.sync += s["sr_go"].eq(1)
                 self._fsm.goto("CHECK1")
             with m.Case(Opcode.LOOP):
                 ins = v[Opcode.LOOP]
@@ -2390,7 +2399,7 @@ class Engine(wiring.Component):
         m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC)]
         m.d.sync += s["sm_fused"].eq(0)
         with m.Switch(opcode):
-            with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
+            with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was made before)
                 self._fsm.goto("NEXT")
             with m.Case(Opcode.EMBED):
                 ins = v[Opcode.EMBED]

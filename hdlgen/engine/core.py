@@ -79,12 +79,18 @@ datapaths load every cycle with their valid bits and selects copied per lane
 (:func:`hdlgen.blocks.dsp.keep_register`):
 
 * sequencer: one-hot (one flip-flop per state); one copy of the opcode and of the instruction
-  register per piece (DECODE, CHECK2, EXEC); DECODE's field checks each set a flag, the code
-  is chosen from them in CHECK1 and the whole verdict (with the region ends of CHECK2, whose
-  products come from registered ``MULT18X18D``) is registered before CHECK3 (four check
-  cycles per instruction besides DECODE); a failure's status is applied from registers a
-  cycle later; NEXT, the attention loops and the MATVEC and MATMAT issue counters decide on
-  registered flags and sums; the host's start is registered;
+  register per piece (DECODE, CHECK2, EXEC); DECODE's field checks each set a flag (a check of
+  a register DECODE sets, the ``EMBED`` index against the table's rows, is made in CHECK1;
+  DECODE only flags an index beyond 16 bits), the code is chosen from them in CHECK1B, and
+  each kind of failure (field, scratchpad, weight, parameter range, from the region ends of
+  CHECK2, whose products come from registered ``MULT18X18D``) is one registered flag that
+  CHECK3 ORs (four check cycles per instruction besides DECODE); ``SETREG`` writes its
+  register in CHECK1 from DECODE's registered field checks; a failure's status is applied from
+  registers a cycle later; EXEC's opcode-selected configuration of the reader, writer,
+  requantizer and units is computed every cycle and registered before EXEC, with one load
+  flag per target register set the cycle before, so EXEC only copies registers and jumps
+  (:meth:`Engine._exec_staged`); NEXT, the attention loops and the MATVEC and MATMAT issue
+  counters decide on registered flags and sums; the host's start is registered;
 * MAC feed: the weight bank reads every cycle at a registered address with ``latency=3``
   (request registers replicated per group of DP16KD), the vector buffer's operand planes are
   registered, each beat passes a register in front of the beat FIFO whose source (MATVEC,
@@ -101,10 +107,13 @@ datapaths load every cycle with their valid bits and selects copied per lane
   one cycle;
 * MAC results: a skid buffer, then a take decided by a flip-flop (``tk_ok``) and a
   combine/serialize stage a cycle later whose controls are copied per lane;
-* reader and writer: the element reader's output passes a skid buffer (with the vector-buffer
-  lane already selected); the writer selects its unit by one flip-flop per source (AND-OR) and
-  registers the value twice (selection, then saturation) before its address logic; the
-  requantizer's parameter addresses and the host's memory requests are registered.
+* reader and writer: the element reader decides row ends and its last row a cycle ahead
+  (flip-flops), selects the vector-buffer lane before its own FIFO, and its output passes a
+  two-entry :class:`~hdlgen.blocks.stream_parts.StreamQueue` (the units' ready OR moves a
+  pointer and a level, no payload enable); the writer selects its unit by one flip-flop per
+  source (AND-OR) and registers the value twice (selection, then saturation) before its
+  address logic; the requantizer's parameter addresses and the host's memory requests are
+  registered.
 
 Measured (``python -m hdlgen bench blocks --only engine``: stories260K-shaped model, 16x8 MACs,
 context 256, LFE5U-85F, nextpnr seed 1): 62.3 MHz estimated after placement (57.9 before
@@ -116,11 +125,20 @@ no weight row gathered in one place: 57.5 MHz estimated after placement, placed 
 3,300 in 16 iterations (65,186 to 30,105 before) and then stalled, so still no routed figure.
 What overflows is in the lower 60 % of the die, where 12 of the 16 lanes sit. With one
 register after each DSP (``post_dsp_registers=1``, below): 48.4 MHz estimated, 49,450 overused
-wires at the first iteration, 737 at the 24th, then rising again (1,477 at the 41st). What limits
-fmax next (by logic depth in the synthesized netlist): the
-sequencer's EXEC state (an opcode-selected load of ~200 configuration bits: pre-compute them
-into registers before EXEC), the reader's ready into its skid buffer (the units' ready OR), and
-the attention loop's state decisions.
+wires at the first iteration, 737 at the 24th, then rising again (1,477 at the 41st). The
+logic-depth paths named by those builds' netlists are since shortened (branch
+``engine-timing2``, ported onto this code; no place and route of the result yet): EXEC's
+opcode-selected load of ~200 configuration bits is the pre-stage above, the units' ready OR
+no longer enables the reader's payload flip-flops, and the reader's, the checks' and
+SETREG's compares sit a register before the enables they decide. Cycles per decode step
+did not change (``python -m hdlgen bench model --model stories260K --device 85F``: 16,690,
+21,685 and 38,885 at positions 1, 64 and 255; the next tokens 303, 304 and 347 as before).
+On the branch, out of context, the same changes did not move the placed estimate (62.8 MHz
+against 62.3), so wire delay may still set the clock once the SoC routes. What that
+branch's netlist showed next by logic depth (all within ~10 %): the EXEC pre-stage's
+opcode-selected sums, the weight-bank address ``mv_wrow`` (seven candidate sums behind a
+priority mux), the MAC combiner's 32-bit add into the serializer, the CHECK2 region ends, the
+EMBED wait counter, the softmax's input ready, and the attention loop's state decisions.
 
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not

@@ -354,21 +354,46 @@ class _StagedLocals(dict):
 class _CombAsSync:
     """Stands in for the module while the EXEC pre-stage is emitted: ``d.sync`` statements go
     to ``d.comb`` (the pre-stage registers its results itself); ``If``/``Switch``/... pass
-    through."""
+    through. Every such statement must assign a whole staged value or flag (a
+    :class:`_Staged` register's ``eq``): any other target, such as a register not reached
+    through the staged locals or a slice of one, would silently become combinational, so it
+    raises instead."""
+
+    class _Checked:
+        def __init__(self, comb, staged):
+            self._comb, self._staged = comb, staged
+
+        def __iadd__(self, stmts):
+            allowed = {id(x) for st in self._staged.staged.values() for x in (st.val, st.hit)}
+            pending = [stmts]
+            while pending:
+                st = pending.pop()
+                if isinstance(st, (list, tuple)):
+                    pending.extend(st)
+                elif id(getattr(st, "lhs", None)) not in allowed:
+                    raise TypeError(f"the EXEC pre-stage cannot register {st!r}: EXEC's set-up "
+                                    f"(Engine._exec_start) must assign whole registers reached "
+                                    f"through its locals (s[...]), whose staged copies it loads")
+            self._comb += stmts
+            return self
 
     class _Domains:
-        def __init__(self, m):
+        def __init__(self, m, staged):
             object.__setattr__(self, "_m", m)
+            object.__setattr__(self, "_staged", staged)
 
         def __getattr__(self, name):
-            return getattr(self._m.d, "comb" if name == "sync" else name)
+            if name == "sync":
+                return _CombAsSync._Checked(self._m.d.comb, self._staged)
+            return getattr(self._m.d, name)
 
         def __setattr__(self, name, value):
-            setattr(self._m.d, "comb" if name == "sync" else name, value)
+            if name != "sync":               # (sync's statements went to comb in += above)
+                setattr(self._m.d, name, value)
 
-    def __init__(self, m):
+    def __init__(self, m, staged):
         self._m = m
-        self.d = self._Domains(m)
+        self.d = self._Domains(m, staged)
 
     def __getattr__(self, name):
         return getattr(self._m, name)
@@ -2370,7 +2395,7 @@ class Engine(wiring.Component):
         goto = _StagedGoto(m)
         self._fsm = goto
         try:
-            self._exec_start(_CombAsSync(m), v, opcode, staged)
+            self._exec_start(_CombAsSync(m, staged), v, opcode, staged)
         finally:
             self._fsm = fsm
         # (the load flags are set the cycle before EXEC, one flip-flop per target register,

@@ -177,13 +177,16 @@ def parse_nextpnr_report(path: Path, device: ECP5Device, target_mhz: float,
 
 def nextpnr_argv(device: ECP5Device, package: str, speed: int, *, json_in: str, freq_mhz: float,
                  seed: int, report: str, lpf: str | None = None, textcfg: str | None = None,
-                 router2: bool = True, extra: list[str] = ()) -> list[str]:
+                 router2: bool = True, placer: str | None = None,
+                 extra: list[str] = ()) -> list[str]:
     argv = [_find_tool("nextpnr"), "--log", "nextpnr.log", "--quiet", device.nextpnr_flag,
             "--package", package, "--speed", str(speed), "--json", json_in,
             "--freq", f"{freq_mhz:g}", "--seed", str(seed), "--report", report,
             "--timing-allow-fail"]   # the report is always written; the caller judges timing
     if router2:
         argv += ["--router", "router2"]
+    if placer:
+        argv += ["--placer", placer]
     argv += ["--lpf", lpf] if lpf else ["--lpf-allow-unconstrained"]
     if textcfg:
         argv += ["--textcfg", textcfg]
@@ -193,18 +196,20 @@ def nextpnr_argv(device: ECP5Device, package: str, speed: int, *, json_in: str, 
 
 
 def implement_plan(build_dir: Path, name: str, device: ECP5Device, package: str, speed: int,
-                   freq_mhz: float, *, seed: int = 1, router2: bool = True, clock: str | None = None,
+                   freq_mhz: float, *, seed: int = 1, router2: bool = True,
+                   placer: str | None = None, clock: str | None = None,
                    progress: bool = True, timeout_s: float | None = None) -> ImplReport:
     """Run Yosys, nextpnr and ecppack on an extracted Amaranth build plan in ``build_dir``
     (files ``{name}.ys``, ``{name}.il``, ``{name}.lpf``); returns the report with per-stage
-    seconds. The bitstream is ``{name}.bit``."""
+    seconds. The bitstream is ``{name}.bit``. ``placer`` is nextpnr's placer (``heap``, its
+    default, when ``None``; ``static`` spreads a crowded design more evenly)."""
     seconds = {}
     seconds["yosys"] = run_stage("yosys", [_find_tool("yosys"), "-q", "-l", f"{name}.rpt", f"{name}.ys"],
                                  build_dir, build_dir / "yosys.log", progress=progress, timeout_s=timeout_s)
     check_netlist(build_dir / f"{name}.json")
     argv = nextpnr_argv(device, package, speed, json_in=f"{name}.json", freq_mhz=freq_mhz, seed=seed,
                         report="nextpnr-report.json", lpf=f"{name}.lpf", textcfg=f"{name}.config",
-                        router2=router2)
+                        router2=router2, placer=placer)
     seconds["nextpnr"] = run_stage("nextpnr", argv, build_dir, build_dir / "nextpnr.stdout",
                                    progress=progress, timeout_s=timeout_s)
     seconds["ecppack"] = run_stage("ecppack", [_find_tool("ecppack"), "--compress", "--input",

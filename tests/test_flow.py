@@ -88,3 +88,20 @@ def test_nextpnr_args_from_the_environment(monkeypatch):
     argv = nextpnr_argv(dev, "CABGA381", 6, json_in="t.json", freq_mhz=50, seed=3, report="r.json")
     assert argv == base + ["--router2-heatmap", "heat", "--placed-svg", "p q.svg"]
     assert "--seed" in base and base[base.index("--seed") + 1] == "3"
+
+
+def test_placer_choice():
+    import argparse
+
+    from hdlgen.build import add_arguments, choose_placer
+    from hdlgen.flow import nextpnr_argv
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert choose_placer(p.parse_args([])) == "heap"
+    assert choose_placer(p.parse_args(["--model", "stories260K"])) == "static"
+    assert choose_placer(p.parse_args(["--model", "stories260K", "--placer", "heap"])) == "heap"
+    argv = nextpnr_argv(ECP5_DEVICES["85F"], "CABGA381", 6, json_in="t.json", freq_mhz=50,
+                        seed=1, report="r.json", placer="static")
+    assert argv[argv.index("--placer") + 1] == "static"
+    assert "--placer" not in nextpnr_argv(ECP5_DEVICES["85F"], "CABGA381", 6, json_in="t.json",
+                                          freq_mhz=50, seed=1, report="r.json")

@@ -79,18 +79,12 @@ datapaths load every cycle with their valid bits and selects copied per lane
 (:func:`hdlgen.blocks.dsp.keep_register`):
 
 * sequencer: one-hot (one flip-flop per state); one copy of the opcode and of the instruction
-  register per piece (DECODE, CHECK2, EXEC); DECODE's field checks each set a flag (a check of
-  a register DECODE sets, the ``EMBED`` index against the table's rows, is made in CHECK1;
-  DECODE only flags an index beyond 16 bits), the code is chosen from them in CHECK1B, and
-  each kind of failure (field, scratchpad, weight, parameter range, from the region ends of
-  CHECK2, whose products come from registered ``MULT18X18D``) is one registered flag that
-  CHECK3 ORs (four check cycles per instruction besides DECODE); ``SETREG`` writes its
-  register in CHECK1 from DECODE's registered field checks; a failure's status is applied from
-  registers a cycle later; EXEC's opcode-selected configuration of the reader, writer,
-  requantizer and units is computed every cycle and registered before EXEC, with one load
-  flag per target register set the cycle before, so EXEC only copies registers and jumps
-  (:meth:`Engine._exec_staged`); NEXT, the attention loops and the MATVEC and MATMAT issue
-  counters decide on registered flags and sums; the host's start is registered;
+  register per piece (DECODE, CHECK2, EXEC); DECODE's field checks each set a flag, the code
+  is chosen from them in CHECK1 and the whole verdict (with the region ends of CHECK2, whose
+  products come from registered ``MULT18X18D``) is registered before CHECK3 (four check
+  cycles per instruction besides DECODE); a failure's status is applied from registers a
+  cycle later; NEXT, the attention loops and the MATVEC and MATMAT issue counters decide on
+  registered flags and sums; the host's start is registered;
 * MAC feed: the weight bank reads every cycle at a registered address with ``latency=3``
   (request registers replicated per group of DP16KD), the vector buffer's operand planes are
   registered, each beat passes a register in front of the beat FIFO whose source (MATVEC,
@@ -107,13 +101,10 @@ datapaths load every cycle with their valid bits and selects copied per lane
   one cycle;
 * MAC results: a skid buffer, then a take decided by a flip-flop (``tk_ok``) and a
   combine/serialize stage a cycle later whose controls are copied per lane;
-* reader and writer: the element reader decides row ends and its last row a cycle ahead
-  (flip-flops), selects the vector-buffer lane before its own FIFO, and its output passes a
-  two-entry :class:`~hdlgen.blocks.stream_parts.StreamQueue` (the units' ready OR moves a
-  pointer and a level, no payload enable); the writer selects its unit by one flip-flop per
-  source (AND-OR) and registers the value twice (selection, then saturation) before its
-  address logic; the requantizer's parameter addresses and the host's memory requests are
-  registered.
+* reader and writer: the element reader's output passes a skid buffer (with the vector-buffer
+  lane already selected); the writer selects its unit by one flip-flop per source (AND-OR) and
+  registers the value twice (selection, then saturation) before its address logic; the
+  requantizer's parameter addresses and the host's memory requests are registered.
 
 Measured (``python -m hdlgen bench blocks --only engine``: stories260K-shaped model, 16x8 MACs,
 context 256, LFE5U-85F, nextpnr seed 1): 62.3 MHz estimated after placement (57.9 before
@@ -125,20 +116,11 @@ no weight row gathered in one place: 57.5 MHz estimated after placement, placed 
 3,300 in 16 iterations (65,186 to 30,105 before) and then stalled, so still no routed figure.
 What overflows is in the lower 60 % of the die, where 12 of the 16 lanes sit. With one
 register after each DSP (``post_dsp_registers=1``, below): 48.4 MHz estimated, 49,450 overused
-wires at the first iteration, 737 at the 24th, then rising again (1,477 at the 41st). The
-logic-depth paths named by those builds' netlists are since shortened (branch
-``engine-timing2``, ported onto this code; no place and route of the result yet): EXEC's
-opcode-selected load of ~200 configuration bits is the pre-stage above, the units' ready OR
-no longer enables the reader's payload flip-flops, and the reader's, the checks' and
-SETREG's compares sit a register before the enables they decide. Cycles per decode step
-did not change (``python -m hdlgen bench model --model stories260K --device 85F``: 16,690,
-21,685 and 38,885 at positions 1, 64 and 255; the next tokens 303, 304 and 347 as before).
-On the branch, out of context, the same changes did not move the placed estimate (62.8 MHz
-against 62.3), so wire delay may still set the clock once the SoC routes. What that
-branch's netlist showed next by logic depth (all within ~10 %): the EXEC pre-stage's
-opcode-selected sums, the weight-bank address ``mv_wrow`` (seven candidate sums behind a
-priority mux), the MAC combiner's 32-bit add into the serializer, the CHECK2 region ends, the
-EMBED wait counter, the softmax's input ready, and the attention loop's state decisions.
+wires at the first iteration, 737 at the 24th, then rising again (1,477 at the 41st). What limits
+fmax next (by logic depth in the synthesized netlist): the
+sequencer's EXEC state (an opcode-selected load of ~200 configuration bits: pre-compute them
+into registers before EXEC), the reader's ready into its skid buffer (the units' ready OR), and
+the attention loop's state decisions.
 
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not
@@ -153,7 +135,7 @@ import json
 from dataclasses import asdict
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, ValueCastable, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -172,7 +154,7 @@ from hdlgen.blocks.requant import Requant
 from hdlgen.blocks.rmsnorm import RMSNorm
 from hdlgen.blocks.rope import Rope
 from hdlgen.blocks.softmax import Softmax
-from hdlgen.blocks.stream_parts import SkidBuffer, StreamQueue
+from hdlgen.blocks.stream_parts import SkidBuffer
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.isa import EltOp, LAYOUTS, NormKind, Opcode, Reg, Width, encode_program
 from hdlgen.engine.memmap import EngineMap, WINDOWS
@@ -288,129 +270,6 @@ class _OneHotFSM:
             raise RuntimeError(f"goto({name!r}) outside a state body")
         if name != self._cur:
             self._m.d.sync += [self(self._cur).eq(0), self(name).eq(1)]
-
-
-class _Staged(ValueCastable):
-    """A register as the EXEC pre-stage sees it (:meth:`Engine._exec_staged`): reading it gives
-    the register itself, ``eq`` drives a staged value (``val``) and its flag (``hit``), both
-    combinational; EXEC later copies the registered value when the flag was set."""
-
-    def __init__(self, real, name):
-        self._real = real
-        self.val = Signal(Value.cast(real).shape(), name=f"pre_{name}")
-        self.hit = Signal(name=f"pre_{name}_hit")
-        self.written = False
-
-    def shape(self):
-        return Value.cast(self._real).shape()
-
-    def as_value(self):
-        return self._real
-
-    def eq(self, value):
-        self.written = True
-        return [self.val.eq(value), self.hit.eq(1)]
-
-    def __getattr__(self, name):            # .any(), .as_signed(), ... of the register
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._real, name)
-
-    __hash__ = object.__hash__
-
-
-def _delegate(op):
-    return lambda self, *args: getattr(Value.cast(self._real), op)(*args)
-
-
-for _op in ("add", "radd", "sub", "rsub", "mul", "rmul", "and", "rand", "or", "ror", "xor",
-            "rxor", "invert", "neg", "eq", "ne", "lt", "le", "gt", "ge", "lshift", "rshift",
-            "getitem", "len"):
-    setattr(_Staged, f"__{_op}__", _delegate(f"__{_op}__"))
-
-
-class _StagedLocals(dict):
-    """The sequencer's locals with every value (and every value in a dict of them, like the
-    reader's configuration) seen through :class:`_Staged`."""
-
-    def __init__(self, base):
-        super().__init__(base)
-        self.staged = {}
-
-    def __getitem__(self, key):
-        item = super().__getitem__(key)
-        if isinstance(item, dict):
-            return {k: self._wrap(f"{key}_{k}", x) for k, x in item.items()}
-        return self._wrap(key, item)
-
-    def _wrap(self, name, item):
-        if not isinstance(item, (Value, ValueCastable)) or isinstance(item, Const):
-            return item
-        if name not in self.staged:
-            self.staged[name] = _Staged(item, name)
-        return self.staged[name]
-
-
-class _CombAsSync:
-    """Stands in for the module while the EXEC pre-stage is emitted: ``d.sync`` statements go
-    to ``d.comb`` (the pre-stage registers its results itself); ``If``/``Switch``/... pass
-    through. Every such statement must assign a whole staged value or flag (a
-    :class:`_Staged` register's ``eq``): any other target, such as a register not reached
-    through the staged locals or a slice of one, would silently become combinational, so it
-    raises instead."""
-
-    class _Checked:
-        def __init__(self, comb, staged):
-            self._comb, self._staged = comb, staged
-
-        def __iadd__(self, stmts):
-            allowed = {id(x) for st in self._staged.staged.values() for x in (st.val, st.hit)}
-            pending = [stmts]
-            while pending:
-                st = pending.pop()
-                if isinstance(st, (list, tuple)):
-                    pending.extend(st)
-                elif id(getattr(st, "lhs", None)) not in allowed:
-                    raise TypeError(f"the EXEC pre-stage cannot register {st!r}: EXEC's set-up "
-                                    f"(Engine._exec_start) must assign whole registers reached "
-                                    f"through its locals (s[...]), whose staged copies it loads")
-            self._comb += stmts
-            return self
-
-    class _Domains:
-        def __init__(self, m, staged):
-            object.__setattr__(self, "_m", m)
-            object.__setattr__(self, "_staged", staged)
-
-        def __getattr__(self, name):
-            if name == "sync":
-                return _CombAsSync._Checked(self._m.d.comb, self._staged)
-            return getattr(self._m.d, name)
-
-        def __setattr__(self, name, value):
-            if name != "sync":               # (sync's statements went to comb in += above)
-                setattr(self._m.d, name, value)
-
-    def __init__(self, m, staged):
-        self._m = m
-        self.d = self._Domains(m, staged)
-
-    def __getattr__(self, name):
-        return getattr(self._m, name)
-
-
-class _StagedGoto:
-    """Stands in for the state machine in the EXEC pre-stage: ``goto`` sets a flag per
-    target state (combinational; registered by the pre-stage)."""
-
-    def __init__(self, m):
-        self._m = m
-        self.flags = {}
-
-    def goto(self, name):
-        if name not in self.flags:
-            self.flags[name] = Signal(name=f"pre_go_{name.lower()}")
-        self._m.d.comb += self.flags[name].eq(1)
 
 
 class Engine(wiring.Component):
@@ -714,16 +573,16 @@ class Engine(wiring.Component):
                                              aux_shift=(K - 1).bit_length())
         m.submodules.prd = prd = ElementReader(addr_width=aw_p, width=32, aux_addr_width=aw_p,
                                                aux_width=32, aux_shift=0)
-        # the reader's output through a two-entry queue: the reader's FIFO sees a registered
-        # ready, and the units' ready (an OR over the routes, late in the cycle) moves only
-        # the queue's pointer and level, not an enable of the payload's flip-flops (the
-        # reader selects the element's vector-buffer lane before its own FIFO)
+        # the reader's output through a skid buffer: the reader's FIFO sees a registered
+        # ready, the units a registered valid and payload (the element's vector-buffer lane
+        # selected before it: fewer bits under the buffer's enable)
         ro_l = data.StructLayout({"data": 16, "lane": signed(16), "row_end": 1, "last": 1})
-        m.submodules.rd_skid = rdo_skid = StreamQueue(ro_l)
+        m.submodules.rd_skid = rdo_skid = SkidBuffer(ro_l)
         rp_ = rd.o.payload
         m.d.comb += [rdo_skid.i.valid.eq(rd.o.valid), rd.o.ready.eq(rdo_skid.i.ready),
                      rdo_skid.i.payload.data.eq(rp_.data),
-                     rdo_skid.i.payload.lane.eq(rp_.aux),
+                     rdo_skid.i.payload.lane.eq(rp_.aux.word_select(rp_.sub[:(K - 1).bit_length()],
+                                                                    16)),
                      rdo_skid.i.payload.row_end.eq(rp_.row_end),
                      rdo_skid.i.payload.last.eq(rp_.last)]
         rdo = rdo_skid.o
@@ -1161,8 +1020,6 @@ class Engine(wiring.Component):
             m.d.comb += [f_req.eq(1), f_code.eq(code)]
             self._fsm.goto("IDLE")
 
-        sr_go = Signal()                      # a SETREG was decoded (its write is due)
-        m.d.sync += sr_go.eq(0)
         fsm = self._fsm = _OneHotFSM(m, "IDLE")
         with fsm.state("IDLE"):
             job_token = Mux(self.start, self.token, h_token)
@@ -1198,24 +1055,13 @@ class Engine(wiring.Component):
             v_copies[name] = {op: data.View(lay, irc[:data.Layout.cast(lay).size])
                               for op, lay in LAYOUTS.items()}
         with fsm.state("DECODE"):
-            self._bad_flags, self._late_flags = [], []
+            self._bad_flags = []
             self._decode(m, v_copies["dec"], op_copies["dec"], locals())
-        # the field errors found in DECODE (and in CHECK1 for the late ones, which compare
-        # registers DECODE sets): one flag each (cleared in FETCH2), the code chosen in
-        # CHECK1B (the last flagged one, as the checks are written)
+        # the field errors found in DECODE: one flag each (cleared in FETCH2), the code chosen
+        # in CHECK1 (the last flagged one, as the checks are written)
         with m.If(fsm("FETCH2")):
             m.d.sync += [f.eq(0) for f, _ in self._bad_flags]
-        # SETREG's write, in CHECK1: only if its field checks (flags registered in DECODE)
-        # passed; a bad field ends the job in CHECK3 without it
-        sr = v_copies["chk"][Opcode.SETREG]
-        with m.If(sr_go & ~self._setreg_flags[0] & ~self._setreg_flags[1]):
-            m.d.sync += regs[sr.reg.as_value()].eq(sr.value)
-            with m.If(sr.reg == Reg.POS):
-                m.d.sync += npos.eq(sr.value[:16] + 1)
         with m.If(fsm("CHECK1")):
-            for f, op, cond in self._late_flags:
-                m.d.sync += f.eq((op_copies["chk"] == op) & cond(v_copies["chk"]))
-        with m.If(fsm("CHECK1B")):
             m.d.sync += chk_hard.eq(ErrorCode.NONE)
             for f, code in self._bad_flags:
                 with m.If(f):
@@ -1229,27 +1075,28 @@ class Engine(wiring.Component):
         with fsm.state("CHECK2"):
             self._regions(m, v_copies["chk"], op_copies["chk"], locals())
             self._fsm.goto("CHECK2B")
-        # the verdict as one flag per kind of failure, each registered every cycle (valid in
-        # CHECK3: the region ends are set in CHECK2, chk_hard in CHECK1B); CHECK3 ORs the
-        # flags, and a failure's code is chosen from them by priority
-        chk_f_hard, chk_f_scratch, chk_f_w, chk_f_p = (
-            Signal(name=n) for n in ("chk_f_hard", "chk_f_scratch", "chk_f_w", "chk_f_p"))
-        m.d.sync += [chk_f_hard.eq(chk_hard != ErrorCode.NONE),
-                     chk_f_scratch.eq((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)),
-                     chk_f_w.eq(chk["w"] > WR), chk_f_p.eq(chk["p"] > PM)]
-        chk_fail = Signal()
-        m.d.comb += chk_fail.eq(chk_f_hard | chk_f_scratch | chk_f_w | chk_f_p)
-        chk_code = Mux(chk_f_hard, chk_hard.as_value(),
-                       Mux(chk_f_scratch, ErrorCode.SCRATCH_RANGE,
-                           Mux(chk_f_w, ErrorCode.WEIGHT_RANGE, ErrorCode.PARAM_RANGE)))
+        # the verdict, registered every cycle (valid in CHECK3: the region ends are set in
+        # CHECK2, chk_hard in CHECK1)
+        chk_code = Signal(ErrorCode)
+        with m.If(chk_hard != ErrorCode.NONE):
+            m.d.sync += chk_code.eq(chk_hard)
+        with m.Elif((chk["r1"] > A) | (chk["r2"] > A) | (chk["wr"] > A)):
+            m.d.sync += chk_code.eq(ErrorCode.SCRATCH_RANGE)
+        with m.Elif(chk["w"] > WR):
+            m.d.sync += chk_code.eq(ErrorCode.WEIGHT_RANGE)
+        with m.Elif(chk["p"] > PM):
+            m.d.sync += chk_code.eq(ErrorCode.PARAM_RANGE)
+        with m.Else():
+            m.d.sync += chk_code.eq(ErrorCode.NONE)
         with fsm.state("CHECK2B"):
             self._fsm.goto("CHECK3")
         with fsm.state("CHECK3"):
-            with m.If(chk_fail):
+            with m.If(chk_code != ErrorCode.NONE):
                 fail(chk_code)
             with m.Else():
                 self._fsm.goto("EXEC")
-        self._exec_staged(m, v_copies["exe"], op_copies["exe"], locals())
+        with fsm.state("EXEC"):
+            self._exec_start(m, v_copies["exe"], op_copies["exe"], locals())
         # ---- MATVEC ---------------------------------------------------------------------
         with fsm.state("MV_GO"):
             m.d.comb += rd.start.eq(1)
@@ -2124,14 +1971,6 @@ class Engine(wiring.Component):
             flag = Signal(name=f"bad{len(self._bad_flags)}")
             self._bad_flags.append((flag, code))
             m.d.sync += flag.eq(cond)
-            return flag
-
-        def bad_late(op, cond, code=ErrorCode.BAD_FIELD):
-            """A check on registers DECODE sets: decided in CHECK1 from ``cond(views)`` (the
-            CHECK2 copy of the instruction), in the same priority order as ``bad``."""
-            flag = Signal(name=f"bad{len(self._bad_flags)}")
-            self._bad_flags.append((flag, code))
-            self._late_flags.append((flag, op, cond))
 
         fail = s["fail"]
 
@@ -2147,9 +1986,12 @@ class Engine(wiring.Component):
                 ins = v[Opcode.SETREG]
                 bad_pos = (ins.reg == Reg.POS) & (ins.value >= ctx)
                 bad_reg = ins.reg.as_value() > Reg.RESULT_VALUE.value
-                # (the write itself is made in CHECK1, from these flags: see sr_go)
-                self._setreg_flags = (bad(bad_pos, ErrorCode.POS_RANGE), bad(bad_reg))
-                m.d.sync += s["sr_go"].eq(1)
+                bad(bad_pos, ErrorCode.POS_RANGE)
+                bad(bad_reg)
+                with m.If(~bad_pos & ~bad_reg):
+                    m.d.sync += s["regs"][ins.reg.as_value()].eq(ins.value)
+                    with m.If(ins.reg == Reg.POS):
+                        m.d.sync += s["npos"].eq(ins.value[:16] + 1)
                 self._fsm.goto("CHECK1")
             with m.Case(Opcode.LOOP):
                 ins = v[Opcode.LOOP]
@@ -2187,11 +2029,7 @@ class Engine(wiring.Component):
                              ib_n.eq((ins.cols + K - 1) >> kb),
                              ma1.eq((ins.rows + lanes - 1) >> lb), ma2.eq((ins.cols + K - 1) >> kb),
                              mc1.eq(idx >> lb), mc2.eq((ins.cols + K - 1) >> kb)]  # row offset
-                # (the index against rows in CHECK1, from embed_idx, its low 16 bits; here
-                # only whether the high bits are set)
-                bad(idx[16:].any(), ErrorCode.BAD_INDEX)
-                bad_late(Opcode.EMBED, lambda vc: s["embed_idx"] >= vc[Opcode.EMBED].rows,
-                         ErrorCode.BAD_INDEX)
+                bad(idx >= ins.rows, ErrorCode.BAD_INDEX)
                 bad((ins.w_planes == 0) | (ins.w_planes == 3))
                 bad(ins.index_reg.as_value() > Reg.RESULT_VALUE.value)
                 self._fsm.goto("CHECK1")
@@ -2377,52 +2215,6 @@ class Engine(wiring.Component):
                 ins = v[Opcode.OUTPUT]
                 m.d.sync += chk["r1"].eq(ins.src + ins.len)
 
-    def _exec_staged(self, m, v, opcode, s):
-        """EXEC in two stages: :meth:`_exec_start`'s opcode-selected configuration is computed
-        every cycle (combinationally, from the EXEC copy of the instruction and registers set
-        in DECODE and CHECK2, which are stable from CHECK2 on) and registered, each target
-        register with a flag saying whether the instruction sets it, and the same for its next
-        state; EXEC then only copies the flagged registers (one 2:1 choice per bit) and jumps.
-        The values registered in CHECK3 are the ones EXEC copies.
-
-        :meth:`_exec_start` is written as if it ran in EXEC: it assigns registers it reaches
-        through ``s`` (the sequencer's locals, here seen through :class:`_Staged`) in
-        ``m.d.sync`` and calls ``self._fsm.goto``. A register it assigned that is not reached
-        through ``s`` would be driven from ``comb`` here, which Amaranth refuses at elaboration
-        (a loud error, not a silent change)."""
-        fsm = self._fsm
-        staged = _StagedLocals(s)
-        goto = _StagedGoto(m)
-        self._fsm = goto
-        try:
-            self._exec_start(_CombAsSync(m, staged), v, opcode, staged)
-        finally:
-            self._fsm = fsm
-        # (the load flags are set the cycle before EXEC, one flip-flop per target register,
-        # kept apart by keep_register: no state bit fans out to all of them)
-        enter = Signal(name="exec_enter")
-        m.d.comb += enter.eq(fsm("CHECK3") & ~s["chk_fail"])
-        copies = []
-        for name, st in staged.staged.items():
-            if st.written:
-                val = Signal.like(st.val, name=f"pre_{name}_r", reset_less=True)
-                m.d.sync += val.eq(st.val)
-                load = keep_register(m, s["platform"], Signal(name=f"pre_{name}_load"),
-                                     st.hit & enter)
-                copies.append((st.as_value(), val, load))
-        gos = []
-        for name, flag in goto.flags.items():
-            flag_r = Signal(name=f"pre_go_{name.lower()}_r")
-            m.d.sync += flag_r.eq(flag)
-            gos.append((name, flag_r))
-        for real, val, load in copies:
-            with m.If(load):
-                m.d.sync += real.eq(val)
-        with fsm.state("EXEC"):
-            for name, flag_r in gos:
-                with m.If(flag_r):
-                    fsm.goto(name)
-
     def _exec_start(self, m, v, opcode, s):
         """EXEC state: configure the reader, the units and the writer; go to the op's phase."""
         rdc, prdc = s["rdc"], s["prdc"]
@@ -2446,7 +2238,7 @@ class Engine(wiring.Component):
         m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC)]
         m.d.sync += s["sm_fused"].eq(0)
         with m.Switch(opcode):
-            with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was made before)
+            with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
                 self._fsm.goto("NEXT")
             with m.Case(Opcode.EMBED):
                 ins = v[Opcode.EMBED]

@@ -9,9 +9,8 @@ never reaches the RAM; the FIFO is the only place an item waits.
 
 An optional *auxiliary* read goes to a second RAM in the same cycle, at ``aux_base + (i >>
 aux_shift)`` for element ``i`` of the sequence (``aux_shift`` > 0: the RAM holds
-``2**aux_shift`` elements per word, e.g. the engine's vector buffer; element ``i % 2**aux_shift``
-of the word is selected before the FIFO and comes out as ``aux``), so two operands arrive in
-lockstep.
+``2**aux_shift`` elements per word, e.g. the engine's vector buffer; the low bits of ``i`` come
+out as ``sub``), so two operands arrive in lockstep.
 """
 
 from amaranth.hdl import Module, Signal
@@ -48,9 +47,7 @@ class ElementReader(wiring.Component):
     addr, en : Out
         Main RAM port request; ``rdata`` In, two cycles later.
     aux_addr, aux_en, aux_rdata : auxiliary RAM port.
-    o : Out(stream.Signature({data, aux, row_end, last}))
-        ``aux`` is ``aux_width >> aux_shift`` bits: the auxiliary word's element for this
-        item.
+    o : Out(stream.Signature({data, aux, sub, row_end, last}))
     """
 
     def __init__(self, *, addr_width: int, width: int, aux_addr_width: int = 0,
@@ -58,12 +55,8 @@ class ElementReader(wiring.Component):
         self._aw, self._w = addr_width, width
         self._xaw, self._xw, self._xs = max(1, aux_addr_width), max(1, aux_width), aux_shift
         self._lw, self._depth = len_width, depth
-        if aux_shift and aux_width % (1 << aux_shift):
-            self._MustUse__silence = True
-            raise ValueError(f"aux_width={aux_width} must be a multiple of 2**aux_shift="
-                             f"{1 << aux_shift}")
-        self.o_layout = data.StructLayout({"data": width, "aux": self._xw >> aux_shift,
-                                           "row_end": 1, "last": 1})
+        self.o_layout = data.StructLayout({"data": width, "aux": self._xw,
+                                           "sub": max(1, aux_shift), "row_end": 1, "last": 1})
         super().__init__({
             "start": In(1), "base": In(addr_width), "rows": In(len_width),
             "row_len": In(len_width), "stride": In(len_width), "aux_base": In(self._xaw),
@@ -81,43 +74,37 @@ class ElementReader(wiring.Component):
         col = Signal(lw)
         row = Signal(lw)
         idx = Signal(lw + 8)
-        row_lm2 = Signal(lw)          # row_len - 2 and rows - 2, registered at start
-        rows_m2 = Signal(lw)
-        row_one = Signal()            # row_len == 1
+        row_lm1 = Signal(lw)          # row_len - 1 and rows - 1, registered at start
+        rows_m1 = Signal(lw)
         stride = Signal(lw)
         aux_base = Signal(self._xaw)
         active = Signal()
         outstanding = Signal(range(self._depth + 1))
         issue = Signal()
-        # where the issue is, as flip-flops (the compares decide the next cycle's flags, so
-        # no compare sits before the counters' enables): the next element ends its row, the
-        # row is the last
         row_end = Signal()
-        row_last = Signal()
         last = Signal()
         m.d.comb += [
             self.busy.eq(active),
             issue.eq(active & (outstanding < self._depth)),
-            last.eq(row_end & row_last),
+            row_end.eq(col == row_lm1),
+            last.eq(row_end & (row == rows_m1)),
             self.addr.eq(cur), self.en.eq(issue),
             self.aux_addr.eq(aux_base + (idx >> self._xs)), self.aux_en.eq(issue),
         ]
         with m.If(self.start):
             m.d.sync += [cur.eq(self.base), rowb.eq(self.base), col.eq(0), row.eq(0), idx.eq(0),
-                         row_lm2.eq(self.row_len - 2), rows_m2.eq(self.rows - 2),
-                         row_one.eq(self.row_len == 1), row_end.eq(self.row_len == 1),
-                         row_last.eq(self.rows == 1), stride.eq(self.stride),
+                         row_lm1.eq(self.row_len - 1), rows_m1.eq(self.rows - 1),
+                         stride.eq(self.stride),
                          aux_base.eq(self.aux_base), active.eq(1)]
         with m.Elif(issue):
             m.d.sync += idx.eq(idx + 1)
             with m.If(row_end):
                 m.d.sync += [col.eq(0), row.eq(row + 1), rowb.eq(rowb + stride),
-                             cur.eq(rowb + stride), row_end.eq(row_one),
-                             row_last.eq(row == rows_m2)]
+                             cur.eq(rowb + stride)]
                 with m.If(last):
                     m.d.sync += active.eq(0)
             with m.Else():
-                m.d.sync += [col.eq(col + 1), cur.eq(cur + 1), row_end.eq(col == row_lm2)]
+                m.d.sync += [col.eq(col + 1), cur.eq(cur + 1)]
 
         # two cycles of RAM latency: the control bits travel beside the request
         v1, v2 = Signal(), Signal()
@@ -129,9 +116,7 @@ class ElementReader(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFO(width=self.o_layout.size, depth=self._depth)
         item = Signal(self.o_layout)
         m.d.comb += [
-            item.data.eq(self.rdata),
-            item.aux.eq(self.aux_rdata.word_select(s2[:self._xs], self._xw >> self._xs)
-                        if self._xs else self.aux_rdata),
+            item.data.eq(self.rdata), item.aux.eq(self.aux_rdata), item.sub.eq(s2),
             item.row_end.eq(e2), item.last.eq(l2),
             fifo.w_en.eq(v2), fifo.w_data.eq(item.as_value()),
             self.o.valid.eq(fifo.r_rdy), self.o.payload.eq(fifo.r_data), fifo.r_en.eq(self.o.ready),

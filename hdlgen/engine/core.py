@@ -116,7 +116,17 @@ no weight row gathered in one place: 57.5 MHz estimated after placement, placed 
 3,300 in 16 iterations (65,186 to 30,105 before) and then stalled, so still no routed figure.
 What overflows is in the lower 60 % of the die, where 12 of the 16 lanes sit. With one
 register after each DSP (``post_dsp_registers=1``, below): 48.4 MHz estimated, 49,450 overused
-wires at the first iteration, 737 at the 24th, then rising again (1,477 at the 41st). What limits
+wires at the first iteration, 737 at the 24th, then rising again (1,477 at the 41st).
+After nextpnr's static placer (``build --placer static``, now the default for a build with
+the engine) it routes: 57.0 MHz at a 50 MHz target, 55.0 MHz at a 75 MHz target (seed 1;
+placement estimates 66.8 and 69.6 MHz). Both routed critical paths are the host's weight
+writes: the 32-bit write word replicated across the 1,024-bit port had been merged by Yosys
+into 32 flip-flops, each driving block RAMs across the die (17.4 ns of routing); the weight
+bank now holds a copy per group of four tiles (:class:`~hdlgen.blocks.bram.BlockRAM`). The
+port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
+registered a state early, the reader's output queue, registered check verdicts) estimated
+63.9 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then
+rising): its registers crowd the sequencer's corner, so it is not in main. What limits
 fmax next (by logic depth in the synthesized netlist): the
 sequencer's EXEC state (an opcode-selected load of ~200 configuration bits: pre-compute them
 into registers before EXEC), the reader's ready into its skid buffer (the units' ready OR), and

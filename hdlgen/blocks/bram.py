@@ -377,16 +377,18 @@ class BlockRAM(wiring.Component):
             return port.we[0:1]
 
         # The request each primitive sees: the port (latency 2), or with latency 3 the copy
-        # of its group (address, enable, write lanes and the write data of the group's columns:
-        # non-mergeable registers; a narrow word replicated across a wide port, such as the
-        # engine's host writes to its weight bank, would otherwise become one flip-flop per
-        # bit of the word driving block RAMs all over the die)
+        # of its group (address, enable, write lanes: non-mergeable registers) and wdata
+        # registered once per bit.
         req = {}
         for name, dirs in zip("ab", self._ports):
             port = getattr(self, name)
             if not staged:
                 req[name] = {rc: port for rc in tiles}
                 continue
+            wdata = None
+            if "w" in dirs:
+                wdata = Signal.like(port.wdata, name=f"{name}_wdata_r", reset_less=True)
+                m.d.sync += wdata.eq(port.wdata)
             copies = {}
             for g in sorted(set(group.values())):
                 copy = _Request(
@@ -402,14 +404,7 @@ class BlockRAM(wiring.Component):
                                          Cat(port.we[i] for i in used))
                     copy.we = Signal(len(port.we), name=f"{name}_we_v{g}")
                     m.d.comb += [copy.we[i].eq(held[j]) for j, i in enumerate(used)]
-                    bits = sorted({lo + i for rc in tiles if group[rc] == g
-                                   for lo, n, _ in [self._column_bits(t, rc[1])]
-                                   for i in range(n)})
-                    held = keep_register(m, platform, Signal(len(bits), name=f"{name}_wdata_g{g}",
-                                                             reset_less=True),
-                                         Cat(port.wdata[i] for i in bits))
-                    copy.wdata = Signal(len(port.wdata), name=f"{name}_wdata_v{g}")
-                    m.d.comb += [copy.wdata[i].eq(held[j]) for j, i in enumerate(bits)]
+                    copy.wdata = wdata
                 copies[g] = copy
             req[name] = {rc: copies[group[rc]] for rc in tiles}
 

@@ -121,8 +121,10 @@ After nextpnr's static placer (``build --placer static``, now the default for a 
 the engine) it routes: 57.0 MHz at a 50 MHz target, 55.0 MHz at a 75 MHz target (seed 1;
 placement estimates 66.8 and 69.6 MHz). Both routed critical paths are the host's weight
 writes: the 32-bit write word replicated across the 1,024-bit port had been merged by Yosys
-into 32 flip-flops, each driving block RAMs across the die (17.4 ns of routing); the weight
-bank now holds a copy per group of four tiles (:class:`~hdlgen.blocks.bram.BlockRAM`). The
+into 32 flip-flops, each driving block RAMs across the die (17.4 ns of routing). Holding the
+write data per group of four tiles (branch ``bram-wdata``) moved the critical path to the
+write address's group copies (19.3 ns of routing; 50.4 MHz at 75), so the port-a request
+needs a fan-out tree across the die, not one level of copies; not in main yet. The
 port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
 registered a state early, the reader's output queue, registered check verdicts) estimated
 63.9 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then

@@ -52,7 +52,7 @@ def mac_floorplan(platform, lanes: int, macs_per_lane: int, ebr_per_lane: int = 
     Returns ``(dsp, ebr)``: ``dsp[lane][k]`` the BEL of multiplier ``k`` of ``lane``,
     ``ebr[lane][j]`` the BEL of the lane's ``j``-th weight tile.
     """
-    sites = _SITES.get(getattr(platform, "device", None)) if is_ecp5(platform) else None
+    sites = _site_map(platform)
     if sites is None:
         return None
     span = -(-macs_per_lane // len(_DSP_SLOTS))
@@ -95,21 +95,28 @@ def spare_dsp_sites(platform, dsp_plan, n: int):
     leaves free, for multipliers that sit by the engine's control rather than by a lane: in
     the DSP row with the fewest lanes, nearest the middle of the die, where the lanes' wiring
     is thinnest. ``None`` without a plan, or when fewer than ``n`` sites are free."""
-    sites = _SITES.get(getattr(platform, "device", None)) if is_ecp5(platform) else None
+    sites = _site_map(platform)
     if sites is None or dsp_plan is None:
         return None
     used = {b for lane in dsp_plan for b in lane}
     groups = sites["groups"]
     middle = (groups[0] + groups[-1]) / 2
-    lanes_in = {y: sum(f"/Y{y}/" in lane[0] for lane in dsp_plan) for y in sites["dsp_rows"]}
-    free = [(lanes_in[y], abs(x - middle), x, f"X{x + dx}/Y{y}/{b}")
-            for y in sites["dsp_rows"] for x in groups for dx, b in _DSP_SLOTS
-            if f"X{x + dx}/Y{y}/{b}" not in used]
+    lanes_in = {y: sum(lane[0] in _sites(groups, y, _DSP_SLOTS, None) for lane in dsp_plan)
+                for y in sites["dsp_rows"]}
+    free = [(lanes_in[y], abs(x - middle), x, site)
+            for y in sites["dsp_rows"] for x in groups
+            for site in _sites((x,), y, _DSP_SLOTS, None) if site not in used]
     if len(free) < n:
         return None
     return tuple(site for *_, site in sorted(free)[:n])
 
 
+def _site_map(platform):
+    """The hard-block site table of ``platform``'s device, or ``None``."""
+    return _SITES.get(getattr(platform, "device", None)) if is_ecp5(platform) else None
+
+
 def _sites(xs, y, slots, n):
-    """The first ``n`` BEL names of the column groups starting at ``xs`` in row ``y``."""
+    """The first ``n`` (all, when ``None``) BEL names of the column groups starting at ``xs``
+    in row ``y``."""
     return tuple(f"X{x + dx}/Y{y}/{b}" for x in xs for dx, b in slots)[:n]

@@ -86,7 +86,7 @@ class SoC(wiring.Component):
     def __init__(self, config: AcceleratorConfig | None = None, *, byte_port: bool = False,
                  link_timeout_cycles: int | None = None, bus_timeout_cycles: int = 1024,
                  rx_fifo_depth: int = 64, subordinates: dict | None = None, extra_layout=(),
-                 engine=None, fingerprint: str = ""):
+                 engine=None, fingerprint: str = "", covered=()):
         self._MustUse__silence = True         # not "unused" if the arguments are rejected
         config = (config or AcceleratorConfig()).check()
         self._config = config
@@ -100,9 +100,14 @@ class SoC(wiring.Component):
         self._fingerprint = str(fingerprint)
         self._layout = regmap.soc_layout(config, tuple(extra_layout), self._fingerprint)
         self._subs = dict(subordinates or {})
+        self._covered = tuple(covered)
         names = {entry.name for entry in self._layout}
+        for name in self._covered:
+            if name not in names or name in self._subs or name in ("ctrl", "scratch"):
+                raise UserError(f"covered entry {name!r} must be an extra_layout entry "
+                                f"without a subordinate of its own")
         for entry in self._layout:
-            if entry.name not in ("ctrl", "scratch", *self._subs):
+            if entry.name not in ("ctrl", "scratch", *self._subs, *self._covered):
                 raise UserError(f"bus layout entry {entry.name!r} has no subordinate: pass it "
                                 f"in SoC(subordinates={{{entry.name!r}: ...}})")
         for name, sub in self._subs.items():
@@ -166,10 +171,18 @@ class SoC(wiring.Component):
             elif entry.name == "scratch":
                 m.submodules.scratch = ram = WishboneRAM(entry.size // 4)
                 dec.add(ram.bus, addr=entry.base, name="scratch")
+            elif entry.name in self._covered:
+                continue                      # inside a subordinate's window (checked below)
             else:
                 sub = self._subs[entry.name]
                 m.submodules[entry.name] = sub
                 dec.add(sub.bus, addr=entry.base, name=entry.name)
+        for entry in self._layout:
+            if entry.name in self._covered and not any(
+                    base <= entry.base and entry.base + entry.size <= base + size
+                    for _, base, size in dec.windows):
+                raise UserError(f"covered entry {entry.name!r} at {entry.base:#x} lies in no "
+                                f"subordinate's bus window")
 
         engine = self._engine
         if engine is not None:

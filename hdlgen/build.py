@@ -179,17 +179,20 @@ def run(args) -> int:
                                                            device=bdev.device.name))
         _check_soc_fits(comp, config, bdev.device)
         design = AcceleratorDesign(config, comp, preload=True)
-    out.mkdir(parents=True, exist_ok=True)
-    if design is not None:
-        top = Top(board, config, soc_factory=design.soc_factory)
-        (out / "regmap.json").write_text(design.register_map.to_json())
-        comp.save(out / "model")
     else:
-        top = Top(board, config)
+        from hdlgen.soc.matvec import MatVecDesign
+        design = MatVecDesign(config)     # the SoC with the matrix-vector unit
+        design.check_fits(bdev.device)
+    out.mkdir(parents=True, exist_ok=True)
+    top = Top(board, config, soc_factory=design.soc_factory)
+    (out / "regmap.json").write_text(design.register_map.to_json())
+    if model is not None:
+        comp.save(out / "model")
 
     print(f"hdlgen build: {board.name} {bdev.device.part}, {top.sys_clk_mhz:g} MHz, "
           f"{config.lanes}x{config.macs_per_lane} MACs" +
-          (f", engine for {model.name}" if model else "") + f" -> {out}/", file=sys.stderr)
+          (f", engine for {model.name}" if model else ", matrix-vector unit") + f" -> {out}/",
+          file=sys.stderr)
     seconds = {}
     t0 = time.monotonic()
     platform = bdev.platform()
@@ -217,7 +220,9 @@ def run(args) -> int:
               "config": asdict(config), "pll": asdict(top.pll)}
     if model is not None:
         report["model"] = model.name
-        report["regmap"] = str((out / "regmap.json").resolve())
+    else:
+        report["unit"] = "matvec"
+    report["regmap"] = str((out / "regmap.json").resolve())
     report["target_mhz"] = round(top.sys_clk_mhz, 4)
     report["placer"] = placer
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

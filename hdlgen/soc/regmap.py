@@ -415,8 +415,11 @@ class RegisterMap:
 
 
 def artifact_texts(config=None) -> dict:
-    """``{relative path: text}`` of every generated artefact for ``config``."""
-    rm = soc_register_map(config)
+    """``{relative path: text}`` of every generated artefact for ``config``: the map of what
+    ``hdlgen build`` makes without ``--model`` (the SoC with the matrix-vector unit)."""
+    from hdlgen.config import AcceleratorConfig
+    from hdlgen.soc.matvec import MatVecDesign
+    rm = MatVecDesign((config or AcceleratorConfig()).check()).register_map
     return {ARTIFACTS["json"]: rm.to_json(), ARTIFACTS["header"]: rm.c_header(),
             ARTIFACTS["markdown"]: rm.markdown()}
 
@@ -455,7 +458,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write regmap.json to PATH")
     args = ap.parse_args(argv)
     if args.json:
-        Path(args.json).write_text(soc_register_map().to_json())
+        Path(args.json).write_text(artifact_texts()[ARTIFACTS["json"]])
     if args.write:
         for p in write_artifacts():
             print(f"wrote {p.relative_to(REPO_ROOT)}")
@@ -466,7 +469,7 @@ def main(argv=None) -> int:
             print(f"stale: {rel} (run python -m hdlgen.soc.regmap --write)")
         return 1 if stale else 0
     if not args.json:
-        sys.stdout.write(soc_register_map().to_json())
+        sys.stdout.write(artifact_texts()[ARTIFACTS["json"]])
     return 0
 
 

@@ -9,7 +9,9 @@ Three parts:
 
 1. registers -- identity (checked on connect), configuration registers against the register
    map, read/write patterns on ``SCRATCH``, the cycle counter running, a job ended by the
-   watchdog (start / wait / counters), and a bus error reported for an unmapped address;
+   watchdog (start / wait / counters), or on a build with the matrix-vector unit a product
+   checked against NumPy with its busy counter, and a bus error reported for an unmapped
+   address;
 2. memory -- ``memory_bytes`` of random data written to the scratch window in bursts and
    read back (several passes if the window is smaller);
 3. frames -- ``frames`` random transactions (burst writes and reads in a region of the
@@ -62,7 +64,54 @@ def check_registers(dev) -> list[str]:
     if st["BUSY"]:
         problems.append("STATUS.BUSY is set before any job was started")
 
-    # A job without work: it must end, by DONE or by the watchdog, and be counted.
+    if any(r.name == "MV_BLOCKS" for r in rm.registers):
+        # the build's job is the matrix-vector unit's: a real product, checked exactly
+        problems += check_matvec(dev)
+    else:
+        problems += _check_watchdog_job(dev)
+
+    try:
+        dev.read(UNMAPPED, 1)
+        problems.append(f"reading unmapped address {UNMAPPED:#x} did not fail")
+    except DeviceError as e:
+        if e.status.name != "BUS_ERROR":
+            problems.append(f"reading unmapped address {UNMAPPED:#x} gave {e.status.name}, "
+                            f"expected BUS_ERROR")
+    return problems
+
+
+def check_matvec(dev, seed: int = 1) -> list[str]:
+    """One product on the matrix-vector unit (a build without ``--model``) against NumPy,
+    and the busy counter: one weight row per cycle."""
+    import numpy as np
+
+    from hdlgen.host.matvec import MatVec
+    problems = []
+    mv = MatVec(dev)
+    rng = np.random.default_rng(seed)
+    W = rng.integers(-128, 128, (3 * mv.lanes - 1, 5 * mv.k + 3))
+    x = rng.integers(-128, 128, W.shape[1])
+    try:
+        A = mv.load(W)
+        y = mv.run(A, x, timeout=5.0)
+    except LinkError as e:
+        return [f"matrix-vector job: {e}"]
+    want = W @ x
+    if not np.array_equal(y, want):
+        bad = int(np.flatnonzero(y != want)[0])
+        problems.append(f"matrix-vector result {bad}: read {int(y[bad])}, expected {int(want[bad])}")
+    busy = dev.read_reg("BUSY_MAC_ARRAY")
+    if busy != A.out_blocks * A.in_blocks:
+        problems.append(f"BUSY_MAC_ARRAY {busy}: the unit should feed the array for "
+                        f"{A.out_blocks * A.in_blocks} cycles (one weight row per cycle)")
+    dev.write_reg("STATUS", DONE=1, ERROR=1)
+    return problems
+
+
+def _check_watchdog_job(dev) -> list[str]:
+    """A job without work (a SoC without a unit): it must end, by DONE or by the watchdog,
+    and be counted."""
+    problems = []
     limit = 2000
     dev.write_reg("WATCHDOG", limit)
     dev.start()
@@ -78,14 +127,6 @@ def check_registers(dev) -> list[str]:
         problems.append(f"job: {e}")
     dev.write_reg("WATCHDOG", 0)
     dev.write_reg("STATUS", DONE=1, ERROR=1)
-
-    try:
-        dev.read(UNMAPPED, 1)
-        problems.append(f"reading unmapped address {UNMAPPED:#x} did not fail")
-    except DeviceError as e:
-        if e.status.name != "BUS_ERROR":
-            problems.append(f"reading unmapped address {UNMAPPED:#x} gave {e.status.name}, "
-                            f"expected BUS_ERROR")
     return problems
 
 

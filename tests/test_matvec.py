@@ -131,6 +131,16 @@ def test_watchdog_abort_then_next_job(mv_link):
     assert np.array_equal(mv.run(A, x, y_base=8), reference_matvec(W, x))
 
 
+def test_selftest_registers_on_a_unit_build(mv_link):
+    """firmware/selftest.py's register checks on a build with the unit run a real product
+    (``check_matvec``) instead of a watchdog job, and pass."""
+    from hdlgen import selftest
+    prog = selftest.load_program()
+    dev = Device(mv_link, regmap=mv_link.regmap, seed=6)
+    assert prog.check_matvec(dev, seed=3) == []
+    assert prog.check_registers(dev) == []
+
+
 # ---- without the simulator -------------------------------------------------------------------
 
 class _FakeDev:
@@ -198,3 +208,21 @@ def test_soc_covered_entries_are_checked():
     with pytest.raises(UserError, match="covered entry 'nope'"):
         SoC(CFG, subordinates={"mv": unit}, extra_layout=d.layout,
             covered=("mv_weights", "mv_vector", "mv_result", "nope"))
+
+
+def test_default_shape_in_simulation():
+    """The 85F's default unit (16 lanes x 8 MACs, the bitstream's shape) on one product."""
+    from hdlgen.host import SimTransport
+    cfg = AcceleratorConfig(scratch_bytes=4096)
+    design = MatVecDesign(cfg)
+    rng = np.random.default_rng(16)
+    with SimTransport(soc=design.soc(byte_port=True), regmap=design.register_map, seed=4) as t:
+        dev = Device(t, regmap=t.regmap, seed=5)
+        mv = MatVec(dev)
+        W = rng.integers(-128, 128, (37, 70))
+        x = rng.integers(-128, 128, 70)
+        A = mv.load(W, base=100)
+        y = mv.run(A, x, x_base=7, y_base=1000)
+        assert np.array_equal(y, golden(W, x, 16, 8))
+        assert dev.read_reg("BUSY_MAC_ARRAY") == 3 * 9
+    assert t.result is not None and t.result.passed, t.error or t.result

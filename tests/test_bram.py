@@ -137,6 +137,17 @@ def test_weight_bank_host_and_compute_traffic():
                env={**_bank_env(bank, init), "HDLGEN_COUNT": "600"})
 
 
+def test_wide_weight_bank_host_and_compute_traffic():
+    """Rows of 32 words (the 85F's 16 x 8 weight bank): host writes go through the copies per
+    four groups before the groups' own (the extra write stage)."""
+    cfg = AcceleratorConfig(lanes=16, macs_per_lane=8)     # 1024-bit rows, 8 groups
+    rng = random.Random(4)
+    init = [rng.getrandbits(1024) for _ in range(16)]
+    bank = weight_bank(cfg, rows=16, init=init)
+    run_cocotb(bank, "sim.benches.bram", name="wide_weight_bank", testcase="bank_traffic",
+               env={**_bank_env(bank, init), "HDLGEN_COUNT": "400"})
+
+
 def test_activation_bank_host_and_compute_traffic():
     bank = MemoryBank(width=64, depth=64, compute="rw")
     run_cocotb(bank, "sim.benches.bram", name="act_bank", testcase="bank_traffic",

@@ -17,7 +17,8 @@ Host view: the bank is ``depth * width / 8`` bytes; byte address ``A`` is byte `
 of row ``A // (width/8)``, little-endian (bus word ``k`` of a row is ``rdata[32k:32k+32]``).
 Host requests reach the RAM through registers. A bus write is acknowledged the cycle after
 it arrives (and lands in the RAM two cycles later, three in a weight bank, whose RAM has its
-own input register stage); a read after
+own input register stage; on rows of more than 16 words the write is acknowledged, and
+lands, a cycle later still); a read after
 :attr:`MemoryBank.read_latency` cycles (request, RAM latency, a capture register on
 rows of more than four words, a registered 4:1 word select per stage). In a weight bank (``compute="r"``) the RAM is pseudo dual port (x36
 DP16KD mode): the host writes through port ``a`` and reads through port ``b``, in a cycle the
@@ -162,16 +163,39 @@ class MemoryBank(wiring.Component):
         m.d.sync += wreq.eq(write)
         with m.If(start):
             m.d.sync += row1.eq(row)
+        # Rows of more than four groups (a weight bank spans the die) first take the write
+        # into one copy per four groups, then into the groups' copies: no bus bit goes from
+        # one flip-flop to groups across the die in one cycle (measured on the 85F: 8.8 ns of
+        # routing from the bus to one group of a 32-tile weight bank). The write lands a
+        # cycle later.
+        n_mid = -(-groups // 4) if groups > 4 else 0
+        src = []
+        for j in range(max(1, n_mid)):
+            if not n_mid:
+                src.append((write, word if sb else 0, bus.sel, bus.dat_w))
+                continue
+            src.append((keep_register(m, platform, Signal(name=f"wr_m{j}"), write),
+                        keep_register(m, platform, Signal(sb, name=f"word_m{j}", reset_less=True),
+                                      word),
+                        keep_register(m, platform, Signal(4, name=f"bsel_m{j}", reset_less=True),
+                                      bus.sel),
+                        keep_register(m, platform, Signal(32, name=f"dat_m{j}", reset_less=True),
+                                      bus.dat_w)))
+        if n_mid:
+            wreq0, row0 = wreq, row1
+            wreq, row1 = Signal(), Signal.like(row)
+            m.d.sync += [wreq.eq(wreq0), row1.eq(row0)]
         g_wr, g_word, g_sel, g_dat = [], [], [], []
         for g in range(groups):
-            hit = write & (word[2:] == g) if sb > 2 else write
+            s_wr, s_word, s_sel, s_dat = src[g // 4 if n_mid else 0]
+            hit = s_wr & (s_word[2:] == g) if sb > 2 else s_wr
             g_wr.append(keep_register(m, platform, Signal(name=f"wr_g{g}"), hit))
             g_word.append(keep_register(m, platform, Signal(2, name=f"word_g{g}", reset_less=True),
-                                        word[:2] if sb else 0))
+                                        s_word[:2] if sb else 0))
             g_sel.append(keep_register(m, platform, Signal(4, name=f"bsel_g{g}", reset_less=True),
-                                       bus.sel))
+                                       s_sel))
             g_dat.append(keep_register(m, platform, Signal(32, name=f"dat_g{g}", reset_less=True),
-                                       bus.dat_w))
+                                       s_dat))
         a_req = wreq if shared else wreq | host_rd
         wen, wrow = Signal(), Signal.like(a.addr)
         wwe = Signal.like(a.we)
@@ -199,11 +223,20 @@ class MemoryBank(wiring.Component):
             wiring.connect(m, wiring.flipped(self.port), b)
 
         rd_wait = Signal()             # a read waits for a cycle the compute port is idle
+        # (with the extra write stage, the write is acknowledged a cycle later too, so a read
+        # right after it still finds it in the RAM)
+        wack = Signal()
+        m.d.sync += wack.eq(0)
+        with m.If(wack):
+            m.d.sync += [ack.eq(1), busy.eq(0)]
         with m.If(start):
             with m.If(~in_range):
                 m.d.sync += err.eq(1)
             with m.Elif(bus.we):
-                m.d.sync += ack.eq(1)
+                if n_mid:
+                    m.d.sync += [wack.eq(1), busy.eq(1)]
+                else:
+                    m.d.sync += ack.eq(1)
             with m.Else():
                 m.d.sync += [busy.eq(1), rd_wait.eq(1)]
         sel = Signal(max(1, sb))

@@ -23,6 +23,7 @@ examples:
   python -m hdlgen verilog --block mac_array --param lanes=4 --param macs_per_lane=4
   python -m hdlgen report build/ulx3s-85F                 # show a build's report again
   python -m hdlgen bench blocks --device 85F --json       # per-block LUT/FF/DSP/EBR/fmax
+  python -m hdlgen bench matvec --json                    # products on the matrix-vector unit
   python -m hdlgen selftest --target sim --frames 10000 --corrupt-rate 0.05
   python -m hdlgen build --board ulx3s --model stories260K   # built-in model, weights in EBR
   python -m hdlgen run --model random:llama --seed 7 --steps 8 --target sim --check --json
@@ -37,7 +38,7 @@ _COMMANDS = [
     ("verilog", "hdlgen.verilog", None),
     ("report", "hdlgen.build", None),
     ("bench", None, [("blocks", "hdlgen.bench.blocks"), ("model", "hdlgen.bench.model"),
-                     ("accuracy", "hdlgen.bench.accuracy")]),
+                     ("accuracy", "hdlgen.bench.accuracy"), ("matvec", "hdlgen.bench.matvec")]),
     ("selftest", "hdlgen.selftest", None),
     ("run", "hdlgen.run", None),
 ]

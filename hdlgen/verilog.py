@@ -1,4 +1,5 @@
-"""``hdlgen verilog``: Verilog (or RTLIL) of the whole SoC, or of one block with parameters.
+"""``hdlgen verilog``: Verilog (or RTLIL) of the whole SoC (with the matrix-vector unit, as
+``hdlgen build`` makes it without ``--model``), or of one block with parameters.
 
 Blocks are the modules of :mod:`hdlgen.blocks`; ``--block softmax`` takes the first
 ``wiring.Component`` named in that module's ``__all__`` and passes ``--param k=v`` to its
@@ -91,9 +92,9 @@ def run(args) -> int:
             raise UserError("--param applies to --block; the SoC takes the configuration flags "
                             "(--lanes, --macs-per-lane, ...)")
         from hdlgen.build import resolve_target
-        from hdlgen.soc.soc import SoC
+        from hdlgen.soc.matvec import MatVecDesign
         _board, bdev, config = resolve_target(args)
-        component = SoC(config)
+        component = MatVecDesign(config).soc()     # what `build` makes without --model
         name = "hdlgen_soc"
     platform = OOCPlatform((args.device or "85F").upper()) if args.ecp5 else None
     back = rtlil if args.rtlil else verilog

@@ -211,9 +211,9 @@ def test_soc_covered_entries_are_checked():
 
 
 def test_default_shape_in_simulation():
-    """The 85F's default unit (16 lanes x 8 MACs, the bitstream's shape) on one product."""
+    """The 85F's default unit (16 lanes x 8 MACs: the bitstream's design) on one product."""
     from hdlgen.host import SimTransport
-    cfg = AcceleratorConfig(scratch_bytes=4096)
+    cfg = AcceleratorConfig()
     design = MatVecDesign(cfg)
     rng = np.random.default_rng(16)
     with SimTransport(soc=design.soc(byte_port=True), regmap=design.register_map, seed=4) as t:
@@ -226,3 +226,22 @@ def test_default_shape_in_simulation():
         assert np.array_equal(y, golden(W, x, 16, 8))
         assert dev.read_reg("BUSY_MAC_ARRAY") == 3 * 9
     assert t.result is not None and t.result.passed, t.error or t.result
+
+
+def test_bench_matvec(capsys):
+    """``bench matvec`` on the 85F's unit (the same Verilog as above: one Verilator build):
+    every product exact, the array fed one weight row per cycle, utilization from cycles."""
+    import json
+    from hdlgen.cli import main
+    assert main(["bench", "matvec", "--shapes", "37x70,128x512", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["macs"] == 128 and out["fmax_mhz"] > 0
+    for shape, rows in (("37x70", 3 * 9), ("128x512", 8 * 64)):
+        r = out["shapes"][shape]
+        assert r["mismatches"] == 0
+        assert r["feed_cycles"] == r["weight_rows"] == rows
+        assert rows < r["cycles"] < rows + 60
+        R, C = (int(v) for v in shape.split("x"))
+        assert r["mac_utilization"] == round(R * C / (r["cycles"] * 128), 4)
+    assert main(["bench", "matvec", "--shapes", "64by64"]) == 2
+    assert "ROWSxCOLS" in capsys.readouterr().err

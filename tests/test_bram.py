@@ -57,9 +57,9 @@ def test_parameter_errors():
         BlockRAM(width=8, depth=0)
     with pytest.raises(ValueError, match="multiple of 32"):
         MemoryBank(width=48, depth=4)
-    with pytest.raises(ValueError, match="latency=4"):
-        BlockRAM(width=8, depth=4, latency=4)
-    for kwargs, latency in (({}, 2), ({"latency": 3}, 3)):
+    with pytest.raises(ValueError, match="latency=5"):
+        BlockRAM(width=8, depth=4, latency=5)
+    for kwargs, latency in (({}, 2), ({"latency": 3}, 3), ({"latency": 4}, 4)):
         ram = BlockRAM(width=8, depth=4, **kwargs)
         ram._MustUse__silence = True           # built only to read its latency
         assert ram.latency == latency
@@ -69,10 +69,11 @@ def test_parameter_errors():
 BEHAVIOURAL = [
     dict(width=16, depth=64, granularity=8, ports=("rw", "rw")),
     dict(width=16, depth=64, granularity=8, ports=("rw", "rw"), latency=3),
+    dict(width=16, depth=64, granularity=8, ports=("rw", "rw"), latency=4),
 ]
 
 
-@pytest.mark.parametrize("shape", BEHAVIOURAL, ids=["tdp16x64", "tdp16x64_lat3"])
+@pytest.mark.parametrize("shape", BEHAVIOURAL, ids=["tdp16x64", "tdp16x64_lat3", "tdp16x64_lat4"])
 def test_bram_random_ports(shape):
     shape = dict(shape)
     rng = random.Random(1)
@@ -93,11 +94,16 @@ ECP5_SHAPES = [
     # (groups straddle rows), and x36 (byte enables on AD from the group copies)
     (dict(width=24, depth=9000, granularity=8, latency=3), 9),
     (dict(width=288, depth=256, granularity=8, ports=("w", "r"), init=True, latency=3), 36),
+    # latency 4 (a copy per four groups first): 20 x36 primitives in five groups (two
+    # first-stage copies), and 15 x9 primitives over 5 rows
+    (dict(width=640, depth=256, granularity=8, ports=("w", "r"), init=True, latency=4), 36),
+    (dict(width=24, depth=9000, granularity=8, latency=4), 9),
 ]
 
 
 @pytest.mark.parametrize("shape,mode", ECP5_SHAPES,
-                         ids=["x9_rows", "x36", "x4_tdp", "x18_be", "x9_rows_lat3", "x36_lat3"])
+                         ids=["x9_rows", "x36", "x4_tdp", "x18_be", "x9_rows_lat3", "x36_lat3",
+                              "x36_lat4", "x9_rows_lat4"])
 def test_bram_ecp5_netlist(shape, mode, monkeypatch):
     """The DP16KD tiling, byte enables, row cascade and INITVAL layout, simulated."""
     from sim.benches.bram import DP16KD_MODEL

@@ -8,7 +8,8 @@ primitive's own output register, see TOOLCHAIN.md); elsewhere (simulation, cocot
 ``hdlgen verilog``) an :class:`amaranth.lib.memory.Memory` followed by an output register
 behaves the same cycle for cycle. ``latency=3`` (opt-in) puts a register stage in front of
 the primitives, replicated per group of four of them, for RAMs that span many DP16KD (see
-:class:`BlockRAM`); everything below then happens one cycle later.
+:class:`BlockRAM`); everything below then happens one cycle later. ``latency=4`` puts a
+second stage before that one (a copy per four groups), for RAMs that span the die.
 
 Ports (each a :class:`PortSignature`, seen from the RAM as ``In``)::
 
@@ -196,7 +197,7 @@ class BlockRAM(wiring.Component):
     init : sequence of int or None
         Initial contents, word 0 first; missing words are zero.
     latency : int
-        Read latency: ``2`` (default) or ``3``. With ``3`` every request (``addr``, ``en``,
+        Read latency: ``2`` (default), ``3`` or ``4``. With ``3`` every request (``addr``, ``en``,
         ``we``, ``wdata``) first goes through a register stage inside the RAM, replicated
         per group of four DP16KD (and one write-enable register per primitive), so no
         signal of the user fans out to more than a few copies and each copy to a few
@@ -204,7 +205,11 @@ class BlockRAM(wiring.Component):
         and collision rules are unchanged (both ports are delayed alike). Use it for RAMs of
         many primitives, whose address net otherwise crosses the die in one cycle (measured
         for 32 DP16KD on the LFE5U-85F: 149 / 119 MHz with ``latency=2``, nextpnr seeds 1
-        and 2, set by that net alone).
+        and 2, set by that net alone). With ``4`` those copies load from a first stage of
+        copies, one per four groups, so a request fans out as a tree: for a RAM whose
+        primitives sit across the die, such as a weight bank beside a MAC array that fills
+        the DSP rows (measured on the 85F, 32 DP16KD in the SoC with the matrix-vector unit:
+        8 ns of routing from the request to one group's copy with ``3``).
     sites : mapping or None
         On ECP5, ``{(row, column): BEL}``: the DP16KD site of some or all tiles of
         :meth:`tiling` (nextpnr's ``BEL`` attribute, e.g. ``"X4/Y22/EBR0"``), from a
@@ -231,9 +236,10 @@ class BlockRAM(wiring.Component):
     def _setup(self, width, depth, granularity, ports, init, latency):
         _check_int("width", width)
         _check_int("depth", depth)
-        if latency not in (2, 3) or isinstance(latency, bool):
-            raise ValueError(f"latency={latency!r}: use 2 (default) or 3 (adds an input "
-                             f"register stage, for RAMs of many primitives)")
+        if latency not in (2, 3, 4) or isinstance(latency, bool):
+            raise ValueError(f"latency={latency!r}: use 2 (default), 3 (adds an input "
+                             f"register stage, for RAMs of many primitives) or 4 (two stages, "
+                             f"for RAMs across the die)")
         self._latency = latency
         if granularity not in (None, 8):
             raise ValueError(f"granularity must be 8 or None, not {granularity!r}")
@@ -293,13 +299,15 @@ class BlockRAM(wiring.Component):
         gran = self._granularity or self._width
         for name, dirs in zip("ab", self._ports):
             port = getattr(self, name)
-            if self._latency == 3:        # the input register stage
-                reg = _Request(addr=Signal.like(port.addr, name=f"{name}_addr_r", reset_less=True),
-                               en=Signal(name=f"{name}_en_r"))
+            for stage in range(self._latency - READ_LATENCY):    # the input register stages
+                reg = _Request(addr=Signal.like(port.addr, name=f"{name}_addr_r{stage}",
+                                                reset_less=True),
+                               en=Signal(name=f"{name}_en_r{stage}"))
                 m.d.sync += [reg.addr.eq(port.addr), reg.en.eq(port.en)]
                 if "w" in dirs:
-                    reg.we = Signal.like(port.we, name=f"{name}_we_r")
-                    reg.wdata = Signal.like(port.wdata, name=f"{name}_wdata_r", reset_less=True)
+                    reg.we = Signal.like(port.we, name=f"{name}_we_r{stage}")
+                    reg.wdata = Signal.like(port.wdata, name=f"{name}_wdata_r{stage}",
+                                            reset_less=True)
                     m.d.sync += [reg.we.eq(port.we), reg.wdata.eq(port.wdata)]
                 if "r" in dirs:
                     reg.rdata = port.rdata
@@ -363,7 +371,7 @@ class BlockRAM(wiring.Component):
         row_bits = (t.rows - 1).bit_length()
         local_aw = (t.prim_depth - 1).bit_length()
         lsb = _ADDR_LSB[mode]
-        staged = self._latency == 3
+        staged = self._latency >= 3
         tiles = [(r, c) for r in range(t.rows) for c in range(t.columns)]
         group = {rc: i // _GROUP_TILES for i, rc in enumerate(tiles)}
 
@@ -380,6 +388,8 @@ class BlockRAM(wiring.Component):
         # of its group (address, enable, write lanes: non-mergeable registers) and wdata
         # registered once per bit.
         req = {}
+        first = {}        # what the per-primitive write enables load from: the port, or with
+                          # latency 4 the first-stage copy of the primitive's group
         for name, dirs in zip("ab", self._ports):
             port = getattr(self, name)
             if not staged:
@@ -389,24 +399,48 @@ class BlockRAM(wiring.Component):
             if "w" in dirs:
                 wdata = Signal.like(port.wdata, name=f"{name}_wdata_r", reset_less=True)
                 m.d.sync += wdata.eq(port.wdata)
+                if self._latency == 4:
+                    wdata2 = Signal.like(port.wdata, name=f"{name}_wdata_r2", reset_less=True)
+                    m.d.sync += wdata2.eq(wdata)
+                    wdata = wdata2
+            source = {}                 # the request each group's copy loads from
+            for g in sorted(set(group.values())):
+                if self._latency == 3:
+                    source[g] = port
+                elif g % _GROUP_TILES == 0:
+                    j = g // _GROUP_TILES
+                    pre = _Request(
+                        addr=keep_register(m, platform, Signal(len(port.addr),
+                                                               name=f"{name}_addr_t{j}",
+                                                               reset_less=True), port.addr),
+                        en=keep_register(m, platform, Signal(name=f"{name}_en_t{j}"), port.en))
+                    if "w" in dirs:
+                        pre.we = keep_register(m, platform,
+                                               Signal(len(port.we), name=f"{name}_we_t{j}"),
+                                               port.we)
+                    source[g] = pre
+                else:
+                    source[g] = source[g - g % _GROUP_TILES]
             copies = {}
             for g in sorted(set(group.values())):
+                src = source[g]
                 copy = _Request(
                     addr=keep_register(m, platform, Signal(len(port.addr), name=f"{name}_addr_g{g}",
-                                                           reset_less=True), port.addr),
-                    en=keep_register(m, platform, Signal(name=f"{name}_en_g{g}"), port.en))
+                                                           reset_less=True), src.addr),
+                    en=keep_register(m, platform, Signal(name=f"{name}_en_g{g}"), src.en))
                 if "w" in dirs:
                     # only the write lanes of the group's columns
                     used = sorted({i for rc in tiles if group[rc] == g
                                    for i in range(len(port.we))
                                    if self._lane_in_column(t, i, rc[1])})
                     held = keep_register(m, platform, Signal(len(used), name=f"{name}_we_g{g}"),
-                                         Cat(port.we[i] for i in used))
+                                         Cat(src.we[i] for i in used))
                     copy.we = Signal(len(port.we), name=f"{name}_we_v{g}")
                     m.d.comb += [copy.we[i].eq(held[j]) for j, i in enumerate(used)]
                     copy.wdata = wdata
                 copies[g] = copy
             req[name] = {rc: copies[group[rc]] for rc in tiles}
+            first[name] = {rc: source[group[rc]] for rc in tiles}
 
         # Row select of each read port, delayed to line up with the read (after the request
         # as the array sees it).
@@ -447,8 +481,9 @@ class BlockRAM(wiring.Component):
                 m.d.comb += ad[lsb:lsb + local_aw].eq(q.addr[:local_aw])
                 wr = Signal(name=f"wr{pname}_{r}_{c}")
                 if "w" in dirs:
-                    write = port.en & in_row(port.addr, r) & lanes_of(port, c).any()
-                    if staged:     # one register per primitive, from the port itself
+                    src = first[pname][(r, c)] if staged else port
+                    write = src.en & in_row(src.addr, r) & lanes_of(src, c).any()
+                    if staged:     # one register per primitive, from the port (latency 3)
                         keep_register(m, platform, wr, write)
                     else:
                         m.d.comb += wr.eq(write)

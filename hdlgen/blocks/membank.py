@@ -40,7 +40,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdlgen.blocks.bram import BlockRAM, PortSignature
+from hdlgen.blocks.bram import BlockRAM, PortSignature, ecp5_tiling
 from hdlgen.blocks.dsp import keep_register
 from hdlgen.config import AcceleratorConfig
 from hdlgen.soc import wishbone
@@ -87,10 +87,17 @@ class MemoryBank(wiring.Component):
         # (pseudo dual port: allows the x36 DP16KD mode, half the EBRs of x18 at 512 rows).
         # Their RAM has the input register stage (latency 3, replicated per group of
         # primitives): the compute port's address reaches dozens of primitives side by side.
+        # A weight bank of more than 16 primitives (four groups of input-register copies)
+        # spans the die beside a MAC array: its requests fan out as a tree (latency 4).
         ram_ports = ("w", "r") if compute == "r" else ("rw", "rw")
         self._compute = compute
+        if compute == "r":
+            t = ecp5_tiling(width, depth, granularity=8, ports=ram_ports, init=bool(init))
+            latency = 4 if t.columns * t.rows > 16 else 3
+        else:
+            latency = 2
         self._ram = BlockRAM(width=width, depth=depth, granularity=8, ports=ram_ports, init=init,
-                             latency=3 if compute == "r" else 2)
+                             latency=latency)
         self._width, self._depth = width, depth
         self._words_per_row = width // 32
         self._sel_bits = (self._words_per_row - 1).bit_length()
@@ -109,13 +116,15 @@ class MemoryBank(wiring.Component):
     @property
     def latency(self) -> int:
         """Read latency of the compute ``port``: 3 cycles on weight banks (the RAM's input
-        register stage, which also takes the host reads), 2 on scratchpads."""
+        register stage, which also takes the host reads), 4 on weight banks of more than 16
+        DP16KD (two stages), 2 on scratchpads."""
         return self._ram.latency
 
     @property
     def read_latency(self) -> int:
         """Cycles from a host read request reaching the bank to ``ack`` (no waiting)."""
-        return 4 + self._capture() + self._select_stages()
+        return 2 + self._ram.latency - (self._compute == "r") + self._capture() + \
+            self._select_stages()
 
     def _capture(self) -> int:
         """1 when the row is captured in plain registers before the word select (rows of
@@ -249,7 +258,7 @@ class MemoryBank(wiring.Component):
 
         # data returns three cycles after the issue (request register + RAM), is captured
         # (wide rows), then a registered 4:1 select per stage
-        lat = 3 + self._capture()
+        lat = self._ram.latency + (self._compute != "r") + self._capture()
         v = Signal(lat)
         m.d.sync += v.eq(Cat(issue, v[:-1]))
         words = [rport.rdata[32 * k:32 * k + 32] for k in range(self._words_per_row)]

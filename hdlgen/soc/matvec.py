@@ -45,7 +45,8 @@ row beyond its buffer (``WEIGHT_RANGE``, ``VECTOR_RANGE``, ``RESULT_RANGE``).
 Timing: the unit adds no stall net to the datapath. The array's ``o`` is always ready (a
 result row is written to the result buffer the cycle after it leaves the array), so its
 ``i.ready`` stays high and the unit issues one row read per cycle; ``valid``, ``first`` and
-``last`` travel beside the banks' three-cycle read latency. A beat that would reach the array
+``last`` travel beside the weight bank's read latency (four cycles on the 85F, whose 32-tile
+bank fans its requests out as a tree; three on smaller banks). A beat that would reach the array
 while it is not ready ends the job with ``OVERRUN`` (it cannot happen while the result
 buffer takes every result; the check keeps it from going unnoticed). The range check's
 ``nb * ni`` is a shift-and-add over 16 cycles (no DSP, no wide carry chain in one cycle).
@@ -263,14 +264,18 @@ class MatVecUnit(wiring.Component):
                      xb.port.addr.eq(x_addr), xb.port.en.eq(go)]
         is_last = Signal()
         m.d.comb += is_last.eq(ib == in_last)
-        lat = wb.latency
-        assert xb.latency == lat
+        lat = wb.latency            # 4 on a weight bank of more than 16 DP16KD, else 3
+        x_data = xb.port.rdata[:K * 8]
+        for n in range(lat - xb.latency):     # the vector buffer's row, aligned with it
+            x_next = Signal(K * 8, name=f"x_data{n}", reset_less=True)
+            m.d.sync += x_next.eq(x_data)
+            x_data = x_next
         ctl = [Signal(3, name=f"ctl{n}") for n in range(lat)]   # (valid, first, last)
         m.d.sync += ctl[0].eq(Cat(go, at_first, is_last))
         m.d.sync += [ctl[n].eq(ctl[n - 1]) for n in range(1, lat)]
         m.d.comb += [mac.i.valid.eq(ctl[-1][0]), mac.i.payload.first.eq(ctl[-1][1]),
                      mac.i.payload.last.eq(ctl[-1][2]),
-                     mac.i.payload.shared.eq(xb.port.rdata[:K * 8]),
+                     mac.i.payload.shared.eq(x_data),
                      mac.i.payload.per_lane.eq(wb.port.rdata)]
         overrun = Signal()
         with m.If(mac.i.valid & ~mac.i.ready):

@@ -3,12 +3,12 @@ netlist, the latter simulated with :data:`DP16KD_MODEL`) and for
 :class:`hdlgen.blocks.membank.MemoryBank`.
 
 ``HDLGEN_PARAMS`` for the RAM tests: ``{"width", "depth", "lanes", "ports": ["rw", "r"],
-"init": [...], "addr_span": N, "latency": 2 | 3, "corrupt": "value" | "missing" | null}``;
+"init": [...], "addr_span": N, "latency": 2 | 3 | 4, "corrupt": "value" | "missing" | null}``;
 ``HDLGEN_COUNT``: cycles.
 
 ``random_ports``: every cycle each port gets a random enable, address and (on writable
 ports) random byte-lane write enables and data; reads are checked against a cycle-exact
-model (2- or 3-cycle latency, read-before-write on the writing port, output holds while the port
+model (2-, 3- or 4-cycle latency, read-before-write on the writing port, output holds while the port
 is disabled). The generator never touches one address from both ports in the same cycle
 (a collision the FPGA leaves undefined). ``corrupt`` makes the checker expect one wrong
 value or one extra read, which must fail.
@@ -33,14 +33,16 @@ class RAMModel:
         self.stage1 = {"a": 0, "b": 0}
         self.rdata = {"a": 0, "b": 0}
         self.latency = latency
-        self.pending = None          # latency 3: the request in the input register stage
+        self.pending = []            # latency 3 / 4: the requests in the input register stages
 
     def step(self, ops):
         """``ops``: {port: (en, addr, we, wdata)}; reads before writes."""
-        if self.latency == 3:
-            staged = self.pending or {q: (0, 0, 0, 0) for q in ops}
-            self.pending = ops
-            ops = staged
+        if self.latency > 2:
+            self.pending.append(ops)
+            if len(self.pending) <= self.latency - 2:
+                ops = {q: (0, 0, 0, 0) for q in ops}
+            else:
+                ops = self.pending.pop(0)
         for p, (en, addr, we, wdata) in ops.items():
             self.rdata[p] = self.stage1[p]
             if en:

@@ -105,3 +105,21 @@ def test_placer_choice():
     assert argv[argv.index("--placer") + 1] == "static"
     assert "--placer" not in nextpnr_argv(ECP5_DEVICES["85F"], "CABGA381", 6, json_in="t.json",
                                           freq_mhz=50, seed=1, report="r.json")
+
+
+def test_engine_builds_default_to_the_engines_clock():
+    """A build (and run / bench model) with a transformer engine defaults to
+    MODEL_SYS_CLK_MHZ, which the engine meets; --freq overrides it; without --model the
+    board's 125 MHz stays."""
+    import argparse
+
+    from hdlgen.build import MODEL_SYS_CLK_MHZ, add_arguments, resolve_target
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    _, _, cfg = resolve_target(p.parse_args([]))
+    assert cfg.sys_clk_mhz == 125.0
+    _, _, cfg = resolve_target(p.parse_args(["--model", "stories260K"]), model=True)
+    assert cfg.sys_clk_mhz == MODEL_SYS_CLK_MHZ == 50.0
+    _, _, cfg = resolve_target(p.parse_args(["--model", "stories260K", "--freq", "62.5"]),
+                               model=True)
+    assert cfg.sys_clk_mhz == 62.5

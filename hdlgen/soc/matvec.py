@@ -254,16 +254,19 @@ class MatVecUnit(wiring.Component):
         # ---- issue: one weight row and one vector row per cycle ----
         w_addr, x_addr = Signal(16), Signal(16)
         ib, ob = Signal(16), Signal(16)
-        in_last, out_last = Signal(16), Signal(16)     # IN - 1, OUT - 1
+        in_m2, out_m2 = Signal(16), Signal(16)         # IN - 2, OUT - 2
+        in_one, out_one = Signal(), Signal()           # IN == 1, OUT == 1
         at_first = Signal()
+        at_last = Signal()        # the next issue is the last of its output block
+        ob_last = Signal()        # the current output block is the job's last
         rdy = mac.i.ready                              # a flip-flop in the array
         issuing = Signal()
         go = Signal()
         m.d.comb += go.eq(issuing & rdy)
         m.d.comb += [wb.port.addr.eq(w_addr), wb.port.en.eq(go),
                      xb.port.addr.eq(x_addr), xb.port.en.eq(go)]
-        is_last = Signal()
-        m.d.comb += is_last.eq(ib == in_last)
+        # (the "last" flags are registers, computed an issue ahead: no compare on the path
+        # from the counters to the addresses)
         lat = wb.latency            # 4 on a weight bank of more than 16 DP16KD, else 3
         x_data = xb.port.rdata[:K * 8]
         for n in range(lat - xb.latency):     # the vector buffer's row, aligned with it
@@ -271,7 +274,7 @@ class MatVecUnit(wiring.Component):
             m.d.sync += x_next.eq(x_data)
             x_data = x_next
         ctl = [Signal(3, name=f"ctl{n}") for n in range(lat)]   # (valid, first, last)
-        m.d.sync += ctl[0].eq(Cat(go, at_first, is_last))
+        m.d.sync += ctl[0].eq(Cat(go, at_first, at_last))
         m.d.sync += [ctl[n].eq(ctl[n - 1]) for n in range(1, lat)]
         m.d.comb += [mac.i.valid.eq(ctl[-1][0]), mac.i.payload.first.eq(ctl[-1][1]),
                      mac.i.payload.last.eq(ctl[-1][2]),
@@ -283,13 +286,14 @@ class MatVecUnit(wiring.Component):
         issued = Signal(16)      # output blocks whose last beat was issued
         with m.If(go):
             m.d.sync += w_addr.eq(w_addr + 1)
-            with m.If(is_last):
-                m.d.sync += [ib.eq(0), x_addr.eq(j_x), at_first.eq(1), ob.eq(ob + 1),
-                             issued.eq(issued + 1)]
-                with m.If(ob == out_last):
+            with m.If(at_last):
+                m.d.sync += [ib.eq(0), x_addr.eq(j_x), at_first.eq(1), at_last.eq(in_one),
+                             ob.eq(ob + 1), ob_last.eq(ob == out_m2), issued.eq(issued + 1)]
+                with m.If(ob_last):
                     m.d.sync += issuing.eq(0)
             with m.Else():
-                m.d.sync += [ib.eq(ib + 1), x_addr.eq(x_addr + 1), at_first.eq(0)]
+                m.d.sync += [ib.eq(ib + 1), x_addr.eq(x_addr + 1), at_first.eq(0),
+                             at_last.eq(ib == in_m2)]
 
         # ---- results: one row of the result buffer per output block ----
         m.d.comb += mac.o.ready.eq(1)
@@ -327,7 +331,9 @@ class MatVecUnit(wiring.Component):
                 with m.If(steps == 1):
                     m.next = "SUM"
             with m.State("SUM"):
-                m.d.sync += [w_end.eq(j_w + prod), x_end.eq(j_x + j_in), y_end.eq(j_y + j_out)]
+                m.d.sync += [w_end.eq(j_w + prod), x_end.eq(j_x + j_in), y_end.eq(j_y + j_out),
+                             in_m2.eq(j_in - 2), out_m2.eq(j_out - 2), in_one.eq(j_in == 1),
+                             out_one.eq(j_out == 1)]
                 m.next = "CMP"
             with m.State("CMP"):
                 with m.If((j_out == 0) | (j_in == 0)):
@@ -347,9 +353,9 @@ class MatVecUnit(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [w_addr.eq(j_w), x_addr.eq(j_x), y_addr.eq(j_y), ib.eq(0),
-                                 ob.eq(0), in_last.eq(j_in - 1), out_last.eq(j_out - 1),
-                                 at_first.eq(1), issued.eq(0), results.eq(0), issuing.eq(1),
-                                 self.error_code.eq(MatVecError.NONE)]
+                                 ob.eq(0), at_first.eq(1), at_last.eq(in_one),
+                                 ob_last.eq(out_one), issued.eq(0), results.eq(0),
+                                 issuing.eq(1), self.error_code.eq(MatVecError.NONE)]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(self.abort):

@@ -187,7 +187,8 @@ class MatVec(data.Struct):
     ``bias``). ``in_width`` 16 feeds the 16-bit input through the MAC array's shared operand,
     ``w_planes`` 2 means a 16-bit weight stored as two int8 matrices (high plane at ``waddr``,
     low plane right after it). With ``accumulate``, ``dst += result`` (saturating int16: the
-    residual add)."""
+    residual add). With ``in_width`` 8 every input element must be int8: one outside
+    -128..127 ends the job with error ``INPUT_RANGE`` (nothing is written)."""
     op: Opcode
     in_width: Width
     out_width: Width
@@ -206,7 +207,8 @@ class MatVec(data.Struct):
 class MatMat(data.Struct):
     """Prefill tile: ``dst[t, 0:rows] = requant(W @ src[t, 0:cols])`` for ``tokens`` (<= lanes)
     tokens; ``src`` rows are ``cols`` apart, ``dst`` rows ``rows`` apart. int8 inputs (the
-    activations are the per-lane operand)."""
+    activations are the per-lane operand): an input element outside -128..127 ends the job
+    with error ``INPUT_RANGE`` (nothing is written)."""
     op: Opcode
     out_width: Width
     layer_rel: unsigned(1)

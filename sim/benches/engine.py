@@ -224,6 +224,8 @@ if cocotb is not None:
                     Golden(img, words).step(token, pos)
                 except EngineError as e:
                     dut._log.info(f"bad program refused with code {code}; golden: {e}")
+                    assert e.code in (None, expect_code), \
+                        f"the golden model refused with {e.code}, the RTL with {expect_code}: {e}"
                 else:
                     raise AssertionError("the golden model ran the bad program")
                 continue
@@ -231,8 +233,8 @@ if cocotb is not None:
                 assert err and code == ErrorCode.POS_RANGE.value, (err, code)
                 try:
                     gold.step(token, pos)
-                except EngineError:
-                    pass
+                except EngineError as e:
+                    assert e.code in (None, "POS_RANGE"), e
                 else:
                     raise AssertionError("the golden model accepted a position beyond the context")
                 dut._log.info(f"pos {pos} refused with code {code}")

@@ -53,7 +53,11 @@ values are the probabilities, one row per head.
 
 Errors: a bad program (unknown opcode, a region outside a memory, a missing ``HALT``, a nested
 ``LOOP``) and a position at or beyond the KV cache's context raise :class:`EngineError`
-naming the instruction and the value.
+naming the instruction and the value, and, where it is known, the RTL's error code
+(:attr:`EngineError.code`). An 8-bit operand of the MAC array (the input of a ``MATVEC``
+with ``in_width`` 8, every ``MATMAT`` input) must be int8: an element outside -128..127 is
+refused with ``INPUT_RANGE`` (the RTL ends the job with it instead of using the element's low
+byte), after the instruction's region checks, as in the RTL.
 """
 
 from dataclasses import dataclass
@@ -84,7 +88,18 @@ _SCORES = (Opcode.SCORES, Opcode.SCORES_SOFTMAX)
 
 
 class EngineError(UserError):
-    """A program or memory image the engine cannot run, or a step it refuses."""
+    """A program or memory image the engine cannot run, or a step it refuses.
+
+    Attributes
+    ----------
+    code : str or None
+        Where the model names it, the :class:`hdlgen.engine.core.ErrorCode` (its name, e.g.
+        ``"INPUT_RANGE"``) the RTL engine ends the job with for the same refusal.
+    """
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -266,13 +281,25 @@ class Engine:
                                   f"descriptor {d}: the memory image is corrupt")
 
     # ---- memory access with bounds checks -----------------------------------------------------
-    def _err(self, msg):
-        raise EngineError(f"instruction {self._pc} ({self._instr}): {msg}")
+    def _err(self, msg, code=None):
+        raise EngineError(f"instruction {self._pc} ({self._instr}): {msg}", code)
 
-    def _read(self, addr, n, bits=16, unsigned=False):
+    def _span(self, addr, n):
         if addr < 0 or n < 0 or addr + n > len(self.act):
             self._err(f"scratchpad region {addr}..{addr + n - 1} is outside the scratchpad of "
-                      f"{len(self.act)} elements")
+                      f"{len(self.act)} elements", "SCRATCH_RANGE")
+
+    def _int8_input(self, x, addr):
+        """Refuse an 8-bit MAC operand ``x`` (read at ``addr``) with an element outside int8."""
+        bad = np.nonzero((x < -128) | (x > 127))[0]
+        if bad.size:
+            i = int(bad[0])
+            self._err(f"scratchpad element {addr + i} = {int(x[i])} is outside int8 "
+                      f"(-128..127), the range of this 8-bit input: use a 16-bit input or "
+                      f"requantize it to int8 first", "INPUT_RANGE")
+
+    def _read(self, addr, n, bits=16, unsigned=False):
+        self._span(addr, n)
         v = self.act[addr:addr + n].copy()
         lo, hi = (0, (1 << bits) - 1) if unsigned else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
         if v.size and (v.min() < lo or v.max() > hi):
@@ -282,15 +309,13 @@ class Engine:
 
     def _write(self, addr, values):
         values = np.asarray(values, dtype=np.int64)
-        if addr < 0 or addr + values.size > len(self.act):
-            self._err(f"scratchpad region {addr}..{addr + values.size - 1} is outside the "
-                      f"scratchpad of {len(self.act)} elements")
+        self._span(addr, values.size)
         self.act[addr:addr + values.size] = values.reshape(-1)
 
     def _pwords(self, addr, n):
         if addr < 0 or n < 0 or addr + n > len(self._params):
             self._err(f"parameter region {addr}..{addr + n - 1} is outside the parameter memory "
-                      f"of {len(self._params)} words")
+                      f"of {len(self._params)} words", "PARAM_RANGE")
         return self._params[addr:addr + n]
 
     def _requant_params(self, addr, n):
@@ -301,7 +326,7 @@ class Engine:
         ob_n, ib_n = -(-rows // self.lanes), -(-cols // self.K)
         if waddr < 0 or waddr + ob_n * ib_n > len(self._wbank):
             self._err(f"weight region rows {waddr}..{waddr + ob_n * ib_n - 1} is outside the "
-                      f"weight bank of {len(self._wbank)} rows")
+                      f"weight bank of {len(self._wbank)} rows", "WEIGHT_RANGE")
         return ob_n, ib_n
 
     def _matrix(self, waddr, rows, cols, bank=None) -> np.ndarray:
@@ -394,7 +419,7 @@ class Engine:
         if pos >= ctx:
             raise EngineError(f"position {pos} is beyond the KV cache's context of {ctx} "
                               f"positions (0..{ctx - 1}); compile with a longer context or "
-                              f"start a new sequence")
+                              f"start a new sequence", "POS_RANGE")
         self.regs[Reg.TOKEN] = int(token)
         self.regs[Reg.POS] = int(pos)
         self.output = None
@@ -453,14 +478,15 @@ class Engine:
             return
         if op == Opcode.SETREG:
             if ins.reg == Reg.POS and ins.value >= self.image.context:
-                self._err(f"POS={ins.value} is beyond the context of {self.image.context}")
+                self._err(f"POS={ins.value} is beyond the context of {self.image.context}",
+                          "POS_RANGE")
             regs[ins.reg] = ins.value
             return
         if op == Opcode.EMBED:
             idx = regs[ins.index_reg]
             if not 0 <= idx < ins.rows:
                 self._err(f"index {idx} (register {ins.index_reg.name}) is outside the table's "
-                          f"{ins.rows} rows")
+                          f"{ins.rows} rows", "BAD_INDEX")
             if ins.w_planes not in (1, 2):
                 self._err(f"w_planes={ins.w_planes}: use 1 (int8) or 2 (16-bit as two planes)")
             row = self._matrix(ins.waddr, ins.rows, ins.cols)[idx]
@@ -483,7 +509,15 @@ class Engine:
                 self._err(f"w_planes={ins.w_planes}: use 1 (int8) or 2 (16-bit as two planes)")
             if ins.rows == 0 or ins.cols == 0:
                 self._err(f"rows={ins.rows}, cols={ins.cols}: a MATVEC needs at least one of each")
-            x = self._read(ins.src, ins.cols, in_bits)
+            # the regions first, then the input's range (the RTL's order)
+            x = self._read(ins.src, ins.cols)
+            self._span(ins.dst, ins.rows)
+            ob_ib = int(np.prod(self._wrows(ins.waddr + wb, ins.rows, ins.cols)))
+            if ins.w_planes == 2:
+                self._wrows(ins.waddr + wb + ob_ib, ins.rows, ins.cols)
+            self._pwords(ins.paddr + pb, ins.rows * (2 if ins.bias else 1))
+            if in_bits == 8:
+                self._int8_input(x, ins.src)
             acc = self._matvec(ins.waddr + wb, ins.rows, ins.cols, x, in_bits, ins.w_planes)
             m, s = self._requant_params(ins.paddr + pb, ins.rows)
             bias = _s32(self._pwords(ins.paddr + pb + ins.rows, ins.rows)) if ins.bias else None
@@ -499,8 +533,13 @@ class Engine:
                 self._err(f"tokens={t}: a tile holds 1..lanes={self.lanes} tokens")
             if ins.rows == 0 or ins.cols == 0:
                 self._err(f"rows={ins.rows}, cols={ins.cols}: a tile needs at least one of each")
-            X = self._read(ins.src, t * ins.cols, 8).reshape(t, ins.cols)
+            # the regions first, then the inputs' range (the RTL's order)
+            X = self._read(ins.src, t * ins.cols)
+            self._span(ins.dst, t * ins.rows)
             W = self._matrix(ins.waddr + wb, ins.rows, ins.cols)
+            self._pwords(ins.paddr + pb, ins.rows * (2 if ins.bias else 1))
+            self._int8_input(X, ins.src)
+            X = X.reshape(t, ins.cols)
             res = mac_array_model(matmat_beats(X, W, self.lanes, self.K), self.lanes, self.K,
                                   self.acc_width)
             acc = np.stack(res, axis=1)[:t]                  # (tokens, rows)

@@ -351,7 +351,7 @@ class Engine(wiring.Component):
         self._preload = bool(preload)
         self._lanes, self._K = lanes, K
         self._hs = image.head_size
-        self._beat = max(b for b in (K, K // 2, K // 4, 8, 4, 2, 1) if b <= K and
+        self._beat = max(b for b in (K, K // 2, K // 4, 8, 4, 2, 1) if 1 <= b <= K and
                          self._hs % b == 0 and _pow2(b))
         self._ctx = image.context
         # a model compiled with prefill (hdlgen.compiler.prefill) also runs its longer programs

@@ -140,7 +140,11 @@ outside -128..127 (a compare at the reader's registered output), and the load's 
 (``MV_LOAD``, ``MM_LOAD``) ends the job with ``INPUT_RANGE`` instead of starting the MAC
 array on the elements' low bytes. ``vb_wide`` describes the buffer's contents, so a
 ``MATVEC`` that reuses the vector buffer (loaded by a 16-bit ``MATVEC`` of the same input)
-is refused too.
+is refused too. ``KVAPPEND`` and an 8-bit ``ROPE`` stream their elements into their units,
+so their flag (``in_bad``) ends the job in ``NEXT``, after the instruction (whose results
+are then undefined). Not checked (the golden model refuses them, the compiler emits none):
+8-bit ``ACT``, ``ELTWISE`` and ``SCORES`` operands and ``ATTV`` probabilities outside
+``prob_bits``.
 
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not
@@ -935,6 +939,7 @@ class Engine(wiring.Component):
         mv_npass = Signal(2)
         mv_carry = Signal()
         vb_wide = Signal()                   # a vector-buffer element is outside int8
+        in_bad = Signal()                    # an int8 KVAPPEND or ROPE element is not int8
         mv_w2 = Signal()
         mv_x16 = Signal()
         mv_rows = Signal(16)
@@ -1298,6 +1303,8 @@ class Engine(wiring.Component):
         with fsm.state("NEXT"):
             with m.If(kv.error.append | kv.error.read):
                 fail(ErrorCode.KV_CACHE)
+            with m.Elif(in_bad):
+                fail(ErrorCode.INPUT_RANGE)
             with m.Elif(lp_at_end):
                 with m.If(lp_more):
                     m.d.sync += [r_layer.eq(r_layer_inc), pc.eq(lp_start), wbase.eq(wb_next),
@@ -1322,6 +1329,13 @@ class Engine(wiring.Component):
         # the end of its load, instead of computing with the element's low byte
         ro_wide = Signal()
         m.d.comb += ro_wide.eq(ro.data[7:16].any() & ~ro.data[7:16].all())
+        # the same for the int8 operands of KVAPPEND and of an 8-bit ROPE, whose units take
+        # the elements as they stream: one sticky flag, cleared as the next instruction is
+        # fetched, ends the job in NEXT (what the instruction wrote is then undefined)
+        with m.If(fsm("FETCH2")):
+            m.d.sync += in_bad.eq(0)
+        with m.Elif(rdo.valid & ro_wide & (rt[_R_KV] | (rt[_R_ROPE] & wr_w8))):
+            m.d.sync += in_bad.eq(1)
         vb_lane = Signal(signed(16))
         m.d.comb += vb_lane.eq(ro.lane)
         # vector-buffer load

@@ -253,7 +253,8 @@ class Norm(data.Struct):
 
 class Rope(data.Struct):
     """Rotary embedding of ``n_heads`` heads of ``head_size`` at ``src`` (in place allowed) at
-    position ``POS``; the cos/sin table is at ``paddr``."""
+    position ``POS``; the cos/sin table is at ``paddr``. With ``width`` 8, an element outside
+    -128..127 ends the job with error ``INPUT_RANGE`` (``dst`` is then undefined)."""
     op: Opcode
     width: Width
     src: BUF
@@ -265,7 +266,8 @@ class Rope(data.Struct):
 
 class KVAppend(data.Struct):
     """Write ``kv_heads`` rows of ``head_size`` int8 from ``src`` into the K (``kv`` = 0) or
-    V (1) cache of layer ``LAYER`` at position ``POS``."""
+    V (1) cache of layer ``LAYER`` at position ``POS``. An element outside -128..127 ends the
+    job with error ``INPUT_RANGE`` (the rows written are then undefined)."""
     op: Opcode
     kv: unsigned(1)
     src: BUF

@@ -55,9 +55,11 @@ Errors: a bad program (unknown opcode, a region outside a memory, a missing ``HA
 ``LOOP``) and a position at or beyond the KV cache's context raise :class:`EngineError`
 naming the instruction and the value, and, where it is known, the RTL's error code
 (:attr:`EngineError.code`). An 8-bit operand of the MAC array (the input of a ``MATVEC``
-with ``in_width`` 8, every ``MATMAT`` input) must be int8: an element outside -128..127 is
-refused with ``INPUT_RANGE`` (the RTL ends the job with it instead of using the element's low
-byte), after the instruction's region checks, as in the RTL.
+with ``in_width`` 8, every ``MATMAT`` input), of ``KVAPPEND`` (int8 KV cache) and of an
+8-bit ``ROPE`` must be int8: an element outside -128..127 is refused with ``INPUT_RANGE``
+(the RTL ends the job with it instead of using the element's low byte), after the
+instruction's region checks, as in the RTL. (Other 8-bit operands outside int8 are refused
+too, without a code: the RTL does not check them.)
 """
 
 from dataclasses import dataclass
@@ -489,6 +491,7 @@ class Engine:
                           f"{ins.rows} rows", "BAD_INDEX")
             if ins.w_planes not in (1, 2):
                 self._err(f"w_planes={ins.w_planes}: use 1 (int8) or 2 (16-bit as two planes)")
+            self._span(ins.dst, ins.cols)     # (the scratchpad region first, as the RTL)
             row = self._matrix(ins.waddr, ins.rows, ins.cols)[idx]
             if ins.w_planes == 2:
                 lo = self._matrix(ins.waddr + int(np.prod(self._wrows(ins.waddr, ins.rows,
@@ -561,6 +564,8 @@ class Engine:
             n = ins.len
             ln = ins.kind == NormKind.LAYERNORM
             base = ins.paddr + pb
+            self._span(ins.src, n)            # (the scratchpad regions first, as the RTL)
+            self._span(ins.dst, n)
             gamma = _s16(self._pwords(base, n))
             beta = _s16(self._pwords(base + n, n)) if ln else None
             ew = self._pwords(base + (2 * n if ln else n), 2)
@@ -596,7 +601,10 @@ class Engine:
             if pos >= d["context"]:
                 self._err(f"POS={pos} is beyond the RoPE table's {d['context']} positions")
             bits = 16 if ins.width == Width.W16 else 8
-            x = self._read(ins.src, ins.n_heads * ins.head_size, bits)
+            x = self._read(ins.src, ins.n_heads * ins.head_size)
+            self._span(ins.dst, x.size)
+            if bits == 8:
+                self._int8_input(x, ins.src)
             y = rope(x, pos, ins.head_size, d["theta"], bits)
             self._write(ins.dst, y)
             self._emit(pc, ins, y)
@@ -607,11 +615,14 @@ class Engine:
                 self._err(f"kv_heads={ins.kv_heads} x head_size={hs} does not match the KV cache "
                           f"({self.image.kv_heads} x {self.image.head_size})")
             kvb = self.ext["kv_bits"]
+            if not 0 <= layer < self.image.kv_layers:
+                self._err(f"LAYER={layer} is outside the KV cache's {self.image.kv_layers} "
+                          f"layers", "KV_CACHE")
+            x = self._read(ins.src, ins.kv_heads * hs)
             if kvb > 8:
-                x = np.clip(self._read(ins.src, ins.kv_heads * hs, 16), -(1 << (kvb - 1)),
-                            (1 << (kvb - 1)) - 1)
+                x = np.clip(x, -(1 << (kvb - 1)), (1 << (kvb - 1)) - 1)
             else:
-                x = self._read(ins.src, ins.kv_heads * hs, 8)
+                self._int8_input(x, ins.src)
             for h in range(ins.kv_heads):
                 if self._kv_wide is not None and layer < self.image.kv_layers \
                         and ins.kv in (0, 1) and pos < self.image.context:

@@ -23,8 +23,6 @@ from cocotb.triggers import FallingEdge, ReadOnly
 
 from sim.cocotb_kit import assert_streams_equal, bench_count, bench_params, bench_rng, start
 
-__all__ = []
-
 # (write probability, read probability) of a phase
 _PHASES = ((0.9, 0.15), (0.15, 0.9), (0.7, 0.7), (1.0, 1.0), (0.05, 0.05), (1.0, 0.0),
            (0.0, 1.0))

@@ -140,11 +140,11 @@ outside -128..127 (a compare at the reader's registered output), and the load's 
 (``MV_LOAD``, ``MM_LOAD``) ends the job with ``INPUT_RANGE`` instead of starting the MAC
 array on the elements' low bytes. ``vb_wide`` describes the buffer's contents, so a
 ``MATVEC`` that reuses the vector buffer (loaded by a 16-bit ``MATVEC`` of the same input)
-is refused too. ``KVAPPEND`` and an 8-bit ``ROPE`` stream their elements into their units,
-so their flag (``in_bad``) ends the job in ``NEXT``, after the instruction (whose results
-are then undefined). Not checked (the golden model refuses them, the compiler emits none):
-8-bit ``ACT``, ``ELTWISE`` and ``SCORES`` operands and ``ATTV`` probabilities outside
-``prob_bits``.
+is refused too. ``KVAPPEND``, an 8-bit ``ROPE``, an 8-bit ``SCORES`` query and ``ATTV``'s
+probabilities (unsigned ``prob_bits``) stream into their units, so their flag (``in_bad``)
+ends the job in ``NEXT``, after the instruction (whose results are then undefined). Not
+checked (the golden model refuses them, the compiler emits none): 8-bit ``ACT`` and
+``ELTWISE`` operands.
 
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not
@@ -939,7 +939,7 @@ class Engine(wiring.Component):
         mv_npass = Signal(2)
         mv_carry = Signal()
         vb_wide = Signal()                   # a vector-buffer element is outside int8
-        in_bad = Signal()                    # an int8 KVAPPEND or ROPE element is not int8
+        in_bad = Signal()                    # a streamed operand outside its range
         mv_w2 = Signal()
         mv_x16 = Signal()
         mv_rows = Signal(16)
@@ -1329,12 +1329,23 @@ class Engine(wiring.Component):
         # the end of its load, instead of computing with the element's low byte
         ro_wide = Signal()
         m.d.comb += ro_wide.eq(ro.data[7:16].any() & ~ro.data[7:16].all())
-        # the same for the int8 operands of KVAPPEND and of an 8-bit ROPE, whose units take
-        # the elements as they stream: one sticky flag, cleared as the next instruction is
-        # fetched, ends the job in NEXT (what the instruction wrote is then undefined)
+        # the same for the operands that stream into their units: KVAPPEND's and an 8-bit
+        # ROPE's or SCORES query's int8 elements, ATTV's unsigned prob_bits probabilities. The
+        # compares are registered (in_bad_set) into one sticky flag, cleared as the next
+        # instruction is fetched, which ends the job in NEXT (what the instruction wrote is then
+        # undefined). The query width and the probability mask come from the instruction
+        # register (stable while the instruction runs), registered.
+        q8, p_mask, in_bad_set = Signal(), Signal(16), Signal()
+        sc_op = ir[0:6] == Opcode.SCORES.value
+        m.d.sync += [q8.eq(Mux(sc_op, v[Opcode.SCORES].q_width == Width.W8,
+                               v[Opcode.SCORES_SOFTMAX].q_width == Width.W8)),
+                     p_mask.eq((Const(0xFFFF, 16) << v[Opcode.ATTV].prob_bits)[:16]),
+                     in_bad_set.eq(rdo.valid & (
+                         (ro_wide & (rt[_R_KV] | (rt[_R_ROPE] & wr_w8) | (rt[_R_Q] & q8))) |
+                         (rt[_R_P] & (ro.data & p_mask).any())))]
         with m.If(fsm("FETCH2")):
             m.d.sync += in_bad.eq(0)
-        with m.Elif(rdo.valid & ro_wide & (rt[_R_KV] | (rt[_R_ROPE] & wr_w8))):
+        with m.Elif(in_bad_set):
             m.d.sync += in_bad.eq(1)
         vb_lane = Signal(signed(16))
         m.d.comb += vb_lane.eq(ro.lane)

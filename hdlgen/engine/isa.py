@@ -279,7 +279,9 @@ class Scores(data.Struct):
     """For each query head ``h < n_heads``: ``dst[h * stride + t] = requant(q_h . K[t])`` for
     ``t = 0 .. POS`` (K of layer ``LAYER``, KV head ``h // kv_mul``), 16-bit scores; one
     requantization word at ``paddr``. On the MAC array: ``q_h`` is the shared operand, key row
-    ``t`` the operand of lane ``t mod lanes`` (passes of ``lanes`` positions)."""
+    ``t`` the operand of lane ``t mod lanes`` (passes of ``lanes`` positions). With
+    ``q_width`` 8, a query element outside -128..127 ends the job with error ``INPUT_RANGE``
+    (``dst`` is then undefined)."""
     op: Opcode
     layer_rel: unsigned(1)
     q_width: Width
@@ -312,7 +314,8 @@ class ScoresSoftmax(data.Struct):
     ``s_t = requant(q_h . K[t])`` (16-bit, as ``SCORES``) for ``t = 0 .. POS`` go straight into
     the softmax (``in_frac``, ``out_bits`` as ``SOFTMAX``; causal length ``POS + 1``) and
     ``dst[h * stride + t] = softmax(s)_t``. The scores are not written to the scratchpad; head
-    ``h + 1``'s scores are computed while head ``h``'s probabilities are written."""
+    ``h + 1``'s scores are computed while head ``h``'s probabilities are written. ``q_width`` 8
+    as for ``SCORES``."""
     op: Opcode
     layer_rel: unsigned(1)
     q_width: Width
@@ -332,7 +335,9 @@ class AttV(data.Struct):
     V[t, i])`` over ``t = 0 .. POS`` (V of layer ``LAYER``, KV head ``h // kv_mul``);
     probabilities are unsigned ``prob_bits`` wide; one requantization word at ``paddr``. On the
     MAC array: ``p_h`` is the shared operand (16-bit: int8 planes), lane ``i`` takes column
-    ``i`` of V (``V[t, i]`` for consecutive ``t``), so ``head_size`` lanes work per pass."""
+    ``i`` of V (``V[t, i]`` for consecutive ``t``), so ``head_size`` lanes work per pass. A
+    probability outside ``0 .. 2**prob_bits - 1`` ends the job with error ``INPUT_RANGE``
+    (``dst`` is then undefined)."""
     op: Opcode
     layer_rel: unsigned(1)
     out_width: Width

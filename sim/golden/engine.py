@@ -55,11 +55,12 @@ Errors: a bad program (unknown opcode, a region outside a memory, a missing ``HA
 ``LOOP``) and a position at or beyond the KV cache's context raise :class:`EngineError`
 naming the instruction and the value, and, where it is known, the RTL's error code
 (:attr:`EngineError.code`). An 8-bit operand of the MAC array (the input of a ``MATVEC``
-with ``in_width`` 8, every ``MATMAT`` input), of ``KVAPPEND`` (int8 KV cache) and of an
-8-bit ``ROPE`` must be int8: an element outside -128..127 is refused with ``INPUT_RANGE``
-(the RTL ends the job with it instead of using the element's low byte), after the
-instruction's region checks, as in the RTL. (Other 8-bit operands outside int8 are refused
-too, without a code: the RTL does not check them.)
+with ``in_width`` 8, every ``MATMAT`` input, an 8-bit ``SCORES`` query), of ``KVAPPEND``
+(int8 KV cache) and of an 8-bit ``ROPE`` must be int8, and ``ATTV``'s probabilities unsigned
+``prob_bits`` wide: an element outside that range is refused with ``INPUT_RANGE`` (the RTL
+ends the job with it instead of computing on a truncated or wider value), after the
+instruction's region checks, as in the RTL. (8-bit ``ACT`` and ``ELTWISE`` operands outside
+int8 are refused too, without a code: the RTL does not check them.)
 """
 
 from dataclasses import dataclass
@@ -706,15 +707,28 @@ class Engine:
             self._err(f"POS+1={n} scores do not fit the row stride {ins.stride}")
         if ins.op == Opcode.ATTV and n > ins.stride:
             self._err(f"POS+1={n} probabilities do not fit the row stride {ins.stride}")
+        if ins.op == Opcode.ATTV and ins.prob_bits > 15:
+            self._err(f"prob_bits={ins.prob_bits}: at most 15")
         if not (0 <= layer < self.image.kv_layers):
-            self._err(f"LAYER={layer} is outside the KV cache's {self.image.kv_layers} layers")
+            self._err(f"LAYER={layer} is outside the KV cache's {self.image.kv_layers} layers",
+                      "KV_CACHE")
+        # the regions first (the RTL's order), then the operands' ranges head by head
+        rows = (ins.n_heads - 1) * ins.stride + n
+        if ins.op in _SCORES:
+            self._span(ins.q, ins.n_heads * hs)
+            self._span(ins.dst, rows)
+        else:
+            self._span(ins.p, rows)
+            self._span(ins.dst, ins.n_heads * hs)
         m, s = self._requant_params(ins.paddr + pb, 1)
         out = []
         for h in range(ins.n_heads):
             kvh = h // ins.kv_mul
             if ins.op in _SCORES:
+                q = self._read(ins.q + h * hs, hs)
                 qb = 16 if ins.q_width == Width.W16 else 8
-                q = self._read(ins.q + h * hs, hs, qb)
+                if qb == 8:
+                    self._int8_input(q, ins.q + h * hs)
                 keys = self._kv_rows(layer, kvh, 0, pos)                     # (n, hs)
                 acc = self._small_matvec(keys, q, qb)
                 y = requantize(acc, m[0], s[0], out_bits=16)
@@ -722,9 +736,13 @@ class Engine:
                     y = self._softmax(y, ins.in_frac, ins.out_bits)
                 self._write(ins.dst + h * ins.stride, y)
             else:
-                p = self._read(ins.p + h * ins.stride, n, ins.prob_bits, unsigned=True)
-                if ins.prob_bits > 15:
-                    self._err(f"prob_bits={ins.prob_bits}: at most 15")
+                p = self._read(ins.p + h * ins.stride, n)
+                bad = np.nonzero((p < 0) | (p >> ins.prob_bits != 0))[0]
+                if bad.size:
+                    i = int(bad[0])
+                    self._err(f"probability {int(p[i])} at scratchpad element "
+                              f"{ins.p + h * ins.stride + i} is outside the unsigned "
+                              f"prob_bits={ins.prob_bits} range", "INPUT_RANGE")
                 vals = self._kv_rows(layer, kvh, 1, pos)                     # (n, hs)
                 acc = self._small_matvec(vals.T, p, 16)
                 y = requantize(acc, m[0], s[0],

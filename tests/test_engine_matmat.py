@@ -99,6 +99,56 @@ def test_matmat_one_beat_per_pass(cols, tmp_path):
     assert 0 < overhead <= 80, (out[1]["cycles"], overhead)
 
 
+def test_int8_input_range_rtl(tmp_path):
+    """An 8-bit operand (a ``MATVEC`` with ``in_width`` 8, every ``MATMAT``) whose scratchpad
+    element lies outside int8 ends the job with ``INPUT_RANGE``, and the golden model refuses
+    it with the same code (the RTL does not compute with the element's low byte): in a
+    ``MATVEC``'s input (its last element; 256, whose low byte is 0), in an input the vector
+    buffer already holds from a 16-bit ``MATVEC`` of it, in a tile (its last element) and in
+    the first tile of ``main``. The edges of int8 (-128, 127) run bit-exact, as does a 16-bit
+    ``MATVEC`` of elements outside int8 (including -32768 and 32767), and the engine runs
+    ``main`` again after the errors."""
+    cfg, case = build(P)
+    L = P["lanes"]
+    xa, ca = case.layout["xA"], case.layout["A"]["cols"]
+    scen = [{"program": "vecs", "poke": [[xa, -128], [xa + ca - 1, 127]]},
+            {"program": "vecs", "poke": [[xa + ca - 1, 128]], "expect": "INPUT_RANGE"},
+            {"program": "vecs", "poke": [[xa + 5, 256]], "expect": "INPUT_RANGE"},
+            {"program": "wide16", "poke": [[xa + 3, 32767], [xa + 4, -32768], [xa + 5, -129]]},
+            {"program": "wide", "poke": [[xa + 3, -129]], "expect": "INPUT_RANGE"},
+            {"program": "tile", "poke": [[xa + L * ca - 1, -129]], "expect": "INPUT_RANGE"},
+            {"program": "main", "poke": [[xa, 300]], "expect": "INPUT_RANGE"},
+            {"program": "main", "poke": [[xa + 7, 127], [xa + 8, -128]]}]
+    out = _run({**P, "scenarios": scen}, tmp_path)
+    assert [o.get("golden_code") for o, sc in zip(out, scen) if "expect" in sc] == \
+        ["INPUT_RANGE"] * 5
+    assert out[3]["changed"] > 0 and out[7]["changed"] > 0
+
+
+@pytest.mark.parametrize("program", ["vecs", "main"], ids=["MATVEC", "MATMAT"])
+def test_golden_input_range_after_region_checks(program):
+    """The golden model refuses an 8-bit input outside int8 with ``INPUT_RANGE``, but only
+    after the instruction's region checks, in the RTL's order (its range checks end the job
+    before the input is loaded): with a weight region outside the bank too, ``WEIGHT_RANGE``;
+    with a destination outside the scratchpad, ``SCRATCH_RANGE``."""
+    from hdlgen.engine.isa import Instruction
+    from sim.golden.engine import EngineError
+    cfg, case = build(P)
+    img, xa = case.image, case.layout["xA"]
+    prog = case.programs[program]
+
+    def code(**fields):
+        p = [Instruction.make(prog[0].op, **{**dict(prog[0].fields), **fields})] + prog[1:]
+        g = Golden(img, p)
+        g.act[xa] = 200
+        with pytest.raises(EngineError) as e:
+            g.step(0, 0)
+        return e.value.code
+    assert code() == "INPUT_RANGE"
+    assert code(waddr=img.weights.shape[0] - 1) == "WEIGHT_RANGE"
+    assert code(dst=img.act_elements - 2) == "SCRATCH_RANGE"
+
+
 def test_prefill_rtl(tmp_path):
     """A prefill chunk of a compiled random LLaMA (4 tokens; q, k, v, w1, w3 as MATMAT tiles,
     a LUT-RAM tile buffer) on the RTL equals the golden model over the whole scratchpad."""

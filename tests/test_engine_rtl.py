@@ -12,6 +12,7 @@ import pytest
 
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.core import Engine, ErrorCode
+from hdlgen.engine.isa import Width
 from hdlgen.errors import UserError
 from sim.benches.engine import build, run_module, run_scenarios
 
@@ -42,11 +43,19 @@ def test_llama_mqa(tmp_path):
     """MQA llama: every position up to the last KV slot, then one beyond (POS_RANGE); the
     bench's checker fails on a corrupted and on a missing logit; an undefined opcode ends the
     job with BAD_OPCODE, regions outside the scratchpad, weight bank or parameter memory with
-    SCRATCH_RANGE, WEIGHT_RANGE, PARAM_RANGE (the golden model refuses them too); the engine
-    then runs good steps again, started through its registers."""
+    SCRATCH_RANGE, WEIGHT_RANGE, PARAM_RANGE, a KVAPPEND, an 8-bit ROPE and an 8-bit SCORES
+    query of elements outside int8 (the 16-bit q) and an ATTV whose probabilities exceed
+    prob_bits with INPUT_RANGE (the golden model refuses them with the same codes);
+    the engine then runs good steps again, started through its registers."""
     _, comp = build(LLAMA)
     first_mv = next(n for n, i in enumerate(comp.program) if i.op.name == "MATVEC")
     first_norm = next(n for n, i in enumerate(comp.program) if i.op.name == "NORM")
+    first_kv = next(n for n, i in enumerate(comp.program) if i.op.name == "KVAPPEND")
+    rope8 = next(n for n, i in enumerate(comp.program)
+                 if i.op.name == "ROPE" and i.width.name == "W8")
+    scores = next(n for n, i in enumerate(comp.program) if i.op.name.startswith("SCORES"))
+    attv = next(n for n, i in enumerate(comp.program) if i.op.name == "ATTV")
+    q = comp.buffers["q"][0]            # 16-bit, elements outside int8 at these steps
     ctx = LLAMA["context"]
     scen = [{"steps": _steps(ctx) + [[1, ctx]]},
             {"steps": [[3, 0]], "corrupt": "value", "expect_fail": True},
@@ -56,9 +65,15 @@ def test_llama_mqa(tmp_path):
                                           "SCRATCH_RANGE"]},
             {"steps": [[3, 0]], "patch": [first_mv, {"waddr": (1 << 20) - 1}, "WEIGHT_RANGE"]},
             {"steps": [[3, 0]], "patch": [first_norm, {"paddr": (1 << 20) - 8}, "PARAM_RANGE"]},
+            {"steps": [[3, 0]], "patch": [first_kv, {"src": q}, "INPUT_RANGE"]},
+            {"steps": [[3, 0]], "patch": [rope8, {"src": q}, "INPUT_RANGE"]},
+            {"steps": [[3, 0]], "patch": [scores, {"q_width": Width.W8.value}, "INPUT_RANGE"]},
+            {"steps": [[3, 0]], "patch": [attv, {"prob_bits": 6}, "INPUT_RANGE"]},
             {"steps": [[5, 0], [6, 1]], "bus_start": True}]
     out = _run({**LLAMA, "scenarios": scen}, tmp_path)
     assert "logits differ" in out[1]["message"] and "logits differ" in out[2]["message"]
+    assert [out[n]["steps"][0]["golden_code"] for n in range(4, 11)] == \
+        ["SCRATCH_RANGE", "WEIGHT_RANGE", "PARAM_RANGE"] + ["INPUT_RANGE"] * 4
     assert [s["pos"] for s in out[0]["steps"]] == list(range(ctx))
 
 

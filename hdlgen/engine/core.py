@@ -134,6 +134,18 @@ sequencer's EXEC state (an opcode-selected load of ~200 configuration bits: pre-
 into registers before EXEC), the reader's ready into its skid buffer (the units' ready OR), and
 the attention loop's state decisions.
 
+An 8-bit MAC input (a ``MATVEC`` with ``in_width`` 8, every ``MATMAT``) must be int8: the
+vector-buffer and tile-buffer loads set a sticky flag (``vb_wide``, ``tb_wide``) for an element
+outside -128..127 (a compare at the reader's registered output), and the load's last state
+(``MV_LOAD``, ``MM_LOAD``) ends the job with ``INPUT_RANGE`` instead of starting the MAC
+array on the elements' low bytes. ``vb_wide`` describes the buffer's contents, so a
+``MATVEC`` that reuses the vector buffer (loaded by a 16-bit ``MATVEC`` of the same input)
+is refused too. ``KVAPPEND``, an 8-bit ``ROPE``, an 8-bit ``SCORES`` query and ``ATTV``'s
+probabilities (unsigned ``prob_bits``) stream into their units, so their flag (``in_bad``)
+ends the job in ``NEXT``, after the instruction (whose results are then undefined). Not
+checked (the golden model refuses them, the compiler emits none): 8-bit ``ACT`` and
+``ELTWISE`` operands.
+
 What the generated units fix (checked at run time, ``BAD_FIELD`` otherwise): the norm
 formats (kind, length, gain/bias/output fractions; the epsilon is baked from the image and not
 re-read), the softmax formats, the RoPE and activation tables (by parameter address) and the
@@ -196,6 +208,7 @@ class ErrorCode(enum.Enum, shape=4):
     KV_CACHE = 9            # the KV cache refused an access
     PROGRAM_RANGE = 10      # the program counter left the program memory
     OVERRUN = 11            # a unit refused an item it was guaranteed to take (internal)
+    INPUT_RANGE = 12        # an 8-bit MATVEC or MATMAT input element outside int8
 
 
 # routes of the element reader's output
@@ -342,7 +355,7 @@ class Engine(wiring.Component):
         self._preload = bool(preload)
         self._lanes, self._K = lanes, K
         self._hs = image.head_size
-        self._beat = max(b for b in (K, K // 2, K // 4, 8, 4, 2, 1) if b <= K and
+        self._beat = max(b for b in (K, K // 2, K // 4, 8, 4, 2, 1) if 1 <= b <= K and
                          self._hs % b == 0 and _pow2(b))
         self._ctx = image.context
         # a model compiled with prefill (hdlgen.compiler.prefill) also runs its longer programs
@@ -925,6 +938,8 @@ class Engine(wiring.Component):
         mv_go = Signal()
         mv_npass = Signal(2)
         mv_carry = Signal()
+        vb_wide = Signal()                   # a vector-buffer element is outside int8
+        in_bad = Signal()                    # a streamed operand outside its range
         mv_w2 = Signal()
         mv_x16 = Signal()
         mv_rows = Signal(16)
@@ -935,6 +950,7 @@ class Engine(wiring.Component):
         mm_rows_m2 = Signal(16)               # rows - 2 and rows == 1 (set in EXEC)
         mm_rows_one = Signal()
         tb_loaded = Signal()                 # the tile's last element is in the tile buffer
+        tb_wide = Signal()                   # a tile element is outside int8
         tb_lane = Signal(lanes, init=1)      # tile load: token (one-hot lane) ...
         tb_k = Signal(K, init=1)             # ... byte within its slice (one-hot) ...
         tb_word = Signal(range(max(2, TBD)))  # ... and tile-buffer word
@@ -1118,7 +1134,10 @@ class Engine(wiring.Component):
                 m.d.sync += [mv_npass.eq(Mux(mv_w2, 2, Mux(mv_x16, Mux(mv_carry, 3, 2), 1))),
                              vb_tag_valid.eq(1), vb_tag_src.eq(v[Opcode.MATVEC].src),
                              vb_tag_len.eq(v[Opcode.MATVEC].cols)]
-                self._fsm.goto("MV_FEED")
+                with m.If(vb_wide & ~mv_x16):
+                    fail(ErrorCode.INPUT_RANGE)
+                with m.Else():
+                    self._fsm.goto("MV_FEED")
         with fsm.state("MV_FEED"):
             m.d.comb += [mv_go.eq(1), wr_start.eq(1)]
             self._fsm.goto("WAIT_WRITER")
@@ -1136,7 +1155,11 @@ class Engine(wiring.Component):
                     m.d.sync += [tb_tag_valid.eq(1), tb_tag_src.eq(ins.src),
                                  tb_tag_cols.eq(ins.cols), tb_tag_tok.eq(ins.tokens),
                                  tb_tag_end.eq(chk["r1"])]
-                    self._fsm.goto("MM_FEED")
+                    # (a reused tile has no wide element: its load ended the job otherwise)
+                    with m.If(tb_wide):
+                        fail(ErrorCode.INPUT_RANGE)
+                    with m.Else():
+                        self._fsm.goto("MM_FEED")
             with fsm.state("MM_FEED"):
                 m.d.comb += [mm_go.eq(1), wr_start.eq(1)]
                 self._fsm.goto("WAIT_WRITER")
@@ -1280,6 +1303,8 @@ class Engine(wiring.Component):
         with fsm.state("NEXT"):
             with m.If(kv.error.append | kv.error.read):
                 fail(ErrorCode.KV_CACHE)
+            with m.Elif(in_bad):
+                fail(ErrorCode.INPUT_RANGE)
             with m.Elif(lp_at_end):
                 with m.If(lp_more):
                     m.d.sync += [r_layer.eq(r_layer_inc), pc.eq(lp_start), wbase.eq(wb_next),
@@ -1299,6 +1324,29 @@ class Engine(wiring.Component):
 
         # ---- reader output routing ------------------------------------------------------------
         ro = rdo.payload
+        # an element outside int8 (bits 7-15 not all equal): sets vb_wide or tb_wide, sticky
+        # for the loaded vector or tile; an 8-bit MATVEC or a MATMAT ends with INPUT_RANGE at
+        # the end of its load, instead of computing with the element's low byte
+        ro_wide = Signal()
+        m.d.comb += ro_wide.eq(ro.data[7:16].any() & ~ro.data[7:16].all())
+        # the same for the operands that stream into their units: KVAPPEND's and an 8-bit
+        # ROPE's or SCORES query's int8 elements, ATTV's unsigned prob_bits probabilities. The
+        # compares are registered (in_bad_set) into one sticky flag, cleared as the next
+        # instruction is fetched, which ends the job in NEXT (what the instruction wrote is then
+        # undefined). The query width and the probability mask come from the instruction
+        # register (stable while the instruction runs), registered.
+        q8, p_mask, in_bad_set = Signal(), Signal(16), Signal()
+        sc_op = ir[0:6] == Opcode.SCORES.value
+        m.d.sync += [q8.eq(Mux(sc_op, v[Opcode.SCORES].q_width == Width.W8,
+                               v[Opcode.SCORES_SOFTMAX].q_width == Width.W8)),
+                     p_mask.eq((Const(0xFFFF, 16) << v[Opcode.ATTV].prob_bits)[:16]),
+                     in_bad_set.eq(rdo.valid & (
+                         (ro_wide & (rt[_R_KV] | (rt[_R_ROPE] & wr_w8) | (rt[_R_Q] & q8))) |
+                         (rt[_R_P] & (ro.data & p_mask).any())))]
+        with m.If(fsm("FETCH2")):
+            m.d.sync += in_bad.eq(0)
+        with m.Elif(in_bad_set):
+            m.d.sync += in_bad.eq(1)
         vb_lane = Signal(signed(16))
         m.d.comb += vb_lane.eq(ro.lane)
         # vector-buffer load
@@ -1312,6 +1360,8 @@ class Engine(wiring.Component):
             m.d.sync += vb_count.eq(vb_count + 1)
             with m.If(ro.data[:16].as_signed() >= 32640):
                 m.d.sync += mv_carry.eq(1)
+            with m.If(ro_wide):
+                m.d.sync += vb_wide.eq(1)
         m.d.comb += [vb.a.addr.eq(vbw.addr), vb.a.en.eq(vbw.en), vb.a.we.eq(vbw.we),
                      vb.a.wdata.eq(vbw.wdata)]
         # tile-buffer load (MATMAT): element c of token t goes to byte c % K of lane t's slice
@@ -1328,6 +1378,8 @@ class Engine(wiring.Component):
                 m.d.sync += [tbw.en.eq(1), tbw.addr.eq(tb_word), tbw.byte.eq(ro.data[:8]),
                              tbw.we.eq(Cat(Mux(tb_lane[ln], kmask, 0) for ln in range(lanes))),
                              tbw.first.eq(tb_k[0]), tbw.last.eq(ro.last)]
+                with m.If(ro_wide):
+                    m.d.sync += tb_wide.eq(1)
                 with m.If(ro.row_end):
                     m.d.sync += [tb_k.eq(1), tb_word.eq(0), tb_lane.eq(tb_lane.rotate_left(1))]
                 with m.Else():
@@ -2270,7 +2322,7 @@ class Engine(wiring.Component):
                           (s["vb_tag_len"] == ins.cols)):
                     self._fsm.goto("MV_LOAD")          # the input is in the vector buffer already
                 with m.Else():
-                    m.d.sync += [s["vb_count"].eq(0), s["mv_carry"].eq(0),
+                    m.d.sync += [s["vb_count"].eq(0), s["mv_carry"].eq(0), s["vb_wide"].eq(0),
                                  s["vb_tag_valid"].eq(0)]
                     self._fsm.goto("MV_GO")
             if self._mm_cols:
@@ -2290,7 +2342,8 @@ class Engine(wiring.Component):
                         self._fsm.goto("MM_FEED")       # the tile is in the buffer already
                     with m.Else():
                         m.d.sync += [s["tb_loaded"].eq(0), s["tb_lane"].eq(1), s["tb_k"].eq(1),
-                                     s["tb_word"].eq(0), s["tb_tag_valid"].eq(0)]
+                                     s["tb_word"].eq(0), s["tb_tag_valid"].eq(0),
+                                     s["tb_wide"].eq(0)]
                         self._fsm.goto("MM_GO")
             with m.Case(Opcode.REQUANT):
                 ins = v[Opcode.REQUANT]

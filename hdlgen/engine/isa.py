@@ -187,7 +187,8 @@ class MatVec(data.Struct):
     ``bias``). ``in_width`` 16 feeds the 16-bit input through the MAC array's shared operand,
     ``w_planes`` 2 means a 16-bit weight stored as two int8 matrices (high plane at ``waddr``,
     low plane right after it). With ``accumulate``, ``dst += result`` (saturating int16: the
-    residual add)."""
+    residual add). With ``in_width`` 8 every input element must be int8: one outside
+    -128..127 ends the job with error ``INPUT_RANGE`` (nothing is written)."""
     op: Opcode
     in_width: Width
     out_width: Width
@@ -206,7 +207,8 @@ class MatVec(data.Struct):
 class MatMat(data.Struct):
     """Prefill tile: ``dst[t, 0:rows] = requant(W @ src[t, 0:cols])`` for ``tokens`` (<= lanes)
     tokens; ``src`` rows are ``cols`` apart, ``dst`` rows ``rows`` apart. int8 inputs (the
-    activations are the per-lane operand)."""
+    activations are the per-lane operand): an input element outside -128..127 ends the job
+    with error ``INPUT_RANGE`` (nothing is written)."""
     op: Opcode
     out_width: Width
     layer_rel: unsigned(1)
@@ -251,7 +253,8 @@ class Norm(data.Struct):
 
 class Rope(data.Struct):
     """Rotary embedding of ``n_heads`` heads of ``head_size`` at ``src`` (in place allowed) at
-    position ``POS``; the cos/sin table is at ``paddr``."""
+    position ``POS``; the cos/sin table is at ``paddr``. With ``width`` 8, an element outside
+    -128..127 ends the job with error ``INPUT_RANGE`` (``dst`` is then undefined)."""
     op: Opcode
     width: Width
     src: BUF
@@ -263,7 +266,8 @@ class Rope(data.Struct):
 
 class KVAppend(data.Struct):
     """Write ``kv_heads`` rows of ``head_size`` int8 from ``src`` into the K (``kv`` = 0) or
-    V (1) cache of layer ``LAYER`` at position ``POS``."""
+    V (1) cache of layer ``LAYER`` at position ``POS``. An element outside -128..127 ends the
+    job with error ``INPUT_RANGE`` (the rows written are then undefined)."""
     op: Opcode
     kv: unsigned(1)
     src: BUF
@@ -275,7 +279,9 @@ class Scores(data.Struct):
     """For each query head ``h < n_heads``: ``dst[h * stride + t] = requant(q_h . K[t])`` for
     ``t = 0 .. POS`` (K of layer ``LAYER``, KV head ``h // kv_mul``), 16-bit scores; one
     requantization word at ``paddr``. On the MAC array: ``q_h`` is the shared operand, key row
-    ``t`` the operand of lane ``t mod lanes`` (passes of ``lanes`` positions)."""
+    ``t`` the operand of lane ``t mod lanes`` (passes of ``lanes`` positions). With
+    ``q_width`` 8, a query element outside -128..127 ends the job with error ``INPUT_RANGE``
+    (``dst`` is then undefined)."""
     op: Opcode
     layer_rel: unsigned(1)
     q_width: Width
@@ -308,7 +314,8 @@ class ScoresSoftmax(data.Struct):
     ``s_t = requant(q_h . K[t])`` (16-bit, as ``SCORES``) for ``t = 0 .. POS`` go straight into
     the softmax (``in_frac``, ``out_bits`` as ``SOFTMAX``; causal length ``POS + 1``) and
     ``dst[h * stride + t] = softmax(s)_t``. The scores are not written to the scratchpad; head
-    ``h + 1``'s scores are computed while head ``h``'s probabilities are written."""
+    ``h + 1``'s scores are computed while head ``h``'s probabilities are written. ``q_width`` 8
+    as for ``SCORES``."""
     op: Opcode
     layer_rel: unsigned(1)
     q_width: Width
@@ -328,7 +335,9 @@ class AttV(data.Struct):
     V[t, i])`` over ``t = 0 .. POS`` (V of layer ``LAYER``, KV head ``h // kv_mul``);
     probabilities are unsigned ``prob_bits`` wide; one requantization word at ``paddr``. On the
     MAC array: ``p_h`` is the shared operand (16-bit: int8 planes), lane ``i`` takes column
-    ``i`` of V (``V[t, i]`` for consecutive ``t``), so ``head_size`` lanes work per pass."""
+    ``i`` of V (``V[t, i]`` for consecutive ``t``), so ``head_size`` lanes work per pass. A
+    probability outside ``0 .. 2**prob_bits - 1`` ends the job with error ``INPUT_RANGE``
+    (``dst`` is then undefined)."""
     op: Opcode
     layer_rel: unsigned(1)
     out_width: Width

@@ -15,7 +15,8 @@ that many instructions), ``corrupt`` (``"value"`` flips one expected logit, ``"m
 expects one more logit than the device gives), ``bad_program`` (instruction ``n`` replaced by
 an undefined opcode: every step must end with ``BAD_OPCODE``), ``patch`` (``[n, {field:
 value}, code]``: fields of instruction ``n`` changed; every step must end with error ``code``
-and the golden model must refuse the program too), ``expect_fail`` (the scenario must fail:
+and the golden model must refuse the program too, with the same code where it names one:
+the step's ``golden_code`` in the outcome), ``expect_fail`` (the scenario must fail:
 negative tests of the checker), ``bus_start`` (start the steps through the ``TOKEN``,
 ``POS``, ``START`` registers instead of the ports). ``outcome`` (path) receives each scenario's result and the
 cycles of every step as JSON.
@@ -224,6 +225,9 @@ if cocotb is not None:
                     Golden(img, words).step(token, pos)
                 except EngineError as e:
                     dut._log.info(f"bad program refused with code {code}; golden: {e}")
+                    assert e.code in (None, expect_code), \
+                        f"the golden model refused with {e.code}, the RTL with {expect_code}: {e}"
+                    report.append({"token": token, "pos": pos, "golden_code": e.code})
                 else:
                     raise AssertionError("the golden model ran the bad program")
                 continue
@@ -231,8 +235,8 @@ if cocotb is not None:
                 assert err and code == ErrorCode.POS_RANGE.value, (err, code)
                 try:
                     gold.step(token, pos)
-                except EngineError:
-                    pass
+                except EngineError as e:
+                    assert e.code in (None, "POS_RANGE"), e
                 else:
                     raise AssertionError("the golden model accepted a position beyond the context")
                 dut._log.info(f"pos {pos} refused with code {code}")

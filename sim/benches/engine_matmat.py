@@ -19,12 +19,17 @@ Programs (:func:`programs`): ``main`` (tiles of 1, 3 and ``lanes`` tokens, both 
 with and without bias, a ``MATVEC`` between tiles, a tile that reuses the loaded tile buffer,
 one that overwrites its own input and one that must then reload it, a layer-relative tile in a
 two-layer ``LOOP``), ``tile`` (one ``lanes``-token tile of ``A``) and ``vecs`` (the same
-products as ``lanes`` ``MATVEC``: cycle comparison).
+products as ``lanes`` ``MATVEC``: cycle comparison), ``wide16`` (a ``MATVEC`` of token 0's
+input of ``A`` as a 16-bit operand) and ``wide`` (``wide16``'s ``MATVEC``, then the same input
+as an 8-bit operand, which the vector buffer already holds).
 
 ``HDLGEN_PARAMS`` (JSON): ``lanes``, ``macs_per_lane``, ``seed`` (image contents),
 ``shape_a``, ``outcome`` (path: each scenario's result and cycles as JSON) and ``scenarios``,
-each with ``program`` (a name above), optionally ``patch`` (``[n, {field: value}, code]``:
-the job must end with error ``code`` and the golden model must refuse the program too) and
+each with ``program`` (a name above), optionally ``poke`` (``[[address, value], ...]``:
+scratchpad elements set before the job, after the inputs), ``patch`` (``[n, {field: value},
+code]``: the job must end with error ``code`` and the golden model must refuse the program
+too, with the same code where it names one: ``golden_code`` in the outcome), ``expect``
+(``code``: the same without a patch) and
 ``corrupt`` (``"value"``: one expected scratchpad element is changed, ``"missing"``: the
 scratchpad is compared one element short of what the program wrote and the last output
 element is expected to be what the program did not write; the scenario must then fail:
@@ -114,8 +119,8 @@ def programs(L: int, lay: dict) -> dict:
                                 waddr=mat["waddr"], rows=mat["rows"], cols=mat["cols"],
                                 paddr=mat["paddr"])
 
-    def mv(mat, src, dst, w16, bias):
-        return Instruction.make(Opcode.MATVEC, in_width=Width.W8,
+    def mv(mat, src, dst, w16, bias, x16=0):
+        return Instruction.make(Opcode.MATVEC, in_width=Width.W16 if x16 else Width.W8,
                                 out_width=Width.W16 if w16 else Width.W8, w_planes=1, bias=bias,
                                 src=src, dst=dst, waddr=mat["waddr"], rows=mat["rows"],
                                 cols=mat["cols"], paddr=mat["paddr"])
@@ -138,7 +143,10 @@ def programs(L: int, lay: dict) -> dict:
     ]
     tile = [mm(A, L, xa, 0, 1, dst=lay["out"]), halt]
     vecs = [mv(A, xa + t * A["cols"], lay["out"] + t * A["rows"], 0, 1) for t in range(L)]
-    return {"main": main, "tile": tile, "vecs": vecs + [halt]}
+    # token 0's input as a 16-bit operand, then (the vector buffer holds it already) as 8-bit
+    wide16 = [mv(A, xa, lay["out"], 1, 1, x16=1), halt]
+    wide = [wide16[0], mv(A, xa, lay["out"] + A["rows"], 1, 1), halt]
+    return {"main": main, "tile": tile, "vecs": vecs + [halt], "wide16": wide16, "wide": wide}
 
 
 def engine_of(cfg, case):
@@ -164,7 +172,7 @@ if cocotb is not None:
         img = case.image
         prog = list(case.programs[sc["program"]])
         words = [encode(i) for i in prog]
-        expect_code = None
+        expect_code = sc.get("expect")
         if "patch" in sc:
             n, fields, expect_code = sc["patch"]
             words[n] = encode(Instruction.make(prog[n].op, **{**dict(prog[n].fields), **fields}))
@@ -178,6 +186,8 @@ if cocotb is not None:
         act0 = np.zeros(img.act_elements, dtype=np.int64)
         for a, x in case.inputs.items():
             act0[a:a + len(x)] = x
+        for a, x in sc.get("poke", []):
+            act0[a] = x
         for e in range(img.act_elements):
             await host.write(mp.word("scratch", e), int(act0[e]) & 0xFFFF)
         err, code, cycles = await _run_step(dut, host, mp, 0, 0, prog)
@@ -190,9 +200,10 @@ if cocotb is not None:
                 gold.step(0, 0)
             except EngineError as e:
                 dut._log.info(f"bad program refused with code {code}; golden: {e}")
-            else:
-                raise AssertionError("the golden model ran the bad program")
-            return {"cycles": cycles}
+                assert e.code in (None, expect_code), \
+                    f"the golden model refused with {e.code}, the RTL with {expect_code}: {e}"
+                return {"cycles": cycles, "golden_code": e.code}
+            raise AssertionError("the golden model ran the bad program")
         assert not err, f"job failed with code {code} ({ErrorCode(code).name})"
         gold = Golden(img, prog)
         gold.act[:] = act0

@@ -53,7 +53,14 @@ values are the probabilities, one row per head.
 
 Errors: a bad program (unknown opcode, a region outside a memory, a missing ``HALT``, a nested
 ``LOOP``) and a position at or beyond the KV cache's context raise :class:`EngineError`
-naming the instruction and the value.
+naming the instruction and the value, and, where it is known, the RTL's error code
+(:attr:`EngineError.code`). An 8-bit operand of the MAC array (the input of a ``MATVEC``
+with ``in_width`` 8, every ``MATMAT`` input, an 8-bit ``SCORES`` query), of ``KVAPPEND``
+(int8 KV cache) and of an 8-bit ``ROPE`` must be int8, and ``ATTV``'s probabilities unsigned
+``prob_bits`` wide: an element outside that range is refused with ``INPUT_RANGE`` (the RTL
+ends the job with it instead of computing on a truncated or wider value), after the
+instruction's region checks, as in the RTL. (8-bit ``ACT`` and ``ELTWISE`` operands outside
+int8 are refused too, without a code: the RTL does not check them.)
 """
 
 from dataclasses import dataclass
@@ -84,7 +91,18 @@ _SCORES = (Opcode.SCORES, Opcode.SCORES_SOFTMAX)
 
 
 class EngineError(UserError):
-    """A program or memory image the engine cannot run, or a step it refuses."""
+    """A program or memory image the engine cannot run, or a step it refuses.
+
+    Attributes
+    ----------
+    code : str or None
+        Where the model names it, the :class:`hdlgen.engine.core.ErrorCode` (its name, e.g.
+        ``"INPUT_RANGE"``) the RTL engine ends the job with for the same refusal.
+    """
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -266,13 +284,25 @@ class Engine:
                                   f"descriptor {d}: the memory image is corrupt")
 
     # ---- memory access with bounds checks -----------------------------------------------------
-    def _err(self, msg):
-        raise EngineError(f"instruction {self._pc} ({self._instr}): {msg}")
+    def _err(self, msg, code=None):
+        raise EngineError(f"instruction {self._pc} ({self._instr}): {msg}", code)
 
-    def _read(self, addr, n, bits=16, unsigned=False):
+    def _span(self, addr, n):
         if addr < 0 or n < 0 or addr + n > len(self.act):
             self._err(f"scratchpad region {addr}..{addr + n - 1} is outside the scratchpad of "
-                      f"{len(self.act)} elements")
+                      f"{len(self.act)} elements", "SCRATCH_RANGE")
+
+    def _int8_input(self, x, addr):
+        """Refuse an 8-bit MAC operand ``x`` (read at ``addr``) with an element outside int8."""
+        bad = np.nonzero((x < -128) | (x > 127))[0]
+        if bad.size:
+            i = int(bad[0])
+            self._err(f"scratchpad element {addr + i} = {int(x[i])} is outside int8 "
+                      f"(-128..127), the range of this 8-bit input: use a 16-bit input or "
+                      f"requantize it to int8 first", "INPUT_RANGE")
+
+    def _read(self, addr, n, bits=16, unsigned=False):
+        self._span(addr, n)
         v = self.act[addr:addr + n].copy()
         lo, hi = (0, (1 << bits) - 1) if unsigned else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
         if v.size and (v.min() < lo or v.max() > hi):
@@ -282,15 +312,13 @@ class Engine:
 
     def _write(self, addr, values):
         values = np.asarray(values, dtype=np.int64)
-        if addr < 0 or addr + values.size > len(self.act):
-            self._err(f"scratchpad region {addr}..{addr + values.size - 1} is outside the "
-                      f"scratchpad of {len(self.act)} elements")
+        self._span(addr, values.size)
         self.act[addr:addr + values.size] = values.reshape(-1)
 
     def _pwords(self, addr, n):
         if addr < 0 or n < 0 or addr + n > len(self._params):
             self._err(f"parameter region {addr}..{addr + n - 1} is outside the parameter memory "
-                      f"of {len(self._params)} words")
+                      f"of {len(self._params)} words", "PARAM_RANGE")
         return self._params[addr:addr + n]
 
     def _requant_params(self, addr, n):
@@ -301,7 +329,7 @@ class Engine:
         ob_n, ib_n = -(-rows // self.lanes), -(-cols // self.K)
         if waddr < 0 or waddr + ob_n * ib_n > len(self._wbank):
             self._err(f"weight region rows {waddr}..{waddr + ob_n * ib_n - 1} is outside the "
-                      f"weight bank of {len(self._wbank)} rows")
+                      f"weight bank of {len(self._wbank)} rows", "WEIGHT_RANGE")
         return ob_n, ib_n
 
     def _matrix(self, waddr, rows, cols, bank=None) -> np.ndarray:
@@ -394,7 +422,7 @@ class Engine:
         if pos >= ctx:
             raise EngineError(f"position {pos} is beyond the KV cache's context of {ctx} "
                               f"positions (0..{ctx - 1}); compile with a longer context or "
-                              f"start a new sequence")
+                              f"start a new sequence", "POS_RANGE")
         self.regs[Reg.TOKEN] = int(token)
         self.regs[Reg.POS] = int(pos)
         self.output = None
@@ -453,16 +481,18 @@ class Engine:
             return
         if op == Opcode.SETREG:
             if ins.reg == Reg.POS and ins.value >= self.image.context:
-                self._err(f"POS={ins.value} is beyond the context of {self.image.context}")
+                self._err(f"POS={ins.value} is beyond the context of {self.image.context}",
+                          "POS_RANGE")
             regs[ins.reg] = ins.value
             return
         if op == Opcode.EMBED:
             idx = regs[ins.index_reg]
             if not 0 <= idx < ins.rows:
                 self._err(f"index {idx} (register {ins.index_reg.name}) is outside the table's "
-                          f"{ins.rows} rows")
+                          f"{ins.rows} rows", "BAD_INDEX")
             if ins.w_planes not in (1, 2):
                 self._err(f"w_planes={ins.w_planes}: use 1 (int8) or 2 (16-bit as two planes)")
+            self._span(ins.dst, ins.cols)     # (the scratchpad region first, as the RTL)
             row = self._matrix(ins.waddr, ins.rows, ins.cols)[idx]
             if ins.w_planes == 2:
                 lo = self._matrix(ins.waddr + int(np.prod(self._wrows(ins.waddr, ins.rows,
@@ -483,7 +513,15 @@ class Engine:
                 self._err(f"w_planes={ins.w_planes}: use 1 (int8) or 2 (16-bit as two planes)")
             if ins.rows == 0 or ins.cols == 0:
                 self._err(f"rows={ins.rows}, cols={ins.cols}: a MATVEC needs at least one of each")
-            x = self._read(ins.src, ins.cols, in_bits)
+            # the regions first, then the input's range (the RTL's order)
+            x = self._read(ins.src, ins.cols)
+            self._span(ins.dst, ins.rows)
+            ob_ib = int(np.prod(self._wrows(ins.waddr + wb, ins.rows, ins.cols)))
+            if ins.w_planes == 2:
+                self._wrows(ins.waddr + wb + ob_ib, ins.rows, ins.cols)
+            self._pwords(ins.paddr + pb, ins.rows * (2 if ins.bias else 1))
+            if in_bits == 8:
+                self._int8_input(x, ins.src)
             acc = self._matvec(ins.waddr + wb, ins.rows, ins.cols, x, in_bits, ins.w_planes)
             m, s = self._requant_params(ins.paddr + pb, ins.rows)
             bias = _s32(self._pwords(ins.paddr + pb + ins.rows, ins.rows)) if ins.bias else None
@@ -499,8 +537,13 @@ class Engine:
                 self._err(f"tokens={t}: a tile holds 1..lanes={self.lanes} tokens")
             if ins.rows == 0 or ins.cols == 0:
                 self._err(f"rows={ins.rows}, cols={ins.cols}: a tile needs at least one of each")
-            X = self._read(ins.src, t * ins.cols, 8).reshape(t, ins.cols)
+            # the regions first, then the inputs' range (the RTL's order)
+            X = self._read(ins.src, t * ins.cols)
+            self._span(ins.dst, t * ins.rows)
             W = self._matrix(ins.waddr + wb, ins.rows, ins.cols)
+            self._pwords(ins.paddr + pb, ins.rows * (2 if ins.bias else 1))
+            self._int8_input(X, ins.src)
+            X = X.reshape(t, ins.cols)
             res = mac_array_model(matmat_beats(X, W, self.lanes, self.K), self.lanes, self.K,
                                   self.acc_width)
             acc = np.stack(res, axis=1)[:t]                  # (tokens, rows)
@@ -522,6 +565,8 @@ class Engine:
             n = ins.len
             ln = ins.kind == NormKind.LAYERNORM
             base = ins.paddr + pb
+            self._span(ins.src, n)            # (the scratchpad regions first, as the RTL)
+            self._span(ins.dst, n)
             gamma = _s16(self._pwords(base, n))
             beta = _s16(self._pwords(base + n, n)) if ln else None
             ew = self._pwords(base + (2 * n if ln else n), 2)
@@ -557,7 +602,10 @@ class Engine:
             if pos >= d["context"]:
                 self._err(f"POS={pos} is beyond the RoPE table's {d['context']} positions")
             bits = 16 if ins.width == Width.W16 else 8
-            x = self._read(ins.src, ins.n_heads * ins.head_size, bits)
+            x = self._read(ins.src, ins.n_heads * ins.head_size)
+            self._span(ins.dst, x.size)
+            if bits == 8:
+                self._int8_input(x, ins.src)
             y = rope(x, pos, ins.head_size, d["theta"], bits)
             self._write(ins.dst, y)
             self._emit(pc, ins, y)
@@ -568,11 +616,14 @@ class Engine:
                 self._err(f"kv_heads={ins.kv_heads} x head_size={hs} does not match the KV cache "
                           f"({self.image.kv_heads} x {self.image.head_size})")
             kvb = self.ext["kv_bits"]
+            if not 0 <= layer < self.image.kv_layers:
+                self._err(f"LAYER={layer} is outside the KV cache's {self.image.kv_layers} "
+                          f"layers", "KV_CACHE")
+            x = self._read(ins.src, ins.kv_heads * hs)
             if kvb > 8:
-                x = np.clip(self._read(ins.src, ins.kv_heads * hs, 16), -(1 << (kvb - 1)),
-                            (1 << (kvb - 1)) - 1)
+                x = np.clip(x, -(1 << (kvb - 1)), (1 << (kvb - 1)) - 1)
             else:
-                x = self._read(ins.src, ins.kv_heads * hs, 8)
+                self._int8_input(x, ins.src)
             for h in range(ins.kv_heads):
                 if self._kv_wide is not None and layer < self.image.kv_layers \
                         and ins.kv in (0, 1) and pos < self.image.context:
@@ -656,15 +707,28 @@ class Engine:
             self._err(f"POS+1={n} scores do not fit the row stride {ins.stride}")
         if ins.op == Opcode.ATTV and n > ins.stride:
             self._err(f"POS+1={n} probabilities do not fit the row stride {ins.stride}")
+        if ins.op == Opcode.ATTV and ins.prob_bits > 15:
+            self._err(f"prob_bits={ins.prob_bits}: at most 15")
         if not (0 <= layer < self.image.kv_layers):
-            self._err(f"LAYER={layer} is outside the KV cache's {self.image.kv_layers} layers")
+            self._err(f"LAYER={layer} is outside the KV cache's {self.image.kv_layers} layers",
+                      "KV_CACHE")
+        # the regions first (the RTL's order), then the operands' ranges head by head
+        rows = (ins.n_heads - 1) * ins.stride + n
+        if ins.op in _SCORES:
+            self._span(ins.q, ins.n_heads * hs)
+            self._span(ins.dst, rows)
+        else:
+            self._span(ins.p, rows)
+            self._span(ins.dst, ins.n_heads * hs)
         m, s = self._requant_params(ins.paddr + pb, 1)
         out = []
         for h in range(ins.n_heads):
             kvh = h // ins.kv_mul
             if ins.op in _SCORES:
+                q = self._read(ins.q + h * hs, hs)
                 qb = 16 if ins.q_width == Width.W16 else 8
-                q = self._read(ins.q + h * hs, hs, qb)
+                if qb == 8:
+                    self._int8_input(q, ins.q + h * hs)
                 keys = self._kv_rows(layer, kvh, 0, pos)                     # (n, hs)
                 acc = self._small_matvec(keys, q, qb)
                 y = requantize(acc, m[0], s[0], out_bits=16)
@@ -672,9 +736,13 @@ class Engine:
                     y = self._softmax(y, ins.in_frac, ins.out_bits)
                 self._write(ins.dst + h * ins.stride, y)
             else:
-                p = self._read(ins.p + h * ins.stride, n, ins.prob_bits, unsigned=True)
-                if ins.prob_bits > 15:
-                    self._err(f"prob_bits={ins.prob_bits}: at most 15")
+                p = self._read(ins.p + h * ins.stride, n)
+                bad = np.nonzero((p < 0) | (p >> ins.prob_bits != 0))[0]
+                if bad.size:
+                    i = int(bad[0])
+                    self._err(f"probability {int(p[i])} at scratchpad element "
+                              f"{ins.p + h * ins.stride + i} is outside the unsigned "
+                              f"prob_bits={ins.prob_bits} range", "INPUT_RANGE")
                 vals = self._kv_rows(layer, kvh, 1, pos)                     # (n, hs)
                 acc = self._small_matvec(vals.T, p, 16)
                 y = requantize(acc, m[0], s[0],

@@ -87,6 +87,16 @@ def parse_tokens(text: str, vocab: int) -> list:
     return toks
 
 
+def build_reports():
+    """``(path, report)`` of every readable ``build/*/report.json``, newest first."""
+    reports = sorted(Path("build").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    for p in reversed(reports):
+        try:
+            yield p, json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+
+
 def fmax_for(config, device: str | None = None, model: str | None = None) -> tuple:
     """``(fmax_mhz, source)``: the fmax of the newest build report under ``build/`` of the SoC
     with an engine (``build --model``) for this configuration (MAC array shape, context, clock)
@@ -95,13 +105,8 @@ def fmax_for(config, device: str | None = None, model: str | None = None) -> tup
     which."""
     want = {k: getattr(config, k) for k in ("lanes", "macs_per_lane", "context_length",
                                             "sys_clk_mhz")}
-    reports = sorted(Path("build").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
     other_model = None
-    for p in reversed(reports):
-        try:
-            rep = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
+    for p, rep in build_reports():
         cfg = rep.get("config") or {}
         if not rep.get("fmax_mhz") or not rep.get("model") or \
                 any(cfg.get(k) != v for k, v in want.items()):

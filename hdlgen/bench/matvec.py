@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from hdlgen.errors import UserError
 
@@ -62,13 +61,9 @@ def _shapes(text: str) -> list:
 def fmax_of_unit_build(config, device: str) -> tuple:
     """``(fmax_mhz, source)`` of the newest build report under ``build/`` of the SoC with the
     matrix-vector unit for ``config`` on ``device``; else the target clock."""
+    from hdlgen.run import build_reports
     want = {k: getattr(config, k) for k in ("lanes", "macs_per_lane", "sys_clk_mhz")}
-    reports = sorted(Path("build").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
-    for p in reversed(reports):
-        try:
-            rep = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
+    for p, rep in build_reports():
         cfg = rep.get("config") or {}
         if rep.get("unit") == "matvec" and rep.get("fmax_mhz") and \
                 rep.get("device") in (device, f"LFE5U-{device}") and \

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hdlgen.engine.memmap import EngineMap
-from hdlgen.host.device import JobError, LinkError
+from hdlgen.host.device import JobError, LinkError, job_error_name
 
 __all__ = ["Accelerator", "Step", "engine_error_name", "open_accelerator"]
 
@@ -58,16 +58,7 @@ class Step:
 def engine_error_name(code: int) -> str:
     """The name of a control-block ``STATUS.CODE`` (engine codes as ``ENGINE_<NAME>``)."""
     from hdlgen.engine.core import ErrorCode as EngineCode
-    from hdlgen.soc.control import ErrorCode
-    if code >= ErrorCode.ENGINE.value:
-        try:
-            return "ENGINE_" + EngineCode(code - ErrorCode.ENGINE.value).name
-        except ValueError:
-            return f"ENGINE_{code - ErrorCode.ENGINE.value}"
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return str(code)
+    return job_error_name(code, EngineCode, "ENGINE_")
 
 
 def _runs(writes):

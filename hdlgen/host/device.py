@@ -73,6 +73,22 @@ class JobError(LinkError):
         super().__init__(f"job failed with code {code}" + (f" ({name})" if name else ""))
 
 
+def job_error_name(code, unit_codes=None, prefix: str = "ENGINE_") -> str:
+    """The name of a control-block ``STATUS.CODE``: the control block's own codes, and from
+    ``ErrorCode.ENGINE`` on the unit's (``unit_codes``, an enum, named with ``prefix``)."""
+    from hdlgen.soc.control import ErrorCode
+    if code is not None and code >= ErrorCode.ENGINE.value:
+        unit = code - ErrorCode.ENGINE.value
+        try:
+            return prefix + unit_codes(unit).name
+        except (TypeError, ValueError):
+            return f"{prefix}{unit}"
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
+
+
 class JobTimeout(LinkError):
     """:meth:`Device.wait` gave up while the job was still busy."""
 

@@ -24,24 +24,15 @@ import numpy as np
 
 from hdlgen.blocks.membank import weight_rows
 from hdlgen.errors import UserError
-from hdlgen.host.device import JobError
+from hdlgen.host.device import JobError, job_error_name
 
 __all__ = ["MatVec", "Matrix", "matvec_error_name"]
 
 
 def matvec_error_name(code: int) -> str:
-    """The name of a control-block ``STATUS.CODE`` for a matrix-vector job."""
-    from hdlgen.soc.control import ErrorCode
+    """The name of a control-block ``STATUS.CODE`` for a matrix-vector job (``MV_<NAME>``)."""
     from hdlgen.soc.matvec import MatVecError
-    if code is not None and code >= ErrorCode.ENGINE.value:
-        try:
-            return "MV_" + MatVecError(code - ErrorCode.ENGINE.value).name
-        except ValueError:
-            return f"MV_{code - ErrorCode.ENGINE.value}"
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return str(code)
+    return job_error_name(code, MatVecError, "MV_")
 
 
 @dataclass(frozen=True)

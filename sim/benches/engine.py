@@ -336,13 +336,25 @@ def run(p: dict, check: bool = True):
     which tests run in a subprocess with a fixed ``PYTHONHASHSEED``: Amaranth's netlist naming
     depends on object ids, so a fixed seed keeps the Verilog text, hence the Verilator build
     cache, stable."""
-    from sim.harness import run_cocotb
     cfg, comp = build(p)
-    return run_cocotb(engine_of(cfg, comp, p), "sim.benches.engine", name="engine",
+    return run_bench("sim.benches.engine", engine_of(cfg, comp, p), p, check)
+
+
+def run_bench(module: str, engine, p: dict, check: bool = True):
+    """Run the cocotb bench ``module`` (this one or one built on it) on ``engine`` with bench
+    parameters ``p`` (Verilator); the build is named after the module."""
+    from sim.harness import run_cocotb
+    return run_cocotb(engine, module, name=module.rsplit(".", 1)[-1],
                       env={"HDLGEN_PARAMS": json.dumps(p)}, check=check)
 
 
-if __name__ == "__main__":
+def main(run) -> None:
+    """``python -m sim.benches.<bench> JSON``: ``run(params, check=False)``, its outcome
+    printed as one JSON line (what :func:`run_module` reads)."""
     res = run(json.loads(sys.argv[1]), check=False)
     print(json.dumps({"tests": res.tests, "failed": res.failed, "seed": res.seed,
                       "results": str(res.results_xml)}))
+
+
+if __name__ == "__main__":
+    main(run)

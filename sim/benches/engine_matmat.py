@@ -36,7 +36,6 @@ element is expected to be what the program did not write; the scenario must then
 negative tests of the checker, with ``expect_fail``).
 """
 
-import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -242,14 +241,11 @@ def run(p: dict, check: bool = True):
     """Build the engine for bench parameters ``p`` and run this bench on it (Verilator); see
     :func:`sim.benches.engine.run` for why tests call it in a subprocess
     (``python -m sim.benches.engine_matmat JSON``)."""
-    from sim.harness import run_cocotb
+    from sim.benches.engine import run_bench
     cfg, case = build(p)
-    return run_cocotb(engine_of(cfg, case), "sim.benches.engine_matmat", name="engine_matmat",
-                      env={"HDLGEN_PARAMS": json.dumps(p)}, check=check)
+    return run_bench("sim.benches.engine_matmat", engine_of(cfg, case), p, check)
 
 
 if __name__ == "__main__":
-    import sys
-    res = run(json.loads(sys.argv[1]), check=False)
-    print(json.dumps({"tests": res.tests, "failed": res.failed, "seed": res.seed,
-                      "results": str(res.results_xml)}))
+    from sim.benches.engine import main
+    main(run)

@@ -26,7 +26,6 @@ the scenario must then fail: negative tests of the checkers, with ``expect_fail`
 scenario loads the image.
 """
 
-import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -183,14 +182,11 @@ def run(p: dict, check: bool = True):
     """Build the engine for bench parameters ``p`` and run this bench on it (Verilator); see
     :func:`sim.benches.engine.run` for why tests call it in a subprocess
     (``python -m sim.benches.engine_weights JSON``)."""
-    from sim.harness import run_cocotb
+    from sim.benches.engine import run_bench
     cfg, case = build(p)
-    return run_cocotb(engine_of(cfg, case), "sim.benches.engine_weights", name="engine_weights",
-                      env={"HDLGEN_PARAMS": json.dumps(p)}, check=check)
+    return run_bench("sim.benches.engine_weights", engine_of(cfg, case), p, check)
 
 
 if __name__ == "__main__":
-    import sys
-    res = run(json.loads(sys.argv[1]), check=False)
-    print(json.dumps({"tests": res.tests, "failed": res.failed, "seed": res.seed,
-                      "results": str(res.results_xml)}))
+    from sim.benches.engine import main
+    main(run)

@@ -160,6 +160,15 @@ def test_activation_bank_host_and_compute_traffic():
                env={**_bank_env(bank), "HDLGEN_COUNT": "600"})
 
 
+def test_staged_activation_bank_host_and_compute_traffic():
+    """A scratchpad with input register stages (the matrix-vector unit's result buffer):
+    512-bit rows, 32 x18 primitives, latency 4 on both ports."""
+    bank = MemoryBank(width=512, depth=64, compute="rw", staged=True)
+    assert bank.latency == 4
+    run_cocotb(bank, "sim.benches.bram", name="staged_act_bank", testcase="bank_traffic",
+               env={**_bank_env(bank), "HDLGEN_COUNT": "400"})
+
+
 def test_bank_checker_catches_errors():
     bank = MemoryBank(width=64, depth=64, compute="rw")
     res = run_cocotb(bank, "sim.benches.bram", name="act_bank", testcase="bank_traffic",

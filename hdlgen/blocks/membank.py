@@ -67,6 +67,10 @@ class MemoryBank(wiring.Component):
         Direction of the compute port: ``"r"`` (weight banks) or ``"rw"`` (scratchpads).
     init : sequence of int or None
         Initial rows (baked into the bitstream).
+    staged : bool or None
+        Give the RAM its input register stages (latency 3, or 4 above 16 DP16KD) on both
+        ports; default: on weight banks only. A scratchpad whose compute port writes rows
+        across the die (the matrix-vector unit's result buffer) wants them too.
 
     Attributes
     ----------
@@ -75,7 +79,8 @@ class MemoryBank(wiring.Component):
         Port ``b`` of the RAM, 2-cycle read latency.
     """
 
-    def __init__(self, *, width: int, depth: int, compute: str = "r", init=None):
+    def __init__(self, *, width: int, depth: int, compute: str = "r", init=None,
+                 staged: bool | None = None):
         if not isinstance(width, int) or width < 32 or width % 32:
             self._MustUse__silence = True
             raise ValueError(f"bank width={width!r} must be a positive multiple of 32 bits "
@@ -91,7 +96,7 @@ class MemoryBank(wiring.Component):
         # spans the die beside a MAC array: its requests fan out as a tree (latency 4).
         ram_ports = ("w", "r") if compute == "r" else ("rw", "rw")
         self._compute = compute
-        if compute == "r":
+        if compute == "r" if staged is None else staged:
             t = ecp5_tiling(width, depth, granularity=8, ports=ram_ports, init=bool(init))
             latency = 4 if t.columns * t.rows > 16 else 3
         else:
@@ -117,7 +122,7 @@ class MemoryBank(wiring.Component):
     def latency(self) -> int:
         """Read latency of the compute ``port``: 3 cycles on weight banks (the RAM's input
         register stage, which also takes the host reads), 4 on weight banks of more than 16
-        DP16KD (two stages), 2 on scratchpads."""
+        DP16KD (two stages), 2 on scratchpads (unless ``staged``)."""
         return self._ram.latency
 
     @property

@@ -221,8 +221,10 @@ class MatVecUnit(wiring.Component):
         wb = m.submodules.weights = MemoryBank(width=L * K * 8, depth=self._weight_rows,
                                                compute="r")
         xb = m.submodules.vector = MemoryBank(width=K * 8, depth=self._vector_rows, compute="r")
+        # (its rows span the die too: staged, so the result's address and enables fan out
+        # as a tree)
         yb = m.submodules.result = MemoryBank(width=L * 32, depth=self._result_rows,
-                                              compute="rw")
+                                              compute="rw", staged=True)
         mac = m.submodules.mac = MACArray(L, K, self._config.acc_width,
                                           self._config.max_dot_length, floorplan=self._floorplan)
 
@@ -305,9 +307,18 @@ class MatVecUnit(wiring.Component):
         m.d.comb += [yb.port.addr.eq(y_addr), yb.port.en.eq(r_valid),
                      yb.port.we.eq(r_valid.replicate(L * 4)), yb.port.wdata.eq(r_data)]
         with m.If(r_valid):
-            m.d.sync += [y_addr.eq(y_addr + 1), results.eq(results + 1)]
+            m.d.sync += y_addr.eq(y_addr + 1)
+        # a result counts once its write has reached the RAM (past its input stages): the
+        # job's DONE never precedes its last result
+        landed = r_valid
+        for n in range(yb.latency - 2):
+            nxt = Signal(name=f"landed{n}")
+            m.d.sync += nxt.eq(landed)
+            landed = nxt
+        with m.If(landed):
+            m.d.sync += results.eq(results + 1)
         all_back = Signal()       # every issued output block's result is written
-        m.d.sync += all_back.eq((results == issued) & ~r_valid & ~mac.o.valid)
+        m.d.sync += all_back.eq((results == issued) & ~landed & ~r_valid & ~mac.o.valid)
         line_empty = Signal()
         m.d.comb += line_empty.eq(~Cat(c[0] for c in ctl).any())
 

@@ -6,6 +6,10 @@ and on-chip memory.
     UART rx -> FIFO -> Bridge -> Decoder -+-> ControlBlock   ("ctrl",    regmap.CTRL_BASE)
     UART tx <--------- Bridge             +-> WishboneRAM    ("scratch", regmap.SCRATCH_BASE)
 
+A build adds the compute on the same bus (``subordinates``, ``engine``): the matrix-vector
+unit (:mod:`hdlgen.soc.matvec`, the default bitstream) or the transformer engine
+(:mod:`hdlgen.soc.accelerator`, ``build --model``).
+
 The bus layout comes from :func:`hdlgen.soc.regmap.soc_layout` (the one definition the
 register map, the C header and the host are generated from). ``SoC(config)`` has the UART
 pins ``tx``/``rx`` and ``leds``; ``SoC(config, byte_port=True)`` replaces the UART by the

@@ -47,7 +47,7 @@ def add_target_arguments(p, *, freq=True):
 MODEL_SCRATCH_BYTES = 4096
 #: System clock of a build with a transformer engine unless ``--freq`` says otherwise: the
 #: engine does not reach the SoC's 125 MHz yet (the stories260K SoC on the 85F routes at
-#: 57.0 MHz with a 50 MHz target, nextpnr seed 1), so the default build must not ask for it.
+#: 53.6 MHz with a 50 MHz target, nextpnr seed 1), so the default build must not ask for it.
 MODEL_SYS_CLK_MHZ = 50.0
 
 

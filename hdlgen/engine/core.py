@@ -119,7 +119,9 @@ register after each DSP (``post_dsp_registers=1``, below): 48.4 MHz estimated, 4
 wires at the first iteration, 737 at the 24th, then rising again (1,477 at the 41st).
 After nextpnr's static placer (``build --placer static``, now the default for a build with
 the engine) it routes: 57.0 MHz at a 50 MHz target, 55.0 MHz at a 75 MHz target (seed 1;
-placement estimates 66.8 and 69.6 MHz). Both routed critical paths are the host's weight
+placement estimates 66.8 and 69.6 MHz); with the input-range checks (``INPUT_RANGE``)
+added since, 53.6 MHz at 50 (seed 1, placement estimate 73.3), which is why a build with
+the engine defaults to 50 MHz (:data:`hdlgen.build.MODEL_SYS_CLK_MHZ`). Both routed critical paths are the host's weight
 writes: the 32-bit write word replicated across the 1,024-bit port had been merged by Yosys
 into 32 flip-flops, each driving block RAMs across the die (17.4 ns of routing). Holding the
 write data per group of four tiles (branch ``bram-wdata``) moved the critical path to the

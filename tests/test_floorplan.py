@@ -122,3 +122,20 @@ def test_spare_dsp_sites_are_free_and_mid_die_in_the_emptiest_row():
     assert spare_dsp_sites(platform, dsp, 156 - 128 + 1) is None
     assert spare_dsp_sites(platform, None, 1) is None
     assert spare_dsp_sites(OOCPlatform("25F"), dsp, 1) is None
+
+
+def test_weight_floorplan_of_the_matvec_unit():
+    """The matrix-vector unit's 16 x 8 weight bank (x36, 32 tiles): lane l's two tiles at its
+    own EBR sites, in the EBR row beside its DSPs, every tile placed once."""
+    from hdlgen.blocks.ecp5 import weight_floorplan
+    dsp, sites = weight_floorplan(OOCPlatform("85F"), 16, 8, 512, ports=("w", "r"),
+                                  centre_free=False)
+    ref, ebr = mac_floorplan(OOCPlatform("85F"), 16, 8, 2, centre_free=False)
+    assert dsp == ref
+    assert sorted(sites) == [(0, c) for c in range(32)]
+    assert len(set(sites.values())) == 32
+    for c in range(32):
+        assert sites[(0, c)] == ebr[c // 2][c % 2]
+    # deeper than one tile: DSPs only; no site map: nothing
+    assert weight_floorplan(OOCPlatform("85F"), 16, 8, 4096, ports=("w", "r"))[1] is None
+    assert weight_floorplan(None, 16, 8, 512) == (None, None)

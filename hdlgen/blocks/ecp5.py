@@ -6,7 +6,7 @@ equivalent with exactly the same latency, so the tested Verilog and the built ne
 cycle for cycle.
 """
 
-__all__ = ["is_ecp5", "mac_floorplan", "spare_dsp_sites"]
+__all__ = ["is_ecp5", "mac_floorplan", "weight_floorplan", "spare_dsp_sites"]
 
 
 def is_ecp5(platform) -> bool:
@@ -88,6 +88,27 @@ def mac_floorplan(platform, lanes: int, macs_per_lane: int, ebr_per_lane: int = 
         dsp.append(_sites(xs, dy, _DSP_SLOTS, macs_per_lane))
         ebr.append(_sites(xs, ey, _EBR_SLOTS, ebr_per_lane))
     return tuple(dsp), tuple(ebr)
+
+
+def weight_floorplan(platform, lanes: int, macs_per_lane: int, rows: int, *, init: bool = False,
+                     ports=("rw", "r"), centre_free: bool = True):
+    """The MAC array's DSP sites and its weight bank's DP16KD sites (:func:`mac_floorplan`):
+    lane ``l``'s weight tiles (its ``8 * macs_per_lane`` bits of a ``rows``-deep bank, tiled as
+    :class:`hdlgen.blocks.bram.BlockRAM` tiles it with ``ports`` and ``init``) in the EBR row next to its DSPs, in the same
+    columns, so that no weight crosses the die and the tiles of neighbouring lanes, which share
+    request copies, sit together. Returns ``(dsp, sites)``: ``sites`` maps ``(row, column)``
+    tiles to BELs (``BlockRAM(sites=)``), ``None`` when the bank is more than one tile deep or
+    a tile spans two lanes; ``(None, None)`` without a site map."""
+    from hdlgen.blocks.bram import ecp5_tiling
+    K = macs_per_lane
+    t = ecp5_tiling(lanes * K * 8, rows, granularity=8, ports=ports, init=init)
+    tpl = 8 * K // t.unit_bits if t.rows == 1 and (8 * K) % t.unit_bits == 0 else 0
+    plan = mac_floorplan(platform, lanes, K, tpl, centre_free=centre_free)
+    if plan is None:
+        return None, None
+    dsp, ebr = plan
+    sites = {(0, c): ebr[c // tpl][c % tpl] for c in range(t.columns)} if tpl else None
+    return dsp, sites
 
 
 def spare_dsp_sites(platform, dsp_plan, n: int):

@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from hdlgen.blocks.bram import BlockRAM, PortSignature, ecp5_tiling
 from hdlgen.blocks.dsp import keep_register
@@ -80,7 +80,7 @@ class MemoryBank(wiring.Component):
     """
 
     def __init__(self, *, width: int, depth: int, compute: str = "r", init=None,
-                 staged: bool | None = None):
+                 staged: bool | None = None, sites=None):
         if not isinstance(width, int) or width < 32 or width % 32:
             self._MustUse__silence = True
             raise ValueError(f"bank width={width!r} must be a positive multiple of 32 bits "
@@ -102,7 +102,7 @@ class MemoryBank(wiring.Component):
         else:
             latency = 2
         self._ram = BlockRAM(width=width, depth=depth, granularity=8, ports=ram_ports, init=init,
-                             latency=latency)
+                             latency=latency, sites=sites)
         self._width, self._depth = width, depth
         self._words_per_row = width // 32
         self._sel_bits = (self._words_per_row - 1).bit_length()

@@ -168,9 +168,9 @@ from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.activation import Activation
 from hdlgen.blocks.argmax import Argmax
-from hdlgen.blocks.bram import BlockRAM, ecp5_tiling
+from hdlgen.blocks.bram import BlockRAM
 from hdlgen.blocks.dsp import DSPMultiplier, keep_register
-from hdlgen.blocks.ecp5 import mac_floorplan, spare_dsp_sites
+from hdlgen.blocks.ecp5 import spare_dsp_sites, weight_floorplan
 from hdlgen.blocks.eltwise import Eltwise
 from hdlgen.blocks.kv_cache import KVCache
 from hdlgen.blocks.layernorm import LayerNorm
@@ -488,22 +488,6 @@ class Engine(wiring.Component):
                 "wts": rows,
                 "par": [int(v) & 0xFFFFFFFF for v in np.asarray(image.params, dtype=np.int64)]}
 
-    def _floorplan(self, platform, main_rows: int, init: bool):
-        """The MAC array's DSP sites and the weight bank's DP16KD sites on a device with a
-        known site map (:func:`hdlgen.blocks.ecp5.mac_floorplan`): lane ``l``'s weight tiles
-        (its ``8 * K`` bits of a row) in the EBR row next to its DSPs, in the same columns, so
-        that no weight crosses the die. ``(None, None)`` elsewhere; the weight sites are
-        ``None`` when the bank is more than one tile deep or a tile spans two lanes."""
-        lanes, K = self._lanes, self._K
-        t = ecp5_tiling(lanes * K * 8, main_rows, granularity=8, init=init)
-        tpl = 8 * K // t.unit_bits if t.rows == 1 and (8 * K) % t.unit_bits == 0 else 0
-        plan = mac_floorplan(platform, lanes, K, tpl)
-        if plan is None:
-            return None, None
-        dsp, ebr = plan
-        sites = {(0, c): ebr[c // tpl][c % tpl] for c in range(t.columns)} if tpl else None
-        return dsp, sites
-
     def elaborate(self, platform):
         m = Module()
         cfg, image, mp = self._cfg, self._image, self._map
@@ -526,7 +510,9 @@ class Engine(wiring.Component):
                                            init=init.get("prog"))
         m.submodules.act = act = BlockRAM(width=16, depth=A)
         main_rows = self._weight_main_rows
-        dsp_sites, wts_sites = self._floorplan(platform, main_rows, bool(init.get("wts")))
+        # lane l's weight tiles beside its DSPs (:func:`hdlgen.blocks.ecp5.weight_floorplan`)
+        dsp_sites, wts_sites = weight_floorplan(platform, lanes, K, main_rows,
+                                                init=bool(init.get("wts")))
         # (the weight bank spans dozens of DP16KD: latency 3, its request registers replicated)
         if main_rows < WR:
             m.submodules.wts = wts = SplitRAM(width=lanes * K * 8, depth=WR, granularity=8,

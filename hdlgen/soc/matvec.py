@@ -59,6 +59,7 @@ from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.bram import ecp5_tiling
+from hdlgen.blocks.ecp5 import weight_floorplan
 from hdlgen.blocks.mac_array import MACArray
 from hdlgen.blocks.membank import MemoryBank, bus_bytes
 from hdlgen.config import AcceleratorConfig
@@ -218,15 +219,20 @@ class MatVecUnit(wiring.Component):
         m = Module()
         L, K = self._config.lanes, self._config.macs_per_lane
         csr = m.submodules.csr = self._csr
+        # lane l's weight tiles beside its DSPs, lanes side by side (the compact array): the
+        # tiles that share request copies sit together
+        dsp_sites, w_sites = (weight_floorplan(platform, L, K, self._weight_rows,
+                                               ports=("w", "r"), centre_free=False)
+                              if self._floorplan else (None, None))
         wb = m.submodules.weights = MemoryBank(width=L * K * 8, depth=self._weight_rows,
-                                               compute="r")
+                                               compute="r", sites=w_sites)
         xb = m.submodules.vector = MemoryBank(width=K * 8, depth=self._vector_rows, compute="r")
         # (its rows span the die too: staged, so the result's address and enables fan out
         # as a tree)
         yb = m.submodules.result = MemoryBank(width=L * 32, depth=self._result_rows,
                                               compute="rw", staged=True)
         mac = m.submodules.mac = MACArray(L, K, self._config.acc_width,
-                                          self._config.max_dot_length, floorplan=self._floorplan)
+                                          self._config.max_dot_length, dsp_sites=dsp_sites)
 
         m.submodules.decoder = dec = wishbone.Decoder(addr_width=len(self.bus.adr))
         wiring.connect(m, wiring.flipped(self.bus), dec.bus)
@@ -363,11 +369,13 @@ class MatVecUnit(wiring.Component):
                     m.d.sync += [self.error.eq(1), self.error_code.eq(bad)]
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [w_addr.eq(j_w), x_addr.eq(j_x), y_addr.eq(j_y), ib.eq(0),
-                                 ob.eq(0), at_first.eq(1), at_last.eq(in_one),
-                                 ob_last.eq(out_one), issued.eq(0), results.eq(0),
-                                 issuing.eq(1), self.error_code.eq(MatVecError.NONE)]
-                    m.next = "RUN"
+                    m.next = "LOAD"
+            with m.State("LOAD"):      # (the counters' loads depend on the state alone)
+                m.d.sync += [w_addr.eq(j_w), x_addr.eq(j_x), y_addr.eq(j_y), ib.eq(0),
+                             ob.eq(0), at_first.eq(1), at_last.eq(in_one),
+                             ob_last.eq(out_one), issued.eq(0), results.eq(0),
+                             issuing.eq(1), self.error_code.eq(MatVecError.NONE)]
+                m.next = "RUN"
             with m.State("RUN"):
                 with m.If(self.abort):
                     m.d.sync += issuing.eq(0)

@@ -241,8 +241,9 @@ class WishboneRAM(wiring.Component):
     of every DP16KD tile come straight from flip-flops; and the RAM is split into banks of
     at most ``bank_words`` words, each with its own copy of those registers, so that one
     flip-flop drives a few nearby tiles rather than all of them (a 64 KiB scratch is 32
-    tiles spread over the die). Each bank's read word is registered beside it before the
-    banks are combined. Every access is acknowledged five cycles after it starts.
+    tiles spread over the die), and each bank's RAM copies them again per four tiles
+    (``latency=3``). Each bank's read word is registered beside it before the banks are
+    combined. Every access is acknowledged six cycles after it starts.
 
     Parameters
     ----------
@@ -280,12 +281,16 @@ class WishboneRAM(wiring.Component):
         p1 = Signal()
         p2 = Signal()
         p3 = Signal()
+        p4 = Signal()
         req = bus.cyc & bus.stb & ~busy
         bank_of = bus.adr[lo:] if nbanks > 1 else 0
         rdatas = []
         for b in range(nbanks):
+            # (latency 3: the bank's request registers copied per four tiles, which the
+            # placer spreads over several EBR rows; measured on the 85F: 7.3 ns of routing from
+            # one bank's address register to one of its tiles)
             ram = BlockRAM(width=32, depth=bw, granularity=8, ports=("rw", "r"),
-                           init=self._init[b * bw:(b + 1) * bw] or None)
+                           init=self._init[b * bw:(b + 1) * bw] or None, latency=3)
             m.submodules[f"bank{b}"] = ram
             r_en = Signal(name=f"b{b}_en")
             r_addr = Signal(lo or 1, name=f"b{b}_addr")
@@ -303,9 +308,12 @@ class WishboneRAM(wiring.Component):
             # over the die: 7.4 ns of routing on the 85F), so the banks meet in a plain OR.
             rdata = Signal(32, name=f"b{b}_rdata")
             if nbanks > 1:
-                rd1, rd2 = Signal(name=f"b{b}_rd1"), Signal(name=f"b{b}_rd2")
-                m.d.sync += [rd1.eq(r_en), rd2.eq(rd1),
-                             rdata.eq(ram.a.rdata & rd2.replicate(32))]
+                rd = r_en
+                for k in range(ram.latency):
+                    nxt = Signal(name=f"b{b}_rd{k}")
+                    m.d.sync += nxt.eq(rd)
+                    rd = nxt
+                m.d.sync += rdata.eq(ram.a.rdata & rd.replicate(32))
             else:
                 m.d.sync += rdata.eq(ram.a.rdata)
             rdatas.append(rdata)
@@ -313,11 +321,11 @@ class WishboneRAM(wiring.Component):
         for rdata in rdatas:
             dat_r = dat_r | rdata
         m.d.comb += bus.dat_r.eq(dat_r)
-        m.d.sync += [p1.eq(req), p2.eq(p1), p3.eq(p2), bus.ack.eq(p3)]
+        m.d.sync += [p1.eq(req), p2.eq(p1), p3.eq(p2), p4.eq(p3), bus.ack.eq(p4)]
         with m.If(req):
             m.d.sync += busy.eq(1)
         with m.If(bus.ack):
             m.d.sync += busy.eq(0)
         with m.If(~bus.cyc):     # abandoned cycle: forget it (a write already issued completes)
-            m.d.sync += [busy.eq(0), p1.eq(0), p2.eq(0), p3.eq(0), bus.ack.eq(0)]
+            m.d.sync += [busy.eq(0), p1.eq(0), p2.eq(0), p3.eq(0), p4.eq(0), bus.ack.eq(0)]
         return m

@@ -59,7 +59,6 @@ from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdlgen.blocks.bram import ecp5_tiling
-from hdlgen.blocks.ecp5 import weight_floorplan
 from hdlgen.blocks.mac_array import MACArray
 from hdlgen.blocks.membank import MemoryBank, bus_bytes
 from hdlgen.config import AcceleratorConfig
@@ -219,20 +218,15 @@ class MatVecUnit(wiring.Component):
         m = Module()
         L, K = self._config.lanes, self._config.macs_per_lane
         csr = m.submodules.csr = self._csr
-        # lane l's weight tiles beside its DSPs, lanes side by side (the compact array): the
-        # tiles that share request copies sit together
-        dsp_sites, w_sites = (weight_floorplan(platform, L, K, self._weight_rows,
-                                               ports=("w", "r"), centre_free=False)
-                              if self._floorplan else (None, None))
         wb = m.submodules.weights = MemoryBank(width=L * K * 8, depth=self._weight_rows,
-                                               compute="r", sites=w_sites)
+                                               compute="r")
         xb = m.submodules.vector = MemoryBank(width=K * 8, depth=self._vector_rows, compute="r")
         # (its rows span the die too: staged, so the result's address and enables fan out
         # as a tree)
         yb = m.submodules.result = MemoryBank(width=L * 32, depth=self._result_rows,
                                               compute="rw", staged=True)
         mac = m.submodules.mac = MACArray(L, K, self._config.acc_width,
-                                          self._config.max_dot_length, dsp_sites=dsp_sites)
+                                          self._config.max_dot_length, floorplan=self._floorplan)
 
         m.submodules.decoder = dec = wishbone.Decoder(addr_width=len(self.bus.adr))
         wiring.connect(m, wiring.flipped(self.bus), dec.bus)

@@ -9,14 +9,19 @@ from hdlgen.flow import ECP5_DEVICES
 from . import Board, BoardDevice
 
 # The MAC array takes most DSPs; the rest serve the requantizer, norms and softmax.
-# System clock: 125 MHz on every device. The SoC (host link, bus, control block, scratch RAM)
-# places at 146-158 MHz on the 85F, 149-157 MHz on the 45F and 155-166 MHz on the 25F/12F over
-# nextpnr seeds 1-3 (`hdlgen build --device D --freq 125 --seed N`), which leaves the margin
-# the compute engine needs beside it.
+# System clock: 125 MHz on the 85F and 45F. The bare SoC (host link, bus, control block,
+# scratch RAM) placed at 146-158 MHz on the 85F, 149-157 MHz on the 45F and 155-166 MHz on the
+# 25F/12F over nextpnr seeds 1-3. With the matrix-vector unit (the default build since),
+# `hdlgen build --board ulx3s --seed 1` routes at 136.1 MHz on the 85F (seeds 2 and 3: 97.9
+# and 116.7 MHz, not yet robust); on the 12F (4 x 4 MACs) at 109.5 MHz with a 125 MHz target
+# (`--device 12F --freq 125 --seed 1 --allow-timing-failure`) and 146.9 MHz with a 100 MHz
+# one, so the 12F/25F default to 100 MHz. The 45F has not been built with the unit.
 _SYS_CLK_MHZ = 125.0
+_SMALL_SYS_CLK_MHZ = 100.0
 _85F = AcceleratorConfig(lanes=16, macs_per_lane=8, context_length=256, sys_clk_mhz=_SYS_CLK_MHZ)
 _45F = AcceleratorConfig(lanes=8, macs_per_lane=8, context_length=256, sys_clk_mhz=_SYS_CLK_MHZ)
-_25F = AcceleratorConfig(lanes=4, macs_per_lane=4, context_length=128, sys_clk_mhz=_SYS_CLK_MHZ)
+_25F = AcceleratorConfig(lanes=4, macs_per_lane=4, context_length=128,
+                         sys_clk_mhz=_SMALL_SYS_CLK_MHZ)
 
 BOARD = Board(
     name="ulx3s",

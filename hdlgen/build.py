@@ -105,11 +105,9 @@ def add_arguments(p):
 def _check_soc_fits(comp, config, device) -> None:
     """Refuse (before synthesis) a model whose memories and the SoC's scratch RAM together
     need more DP16KD than the device has."""
-    from hdlgen.blocks.bram import ecp5_tiling
+    from hdlgen.soc.soc import scratch_ebr
     fit = comp.manifest["fit"]
-    words = max(1, config.scratch_bytes // 4)
-    t = ecp5_tiling(32, 1 << (words - 1).bit_length(), granularity=8, ports=("rw", "r"))
-    scratch = t.columns * t.rows
+    scratch = scratch_ebr(config)
     if fit["ebr_total"] + scratch > device.ebr:
         raise UserError(f"the model needs {fit['ebr_total']} DP16KD and the SoC's "
                         f"{config.scratch_bytes}-byte scratch RAM {scratch} more, "

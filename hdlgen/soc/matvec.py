@@ -416,9 +416,8 @@ class MatVecDesign:
     def check_fits(self, device) -> None:
         """Refuse (before synthesis) a unit whose buffers and the SoC's scratch RAM need more
         DP16KD than ``device`` (an :class:`hdlgen.flow.ECP5Device`) has."""
-        words = max(1, self.config.scratch_bytes // 4)
-        t = ecp5_tiling(32, 1 << (words - 1).bit_length(), granularity=8, ports=("rw", "r"))
-        scratch = t.columns * t.rows
+        from hdlgen.soc.soc import scratch_ebr
+        scratch = scratch_ebr(self.config)
         if self.ebr + scratch > device.ebr:
             raise UserError(f"the matrix-vector unit's buffers need {self.ebr} DP16KD and the "
                             f"SoC's {self.config.scratch_bytes}-byte scratch RAM {scratch} more, "

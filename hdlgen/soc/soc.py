@@ -36,7 +36,7 @@ from hdlgen.soc.bridge import Bridge
 from hdlgen.soc.protocol import MAX_BURST
 from hdlgen.soc.uart import UARTRx, UARTTx, uart_divisor
 
-__all__ = ["SoC", "WishboneRAM", "BUS_ADDR_WIDTH"]
+__all__ = ["SoC", "WishboneRAM", "BUS_ADDR_WIDTH", "scratch_ebr"]
 
 #: Word-address width of the SoC bus (the whole 32-bit byte address space).
 BUS_ADDR_WIDTH = 30
@@ -232,6 +232,15 @@ class SoC(wiring.Component):
             self.leds[4].eq(stretched(ev.bus_error, "buserr")),
         ]
         return m
+
+
+def scratch_ebr(config: AcceleratorConfig) -> int:
+    """DP16KD blocks of the SoC's scratch RAM (``config.scratch_bytes``, a power of two of
+    32-bit words, as :class:`WishboneRAM` tiles it)."""
+    from hdlgen.blocks.bram import ecp5_tiling
+    words = max(1, config.scratch_bytes // 4)
+    t = ecp5_tiling(32, 1 << (words - 1).bit_length(), granularity=8, ports=("rw", "r"))
+    return t.columns * t.rows
 
 
 class WishboneRAM(wiring.Component):

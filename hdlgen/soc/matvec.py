@@ -435,5 +435,7 @@ class MatVecDesign:
     def soc_factory(self, config: AcceleratorConfig):
         """For :class:`hdlgen.soc.top.Top` (``soc_factory=design.soc_factory``)."""
         if config != self.config:
-            raise UserError("the top level's config differs from the matrix-vector unit's")
+            raise UserError(f"the top level's config ({config}) differs from the one the "
+                            f"matrix-vector unit was made for ({self.config}): make the "
+                            f"MatVecDesign with the top level's config")
         return self.soc()

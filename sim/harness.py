@@ -14,6 +14,9 @@ it. Environment variables:
                         when the LZ4 headers are installed (``apt-get install liblz4-dev``),
                         VCD otherwise; Icarus writes what cocotb's runner configures.
 ``HDLGEN_SIM_BUILD``    cache directory (default ``<repo>/sim_build``).
+``HDLGEN_SIM_BUILD_MAX_GB``  size the cache is kept under (default 12; ``0``: unbounded). After
+                        each new build the least recently used builds are deleted until the
+                        cache fits (a full test run needs about 5 GB; builds in use are kept).
 ``HDLGEN_SEED``         random seed handed to benches (default: a fresh one, printed).
 ``HDLGEN_COUNT``        number of random transactions benches run (bench default otherwise).
 """
@@ -32,7 +35,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SimResult", "run_cocotb", "setup_verilator_env", "verilator_root", "verilog_of"]
+__all__ = ["SimResult", "prune_cache", "run_cocotb", "setup_verilator_env", "verilator_root", "verilog_of"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _TIMESCALE = ("1ns", "1ps")
@@ -107,6 +110,59 @@ def _cache_root() -> Path:
     return Path(os.environ.get("HDLGEN_SIM_BUILD", REPO_ROOT / "sim_build"))
 
 
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def prune_cache(root: Path | None = None, max_bytes: int | None = None, keep=()) -> list[Path]:
+    """Delete the least recently used simulator builds under ``root`` until it holds at most
+    ``max_bytes`` (default from ``HDLGEN_SIM_BUILD_MAX_GB``, 12 GB; 0 or less: no bound).
+
+    A build counts as used when its ``.built`` marker was last touched. Builds in ``keep``
+    and builds another process holds the lock of are never deleted. Returns the deleted
+    directories, oldest first.
+    """
+    root = root or _cache_root()
+    if max_bytes is None:
+        gb = float(os.environ.get("HDLGEN_SIM_BUILD_MAX_GB", "12"))
+        max_bytes = int(gb * 1e9)
+    if max_bytes <= 0 or not root.is_dir():
+        return []
+    builds = []
+    for d in root.iterdir():
+        if d.is_dir():
+            marker = d / ".built"
+            used = marker.stat().st_mtime if marker.exists() else d.stat().st_mtime
+            builds.append((used, d, _tree_bytes(d)))
+    total = sum(size for _, _, size in builds)
+    deleted = []
+    keep = {Path(k).resolve() for k in keep}
+    for _, d, size in sorted(builds, key=lambda b: b[0]):
+        if total <= max_bytes:
+            break
+        if d.resolve() in keep:
+            continue
+        with open(d.with_suffix(".lock"), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue                  # in use by another run
+            try:
+                shutil.rmtree(d, ignore_errors=True)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        total -= size
+        deleted.append(d)
+    return deleted
+
+
 def run_cocotb(component, test_module: str, *, name: str | None = None,
                testcase: str | list[str] | None = None, env: dict | None = None,
                simulator: str | None = None, waves: bool | None = None,
@@ -167,10 +223,13 @@ def run_cocotb(component, test_module: str, *, name: str | None = None,
         if not vfile.exists() or vfile.read_text() != text:
             vfile.write_text(text)
         done_marker = build_dir / ".built"
+        new_build = not done_marker.exists()
         runner.build(sources=[vfile], hdl_toplevel=name, build_dir=build_dir,
                      build_args=build_args, timescale=_TIMESCALE, waves=waves,
                      always=not done_marker.exists(), log_file=build_dir / "build.log")
-        done_marker.touch()
+        done_marker.touch()               # also marks the build as recently used
+    if new_build:
+        prune_cache(keep=[build_dir])
 
     run_env = {"HDLGEN_SEED": str(seed), "PYTHONPATH": os.pathsep.join(
         [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}

@@ -6,7 +6,10 @@ import shutil
 import pytest
 
 from hdlgen.blocks.stream_parts import SkidBuffer
-from sim.harness import run_cocotb, verilator_root
+import fcntl
+import os
+
+from sim.harness import prune_cache, run_cocotb, verilator_root
 
 
 def _run(stall, corrupt=None, check=True):
@@ -66,3 +69,21 @@ def test_waveforms_only_on_request():
     assert traced.build_dir != plain.build_dir
     dumps = list(traced.build_dir.glob("dump.*"))
     assert dumps and dumps[0].suffix in (".fst", ".vcd") and dumps[0].stat().st_size > 1000
+
+
+def test_cache_is_pruned_least_recently_used_first(tmp_path):
+    """Old builds go first; the one kept, and one another process has locked, stay."""
+    builds = []
+    for i in range(5):
+        d = tmp_path / f"blk-verilator-{i:016x}"
+        d.mkdir()
+        (d / "obj").write_bytes(bytes(1000))
+        (d / ".built").touch()
+        os.utime(d / ".built", (1000 + i, 1000 + i))     # build i last used at time 1000 + i
+        builds.append(d)
+    assert prune_cache(tmp_path, max_bytes=0) == []        # 0: unbounded
+    with open(builds[1].with_suffix(".lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)                   # build 1 is in use elsewhere
+        deleted = prune_cache(tmp_path, max_bytes=3500, keep=[builds[0]])
+    assert deleted == [builds[2], builds[3]]
+    assert [d.exists() for d in builds] == [True, True, False, False, True]

@@ -96,7 +96,8 @@ def test_ecp5_netlist_uses_registered_mult18x18d():
 
 def test_o_ready_reaches_the_lanes_only_as_clock_enables():
     """``o.ready`` must reach every lane's FIFO in the cycle it is high; inside the lanes it
-    goes straight to the CE pins of the read-pointer flip-flops, through no logic."""
+    goes straight to the CE pins of the read-pointer flip-flops, through no logic, and to
+    one gate of the lane's occupancy code (the lane's own ``o.valid``), nothing else."""
     L = 3
     dut = MACArray(L, 2, acc_width=20, max_dot_length=16)
     text = rtlil.convert(dut, platform=_ECP5())
@@ -106,7 +107,7 @@ def test_o_ready_reaches_the_lanes_only_as_clock_enables():
     for chunk in lanes:
         uses = [line.strip() for line in chunk.splitlines()
                 if "o_ready" in line and not line.strip().startswith("wire ")]
-        assert uses == ["connect \\CE \\o_ready [0]"] * pointer_bits, uses
+        assert sorted(uses) == ["connect \\A \\o_ready [0]"] + ["connect \\CE \\o_ready [0]"] * pointer_bits, uses
 
 
 # --- Amaranth simulator: odd shapes, DSP pipeline register --------------------------------------

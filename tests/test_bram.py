@@ -94,8 +94,8 @@ ECP5_SHAPES = [
     # (groups straddle rows), and x36 (byte enables on AD from the group copies)
     (dict(width=24, depth=9000, granularity=8, latency=3), 9),
     (dict(width=288, depth=256, granularity=8, ports=("w", "r"), init=True, latency=3), 36),
-    # latency 4 (a copy per four groups first): 20 x36 primitives in five groups (two
-    # first-stage copies), and 15 x9 primitives over 5 rows
+    # latency 4 (a copy per two groups first): 20 x36 primitives in five groups (three
+    # first-stage copies, the last for one group), and 15 x9 primitives over 5 rows
     (dict(width=640, depth=256, granularity=8, ports=("w", "r"), init=True, latency=4), 36),
     (dict(width=24, depth=9000, granularity=8, latency=4), 9),
 ]

@@ -9,7 +9,7 @@ primitive's own output register, see TOOLCHAIN.md); elsewhere (simulation, cocot
 behaves the same cycle for cycle. ``latency=3`` (opt-in) puts a register stage in front of
 the primitives, replicated per group of four of them, for RAMs that span many DP16KD (see
 :class:`BlockRAM`); everything below then happens one cycle later. ``latency=4`` puts a
-second stage before that one (a copy per four groups), for RAMs that span the die.
+second stage before that one (a copy per two groups), for RAMs that span the die.
 
 Ports (each a :class:`PortSignature`, seen from the RAM as ``In``)::
 
@@ -60,6 +60,10 @@ READ_LATENCY = 2
 
 #: Primitives per copy of the input registers when ``latency=3``.
 _GROUP_TILES = 4
+#: Groups per first-stage copy when ``latency=4`` (measured on the 85F with the 32-primitive
+#: weight bank: with four, one first-stage copy reached a primitive 53 columns away through
+#: 6.8 ns of routing).
+_FIRST_STAGE_GROUPS = 2
 
 _EBR_BITS = 16384          # data bits of one DP16KD without parity (x1/x2/x4 modes)
 _MODES = {1: 16384, 2: 8192, 4: 4096, 9: 2048, 18: 1024, 36: 512}   # width -> depth
@@ -206,7 +210,7 @@ class BlockRAM(wiring.Component):
         many primitives, whose address net otherwise crosses the die in one cycle (measured
         for 32 DP16KD on the LFE5U-85F: 149 / 119 MHz with ``latency=2``, nextpnr seeds 1
         and 2, set by that net alone). With ``4`` those copies load from a first stage of
-        copies, one per four groups, so a request fans out as a tree: for a RAM whose
+        copies, one per two groups, so a request fans out as a tree: for a RAM whose
         primitives sit across the die, such as a weight bank beside a MAC array that fills
         the DSP rows (measured on the 85F, 32 DP16KD in the SoC with the matrix-vector unit:
         8 ns of routing from the request to one group's copy with ``3``).
@@ -407,8 +411,8 @@ class BlockRAM(wiring.Component):
             for g in sorted(set(group.values())):
                 if self._latency == 3:
                     source[g] = port
-                elif g % _GROUP_TILES == 0:
-                    j = g // _GROUP_TILES
+                elif g % _FIRST_STAGE_GROUPS == 0:
+                    j = g // _FIRST_STAGE_GROUPS
                     pre = _Request(
                         addr=keep_register(m, platform, Signal(len(port.addr),
                                                                name=f"{name}_addr_t{j}",
@@ -420,7 +424,7 @@ class BlockRAM(wiring.Component):
                                                port.we)
                     source[g] = pre
                 else:
-                    source[g] = source[g - g % _GROUP_TILES]
+                    source[g] = source[g - g % _FIRST_STAGE_GROUPS]
             copies = {}
             for g in sorted(set(group.values())):
                 src = source[g]

@@ -44,7 +44,7 @@ row beyond its buffer (``WEIGHT_RANGE``, ``VECTOR_RANGE``, ``RESULT_RANGE``).
 
 Timing: the unit adds no stall net to the datapath. The array's ``o`` is always ready (a
 result row is written to the result buffer the cycle after it leaves the array), so its
-``i.ready`` stays high and the unit issues one row read per cycle; ``valid``, ``first`` and
+``i.ready`` stays high and the unit issues one row read per cycle without looking at it; ``valid``, ``first`` and
 ``last`` travel beside the weight bank's read latency (four cycles on the 85F, whose 32-tile
 bank fans its requests out as a tree; three on smaller banks). A beat that would reach the array
 while it is not ready ends the job with ``OVERRUN`` (it cannot happen while the result
@@ -266,10 +266,14 @@ class MatVecUnit(wiring.Component):
         at_first = Signal()
         at_last = Signal()        # the next issue is the last of its output block
         ob_last = Signal()        # the current output block is the job's last
-        rdy = mac.i.ready                              # a flip-flop in the array
+        # A row is read every cycle of ``issuing``: the array's ``i.ready`` (a flip-flop at
+        # the array) is not on this path, which drives the weight bank's request tree (on the
+        # 85F, seed 4, ``issuing & i.ready`` reached the bank's first-stage copies through
+        # three LUTs and 7.3 ns of routing). The array cannot refuse a beat while its ``o``
+        # is always ready; the OVERRUN check below would tell if it did.
         issuing = Signal()
         go = Signal()
-        m.d.comb += go.eq(issuing & rdy)
+        m.d.comb += go.eq(issuing)
         m.d.comb += [wb.port.addr.eq(w_addr), wb.port.en.eq(go),
                      xb.port.addr.eq(x_addr), xb.port.en.eq(go)]
         # (the "last" flags are registers, computed an issue ahead: no compare on the path

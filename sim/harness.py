@@ -35,7 +35,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SimResult", "prune_cache", "run_cocotb", "setup_verilator_env", "verilator_root", "verilog_of"]
+__all__ = ["SimResult", "prune_cache", "run_cocotb", "setup_verilator_env", "verilator_root",
+           "verilog_of"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _TIMESCALE = ("1ns", "1ps")
@@ -131,8 +132,12 @@ def prune_cache(root: Path | None = None, max_bytes: int | None = None, keep=())
     """
     root = root or _cache_root()
     if max_bytes is None:
-        gb = float(os.environ.get("HDLGEN_SIM_BUILD_MAX_GB", "12"))
-        max_bytes = int(gb * 1e9)
+        text = os.environ.get("HDLGEN_SIM_BUILD_MAX_GB", "12")
+        try:
+            max_bytes = int(float(text) * 1e9)
+        except ValueError:
+            raise ValueError(f"HDLGEN_SIM_BUILD_MAX_GB={text!r} is not a number: give the cache "
+                             f"size in GB (e.g. 12), or 0 for no bound") from None
     if max_bytes <= 0 or not root.is_dir():
         return []
     builds = []
@@ -226,7 +231,7 @@ def run_cocotb(component, test_module: str, *, name: str | None = None,
         new_build = not done_marker.exists()
         runner.build(sources=[vfile], hdl_toplevel=name, build_dir=build_dir,
                      build_args=build_args, timescale=_TIMESCALE, waves=waves,
-                     always=not done_marker.exists(), log_file=build_dir / "build.log")
+                     always=new_build, log_file=build_dir / "build.log")
         done_marker.touch()               # also marks the build as recently used
     if new_build:
         prune_cache(keep=[build_dir])

@@ -44,8 +44,8 @@ row beyond its buffer (``WEIGHT_RANGE``, ``VECTOR_RANGE``, ``RESULT_RANGE``).
 
 Timing: the unit adds no stall net to the datapath. The array's ``o`` is always ready (a
 result row is written to the result buffer the cycle after it leaves the array), so its
-``i.ready`` stays high and the unit issues one row read per cycle without looking at it; ``valid``, ``first`` and
-``last`` travel beside the weight bank's read latency (four cycles on the 85F, whose 32-tile
+``i.ready`` stays high and the unit issues one row read per cycle without looking at it;
+``valid``, ``first`` and ``last`` travel beside the weight bank's read latency (four cycles on the 85F, whose 32-tile
 bank fans its requests out as a tree; three on smaller banks). A beat that would reach the array
 while it is not ready ends the job with ``OVERRUN`` (it cannot happen while the result
 buffer takes every result; the check keeps it from going unnoticed). The range check's
@@ -272,8 +272,7 @@ class MatVecUnit(wiring.Component):
         # three LUTs and 7.3 ns of routing). The array cannot refuse a beat while its ``o``
         # is always ready; the OVERRUN check below would tell if it did.
         issuing = Signal()
-        go = Signal()
-        m.d.comb += go.eq(issuing)
+        go = issuing
         m.d.comb += [wb.port.addr.eq(w_addr), wb.port.en.eq(go),
                      xb.port.addr.eq(x_addr), xb.port.en.eq(go)]
         # (the "last" flags are registers, computed an issue ahead: no compare on the path

@@ -12,10 +12,11 @@ from . import Board, BoardDevice
 # System clock: 125 MHz on the 85F and 45F. The bare SoC (host link, bus, control block,
 # scratch RAM) placed at 146-158 MHz on the 85F, 149-157 MHz on the 45F and 155-166 MHz on the
 # 25F/12F over nextpnr seeds 1-3. With the matrix-vector unit (the default build since),
-# `hdlgen build --board ulx3s --seed 1` routes at 136.1 MHz on the 85F (seeds 2 and 3: 97.9
-# and 116.7 MHz, not yet robust); on the 12F (4 x 4 MACs) at 109.5 MHz with a 125 MHz target
-# (`--device 12F --freq 125 --seed 1 --allow-timing-failure`) and 146.9 MHz with a 100 MHz
-# one, so the 12F/25F default to 100 MHz. The 45F has not been built with the unit.
+# `hdlgen build --board ulx3s --seed N` routes at 127.8 / 143.1 / 153.7 / 140.5 / 141.2 MHz
+# on the 85F (seeds 1-5); on the 12F (4 x 4 MACs) a 125 MHz target gave 109.5 MHz
+# (`--device 12F --freq 125 --seed 1 --allow-timing-failure`, session 7), its 100 MHz default
+# 150.5 MHz (seed 1), so the 12F/25F default to 100 MHz. The 45F has not been built with the
+# unit.
 _SYS_CLK_MHZ = 125.0
 _SMALL_SYS_CLK_MHZ = 100.0
 _85F = AcceleratorConfig(lanes=16, macs_per_lane=8, context_length=256, sys_clk_mhz=_SYS_CLK_MHZ)

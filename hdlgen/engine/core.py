@@ -23,7 +23,14 @@ model: :class:`Engine` takes the :class:`~hdlgen.compiler.Compiled` result).
 
 Execution, one instruction at a time: fetch, decode, range checks (every scratchpad, weight and
 parameter region the instruction touches, the position against the KV capacity), then the
-instruction's phases, which stream operands through one unit and the results back:
+instruction's phases, which stream operands through one unit and the results back. The next
+instruction's fetch, decode and checks (eleven cycles) overlap the end of a ``MATVEC``,
+``MATMAT``, ``REQUANT``, ``NORM``, ``ROPE``, ``SOFTMAX``, ``ACT`` or ``ELTWISE``: once its
+readers are idle and its MAC beats issued, only unit pipelines and the writer are left, and
+the sequencer moves on (``WAIT_WRITER``); the next instruction starts (``CHECK3`` to ``EXEC``)
+when the writer is done, so it sees every result, and ``HALT``, ``SYNC``, ``SETREG``, ``LOOP``
+and a failure wait for the writer too (a refused instruction leaves every earlier result
+written):
 
 * ``ElementReader`` (:mod:`hdlgen.engine.streams`) streams scratchpad rows (and the vector
   buffer in lockstep) into a unit; a second one streams norm gains/biases from the parameter
@@ -222,6 +229,18 @@ _W_RQ, _W_NORM, _W_ROPE, _W_SMAX, _W_ACT, _W_ELT = range(6)
 _M_MATVEC, _M_SCORES, _M_ATTV, _M_MATMAT = range(4)
 # operand planes
 _P_X8, _P_HI, _P_LO, _P_CARRY = range(4)
+
+
+#: Instructions after which the next one is fetched, decoded and checked while the writer
+#: finishes (their results pass only unit pipelines and the writer once the reader and the MAC
+#: issue are done, and read nothing the next DECODE sets).
+_EARLY_OPS = (Opcode.MATVEC, Opcode.MATMAT, Opcode.REQUANT, Opcode.NORM, Opcode.ROPE,
+              Opcode.SOFTMAX, Opcode.ACT, Opcode.ELTWISE)
+
+
+def _in(op, ops):
+    """``op`` (a 6-bit opcode value) is one of ``ops``."""
+    return _or_all([op == o.value for o in ops])
 
 
 def _or_all(values):
@@ -675,6 +694,15 @@ class Engine(wiring.Component):
         wr_src = Signal(3)
         wr_done = Signal()                    # registered (and low the cycle after wr_start)
         m.d.sync += wr_done.eq(~wr_start & (wr_count == wr_total))
+        # wr_idle: no started writer run is unfinished (registered; EXEC sets wr_total before
+        # wr_start, and a job may fail in between)
+        wr_run, wr_idle = Signal(), Signal(init=1)
+        with m.If(wr_start):
+            m.d.sync += wr_run.eq(1)
+        with m.Elif(wr_count == wr_total):
+            m.d.sync += wr_run.eq(0)
+        m.d.sync += wr_idle.eq(~wr_start & (~wr_run | (wr_count == wr_total)))
+        early_ok, ww_prev, drained = Signal(), Signal(), Signal()   # see WAIT_WRITER
 
         w_in_valid = Signal()
         w_in = Signal(signed(17))
@@ -1024,12 +1052,15 @@ class Engine(wiring.Component):
                      prd.base.eq(prdc["base"]), prd.rows.eq(1), prd.row_len.eq(prdc["row_len"]),
                      prd.stride.eq(0), prd.aux_base.eq(prdc["aux_base"])]
 
-        # a failure goes to IDLE at once; its status (busy, error, the code) is applied the
-        # next cycle from registers (f_req_r, f_code_r), not through every state's decisions
+        # a failure goes to IDLE at once; its status (busy, error, the code) is applied from
+        # registers (f_req_r, f_code_r), not through every state's decisions, once the writer
+        # has finished the previous instruction's results (wr_idle: an instruction may end
+        # while the one before it still writes, see WAIT_WRITER)
         f_req, f_req_r = Signal(), Signal()
         f_code, f_code_r = Signal(ErrorCode), Signal(ErrorCode)
-        m.d.sync += [f_req_r.eq(f_req), f_code_r.eq(f_code)]
-        with m.If(f_req_r):
+        m.d.sync += [f_req_r.eq(f_req | (f_req_r & ~wr_idle)),
+                     f_code_r.eq(Mux(f_req, f_code, f_code_r))]
+        with m.If(f_req_r & wr_idle):
             m.d.sync += [busy.eq(0), err_code.eq(f_code_r), self.error.eq(1), st_err.eq(1)]
 
         def fail(code):
@@ -1045,7 +1076,8 @@ class Engine(wiring.Component):
                              npos.eq(job_pos[:16] + 1),
                              r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
                              err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
-                             cycles.eq(0), vb_tag_valid.eq(0), tb_tag_valid.eq(0)]
+                             cycles.eq(0), vb_tag_valid.eq(0), tb_tag_valid.eq(0),
+                             wr_run.eq(0)]          # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
                                  self.error.eq(1), st_err.eq(1)]
@@ -1070,9 +1102,14 @@ class Engine(wiring.Component):
                                 prog.b.rdata, en=fsm("FETCH2"))
             v_copies[name] = {op: data.View(lay, irc[:data.Layout.cast(lay).size])
                               for op, lay in LAYOUTS.items()}
+        # HALT, SYNC, SETREG and LOOP act in DECODE: they wait there for the writer
+        seq_op = keep_register(m, platform, Signal(name="seq_op"),
+                               _in(prog.b.rdata[0:6], (Opcode.HALT, Opcode.SYNC, Opcode.SETREG,
+                                                       Opcode.LOOP)), en=fsm("FETCH2"))
         with fsm.state("DECODE"):
             self._bad_flags = []
-            self._decode(m, v_copies["dec"], op_copies["dec"], locals())
+            with m.If(~seq_op | wr_idle):
+                self._decode(m, v_copies["dec"], op_copies["dec"], locals())
         # the field errors found in DECODE: one flag each (cleared in FETCH2), the code chosen
         # in CHECK1 (the last flagged one, as the checks are written)
         with m.If(fsm("FETCH2")):
@@ -1106,12 +1143,13 @@ class Engine(wiring.Component):
             m.d.sync += chk_code.eq(ErrorCode.NONE)
         with fsm.state("CHECK2B"):
             self._fsm.goto("CHECK3")
-        with fsm.state("CHECK3"):
-            with m.If(chk_code != ErrorCode.NONE):
+        with fsm.state("CHECK3"):          # (an instruction starts once the writer is done)
+            with m.If(wr_idle & (chk_code != ErrorCode.NONE)):
                 fail(chk_code)
-            with m.Else():
+            with m.Elif(wr_idle):
                 self._fsm.goto("EXEC")
         with fsm.state("EXEC"):
+            m.d.sync += early_ok.eq(_in(op_copies["exe"], _EARLY_OPS))
             self._exec_start(m, v_copies["exe"], op_copies["exe"], locals())
         # ---- MATVEC ---------------------------------------------------------------------
         with fsm.state("MV_GO"):
@@ -1129,9 +1167,14 @@ class Engine(wiring.Component):
         with fsm.state("MV_FEED"):
             m.d.comb += [mv_go.eq(1), wr_start.eq(1)]
             self._fsm.goto("WAIT_WRITER")
+        # the next instruction is fetched, decoded and checked while the writer finishes this
+        # one's results, once nothing but its unit pipelines and the writer is left (drained)
+        # and nothing of what runs on reads what the next DECODE sets (early_ok: not EMBED,
+        # KVAPPEND, the attention instructions); CHECK3 waits for wr_idle
         with fsm.state("WAIT_WRITER"):
-            with m.If(wr_done):
+            with m.If(wr_done | (early_ok & ww_prev & drained)):
                 self._fsm.goto("NEXT")
+        m.d.sync += ww_prev.eq(fsm("WAIT_WRITER"))
         # ---- MATMAT ---------------------------------------------------------------------
         if TBD:
             with fsm.state("MM_GO"):
@@ -1642,6 +1685,10 @@ class Engine(wiring.Component):
                                  mv_wrow.eq(em_row + 1)]
                     with m.If(em_ib == ib_m1):
                         m.d.sync += em_active.eq(0)
+        # WAIT_WRITER's early exit: no MAC issue left, both readers idle, the skid buffer empty
+        # (in_bad is then final: it follows rdo.valid by two registers)
+        m.d.sync += drained.eq(~mv_active & ~mm_active & ~em_active & rd.idle & prd.idle &
+                               ~rdo.valid)
         m.d.comb += [wts.b.addr.eq(mv_wrow), wts.b.en.eq(1)]
         with m.If(mv_active):
             m.d.comb += [vb.b.addr.eq(mv_ib), vb.b.en.eq(bf_issue)]

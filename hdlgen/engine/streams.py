@@ -44,6 +44,9 @@ class ElementReader(wiring.Component):
         begin. ``rows`` and ``row_len`` must be at least 1.
     busy : Out(1)
         Addresses still to issue.
+    idle : Out(1)
+        Registered: nothing to issue and every issued element taken from ``o`` (none in the
+        RAM's latency or the FIFO).
     addr, en : Out
         Main RAM port request; ``rdata`` In, two cycles later.
     aux_addr, aux_en, aux_rdata : auxiliary RAM port.
@@ -60,7 +63,7 @@ class ElementReader(wiring.Component):
         super().__init__({
             "start": In(1), "base": In(addr_width), "rows": In(len_width),
             "row_len": In(len_width), "stride": In(len_width), "aux_base": In(self._xaw),
-            "busy": Out(1),
+            "busy": Out(1), "idle": Out(1),
             "addr": Out(addr_width), "en": Out(1), "rdata": In(width),
             "aux_addr": Out(self._xaw), "aux_en": Out(1), "aux_rdata": In(self._xw),
             "o": Out(stream.Signature(self.o_layout)),
@@ -123,5 +126,7 @@ class ElementReader(wiring.Component):
         ]
         taken = Signal()
         m.d.comb += taken.eq(self.o.valid & self.o.ready)
-        m.d.sync += outstanding.eq(outstanding + issue - taken)
+        m.d.sync += [outstanding.eq(outstanding + issue - taken),
+                     self.idle.eq(~self.start & ~(active & ~(issue & last)) &
+                                  (outstanding + issue - taken == 0))]
         return m

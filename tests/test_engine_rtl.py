@@ -45,8 +45,11 @@ def test_llama_mqa(tmp_path):
     job with BAD_OPCODE, regions outside the scratchpad, weight bank or parameter memory with
     SCRATCH_RANGE, WEIGHT_RANGE, PARAM_RANGE, a KVAPPEND, an 8-bit ROPE and an 8-bit SCORES
     query of elements outside int8 (the 16-bit q) and an ATTV whose probabilities exceed
-    prob_bits with INPUT_RANGE (the golden model refuses them with the same codes);
-    the engine then runs good steps again, started through its registers."""
+    prob_bits with INPUT_RANGE (the golden model refuses them with the same codes); a
+    WEIGHT_RANGE or PARAM_RANGE refusal leaves the scratchpad of the program cut before the
+    refused instruction (the MATVEC right after a MATVEC or a NORM is checked while their
+    results are still being written: none is lost); the engine then runs good steps again,
+    started through its registers."""
     _, comp = build(LLAMA)
     first_mv = next(n for n, i in enumerate(comp.program) if i.op.name == "MATVEC")
     first_norm = next(n for n, i in enumerate(comp.program) if i.op.name == "NORM")
@@ -63,17 +66,21 @@ def test_llama_mqa(tmp_path):
             {"steps": [[3, 0]], "bad_program": 4},
             {"steps": [[3, 0]], "patch": [0, {"dst": comp.image.act_elements - 5},
                                           "SCRATCH_RANGE"]},
-            {"steps": [[3, 0]], "patch": [first_mv, {"waddr": (1 << 20) - 1}, "WEIGHT_RANGE"]},
-            {"steps": [[3, 0]], "patch": [first_norm, {"paddr": (1 << 20) - 8}, "PARAM_RANGE"]},
+            {"steps": [[3, 0]], "patch": [first_mv, {"waddr": (1 << 20) - 1}, "WEIGHT_RANGE"],
+             "before": True},
+            {"steps": [[3, 0]], "patch": [first_norm, {"paddr": (1 << 20) - 8}, "PARAM_RANGE"],
+             "before": True},
             {"steps": [[3, 0]], "patch": [first_kv, {"src": q}, "INPUT_RANGE"]},
             {"steps": [[3, 0]], "patch": [rope8, {"src": q}, "INPUT_RANGE"]},
             {"steps": [[3, 0]], "patch": [scores, {"q_width": Width.W8.value}, "INPUT_RANGE"]},
             {"steps": [[3, 0]], "patch": [attv, {"prob_bits": 6}, "INPUT_RANGE"]},
+            {"steps": [[3, 0]], "patch": [first_mv + 1, {"waddr": (1 << 20) - 1},
+                                          "WEIGHT_RANGE"], "before": True},
             {"steps": [[5, 0], [6, 1]], "bus_start": True}]
     out = _run({**LLAMA, "scenarios": scen}, tmp_path)
     assert "logits differ" in out[1]["message"] and "logits differ" in out[2]["message"]
-    assert [out[n]["steps"][0]["golden_code"] for n in range(4, 11)] == \
-        ["SCRATCH_RANGE", "WEIGHT_RANGE", "PARAM_RANGE"] + ["INPUT_RANGE"] * 4
+    assert [out[n]["steps"][0]["golden_code"] for n in range(4, 12)] == \
+        ["SCRATCH_RANGE", "WEIGHT_RANGE", "PARAM_RANGE"] + ["INPUT_RANGE"] * 4 + ["WEIGHT_RANGE"]
     assert [s["pos"] for s in out[0]["steps"]] == list(range(ctx))
 
 

@@ -16,12 +16,15 @@ expects one more logit than the device gives), ``bad_program`` (instruction ``n`
 an undefined opcode: every step must end with ``BAD_OPCODE``), ``patch`` (``[n, {field:
 value}, code]``: fields of instruction ``n`` changed; every step must end with error ``code``
 and the golden model must refuse the program too, with the same code where it names one:
-the step's ``golden_code`` in the outcome), ``expect_fail`` (the scenario must fail:
+the step's ``golden_code`` in the outcome; with ``before`` true, instruction ``n`` is refused
+before it runs, so the scratchpad must then equal the golden model's after the program cut
+before ``n``: every earlier result written, none lost to the failure), ``expect_fail`` (the scenario must fail:
 negative tests of the checker), ``bus_start`` (start the steps through the ``TOKEN``,
 ``POS``, ``START`` registers instead of the ports). ``outcome`` (path) receives each scenario's result and the
 cycles of every step as JSON.
 """
 
+import copy
 import json
 import os
 import subprocess
@@ -230,6 +233,17 @@ if cocotb is not None:
                     report.append({"token": token, "pos": pos, "golden_code": e.code})
                 else:
                     raise AssertionError("the golden model ran the bad program")
+                if p.get("before"):
+                    cut = Golden(img, program_of(comp, {"stop_after": p["patch"][0]}))
+                    cut.reset()
+                    cut.kv = copy.deepcopy(state["kv"])
+                    cut.step(token, pos)
+                    act = np.array([to_signed(await host.read(mp.word("scratch", e)), 16)
+                                    for e in range(img.act_elements)], dtype=np.int64)
+                    bad = np.nonzero(act != cut.act)[0]
+                    assert not bad.size, (f"after {expect_code} at instruction "
+                                          f"{p['patch'][0]}: {bad.size} scratchpad elements "
+                                          f"differ from the program cut there, first {bad[0]}")
                 continue
             if pos >= img.context:
                 assert err and code == ErrorCode.POS_RANGE.value, (err, code)

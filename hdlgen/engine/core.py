@@ -44,7 +44,12 @@ written):
   per-row parameters and the writer stores them (adding to the destination for ``accumulate``).
   The vector buffer remembers which scratchpad region it holds: a ``MATVEC`` reading the same
   input as the previous one (q, k and v; gate and up) skips the load, unless a write touched
-  that region since.
+  that region since. ``NORM``, ``ACT``, ``REQUANT``, ``ELTWISE`` and ``ATTV`` (one row of
+  results each) also write their results into the vector buffer when they fit, and its tag
+  then names their destination, so the ``MATVEC`` that reads them (q, k and v after the
+  attention norm, the output projection after ``ATTV``, gate and up after the MLP norm, down
+  after SwiGLU) skips its load too; the buffer's flags (``vb_wide``, ``mv_carry``) are
+  computed from the written values as a load computes them from the read ones.
 * ``MATMAT`` (prefill tile, ``tokens`` <= ``lanes``; the beats of
   :func:`sim.golden.mac_array.matmat_beats`): the ``tokens x cols`` int8 inputs are loaded
   into the tile buffer (element ``c`` of token ``t`` at byte ``c % K`` of lane ``t``'s slice in
@@ -703,6 +708,10 @@ class Engine(wiring.Component):
             m.d.sync += wr_run.eq(0)
         m.d.sync += wr_idle.eq(~wr_start & (~wr_run | (wr_count == wr_total)))
         early_ok, ww_prev, drained = Signal(), Signal(), Signal()   # see WAIT_WRITER
+        # chaining: the results of a NORM, ACT, REQUANT, ELTWISE or ATTV are also written into
+        # the vector buffer (element n of the run at element n), so that a MATVEC of them
+        # finds its input there (ch_on)
+        ch_on, ch_wide, ch_carry = Signal(), Signal(), Signal()
 
         w_in_valid = Signal()
         w_in = Signal(signed(17))
@@ -1077,7 +1086,7 @@ class Engine(wiring.Component):
                              r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
                              err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
                              cycles.eq(0), vb_tag_valid.eq(0), tb_tag_valid.eq(0),
-                             wr_run.eq(0)]          # (a job ended by OVERRUN)
+                             wr_run.eq(0), ch_on.eq(0)]     # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
                                  self.error.eq(1), st_err.eq(1)]
@@ -1393,8 +1402,32 @@ class Engine(wiring.Component):
                 m.d.sync += mv_carry.eq(1)
             with m.If(ro_wide):
                 m.d.sync += vb_wide.eq(1)
-        m.d.comb += [vb.a.addr.eq(vbw.addr), vb.a.en.eq(vbw.en), vb.a.we.eq(vbw.we),
-                     vb.a.wdata.eq(vbw.wdata)]
+        # chaining (ch_on): each written value also goes to the vector buffer, at its index in
+        # the run, through a register (ch_w); the chained instructions write one row (wr_base +
+        # n for result n), so when the run ends the buffer holds [wr_base, wr_base + total)
+        # and its tag says so, with the flags a load would have set (vb_wide, mv_carry); the
+        # tag is set as the last value is written, two cycles before an instruction can start
+        ch_w = Signal(data.StructLayout({"en": 1, "addr": _bits(-(-self._vb_len // K)),
+                                         "we": 2 * K, "wdata": 16 * K}))
+        kb_ = (K - 1).bit_length()
+        m.d.sync += [ch_w.en.eq(ch_on & w2_v), ch_w.addr.eq(wr_count >> kb_),
+                     ch_w.we.eq(Const(3, 2 * K) << (2 * wr_count[:kb_])),
+                     ch_w.wdata.eq(w_sum.as_unsigned().replicate(K))]
+        with m.If(ch_on & w2_v):
+            with m.If(w_sum[7:16].any() & ~w_sum[7:16].all()):
+                m.d.sync += ch_wide.eq(1)
+            with m.If(w_sum >= 32640):
+                m.d.sync += ch_carry.eq(1)
+        with m.If(ch_on & wr_run & (wr_count == wr_total)):
+            m.d.sync += [ch_on.eq(0), vb_tag_valid.eq(1), vb_tag_src.eq(wr_base),
+                         vb_tag_len.eq(wr_total), vb_count.eq(wr_total), vb_wide.eq(ch_wide),
+                         mv_carry.eq(ch_carry)]
+        with m.If(ch_w.en):                  # (never during a load: see ch_on)
+            m.d.comb += [vb.a.addr.eq(ch_w.addr), vb.a.en.eq(1), vb.a.we.eq(ch_w.we),
+                         vb.a.wdata.eq(ch_w.wdata)]
+        with m.Else():
+            m.d.comb += [vb.a.addr.eq(vbw.addr), vb.a.en.eq(vbw.en), vb.a.we.eq(vbw.we),
+                         vb.a.wdata.eq(vbw.wdata)]
         # tile-buffer load (MATMAT): element c of token t goes to byte c % K of lane t's slice
         # in word c // K; the first byte of a slice clears the slice's other bytes, so the
         # tail of the last word is zero (the weight bank's padding meets zeros)
@@ -2334,7 +2367,14 @@ class Engine(wiring.Component):
             m.d.sync += [s["rq_base"].eq(base), s["rq_per_row"].eq(per_row),
                          s["rq_bias"].eq(bias), s["rq_rows"].eq(rows)]
 
-        m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC)]
+        def chain(total):
+            # the results go to the vector buffer too when they fit: what it held is lost
+            fits = total <= self._vb_len
+            m.d.sync += [s["ch_on"].eq(fits), s["ch_wide"].eq(0), s["ch_carry"].eq(0)]
+            with m.If(fits):
+                m.d.sync += s["vb_tag_valid"].eq(0)
+
+        m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC), s["ch_on"].eq(0)]
         m.d.sync += s["sm_fused"].eq(0)
         with m.Switch(opcode):
             with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
@@ -2383,6 +2423,7 @@ class Engine(wiring.Component):
             with m.Case(Opcode.REQUANT):
                 ins = v[Opcode.REQUANT]
                 writer(ins.dst, ins.len, w8=ins.out_width == Width.W8)
+                chain(ins.len)
                 rqcfg(ins.paddr, ins.per_elem)
                 reader(ins.src, 1, ins.len, route=_R_RQ)
                 m.d.sync += s["rd_idx"].eq(0)
@@ -2390,6 +2431,7 @@ class Engine(wiring.Component):
             with m.Case(Opcode.NORM):
                 ins = v[Opcode.NORM]
                 writer(ins.dst, ins.len, w8=1, src=_W_NORM)
+                chain(ins.len)
                 reader(ins.src, 1, ins.len, route=_R_NORM)
                 m.d.sync += [prdc["base"].eq(s["x_p"]), prdc["row_len"].eq(ins.len),
                              prdc["aux_base"].eq(s["x_p"] + ins.len)]
@@ -2426,6 +2468,7 @@ class Engine(wiring.Component):
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
                 writer(ins.dst, s["prod_a"], w8=ins.out_width == Width.W8)
+                chain(s["prod_a"])
                 rqcfg(s["x_p"], 0)
                 m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
                              s["at_g"].eq(0), s["cb_g"].eq(0), s["at_ptr"].eq(ins.p),
@@ -2441,11 +2484,13 @@ class Engine(wiring.Component):
             with m.Case(Opcode.ACT):
                 ins = v[Opcode.ACT]
                 writer(ins.dst, ins.len, w8=ins.out_width == Width.W8, src=_W_ACT)
+                chain(ins.len)
                 reader(ins.src, 1, ins.len, route=_R_ACT)
                 self._fsm.goto("STREAM")
             with m.Case(Opcode.ELTWISE):
                 ins = v[Opcode.ELTWISE]
                 writer(ins.dst, ins.len, w8=ins.width == Width.W8, src=_W_ELT)
+                chain(ins.len)
                 rqcfg(s["x_p"], 0)
                 reader(ins.a, 1, ins.len, route=_R_VB)
                 m.d.sync += [s["elt_swiglu"].eq(ins.eop == EltOp.SWIGLU), s["vb_count"].eq(0),

@@ -21,7 +21,10 @@ one that overwrites its own input and one that must then reload it, a layer-rela
 two-layer ``LOOP``), ``tile`` (one ``lanes``-token tile of ``A``) and ``vecs`` (the same
 products as ``lanes`` ``MATVEC``: cycle comparison), ``wide16`` (a ``MATVEC`` of token 0's
 input of ``A`` as a 16-bit operand) and ``wide`` (``wide16``'s ``MATVEC``, then the same input
-as an 8-bit operand, which the vector buffer already holds).
+as an 8-bit operand, which the vector buffer already holds), ``elt`` (an ``ELTWISE`` sum of
+token 0's and token 1's inputs of ``A``), ``chain16`` and ``chain8`` (``elt``, then a ``MATVEC``
+of its result as a 16-bit and as an 8-bit operand, which the vector buffer holds: the
+``ELTWISE`` wrote it there too).
 
 ``HDLGEN_PARAMS`` (JSON): ``lanes``, ``macs_per_lane``, ``seed`` (image contents),
 ``shape_a``, ``outcome`` (path: each scenario's result and cycles as JSON) and ``scenarios``,
@@ -42,7 +45,7 @@ import numpy as np
 
 from hdlgen.compiler.image import MemoryImage, ParamAllocator, WeightAllocator, requant_word
 from hdlgen.config import AcceleratorConfig
-from hdlgen.engine.isa import Instruction, Opcode, Width, encode
+from hdlgen.engine.isa import EltOp, Instruction, Opcode, Width, encode
 
 __all__ = ["build", "programs", "engine_of", "run"]
 
@@ -145,7 +148,15 @@ def programs(L: int, lay: dict) -> dict:
     # token 0's input as a 16-bit operand, then (the vector buffer holds it already) as 8-bit
     wide16 = [mv(A, xa, lay["out"], 1, 1, x16=1), halt]
     wide = [wide16[0], mv(A, xa, lay["out"] + A["rows"], 1, 1), halt]
-    return {"main": main, "tile": tile, "vecs": vecs + [halt], "wide16": wide16, "wide": wide}
+    # an ELTWISE sum chained into the vector buffer, then a MATVEC of it as a 16-bit and as an
+    # 8-bit operand (no load: the buffer holds it)
+    ca = A["cols"]
+    elt = Instruction.make(Opcode.ELTWISE, eop=EltOp.ADD, width=Width.W16, a=xa, b=xa + ca,
+                           dst=lay["out"], len=ca, paddr=A["paddr"])
+    chain16 = [elt, mv(A, lay["out"], lay["out"] + ca, 1, 1, x16=1), halt]
+    chain8 = [elt, mv(A, lay["out"], lay["out"] + ca, 1, 1), halt]
+    return {"main": main, "tile": tile, "vecs": vecs + [halt], "wide16": wide16, "wide": wide,
+            "elt": [elt, halt], "chain16": chain16, "chain8": chain8}
 
 
 def engine_of(cfg, case):

@@ -177,6 +177,11 @@ if cocotb is not None:
         cycles = await host.read(mp.word("regs", 5))
         return err, code, cycles
 
+    async def _scratch(host, mp, img):
+        """The whole scratchpad, read over the engine's bus (signed 16-bit elements)."""
+        return np.array([to_signed(await host.read(mp.word("scratch", e)), 16)
+                         for e in range(img.act_elements)], dtype=np.int64)
+
     async def _scenario(dut, host, cfg, comp, mp, p, first, state):
         """One scenario: (re)load the memories, zero the scratchpad, run the steps."""
         prog = program_of(comp, p)
@@ -238,9 +243,7 @@ if cocotb is not None:
                     cut.reset()
                     cut.kv = copy.deepcopy(state["kv"])
                     cut.step(token, pos)
-                    act = np.array([to_signed(await host.read(mp.word("scratch", e)), 16)
-                                    for e in range(img.act_elements)], dtype=np.int64)
-                    bad = np.nonzero(act != cut.act)[0]
+                    bad = np.nonzero(await _scratch(host, mp, img) != cut.act)[0]
                     assert not bad.size, (f"after {expect_code} at instruction "
                                           f"{p['patch'][0]}: {bad.size} scratchpad elements "
                                           f"differ from the program cut there, first {bad[0]}")
@@ -258,9 +261,7 @@ if cocotb is not None:
             assert not err, f"step token={token} pos={pos} failed with code {code} ({ErrorCode(code).name})"
             r = gold.step(token, pos)
             # whole scratchpad
-            act = [to_signed(await host.read(mp.word("scratch", e)), 16)
-                   for e in range(img.act_elements)]
-            act = np.array(act, dtype=np.int64)
+            act = await _scratch(host, mp, img)
             bad = np.nonzero(act != gold.act)[0]
             if bad.size:
                 names = []

@@ -1422,7 +1422,9 @@ class Engine(wiring.Component):
             m.d.sync += [ch_on.eq(0), vb_tag_valid.eq(1), vb_tag_src.eq(wr_base),
                          vb_tag_len.eq(wr_total), vb_count.eq(wr_total), vb_wide.eq(ch_wide),
                          mv_carry.eq(ch_carry)]
-        with m.If(ch_w.en):                  # (never during a load: see ch_on)
+        # (ch_w and a load never write together: a writer run starts after its instruction's
+        # load, ELTWISE's of a included, and the next load waits for the writer in CHECK3)
+        with m.If(ch_w.en):
             m.d.comb += [vb.a.addr.eq(ch_w.addr), vb.a.en.eq(1), vb.a.we.eq(ch_w.we),
                          vb.a.wdata.eq(ch_w.wdata)]
         with m.Else():

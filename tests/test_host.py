@@ -142,9 +142,18 @@ def test_sim_device(sim_link):
     with pytest.raises(JobError) as e:
         dev.wait(timeout=5)
     assert e.value.code == 1                           # ErrorCode.WATCHDOG
+    before = sim_link.cycles()
     c = dev.counters()
+    after = sim_link.cycles()
     assert c["job_cycles"] >= 500 and c["cycles"] > c["job_cycles"]
     dev.write_reg("WATCHDOG", 0)
+    # the link's clock is the simulated clock (published every 256 cycles), and a read's
+    # timeout counts it
+    assert before - 256 <= c["cycles"] <= after + 256 + 8
+    from hdlgen.host.sim import SIM_CYCLES_PER_S
+    t0 = sim_link.cycles()
+    assert sim_link.read(16, 0.02) == b""
+    assert sim_link.cycles() - t0 >= 0.02 * SIM_CYCLES_PER_S
 
 
 def test_sim_device_with_faults(sim_link):

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from hdlgen.errors import UserError
+from hdlgen.host.transport import transport_clock
 from hdlgen.soc.protocol import (BRIDGE_MAGIC, MAX_BURST, PROTOCOL_VERSION, Opcode, ReplyParser,
                                  Status, encode_request, reply_length)
 
@@ -117,7 +118,8 @@ class Device:
     ----------
     transport
         Anything with ``write(bytes)``, ``read(n, timeout)``, ``latency_s``, ``byte_time_s``
-        (:mod:`hdlgen.host.transport`).
+        and optionally ``clock()`` (:mod:`hdlgen.host.transport`). Every timeout here counts
+        on the transport's clock: simulated time on the simulator.
     regmap : RegisterMap, dict, JSON text or path, optional
         The build's register map; enables registers by name and the identity check.
     retries : int
@@ -133,6 +135,7 @@ class Device:
     def __init__(self, transport, regmap=None, *, retries: int = 8, timeout: float | None = None,
                  connect: bool = True, seed: int | None = None):
         self.transport = transport
+        self._clock = transport_clock(transport)
         self.regmap = _load_regmap(regmap)
         if not isinstance(retries, int) or retries < 0:
             raise UserError(f"retries={retries!r} must be a non-negative integer")
@@ -206,11 +209,11 @@ class Device:
 
     def _await_reply(self, seq, op, timeout):
         """Returns (reply or None, reason, any bytes seen)."""
-        deadline = time.monotonic() + timeout
+        deadline = self._clock() + timeout
         crc_before = self._parser.crc_errors
         got_bytes = False
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock()
             if remaining <= 0:
                 # A partial frame in the parser may be a false sync: look past it.
                 found = self._match(self._parser.drop_partial(), seq, op)
@@ -335,7 +338,7 @@ class Device:
     def wait(self, timeout: float = 10.0, poll_s: float = 0.001) -> dict:
         """Poll STATUS until the job is done; returns the decoded STATUS. Raises
         :class:`JobError` when it ended with ERROR, :class:`JobTimeout` after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
+        deadline = self._clock() + timeout
         while True:
             st = self.read_fields("STATUS")
             if st.get("ERROR"):
@@ -348,7 +351,7 @@ class Device:
                 raise JobError(st.get("CODE"), name)
             if st.get("DONE") and not st.get("BUSY"):
                 return st
-            if time.monotonic() > deadline:
+            if self._clock() > deadline:
                 raise JobTimeout(f"job still busy after {timeout} s (STATUS {st})")
             time.sleep(poll_s)
 

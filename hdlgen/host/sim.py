@@ -13,14 +13,25 @@ cycle); ``bit_level=True`` goes through the real UART pins, ten bit periods per 
 config with a small divisor, e.g. ``sys_clk_mhz=24, uart_baud=3_000_000``: 8 cycles per bit).
 The simulator runs in a background thread (:func:`sim.harness.run_cocotb`, cocotb module
 :mod:`sim.benches.soc_link`) and stops when the transport is closed.
+
+Time on this transport is simulated time (:meth:`SimTransport.clock`): the bench publishes its
+cycle count in a shared 8-byte file, and :class:`~hdlgen.host.Device`'s reply and job
+timeouts count :data:`SIM_CYCLES_PER_S` simulated cycles per second (about what an unloaded
+machine simulates), so a simulator starved of CPU by other work waits longer in wall time
+instead of missing replies. A simulator whose clock stops for :data:`STALL_S` wall-clock
+seconds counts as a timeout, so a hung simulator does not hang the host.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import mmap
+import os
 import select
 import socket
+import struct
+import tempfile
 import threading
 import time
 
@@ -29,7 +40,11 @@ from hdlgen.errors import UserError
 from hdlgen.host.device import LinkError, LinkTimeout
 from hdlgen.host.transport import _Closing
 
-__all__ = ["SimTransport"]
+__all__ = ["SimTransport", "SIM_CYCLES_PER_S", "STALL_S"]
+
+SIM_CYCLES_PER_S = 50_000   # simulated cycles that count as one second of the link's clock
+STALL_S = 120.0             # wall-clock seconds without a simulated cycle that count as a timeout
+_POLL_S = 0.005             # wall-clock slice in which read() looks at the clock
 
 
 class SimTransport(_Closing):
@@ -85,6 +100,11 @@ class SimTransport(_Closing):
         self.soc = soc or SoC(self.config, byte_port=not self.bit_level,
                               link_timeout_cycles=link_timeout_cycles)
 
+        fd, self._clock_path = tempfile.mkstemp(prefix="hdlgen-link-clock-")
+        os.write(fd, bytes(8))
+        self._clock_map = mmap.mmap(fd, 8)
+        os.close(fd)
+
         self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._srv.bind(("127.0.0.1", 0))
         self._srv.listen(1)
@@ -99,7 +119,8 @@ class SimTransport(_Closing):
                 self.result = run_cocotb(
                     self.soc, "sim.benches.soc_link",
                     name="soc_link_uart" if self.bit_level else "soc_link_bytes",
-                    env={"HDLGEN_LINK_PORT": str(port), "HDLGEN_PARAMS": json.dumps(params)},
+                    env={"HDLGEN_LINK_PORT": str(port), "HDLGEN_LINK_CLOCK": self._clock_path,
+                         "HDLGEN_PARAMS": json.dumps(params)},
                     seed=seed, check=False)
             except Exception as e:      # reported to the host thread by read()/close()
                 self.error = e
@@ -114,9 +135,11 @@ class SimTransport(_Closing):
             except socket.timeout:
                 if not self._thread.is_alive():
                     self._srv.close()
+                    self._release_clock()
                     raise UserError(f"the simulator stopped before connecting: {self.error or self.result}")
                 if time.monotonic() > deadline:
                     self._srv.close()
+                    self._release_clock()
                     raise LinkTimeout(f"the simulator did not connect within {startup_timeout_s} s")
         self._srv.close()
         self._sock.setblocking(True)
@@ -128,14 +151,35 @@ class SimTransport(_Closing):
         except OSError as e:
             raise LinkError(f"simulator link closed: {self.error or e}") from e
 
+    def cycles(self) -> int:
+        """Simulated cycles since the bench started (published every few hundred cycles)."""
+        return struct.unpack_from("<Q", self._clock_map, 0)[0]
+
+    def clock(self) -> float:
+        """The link's time in seconds: simulated cycles / :data:`SIM_CYCLES_PER_S`."""
+        return self.cycles() / SIM_CYCLES_PER_S
+
     def read(self, n: int, timeout: float) -> bytes:
-        r, _, _ = select.select([self._sock], [], [], max(0.0, timeout))
-        if not r:
-            return b""
-        data = self._sock.recv(n)
-        if not data:
-            raise LinkError(f"the simulator exited: {self.error or self.result}")
-        return data
+        """Up to ``n`` bytes; ``b""`` once ``timeout`` seconds of :meth:`clock` passed without
+        any (or :data:`STALL_S` wall-clock seconds in which the simulator made no cycle)."""
+        end = self.cycles() + max(0.0, timeout) * SIM_CYCLES_PER_S
+        last, last_move = self.cycles(), time.monotonic()
+        while True:
+            r, _, _ = select.select([self._sock], [], [], _POLL_S if timeout > 0 else 0.0)
+            if r:
+                data = self._sock.recv(n)
+                if not data:
+                    raise LinkError(f"the simulator exited: {self.error or self.result}")
+                return data
+            now = self.cycles()
+            if now >= end:
+                return b""
+            if now != last:
+                last, last_move = now, time.monotonic()
+            elif time.monotonic() - last_move > STALL_S:
+                return b""
+            if not self._thread.is_alive():
+                raise LinkError(f"the simulator exited: {self.error or self.result}")
 
     def close(self) -> None:
         """Stop the simulator (closing the socket ends the cocotb test) and wait for it."""
@@ -147,3 +191,10 @@ class SimTransport(_Closing):
             self._sock.close()
             self._sock = None
         self._thread.join(timeout=120)
+        self._release_clock()
+
+    def _release_clock(self) -> None:
+        if self._clock_map is not None:
+            self._clock_map.close()
+            self._clock_map = None
+            os.unlink(self._clock_path)

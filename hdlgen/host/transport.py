@@ -3,7 +3,10 @@
 A transport has ``write(data: bytes)`` and ``read(n, timeout) -> bytes`` (up to ``n`` bytes;
 waits at most ``timeout`` seconds for the first one; ``b""`` on timeout), plus two figures
 the device uses to size its reply timeouts: ``latency_s`` (round trip of an empty frame)
-and ``byte_time_s`` (seconds per byte on the link). ``close()`` releases it.
+and ``byte_time_s`` (seconds per byte on the link). ``close()`` releases it. A transport may
+also have ``clock()``, the time in seconds its timeouts count (:func:`transport_clock`; the
+wall clock when it has none): the simulator's is simulated time, so a simulator slowed by a
+loaded machine slows its timeouts with it instead of looking like a dead link.
 
 * :class:`SerialTransport` -- the board's USB-UART (pyserial).
 * :class:`hdlgen.host.sim.SimTransport` -- the simulated SoC under Verilator.
@@ -14,12 +17,13 @@ and ``byte_time_s`` (seconds per byte on the link). ``close()`` releases it.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from hdlgen.errors import UserError
 
-__all__ = ["Transport", "SerialTransport", "FaultyTransport", "FAULT_KINDS"]
+__all__ = ["Transport", "SerialTransport", "FaultyTransport", "FAULT_KINDS", "transport_clock"]
 
 
 class Transport(Protocol):
@@ -32,6 +36,12 @@ class Transport(Protocol):
     def read(self, n: int, timeout: float) -> bytes: ...
 
     def close(self) -> None: ...
+
+
+def transport_clock(transport):
+    """The clock (a function returning seconds) that ``transport``'s ``read`` timeouts count:
+    its ``clock`` method, or the wall clock (:func:`time.monotonic`)."""
+    return getattr(transport, "clock", time.monotonic)
 
 
 class _Closing:
@@ -130,6 +140,7 @@ class FaultyTransport(_Closing):
         self.enabled = True
         self._reply_fault = None
         self.latency_s, self.byte_time_s = inner.latency_s, inner.byte_time_s
+        self.clock = transport_clock(inner)
 
     def write(self, data: bytes) -> None:
         rng = self.rng

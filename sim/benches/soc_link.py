@@ -9,11 +9,17 @@ real UART is in the loop. The test ends when the host closes the socket.
 While bytes move, the byte pump acts every cycle; when the link is quiet it lets the
 simulator run in chunks of cycles and polls the socket between them (sleeping briefly when
 it has been quiet for long, so an idle simulation does not burn a CPU).
+
+``HDLGEN_LINK_CLOCK`` (optional): a file of 8 bytes into which the bench writes its cycle
+count (little-endian) every :data:`CLOCK_CYCLES` cycles; :meth:`SimTransport.clock
+<hdlgen.host.sim.SimTransport.clock>` reads it, so the host's timeouts count simulated time.
 """
 
+import mmap
 import os
 import select
 import socket
+import struct
 
 import cocotb
 from cocotb.triggers import Event, FallingEdge, Timer
@@ -26,6 +32,7 @@ FLUSH_QUIET = 8           # send collected output after this many cycles without
 CHUNK_CYCLES = 32         # cycles per step when quiet
 DEEP_QUIET = 20000        # quiet cycles after which the pump sleeps on the socket
 SLEEP_S = 0.002
+CLOCK_CYCLES = 256        # how often the cycle count is published
 
 
 def _poll(sock, wait_s):
@@ -50,6 +57,8 @@ async def link(dut):
     if p.get("bit_level"):
         dut.rx.value = 1
     await start(dut, period_ns=PERIOD_NS)
+    if os.environ.get("HDLGEN_LINK_CLOCK"):
+        cocotb.start_soon(_publish_cycles(os.environ["HDLGEN_LINK_CLOCK"]))
     try:
         if p.get("bit_level"):
             await _bit_pump(dut, sock, int(p["divisor"]))
@@ -57,6 +66,17 @@ async def link(dut):
             await _byte_pump(dut, sock)
     finally:
         sock.close()
+
+
+async def _publish_cycles(path):
+    """Write the cycle count into the host's clock file every CLOCK_CYCLES cycles."""
+    with open(path, "r+b") as f:
+        clock = mmap.mmap(f.fileno(), 8)
+    cycles = 0
+    while True:
+        await Timer(CLOCK_CYCLES * PERIOD_NS, unit="ns")
+        cycles += CLOCK_CYCLES
+        struct.pack_into("<Q", clock, 0, cycles)
 
 
 def _send(sock, out: bytearray):

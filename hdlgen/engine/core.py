@@ -49,7 +49,12 @@ written):
   then names their destination, so the ``MATVEC`` that reads them (q, k and v after the
   attention norm, the output projection after ``ATTV``, gate and up after the MLP norm, down
   after SwiGLU) skips its load too; the buffer's flags (``vb_wide``, ``mv_carry``) are
-  computed from the written values as a load computes them from the read ones.
+  computed from the written values as a load computes them from the read ones. A ``MATVEC``'s
+  results go to the buffer's *side region* (words after the main ones, sized for the longest
+  ``ELTWISE`` whose length is some ``MATVEC``'s rows) with a tag of their own, so an
+  ``ELTWISE`` with one operand there (SwiGLU after gate and up: ``b``, the last one written)
+  streams only the other from the scratchpad and skips its load; a write into the tagged
+  region since makes it load as before.
 * ``MATMAT`` (prefill tile, ``tokens`` <= ``lanes``; the beats of
   :func:`sim.golden.mac_array.matmat_beats`): the ``tokens x cols`` int8 inputs are loaded
   into the tile buffer (element ``c`` of token ``t`` at byte ``c % K`` of lane ``t``'s slice in
@@ -483,6 +488,11 @@ class Engine(wiring.Component):
                 self._vb_len = max(self._vb_len, ins.len)
             elif ins.op == Opcode.MATMAT:
                 self._mm_cols = max(self._mm_cols, ins.cols)
+        # the vector buffer's side region: a MATVEC's results, for an ELTWISE that reads them
+        # (SwiGLU's gate and up); sized for the longest ELTWISE some MATVEC's rows match
+        mv_rows = {ins.rows for ins in prog if ins.op == Opcode.MATVEC}
+        self._side_len = max([ins.len for ins in prog
+                              if ins.op == Opcode.ELTWISE and ins.len in mv_rows] + [0])
         if len(smax) > 1:
             raise UserError(f"the program uses several softmax formats {sorted(smax)}; the "
                             f"engine has one softmax unit")
@@ -520,6 +530,7 @@ class Engine(wiring.Component):
         A, WR, PM = mp.act_elements, mp.weight_rows, mp.param_words
         PD = mp.program_words
         VBD = -(-self._vb_len // K)
+        SVD = -(-self._side_len // K)        # side region: words VBD .. VBD + SVD - 1
         ctx = self._ctx
         G = lanes // 2                       # ATTV outputs per pass
         NG = -(-hs // G)                     # ATTV groups
@@ -546,7 +557,7 @@ class Engine(wiring.Component):
             m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8,
                                               init=init.get("wts"), latency=3, sites=wts_sites)
         m.submodules.par = par = BlockRAM(width=32, depth=PM, init=init.get("par"))
-        m.submodules.vb = vb = DistRAM(width=16 * K, depth=VBD, granularity=8)
+        m.submodules.vb = vb = DistRAM(width=16 * K, depth=VBD + SVD, granularity=8)
         # the MATMAT tile buffer: word j holds the input slices [j*K, j*K+K) of all the tile's
         # tokens (token l at bytes l*K ..), the per-lane operand of one beat; only in an
         # engine whose program has MATMAT
@@ -606,7 +617,7 @@ class Engine(wiring.Component):
                                                  a_scale=a_sc, silu_scale=s_sc)
 
         m.submodules.rd = rd = ElementReader(addr_width=aw_act, width=16,
-                                             aux_addr_width=_bits(VBD), aux_width=16 * K,
+                                             aux_addr_width=_bits(VBD + SVD), aux_width=16 * K,
                                              aux_shift=(K - 1).bit_length())
         m.submodules.prd = prd = ElementReader(addr_width=aw_p, width=32, aux_addr_width=aw_p,
                                                aux_width=32, aux_shift=0)
@@ -677,6 +688,11 @@ class Engine(wiring.Component):
         vb_tag_len = Signal(16)
         vb_tag_end = Signal(17)               # src + len, a cycle after them
         m.d.sync += vb_tag_end.eq(vb_tag_src + vb_tag_len)
+        # the side region's tag: the MATVEC results it holds (sd_on: a MATVEC is writing them)
+        sd_on, sd_tag_valid = Signal(), Signal()
+        sd_tag_src, sd_tag_len = Signal(16), Signal(16)
+        sd_tag_end = Signal(17)
+        m.d.sync += sd_tag_end.eq(sd_tag_src + sd_tag_len)
         # the same for the MATMAT tile buffer (q, k and v of a tile read one input)
         tb_tag_valid = Signal()
         tb_tag_src = Signal(16)
@@ -783,6 +799,8 @@ class Engine(wiring.Component):
             m.d.sync += vb_tag_valid.eq(0)      # the buffered input was overwritten
         with m.If(w2_v & (w2_a >= tb_tag_src) & (w2_a < tb_tag_end)):
             m.d.sync += tb_tag_valid.eq(0)
+        with m.If(w2_v & (w2_a >= sd_tag_src) & (w2_a < sd_tag_end)):
+            m.d.sync += sd_tag_valid.eq(0)
         w_sum = Signal(signed(16))
         m.d.comb += w_sum.eq(Mux(wr_acc, saturate(act.b.rdata.as_signed() + w2_d, 16), w2_d))
 
@@ -1014,6 +1032,8 @@ class Engine(wiring.Component):
         norm_sel = Signal(range(max(1, len(norms))))
         act_sel = Signal(range(max(1, len(acts))))
         elt_swiglu = Signal()
+        elt_side = Signal()                  # ELTWISE: one operand is in the side region
+        elt_swap = Signal()                  # ... and it is b (a streams from the scratchpad)
         amax_got = Signal()
         kv_app_done = Signal()
         rq_base = Signal(24)
@@ -1053,11 +1073,13 @@ class Engine(wiring.Component):
         elt_m, elt_s = Signal(16), Signal(6)
         # element-reader configuration (registered; a *_GO state pulses start)
         rdc = {n: Signal(w, name=f"rdc_{n}") for n, w in
-               (("base", aw_act), ("rows", 16), ("row_len", 16), ("stride", 16))}
+               (("base", aw_act), ("rows", 16), ("row_len", 16), ("stride", 16),
+                ("aux_base", _bits(VBD + SVD)))}
         prdc = {n: Signal(w, name=f"prdc_{n}") for n, w in
                 (("base", aw_p), ("row_len", 16), ("aux_base", aw_p))}
         m.d.comb += [rd.base.eq(rdc["base"]), rd.rows.eq(rdc["rows"]),
-                     rd.row_len.eq(rdc["row_len"]), rd.stride.eq(rdc["stride"]), rd.aux_base.eq(0),
+                     rd.row_len.eq(rdc["row_len"]), rd.stride.eq(rdc["stride"]),
+                     rd.aux_base.eq(rdc["aux_base"]),
                      prd.base.eq(prdc["base"]), prd.rows.eq(1), prd.row_len.eq(prdc["row_len"]),
                      prd.stride.eq(0), prd.aux_base.eq(prdc["aux_base"])]
 
@@ -1086,7 +1108,8 @@ class Engine(wiring.Component):
                              r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
                              err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
                              cycles.eq(0), vb_tag_valid.eq(0), tb_tag_valid.eq(0),
-                             wr_run.eq(0), ch_on.eq(0)]     # (a job ended by OVERRUN)
+                             sd_tag_valid.eq(0),
+                             wr_run.eq(0), ch_on.eq(0), sd_on.eq(0)]  # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
                                  self.error.eq(1), st_err.eq(1)]
@@ -1224,11 +1247,16 @@ class Engine(wiring.Component):
             self._fsm.goto("ELT_PARAM2")
         with fsm.state("ELT_PARAM2"):
             m.d.sync += [elt_m.eq(par.b.rdata[0:16]), elt_s.eq(par.b.rdata[16:22])]
-            m.d.comb += rd.start.eq(1)
+            m.d.comb += rd.start.eq(~elt_side)       # (load a into the vector buffer)
             self._fsm.goto("ELT_LOAD")
         with fsm.state("ELT_LOAD"):
-            with m.If((vb_count == v[Opcode.ELTWISE].len) & ~rd.busy):
-                m.d.sync += [rd_route.eq(_R_ELT), rdc["base"].eq(v[Opcode.ELTWISE].b)]
+            with m.If(((vb_count == v[Opcode.ELTWISE].len) | elt_side) & ~rd.busy):
+                # stream the operand that is not in the buffer; the side region's words
+                # follow the main ones
+                m.d.sync += [rd_route.eq(_R_ELT),
+                             rdc["base"].eq(Mux(elt_swap, v[Opcode.ELTWISE].a,
+                                                v[Opcode.ELTWISE].b)),
+                             rdc["aux_base"].eq(Mux(elt_side, VBD, 0))]
                 self._fsm.goto("STREAM")
         # ---- KVAPPEND / ARGMAX ----------------------------------------------------------
         with fsm.state("KV_GO"):
@@ -1407,10 +1435,13 @@ class Engine(wiring.Component):
         # n for result n), so when the run ends the buffer holds [wr_base, wr_base + total)
         # and its tag says so, with the flags a load would have set (vb_wide, mv_carry); the
         # tag is set as the last value is written, two cycles before an instruction can start
-        ch_w = Signal(data.StructLayout({"en": 1, "addr": _bits(-(-self._vb_len // K)),
+        # A MATVEC's results go to the side region the same way (sd_on; words from VBD on), so
+        # that an ELTWISE reading them (SwiGLU after gate and up) skips its load
+        ch_w = Signal(data.StructLayout({"en": 1, "addr": _bits(VBD + SVD),
                                          "we": 2 * K, "wdata": 16 * K}))
         kb_ = (K - 1).bit_length()
-        m.d.sync += [ch_w.en.eq(ch_on & w2_v), ch_w.addr.eq(wr_count >> kb_),
+        m.d.sync += [ch_w.en.eq((ch_on | sd_on) & w2_v),
+                     ch_w.addr.eq(Mux(sd_on, VBD, 0) + (wr_count >> kb_)),
                      ch_w.we.eq(Const(3, 2 * K) << (2 * wr_count[:kb_])),
                      ch_w.wdata.eq(w_sum.as_unsigned().replicate(K))]
         with m.If(ch_on & w2_v):
@@ -1422,6 +1453,9 @@ class Engine(wiring.Component):
             m.d.sync += [ch_on.eq(0), vb_tag_valid.eq(1), vb_tag_src.eq(wr_base),
                          vb_tag_len.eq(wr_total), vb_count.eq(wr_total), vb_wide.eq(ch_wide),
                          mv_carry.eq(ch_carry)]
+        with m.If(sd_on & wr_run & (wr_count == wr_total)):
+            m.d.sync += [sd_on.eq(0), sd_tag_valid.eq(1), sd_tag_src.eq(wr_base),
+                         sd_tag_len.eq(wr_total)]
         # (ch_w and a load never write together: a writer run starts after its instruction's
         # load, ELTWISE's of a included, and the next load waits for the writer in CHECK3)
         with m.If(ch_w.en):
@@ -1550,11 +1584,15 @@ class Engine(wiring.Component):
                          blk.i.payload.last.eq(ro.last)]
             with m.If(rt[_R_ACT] & (act_sel == n)):
                 m.d.comb += [blk.i.valid.eq(rdo.valid), rdo.ready.eq(blk.i.ready)]
-        # element-wise (a from the vector buffer, b from the scratchpad)
-        m.d.comb += [eadd.i.payload.a.eq(vb_lane), eadd.i.payload.b.eq(ro.data[:16]),
+        # element-wise (a from the vector buffer, b from the scratchpad; swapped when b is in
+        # the side region)
+        elt_a, elt_b = Signal(signed(16)), Signal(signed(16))
+        m.d.comb += [elt_a.eq(Mux(elt_swap, ro.data[:16], vb_lane)),
+                     elt_b.eq(Mux(elt_swap, vb_lane, ro.data[:16]))]
+        m.d.comb += [eadd.i.payload.a.eq(elt_a), eadd.i.payload.b.eq(elt_b),
                      eadd.i.payload.last.eq(ro.last)]
         if swig is not None:
-            m.d.comb += [swig.i.payload.a.eq(vb_lane), swig.i.payload.b.eq(ro.data[:16]),
+            m.d.comb += [swig.i.payload.a.eq(elt_a), swig.i.payload.b.eq(elt_b),
                          swig.i.payload.last.eq(ro.last)]
         with m.If(rt[_R_ELT]):
             with m.If(elt_swiglu):
@@ -2376,7 +2414,8 @@ class Engine(wiring.Component):
             with m.If(fits):
                 m.d.sync += s["vb_tag_valid"].eq(0)
 
-        m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC), s["ch_on"].eq(0)]
+        m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC), s["ch_on"].eq(0),
+                     s["sd_on"].eq(0)]
         m.d.sync += s["sm_fused"].eq(0)
         with m.Switch(opcode):
             with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
@@ -2392,6 +2431,12 @@ class Engine(wiring.Component):
                 writer(ins.dst, ins.rows, acc=ins.accumulate, w8=ins.out_width == Width.W8)
                 rqcfg(s["x_p"], 1, ins.bias, ins.rows)
                 reader(ins.src, 1, ins.cols, route=_R_VB)
+                if self._side_len:
+                    # the results go to the side region too when they fit (it is overwritten)
+                    side = ins.rows <= self._side_len
+                    m.d.sync += s["sd_on"].eq(side)
+                    with m.If(side):
+                        m.d.sync += s["sd_tag_valid"].eq(0)
                 m.d.sync += [s["mv_w2"].eq(ins.w_planes == 2),
                              s["mv_x16"].eq(ins.in_width == Width.W16),
                              s["mv_rows"].eq(ins.rows), s["cb_ps"].eq(0), s["cb_ob"].eq(0)]
@@ -2496,7 +2541,14 @@ class Engine(wiring.Component):
                 rqcfg(s["x_p"], 0)
                 reader(ins.a, 1, ins.len, route=_R_VB)
                 m.d.sync += [s["elt_swiglu"].eq(ins.eop == EltOp.SWIGLU), s["vb_count"].eq(0),
-                             s["vb_tag_valid"].eq(0)]
+                             s["vb_tag_valid"].eq(0), s["elt_side"].eq(0), s["elt_swap"].eq(0),
+                             rdc["aux_base"].eq(0)]
+                if self._side_len:
+                    # an operand in the side region (a, or else b) is not loaded
+                    in_side = [s["sd_tag_valid"] & (s["sd_tag_src"] == x) &
+                               (s["sd_tag_len"] == ins.len) for x in (ins.a, ins.b)]
+                    with m.If(in_side[0] | in_side[1]):
+                        m.d.sync += [s["elt_side"].eq(1), s["elt_swap"].eq(~in_side[0])]
                 self._fsm.goto("ELT_PARAM")
             with m.Case(Opcode.ARGMAX):
                 ins = v[Opcode.ARGMAX]

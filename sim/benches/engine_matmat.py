@@ -24,7 +24,12 @@ input of ``A`` as a 16-bit operand) and ``wide`` (``wide16``'s ``MATVEC``, then 
 as an 8-bit operand, which the vector buffer already holds), ``elt`` (an ``ELTWISE`` sum of
 token 0's and token 1's inputs of ``A``), ``chain16`` and ``chain8`` (``elt``, then a ``MATVEC``
 of its result as a 16-bit and as an 8-bit operand, which the vector buffer holds: the
-``ELTWISE`` wrote it there too).
+``ELTWISE`` wrote it there too); ``side_a`` and ``side_b`` (a ``MATVEC`` of ``A``, then an
+``ELTWISE`` sum with its results as operand ``a`` or ``b``, which the vector buffer's side region
+holds), ``side_hazard`` (``side_a`` with an ``ELTWISE`` between that overwrites four of those
+results, so the side region's copy is stale and must not be used), ``side_mv`` and ``side_elt``
+(each instruction alone; the ``ELTWISE`` loads). ``main`` ends with such a sum too, so the
+engine has a side region.
 
 ``HDLGEN_PARAMS`` (JSON): ``lanes``, ``macs_per_lane``, ``seed`` (image contents),
 ``shape_a``, ``outcome`` (path: each scenario's result and cycles as JSON) and ``scenarios``,
@@ -127,16 +132,23 @@ def programs(L: int, lay: dict) -> dict:
                                 src=src, dst=dst, waddr=mat["waddr"], rows=mat["rows"],
                                 cols=mat["cols"], paddr=mat["paddr"])
 
+    def add(a, b, dst, n):
+        return Instruction.make(Opcode.ELTWISE, eop=EltOp.ADD, width=Width.W16, a=a, b=b,
+                                dst=dst, len=n, paddr=A["paddr"])
+
     halt = Instruction.make(Opcode.HALT)
+    ra = A["rows"]
+    mv_out = buf(ra)
     main = [
         mm(A, L, xa, 0, 1),                                  # full tile, int8 out, bias
-        mv(A, xa, buf(A["rows"]), 1, 1),                     # MATVEC between tiles
+        mv(A, xa, mv_out, 1, 1),                             # MATVEC between tiles
         mm(A, 1, xa, 1, 0),                                  # one token (reloads the tile)
         mm(B, 3, xb, 1, 1),                                  # 3 tokens
         mm(B, 3, xb, 0, 0),                                  # the same tile: no reload
         mm(B, 3, xb, 0, 1, dst=xb),                          # overwrites its own input ...
         mm(B, 3, xb, 1, 0),                                  # ... so this one reloads it
         mm(B, L, xb, 1, 1),
+        add(mv_out, xa, buf(ra), ra),                        # the MATVEC's results: side region
         Instruction.make(Opcode.LOOP, count=2, body=1,
                          wstride=lay["C1"]["waddr"] - C["waddr"],
                          pstride=lay["C1"]["paddr"] - C["paddr"]),
@@ -155,8 +167,16 @@ def programs(L: int, lay: dict) -> dict:
                            dst=lay["out"], len=ca, paddr=A["paddr"])
     chain16 = [elt, mv(A, lay["out"], lay["out"] + ca, 1, 1, x16=1), halt]
     chain8 = [elt, mv(A, lay["out"], lay["out"] + ca, 1, 1), halt]
+    # a MATVEC's results in the vector buffer's side region: an ELTWISE reading them as a or
+    # as b skips its load, unless a write touched them since
+    o1, o2 = lay["out"], lay["out"] + ra
+    side_mv = mv(A, xa, o1, 1, 1)
+    side_elt = add(o1, xa, o2, ra)
+    side = {"side_mv": [side_mv, halt], "side_elt": [side_elt, halt],
+            "side_a": [side_mv, side_elt, halt], "side_b": [side_mv, add(xa, o1, o2, ra), halt],
+            "side_hazard": [side_mv, add(xb, xb, o1 + 5, 4), side_elt, halt]}
     return {"main": main, "tile": tile, "vecs": vecs + [halt], "wide16": wide16, "wide": wide,
-            "elt": [elt, halt], "chain16": chain16, "chain8": chain8}
+            "elt": [elt, halt], "chain16": chain16, "chain8": chain8, **side}
 
 
 def engine_of(cfg, case):

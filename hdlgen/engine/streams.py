@@ -63,7 +63,7 @@ class ElementReader(wiring.Component):
         super().__init__({
             "start": In(1), "base": In(addr_width), "rows": In(len_width),
             "row_len": In(len_width), "stride": In(len_width), "aux_base": In(self._xaw),
-            "busy": Out(1), "idle": Out(1),
+            "busy": Out(1), "idle": Out(1, init=1),
             "addr": Out(addr_width), "en": Out(1), "rdata": In(width),
             "aux_addr": Out(self._xaw), "aux_en": Out(1), "aux_rdata": In(self._xw),
             "o": Out(stream.Signature(self.o_layout)),

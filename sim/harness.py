@@ -126,9 +126,10 @@ def prune_cache(root: Path | None = None, max_bytes: int | None = None, keep=())
     """Delete the least recently used simulator builds under ``root`` until it holds at most
     ``max_bytes`` (default from ``HDLGEN_SIM_BUILD_MAX_GB``, 12 GB; 0 or less: no bound).
 
-    A build counts as used when its ``.built`` marker was last touched. Builds in ``keep``
-    and builds another process holds the lock of are never deleted. Returns the deleted
-    directories, oldest first.
+    A build counts as used when its ``.built`` marker was last touched. Builds in ``keep``,
+    builds another process is building (``<build>.lock``) and builds a simulation is running
+    from (``<build>.use``, held shared by :func:`run_cocotb` during the run: another pytest
+    worker's) are never deleted. Returns the deleted directories, oldest first.
     """
     root = root or _cache_root()
     if max_bytes is None:
@@ -154,15 +155,13 @@ def prune_cache(root: Path | None = None, max_bytes: int | None = None, keep=())
             break
         if d.resolve() in keep:
             continue
-        with open(d.with_suffix(".lock"), "w") as lock:
+        with open(d.with_suffix(".lock"), "w") as lock, open(d.with_suffix(".use"), "w") as use:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(use, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                continue                  # in use by another run
-            try:
-                shutil.rmtree(d, ignore_errors=True)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                continue                  # being built or run by another process
+            shutil.rmtree(d, ignore_errors=True)   # (closing the files releases the locks)
         total -= size
         deleted.append(d)
     return deleted
@@ -233,21 +232,26 @@ def run_cocotb(component, test_module: str, *, name: str | None = None,
                      build_args=build_args, timescale=_TIMESCALE, waves=waves,
                      always=new_build, log_file=build_dir / "build.log")
         done_marker.touch()               # also marks the build as recently used
-    if new_build:
-        prune_cache(keep=[build_dir])
-
+        # a shared lock for the run, taken before the build's lock is released: the cache's
+        # pruning (another worker's) leaves this build alone until the run ends
+        use = open(build_dir.with_suffix(".use"), "w")
+        fcntl.flock(use, fcntl.LOCK_SH)
     run_env = {"HDLGEN_SEED": str(seed), "PYTHONPATH": os.pathsep.join(
         [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     run_env.update({k: str(v) for k, v in (env or {}).items()})
     test_id = hashlib.sha256(f"{test_module}:{testcase}:{os.getpid()}:{random.random()}".encode()).hexdigest()[:10]
     results_xml = build_dir / f"results-{test_id}.xml"
     try:
+        if new_build:
+            prune_cache(keep=[build_dir])
         runner.test(test_module=test_module, hdl_toplevel=name, testcase=testcase, build_dir=build_dir,
                     test_dir=build_dir if waves else REPO_ROOT, results_xml=str(results_xml), extra_env=run_env, seed=seed,
                     waves=waves, timescale=_TIMESCALE if simulator == "icarus" else None,
                     log_file=build_dir / f"test-{test_id}.log")
     except SystemExit:
         pass    # the runner exits when a test failed; the results file says which
+    finally:
+        use.close()
     if not results_xml.exists():
         raise AssertionError(f"cocotb {test_module} on {name}: the simulation ended abnormally "
                              f"(seed {seed}); log: {build_dir}/test-{test_id}.log")

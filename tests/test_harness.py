@@ -87,3 +87,8 @@ def test_cache_is_pruned_least_recently_used_first(tmp_path):
         deleted = prune_cache(tmp_path, max_bytes=3500, keep=[builds[0]])
     assert deleted == [builds[2], builds[3]]
     assert [d.exists() for d in builds] == [True, True, False, False, True]
+    # a build a simulation runs from (its .use held shared, as run_cocotb does) stays too
+    with open(builds[4].with_suffix(".use"), "w") as running:
+        fcntl.flock(running, fcntl.LOCK_SH)
+        assert prune_cache(tmp_path, max_bytes=1, keep=[builds[0]]) == [builds[1]]
+    assert [d.exists() for d in builds] == [True, False, False, False, True]

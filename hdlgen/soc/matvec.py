@@ -46,10 +46,11 @@ Timing: the unit adds no stall net to the datapath. The array's ``o`` is always 
 result row is written to the result buffer the cycle after it leaves the array), so its
 ``i.ready`` stays high and the unit issues one row read per cycle without looking at it;
 ``valid``, ``first`` and ``last`` travel beside the weight bank's read latency (four cycles
-on the 85F, whose 32-tile bank fans its requests out as a tree; three on smaller banks). A beat that would reach the array
-while it is not ready ends the job with ``OVERRUN`` (it cannot happen while the result
-buffer takes every result; the check keeps it from going unnoticed). The range check's
-``nb * ni`` is a shift-and-add over 16 cycles (no DSP, no wide carry chain in one cycle).
+on the 85F, whose 32-tile bank fans its requests out as a tree; three on smaller banks). A
+beat that would reach the array while it is not ready ends the job with ``OVERRUN`` (it
+cannot happen while the result buffer takes every result; the check keeps it from going
+unnoticed). The range check's ``nb * ni`` is a shift-and-add over 16 cycles (no DSP, no wide
+carry chain in one cycle).
 """
 
 from __future__ import annotations

@@ -273,3 +273,20 @@ def test_matvec_results_in_the_side_region_rtl(tmp_path):
     assert all(o["changed"] > 0 for o in out)
     for n in ("side_a", "side_b"):
         assert cyc[n] - cyc["side_mv"] < cyc["side_elt"] - ra // 2, cyc
+
+
+def test_norm_loads_its_input_as_it_is_written_rtl(tmp_path):
+    """A one-row writer run of a norm unit's length also streams into that unit, so a ``NORM``
+    of it right after (``norm_hit``) skips its load: it costs at least ``len / 2`` cycles less
+    than the same ``NORM`` alone. A run of the same length between them, which the unit loaded
+    instead (``norm_other``: the unit must be reset and load), and a write into the input
+    between them (``norm_hazard``: the unit's copy is stale, four elements would differ) make
+    it load as before. Every scenario bit-exact with the golden model over the whole
+    scratchpad."""
+    cfg, case = build(P)
+    ra = case.layout["A"]["rows"]
+    names = ["side_mv", "norm_alone", "norm_hit", "norm_other", "norm_hazard"]
+    out = _run({**P, "scenarios": [{"program": n} for n in names]}, tmp_path)
+    cyc = {n: o["cycles"] for n, o in zip(names, out)}
+    assert all(o["changed"] > 0 for o in out)
+    assert cyc["norm_hit"] - cyc["side_mv"] <= cyc["norm_alone"] - ra // 2, cyc

@@ -178,7 +178,7 @@ import json
 from dataclasses import asdict
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -588,6 +588,7 @@ class Engine(wiring.Component):
                                        head_dim=hs, beat_bytes=B, config=kv_cfg)
         m.submodules.eadd = eadd = Eltwise("add", bits=16)
         norms = []
+        nm_rst = [Signal(name=f"nm_rst{n}") for n in range(len(self._norms))]  # see nm_feed
         for n, (kind, dim, gf, bf, of, eps_int) in enumerate(self._norms):
             ln = kind == NormKind.LAYERNORM
             eps = eps_int / ((dim * dim if ln else dim) * 256)
@@ -597,7 +598,7 @@ class Engine(wiring.Component):
             else:
                 blk = RMSNorm(dim=dim, in_width=16, gamma_width=16, gamma_frac=gf,
                               out_frac=of, eps=eps)
-            m.submodules[f"norm{n}"] = blk
+            m.submodules[f"norm{n}"] = ResetInserter({"sync": nm_rst[n]})(blk)
             norms.append(blk)
         rope = None
         if self._rope is not None:
@@ -803,6 +804,27 @@ class Engine(wiring.Component):
             m.d.sync += sd_tag_valid.eq(0)
         w_sum = Signal(signed(16))
         m.d.comb += w_sum.eq(Mux(wr_acc, saturate(act.b.rdata.as_signed() + w2_d, 16), w2_d))
+        # the norms' early load: a writer run of one row whose length is a norm unit's (not a
+        # NORM's own run) also streams the values it writes, a cycle later, into every such
+        # unit (nm_feed: one bit per unit, nm_on: any; set in EXEC, which also resets the
+        # units: nm_rst), so that a unit's LOAD phase (its buffer and sums) overlaps the
+        # instruction that writes its input. The tag (nm_base, nm_len) names the run once it
+        # has ended; the next writer run clears it, and so does a job start, so it still holds
+        # when a NORM's is the next run. A NORM of exactly that region then skips its load
+        # (nm_hit, registered from CHECK3's instruction: NORM_GO); any other NORM resets the
+        # units first and loads as before.
+        nm_feed = Signal(max(1, len(norms)))
+        nm_on, nm_valid, nm_hit = Signal(), Signal(), Signal()
+        nm_base, nm_len = Signal(aw_act), Signal(16)
+        nm_v = Signal()
+        nm_d = Signal(signed(16), reset_less=True)
+        m.d.sync += [nm_v.eq(nm_on & w2_v & ~wr_start), nm_d.eq(w_sum)]
+        m.d.sync += [r.eq(0) for r in nm_rst]                     # (a pulse, set in EXEC)
+        with m.If(wr_start):
+            m.d.sync += nm_valid.eq(0)
+        with m.Elif(nm_on & wr_run & (wr_count == wr_total)):
+            m.d.sync += [nm_on.eq(0), nm_valid.eq(1), nm_base.eq(wr_base),
+                         nm_len.eq(wr_total)]
 
         # ---- bus (host) -----------------------------------------------------------------------
         bus = self.bus
@@ -1108,8 +1130,9 @@ class Engine(wiring.Component):
                              r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
                              err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
                              cycles.eq(0), vb_tag_valid.eq(0), tb_tag_valid.eq(0),
-                             sd_tag_valid.eq(0),
-                             wr_run.eq(0), ch_on.eq(0), sd_on.eq(0)]  # (a job ended by OVERRUN)
+                             sd_tag_valid.eq(0), nm_valid.eq(0),
+                             wr_run.eq(0), ch_on.eq(0), sd_on.eq(0), nm_on.eq(0)]
+                m.d.sync += [r.eq(1) for r in nm_rst]    # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
                                  self.error.eq(1), st_err.eq(1)]
@@ -1175,6 +1198,8 @@ class Engine(wiring.Component):
             m.d.sync += chk_code.eq(ErrorCode.NONE)
         with fsm.state("CHECK2B"):
             self._fsm.goto("CHECK3")
+        nv = v_copies["chk"][Opcode.NORM]
+        m.d.sync += nm_hit.eq(nm_valid & (nm_base == nv.src) & (nm_len == nv.len))
         with fsm.state("CHECK3"):          # (an instruction starts once the writer is done)
             with m.If(wr_idle & (chk_code != ErrorCode.NONE)):
                 fail(chk_code)
@@ -1236,6 +1261,9 @@ class Engine(wiring.Component):
             self._fsm.goto("WAIT_WRITER")
         with fsm.state("PSTREAM"):       # NORM: scratch reader and parameter reader
             m.d.comb += [rd.start.eq(1), prd.start.eq(1), wr_start.eq(1)]
+            self._fsm.goto("WAIT_WRITER")
+        with fsm.state("NORM_GO"):       # NORM whose input the unit has (nm_hit): parameters
+            m.d.comb += [prd.start.eq(1), wr_start.eq(1)]
             self._fsm.goto("WAIT_WRITER")
         # ---- ELTWISE --------------------------------------------------------------------
         with fsm.state("ELT_PARAM"):
@@ -1506,13 +1534,15 @@ class Engine(wiring.Component):
             m.d.sync += qr.eq(Cat(qr[16 * B:], qr[:16 * B]))
         # norm
         for n, blk in enumerate(norms):
-            m.d.comb += blk.i.payload.data.eq(ro.data[:16])
+            m.d.comb += blk.i.payload.data.eq(Mux(rt[_R_NORM], ro.data[:16], nm_d))
             with m.If(rt[_R_NORM] & (norm_sel == n)):
                 m.d.comb += [blk.i.valid.eq(rdo.valid), rdo.ready.eq(blk.i.ready),
                              blk.g.valid.eq(prd.o.valid), prd.o.ready.eq(blk.g.ready),
                              blk.g.payload.gamma.eq(prd.o.payload.data[:16])]
                 if "beta" in blk.g.payload.shape().members:
                     m.d.comb += blk.g.payload.beta.eq(prd.o.payload.aux[:16])
+            with m.Elif(nm_feed[n]):             # (the early load: see nm_feed)
+                m.d.comb += blk.i.valid.eq(nm_v)
         # rope pairer
         if rope is not None:
             rp_have = Signal()
@@ -2396,6 +2426,11 @@ class Engine(wiring.Component):
                          s["wr_lm1"].eq((total if row_len is None else row_len) - 1),
                          s["wr_stride"].eq(0 if stride is None else stride),
                          s["wr_acc"].eq(acc), s["wr_w8"].eq(w8), s["wr_src"].eq(src)]
+            if row_len is None and src != _W_NORM and self._norms:
+                # one row: the norm units of its length load it as it is written (nm_feed)
+                feed = Cat(*(total == dim for _, dim, *_ in self._norms))
+                m.d.sync += [s["nm_feed"].eq(feed), s["nm_on"].eq(feed.any())]
+                m.d.sync += [r.eq(1) for r in s["nm_rst"]]
             if self._mm_cols:
                 m.d.sync += s["wr_step"].eq(1)
 
@@ -2415,7 +2450,7 @@ class Engine(wiring.Component):
                 m.d.sync += s["vb_tag_valid"].eq(0)
 
         m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC), s["ch_on"].eq(0),
-                     s["sd_on"].eq(0)]
+                     s["sd_on"].eq(0), s["nm_feed"].eq(0), s["nm_on"].eq(0)]
         m.d.sync += s["sm_fused"].eq(0)
         with m.Switch(opcode):
             with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
@@ -2482,7 +2517,11 @@ class Engine(wiring.Component):
                 reader(ins.src, 1, ins.len, route=_R_NORM)
                 m.d.sync += [prdc["base"].eq(s["x_p"]), prdc["row_len"].eq(ins.len),
                              prdc["aux_base"].eq(s["x_p"] + ins.len)]
-                self._fsm.goto("PSTREAM")
+                with m.If(s["nm_hit"]):              # the unit has loaded src (nm_feed)
+                    self._fsm.goto("NORM_GO")
+                with m.Else():
+                    m.d.sync += [r.eq(1) for r in s["nm_rst"]]
+                    self._fsm.goto("PSTREAM")
             with m.Case(Opcode.ROPE):
                 ins = v[Opcode.ROPE]
                 writer(ins.dst, s["prod_a"], w8=ins.width == Width.W8, src=_W_ROPE)

@@ -29,7 +29,11 @@ of its result as a 16-bit and as an 8-bit operand, which the vector buffer holds
 holds), ``side_hazard`` (``side_a`` with an ``ELTWISE`` between that overwrites four of those
 results, so the side region's copy is stale and must not be used), ``side_mv`` and ``side_elt``
 (each instruction alone; the ``ELTWISE`` loads). ``main`` ends with such a sum too, so the
-engine has a side region.
+engine has a side region, and an RMSNorm of its result (the image holds gains for ``A``'s
+rows), so it has a norm unit of that length. ``norm_hit`` (``side_mv``, then a ``NORM`` of its
+results: the unit loaded them as they were written), ``norm_alone`` (a ``NORM`` that loads),
+``norm_other`` (an ``ELTWISE`` of the same length between them, which the unit loaded instead)
+and ``norm_hazard`` (one that overwrites four of the results).
 
 ``HDLGEN_PARAMS`` (JSON): ``lanes``, ``macs_per_lane``, ``seed`` (image contents),
 ``shape_a``, ``outcome`` (path: each scenario's result and cycles as JSON) and ``scenarios``,
@@ -50,7 +54,7 @@ import numpy as np
 
 from hdlgen.compiler.image import MemoryImage, ParamAllocator, WeightAllocator, requant_word
 from hdlgen.config import AcceleratorConfig
-from hdlgen.engine.isa import EltOp, Instruction, Opcode, Width, encode
+from hdlgen.engine.isa import EltOp, Instruction, NormKind, Opcode, Width, encode
 
 __all__ = ["build", "programs", "engine_of", "run"]
 
@@ -79,6 +83,9 @@ def build(p: dict):
         paddr = pa.add([requant_word(a, b) for a, b in zip(mult, shift)])
         pa.add(rng.integers(-(1 << 16), 1 << 16, size=rows))           # biases
         lay[name] = {"rows": rows, "cols": cols, "waddr": waddr, "paddr": paddr}
+    # an RMSNorm over A's rows: gains, then the epsilon words (eps = 1 LSB**2)
+    lay["N"] = {"paddr": pa.add(rng.integers(-(1 << 12), 1 << 12, size=ra))}
+    pa.add([ra * 256, 0])
     # scratchpad: input tiles, then room for the outputs
     at = 0
     inputs = {}
@@ -136,6 +143,11 @@ def programs(L: int, lay: dict) -> dict:
         return Instruction.make(Opcode.ELTWISE, eop=EltOp.ADD, width=Width.W16, a=a, b=b,
                                 dst=dst, len=n, paddr=A["paddr"])
 
+    def norm(src, dst):
+        return Instruction.make(Opcode.NORM, kind=NormKind.RMSNORM, gamma_frac=9, beta_frac=0,
+                                out_frac=0, src=src, dst=dst, len=A["rows"],
+                                paddr=lay["N"]["paddr"])
+
     halt = Instruction.make(Opcode.HALT)
     ra = A["rows"]
     mv_out = buf(ra)
@@ -149,6 +161,7 @@ def programs(L: int, lay: dict) -> dict:
         mm(B, 3, xb, 1, 0),                                  # ... so this one reloads it
         mm(B, L, xb, 1, 1),
         add(mv_out, xa, buf(ra), ra),                        # the MATVEC's results: side region
+        norm(out[0] - ra, buf(ra)),                          # ... and the norm unit's load
         Instruction.make(Opcode.LOOP, count=2, body=1,
                          wstride=lay["C1"]["waddr"] - C["waddr"],
                          pstride=lay["C1"]["paddr"] - C["paddr"]),
@@ -175,8 +188,14 @@ def programs(L: int, lay: dict) -> dict:
     side = {"side_mv": [side_mv, halt], "side_elt": [side_elt, halt],
             "side_a": [side_mv, side_elt, halt], "side_b": [side_mv, add(xa, o1, o2, ra), halt],
             "side_hazard": [side_mv, add(xb, xb, o1 + 5, 4), side_elt, halt]}
+    # the norm unit loads a one-row run of its length as it is written: a NORM of it right
+    # after skips its load, unless another run (of its length, or into it) came between
+    o3 = o2 + ra
+    nrm = {"norm_hit": [side_mv, norm(o1, o2), halt], "norm_alone": [norm(xa, o2), halt],
+           "norm_other": [side_mv, add(xb, xb, o3, ra), norm(o1, o2), halt],
+           "norm_hazard": [side_mv, add(xb, xb, o1 + 5, 4), norm(o1, o2), halt]}
     return {"main": main, "tile": tile, "vecs": vecs + [halt], "wide16": wide16, "wide": wide,
-            "elt": [elt, halt], "chain16": chain16, "chain8": chain8, **side}
+            "elt": [elt, halt], "chain16": chain16, "chain8": chain8, **side, **nrm}
 
 
 def engine_of(cfg, case):

@@ -114,6 +114,7 @@ class NormEngine(wiring.Component):
 
         # ---- LOAD: buffer, sum, sum of squares ---------------------------------------------
         cnt = Signal(range(D + 1))
+        xfer = Signal()                 # an element is accepted
         s1 = Signal(signed(p.s1_width))
         s2_start = 0 if ln else p.eps_int >> EPS_BITS
         s2 = Signal(max(p.s2_width, p.v_width - EPS_BITS) + 1, init=s2_start)
@@ -128,7 +129,12 @@ class NormEngine(wiring.Component):
         clr_n = Signal()
         clr1 = keep_register(m, platform, Signal(name="clr1"), clr_n)
         clr2 = keep_register(m, platform, Signal(name="clr2"), clr_n)
-        m.d.sync += s1.eq(Mux(clr1, 0, s1 + x_r)), s2.eq(Mux(clr2, s2_start, s2 + sq_r))
+        # a square enters s2 only in the cycle its element's valid pulse reaches sq_r, so a
+        # reset (ResetInserter: the engine's early load) never leaves the squares still in the
+        # DSP to be summed into the next vector
+        sq_v = delay(m, xfer, MUL18_LATENCY + 2, name="sq_v", reset=True)
+        m.d.sync += s1.eq(Mux(clr1, 0, s1 + x_r)), s2.eq(Mux(clr2, s2_start,
+                                                            s2 + Mux(sq_v, sq_r, 0)))
 
         # ---- SCALAR registers -------------------------------------------------------------
         VW = p.v_width
@@ -233,7 +239,6 @@ class NormEngine(wiring.Component):
         n_it = max(D.bit_length(), p.s1_width - 1)
         mit = Signal(range(n_it + 1))
 
-        xfer = Signal()
         m.d.comb += [self.i.ready.eq(st_load), xfer.eq(self.i.valid & st_load)]
         m.d.comb += [ram.a.addr.eq(cnt), ram.a.en.eq(xfer), ram.a.we.eq(1),
                      ram.a.wdata.eq(self.i.payload.data)]

@@ -55,6 +55,18 @@ written):
   ``ELTWISE`` with one operand there (SwiGLU after gate and up: ``b``, the last one written)
   streams only the other from the scratchpad and skips its load; a write into the tagged
   region since makes it load as before.
+* ``NORM``'s load overlaps the instruction before it: a writer run of one row (``EMBED``,
+  ``MATVEC``, ``REQUANT``, ``ROPE``, ``ATTV``, ``ACT``, ``ELTWISE``) whose length is a norm
+  unit's resets that unit and streams the values it writes (after ``accumulate``) into it, so
+  the unit's ``LOAD`` phase (its buffer and sums) runs with the writer. A ``NORM`` whose input
+  is exactly that run, with no writer run between (the residual norms after the output
+  projection and the down projection, the first after ``EMBED``), starts with the unit's
+  scalar phase and streams only its gains; any other ``NORM`` resets the unit and loads.
+  The argmax unit does the same with a one-row run of the longest ``ARGMAX``'s length (the
+  classifier's logits): the result of that packet is kept aside (``am_idx``, ``am_val``), and
+  an ``ARGMAX`` of exactly that run takes it instead of reading the logits again. (The norm's
+  sum of squares counts a DSP product only beside its element's valid pulse, so a reset never
+  leaves squares in flight to be summed into the next vector.)
 * ``MATMAT`` (prefill tile, ``tokens`` <= ``lanes``; the beats of
   :func:`sim.golden.mac_array.matmat_beats`): the ``tokens x cols`` int8 inputs are loaded
   into the tile buffer (element ``c`` of token ``t`` at byte ``c % K`` of lane ``t``'s slice in
@@ -582,7 +594,9 @@ class Engine(wiring.Component):
         m.submodules.rq = rq = Requant(out_bits=16, has_bias=True)
         m.submodules.smax = smax = Softmax(max_len=ctx, in_width=16, in_frac=self._smax[0],
                                            out_bits=self._smax[1])
-        m.submodules.argmax = amax = Argmax(bits=16, max_length=self._argmax_len)
+        am_rst = Signal()                    # see am_on
+        amax = Argmax(bits=16, max_length=self._argmax_len)
+        m.submodules.argmax = ResetInserter({"sync": am_rst})(amax)
         kv_cfg = cfg.replace(context_length=ctx)
         m.submodules.kv = kv = KVCache(layers=image.kv_layers, kv_heads=image.kv_heads,
                                        head_dim=hs, beat_bytes=B, config=kv_cfg)
@@ -825,6 +839,23 @@ class Engine(wiring.Component):
         with m.Elif(nm_on & wr_run & (wr_count == wr_total)):
             m.d.sync += [nm_on.eq(0), nm_valid.eq(1), nm_base.eq(wr_base),
                          nm_len.eq(wr_total)]
+        # the same for the argmax unit: a one-row run of the longest ARGMAX's length (the
+        # classifier's logits) streams into it as one packet (am_on; EXEC resets the unit:
+        # am_rst); its result goes to am_idx / am_val (am_sn: the unit's packet is such a
+        # run's, am_sgot: its result is in), not to the result registers. An ARGMAX of exactly
+        # that run (am_hit) takes them (AM_TAKE) instead of reading the logits again.
+        am_on, am_valid, am_hit, am_sn, am_sgot = Signal(), Signal(), Signal(), Signal(), Signal()
+        am_base, am_len = Signal(aw_act), Signal(16)
+        am_v, am_last = Signal(), Signal()
+        am_d = Signal(signed(16), reset_less=True)
+        am_idx = Signal.like(amax.o.payload.index)
+        am_val = Signal(signed(16))
+        m.d.sync += [am_v.eq(am_on & w2_v & ~wr_start), am_d.eq(w_sum),
+                     am_last.eq(wr_count + 1 == wr_total), am_rst.eq(0)]
+        with m.If(wr_start):
+            m.d.sync += am_valid.eq(0)
+        with m.Elif(am_on & wr_run & (wr_count == wr_total)):
+            m.d.sync += [am_on.eq(0), am_valid.eq(1), am_base.eq(wr_base), am_len.eq(wr_total)]
 
         # ---- bus (host) -----------------------------------------------------------------------
         bus = self.bus
@@ -1130,8 +1161,9 @@ class Engine(wiring.Component):
                              r_layer.eq(0), wbase.eq(0), pbase.eq(0), lp_active.eq(0),
                              err_code.eq(ErrorCode.NONE), st_done.eq(0), st_err.eq(0),
                              cycles.eq(0), vb_tag_valid.eq(0), tb_tag_valid.eq(0),
-                             sd_tag_valid.eq(0), nm_valid.eq(0),
-                             wr_run.eq(0), ch_on.eq(0), sd_on.eq(0), nm_on.eq(0)]
+                             sd_tag_valid.eq(0), nm_valid.eq(0), am_valid.eq(0),
+                             wr_run.eq(0), ch_on.eq(0), sd_on.eq(0), nm_on.eq(0),
+                             am_on.eq(0), am_sn.eq(0), am_sgot.eq(0), am_rst.eq(1)]
                 m.d.sync += [r.eq(1) for r in nm_rst]    # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
@@ -1200,6 +1232,8 @@ class Engine(wiring.Component):
             self._fsm.goto("CHECK3")
         nv = v_copies["chk"][Opcode.NORM]
         m.d.sync += nm_hit.eq(nm_valid & (nm_base == nv.src) & (nm_len == nv.len))
+        av_ = v_copies["chk"][Opcode.ARGMAX]
+        m.d.sync += am_hit.eq(am_valid & (am_base == av_.src) & (am_len == av_.len))
         with fsm.state("CHECK3"):          # (an instruction starts once the writer is done)
             with m.If(wr_idle & (chk_code != ErrorCode.NONE)):
                 fail(chk_code)
@@ -1298,6 +1332,10 @@ class Engine(wiring.Component):
             self._fsm.goto("ARGMAX_WAIT")
         with fsm.state("ARGMAX_WAIT"):
             with m.If(amax_got):
+                self._fsm.goto("NEXT")
+        with fsm.state("AM_TAKE"):           # ARGMAX of the run the unit loaded (am_hit)
+            with m.If(am_sgot):
+                m.d.sync += [r_result.eq(am_idx), r_rvalue.eq(am_val), amax_got.eq(1)]
                 self._fsm.goto("NEXT")
         # ---- SCORES ---------------------------------------------------------------------
         # the attention loops' decisions and sums, registered (their inputs change only when
@@ -1631,12 +1669,24 @@ class Engine(wiring.Component):
             with m.Else():
                 m.d.comb += [eadd.i.valid.eq(rdo.valid), rdo.ready.eq(eadd.i.ready)]
         # argmax
-        m.d.comb += [amax.i.payload.logit.eq(ro.data[:16]), amax.i.payload.last.eq(ro.last)]
         with m.If(rt[_R_ARGMAX]):
-            m.d.comb += [amax.i.valid.eq(rdo.valid), rdo.ready.eq(amax.i.ready)]
-        with m.If(amax.o.valid):
-            m.d.sync += [r_result.eq(amax.o.payload.index),
-                         r_rvalue.eq(amax.o.payload.value.as_signed()), amax_got.eq(1)]
+            m.d.comb += [amax.i.valid.eq(rdo.valid), rdo.ready.eq(amax.i.ready),
+                         amax.i.payload.logit.eq(ro.data[:16]), amax.i.payload.last.eq(ro.last)]
+        with m.Else():                       # (the early load: see am_on)
+            m.d.comb += [amax.i.valid.eq(am_v), amax.i.payload.logit.eq(am_d),
+                         amax.i.payload.last.eq(am_last)]
+            with m.If(am_v & ~amax.i.ready):     # (never: the unit's output is always taken)
+                m.d.sync += am_on.eq(0)
+        with m.If(am_v):
+            m.d.sync += [am_sn.eq(1), am_sgot.eq(0)]
+        with m.If(amax.o.valid & ~am_rst):       # (a reset: what it outputs now is void)
+            with m.If(am_sn):
+                m.d.sync += [am_idx.eq(amax.o.payload.index),
+                             am_val.eq(amax.o.payload.value.as_signed()), am_sn.eq(0),
+                             am_sgot.eq(1)]
+            with m.Else():
+                m.d.sync += [r_result.eq(amax.o.payload.index),
+                             r_rvalue.eq(amax.o.payload.value.as_signed()), amax_got.eq(1)]
 
         # ---- MAC feed -------------------------------------------------------------------------
         beat_l = mac.i.payload.shape()
@@ -2431,6 +2481,10 @@ class Engine(wiring.Component):
                 feed = Cat(*(total == dim for _, dim, *_ in self._norms))
                 m.d.sync += [s["nm_feed"].eq(feed), s["nm_on"].eq(feed.any())]
                 m.d.sync += [r.eq(1) for r in s["nm_rst"]]
+            if row_len is None:
+                # one row of the longest ARGMAX's length: the argmax unit loads it (am_on)
+                m.d.sync += [s["am_on"].eq(total == self._argmax_len), s["am_rst"].eq(1),
+                             s["am_sn"].eq(0), s["am_sgot"].eq(0)]
             if self._mm_cols:
                 m.d.sync += s["wr_step"].eq(1)
 
@@ -2450,7 +2504,7 @@ class Engine(wiring.Component):
                 m.d.sync += s["vb_tag_valid"].eq(0)
 
         m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC), s["ch_on"].eq(0),
-                     s["sd_on"].eq(0), s["nm_feed"].eq(0), s["nm_on"].eq(0)]
+                     s["sd_on"].eq(0), s["nm_feed"].eq(0), s["nm_on"].eq(0), s["am_on"].eq(0)]
         m.d.sync += s["sm_fused"].eq(0)
         with m.Switch(opcode):
             with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
@@ -2593,7 +2647,11 @@ class Engine(wiring.Component):
                 ins = v[Opcode.ARGMAX]
                 reader(ins.src, 1, ins.len, route=_R_ARGMAX)
                 m.d.sync += s["amax_got"].eq(0)
-                self._fsm.goto("AM_GO")
+                # (an early-loaded packet still in the unit comes out first, into am_idx)
+                with m.If(s["am_hit"]):              # the unit has loaded src (am_on)
+                    self._fsm.goto("AM_TAKE")
+                with m.Else():
+                    self._fsm.goto("AM_GO")
             with m.Case(Opcode.OUTPUT):
                 ins = v[Opcode.OUTPUT]
                 m.d.sync += [s["out_addr"].eq(ins.src), s["out_len"].eq(ins.len)]

@@ -29,11 +29,17 @@ of its result as a 16-bit and as an 8-bit operand, which the vector buffer holds
 holds), ``side_hazard`` (``side_a`` with an ``ELTWISE`` between that overwrites four of those
 results, so the side region's copy is stale and must not be used), ``side_mv`` and ``side_elt``
 (each instruction alone; the ``ELTWISE`` loads). ``main`` ends with such a sum too, so the
-engine has a side region, and an RMSNorm of its result (the image holds gains for ``A``'s
-rows), so it has a norm unit of that length. ``norm_hit`` (``side_mv``, then a ``NORM`` of its
-results: the unit loaded them as they were written), ``norm_alone`` (a ``NORM`` that loads),
-``norm_other`` (an ``ELTWISE`` of the same length between them, which the unit loaded instead)
-and ``norm_hazard`` (one that overwrites four of the results).
+engine has a side region, then an RMSNorm of its result (the image holds gains for ``A``'s
+rows: a norm unit of that length) and the argmax of the norm's output. The norm and argmax
+units load a one-row run of their length as it is written: ``norm_hit`` (``side_mv``, then a
+``NORM`` of its results), ``norm_miss`` (``side_mv``, then a ``NORM`` of another region),
+``norm_alone`` (a ``NORM`` that loads), ``norm_other`` (an ``ELTWISE`` of the same length
+between them, which the unit loaded instead), ``norm_hazard`` (one that overwrites four of the
+results) and ``norm_after`` (``norm_hit`` after such an ``ELTWISE``: the unit is reset just
+after loading it, its squares still in the DSP, then loads the ``MATVEC``'s results);
+``am_hit``, ``am_miss``, ``am_alone``, ``am_other`` and ``am_hazard`` are the same cases for
+``ARGMAX``. Every scenario's result registers (``RESULT``, ``RESULT_VALUE``: the
+last argmax) are compared with the golden model's too.
 
 ``HDLGEN_PARAMS`` (JSON): ``lanes``, ``macs_per_lane``, ``seed`` (image contents),
 ``shape_a``, ``outcome`` (path: each scenario's result and cycles as JSON) and ``scenarios``,
@@ -54,7 +60,7 @@ import numpy as np
 
 from hdlgen.compiler.image import MemoryImage, ParamAllocator, WeightAllocator, requant_word
 from hdlgen.config import AcceleratorConfig
-from hdlgen.engine.isa import EltOp, Instruction, NormKind, Opcode, Width, encode
+from hdlgen.engine.isa import EltOp, Instruction, NormKind, Opcode, Reg, Width, encode
 
 __all__ = ["build", "programs", "engine_of", "run"]
 
@@ -162,6 +168,7 @@ def programs(L: int, lay: dict) -> dict:
         mm(B, L, xb, 1, 1),
         add(mv_out, xa, buf(ra), ra),                        # the MATVEC's results: side region
         norm(out[0] - ra, buf(ra)),                          # ... and the norm unit's load
+        Instruction.make(Opcode.ARGMAX, src=out[0] - ra, len=ra),  # ... the argmax unit's
         Instruction.make(Opcode.LOOP, count=2, body=1,
                          wstride=lay["C1"]["waddr"] - C["waddr"],
                          pstride=lay["C1"]["paddr"] - C["paddr"]),
@@ -193,7 +200,17 @@ def programs(L: int, lay: dict) -> dict:
     o3 = o2 + ra
     nrm = {"norm_hit": [side_mv, norm(o1, o2), halt], "norm_alone": [norm(xa, o2), halt],
            "norm_other": [side_mv, add(xb, xb, o3, ra), norm(o1, o2), halt],
-           "norm_hazard": [side_mv, add(xb, xb, o1 + 5, 4), norm(o1, o2), halt]}
+           "norm_hazard": [side_mv, add(xb, xb, o1 + 5, 4), norm(o1, o2), halt],
+           "norm_after": [add(xb, xb, o3, ra), side_mv, norm(o1, o2), halt],
+           "norm_miss": [side_mv, norm(xa, o2), halt]}
+    # the same for the argmax unit (runs of the longest ARGMAX's length)
+
+    def amax(src):
+        return Instruction.make(Opcode.ARGMAX, src=src, len=ra)
+    nrm.update({"am_hit": [side_mv, amax(o1), halt], "am_miss": [side_mv, amax(xa), halt],
+                "am_alone": [amax(xa), halt],
+                "am_other": [side_mv, add(xb, xb, o3, ra), amax(o1), halt],
+                "am_hazard": [side_mv, add(xb, xb, o1 + 5, 4), amax(o1), halt]})
     return {"main": main, "tile": tile, "vecs": vecs + [halt], "wide16": wide16, "wide": wide,
             "elt": [elt, halt], "chain16": chain16, "chain8": chain8, **side, **nrm}
 
@@ -268,6 +285,9 @@ if cocotb is not None:
         bad = np.nonzero(act != expected)[0]
         assert not bad.size, (f"scratchpad differs at {bad.size} elements, first at {bad[0]}: "
                               f"rtl {act[bad[0]]} golden {expected[bad[0]]}")
+        rtl = (int(dut.result.value), to_signed(int(dut.result_value.value), 32))
+        golden = (int(gold.regs[Reg.RESULT]), int(gold.regs[Reg.RESULT_VALUE]))
+        assert rtl == golden, f"argmax result (index, value): rtl {rtl} golden {golden}"
         dut._log.info(f"program {sc['program']}: {cycles} cycles, {len(changed)} elements "
                       f"changed")
         return {"cycles": cycles, "changed": int(len(changed))}

@@ -831,8 +831,8 @@ class Engine(wiring.Component):
         nm_on, nm_valid, nm_hit = Signal(), Signal(), Signal()
         nm_base, nm_len = Signal(aw_act), Signal(16)
         nm_v = Signal()
-        nm_d = Signal(signed(16), reset_less=True)
-        m.d.sync += [nm_v.eq(nm_on & w2_v & ~wr_start), nm_d.eq(w_sum)]
+        sn_d = Signal(signed(16), reset_less=True)           # the value written, a cycle later
+        m.d.sync += [nm_v.eq(nm_on & w2_v & ~wr_start), sn_d.eq(w_sum)]
         m.d.sync += [r.eq(0) for r in nm_rst]                     # (a pulse, set in EXEC)
         with m.If(wr_start):
             m.d.sync += nm_valid.eq(0)
@@ -847,10 +847,9 @@ class Engine(wiring.Component):
         am_on, am_valid, am_hit, am_sn, am_sgot = Signal(), Signal(), Signal(), Signal(), Signal()
         am_base, am_len = Signal(aw_act), Signal(16)
         am_v, am_last = Signal(), Signal()
-        am_d = Signal(signed(16), reset_less=True)
         am_idx = Signal.like(amax.o.payload.index)
         am_val = Signal(signed(16))
-        m.d.sync += [am_v.eq(am_on & w2_v & ~wr_start), am_d.eq(w_sum),
+        m.d.sync += [am_v.eq(am_on & w2_v & ~wr_start),
                      am_last.eq(wr_count + 1 == wr_total), am_rst.eq(0)]
         with m.If(wr_start):
             m.d.sync += am_valid.eq(0)
@@ -1572,7 +1571,7 @@ class Engine(wiring.Component):
             m.d.sync += qr.eq(Cat(qr[16 * B:], qr[:16 * B]))
         # norm
         for n, blk in enumerate(norms):
-            m.d.comb += blk.i.payload.data.eq(Mux(rt[_R_NORM], ro.data[:16], nm_d))
+            m.d.comb += blk.i.payload.data.eq(Mux(rt[_R_NORM], ro.data[:16], sn_d))
             with m.If(rt[_R_NORM] & (norm_sel == n)):
                 m.d.comb += [blk.i.valid.eq(rdo.valid), rdo.ready.eq(blk.i.ready),
                              blk.g.valid.eq(prd.o.valid), prd.o.ready.eq(blk.g.ready),
@@ -1673,7 +1672,7 @@ class Engine(wiring.Component):
             m.d.comb += [amax.i.valid.eq(rdo.valid), rdo.ready.eq(amax.i.ready),
                          amax.i.payload.logit.eq(ro.data[:16]), amax.i.payload.last.eq(ro.last)]
         with m.Else():                       # (the early load: see am_on)
-            m.d.comb += [amax.i.valid.eq(am_v), amax.i.payload.logit.eq(am_d),
+            m.d.comb += [amax.i.valid.eq(am_v), amax.i.payload.logit.eq(sn_d),
                          amax.i.payload.last.eq(am_last)]
             with m.If(am_v & ~amax.i.ready):     # (never: the unit's output is always taken)
                 m.d.sync += am_on.eq(0)

@@ -150,7 +150,11 @@ After nextpnr's static placer (``build --placer static``, now the default for a 
 the engine) it routes: 57.0 MHz at a 50 MHz target, 55.0 MHz at a 75 MHz target (seed 1;
 placement estimates 66.8 and 69.6 MHz); with the input-range checks (``INPUT_RANGE``)
 added since, 53.6 MHz at 50 (seed 1, placement estimate 73.3), which is why a build with
-the engine defaults to 50 MHz (:data:`hdlgen.build.MODEL_SYS_CLK_MHZ`). Both routed critical paths are the host's weight
+the engine defaults to 50 MHz (:data:`hdlgen.build.MODEL_SYS_CLK_MHZ`); with the vector
+buffer's side region, 52.2 MHz at 50 (seed 1); with the norm and argmax units' early load,
+48.3 MHz at 50 (seed 1: **not met**, by 0.7 ns), its critical path again a host weight-write
+data bit, one flip-flop driving a DP16KD's ``DIA`` across the die (20.0 ns of routing).
+The routed critical paths are the host's weight
 writes: the 32-bit write word replicated across the 1,024-bit port had been merged by Yosys
 into 32 flip-flops, each driving block RAMs across the die (17.4 ns of routing). Holding the
 write data per group of four tiles (branch ``bram-wdata``) moved the critical path to the

@@ -153,7 +153,8 @@ added since, 53.6 MHz at 50 (seed 1, placement estimate 73.3), which is why a bu
 the engine defaults to 50 MHz (:data:`hdlgen.build.MODEL_SYS_CLK_MHZ`); with the vector
 buffer's side region, 52.2 MHz at 50 (seed 1); with the norm and argmax units' early load,
 48.3 MHz at 50 (seed 1: **not met**, by 0.7 ns), its critical path again a host weight-write
-data bit, one flip-flop driving a DP16KD's ``DIA`` across the die (20.0 ns of routing).
+data bit, one flip-flop driving a DP16KD's ``DIA`` across the die (20.0 ns of routing), and
+50.45 MHz at seed 2 (met; critical path a port-b address group copy, 19.3 ns of routing).
 The routed critical paths are the host's weight
 writes: the 32-bit write word replicated across the 1,024-bit port had been merged by Yosys
 into 32 flip-flops, each driving block RAMs across the die (17.4 ns of routing). Holding the

@@ -98,12 +98,15 @@ ECP5_SHAPES = [
     # first-stage copies, the last for one group), and 15 x9 primitives over 5 rows
     (dict(width=640, depth=256, granularity=8, ports=("w", "r"), init=True, latency=4), 36),
     (dict(width=24, depth=9000, granularity=8, latency=4), 9),
+    # the engine's weight bank form: x18 with byte enables, 8 columns in two groups (one
+    # first-stage copy), the write data held per group
+    (dict(width=128, depth=1024, granularity=8, latency=4), 18),
 ]
 
 
 @pytest.mark.parametrize("shape,mode", ECP5_SHAPES,
                          ids=["x9_rows", "x36", "x4_tdp", "x18_be", "x9_rows_lat3", "x36_lat3",
-                              "x36_lat4", "x9_rows_lat4"])
+                              "x36_lat4", "x9_rows_lat4", "x18_lat4"])
 def test_bram_ecp5_netlist(shape, mode, monkeypatch):
     """The DP16KD tiling, byte enables, row cascade and INITVAL layout, simulated."""
     from sim.benches.bram import DP16KD_MODEL

@@ -52,7 +52,8 @@ from amaranth.lib.wiring import In, Out
 from hdlgen.blocks.dsp import keep_register
 from hdlgen.blocks.ecp5 import is_ecp5
 
-__all__ = ["PortSignature", "BlockRAM", "Tiling", "ecp5_tiling", "READ_LATENCY", "bench_configs"]
+__all__ = ["PortSignature", "BlockRAM", "Tiling", "ecp5_tiling", "check_latency", "READ_LATENCY",
+           "bench_configs"]
 
 #: Cycles from a read request (``addr`` with ``en``) to ``rdata`` (the default; ``latency=3``
 #: adds an input register stage, see :class:`BlockRAM`).
@@ -177,6 +178,15 @@ class _Request:
         self.__dict__.update(fields)
 
 
+def check_latency(latency) -> int:
+    """``latency`` if it is a read latency the RAMs offer (2, 3 or 4), else a clear error."""
+    if latency not in (2, 3, 4) or isinstance(latency, bool):
+        raise ValueError(f"latency={latency!r}: use 2 (default), 3 (adds an input register "
+                         f"stage, for RAMs of many primitives) or 4 (two stages, for RAMs "
+                         f"across the die)")
+    return latency
+
+
 def _check_int(name, value, lo=1):
     if not isinstance(value, int) or isinstance(value, bool) or value < lo:
         raise TypeError(f"{name} must be an integer >= {lo}, not {value!r}")
@@ -213,7 +223,11 @@ class BlockRAM(wiring.Component):
         copies, one per two groups, so a request fans out as a tree: for a RAM whose
         primitives sit across the die, such as a weight bank beside a MAC array that fills
         the DSP rows (measured on the 85F, 32 DP16KD in the SoC with the matrix-vector unit:
-        8 ns of routing from the request to one group's copy with ``3``).
+        8 ns of routing from the request to one group's copy with ``3``). With ``4`` a write
+        port's data has its first stage registered once (identical bits of a replicated word
+        merge in synthesis) and then a kept copy per group, one flip-flop per primitive pin,
+        so a caller that replicates a narrow word should give it in copies that already sit
+        apart (the engine's host weight write: one copy per four lanes).
     sites : mapping or None
         On ECP5, ``{(row, column): BEL}``: the DP16KD site of some or all tiles of
         :meth:`tiling` (nextpnr's ``BEL`` attribute, e.g. ``"X4/Y22/EBR0"``), from a
@@ -240,11 +254,7 @@ class BlockRAM(wiring.Component):
     def _setup(self, width, depth, granularity, ports, init, latency):
         _check_int("width", width)
         _check_int("depth", depth)
-        if latency not in (2, 3, 4) or isinstance(latency, bool):
-            raise ValueError(f"latency={latency!r}: use 2 (default), 3 (adds an input "
-                             f"register stage, for RAMs of many primitives) or 4 (two stages, "
-                             f"for RAMs across the die)")
-        self._latency = latency
+        self._latency = check_latency(latency)
         if granularity not in (None, 8):
             raise ValueError(f"granularity must be 8 or None, not {granularity!r}")
         if granularity == 8 and width % 8:
@@ -375,7 +385,7 @@ class BlockRAM(wiring.Component):
         row_bits = (t.rows - 1).bit_length()
         local_aw = (t.prim_depth - 1).bit_length()
         lsb = _ADDR_LSB[mode]
-        staged = self._latency >= 3
+        lat = self._latency
         tiles = [(r, c) for r in range(t.rows) for c in range(t.columns)]
         group = {rc: i // _GROUP_TILES for i, rc in enumerate(tiles)}
 
@@ -390,26 +400,22 @@ class BlockRAM(wiring.Component):
 
         # The request each primitive sees: the port (latency 2), or with latency 3 the copy
         # of its group (address, enable, write lanes: non-mergeable registers) and wdata
-        # registered once per bit.
+        # registered once per bit; with latency 4 a tree (see the class docstring).
         req = {}
         first = {}        # what the per-primitive write enables load from: the port, or with
                           # latency 4 the first-stage copy of the primitive's group
         for name, dirs in zip("ab", self._ports):
             port = getattr(self, name)
-            if not staged:
+            if lat == 2:
                 req[name] = {rc: port for rc in tiles}
                 continue
             wdata = None
             if "w" in dirs:
                 wdata = Signal.like(port.wdata, name=f"{name}_wdata_r", reset_less=True)
                 m.d.sync += wdata.eq(port.wdata)
-                if self._latency == 4:
-                    wdata2 = Signal.like(port.wdata, name=f"{name}_wdata_r2", reset_less=True)
-                    m.d.sync += wdata2.eq(wdata)
-                    wdata = wdata2
             source = {}                 # the request each group's copy loads from
             for g in sorted(set(group.values())):
-                if self._latency == 3:
+                if lat == 3:
                     source[g] = port
                 elif g % _FIRST_STAGE_GROUPS == 0:
                     j = g // _FIRST_STAGE_GROUPS
@@ -442,6 +448,17 @@ class BlockRAM(wiring.Component):
                     copy.we = Signal(len(port.we), name=f"{name}_we_v{g}")
                     m.d.comb += [copy.we[i].eq(held[j]) for j, i in enumerate(used)]
                     copy.wdata = wdata
+                    if lat == 4:
+                        # the group's own copy of its columns' write data (kept: identical
+                        # bits of a replicated word stay one flip-flop per primitive pin)
+                        bits = [lo + i for c in sorted({rc[1] for rc in tiles if group[rc] == g})
+                                for lo, n, _ in [self._column_bits(t, c)] for i in range(n)]
+                        held_w = keep_register(m, platform,
+                                               Signal(len(bits), name=f"{name}_wdata_g{g}",
+                                                      reset_less=True),
+                                               Cat(wdata[b] for b in bits))
+                        copy.wdata = Signal(len(port.wdata), name=f"{name}_wdata_v{g}")
+                        m.d.comb += [copy.wdata[b].eq(held_w[j]) for j, b in enumerate(bits)]
                 copies[g] = copy
             req[name] = {rc: copies[group[rc]] for rc in tiles}
             first[name] = {rc: source[group[rc]] for rc in tiles}
@@ -485,9 +502,9 @@ class BlockRAM(wiring.Component):
                 m.d.comb += ad[lsb:lsb + local_aw].eq(q.addr[:local_aw])
                 wr = Signal(name=f"wr{pname}_{r}_{c}")
                 if "w" in dirs:
-                    src = first[pname][(r, c)] if staged else port
+                    src = first[pname][(r, c)] if lat >= 3 else port
                     write = src.en & in_row(src.addr, r) & lanes_of(src, c).any()
-                    if staged:     # one register per primitive, from the port (latency 3)
+                    if lat >= 3:   # one register per primitive, from the port (latency 3)
                         keep_register(m, platform, wr, write)
                     else:
                         m.d.comb += wr.eq(write)

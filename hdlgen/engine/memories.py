@@ -17,7 +17,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hdlgen.blocks.bram import BlockRAM, PortSignature, ecp5_tiling
+from hdlgen.blocks.bram import BlockRAM, PortSignature, check_latency, ecp5_tiling
 from hdlgen.blocks.dsp import keep_register
 
 __all__ = ["DistRAM", "SplitRAM", "WideFIFO", "split_depth"]
@@ -33,9 +33,7 @@ def _ports(width, depth, granularity):
 
 
 def _check(width, depth, granularity, init, latency=2):
-    if latency not in (2, 3) or isinstance(latency, bool):
-        raise ValueError(f"latency={latency!r}: use 2 (default) or 3 (one more request "
-                         f"register)")
+    check_latency(latency)
     if width < 1 or depth < 1:
         raise ValueError(f"width={width} and depth={depth} must be at least 1")
     if granularity not in (None, 8) or (granularity and width % 8):
@@ -46,12 +44,12 @@ def _check(width, depth, granularity, init, latency=2):
 
 
 class DistRAM(wiring.Component):
-    """Distributed RAM with :class:`BlockRAM`'s ports and 2-cycle (or 3-cycle) read latency.
+    """Distributed RAM with :class:`BlockRAM`'s ports and 2-cycle (or more) read latency.
 
     One write port (``a``) and **one** read port, shared: in a cycle with ``b.en`` port ``b``
     reads, otherwise port ``a`` reads when ``a.en`` (the engine never reads both at once: the
     host's port ``a`` is refused while a job runs). Both ports' ``rdata`` show the last word
-    read by either port, two cycles after its request. The read address is registered, then
+    read by either port, ``latency`` cycles after its request. The read address is registered, then
     the LUT RAM is read asynchronously into the output register, which loads every cycle (no
     clock enable on the data): ``rdata`` holds while nothing new is read and that word is not
     written. A read of a word written in the same cycle returns the new word. The LUT RAM is
@@ -67,8 +65,8 @@ class DistRAM(wiring.Component):
     init : sequence of int or None
         Initial contents.
     latency : int
-        ``2`` (default) or ``3``: every request (both ports, writes too) first passes a
-        register stage, as :class:`BlockRAM`'s ``latency=3``.
+        ``2`` (default), ``3`` or ``4``: every request (both ports, writes too) first passes
+        ``latency - 2`` register stages, as :class:`BlockRAM`'s.
     """
 
     def __init__(self, *, width: int, depth: int, granularity: int | None = None, init=None,
@@ -89,8 +87,8 @@ class DistRAM(wiring.Component):
         gran = self._gran or self._width
         a_addr, a_en, a_we, a_wdata = self.a.addr, self.a.en, self.a.we, self.a.wdata
         b_addr, b_en = self.b.addr, self.b.en
-        if self._latency == 3:                  # the request register stage
-            regs = [Signal.like(x, name=f"{n}_r") for n, x in
+        for n in range(self._latency - 2):      # the request register stages
+            regs = [Signal.like(x, name=f"{k}_r{n}") for k, x in
                     (("a_addr", a_addr), ("a_en", a_en), ("a_we", a_we), ("a_wdata", a_wdata),
                      ("b_addr", b_addr), ("b_en", b_en))]
             m.d.sync += [r.eq(x) for r, x in zip(regs, (a_addr, a_en, a_we, a_wdata, b_addr,
@@ -137,8 +135,8 @@ class SplitRAM(wiring.Component):
     ``main_depth`` must be a power of two (the high address bit(s) select the part);
     ``sites`` places the block RAM's tiles (:class:`BlockRAM`). The tail's
     single read port follows :class:`DistRAM`: ``b`` wins over ``a`` in a cycle with both
-    enabled. ``latency`` (2 or 3) is both parts' (:class:`BlockRAM`); the part select of a
-    wide ``rdata`` is copied per 64 bits.
+    enabled. ``latency`` (2, 3 or 4) is both parts' (:class:`BlockRAM`); the part select of
+    a wide ``rdata`` is copied per 64 bits.
     """
 
     def __init__(self, *, width: int, depth: int, main_depth: int,

@@ -114,16 +114,18 @@ datapaths load every cycle with their valid bits and selects copied per lane
   cycles per instruction besides DECODE); a failure's status is applied from registers a
   cycle later; NEXT, the attention loops and the MATVEC and MATMAT issue counters decide on
   registered flags and sums; the host's start is registered;
-* MAC feed: the weight bank reads every cycle at a registered address with ``latency=3``
-  (request registers replicated per group of DP16KD), the vector buffer's operand planes are
-  registered, each beat passes a register in front of the beat FIFO whose source (MATVEC,
-  SCORES, ATTV, MATMAT) is selected by a copy of the mode flags per lane; the FIFO
+* MAC feed: the weight bank reads every cycle at a registered address with ``latency=4``
+  (its requests fan out as a tree: a first-stage copy per two groups of four DP16KD, then a
+  copy per group; the host's write word is also held in one copy per four lanes before it),
+  the vector buffer's operand planes are registered (and delayed to meet the weight row),
+  each beat passes a register in front of the beat FIFO whose source (MATVEC, SCORES, ATTV,
+  MATMAT) is selected by a copy of the mode flags per lane; the FIFO
   (:class:`~hdlgen.engine.memories.WideFIFO`) is a column group per lane's slice with its own
   pointers and write enable, and its occupancy (credits, beats issued or in flight) is one
   register; the KV cache's read stream passes a skid buffer; the lane slice EMBED and MATMAT
   take from a weight row (and the host's weight reads, through port b) is selected in two
   registered levels (within groups of four lanes, then across the groups), and a block-RAM
-  tile buffer has ``latency=3`` like the weight bank;
+  tile buffer has ``latency=3``;
 * floorplan (LFE5U-85F, :func:`hdlgen.blocks.ecp5.mac_floorplan`): each lane's eight DSPs
   side by side in a DSP row and its weight tiles in the EBR row next to it, in the same
   columns, so a lane's weights never cross the die and no logic gathers a whole weight row in
@@ -565,14 +567,16 @@ class Engine(wiring.Component):
         # lane l's weight tiles beside its DSPs (:func:`hdlgen.blocks.ecp5.weight_floorplan`)
         dsp_sites, wts_sites = weight_floorplan(platform, lanes, K, main_rows,
                                                 init=bool(init.get("wts")))
-        # (the weight bank spans dozens of DP16KD: latency 3, its request registers replicated)
+        # (the weight bank spans the die's EBR rows: latency 4, each port's requests fan out
+        # as a tree of copies; the host's write data has a level of its own, see hw_copy)
         if main_rows < WR:
             m.submodules.wts = wts = SplitRAM(width=lanes * K * 8, depth=WR, granularity=8,
                                               main_depth=main_rows, init=init.get("wts"),
-                                              latency=3, sites=wts_sites)
+                                              latency=4, sites=wts_sites)
         else:
             m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8,
-                                              init=init.get("wts"), latency=3, sites=wts_sites)
+                                              init=init.get("wts"), latency=4,
+                                              sites=wts_sites)
         m.submodules.par = par = BlockRAM(width=32, depth=PM, init=init.get("par"))
         m.submodules.vb = vb = DistRAM(width=16 * K, depth=VBD + SVD, granularity=8)
         # the MATMAT tile buffer: word j holds the input slices [j*K, j*K+K) of all the tile's
@@ -580,8 +584,8 @@ class Engine(wiring.Component):
         # engine whose program has MATMAT
         TBD = -(-self._mm_cols // K)
         tb = None
-        # (in block RAM it spans as many DP16KD columns as the weight bank: latency 3 like it,
-        # its request registers replicated)
+        # (in block RAM it spans as many DP16KD columns as the weight bank: latency 3, its
+        # request registers replicated)
         if TBD:
             if TBD <= 16:
                 m.submodules.tb = tb = DistRAM(width=lanes * K * 8, depth=TBD, granularity=8)
@@ -870,9 +874,10 @@ class Engine(wiring.Component):
         b_off = Signal(WBITS)
         m.d.comb += [b_win.eq(bus.adr[WBITS:WBITS + 3]), b_off.eq(bus.adr[:WBITS])]
         # 0 idle; 1, 2 (and 6, 7 for the weights' third and fourth cycle) read wait; 3
-        # capture; 5 weight word select; 4 ack/err. The memory requests are registered (hq_*:
-        # the memories see them the cycle after state 0)
-        b_state = Signal(3)
+        # capture (8: a wait for a lane slice through port b); 5 weight word select; 4
+        # ack/err. The memory requests are registered (hq_*: the memories see them the cycle
+        # after state 0)
+        b_state = Signal(4)
         b_win_r = Signal(3)
         rsw = mp.row_stride_words
         rsw_bits = (rsw - 1).bit_length()
@@ -977,8 +982,8 @@ class Engine(wiring.Component):
                 m.d.sync += b_state.eq(2)
             with m.Case(2):
                 m.d.sync += b_state.eq(Mux(b_win_r == WINDOWS["weights"], 6, 3))
-            with m.Case(6):                  # (a weight read through port b: one more)
-                m.d.sync += b_state.eq(7 if wpl else 3)
+            with m.Case(6):                  # (a weight read: port a's latency is 4; port b
+                m.d.sync += b_state.eq(7)    # has 4 and the lane select's two registers: 8)
             with m.Case(7):
                 m.d.sync += b_state.eq(3)
             with m.Case(3):
@@ -990,13 +995,15 @@ class Engine(wiring.Component):
                         m.d.sync += b_dat.eq(act.a.rdata.as_signed())
                     with m.Case(WINDOWS["weights"]):      # a group of 4 words, then one word
                         if wpl:                            # (port b: the lane slice, then)
-                            m.d.sync += b_state.eq(5)
+                            m.d.sync += b_state.eq(5 if wts.latency < 4 else 8)
                         else:
                             grp = (wts.a.rdata.word_select(b_sub[2:], 128) if lanes * K > 16
                                    else wts.a.rdata)
                             m.d.sync += [b_pre.eq(grp), b_state.eq(5)]
                     with m.Case(WINDOWS["params"]):
                         m.d.sync += b_dat.eq(par.a.rdata)
+            with m.Case(8):
+                m.d.sync += b_state.eq(5)
             with m.Case(5):
                 m.d.sync += b_state.eq(4)
                 if wpl:
@@ -1012,12 +1019,20 @@ class Engine(wiring.Component):
         hq_act, hq_p = Signal.like(host_act), Signal.like(host_p)
         m.d.sync += [hq_prog.eq(host_prog), hq_w.eq(host_w), hq_act.eq(host_act),
                      hq_p.eq(host_p)]
+        # the host's 32-bit weight word, replicated across the row: one kept copy per HWG
+        # lanes (a group of lanes sits together on the floorplan), so the weight bank's write
+        # data is a tree (these copies, port a's first stage, which merges the identical bits
+        # of each, then its copy per lane's tiles) and no flip-flop drives the whole die
+        HWG = 4
+        hw_copy = [keep_register(m, platform, Signal(32, name=f"hw_wd{g}", reset_less=True),
+                                 host_w.wdata[:32]) for g in range(-(-lanes // HWG))]
+        hw_wdata = Cat(hw_copy[(32 * w) // (8 * K) // HWG] for w in range(lanes * K // 4))
         host_prog, host_w, host_act, host_p = hq_prog, hq_w, hq_act, hq_p
         # program: a = host, b = fetch
         m.d.comb += [prog.a.addr.eq(host_prog.addr), prog.a.en.eq(host_prog.en),
                      prog.a.we.eq(host_prog.we), prog.a.wdata.eq(host_prog.wdata)]
         m.d.comb += [wts.a.addr.eq(host_w.addr), wts.a.en.eq(host_w.en), wts.a.we.eq(host_w.we),
-                     wts.a.wdata.eq(host_w.wdata)]
+                     wts.a.wdata.eq(hw_wdata)]
         with m.If(busy):
             m.d.comb += [act.a.addr.eq(w2_a), act.a.en.eq(w2_v), act.a.we.eq(w2_v),
                          act.a.wdata.eq(w_sum)]
@@ -1694,7 +1709,7 @@ class Engine(wiring.Component):
 
         # ---- MAC feed -------------------------------------------------------------------------
         beat_l = mac.i.payload.shape()
-        BFD = 16                             # credits: issue -> FIFO read is 6 cycles (MATMAT 8)
+        BFD = 16                             # credits: issue -> FIFO read is 7 cycles (MATMAT 9)
         # (a WideFIFO, its pointers and write enable copied per 64 bits: one column group per
         # lane's slice, then the shared slice, then first/last, so no control net spans the
         # ~1,100 bits and each lane's slice can sit by its lane)
@@ -1708,7 +1723,8 @@ class Engine(wiring.Component):
                      mac.i.payload.shared.eq(bf_out.shared),
                      mac.i.payload.per_lane.eq(bf_out.per_lane)]
         bf_issue = Signal()
-        i1, i2, i3 = Signal(), Signal(), Signal()
+        WB = wts.latency                     # weight row read latency of the MAC feed
+        mv_i = [bf_issue] + [Signal(name=f"i{n}") for n in range(1, WB + 1)]
         # MATVEC issue
         mv_active = Signal()
         mv_ob = Signal(16)
@@ -1810,8 +1826,8 @@ class Engine(wiring.Component):
                          mv_wrow.eq(x_w + prod_c),
                          em_lane.eq(embed_idx[:(lanes - 1).bit_length()])]
         # the weight bank's port b reads mv_wrow every cycle (no enable, a registered address):
-        # a read issued in cycle t is in rdata at t + 3 (latency 3) and in em_slice (one lane)
-        # at t + 5. The lane select is two registered levels: within each group of EMG lanes
+        # a read issued in cycle t is in rdata at t + 4 (latency 4) and in em_slice (one lane)
+        # at t + 6. The lane select is two registered levels: within each group of EMG lanes
         # (a group's lanes sit together, see the floorplan), then across the groups, so no
         # single cycle gathers the whole 1,024-bit row
         EMG = 4
@@ -1852,50 +1868,50 @@ class Engine(wiring.Component):
         with m.Else():
             m.d.comb += [vb.b.addr.eq(rd.aux_addr), vb.b.en.eq(rd.aux_en)]
         m.d.comb += rd.aux_rdata.eq(vb.b.rdata)
-        # MATVEC beat assembly, three cycles after the issue (the weight bank's latency; the
-        # vector buffer answers after two, and its planes are registered)
-        f1, f2, f3, l1, l2, l3 = (Signal(name=n) for n in ("f1", "f2", "f3", "l1", "l2", "l3"))
+        # MATVEC beat assembly, WB cycles after the issue (the weight bank's port b latency;
+        # the vector buffer answers after two, and its planes are registered, then delayed)
+        mv_f = [mv_ib_first] + [Signal(name=f"f{n}") for n in range(1, WB + 1)]
+        mv_l = [mv_ib_last] + [Signal(name=f"l{n}") for n in range(1, WB + 1)]
         s1, s2 = Signal(2), Signal(2)
-        m.d.sync += [i1.eq(bf_issue), i2.eq(i1), i3.eq(i2), f1.eq(mv_ib_first), f2.eq(f1),
-                     f3.eq(f2), l1.eq(mv_ib_last), l2.eq(l1), l3.eq(l2), s1.eq(pass_sel),
-                     s2.eq(s1)]
+        m.d.sync += [x[n].eq(x[n - 1]) for x in (mv_i, mv_f, mv_l) for n in range(1, WB + 1)]
+        m.d.sync += [s1.eq(pass_sel), s2.eq(s1)]
         mv_beat = Signal(beat_l)
-        m.d.comb += [mv_beat.first.eq(f3), mv_beat.last.eq(l3)]
+        m.d.comb += [mv_beat.first.eq(mv_f[WB]), mv_beat.last.eq(mv_l[WB])]
         for k in range(K):
             p, stmts = _plane(vb.b.rdata[16 * k:16 * k + 16], s2)
-            p3 = Signal(signed(8), name=f"mv_sh{k}", reset_less=True)
             m.d.comb += stmts
-            m.d.sync += p3.eq(p)
-            m.d.comb += mv_beat.shared[k].eq(p3)
+            for n in range(3, WB + 1):
+                p_n = Signal(signed(8), name=f"mv_sh{k}" + ("" if n == WB else f"_{n}"),
+                             reset_less=True)
+                m.d.sync += p_n.eq(p)
+                p = p_n
+            m.d.comb += mv_beat.shared[k].eq(p)
         for ln in range(lanes):
             for k in range(K):
                 m.d.comb += mv_beat.per_lane[ln][k].eq(wts.b.rdata[8 * (ln * K + k):][:8])
 
-        # MATMAT beat assembly, five cycles after the issue: the weight row (three cycles) has
-        # the pass's lane slice selected in two registers (EMBED's em_slice, its select em_lane
-        # following the issued lane two cycles late); the tile buffer is read 5 - latency
-        # cycles after the issue (from registers: word and enable delayed) so that its word
-        # arrives then too
+        # MATMAT beat assembly, MMD = WB + 2 cycles after the issue: the weight row (WB
+        # cycles) has the pass's lane slice selected in two registers (EMBED's em_slice, its
+        # select em_lane following the issued lane WB - 1 cycles late); the tile buffer is
+        # read MMD - latency cycles after the issue (from registers: word and enable delayed)
+        # so that its word arrives then too
+        MMD = WB + 2
         mm_beat = Signal(beat_l)
-        mi4 = Signal()                       # the MATMAT beat is complete (goes to bw_*)
+        mi_last = Signal()                   # the MATMAT beat is complete (goes to bw_*)
         if TBD:
-            mi = [mm_issue] + [Signal(name=f"mm_i{n}") for n in range(1, 5)] + [mi4]
-            mf = [Signal(name=f"mm_f{n}") for n in range(5)]
-            ml = [Signal(name=f"mm_l{n}") for n in range(5)]
-            mln1, mln2 = Signal.like(mm_lane), Signal.like(mm_lane)
+            mi = [mm_issue] + [Signal(name=f"mm_i{n}") for n in range(1, MMD)] + [mi_last]
+            mf = [mm_j_first] + [Signal(name=f"mm_f{n}") for n in range(1, MMD + 1)]
+            ml = [mm_j_last] + [Signal(name=f"mm_l{n}") for n in range(1, MMD + 1)]
+            mln = [mm_lane] + [Signal.like(mm_lane, name=f"mm_ln{n}") for n in range(1, WB)]
+            tb_at = MMD - tb.latency            # WB (LUT RAM) or WB - 1 (block RAM)
             tb_j = [mm_j[:len(tb.b.addr)]] + [Signal.like(tb.b.addr, name=f"tb_j{n}")
-                                              for n in range(1, 4)]
-            m.d.sync += [mi[n].eq(mi[n - 1]) for n in range(1, 6)]
-            m.d.sync += [tb_j[n].eq(tb_j[n - 1]) for n in range(1, 4)]
-            m.d.sync += [mf[0].eq(mm_j_first), ml[0].eq(mm_j_last),
-                         mln1.eq(mm_lane), mln2.eq(mln1)]
-            m.d.sync += [mf[n].eq(mf[n - 1]) for n in range(1, 5)]
-            m.d.sync += [ml[n].eq(ml[n - 1]) for n in range(1, 5)]
+                                              for n in range(1, tb_at + 1)]
+            m.d.sync += [x[n].eq(x[n - 1]) for x in (mi, mf, ml, mln, tb_j)
+                         for n in range(1, len(x))]
             with m.If(mac_mode == _M_MATMAT):
-                m.d.sync += em_lane.eq(mln2)
-            tb_at = 5 - tb.latency              # 3 (LUT RAM) or 2 (block RAM)
+                m.d.sync += em_lane.eq(mln[-1])
             m.d.comb += [tb.b.addr.eq(tb_j[tb_at]), tb.b.en.eq(mi[tb_at]),
-                         mm_beat.first.eq(mf[4]), mm_beat.last.eq(ml[4])]
+                         mm_beat.first.eq(mf[-1]), mm_beat.last.eq(ml[-1])]
             for k in range(K):
                 m.d.comb += mm_beat.shared[k].eq(em_slice[8 * k:8 * k + 8])
             for ln in range(lanes):
@@ -1948,9 +1964,9 @@ class Engine(wiring.Component):
                 with m.If(rdd.payload.last):    # the next V row starts a dot product
                     m.d.sync += [at_last_seen.eq(1), av_t0.eq(1)]
         with m.Elif(mac_mode == _M_MATMAT):
-            m.d.comb += bw_en.eq(mi4)
+            m.d.comb += bw_en.eq(mi_last)
         with m.Else():
-            m.d.comb += bw_en.eq(i3)
+            m.d.comb += bw_en.eq(mv_i[WB])
         # SCORES: the query of the next head moves into qr (see the query registers)
         m.d.comb += q_swap.eq((sc_issue & (~sc_busy | sc_lastb)) | (sc_lastb & sc_next))
         with m.If(sc_issue):

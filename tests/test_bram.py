@@ -100,7 +100,7 @@ ECP5_SHAPES = [
     (dict(width=24, depth=9000, granularity=8, latency=4), 9),
     # the engine's weight bank form: x18 with byte enables, 8 columns in two groups (one
     # first-stage copy), the write data held per group
-    (dict(width=128, depth=1024, granularity=8, latency=4), 18),
+    (dict(width=128, depth=1024, granularity=8, latency=4, wdata_per_group=True), 18),
 ]
 
 

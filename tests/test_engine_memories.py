@@ -69,8 +69,8 @@ def test_distram_groups(latency):
 @pytest.mark.parametrize("latency", [3, 4])
 def test_splitram_tail(latency):
     """(4: the engine's weight bank)"""
-    _check(SplitRAM(width=80, depth=20, main_depth=16, granularity=8, latency=latency), 80, 20,
-           latency, seed=7)
+    _check(SplitRAM(width=80, depth=20, main_depth=16, granularity=8, latency=latency,
+                    wdata_per_group=latency == 4), 80, 20, latency, seed=7)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

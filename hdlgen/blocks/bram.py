@@ -223,11 +223,16 @@ class BlockRAM(wiring.Component):
         copies, one per two groups, so a request fans out as a tree: for a RAM whose
         primitives sit across the die, such as a weight bank beside a MAC array that fills
         the DSP rows (measured on the 85F, 32 DP16KD in the SoC with the matrix-vector unit:
-        8 ns of routing from the request to one group's copy with ``3``). With ``4`` a write
-        port's data has its first stage registered once (identical bits of a replicated word
-        merge in synthesis) and then a kept copy per group, one flip-flop per primitive pin,
-        so a caller that replicates a narrow word should give it in copies that already sit
-        apart (the engine's host weight write: one copy per four lanes).
+        8 ns of routing from the request to one group's copy with ``3``). A write port's data
+        is registered once per stage (identical bits of a replicated word merge in synthesis
+        into one flip-flop that drives every primitive; see ``wdata_per_group``).
+    wdata_per_group : bool
+        With ``latency=4``: the second stage of a write port's data is a kept copy per group,
+        one flip-flop per primitive pin, so the write data fans out as a tree too. A caller
+        that replicates a narrow word across the port should then give it in copies that
+        already sit apart (the engine's host weight write: one copy per four lanes), since the
+        first stage still merges identical bits. Costs ``width`` flip-flops per row of
+        primitives.
     sites : mapping or None
         On ECP5, ``{(row, column): BEL}``: the DP16KD site of some or all tiles of
         :meth:`tiling` (nextpnr's ``BEL`` attribute, e.g. ``"X4/Y22/EBR0"``), from a
@@ -243,7 +248,9 @@ class BlockRAM(wiring.Component):
     """
 
     def __init__(self, *, width: int, depth: int, granularity: int | None = None,
-                 ports=("rw", "r"), init=None, latency: int = READ_LATENCY, sites=None):
+                 ports=("rw", "r"), init=None, latency: int = READ_LATENCY, sites=None,
+                 wdata_per_group: bool = False):
+        self._wdata_per_group = bool(wdata_per_group)
         try:
             self._setup(width, depth, granularity, ports, init, latency)
             self._sites = self._check_sites(sites)
@@ -413,6 +420,10 @@ class BlockRAM(wiring.Component):
             if "w" in dirs:
                 wdata = Signal.like(port.wdata, name=f"{name}_wdata_r", reset_less=True)
                 m.d.sync += wdata.eq(port.wdata)
+                if lat == 4 and not self._wdata_per_group:
+                    wdata2 = Signal.like(port.wdata, name=f"{name}_wdata_r2", reset_less=True)
+                    m.d.sync += wdata2.eq(wdata)
+                    wdata = wdata2
             source = {}                 # the request each group's copy loads from
             for g in sorted(set(group.values())):
                 if lat == 3:
@@ -448,7 +459,7 @@ class BlockRAM(wiring.Component):
                     copy.we = Signal(len(port.we), name=f"{name}_we_v{g}")
                     m.d.comb += [copy.we[i].eq(held[j]) for j, i in enumerate(used)]
                     copy.wdata = wdata
-                    if lat == 4:
+                    if lat == 4 and self._wdata_per_group:
                         # the group's own copy of its columns' write data (kept: identical
                         # bits of a replicated word stay one flip-flop per primitive pin)
                         bits = [lo + i for c in sorted({rc[1] for rc in tiles if group[rc] == g})

@@ -572,11 +572,12 @@ class Engine(wiring.Component):
         if main_rows < WR:
             m.submodules.wts = wts = SplitRAM(width=lanes * K * 8, depth=WR, granularity=8,
                                               main_depth=main_rows, init=init.get("wts"),
-                                              latency=4, sites=wts_sites)
+                                              latency=4, sites=wts_sites,
+                                              wdata_per_group=True)
         else:
             m.submodules.wts = wts = BlockRAM(width=lanes * K * 8, depth=WR, granularity=8,
                                               init=init.get("wts"), latency=4,
-                                              sites=wts_sites)
+                                              sites=wts_sites, wdata_per_group=True)
         m.submodules.par = par = BlockRAM(width=32, depth=PM, init=init.get("par"))
         m.submodules.vb = vb = DistRAM(width=16 * K, depth=VBD + SVD, granularity=8)
         # the MATMAT tile buffer: word j holds the input slices [j*K, j*K+K) of all the tile's

@@ -136,14 +136,16 @@ class SplitRAM(wiring.Component):
     ``sites`` places the block RAM's tiles (:class:`BlockRAM`). The tail's
     single read port follows :class:`DistRAM`: ``b`` wins over ``a`` in a cycle with both
     enabled. ``latency`` (2, 3 or 4) is both parts' (:class:`BlockRAM`); the part select of
-    a wide ``rdata`` is copied per 64 bits.
+    a wide ``rdata`` is copied per 64 bits; ``wdata_per_group`` is the block RAM's.
     """
 
     def __init__(self, *, width: int, depth: int, main_depth: int,
-                 granularity: int | None = None, init=None, latency: int = 2, sites=None):
+                 granularity: int | None = None, init=None, latency: int = 2, sites=None,
+                 wdata_per_group: bool = False):
         _check(width, depth, granularity, init, latency)
         self._latency = latency
         self._sites = sites
+        self._wdata_per_group = wdata_per_group
         if not (0 < main_depth < depth and main_depth & (main_depth - 1) == 0):
             raise ValueError(f"main_depth={main_depth} must be a power of two below "
                              f"depth={depth}")
@@ -162,7 +164,8 @@ class SplitRAM(wiring.Component):
         m.submodules.main = main = BlockRAM(width=self._width, depth=md,
                                             granularity=self._gran, ports=("rw", "r"),
                                             init=self._init[:md] or None,
-                                            latency=self._latency, sites=self._sites)
+                                            latency=self._latency, sites=self._sites,
+                                            wdata_per_group=self._wdata_per_group)
         m.submodules.tail = tail = DistRAM(width=self._width, depth=self._depth - md,
                                            granularity=self._gran,
                                            init=self._init[md:] or None,

@@ -156,13 +156,23 @@ the engine defaults to 50 MHz (:data:`hdlgen.build.MODEL_SYS_CLK_MHZ`); with the
 buffer's side region, 52.2 MHz at 50 (seed 1); with the norm and argmax units' early load,
 48.3 MHz at 50 (seed 1: **not met**, by 0.7 ns), its critical path again a host weight-write
 data bit, one flip-flop driving a DP16KD's ``DIA`` across the die (20.0 ns of routing), and
-50.45 MHz at seed 2 (met; critical path a port-b address group copy, 19.3 ns of routing).
-The routed critical paths are the host's weight
-writes: the 32-bit write word replicated across the 1,024-bit port had been merged by Yosys
-into 32 flip-flops, each driving block RAMs across the die (17.4 ns of routing). Holding the
-write data per group of four tiles (branch ``bram-wdata``) moved the critical path to the
-write address's group copies (19.3 ns of routing; 50.4 MHz at 75), so the port-a request
-needs a fan-out tree across the die, not one level of copies; not in main yet. The
+50.45 MHz at seed 2 (met; critical path a port-b address group copy, loaded from the MAC
+feed's row register across the die, 19.3 ns of routing). The routed critical paths had been
+the weight bank's request fan-out: the 32-bit host write word replicated across the 1,024-bit
+port, merged by Yosys into 32 flip-flops each driving block RAMs across the die (17.4 ns of
+routing), and the address copies, each loaded across the die (holding the write data per
+group of four tiles alone, branch ``bram-wdata``, moved the critical path to the write
+address's group copies: 19.3 ns of routing). Since both ports of the weight bank have
+``latency=4`` (a first-stage copy per two groups, then a copy per group, for address, enable
+and byte enables; the write data held per group, ``wdata_per_group``) and the host's write
+word is held in one copy per four lanes before the bank, the SoC routes at **64.1 MHz**
+(seed 1) and **60.8 MHz** (seed 2) at 50, LUT4 37,148 / 37,490, FF 29,438 (+2,156),
+MULT18X18D and DP16KD unchanged; seed 2's critical path is still the MAC feed's row
+register to a first-stage address copy (15.9 ns of routing), seed 1's a path through the
+engine's control logic (15.6 ns, 13.9 of it routing; the names its cells keep after
+synthesis do not tell which). The MAC feed pays a cycle more per ``MATVEC`` and ``MATMAT``
+(and per weight row ``EMBED`` reads): +44 cycles in a stories260K decode step (``python -m
+hdlgen bench model --model stories260K``: 16,811 -> 16,855 at position 64). The
 port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
 registered a state early, the reader's output queue, registered check verdicts) estimated
 63.9 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then

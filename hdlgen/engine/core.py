@@ -1124,7 +1124,6 @@ class Engine(wiring.Component):
         rq_bias = Signal()
         rq_rows = Signal(16)
         ser_cnt = Signal(range(max(lanes, K) + 1))
-        rq_inflight = Signal()
         embed_go = Signal()
         embed_idx = Signal(16)
         overrun = Signal()
@@ -1856,7 +1855,11 @@ class Engine(wiring.Component):
                                  if len(em_grp) > 1 else em_grp[0])]
         with m.If(hw_rd):                    # a host read of a weight word (the engine idles)
             m.d.sync += [mv_wrow.eq(hw_row), em_lane.eq(hw_lane)]
-        with m.If(em_active & (em_wait == 0) & (ser_cnt == 0) & ~rq_inflight):
+        # the next row's wait starts while the serializer still empties: a row's slice loads
+        # EMW cycles after its wait starts, when the serializer (one value out per cycle, no
+        # stall) has at most its last value left, which goes out in that cycle (the next
+        # row's address was set when the previous row loaded, so its slice is there)
+        with m.If(em_active & (em_wait == 0) & (ser_cnt <= EMW + 1)):
             m.d.sync += em_wait.eq(1)
         with m.Elif(em_wait != 0):
             m.d.sync += em_wait.eq(Mux(em_wait == EMW, 0, em_wait + 1))
@@ -2191,7 +2194,6 @@ class Engine(wiring.Component):
                      pq_b.eq(rq_base + Mux(rq_per_row, rq_src_idx, 0)),
                      pq_b_en.eq(rq_src_valid | elt_fetch),
                      pq_a.eq(rq_bbase + rq_src_idx), pq_a_en.eq(rq_src_valid & rq_bias)]
-        m.d.comb += rq_inflight.eq(q0 | q1 | q2 | rq.i.valid)
         with m.If(prd.busy | prd.o.valid):
             m.d.comb += [par.b.addr.eq(prd.addr), par.b.en.eq(prd.en)]
         with m.Else():

@@ -1006,7 +1006,7 @@ class Engine(wiring.Component):
                         m.d.sync += b_dat.eq(act.a.rdata.as_signed())
                     with m.Case(WINDOWS["weights"]):      # a group of 4 words, then one word
                         if wpl:                            # (port b: the lane slice, then)
-                            m.d.sync += b_state.eq(5 if wts.latency < 4 else 8)
+                            m.d.sync += b_state.eq(8)
                         else:
                             grp = (wts.a.rdata.word_select(b_sub[2:], 128) if lanes * K > 16
                                    else wts.a.rdata)

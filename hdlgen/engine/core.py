@@ -221,7 +221,7 @@ from hdlgen.blocks.eltwise import Eltwise
 from hdlgen.blocks.kv_cache import KVCache
 from hdlgen.blocks.layernorm import LayerNorm
 from hdlgen.blocks.mac_array import MACArray
-from hdlgen.blocks.pointwise_kit import saturate
+from hdlgen.blocks.pointwise_kit import delay, saturate
 from hdlgen.blocks.requant import Requant
 from hdlgen.blocks.rmsnorm import RMSNorm
 from hdlgen.blocks.rope import Rope
@@ -1734,7 +1734,6 @@ class Engine(wiring.Component):
                      mac.i.payload.per_lane.eq(bf_out.per_lane)]
         bf_issue = Signal()
         WB = wts.latency                     # weight row read latency of the MAC feed
-        mv_i = [bf_issue] + [Signal(name=f"i{n}") for n in range(1, WB + 1)]
         # MATVEC issue
         mv_active = Signal()
         mv_ob = Signal(16)
@@ -1884,22 +1883,15 @@ class Engine(wiring.Component):
         m.d.comb += rd.aux_rdata.eq(vb.b.rdata)
         # MATVEC beat assembly, WB cycles after the issue (the weight bank's port b latency;
         # the vector buffer answers after two, and its planes are registered, then delayed)
-        mv_f = [mv_ib_first] + [Signal(name=f"f{n}") for n in range(1, WB + 1)]
-        mv_l = [mv_ib_last] + [Signal(name=f"l{n}") for n in range(1, WB + 1)]
-        s1, s2 = Signal(2), Signal(2)
-        m.d.sync += [x[n].eq(x[n - 1]) for x in (mv_i, mv_f, mv_l) for n in range(1, WB + 1)]
-        m.d.sync += [s1.eq(pass_sel), s2.eq(s1)]
+        mv_done = delay(m, bf_issue, WB, name="mv_i", reset=True)
+        s2 = delay(m, pass_sel, 2, name="mv_ps", reset=True)
         mv_beat = Signal(beat_l)
-        m.d.comb += [mv_beat.first.eq(mv_f[WB]), mv_beat.last.eq(mv_l[WB])]
+        m.d.comb += [mv_beat.first.eq(delay(m, mv_ib_first, WB, name="mv_f")),
+                     mv_beat.last.eq(delay(m, mv_ib_last, WB, name="mv_l"))]
         for k in range(K):
             p, stmts = _plane(vb.b.rdata[16 * k:16 * k + 16], s2)
             m.d.comb += stmts
-            for n in range(3, WB + 1):
-                p_n = Signal(signed(8), name=f"mv_sh{k}" + ("" if n == WB else f"_{n}"),
-                             reset_less=True)
-                m.d.sync += p_n.eq(p)
-                p = p_n
-            m.d.comb += mv_beat.shared[k].eq(p)
+            m.d.comb += mv_beat.shared[k].eq(delay(m, p, WB - 2, name=f"mv_sh{k}"))
         for ln in range(lanes):
             for k in range(K):
                 m.d.comb += mv_beat.per_lane[ln][k].eq(wts.b.rdata[8 * (ln * K + k):][:8])
@@ -1911,21 +1903,17 @@ class Engine(wiring.Component):
         # so that its word arrives then too
         MMD = WB + 2
         mm_beat = Signal(beat_l)
-        mi_last = Signal()                   # the MATMAT beat is complete (goes to bw_*)
+        mi_last = Const(0)                   # the MATMAT beat is complete (goes to bw_*)
         if TBD:
-            mi = [mm_issue] + [Signal(name=f"mm_i{n}") for n in range(1, MMD)] + [mi_last]
-            mf = [mm_j_first] + [Signal(name=f"mm_f{n}") for n in range(1, MMD + 1)]
-            ml = [mm_j_last] + [Signal(name=f"mm_l{n}") for n in range(1, MMD + 1)]
-            mln = [mm_lane] + [Signal.like(mm_lane, name=f"mm_ln{n}") for n in range(1, WB)]
             tb_at = MMD - tb.latency            # WB (LUT RAM) or WB - 1 (block RAM)
-            tb_j = [mm_j[:len(tb.b.addr)]] + [Signal.like(tb.b.addr, name=f"tb_j{n}")
-                                              for n in range(1, tb_at + 1)]
-            m.d.sync += [x[n].eq(x[n - 1]) for x in (mi, mf, ml, mln, tb_j)
-                         for n in range(1, len(x))]
+            mi_tb = delay(m, mm_issue, tb_at, name="mm_i", reset=True)
+            mi_last = delay(m, mi_tb, MMD - tb_at, name="mm_i_tb", reset=True)
             with m.If(mac_mode == _M_MATMAT):
-                m.d.sync += em_lane.eq(mln[-1])
-            m.d.comb += [tb.b.addr.eq(tb_j[tb_at]), tb.b.en.eq(mi[tb_at]),
-                         mm_beat.first.eq(mf[-1]), mm_beat.last.eq(ml[-1])]
+                m.d.sync += em_lane.eq(delay(m, mm_lane, WB - 1, name="mm_ln"))
+            m.d.comb += [tb.b.addr.eq(delay(m, mm_j[:len(tb.b.addr)], tb_at, name="tb_j")),
+                         tb.b.en.eq(mi_tb),
+                         mm_beat.first.eq(delay(m, mm_j_first, MMD, name="mm_f")),
+                         mm_beat.last.eq(delay(m, mm_j_last, MMD, name="mm_l"))]
             for k in range(K):
                 m.d.comb += mm_beat.shared[k].eq(em_slice[8 * k:8 * k + 8])
             for ln in range(lanes):
@@ -1980,7 +1968,7 @@ class Engine(wiring.Component):
         with m.Elif(mac_mode == _M_MATMAT):
             m.d.comb += bw_en.eq(mi_last)
         with m.Else():
-            m.d.comb += bw_en.eq(mv_i[WB])
+            m.d.comb += bw_en.eq(mv_done)
         # SCORES: the query of the next head moves into qr (see the query registers)
         m.d.comb += q_swap.eq((sc_issue & (~sc_busy | sc_lastb)) | (sc_lastb & sc_next))
         with m.If(sc_issue):

@@ -231,3 +231,56 @@ def test_compile_with_all_options_runs():
     assert comp.manifest["scheme"]["weight_planes"]["wq"] == 2
     r = Engine(comp.image, comp.words).step(1, 0)
     assert 0 <= r.token < m.config.vocab_size
+
+
+@pytest.mark.parametrize("spec,over", SHAPES)
+def test_fused_kv_equals_separate_projections(spec, over):
+    """``fuse_kv`` (the default) stacks wk and wv into one ``MATVEC`` of ``2 * kv_dim`` rows
+    into a ``kv`` buffer: one instruction less per layer, the fit check's plan still exact, and
+    the golden model's scratchpad, KV cache and logits equal the unfused program's at every
+    step (with the GPT-2 biases, MQA and GQA). Prefill tiles the fused projection too."""
+    from hdlgen.compiler.compile import _program_length, plan_image
+    from hdlgen.compiler.prefill import prefill_program, with_prefill
+    from sim.golden.engine import Engine
+    m = load_model(spec, seed=3, **over)
+    c = m.config
+    cfg = AcceleratorConfig(lanes=8, macs_per_lane=4)
+    ctx = 8
+    comps = {f: compile_model(m, cfg, CompileOptions(context=ctx, fuse_kv=f))
+             for f in (True, False)}
+    for fuse, comp in comps.items():
+        plan = plan_image(c, cfg, ctx, fuse_kv=fuse)
+        assert plan.weights.shape == comp.image.weights.shape
+        assert (plan.params.size, plan.act_elements) == (comp.image.params.size,
+                                                         comp.image.act_elements)
+        assert _program_length(c, True, fuse) == len(comp.program)
+        assert ("kv" in comp.buffers) == fuse and ("k" in comp.buffers) != fuse
+    kv_rows = [i.rows for i in comps[True].program if i.op == Opcode.MATVEC]
+    assert kv_rows.count(2 * c.kv_dim) >= 1
+    engines = {f: Engine(comp.image, comp.words) for f, comp in comps.items()}
+    tok = {f: 1 for f in comps}
+    for pos in range(ctx):
+        res = {f: e.step(tok[f], pos) for f, e in engines.items()}
+        assert (res[True].token, res[True].value) == (res[False].token, res[False].value)
+        assert np.array_equal(res[True].logits, res[False].logits)
+        assert np.array_equal(engines[True].act, engines[False].act), pos
+        tok = {f: r.token for f, r in res.items()}
+    for layer in range(c.n_layers):
+        for head in range(c.n_kv_heads):
+            for kv in (0, 1):
+                a, b = (engines[f].kv.rows(layer, head, kv, ctx - 1) for f in (True, False))
+                assert np.array_equal(a, b)
+    # prefill: the fused projection is one MATMAT tile of the kv buffer
+    pc = with_prefill(comps[True], 3)
+    prog = prefill_program(pc, [3, 1, 4], 0)
+    assert any(i.op == Opcode.MATMAT and i.rows == 2 * c.kv_dim for i in prog)
+
+
+def test_fuse_kv_needs_equal_planes():
+    """A 16-bit wk (two planes) beside an int8 wv stays two MATVECs."""
+    m = load_model("random:llama", seed=3)
+    comp = compile_model(m, AcceleratorConfig(lanes=8, macs_per_lane=4),
+                         CompileOptions(context=8, weight_bits={"wk": 16}))
+    assert "k" in comp.buffers and "kv" not in comp.buffers
+    planes = [i.w_planes for i in comp.program if i.op == Opcode.MATVEC]
+    assert 2 in planes

@@ -67,7 +67,8 @@ device's, naming the bytes and blocks of each memory and what would fit.
 Memory layout: weights in the weight bank in :func:`hdlgen.blocks.membank.weight_rows` order,
 the decoder layers at a fixed stride (the program's ``LOOP`` steps the base registers); the
 parameter memory holds per-row requantization words, biases, norm gains and epsilons, the RoPE
-and activation ROM tables.
+and activation ROM tables. ``wk`` and ``wv`` are one stacked matrix with one ``MATVEC`` into a
+``kv`` buffer (``fuse_kv``, the default).
 """
 
 import math
@@ -174,6 +175,14 @@ class CompileOptions:
         head ``h`` while head ``h + 1``'s scores are computed; the scratchpad has no
         ``scores`` buffer) instead of ``SCORES`` then ``SOFTMAX`` (a round trip through a
         ``scores`` buffer of ``n_heads x context`` 16-bit elements).
+    fuse_kv : bool
+        Emit each layer's ``k`` and ``v`` projections as one ``MATVEC`` (default): they read
+        the same input and write the same width, so ``wk`` and ``wv`` are stacked into one
+        matrix of ``2 * kv_dim`` rows, their requantization words (and biases) side by side,
+        and the outputs go to one ``kv`` buffer (``k`` then ``v``). The results are the same
+        bit for bit; a layer has one instruction less and one pipeline drain less (about 50
+        cycles: ``python -m sim.benches.engine_profile``). Not done when the two matrices
+        have different plane counts (``weight_bits``).
     """
     context: int = None
     device: str = "85F"
@@ -196,6 +205,7 @@ class CompileOptions:
     weight_width: int = 8
     weight_exp: bool = False
     fuse_softmax: bool = True
+    fuse_kv: bool = True
 
     def ext(self) -> dict:
         """The image extensions these options need (:data:`sim.golden.engine.EXTENSIONS`)."""
@@ -418,18 +428,31 @@ def _matrix_rows(rows, cols, lanes, K, planes=1):
     return -(-rows // lanes) * -(-cols // K) * planes
 
 
-def _program_length(c, fuse_softmax: bool = True) -> int:
-    body = (17 if c.arch == "llama" else 14) - bool(fuse_softmax)
+def _weight_planes(bits: int) -> int:
+    """Weight-bank planes of a matrix quantized to ``bits`` (16-bit weights as two int8)."""
+    return 2 if bits >= 10 else 1
+
+
+def _fused_kv(fuse_kv: bool, weight_bits: dict) -> bool:
+    """Whether k and v are one ``MATVEC`` (:attr:`CompileOptions.fuse_kv`)."""
+    wb = weight_bits or {}
+    return bool(fuse_kv) and _weight_planes(wb.get("wk", 8)) == _weight_planes(wb.get("wv", 8))
+
+
+def _program_length(c, fuse_softmax: bool = True, fuse_kv: bool = False) -> int:
+    body = (17 if c.arch == "llama" else 14) - bool(fuse_softmax) - bool(fuse_kv)
     return body + 7 + (c.arch == "gpt2")
 
 
 def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
-               untie: bool = False, ext: dict = None, fuse_softmax: bool = True) -> MemoryImage:
+               untie: bool = False, ext: dict = None, fuse_softmax: bool = True,
+               fuse_kv: bool = True) -> MemoryImage:
     """A memory image of the right sizes (zero contents) for model config ``c``, computed from
     the shapes alone: what the fit check needs before quantizing anything (``ext``: the
     image extensions, which set the widths of the weight bank and the KV cache;
     ``fuse_softmax``: as :attr:`CompileOptions.fuse_softmax`, without it the scratchpad also
-    holds the ``scores`` buffer)."""
+    holds the ``scores`` buffer; ``fuse_kv``: as :attr:`CompileOptions.fuse_kv`, which lays
+    ``wk`` and ``wv`` out as one matrix)."""
     wb = weight_bits or {}
     lanes, K = config.lanes, config.macs_per_lane
     L, D, H, KV, V = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size
@@ -437,18 +460,21 @@ def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
                       "w3": (H, D), "w2": (D, H)},
             "gpt2": {"wq": (D, D), "wk": (KV, D), "wv": (KV, D), "wo": (D, D), "w_fc": (H, D),
                      "w_proj": (D, H)}}[c.arch]
+    if _fused_kv(fuse_kv, wb):
+        mats = {("wk" if k == "wv" else k): ((2 * KV, D) if k == "wv" else rc)
+                for k, rc in mats.items() if k != "wk"}
 
     def planes(k):
-        return 2 if wb.get(k, 8) >= 10 else 1
+        return _weight_planes(wb.get(k, 8))
 
     rows = L * sum(_matrix_rows(r, cc, lanes, K, planes(k)) for k, (r, cc) in mats.items())
+    out_rows = sum(r for r, _ in mats.values())
     rows += _matrix_rows(V, D, lanes, K, planes("token_embedding"))
     if not c.shared_classifier or untie:
         rows += _matrix_rows(V, D, lanes, K, planes("wcls"))
     gpt2 = c.arch == "gpt2"
     if gpt2:
         rows += _matrix_rows(ctx, D, lanes, K, planes("pos_embedding"))
-    out_rows = sum(r for r, _ in mats.values())
     # requantization words (+ biases), norm gains (+ biases) and epsilons, attention and FFN words
     words = L * (out_rows * (2 if gpt2 else 1) + (2 if gpt2 else 1) * 2 * D + 4 + (2 if gpt2 else 3))
     words += 2 * V + D * (2 if gpt2 else 1) + 2 + (ctx if gpt2 else 0)
@@ -578,10 +604,11 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                     raise UserError(f"weight_bits {key}=11 with a 16-bit input needs at most 64 "
                                     f"inputs (1023 * 32768 * n < 2**31); {key} has {cols}")
                 ext["planes_x16"] = 1
+    fuse_kv = _fused_kv(opt.fuse_kv, opt.weight_bits)
     if opt.fit:                     # refuse before anything long (quantization, layout)
         fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
-                             ext, opt.fuse_softmax),
-                  _program_length(c, opt.fuse_softmax), opt.device, model.name)
+                             ext, opt.fuse_softmax, fuse_kv),
+                  _program_length(c, opt.fuse_softmax, fuse_kv), opt.device, model.name)
     calibration = opt.calibration
     if opt.smooth is not None or opt.smooth_kv:
         from hdlgen.compiler.smooth import smooth_kv, smooth_norms
@@ -636,8 +663,12 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     X = buf("x", D)
     XB = buf("xb", D)
     Q = buf("q", D)
-    KB = buf("k", KV)
-    VB = buf("v", KV)
+    if fuse_kv:                         # one MATVEC writes k then v
+        KB = buf("kv", 2 * KV)
+        VB = KB + KV
+    else:
+        KB = buf("k", KV)
+        VB = buf("v", KV)
     S = None if opt.fuse_softmax else buf("scores", c.n_heads * ctx)   # SCORES -> SOFTMAX only
     P = buf("probs", c.n_heads * ctx)
     ATT = buf("att", D)
@@ -652,7 +683,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     tables = {}
 
     def wplanes(key):
-        return 2 if qm.weights[key].width >= 10 else 1
+        return _weight_planes(qm.weights["wk" if key == "wkv" else key].width)
 
     def add_matrix(q, planes):
         q = np.asarray(q, dtype=np.int64)
@@ -666,12 +697,15 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
             return addr, 2
         return wa.add(q), 1
 
-    def add_requant(rq: Requant, index=()):
-        mult = np.atleast_1d(rq.mult[index])
-        shift = np.atleast_1d(rq.shift[index])
+    def add_requant(rq, index=()):
+        """One word per row, then the biases (if any); ``rq`` is a :class:`Requant` or a
+        list of them (the rows of a stacked matrix, in order)."""
+        rqs = rq if isinstance(rq, list) else [rq]
+        mult = np.concatenate([np.atleast_1d(r.mult[index]) for r in rqs])
+        shift = np.concatenate([np.atleast_1d(r.shift[index]) for r in rqs])
         addr = pa.add([requant_word(m, s) for m, s in zip(mult, shift)])
-        if rq.bias is not None:
-            pa.add(np.atleast_1d(rq.bias[index]))
+        if any(r.bias is not None for r in rqs):
+            pa.add(np.concatenate([np.atleast_1d(r.bias[index]) for r in rqs]))
         return addr
 
     def add_requant_real(name, real, out_bits):
@@ -763,15 +797,20 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     # ---- per-layer blocks at a fixed stride ---------------------------------------------------
     mats = {"llama": ("wq", "wk", "wv", "wo", "w1", "w3", "w2"),
             "gpt2": ("wq", "wk", "wv", "wo", "w_fc", "w_proj")}[arch]
+    stacked = {m: [m] for m in mats}
+    if fuse_kv:                         # wk and wv as one matrix "wkv" (k's rows, then v's)
+        stacked = {("wkv" if m == "wk" else m): ([m, "wv"] if m == "wk" else [m])
+                   for m in mats if m != "wv"}
     waddr, paddr = [], []
     for layer in range(L):
         wl, pl = {}, {}
         w0, p0 = wa.rows, pa.words
-        for m in mats:
-            wl[m], _ = add_matrix(qm.weights[m].q[layer], wplanes(m))
+        for m, parts in stacked.items():
+            q = np.concatenate([qm.weights[p].q[layer] for p in parts])
+            wl[m], _ = add_matrix(q, wplanes(m))
             wl[m] -= w0
-        for m in mats:
-            pl[m] = add_requant(qm.requant[m], layer) - p0
+        for m, parts in stacked.items():
+            pl[m] = add_requant([qm.requant[p] for p in parts], layer) - p0
         pl["att_norm"] = add_norm_params(n_att[0], n_att[1], layer) - p0
         pl["ffn_norm"] = add_norm_params(n_ffn[0], n_ffn[1], layer) - p0
         pl["scores"] = add_requant_real("att_scores", score_real[layer], 16) - p0
@@ -823,9 +862,9 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         I(Opcode.NORM, kind=kind, layer_rel=1, gamma_frac=n_att[2], beta_frac=n_att[4],
           out_frac=n_att[3], src=X, dst=XB, len=D, paddr=pa_("att_norm")),
         mv("wq", XB, Q, D, D, nb, bits["q"], bias=g),
-        mv("wk", XB, KB, KV, D, nb, kvo, bias=g),
-        mv("wv", XB, VB, KV, D, nb, kvo, bias=g),
     ]
+    body += ([mv("wkv", XB, KB, 2 * KV, D, nb, kvo, bias=g)] if fuse_kv else
+             [mv("wk", XB, KB, KV, D, nb, kvo, bias=g), mv("wv", XB, VB, KV, D, nb, kvo, bias=g)])
     if arch == "llama":
         body += [I(Opcode.ROPE, width=width(bits["q"]), src=Q, dst=Q, n_heads=c.n_heads,
                    head_size=hs, paddr=rope_p),

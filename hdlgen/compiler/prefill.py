@@ -4,8 +4,8 @@
 The decode program (:func:`hdlgen.compiler.compile_model`) processes one token at ``POS``. A
 prefill program is derived from it instruction by instruction:
 
-* every scratchpad buffer of one token (``x``, ``xb``, ``q``, ``k``, ``v``, ``att``, ``hb``,
-  ``hb2``, ``hh``) gets a *prefill* copy of ``tokens`` rows (:func:`with_prefill` adds them to
+* every scratchpad buffer of one token (``x``, ``xb``, ``q``, ``kv`` (or ``k`` and ``v``
+  without ``fuse_kv``), ``att``, ``hb``, ``hb2``, ``hh``) gets a *prefill* copy of ``tokens`` rows (:func:`with_prefill` adds them to
   the scratchpad: buffer ``prefill_<name>``, row ``t`` at ``t * n``); ``probs``, ``logits``
   and ``scores`` (only an unfused program, ``fuse_softmax=False``, has it) stay shared (each
   token's attention uses them and is done with them);

@@ -30,7 +30,11 @@ readers are idle and its MAC beats issued, only unit pipelines and the writer ar
 the sequencer moves on (``WAIT_WRITER``); the next instruction starts (``CHECK3`` to ``EXEC``)
 when the writer is done, so it sees every result, and ``HALT``, ``SYNC``, ``SETREG``, ``LOOP``
 and a failure wait for the writer too (a refused instruction leaves every earlier result
-written):
+written). One exception: a ``MATVEC`` whose input the vector buffer holds follows a ``MATVEC``
+as soon as that one's MAC results are all taken and none of its results lands in that input
+(q then k and v, gate then up): it issues its beats while the first one's results drain and
+holds its own in front of the serializer until the writer has finished them, then its writer
+run starts (``MV_WCFG``, ``MV_WSTART``):
 
 * ``ElementReader`` (:mod:`hdlgen.engine.streams`) streams scratchpad rows (and the vector
   buffer in lockstep) into a unit; a second one streams norm gains/biases from the parameter
@@ -759,6 +763,14 @@ class Engine(wiring.Component):
             m.d.sync += wr_run.eq(0)
         m.d.sync += wr_idle.eq(~wr_start & (~wr_run | (wr_count == wr_total)))
         early_ok, ww_prev, drained = Signal(), Signal(), Signal()   # see WAIT_WRITER
+        # a MATVEC that reuses the vector buffer follows a MATVEC while its results drain
+        # (see MV_CHAIN): wr_mv, the writer's run is a MATVEC's; mv_taken, every MAC result of
+        # the last MATVEC is in the serializer; mv_chain, this MATVEC follows one (its writer
+        # and requantizer configuration wait for the writer: MV_WCFG); mv_hold, its results
+        # wait in front of the serializer until then
+        wr_mv, mv_taken, mv_chain, mv_hold = Signal(), Signal(), Signal(), Signal()
+        wr_end = Signal(18)                   # wr_base + wr_total (a MATVEC's run: one row)
+        m.d.sync += wr_end.eq(wr_base + wr_total[:17])
         # chaining: the results of a NORM, ACT, REQUANT, ELTWISE or ATTV are also written into
         # the vector buffer (element n of the run at element n), so that a MATVEC of them
         # finds its input there (ch_on)
@@ -1192,7 +1204,8 @@ class Engine(wiring.Component):
                              cycles.eq(0), vb_tag_valid.eq(0), tb_tag_valid.eq(0),
                              sd_tag_valid.eq(0), nm_valid.eq(0), am_valid.eq(0),
                              wr_run.eq(0), ch_on.eq(0), sd_on.eq(0), nm_on.eq(0),
-                             am_on.eq(0), am_sn.eq(0), am_sgot.eq(0), am_rst.eq(1)]
+                             am_on.eq(0), am_sn.eq(0), am_sgot.eq(0), am_rst.eq(1),
+                             wr_mv.eq(0), mv_chain.eq(0), mv_hold.eq(0)]
                 m.d.sync += [r.eq(1) for r in nm_rst]    # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
@@ -1263,10 +1276,20 @@ class Engine(wiring.Component):
         m.d.sync += nm_hit.eq(nm_valid & (nm_base == nv.src) & (nm_len == nv.len))
         av_ = v_copies["chk"][Opcode.ARGMAX]
         m.d.sync += am_hit.eq(am_valid & (am_base == av_.src) & (am_len == av_.len))
-        with fsm.state("CHECK3"):          # (an instruction starts once the writer is done)
-            with m.If(wr_idle & (chk_code != ErrorCode.NONE)):
+        # MV_CHAIN: the checked instruction is a MATVEC whose input is in the vector buffer,
+        # the writer's run is a MATVEC's whose MAC results are all taken and whose results
+        # do not land in that input (its tag stays true), and no chained MATVEC waits yet
+        mvc = v_copies["chk"][Opcode.MATVEC]
+        mv_hit_c, mv_disj, chain_ok = Signal(), Signal(), Signal()
+        m.d.sync += [mv_hit_c.eq((op_copies["chk"] == Opcode.MATVEC) & vb_tag_valid &
+                                 (vb_tag_src == mvc.src) & (vb_tag_len == mvc.cols)),
+                     mv_disj.eq((wr_end <= vb_tag_src) | (vb_tag_end <= wr_base))]
+        # (chain_ok is set with the MAC feed's state, below)
+        with fsm.state("CHECK3"):          # (an instruction starts once the writer is done,
+            with m.If(wr_idle & (chk_code != ErrorCode.NONE)):     # or it is a chained MATVEC)
                 fail(chk_code)
-            with m.Elif(wr_idle):
+            with m.Elif(wr_idle | (chain_ok & (chk_code == ErrorCode.NONE))):
+                m.d.sync += mv_chain.eq(~wr_idle)
                 self._fsm.goto("EXEC")
         with fsm.state("EXEC"):
             m.d.sync += early_ok.eq(_in(op_copies["exe"], _EARLY_OPS))
@@ -1285,7 +1308,26 @@ class Engine(wiring.Component):
                 with m.Else():
                     self._fsm.goto("MV_FEED")
         with fsm.state("MV_FEED"):
-            m.d.comb += [mv_go.eq(1), wr_start.eq(1)]
+            m.d.comb += mv_go.eq(1)
+            with m.If(mv_chain):
+                self._fsm.goto("MV_WCFG")
+            with m.Else():
+                m.d.comb += wr_start.eq(1)
+                self._fsm.goto("WAIT_WRITER")
+        # MV_CHAIN: a MATVEC whose input is in the vector buffer may start (CHECK3 to EXEC)
+        # while the MATVEC before it still drains, once that one's MAC results are all in the
+        # serializer (mv_taken) and none of its results lands in the buffered input (mv_disj):
+        # EXEC configures the MAC feed and the combiner only, the beats issue, and the results
+        # wait in front of the serializer (mv_hold) while the writer finishes the previous
+        # run; then MV_WCFG configures the writer and the requantizer's parameters as EXEC
+        # does, and MV_WSTART starts the run and releases the results
+        with fsm.state("MV_WCFG"):
+            with m.If(wr_idle):
+                self._mv_outputs(m, v_copies["exe"][Opcode.MATVEC], locals())
+                self._fsm.goto("MV_WSTART")
+        with fsm.state("MV_WSTART"):
+            m.d.comb += wr_start.eq(1)
+            m.d.sync += [mv_hold.eq(0), mv_chain.eq(0)]
             self._fsm.goto("WAIT_WRITER")
         # the next instruction is fetched, decoded and checked while the writer finishes this
         # one's results, once nothing but its unit pipelines and the writer is left (drained)
@@ -1736,6 +1778,7 @@ class Engine(wiring.Component):
         WB = wts.latency                     # weight row read latency of the MAC feed
         # MATVEC issue
         mv_active = Signal()
+        m.d.sync += chain_ok.eq(mv_hit_c & mv_disj & wr_mv & mv_taken & ~mv_active & ~mv_hold)
         mv_ob = Signal(16)
         mv_ps = Signal(2)
         mv_ib = Signal(16)
@@ -2063,13 +2106,15 @@ class Engine(wiring.Component):
                 last_g = hs - (NG - 1) * G
                 m.d.comb += t_cnt.eq(Mux(cb_g == NG - 1, last_g, G))
         with m.If(mv_go):
-            m.d.sync += cb_left.eq(mv_rows)
+            m.d.sync += [cb_left.eq(mv_rows), mv_taken.eq(0)]
         with m.If(take):
             with m.Switch(mac_mode):
                 with m.Case(_M_MATVEC):
                     with m.If(cb_ps == mv_npass - 1):
                         m.d.sync += [cb_ps.eq(0), cb_ob.eq(cb_ob + 1),
                                      cb_left.eq(cb_left - lanes)]
+                        with m.If(cb_left <= lanes):        # the last block: all taken
+                            m.d.sync += mv_taken.eq(1)
                     with m.Else():
                         m.d.sync += cb_ps.eq(cb_ps + 1)
                 with m.Case(_M_MATMAT):            # output row cb_ob of tokens 0 .. tokens-1
@@ -2108,7 +2153,7 @@ class Engine(wiring.Component):
             m.d.sync += ser_idx.eq(ser_idx + 1)
         # a result taken now loads the serializer the next cycle, when at most one value
         # (going out then) may be left
-        m.d.sync += tk_ok.eq(~em_active & ~embed_go &
+        m.d.sync += tk_ok.eq(~em_active & ~embed_go & ~mv_hold &
                              Mux(take & t_load, t_cnt <= 1, ser_cnt_next <= 2))
         # per-lane copies of X's controls (valid, first pass, shift, loads, the serializer
         # takes nv) and of emit. A MATMAT result goes through nv as it is (first pass, no
@@ -2488,34 +2533,64 @@ class Engine(wiring.Component):
                 ins = v[Opcode.OUTPUT]
                 m.d.sync += chk["r1"].eq(ins.src + ins.len)
 
+    def _writer(self, m, s, base, total, row_len=None, stride=None, acc=0, w8=0, src=_W_RQ):
+        """The writer's run configuration (``wr_start`` follows a cycle or more later)."""
+        m.d.sync += [s["wr_base"].eq(base), s["wr_total"].eq(total),
+                     s["wr_lm1"].eq((total if row_len is None else row_len) - 1),
+                     s["wr_stride"].eq(0 if stride is None else stride),
+                     s["wr_acc"].eq(acc), s["wr_w8"].eq(w8), s["wr_src"].eq(src)]
+        if row_len is None and src != _W_NORM and self._norms:
+            # one row: the norm units of its length load it as it is written (nm_feed)
+            feed = Cat(*(total == dim for _, dim, *_ in self._norms))
+            m.d.sync += [s["nm_feed"].eq(feed), s["nm_on"].eq(feed.any())]
+            m.d.sync += [r.eq(1) for r in s["nm_rst"]]
+        if row_len is None:
+            # one row of the longest ARGMAX's length: the argmax unit loads it (am_on)
+            m.d.sync += [s["am_on"].eq(total == self._argmax_len), s["am_rst"].eq(1),
+                         s["am_sn"].eq(0), s["am_sgot"].eq(0)]
+        if self._mm_cols:
+            m.d.sync += s["wr_step"].eq(1)
+
+    @staticmethod
+    def _rqcfg(m, s, base, per_row, bias=0, rows=0):
+        """The requantizer's parameter addresses: one word (or one per row) at ``base``,
+        biases after ``rows`` words."""
+        m.d.sync += [s["rq_base"].eq(base), s["rq_per_row"].eq(per_row),
+                     s["rq_bias"].eq(bias), s["rq_rows"].eq(rows)]
+
+    @staticmethod
+    def _writer_flags(m, s):
+        """Every run starts with no accumulate, chaining, side region or early loads."""
+        m.d.sync += [s["wr_acc"].eq(0), s["ch_on"].eq(0), s["sd_on"].eq(0), s["nm_feed"].eq(0),
+                     s["nm_on"].eq(0), s["am_on"].eq(0), s["wr_mv"].eq(0)]
+
+    def _mv_outputs(self, m, ins, s):
+        """A MATVEC's writer run, requantizer parameters and side region (from EXEC, or
+        from MV_WCFG when it follows another MATVEC)."""
+        self._writer_flags(m, s)
+        self._writer(m, s, ins.dst, ins.rows, acc=ins.accumulate, w8=ins.out_width == Width.W8)
+        self._rqcfg(m, s, s["x_p"], 1, ins.bias, ins.rows)
+        m.d.sync += s["wr_mv"].eq(1)
+        if self._side_len:
+            # the results go to the side region too when they fit (it is overwritten)
+            side = ins.rows <= self._side_len
+            m.d.sync += s["sd_on"].eq(side)
+            with m.If(side):
+                m.d.sync += s["sd_tag_valid"].eq(0)
+
     def _exec_start(self, m, v, opcode, s):
         """EXEC state: configure the reader, the units and the writer; go to the op's phase."""
         rdc, prdc = s["rdc"], s["prdc"]
 
-        def writer(base, total, row_len=None, stride=None, acc=0, w8=0, src=_W_RQ):
-            m.d.sync += [s["wr_base"].eq(base), s["wr_total"].eq(total),
-                         s["wr_lm1"].eq((total if row_len is None else row_len) - 1),
-                         s["wr_stride"].eq(0 if stride is None else stride),
-                         s["wr_acc"].eq(acc), s["wr_w8"].eq(w8), s["wr_src"].eq(src)]
-            if row_len is None and src != _W_NORM and self._norms:
-                # one row: the norm units of its length load it as it is written (nm_feed)
-                feed = Cat(*(total == dim for _, dim, *_ in self._norms))
-                m.d.sync += [s["nm_feed"].eq(feed), s["nm_on"].eq(feed.any())]
-                m.d.sync += [r.eq(1) for r in s["nm_rst"]]
-            if row_len is None:
-                # one row of the longest ARGMAX's length: the argmax unit loads it (am_on)
-                m.d.sync += [s["am_on"].eq(total == self._argmax_len), s["am_rst"].eq(1),
-                             s["am_sn"].eq(0), s["am_sgot"].eq(0)]
-            if self._mm_cols:
-                m.d.sync += s["wr_step"].eq(1)
+        def writer(*args, **kwargs):
+            self._writer(m, s, *args, **kwargs)
 
         def reader(base, rows, row_len, stride=0, route=_R_VB):
             m.d.sync += [rdc["base"].eq(base), rdc["rows"].eq(rows), rdc["row_len"].eq(row_len),
                          rdc["stride"].eq(stride), s["rd_route"].eq(route)]
 
-        def rqcfg(base, per_row, bias=0, rows=0):
-            m.d.sync += [s["rq_base"].eq(base), s["rq_per_row"].eq(per_row),
-                         s["rq_bias"].eq(bias), s["rq_rows"].eq(rows)]
+        def rqcfg(*args, **kwargs):
+            self._rqcfg(m, s, *args, **kwargs)
 
         def chain(total):
             # the results go to the vector buffer too when they fit: what it held is lost
@@ -2524,9 +2599,10 @@ class Engine(wiring.Component):
             with m.If(fits):
                 m.d.sync += s["vb_tag_valid"].eq(0)
 
-        m.d.sync += [s["wr_acc"].eq(0), s["mac_mode"].eq(_M_MATVEC), s["ch_on"].eq(0),
-                     s["sd_on"].eq(0), s["nm_feed"].eq(0), s["nm_on"].eq(0), s["am_on"].eq(0)]
-        m.d.sync += s["sm_fused"].eq(0)
+        # (a chained MATVEC leaves the writer's run alone: the previous MATVEC's still writes)
+        with m.If(~s["mv_chain"]):
+            self._writer_flags(m, s)
+        m.d.sync += [s["mac_mode"].eq(_M_MATVEC), s["sm_fused"].eq(0)]
         with m.Switch(opcode):
             with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
                 self._fsm.goto("NEXT")
@@ -2538,15 +2614,11 @@ class Engine(wiring.Component):
                 self._fsm.goto("EMBED")
             with m.Case(Opcode.MATVEC):
                 ins = v[Opcode.MATVEC]
-                writer(ins.dst, ins.rows, acc=ins.accumulate, w8=ins.out_width == Width.W8)
-                rqcfg(s["x_p"], 1, ins.bias, ins.rows)
+                with m.If(s["mv_chain"]):               # (MV_WCFG configures the outputs)
+                    m.d.sync += s["mv_hold"].eq(1)
+                with m.Else():
+                    self._mv_outputs(m, ins, s)
                 reader(ins.src, 1, ins.cols, route=_R_VB)
-                if self._side_len:
-                    # the results go to the side region too when they fit (it is overwritten)
-                    side = ins.rows <= self._side_len
-                    m.d.sync += s["sd_on"].eq(side)
-                    with m.If(side):
-                        m.d.sync += s["sd_tag_valid"].eq(0)
                 m.d.sync += [s["mv_w2"].eq(ins.w_planes == 2),
                              s["mv_x16"].eq(ins.in_width == Width.W16),
                              s["mv_rows"].eq(ins.rows), s["cb_ps"].eq(0), s["cb_ob"].eq(0)]

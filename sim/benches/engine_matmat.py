@@ -38,7 +38,13 @@ between them, which the unit loaded instead), ``norm_hazard`` (one that overwrit
 results) and ``norm_after`` (``norm_hit`` after such an ``ELTWISE``: the unit is reset just
 after loading it, its squares still in the DSP, then loads the ``MATVEC``'s results);
 ``am_hit``, ``am_miss``, ``am_alone``, ``am_other`` and ``am_hazard`` are the same cases for
-``ARGMAX``. Every scenario's result registers (``RESULT``, ``RESULT_VALUE``: the
+``ARGMAX``. A ``MATVEC`` of the input the vector buffer holds starts while the one before it
+drains: ``mv_one`` (a ``MATVEC`` of ``A`` alone), ``mv_pair`` (then another of the same input,
+other width, no bias), ``mv_three`` (then a third, as a 16-bit operand), ``mv_acc`` (the second
+accumulates into the first's results), ``mv_hazard`` (the first's last result lands on the
+buffered input, so the second must reload it), ``mv_norm_b`` / ``mv_norm_a`` and ``mv_am_b`` /
+``mv_am_a`` (``mv_pair``, then a ``NORM`` or ``ARGMAX`` of the second's results, which the
+unit loaded as they were written, or of the first's, which it must read again). Every scenario's result registers (``RESULT``, ``RESULT_VALUE``: the
 last argmax) are compared with the golden model's too.
 
 ``HDLGEN_PARAMS`` (JSON): ``lanes``, ``macs_per_lane``, ``seed`` (image contents),
@@ -139,11 +145,11 @@ def programs(L: int, lay: dict) -> dict:
                                 waddr=mat["waddr"], rows=mat["rows"], cols=mat["cols"],
                                 paddr=mat["paddr"])
 
-    def mv(mat, src, dst, w16, bias, x16=0):
+    def mv(mat, src, dst, w16, bias, x16=0, acc=0):
         return Instruction.make(Opcode.MATVEC, in_width=Width.W16 if x16 else Width.W8,
                                 out_width=Width.W16 if w16 else Width.W8, w_planes=1, bias=bias,
-                                src=src, dst=dst, waddr=mat["waddr"], rows=mat["rows"],
-                                cols=mat["cols"], paddr=mat["paddr"])
+                                accumulate=acc, src=src, dst=dst, waddr=mat["waddr"],
+                                rows=mat["rows"], cols=mat["cols"], paddr=mat["paddr"])
 
     def add(a, b, dst, n):
         return Instruction.make(Opcode.ELTWISE, eop=EltOp.ADD, width=Width.W16, a=a, b=b,
@@ -211,8 +217,20 @@ def programs(L: int, lay: dict) -> dict:
                 "am_alone": [amax(xa), halt],
                 "am_other": [side_mv, add(xb, xb, o3, ra), amax(o1), halt],
                 "am_hazard": [side_mv, add(xb, xb, o1 + 5, 4), amax(o1), halt]})
+    # a MATVEC that reuses the vector buffer follows one that still drains (MV_CHAIN)
+    o4 = o3 + ra
+    mv_a, mv_b = mv(A, xa, o1, 1, 1), mv(A, xa, o2, 0, 0)
+    x1 = xa + ca                             # token 1's input; A's last result lands on it:
+    hz = mv(A, x1, x1 - ra + 1, 1, 1)        # the buffered copy is stale then
+    chn = {"mv_one": [mv_a, halt], "mv_pair": [mv_a, mv_b, halt],
+           "mv_three": [mv_a, mv_b, mv(A, xa, o3, 1, 1, x16=1), halt],
+           "mv_acc": [mv_a, mv(A, xa, o1, 1, 0, acc=1), halt],
+           "mv_hazard": [hz, mv(A, x1, o2, 1, 0, x16=1), halt],
+           "mv_norm_b": [mv_a, mv_b, norm(o2, o4), halt],
+           "mv_norm_a": [mv_a, mv_b, norm(o1, o4), halt],
+           "mv_am_b": [mv_a, mv_b, amax(o2), halt], "mv_am_a": [mv_a, mv_b, amax(o1), halt]}
     return {"main": main, "tile": tile, "vecs": vecs + [halt], "wide16": wide16, "wide": wide,
-            "elt": [elt, halt], "chain16": chain16, "chain8": chain8, **side, **nrm}
+            "elt": [elt, halt], "chain16": chain16, "chain8": chain8, **side, **nrm, **chn}
 
 
 def engine_of(cfg, case):

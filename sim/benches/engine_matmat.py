@@ -220,8 +220,10 @@ def programs(L: int, lay: dict) -> dict:
     # a MATVEC that reuses the vector buffer follows one that still drains (MV_CHAIN)
     o4 = o3 + ra
     mv_a, mv_b = mv(A, xa, o1, 1, 1), mv(A, xa, o2, 0, 0)
-    x1 = xa + ca                             # token 1's input; A's last result lands on it:
-    hz = mv(A, x1, x1 - ra + 1, 1, 1)        # the buffered copy is stale then
+    # a later token's input (the first at or after ra - 1); A's last result lands on it, so
+    # the buffered copy is stale then
+    x1 = xa + ca * max(1, -(-(ra - 1) // ca))
+    hz = mv(A, x1, x1 - ra + 1, 1, 1)
     chn = {"mv_one": [mv_a, halt], "mv_pair": [mv_a, mv_b, halt],
            "mv_three": [mv_a, mv_b, mv(A, xa, o3, 1, 1, x16=1), halt],
            "mv_acc": [mv_a, mv(A, xa, o1, 1, 0, acc=1), halt],

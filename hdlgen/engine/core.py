@@ -27,7 +27,8 @@ instruction's phases, which stream operands through one unit and the results bac
 instruction's fetch, decode and checks (eleven cycles) overlap the end of a ``MATVEC``,
 ``MATMAT``, ``REQUANT``, ``NORM``, ``ROPE``, ``SOFTMAX``, ``ACT`` or ``ELTWISE``: once its
 readers are idle and its MAC beats issued, only unit pipelines and the writer are left, and
-the sequencer moves on (``WAIT_WRITER``); the next instruction starts (``CHECK3`` to ``EXEC``)
+the sequencer moves on (``WAIT_WRITER``; a ``SCORES_SOFTMAX`` once its last score is in the
+softmax's queue: the softmax's last row then still takes about ``2 n + 45`` cycles); the next instruction starts (``CHECK3`` to ``EXEC``)
 when the writer is done, so it sees every result, and ``HALT``, ``SYNC``, ``SETREG``, ``LOOP``
 and a failure wait for the writer too (a refused instruction leaves every earlier result
 written). One exception: a ``MATVEC`` whose input the vector buffer holds follows a ``MATVEC``
@@ -1333,8 +1334,10 @@ class Engine(wiring.Component):
         # one's results, once nothing but its unit pipelines and the writer is left (drained)
         # and nothing of what runs on reads what the next DECODE sets (early_ok: not EMBED,
         # KVAPPEND, the attention instructions); CHECK3 waits for wr_idle
+        # (SCORES_SOFTMAX moves on once every score is in the softmax's queue: sc_done)
+        sc_done = Signal()
         with fsm.state("WAIT_WRITER"):
-            with m.If(wr_done | (early_ok & ww_prev & drained)):
+            with m.If(wr_done | (early_ok & ww_prev & drained) | sc_done):
                 self._fsm.goto("NEXT")
         m.d.sync += ww_prev.eq(fsm("WAIT_WRITER"))
         # ---- MATMAT ---------------------------------------------------------------------
@@ -1710,6 +1713,15 @@ class Engine(wiring.Component):
                      smax.i.payload.last.eq(Mux(sm_fused, smq.r_data[16], ro.row_end))]
         with m.If(rt[_R_SMAX]):
             m.d.comb += [smax.i.valid.eq(rdo.valid), rdo.ready.eq(smax.i.ready)]
+        # every score of a SCORES_SOFTMAX in smq (sc_done, registered): only the softmax and
+        # the writer are left, neither reads what the next DECODE sets, so the next
+        # instruction is fetched, decoded and checked while they finish (WAIT_WRITER)
+        sm_in_cnt = Signal(24)
+        with m.If(fsm("SC_START") | ~sm_fused):
+            m.d.sync += sm_in_cnt.eq(0)
+        with m.Elif(smq.w_en):
+            m.d.sync += sm_in_cnt.eq(sm_in_cnt + 1)
+        m.d.sync += sc_done.eq(sm_fused & (sm_in_cnt == wr_total[:24]))
         with m.If(sm_fused):
             m.d.comb += [smax.i.valid.eq(smq.r_rdy), smq.r_en.eq(smax.i.ready)]
             with m.If(rq.o.valid):

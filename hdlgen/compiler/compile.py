@@ -439,7 +439,7 @@ def _fused_kv(fuse_kv: bool, weight_bits: dict) -> bool:
     return bool(fuse_kv) and _weight_planes(wb.get("wk", 8)) == _weight_planes(wb.get("wv", 8))
 
 
-def _program_length(c, fuse_softmax: bool = True, fuse_kv: bool = False) -> int:
+def _program_length(c, fuse_softmax: bool = True, fuse_kv: bool = True) -> int:
     body = (17 if c.arch == "llama" else 14) - bool(fuse_softmax) - bool(fuse_kv)
     return body + 7 + (c.arch == "gpt2")
 

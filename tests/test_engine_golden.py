@@ -65,7 +65,8 @@ def test_logits_track_float(spec, over):
                                            ("random:gpt2", {}, ("wk",))])
 def test_matmuls_and_kv_match_independent_integer_math(spec, over, w16):
     """Every MATVEC equals requantize(W_q @ x) computed from the quantized model directly
-    (16-bit inputs and 16-bit weights included), and the KV cache holds what was appended."""
+    (16-bit inputs and 16-bit weights included; k and v as one stacked MATVEC where their
+    weights have the same planes, ``fuse_kv``), and the KV cache holds what was appended."""
     m, comp = _compile(spec, over, weight_bits={k: 16 for k in w16})
     qm = comp.qmodel
     trace = []
@@ -75,6 +76,11 @@ def test_matmuls_and_kv_match_independent_integer_math(spec, over, w16):
     first = prog.index(loop) + 1
     names = {"llama": ["wq", "wk", "wv", "wo", "w1", "w3", "w2"],
              "gpt2": ["wq", "wk", "wv", "wo", "w_fc", "w_proj"]}[m.config.arch]
+    n_mv = sum(i.op == Opcode.MATVEC for i in prog[first:first + loop.body])
+    parts = [[n] for n in names]
+    if n_mv == len(names) - 1:                       # fuse_kv: wk and wv stacked
+        parts = [["wq"], ["wk", "wv"]] + parts[3:]
+    assert n_mv == len(parts)
     toks = [1, 5, 9, 3]
     for pos, t in enumerate(toks):
         trace.clear()
@@ -85,14 +91,17 @@ def test_matmuls_and_kv_match_independent_integer_math(spec, over, w16):
         seen = 0
         for pc, layer, ins, v in trace:
             if ins.op == Opcode.MATVEC and first <= pc < first + loop.body:
-                name = names[seen % len(names)]
+                part = parts[seen % len(parts)]
+                name = "+".join(part)
                 seen += 1
                 x = state[ins.src]
-                w = qm.weights[name].q[layer].astype(np.int64)
-                rq = qm.requant[name]
+                w = np.concatenate([qm.weights[n].q[layer] for n in part]).astype(np.int64)
+                rqs = [qm.requant[n] for n in part]
                 acc = w @ x
-                bias = None if rq.bias is None else rq.bias[layer]
-                y = requantize(acc, rq.mult[layer], rq.shift[layer], bias=bias,
+                bias = (None if rqs[0].bias is None else
+                        np.concatenate([r.bias[layer] for r in rqs]))
+                y = requantize(acc, np.concatenate([r.mult[layer] for r in rqs]),
+                               np.concatenate([r.shift[layer] for r in rqs]), bias=bias,
                                out_bits=16 if ins.out_width.value else 8)
                 if ins.accumulate:
                     y = np.clip(state[ins.dst] + y, -32768, 32767)
@@ -104,7 +113,7 @@ def test_matmuls_and_kv_match_independent_integer_math(spec, over, w16):
                                           v[h * hs:(h + 1) * hs])
             if ins.op not in (Opcode.ARGMAX, Opcode.OUTPUT, Opcode.KVAPPEND):
                 state[ins.dst] = v if ins.op in (Opcode.SCORES, Opcode.SOFTMAX) else v.reshape(-1)
-        assert seen == len(names) * m.config.n_layers
+        assert seen == len(parts) * m.config.n_layers
         assert len(outputs) == len(trace)
 
 

@@ -82,6 +82,16 @@ def test_compile_random(spec, over):
 
 
 
+def _with_and_without(spec, over, option):
+    """``(config, accelerator config, context, {True: compiled, False: compiled})``: a random
+    model compiled with the boolean ``option`` on and off (8 x 4 MACs, context 8)."""
+    m = load_model(spec, seed=3, **over)
+    cfg = AcceleratorConfig(lanes=8, macs_per_lane=4)
+    comps = {f: compile_model(m, cfg, CompileOptions(context=8, **{option: f}))
+             for f in (True, False)}
+    return m.config, cfg, 8, comps
+
+
 @pytest.mark.parametrize("spec,over", SHAPES)
 def test_scratchpad_with_and_without_fused_softmax(spec, over):
     """Only the unfused program (``SCORES`` then ``SOFTMAX``) has a ``scores`` buffer; the
@@ -92,12 +102,7 @@ def test_scratchpad_with_and_without_fused_softmax(spec, over):
     from hdlgen.compiler.compile import _program_length, plan_image
     from hdlgen.compiler.prefill import prefill_program, with_prefill
     from sim.golden.engine import Engine
-    m = load_model(spec, seed=3, **over)
-    c = m.config
-    cfg = AcceleratorConfig(lanes=8, macs_per_lane=4)
-    ctx = 8
-    comps = {f: compile_model(m, cfg, CompileOptions(context=ctx, fuse_softmax=f))
-             for f in (True, False)}
+    c, cfg, ctx, comps = _with_and_without(spec, over, "fuse_softmax")
     for fuse, comp in comps.items():
         bufs = comp.buffers
         assert ("scores" in bufs) == (not fuse)
@@ -242,12 +247,7 @@ def test_fused_kv_equals_separate_projections(spec, over):
     from hdlgen.compiler.compile import _program_length, plan_image
     from hdlgen.compiler.prefill import prefill_program, with_prefill
     from sim.golden.engine import Engine
-    m = load_model(spec, seed=3, **over)
-    c = m.config
-    cfg = AcceleratorConfig(lanes=8, macs_per_lane=4)
-    ctx = 8
-    comps = {f: compile_model(m, cfg, CompileOptions(context=ctx, fuse_kv=f))
-             for f in (True, False)}
+    c, cfg, ctx, comps = _with_and_without(spec, over, "fuse_kv")
     for fuse, comp in comps.items():
         plan = plan_image(c, cfg, ctx, fuse_kv=fuse)
         assert plan.weights.shape == comp.image.weights.shape

@@ -47,9 +47,9 @@ def add_target_arguments(p, *, freq=True):
 MODEL_SCRATCH_BYTES = 4096
 #: System clock of a build with a transformer engine unless ``--freq`` says otherwise: the
 #: engine does not reach the SoC's 125 MHz yet (the stories260K SoC on the 85F has routed at
-#: 48.3 to 64.1 MHz with a 50 MHz target as the engine changed; 64.1 and 60.8 MHz at nextpnr
-#: seeds 1 and 2 since the weight bank's request tree, see :mod:`hdlgen.engine.core`), so the
-#: default build must not ask for it.
+#: 48.3 to 66.8 MHz with a 50 MHz target as the engine changed; 66.8 and 64.6 MHz at nextpnr
+#: seeds 1 and 2 with the chained MATVEC, see :mod:`hdlgen.engine.core`), so the default build
+#: must not ask for it.
 MODEL_SYS_CLK_MHZ = 50.0
 
 

@@ -177,7 +177,11 @@ register to a first-stage address copy (15.9 ns of routing), seed 1's a path thr
 engine's control logic (15.6 ns, 13.9 of it routing; the names its cells keep after
 synthesis do not tell which). The MAC feed pays a cycle more per ``MATVEC`` and ``MATMAT``
 (and per weight row ``EMBED`` reads): +44 cycles in a stories260K decode step (``python -m
-hdlgen bench model --model stories260K``: 16,811 -> 16,855 at position 64). The
+hdlgen bench model --model stories260K``: 16,811 -> 16,855 at position 64). With the
+chained ``MATVEC`` (``MV_WCFG``) and ``SCORES_SOFTMAX``'s early hand-over it routes at
+**66.8 MHz** (seed 1, before the hand-over) and **64.6 MHz** (seed 2) at 50, LUT4 37,771 /
+37,884, FF 29,466 / 29,491; seed 2's critical path is again the MAC feed's row register to a
+first-stage address copy (``b_addr_t13``, 15.0 ns of routing). The
 port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
 registered a state early, the reader's output queue, registered check verdicts) estimated
 63.9 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then

@@ -28,8 +28,8 @@ instruction's fetch, decode and checks (eleven cycles) overlap the end of a ``MA
 ``MATMAT``, ``REQUANT``, ``NORM``, ``ROPE``, ``SOFTMAX``, ``ACT`` or ``ELTWISE``: once its
 readers are idle and its MAC beats issued, only unit pipelines and the writer are left, and
 the sequencer moves on (``WAIT_WRITER``; a ``SCORES_SOFTMAX`` once its last score is in the
-softmax's queue: the softmax's last row then still takes about ``2 n + 45`` cycles); the next instruction starts (``CHECK3`` to ``EXEC``)
-when the writer is done, so it sees every result, and ``HALT``, ``SYNC``, ``SETREG``, ``LOOP``
+softmax's queue: the softmax's last row then still takes about ``2 n + 45`` cycles); the next
+instruction starts (``CHECK3`` to ``EXEC``) when the writer is done, so it sees every result, and ``HALT``, ``SYNC``, ``SETREG``, ``LOOP``
 and a failure wait for the writer too (a refused instruction leaves every earlier result
 written). One exception: a ``MATVEC`` whose input the vector buffer holds follows a ``MATVEC``
 as soon as that one's MAC results are all taken and none of its results lands in that input
@@ -770,10 +770,10 @@ class Engine(wiring.Component):
         early_ok, ww_prev, drained = Signal(), Signal(), Signal()   # see WAIT_WRITER
         # a MATVEC that reuses the vector buffer follows a MATVEC while its results drain
         # (see MV_CHAIN): wr_mv, the writer's run is a MATVEC's; mv_taken, every MAC result of
-        # the last MATVEC is in the serializer; mv_chain, this MATVEC follows one (its writer
-        # and requantizer configuration wait for the writer: MV_WCFG); mv_hold, its results
-        # wait in front of the serializer until then
-        wr_mv, mv_taken, mv_chain, mv_hold = Signal(), Signal(), Signal(), Signal()
+        # the last MATVEC is in the serializer; mv_chain, this MATVEC follows one: its writer
+        # and requantizer configuration wait for the writer (MV_WCFG) and its results wait in
+        # front of the serializer until MV_WSTART
+        wr_mv, mv_taken, mv_chain = Signal(), Signal(), Signal()
         wr_end = Signal(18)                   # wr_base + wr_total (a MATVEC's run: one row)
         m.d.sync += wr_end.eq(wr_base + wr_total[:17])
         # chaining: the results of a NORM, ACT, REQUANT, ELTWISE or ATTV are also written into
@@ -1210,7 +1210,7 @@ class Engine(wiring.Component):
                              sd_tag_valid.eq(0), nm_valid.eq(0), am_valid.eq(0),
                              wr_run.eq(0), ch_on.eq(0), sd_on.eq(0), nm_on.eq(0),
                              am_on.eq(0), am_sn.eq(0), am_sgot.eq(0), am_rst.eq(1),
-                             wr_mv.eq(0), mv_chain.eq(0), mv_hold.eq(0)]
+                             wr_mv.eq(0), mv_chain.eq(0)]
                 m.d.sync += [r.eq(1) for r in nm_rst]    # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
@@ -1323,7 +1323,7 @@ class Engine(wiring.Component):
         # while the MATVEC before it still drains, once that one's MAC results are all in the
         # serializer (mv_taken) and none of its results lands in the buffered input (mv_disj):
         # EXEC configures the MAC feed and the combiner only, the beats issue, and the results
-        # wait in front of the serializer (mv_hold) while the writer finishes the previous
+        # wait in front of the serializer (mv_chain) while the writer finishes the previous
         # run; then MV_WCFG configures the writer and the requantizer's parameters as EXEC
         # does, and MV_WSTART starts the run and releases the results
         with fsm.state("MV_WCFG"):
@@ -1332,7 +1332,7 @@ class Engine(wiring.Component):
                 self._fsm.goto("MV_WSTART")
         with fsm.state("MV_WSTART"):
             m.d.comb += wr_start.eq(1)
-            m.d.sync += [mv_hold.eq(0), mv_chain.eq(0)]
+            m.d.sync += mv_chain.eq(0)
             self._fsm.goto("WAIT_WRITER")
         # the next instruction is fetched, decoded and checked while the writer finishes this
         # one's results, once nothing but its unit pipelines and the writer is left (drained)
@@ -1794,7 +1794,7 @@ class Engine(wiring.Component):
         WB = wts.latency                     # weight row read latency of the MAC feed
         # MATVEC issue
         mv_active = Signal()
-        m.d.sync += chain_ok.eq(mv_hit_c & mv_disj & wr_mv & mv_taken & ~mv_active & ~mv_hold)
+        m.d.sync += chain_ok.eq(mv_hit_c & mv_disj & wr_mv & mv_taken & ~mv_active & ~mv_chain)
         mv_ob = Signal(16)
         mv_ps = Signal(2)
         mv_ib = Signal(16)
@@ -2169,7 +2169,7 @@ class Engine(wiring.Component):
             m.d.sync += ser_idx.eq(ser_idx + 1)
         # a result taken now loads the serializer the next cycle, when at most one value
         # (going out then) may be left
-        m.d.sync += tk_ok.eq(~em_active & ~embed_go & ~mv_hold &
+        m.d.sync += tk_ok.eq(~em_active & ~embed_go & ~mv_chain &
                              Mux(take & t_load, t_cnt <= 1, ser_cnt_next <= 2))
         # per-lane copies of X's controls (valid, first pass, shift, loads, the serializer
         # takes nv) and of emit. A MATMAT result goes through nv as it is (first pass, no
@@ -2630,9 +2630,7 @@ class Engine(wiring.Component):
                 self._fsm.goto("EMBED")
             with m.Case(Opcode.MATVEC):
                 ins = v[Opcode.MATVEC]
-                with m.If(s["mv_chain"]):               # (MV_WCFG configures the outputs)
-                    m.d.sync += s["mv_hold"].eq(1)
-                with m.Else():
+                with m.If(~s["mv_chain"]):              # (else MV_WCFG configures them)
                     self._mv_outputs(m, ins, s)
                 reader(ins.src, 1, ins.cols, route=_R_VB)
                 m.d.sync += [s["mv_w2"].eq(ins.w_planes == 2),

@@ -92,3 +92,17 @@ def test_cache_is_pruned_least_recently_used_first(tmp_path):
         fcntl.flock(running, fcntl.LOCK_SH)
         assert prune_cache(tmp_path, max_bytes=1, keep=[builds[0]]) == [builds[1]]
     assert [d.exists() for d in builds] == [True, False, False, False, True]
+
+
+def test_verilator_opt_is_a_build_of_its_own(monkeypatch):
+    """``HDLGEN_VERILATOR_OPT`` reaches make (``OPT_FAST`` in MAKEFLAGS) and keys the cache,
+    so a build at another level is not mistaken for this one; a bad value is refused."""
+    default = _run(0.0)
+    assert "OPT_FAST=-O1" in os.environ["MAKEFLAGS"]
+    monkeypatch.setenv("HDLGEN_VERILATOR_OPT", "-Os")
+    other = _run(0.0)
+    assert "OPT_FAST=-Os" in os.environ["MAKEFLAGS"] and "-O1" not in os.environ["MAKEFLAGS"]
+    assert other.passed and other.build_dir != default.build_dir
+    monkeypatch.setenv("HDLGEN_VERILATOR_OPT", "fast")
+    with pytest.raises(ValueError, match="HDLGEN_VERILATOR_OPT='fast'"):
+        _run(0.0)

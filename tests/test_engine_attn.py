@@ -174,11 +174,10 @@ def test_rtl_attv_follows_the_softmax(p, tmp_path):
     groups each (a reader job per group) and GQA4 (one group per head: one reader job over
     every head's row), every position, both reading rows the softmax has not finished yet (a
     reader without the row limit fails both): bit-exact with the golden model over the whole
-    scratchpad,
-    and every step faster than the same program with a ``SYNC`` before ``ATTV`` (which then
-    waits for the softmax's last row, as before the overlap) by at least 16 cycles a layer
-    (two layers; measured: two heads 70 ... 72 cycles a step, GQA4 62 ... 210; with the
-    overlap switched off the SYNC alone costs 22 a step, and both fail)."""
+    scratchpad, and every step faster than the same program with a ``SYNC`` before ``ATTV``
+    (which then waits for the softmax's last row, as before the overlap) by at least 16
+    cycles a layer (two layers; measured: two heads 70 ... 72 cycles a step, GQA4 62 ... 210;
+    with the overlap switched off the SYNC alone costs 22 a step, and both fail)."""
     _, comp = build(p)
     a = next(k for k, i in enumerate(comp.program) if i.op == Opcode.ATTV)
     steps = _steps(p["context"])

@@ -18,8 +18,9 @@ it. Environment variables:
                         each new build the least recently used builds are deleted until the
                         cache fits (a full test run needs about 5 GB; builds in use are kept).
 ``HDLGEN_VERILATOR_OPT``  C++ optimization of the simulator's per-cycle code (Verilator's
-                        ``OPT_FAST``; default ``-O1``: about 40 % less compile time than
-                        Verilator's ``-Os`` for the SoC, and no slower to run).
+                        ``OPT_FAST``; default ``-O1``: the SoC compiles faster than at
+                        Verilator's ``-Os`` and long simulations run about 10 % slower; the
+                        whole test suite takes about as long either way).
 ``HDLGEN_SEED``         random seed handed to benches (default: a fresh one, printed).
 ``HDLGEN_COUNT``        number of random transactions benches run (bench default otherwise).
 """

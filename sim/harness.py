@@ -21,6 +21,8 @@ it. Environment variables:
                         ``OPT_FAST``; default ``-O1``: the SoC compiles faster than at
                         Verilator's ``-Os`` and long simulations run about 10 % slower; the
                         whole test suite takes about as long either way).
+``HDLGEN_OBJCACHE``     ``0`` to compile Verilator's run-time library in every build instead of
+                        taking it from the cache of :mod:`sim.objcache` (``sim_build/.objcache``).
 ``HDLGEN_SEED``         random seed handed to benches (default: a fresh one, printed).
 ``HDLGEN_COUNT``        number of random transactions benches run (bench default otherwise).
 """
@@ -34,6 +36,7 @@ import importlib.util
 import os
 import random
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -88,7 +91,35 @@ def setup_verilator_env() -> None:
         os.environ["MAKEFLAGS"] = flags = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     # the per-cycle code's optimization (Verilator's OPT_FAST), also through make's command line
     flags = re.sub(r"\s*OPT_FAST=\S*", "", flags)
-    os.environ["MAKEFLAGS"] = (flags + " OPT_FAST=" + _verilator_opt()).strip()
+    flags = (flags + " OPT_FAST=" + _verilator_opt()).strip()
+    # the run-time library every build compiles alike comes from sim/objcache.py's cache
+    flags = re.sub(r"\s*OBJCACHE=\S*", "", flags)
+    shim = _objcache_shim()
+    if shim is not None:
+        flags += " OBJCACHE=" + str(shim)
+    os.environ["MAKEFLAGS"] = flags
+
+
+def _objcache_shim() -> Path | None:
+    """The executable make runs as ``OBJCACHE`` (:mod:`sim.objcache` under this Python), with
+    ``HDLGEN_OBJCACHE_DIR`` set to its cache; ``None`` when ``HDLGEN_OBJCACHE`` is ``0`` or
+    the cache's path has white space (make's command line could not carry it)."""
+    if os.environ.get("HDLGEN_OBJCACHE", "1") in ("0", "", "false", "no"):
+        return None
+    cache = _cache_root() / ".objcache"
+    shim = cache / "objcache"
+    if re.search(r"\s", str(shim)):
+        return None
+    text = (f"#!/bin/sh\nexec {shlex.quote(sys.executable)} "
+            f"{shlex.quote(str(REPO_ROOT / 'sim' / 'objcache.py'))} \"$@\"\n")
+    if not shim.exists() or shim.read_text() != text:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = shim.with_name(f"objcache.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, shim)
+    os.environ["HDLGEN_OBJCACHE_DIR"] = str(cache)
+    return shim
 
 
 def _verilator_opt() -> str:
@@ -158,7 +189,7 @@ def prune_cache(root: Path | None = None, max_bytes: int | None = None, keep=())
         return []
     builds = []
     for d in root.iterdir():
-        if d.is_dir():
+        if d.is_dir() and not d.name.startswith("."):     # (.objcache: see sim.objcache)
             marker = d / ".built"
             used = marker.stat().st_mtime if marker.exists() else d.stat().st_mtime
             builds.append((used, d, _tree_bytes(d)))

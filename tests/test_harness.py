@@ -106,3 +106,62 @@ def test_verilator_opt_is_a_build_of_its_own(monkeypatch):
     monkeypatch.setenv("HDLGEN_VERILATOR_OPT", "fast")
     with pytest.raises(ValueError, match="HDLGEN_VERILATOR_OPT='fast'"):
         _run(0.0)
+
+
+def _objcache(cwd, env, *args):
+    import subprocess
+    import sys
+    from sim.harness import REPO_ROOT
+    return subprocess.run([sys.executable, str(REPO_ROOT / "sim" / "objcache.py"), *args],
+                          cwd=cwd, env={**os.environ, **env}).returncode
+
+
+def test_objcache_hits_only_the_same_preprocessed_compile(tmp_path):
+    """A compile of a source outside the build directory is taken from the cache when its
+    command and preprocessed text match: a changed header misses; the build's own sources and
+    a link are never cached."""
+    lib, cache, log = tmp_path / "lib", tmp_path / "cache", tmp_path / "log"
+    lib.mkdir()
+    (lib / "lib.h").write_text("#define K 3\n")
+    (lib / "lib.cpp").write_text('#include "lib.h"\nint k() { return K; }\n')
+    env = {"HDLGEN_OBJCACHE_DIR": str(cache), "HDLGEN_OBJCACHE_LOG": str(log)}
+    cmd = ["c++", "-O1", "-MMD", f"-I{lib}", "-c", "-o", "lib.o", str(lib / "lib.cpp")]
+    objs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        assert _objcache(tmp_path / name, env, *cmd) == 0
+        objs.append((tmp_path / name / "lib.o").read_bytes())
+        assert (tmp_path / name / "lib.d").read_text().startswith("lib.o:")
+    assert objs[0] == objs[1] and log.read_text().split("\n")[:2] == ["miss lib.o", "hit lib.o"]
+    (lib / "lib.h").write_text("#define K 4\n")              # the header changes the code
+    (tmp_path / "c").mkdir()
+    assert _objcache(tmp_path / "c", env, *cmd) == 0
+    assert (tmp_path / "c" / "lib.o").read_bytes() != objs[0]
+    (tmp_path / "c" / "own.cpp").write_text("int main() { return 0; }\n")
+    assert _objcache(tmp_path / "c", env, "c++", "-c", "-o", "own.o", "own.cpp") == 0
+    assert _objcache(tmp_path / "c", env, "c++", "-o", "prog", "own.o", "lib.o") == 0
+    assert (tmp_path / "c" / "prog").exists()
+    assert log.read_text().split("\n")[2:] == ["miss lib.o", "pass own.o", ""]
+    # a failing compile fails through the wrapper and stores nothing
+    (lib / "bad.cpp").write_text("int f() { return undefined; }\n")
+    before = sorted(cache.iterdir())
+    assert _objcache(tmp_path / "c", env, "c++", "-c", "-o", "bad.o", str(lib / "bad.cpp")) != 0
+    assert sorted(cache.iterdir()) == before
+
+
+def test_second_build_takes_the_runtime_from_the_cache(tmp_path, monkeypatch):
+    """Two different designs in a fresh cache: the second build takes Verilator's run-time
+    library from sim/objcache.py's cache, and its simulation still passes."""
+    monkeypatch.setenv("HDLGEN_SIM_BUILD", str(tmp_path / "sim_build"))
+    monkeypatch.setenv("HDLGEN_OBJCACHE_LOG", str(tmp_path / "log"))
+    logs = []
+    for width in (16, 8):
+        res = run_cocotb(SkidBuffer(width), "sim.benches.skid_buffer", name="skid_buffer",
+                         env={"HDLGEN_COUNT": "200",
+                              "HDLGEN_PARAMS": json.dumps({"width": width, "stall": 0.1})})
+        assert res.passed
+        logs.append(set((tmp_path / "log").read_text().split("\n")) - set().union(*logs))
+    runtime = {"verilated.o", "verilated_vpi.o", "verilated_threads.o", "verilated_dpi.o"}
+    assert {f"miss {o}" for o in runtime} <= logs[0]
+    assert {f"hit {o}" for o in runtime} <= logs[1]
+    assert "pass Vtop__ALL.o" in logs[0]             # the design's own code is compiled

@@ -157,7 +157,7 @@ After nextpnr's static placer (``build --placer static``, now the default for a 
 the engine) it routes: 57.0 MHz at a 50 MHz target, 55.0 MHz at a 75 MHz target (seed 1;
 placement estimates 66.8 and 69.6 MHz); with the input-range checks (``INPUT_RANGE``)
 added since, 53.6 MHz at 50 (seed 1, placement estimate 73.3), which is why a build with
-the engine defaults to 50 MHz (:data:`hdlgen.build.MODEL_SYS_CLK_MHZ`); with the vector
+the engine defaulted to 50 MHz (:data:`hdlgen.build.MODEL_SYS_CLK_MHZ`); with the vector
 buffer's side region, 52.2 MHz at 50 (seed 1); with the norm and argmax units' early load,
 48.3 MHz at 50 (seed 1: **not met**, by 0.7 ns), its critical path again a host weight-write
 data bit, one flip-flop driving a DP16KD's ``DIA`` across the die (20.0 ns of routing), and
@@ -181,7 +181,10 @@ hdlgen bench model --model stories260K``: 16,811 -> 16,855 at position 64). With
 chained ``MATVEC`` (``MV_WCFG``) and ``SCORES_SOFTMAX``'s early hand-over it routes at
 **66.8 MHz** (seed 1, before the hand-over) and **64.6 MHz** (seed 2) at 50, LUT4 37,771 /
 37,884, FF 29,466 / 29,491; seed 2's critical path is again the MAC feed's row register to a
-first-stage address copy (``b_addr_t13``, 15.0 ns of routing). The
+first-stage address copy (``b_addr_t13``, 15.0 ns of routing). At a 55 MHz target (the
+default since, :data:`hdlgen.build.MODEL_SYS_CLK_MHZ`) the same code routes at **64.08 MHz**
+(seed 1) and **61.56 MHz** (seed 2), LUT4 37,607, FF 29,492; at 60 MHz seed 1's router2
+diverged (overused wires 1,035 at the 26th iteration, 1,345 at the 35th). The
 port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
 registered a state early, the reader's output queue, registered check verdicts) estimated
 63.9 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then

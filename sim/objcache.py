@@ -16,6 +16,9 @@ from ``-MMD``); a miss compiles and stores both (written to a temporary name, th
 concurrent builds never see half a file). Anything else (linking, the precompiled header, a
 command line it does not understand) runs the compiler unchanged.
 
+The cache is small and not pruned (one set of run-time objects, about 600 KB, per set of
+flags; cocotb's main, about 10 KB, per distinct top-level port list); deleting it is safe.
+
 Environment: ``HDLGEN_OBJCACHE_DIR`` is the cache directory (set by the harness); with
 ``HDLGEN_OBJCACHE_LOG`` set, each decision is appended to that file (``hit``/``miss``/``pass``
 and the object name), which the tests read.
@@ -28,6 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 #: flags that only name or shape the dependency output, dropped from the ``-E`` run
 _DEP_FLAGS = {"-MMD", "-MD", "-MP"}
@@ -122,10 +126,11 @@ def main(cmd: list[str]) -> int:
             return 0
         except OSError:
             pass                     # pruned under us: compile instead
+    started = time.time() - 1           # (a dependency file older than this is stale)
     rc = subprocess.call(cmd)
     if rc == 0 and os.path.exists(output):
         os.makedirs(cache, exist_ok=True)
-        if os.path.exists(depfile):
+        if os.path.exists(depfile) and os.path.getmtime(depfile) >= started:
             _store(depfile, entry + ".d")
         _store(output, entry + ".o")     # the object last: its presence marks a whole entry
         _log("miss", output)

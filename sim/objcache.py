@@ -2,8 +2,9 @@
 
 Each simulator build compiles, besides the design's own C++, Verilator's run-time library
 (``verilated.cpp``, ``verilated_vpi.cpp``, ``verilated_threads.cpp``, ``verilated_dpi.cpp``)
-and cocotb's ``verilator.cpp`` from the same sources with the same flags: about 20 s of CPU
-per build, most of a small block's build. :func:`sim.harness.setup_verilator_env` names this
+and cocotb's ``verilator.cpp`` from the same sources with the same flags, most of a small
+block's build (``tests/test_bram.py`` and ``tests/test_kv_cache.py`` in one process from an
+empty ``HDLGEN_SIM_BUILD``: 467 s with ``HDLGEN_OBJCACHE=0``, 261 s with the cache). :func:`sim.harness.setup_verilator_env` names this
 wrapper as the ``OBJCACHE`` of Verilator's ``verilated.mk`` (the hook meant for ``ccache``,
 which pip cannot install), so make runs ``objcache <compiler> <flags> -c -o X.o src.cpp``.
 
@@ -16,8 +17,8 @@ from ``-MMD``); a miss compiles and stores both (written to a temporary name, th
 concurrent builds never see half a file). Anything else (linking, the precompiled header, a
 command line it does not understand) runs the compiler unchanged.
 
-The cache is small and not pruned (one set of run-time objects, about 600 KB, per set of
-flags; cocotb's main, about 10 KB, per distinct top-level port list); deleting it is safe.
+The cache is not pruned: it holds one set of run-time objects per set of flags and one of
+cocotb's main per distinct top-level port list, small next to the builds; deleting it is safe.
 
 Environment: ``HDLGEN_OBJCACHE_DIR`` is the cache directory (set by the harness); with
 ``HDLGEN_OBJCACHE_LOG`` set, each decision is appended to that file (``hit``/``miss``/``pass``

@@ -4,13 +4,14 @@ Each simulator build compiles, besides the design's own C++, Verilator's run-tim
 (``verilated.cpp``, ``verilated_vpi.cpp``, ``verilated_threads.cpp``, ``verilated_dpi.cpp``)
 and cocotb's ``verilator.cpp`` from the same sources with the same flags, most of a small
 block's build (``tests/test_bram.py`` and ``tests/test_kv_cache.py`` in one process from an
-empty ``HDLGEN_SIM_BUILD``: 467 s with ``HDLGEN_OBJCACHE=0``, 261 s with the cache). :func:`sim.harness.setup_verilator_env` names this
-wrapper as the ``OBJCACHE`` of Verilator's ``verilated.mk`` (the hook meant for ``ccache``,
-which pip cannot install), so make runs ``objcache <compiler> <flags> -c -o X.o src.cpp``.
+empty ``HDLGEN_SIM_BUILD``: 467 s with ``HDLGEN_OBJCACHE=0``, 261 s with the cache).
+:func:`sim.harness.setup_verilator_env` names this wrapper as the ``OBJCACHE`` of Verilator's
+``verilated.mk`` (the hook meant for ``ccache``, which pip cannot install), so make runs
+``objcache <compiler> <flags> -c -o X.o src.cpp``.
 
 A compile is cached when its source lies outside the build directory (the current directory:
 the design's ``Vtop*.cpp`` files are always compiled). The key is the SHA-256 of the command
-line without its output name, the compiler binary's size and time stamp, and the source
+line (the output by its file name only), the compiler binary's size and time stamp, and the source
 *preprocessed* with the same flags (``-E``), so any header, define or include path that
 changes the code changes the key. A hit copies the object and its dependency file (``X.d``,
 from ``-MMD``); a miss compiles and stores both (written to a temporary name, then renamed, so

@@ -48,7 +48,8 @@ def _parse(args: list[str]):
     if i + 1 >= len(args):
         return None
     output = args[i + 1]
-    sources = [a for a in args if a.endswith((".cpp", ".cc", ".cxx", ".c")) and not a.startswith("-")]
+    sources = [a for a in args
+               if a.endswith((".cpp", ".cc", ".cxx", ".c")) and not a.startswith("-")]
     if len(sources) != 1 or not output.endswith(".o"):
         return None
     return output, sources[0]

@@ -100,11 +100,18 @@ def setup_verilator_env() -> None:
     os.environ["MAKEFLAGS"] = flags
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    """An on/off environment variable: unset gives ``default``; ``""``, ``0``, ``false`` and
+    ``no`` are off, anything else on."""
+    text = os.environ.get(name)
+    return default if text is None else text not in ("", "0", "false", "no")
+
+
 def _objcache_shim() -> Path | None:
     """The executable make runs as ``OBJCACHE`` (:mod:`sim.objcache` under this Python), with
     ``HDLGEN_OBJCACHE_DIR`` set to its cache; ``None`` when ``HDLGEN_OBJCACHE`` is ``0`` or
     the cache's path has white space (make's command line could not carry it)."""
-    if os.environ.get("HDLGEN_OBJCACHE", "1") in ("0", "", "false", "no"):
+    if not _env_flag("HDLGEN_OBJCACHE", True):
         return None
     cache = _cache_root() / ".objcache"
     shim = cache / "objcache"
@@ -248,7 +255,7 @@ def run_cocotb(component, test_module: str, *, name: str | None = None,
     if simulator not in ("verilator", "icarus"):
         raise ValueError(f"unknown simulator {simulator!r}: use 'verilator' or 'icarus'")
     if waves is None:
-        waves = os.environ.get("HDLGEN_WAVES", "0") not in ("", "0", "false", "no")
+        waves = _env_flag("HDLGEN_WAVES", False)
     if seed is None:
         seed = int(os.environ["HDLGEN_SEED"]) if os.environ.get("HDLGEN_SEED") else random.randrange(1 << 31)
     name = name or type(component).__name__.lower()

@@ -34,7 +34,9 @@ Attention instructions (``SCORES``, ``SOFTMAX``, ``SCORES_SOFTMAX``, ``ATTV``) i
 query heads with an internal counter; query head ``h`` reads KV head ``h // kv_mul``
 (grouped-query and multi-query attention), rows ``0 .. POS`` (causal). ``SCORES_SOFTMAX`` is
 ``SCORES`` followed by a causal ``SOFTMAX`` of its rows, without the scores' round trip through
-the scratchpad (the compiler emits it wherever the pair occurs).
+the scratchpad (the compiler emits it wherever the pair occurs). Likewise a ``MATVEC`` with
+``rope_heads`` rotates the heads it computes (q; k, before v in the ``kv`` projection) on
+their way out, instead of a ``ROPE`` instruction after it.
 
 Encoding: every instruction is a :class:`amaranth.lib.data.Struct` whose first field is the
 6-bit :class:`Opcode`; fields are packed LSB first in declaration order and the rest of the
@@ -188,7 +190,12 @@ class MatVec(data.Struct):
     ``w_planes`` 2 means a 16-bit weight stored as two int8 matrices (high plane at ``waddr``,
     low plane right after it). With ``accumulate``, ``dst += result`` (saturating int16: the
     residual add). With ``in_width`` 8 every input element must be int8: one outside
-    -128..127 ends the job with error ``INPUT_RANGE`` (nothing is written)."""
+    -128..127 ends the job with error ``INPUT_RANGE`` (nothing is written). With
+    ``rope_heads`` > 0 the first ``rope_heads`` heads of the results (``head_size`` of the
+    image's RoPE table each) are rotated at position ``POS`` before they are written, exactly
+    as a ``ROPE`` of ``out_width`` over them would (the rest are written unrotated): the
+    image needs its RoPE table, ``rows`` must be even and cover those heads, and
+    ``accumulate`` must be 0."""
     op: Opcode
     in_width: Width
     out_width: Width
@@ -202,6 +209,7 @@ class MatVec(data.Struct):
     rows: LEN
     cols: LEN
     paddr: PADDR
+    rope_heads: unsigned(8)
 
 
 class MatMat(data.Struct):

@@ -283,6 +283,11 @@ class Engine:
                 raise EngineError(f"{d['kind']} table at parameter word {at} does not match its "
                                   f"descriptor {d}: the memory image is corrupt")
 
+    def rope_table(self):
+        """The image's RoPE table descriptor, which a ``MATVEC``'s ``rope_heads`` uses (the
+        RTL engine has one RoPE unit, built for the image's first table), or None."""
+        return next((d for d in self.image.tables.values() if d["kind"] == "rope"), None)
+
     # ---- memory access with bounds checks -----------------------------------------------------
     def _err(self, msg, code=None):
         raise EngineError(f"instruction {self._pc} ({self._instr}): {msg}", code)
@@ -513,6 +518,16 @@ class Engine:
                 self._err(f"w_planes={ins.w_planes}: use 1 (int8) or 2 (16-bit as two planes)")
             if ins.rows == 0 or ins.cols == 0:
                 self._err(f"rows={ins.rows}, cols={ins.cols}: a MATVEC needs at least one of each")
+            if ins.rope_heads:
+                d = self.rope_table()
+                if d is None:
+                    self._err(f"rope_heads={ins.rope_heads} but the image has no RoPE table")
+                if ins.accumulate or ins.rows % 2 or ins.rope_heads * d["head_size"] > ins.rows:
+                    self._err(f"rope_heads={ins.rope_heads} (head size {d['head_size']}) with "
+                              f"rows={ins.rows}, accumulate={ins.accumulate}: the rotated heads "
+                              f"must fit in an even number of rows, without accumulate")
+                if pos >= d["context"]:
+                    self._err(f"POS={pos} is beyond the RoPE table's {d['context']} positions")
             # the regions first, then the input's range (the RTL's order)
             x = self._read(ins.src, ins.cols)
             self._span(ins.dst, ins.rows)
@@ -528,6 +543,9 @@ class Engine:
             y = requantize(acc, m, s, bias=bias, out_bits=out_bits)
             if ins.accumulate:
                 y = residual_add(self._read(ins.dst, ins.rows), y, 16)
+            if ins.rope_heads:
+                n = ins.rope_heads * d["head_size"]
+                y[:n] = rope(y[:n], pos, d["head_size"], d["theta"], out_bits)
             self._write(ins.dst, y)
             self._emit(pc, ins, y)
             return

@@ -47,6 +47,10 @@ run starts (``MV_WCFG``, ``MV_WSTART``):
   pass results are combined exactly, ``acc = sum(factor * acc_pass)``, see
   :mod:`sim.golden.engine`), the ``lanes`` sums are serialised into the requantizer with their
   per-row parameters and the writer stores them (adding to the destination for ``accumulate``).
+  With ``rope_heads`` (q, and k in the ``kv`` projection) the requantized results are
+  saturated to the output width, paired and sent through the RoPE unit on their way to the
+  writer (pairs after the rotated heads at position 0, where the table's rotation is the
+  identity), so q and k never make the scratchpad round trip of a ``ROPE`` instruction.
   The vector buffer remembers which scratchpad region it holds: a ``MATVEC`` reading the same
   input as the previous one (q, k and v; gate and up) skips the load, unless a write touched
   that region since. ``NORM``, ``ACT``, ``REQUANT``, ``ELTWISE`` and ``ATTV`` (one row of
@@ -789,6 +793,10 @@ class Engine(wiring.Component):
         # rope unpairer
         rp_hold = Signal()
         rp_y1 = Signal(signed(16))
+        # a MATVEC's rope_heads (fz_*, see the fused RoPE pairer): fz_on, its results go
+        # through the RoPE unit; fz_left, rotated pairs still to come; fz_w8, 8-bit results
+        fz_on, fz_w8, fz_have = Signal(), Signal(), Signal()
+        fz_left = Signal(16)
         # the source, one flip-flop per writer source; the selected unit's output is the OR
         # of every unit's output gated by its flag and valid (one unit outputs at a time)
         ws = [Signal(name=f"ws{i}") for i in range(6)]
@@ -1147,6 +1155,7 @@ class Engine(wiring.Component):
         embed_go = Signal()
         embed_idx = Signal(16)
         overrun = Signal()
+        rp_lost = Signal()                    # the fused RoPE unit refused a pair (registered)
         rd_idx = Signal(16)
         kp_data = Signal(8 * B)
         kp_cnt = Signal(range(B + 1))
@@ -1213,7 +1222,7 @@ class Engine(wiring.Component):
                              sd_tag_valid.eq(0), nm_valid.eq(0), am_valid.eq(0),
                              wr_run.eq(0), ch_on.eq(0), sd_on.eq(0), nm_on.eq(0),
                              am_on.eq(0), am_sn.eq(0), am_sgot.eq(0), am_rst.eq(1),
-                             wr_mv.eq(0), mv_chain.eq(0)]
+                             wr_mv.eq(0), mv_chain.eq(0), fz_on.eq(0), fz_have.eq(0)]
                 m.d.sync += [r.eq(1) for r in nm_rst]    # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
@@ -1677,6 +1686,33 @@ class Engine(wiring.Component):
                                  rope.i.payload.pos.eq(r_pos), rope.i.payload.last.eq(ro.last)]
                     with m.If(rdo.valid & rope.i.ready):
                         m.d.sync += rp_have.eq(0)
+            # fused RoPE (a MATVEC's rope_heads): the requantized results, saturated to the
+            # output width as the writer saturates them, are paired (registered) into the
+            # unit; the pairs after the rotated heads go at position 0, whose table words
+            # (cos 65536, sin 0) make the rotation the identity, and each carries ``last``
+            # (so does the last rotated pair): every run leaves the unit's pair index at 0.
+            # The writer takes the unit's pairs (wr_src ROPE). The requantizer gives at most
+            # one result per cycle, so a pair enters every other cycle at most, and the writer
+            # takes one every other cycle: the unit's queue never fills (rp_lost: OVERRUN)
+            fz_pv, fz_rot, fz_last = Signal(), Signal(), Signal()
+            fz_x0, fz_p0, fz_p1 = Signal(16), Signal(16), Signal(16)
+            rq_y = rq.o.payload.y
+            fz_y = Mux(fz_w8, saturate(rq_y, 8), rq_y)
+            m.d.sync += fz_pv.eq(0)
+            with m.If(fz_on & rq.o.valid):
+                with m.If(~fz_have):
+                    m.d.sync += [fz_have.eq(1), fz_x0.eq(fz_y)]
+                with m.Else():
+                    m.d.sync += [fz_have.eq(0), fz_pv.eq(1), fz_p0.eq(fz_x0), fz_p1.eq(fz_y),
+                                 fz_rot.eq(fz_left != 0), fz_last.eq(fz_left <= 1)]
+                    with m.If(fz_left != 0):
+                        m.d.sync += fz_left.eq(fz_left - 1)
+            with m.If(~rt[_R_ROPE]):
+                m.d.comb += [rope.i.valid.eq(fz_pv), rope.i.payload.x[0].eq(fz_p0),
+                             rope.i.payload.x[1].eq(fz_p1),
+                             rope.i.payload.pos.eq(Mux(fz_rot, r_pos, 0)),
+                             rope.i.payload.last.eq(fz_last)]
+            m.d.sync += rp_lost.eq(fz_pv & ~rope.i.ready)
         # KV append packer
         ap = kv.append.payload
         m.d.comb += [kv.append.valid.eq(kp_valid), ap.layer.eq(r_layer), ap.head.eq(kp_head),
@@ -2263,7 +2299,7 @@ class Engine(wiring.Component):
                      rq.i.payload.bias.eq(Mux(rq_bias, par.a.rdata.as_signed(), 0)),
                      rq.i.payload.mult.eq(par.b.rdata[0:16]),
                      rq.i.payload.shift.eq(par.b.rdata[16:22]), rq.i.payload.last.eq(0)]
-        m.d.comb += overrun.eq((q2 & ~rq.i.ready) | sm_lost)
+        m.d.comb += overrun.eq((q2 & ~rq.i.ready) | sm_lost | rp_lost)
         if swig is not None:
             m.d.comb += [swig.mult.eq(elt_m), swig.shift.eq(elt_s)]
 
@@ -2276,7 +2312,7 @@ class Engine(wiring.Component):
             "softmax": (rt[_R_SMAX] | sm_fused) & busy & ~wr_done,
             "norm": rt[_R_NORM] & busy & ~wr_done,
             "requant": rq.i.valid | rq.o.valid,
-            "rope": rt[_R_ROPE] & busy & ~wr_done,
+            "rope": (rt[_R_ROPE] | fz_on) & busy & ~wr_done,
             "activation": rt[_R_ACT] & busy & ~wr_done,
             "eltwise": rt[_R_ELT] & busy & ~wr_done,
             "argmax": rt[_R_ARGMAX] & busy & ~amax_got,
@@ -2381,6 +2417,12 @@ class Engine(wiring.Component):
                 bad((ins.w_planes == 2) & (ins.in_width == Width.W16))
                 bad(ins.cols > self._vb_len)
                 bad((ins.rows == 0) | (ins.cols == 0))
+                if self._rope is None:
+                    bad(ins.rope_heads != 0)
+                else:       # rotated heads in an even number of rows, no accumulate
+                    hsb = self._rope["head_size"].bit_length() - 1
+                    bad((ins.rope_heads != 0) &
+                        (ins.accumulate | ins.rows[0] | ((ins.rope_heads << hsb) > ins.rows)))
                 self._fsm.goto("CHECK1")
             with m.Case(Opcode.REQUANT):
                 self._fsm.goto("CHECK1")
@@ -2579,9 +2621,10 @@ class Engine(wiring.Component):
 
     @staticmethod
     def _writer_flags(m, s):
-        """Every run starts with no accumulate, chaining, side region or early loads."""
+        """Every run starts with no accumulate, chaining, side region, early loads or fused
+        RoPE."""
         m.d.sync += [s["wr_acc"].eq(0), s["ch_on"].eq(0), s["sd_on"].eq(0), s["nm_feed"].eq(0),
-                     s["nm_on"].eq(0), s["am_on"].eq(0), s["wr_mv"].eq(0)]
+                     s["nm_on"].eq(0), s["am_on"].eq(0), s["wr_mv"].eq(0), s["fz_on"].eq(0)]
 
     def _mv_outputs(self, m, ins, s):
         """A MATVEC's writer run, requantizer parameters and side region (from EXEC, or
@@ -2590,6 +2633,14 @@ class Engine(wiring.Component):
         self._writer(m, s, ins.dst, ins.rows, acc=ins.accumulate, w8=ins.out_width == Width.W8)
         self._rqcfg(m, s, s["x_p"], 1, ins.bias, ins.rows)
         m.d.sync += s["wr_mv"].eq(1)
+        if self._rope is not None:
+            # rope_heads: the results go through the RoPE unit (its pairs to the writer)
+            rot = ins.rope_heads != 0
+            pairs = ins.rope_heads << (self._rope["head_size"].bit_length() - 2)
+            m.d.sync += [s["fz_on"].eq(rot), s["fz_w8"].eq(ins.out_width == Width.W8),
+                         s["fz_left"].eq(pairs), s["fz_have"].eq(0)]
+            with m.If(rot):
+                m.d.sync += s["wr_src"].eq(_W_ROPE)
         if self._side_len:
             # the results go to the side region too when they fit (it is overwritten)
             side = ins.rows <= self._side_len

@@ -68,7 +68,7 @@ def test_headroom_changes_parameters_only():
 
 
 def test_int9_weights_matvec_is_exact():
-    m, comp = _compile(weight_width=9, norm_bits=16)
+    m, comp = _compile(weight_width=9, norm_bits=16, fuse_rope=False)   # (q not rotated)
     assert comp.image.ext == {"weight_bits": 9, "norm_out_bits": 16}
     assert comp.image.weights.dtype == np.int16
     w = comp.qmodel.weights["wq"].q[0].astype(np.int64)
@@ -91,7 +91,8 @@ def test_int9_weights_matvec_is_exact():
 
 
 def test_int9_kv_cache_scores_are_exact():
-    m, comp = _compile(kv_bits=9, act_headroom=2.0, fuse_softmax=False)   # scores traced
+    m, comp = _compile(kv_bits=9, act_headroom=2.0, fuse_softmax=False,   # scores traced
+                       fuse_rope=False)                                    # and k, q rotated
     assert comp.image.ext == {"kv_bits": 9}
     toks = [1, 5, 9, 3, 7, 2]
     eng, rec = _trace(comp, toks)

@@ -51,7 +51,10 @@ def test_compile_random(spec, over):
     body = prog[prog.index(loop) + 1:prog.index(loop) + 1 + loop.body]
     ops = [i.op for i in body]
     assert ops.count(Opcode.KVAPPEND) == 2
-    assert (Opcode.ROPE in ops) == (c.arch == "llama")
+    assert Opcode.ROPE not in ops                   # (fuse_rope: q and k rotate in MATVEC)
+    rh = [i.rope_heads for i in body if i.op == Opcode.MATVEC]
+    assert rh[:2] == ([c.n_heads, c.n_kv_heads] if c.arch == "llama" else [0, 0])
+    assert not any(rh[2:])
     sc = next(i for i in body if i.op in (Opcode.SCORES, Opcode.SCORES_SOFTMAX))
     assert (sc.n_heads, sc.kv_mul, sc.head_size) == (c.n_heads, c.kv_mul, c.head_size)
     # the weight bank holds every matrix in the MAC array's row layout
@@ -274,6 +277,55 @@ def test_fused_kv_equals_separate_projections(spec, over):
     pc = with_prefill(comps[True], 3)
     prog = prefill_program(pc, [3, 1, 4], 0)
     assert any(i.op == Opcode.MATMAT and i.rows == 2 * c.kv_dim for i in prog)
+
+
+@pytest.mark.parametrize("spec,over", [s for s in SHAPES if s[0] == "random:llama"])
+@pytest.mark.parametrize("fuse_kv", [True, False])
+def test_fused_rope_equals_rope_instructions(spec, over, fuse_kv):
+    """``fuse_rope`` (the default) rotates q and k in their ``MATVEC`` (``rope_heads``; in
+    the fused ``kv`` projection only k's heads, v passes unrotated): two instructions less per
+    layer, the fit check's program length exact, and the golden model's scratchpad, KV cache
+    and logits equal those of the program with two ``ROPE`` instructions at every step (GQA,
+    MQA; k and v fused or not). Prefill of the fused program (its tiles followed by each
+    token's ``ROPE``) equals decode steps."""
+    from hdlgen.compiler.compile import _program_length
+    from hdlgen.compiler.prefill import prefill_program, with_prefill
+    from sim.golden.engine import Engine
+    m = load_model(spec, seed=3, **over)
+    c, cfg, ctx = m.config, AcceleratorConfig(lanes=8, macs_per_lane=4), 8
+    comps = {f: compile_model(m, cfg, CompileOptions(context=ctx, fuse_kv=fuse_kv,
+                                                     fuse_rope=f)) for f in (True, False)}
+    for fuse, comp in comps.items():
+        assert _program_length(c, True, fuse_kv, fuse) == len(comp.program)
+        ops = [i.op for i in comp.program]
+        assert (Opcode.ROPE in ops) != fuse
+        rh = sorted(i.rope_heads for i in comp.program if i.op == Opcode.MATVEC and i.rope_heads)
+        assert rh == (sorted([c.n_heads, c.n_kv_heads]) if fuse else [])
+    assert len(comps[True].program) == len(comps[False].program) - 2
+    engines = {f: Engine(comp.image, comp.words) for f, comp in comps.items()}
+    tok = {f: 1 for f in comps}
+    for pos in range(ctx):
+        res = {f: e.step(tok[f], pos) for f, e in engines.items()}
+        assert (res[True].token, res[True].value) == (res[False].token, res[False].value)
+        assert np.array_equal(res[True].logits, res[False].logits)
+        assert np.array_equal(engines[True].act, engines[False].act), pos
+        tok = {f: r.token for f, r in res.items()}
+    for layer in range(c.n_layers):
+        for head in range(c.n_kv_heads):
+            for kv in (0, 1):
+                a, b = (engines[f].kv.rows(layer, head, kv, ctx - 1) for f in (True, False))
+                assert np.array_equal(a, b)
+    # prefill of three tokens from the fused program = three decode steps of it
+    pc = with_prefill(comps[True], 3)
+    prompt = [3, 1, 4]
+    prog = prefill_program(pc, prompt, 0)
+    assert any(i.op == Opcode.ROPE for i in prog)
+    dec = Engine(pc.image, pc.program)
+    for pos, t in enumerate(prompt):
+        want = dec.step(t, pos)
+    got = Engine(pc.image, prog).step(prompt[0], 0)
+    assert (got.token, got.value) == (want.token, want.value)
+    assert np.array_equal(got.logits, want.logits)
 
 
 def test_fuse_kv_needs_equal_planes():

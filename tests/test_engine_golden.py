@@ -17,6 +17,7 @@ from hdlgen.model.accuracy import reference_sequence
 from sim.float_ref import FloatModel
 from sim.golden.engine import Engine, EngineError, shared_planes
 from sim.golden.requant import requantize
+from sim.golden.rope import rope
 
 CFG = AcceleratorConfig(lanes=8, macs_per_lane=4)
 SHAPES = [
@@ -66,7 +67,8 @@ def test_logits_track_float(spec, over):
 def test_matmuls_and_kv_match_independent_integer_math(spec, over, w16):
     """Every MATVEC equals requantize(W_q @ x) computed from the quantized model directly
     (16-bit inputs and 16-bit weights included; k and v as one stacked MATVEC where their
-    weights have the same planes, ``fuse_kv``), and the KV cache holds what was appended."""
+    weights have the same planes, ``fuse_kv``; q's and k's heads rotated by RoPE,
+    ``fuse_rope``), and the KV cache holds what was appended."""
     m, comp = _compile(spec, over, weight_bits={k: 16 for k in w16})
     qm = comp.qmodel
     trace = []
@@ -105,6 +107,11 @@ def test_matmuls_and_kv_match_independent_integer_math(spec, over, w16):
                                out_bits=16 if ins.out_width.value else 8)
                 if ins.accumulate:
                     y = np.clip(state[ins.dst] + y, -32768, 32767)
+                if ins.rope_heads:                   # fuse_rope: q's and k's heads rotated
+                    hs = m.config.head_size
+                    n = ins.rope_heads * hs
+                    y[:n] = rope(y[:n], pos, hs, m.config.rope_theta,
+                                 16 if ins.out_width.value else 8)
                 assert np.array_equal(v, y), (pos, layer, name)
             if ins.op == Opcode.KVAPPEND:
                 hs = ins.head_size

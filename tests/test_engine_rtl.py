@@ -22,9 +22,10 @@ LLAMA = {"spec": "random:llama", "seed": 3, "context": 6,
          "over": {"dim": 40, "n_heads": 5, "n_kv_heads": 1, "hidden_dim": 60, "vocab_size": 45,
                   "n_layers": 2}}                                        # MQA, non-power-of-two
 GQA = {"spec": "random:llama", "seed": 1, "context": 5, "weight_main_rows": 512,
-       "weight_bits": {"wq": 16, "w1": 16, "token_embedding": 16},
+       "weight_bits": {"wq": 16, "w1": 16, "token_embedding": 16}, "fuse_rope": False,
        "over": {"dim": 48, "n_heads": 6, "n_kv_heads": 2, "hidden_dim": 72, "vocab_size": 40,
-                "n_layers": 1}}          # GQA; 16-bit (two-plane) wq, w1, embedding/classifier
+                "n_layers": 1}}          # GQA; 16-bit (two-plane) wq, w1, embedding/classifier;
+#                                          ROPE instructions (LLAMA rotates in the MATVEC)
 GPT2 = {"spec": "random:gpt2", "seed": 2, "context": 5,
         "over": {"dim": 36, "n_heads": 3, "hidden_dim": 90, "vocab_size": 50, "n_layers": 1}}
 
@@ -43,9 +44,10 @@ def test_llama_mqa(tmp_path):
     """MQA llama: every position up to the last KV slot, then one beyond (POS_RANGE); the
     bench's checker fails on a corrupted and on a missing logit; an undefined opcode ends the
     job with BAD_OPCODE, regions outside the scratchpad, weight bank or parameter memory with
-    SCRATCH_RANGE, WEIGHT_RANGE, PARAM_RANGE, a KVAPPEND, an 8-bit ROPE and an 8-bit SCORES
-    query of elements outside int8 (the 16-bit q) and an ATTV whose probabilities exceed
-    prob_bits with INPUT_RANGE (the golden model refuses them with the same codes); a
+    SCRATCH_RANGE, WEIGHT_RANGE, PARAM_RANGE, a KVAPPEND and an 8-bit SCORES query of
+    elements outside int8 (the 16-bit q) and an ATTV whose probabilities exceed prob_bits with
+    INPUT_RANGE (the golden model refuses them with the same codes), a MATVEC whose
+    ``rope_heads`` do not fit its rows or that accumulates with BAD_FIELD; a
     WEIGHT_RANGE or PARAM_RANGE refusal leaves the scratchpad of the program cut before the
     refused instruction (the MATVEC right after a MATVEC or a NORM is checked while their
     results are still being written: none is lost); the engine then runs good steps again,
@@ -54,8 +56,8 @@ def test_llama_mqa(tmp_path):
     first_mv = next(n for n, i in enumerate(comp.program) if i.op.name == "MATVEC")
     first_norm = next(n for n, i in enumerate(comp.program) if i.op.name == "NORM")
     first_kv = next(n for n, i in enumerate(comp.program) if i.op.name == "KVAPPEND")
-    rope8 = next(n for n, i in enumerate(comp.program)
-                 if i.op.name == "ROPE" and i.width.name == "W8")
+    q_mv, kv_mv = (n for n, i in enumerate(comp.program) if i.op.name == "MATVEC" and i.rope_heads)
+    n_heads = comp.program[q_mv].rope_heads
     scores = next(n for n, i in enumerate(comp.program) if i.op.name.startswith("SCORES"))
     attv = next(n for n, i in enumerate(comp.program) if i.op.name == "ATTV")
     q = comp.buffers["q"][0]            # 16-bit, elements outside int8 at these steps
@@ -71,16 +73,19 @@ def test_llama_mqa(tmp_path):
             {"steps": [[3, 0]], "patch": [first_norm, {"paddr": (1 << 20) - 8}, "PARAM_RANGE"],
              "before": True},
             {"steps": [[3, 0]], "patch": [first_kv, {"src": q}, "INPUT_RANGE"]},
-            {"steps": [[3, 0]], "patch": [rope8, {"src": q}, "INPUT_RANGE"]},
             {"steps": [[3, 0]], "patch": [scores, {"q_width": Width.W8.value}, "INPUT_RANGE"]},
             {"steps": [[3, 0]], "patch": [attv, {"prob_bits": 6}, "INPUT_RANGE"]},
             {"steps": [[3, 0]], "patch": [first_mv + 1, {"waddr": (1 << 20) - 1},
                                           "WEIGHT_RANGE"], "before": True},
+            {"steps": [[3, 0]], "patch": [q_mv, {"rope_heads": n_heads + 1}, "BAD_FIELD"],
+             "before": True},
+            {"steps": [[3, 0]], "patch": [kv_mv, {"accumulate": 1}, "BAD_FIELD"], "before": True},
             {"steps": [[5, 0], [6, 1]], "bus_start": True}]
     out = _run({**LLAMA, "scenarios": scen}, tmp_path)
     assert "logits differ" in out[1]["message"] and "logits differ" in out[2]["message"]
-    assert [out[n]["steps"][0]["golden_code"] for n in range(4, 12)] == \
-        ["SCRATCH_RANGE", "WEIGHT_RANGE", "PARAM_RANGE"] + ["INPUT_RANGE"] * 4 + ["WEIGHT_RANGE"]
+    assert [out[n]["steps"][0]["golden_code"] for n in range(4, 13)] == \
+        ["SCRATCH_RANGE", "WEIGHT_RANGE", "PARAM_RANGE"] + ["INPUT_RANGE"] * 3 + \
+        ["WEIGHT_RANGE", None, None]
     assert [s["pos"] for s in out[0]["steps"]] == list(range(ctx))
 
 
@@ -94,8 +99,17 @@ def test_gpt2(tmp_path):
 def test_llama_gqa(tmp_path):
     """GQA llama (kv_mul 3) with 16-bit wq, w1 and embedding table (shared classifier), all
     stored as two weight planes: three positions. The weight bank is split: rows 0-511 in
-    block RAM, the rest (the embedding/classifier among them) in LUT RAM."""
-    _run({**GQA, "scenarios": [{"steps": _steps(3)}]}, tmp_path)
+    block RAM, the rest (the embedding/classifier among them) in LUT RAM. Compiled without
+    ``fuse_rope``: q and k are rotated by ROPE instructions, and an 8-bit ROPE of elements
+    outside int8 (the 16-bit q) ends the job with INPUT_RANGE."""
+    _, comp = build(GQA)
+    rope8 = next(n for n, i in enumerate(comp.program)
+                 if i.op.name == "ROPE" and i.width.name == "W8")
+    q = comp.buffers["q"][0]
+    scen = [{"steps": _steps(3)},
+            {"steps": [[3, 0]], "patch": [rope8, {"src": q}, "INPUT_RANGE"]}]
+    out = _run({**GQA, "scenarios": scen}, tmp_path)
+    assert out[1]["steps"][0]["golden_code"] == "INPUT_RANGE"
 
 
 def test_engine_construction_checks():

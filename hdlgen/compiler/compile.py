@@ -183,6 +183,12 @@ class CompileOptions:
         bit for bit; a layer has one instruction less and one pipeline drain less (about 50
         cycles: ``python -m sim.benches.engine_profile``). Not done when the two matrices
         have different plane counts (``weight_bits``).
+    fuse_rope : bool
+        LLaMA: rotate q and k in the ``MATVEC`` that computes them (its ``rope_heads``: the
+        requantized results pass the RoPE unit on their way to the writer; v, after k in the
+        fused ``kv``, passes unrotated) instead of two ``ROPE`` instructions after the
+        projections (default). The results are the same bit for bit; a layer has two
+        instructions and one scratchpad round trip of q and k less.
     """
     context: int = None
     device: str = "85F"
@@ -206,6 +212,7 @@ class CompileOptions:
     weight_exp: bool = False
     fuse_softmax: bool = True
     fuse_kv: bool = True
+    fuse_rope: bool = True
 
     def ext(self) -> dict:
         """The image extensions these options need (:data:`sim.golden.engine.EXTENSIONS`)."""
@@ -439,8 +446,10 @@ def _fused_kv(fuse_kv: bool, weight_bits: dict) -> bool:
     return bool(fuse_kv) and _weight_planes(wb.get("wk", 8)) == _weight_planes(wb.get("wv", 8))
 
 
-def _program_length(c, fuse_softmax: bool = True, fuse_kv: bool = True) -> int:
+def _program_length(c, fuse_softmax: bool = True, fuse_kv: bool = True,
+                    fuse_rope: bool = True) -> int:
     body = (17 if c.arch == "llama" else 14) - bool(fuse_softmax) - bool(fuse_kv)
+    body -= 2 * (c.arch == "llama" and bool(fuse_rope))
     return body + 7 + (c.arch == "gpt2")
 
 
@@ -608,7 +617,8 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     if opt.fit:                     # refuse before anything long (quantization, layout)
         fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
                              ext, opt.fuse_softmax, fuse_kv),
-                  _program_length(c, opt.fuse_softmax, fuse_kv), opt.device, model.name)
+                  _program_length(c, opt.fuse_softmax, fuse_kv, opt.fuse_rope), opt.device,
+                  model.name)
     calibration = opt.calibration
     if opt.smooth is not None or opt.smooth_kv:
         from hdlgen.compiler.smooth import smooth_kv, smooth_norms
@@ -850,22 +860,26 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         prog.append(I(Opcode.EMBED, index_reg=Reg.POS, accumulate=1, dst=X, waddr=pos_w,
                       w_planes=pos_planes, rows=ctx, cols=D, paddr=pos_p))
 
-    def mv(m, src, dst, rows, cols, in_bits, out_bits, accumulate=0, bias=0):
+    def mv(m, src, dst, rows, cols, in_bits, out_bits, accumulate=0, bias=0, rope_heads=0):
         return I(Opcode.MATVEC, in_width=width(in_bits), out_width=width(out_bits),
                  w_planes=wplanes(m), bias=bias, layer_rel=1, accumulate=accumulate, src=src,
-                 dst=dst, waddr=wa_(m), rows=rows, cols=cols, paddr=pa_(m))
+                 dst=dst, waddr=wa_(m), rows=rows, cols=cols, paddr=pa_(m),
+                 rope_heads=rope_heads)
 
     g = int(arch == "gpt2")
+    fuse_rope = int(arch == "llama" and bool(opt.fuse_rope))
     nb = opt.norm_bits                  # norm outputs: the width of the matrices' inputs
     kvo = 16 if opt.kv_bits > 8 else 8  # k, v written as 16-bit on the 9-bit grid
     body = [
         I(Opcode.NORM, kind=kind, layer_rel=1, gamma_frac=n_att[2], beta_frac=n_att[4],
           out_frac=n_att[3], src=X, dst=XB, len=D, paddr=pa_("att_norm")),
-        mv("wq", XB, Q, D, D, nb, bits["q"], bias=g),
+        mv("wq", XB, Q, D, D, nb, bits["q"], bias=g, rope_heads=c.n_heads * fuse_rope),
     ]
-    body += ([mv("wkv", XB, KB, 2 * KV, D, nb, kvo, bias=g)] if fuse_kv else
-             [mv("wk", XB, KB, KV, D, nb, kvo, bias=g), mv("wv", XB, VB, KV, D, nb, kvo, bias=g)])
-    if arch == "llama":
+    rk = c.n_kv_heads * fuse_rope       # k's heads come first in the kv buffer
+    body += ([mv("wkv", XB, KB, 2 * KV, D, nb, kvo, bias=g, rope_heads=rk)] if fuse_kv else
+             [mv("wk", XB, KB, KV, D, nb, kvo, bias=g, rope_heads=rk),
+              mv("wv", XB, VB, KV, D, nb, kvo, bias=g)])
+    if arch == "llama" and not fuse_rope:
         body += [I(Opcode.ROPE, width=width(bits["q"]), src=Q, dst=Q, n_heads=c.n_heads,
                    head_size=hs, paddr=rope_p),
                  I(Opcode.ROPE, width=width(kvo), src=KB, dst=KB, n_heads=c.n_kv_heads,

@@ -8,13 +8,15 @@ checks of the engine's construction errors and memory map."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.core import Engine, ErrorCode
-from hdlgen.engine.isa import Width
+from hdlgen.engine.isa import Instruction, Opcode, Width
 from hdlgen.errors import UserError
 from sim.benches.engine import build, run_module, run_scenarios
+from sim.golden.engine import Engine as Golden
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,7 +49,8 @@ def test_llama_mqa(tmp_path):
     SCRATCH_RANGE, WEIGHT_RANGE, PARAM_RANGE, a KVAPPEND and an 8-bit SCORES query of
     elements outside int8 (the 16-bit q) and an ATTV whose probabilities exceed prob_bits with
     INPUT_RANGE (the golden model refuses them with the same codes), a MATVEC whose
-    ``rope_heads`` do not fit its rows or that accumulates with BAD_FIELD; a
+    ``rope_heads`` do not fit its rows or that accumulates with BAD_FIELD (a kv projection
+    whose int8 k saturates runs and equals the golden model: saturated, then rotated); a
     WEIGHT_RANGE or PARAM_RANGE refusal leaves the scratchpad of the program cut before the
     refused instruction (the MATVEC right after a MATVEC or a NORM is checked while their
     results are still being written: none is lost); the engine then runs good steps again,
@@ -56,8 +59,19 @@ def test_llama_mqa(tmp_path):
     first_mv = next(n for n, i in enumerate(comp.program) if i.op.name == "MATVEC")
     first_norm = next(n for n, i in enumerate(comp.program) if i.op.name == "NORM")
     first_kv = next(n for n, i in enumerate(comp.program) if i.op.name == "KVAPPEND")
-    q_mv, kv_mv = (n for n, i in enumerate(comp.program) if i.op.name == "MATVEC" and i.rope_heads)
+    q_mv, kv_mv = (n for n, i in enumerate(comp.program)
+                   if i.op.name == "MATVEC" and i.rope_heads)
     n_heads = comp.program[q_mv].rope_heads
+    # the kv projection with q's requantization words: its int8 results saturate before
+    # the fused RoPE rotates k (as a ROPE of the int8 k would)
+    q_paddr = comp.program[q_mv].paddr
+    patched = list(comp.program)
+    patched[kv_mv] = Instruction.make(Opcode.MATVEC, **{**dict(patched[kv_mv].fields),
+                                                        "paddr": q_paddr})
+    gold = Golden(comp.image, patched)
+    gold.step(3, 0)
+    k = gold.act[comp.buffers["kv"][0]:][:comp.image.kv_heads * comp.image.head_size]
+    assert np.abs(k).max() == 128 or 127 in k          # (saturated)
     scores = next(n for n, i in enumerate(comp.program) if i.op.name.startswith("SCORES"))
     attv = next(n for n, i in enumerate(comp.program) if i.op.name == "ATTV")
     q = comp.buffers["q"][0]            # 16-bit, elements outside int8 at these steps
@@ -80,6 +94,7 @@ def test_llama_mqa(tmp_path):
             {"steps": [[3, 0]], "patch": [q_mv, {"rope_heads": n_heads + 1}, "BAD_FIELD"],
              "before": True},
             {"steps": [[3, 0]], "patch": [kv_mv, {"accumulate": 1}, "BAD_FIELD"], "before": True},
+            {"steps": [[3, 0], [7, 1]], "patch": [kv_mv, {"paddr": q_paddr}, None]},
             {"steps": [[5, 0], [6, 1]], "bus_start": True}]
     out = _run({**LLAMA, "scenarios": scen}, tmp_path)
     assert "logits differ" in out[1]["message"] and "logits differ" in out[2]["message"]

@@ -17,7 +17,8 @@ expects one more logit than the device gives), ``bad_program`` (instruction ``n`
 an undefined opcode: every step must end with ``BAD_OPCODE``), ``patch`` (``[n, {field:
 value}, code]``: fields of instruction ``n`` changed; every step must end with error ``code``
 and the golden model must refuse the program too, with the same code where it names one:
-the step's ``golden_code`` in the outcome; with ``before`` true, instruction ``n`` is refused
+the step's ``golden_code`` in the outcome; with ``code`` null the steps must succeed and
+equal the golden model running the patched program; with ``before`` true, instruction ``n`` is refused
 before it runs, so the scratchpad must then equal the golden model's after the program cut
 before ``n``: every earlier result written, none lost to the failure), ``expect_fail`` (the scenario must fail:
 negative tests of the checker), ``bus_start`` (start the steps through the ``TOKEN``,
@@ -219,7 +220,9 @@ if cocotb is not None:
         for e in range(img.act_elements):       # a new sequence starts from a zero scratchpad
             await host.write(mp.word("scratch", e), 0)
 
-        gold = Golden(img, prog if expect_code is None else comp.program)
+        # (a patch without a code must run, as the golden model runs the patched program)
+        gold = Golden(img, comp.program if expect_code is not None else
+                      words if "patch" in p else prog)
         gold.reset()
         if "kv" in state:             # the device's KV cache keeps its rows across scenarios
             gold.kv = state["kv"]

@@ -36,7 +36,8 @@ query heads with an internal counter; query head ``h`` reads KV head ``h // kv_m
 ``SCORES`` followed by a causal ``SOFTMAX`` of its rows, without the scores' round trip through
 the scratchpad (the compiler emits it wherever the pair occurs). Likewise a ``MATVEC`` with
 ``rope_heads`` rotates the heads it computes (q; k, before v in the ``kv`` projection) on
-their way out, instead of a ``ROPE`` instruction after it.
+their way out, instead of a ``ROPE`` instruction after it, and one with ``kv_append`` appends
+its results (k and v) to the KV cache on their way out, instead of ``KVAPPEND`` instructions.
 
 Encoding: every instruction is a :class:`amaranth.lib.data.Struct` whose first field is the
 6-bit :class:`Opcode`; fields are packed LSB first in declaration order and the rest of the
@@ -195,7 +196,11 @@ class MatVec(data.Struct):
     image's RoPE table each) are rotated at position ``POS`` before they are written, exactly
     as a ``ROPE`` of ``out_width`` over them would (the rest are written unrotated): the
     image needs its RoPE table, ``rows`` must be even and cover those heads, and
-    ``accumulate`` must be 0."""
+    ``accumulate`` must be 0. With ``kv_append`` 1 (K), 2 (V) or 3 (K then V) the results as
+    written are also appended to the KV cache of layer ``LAYER`` at position ``POS``, as a
+    ``KVAPPEND`` of them would (``rows`` = the number of parts x ``n`` x the image's
+    ``head_size``, ``n`` KV heads, at most the cache's; ``out_width`` 8, no ``accumulate``;
+    a ``LAYER`` beyond the cache ends the job with ``KV_CACHE``)."""
     op: Opcode
     in_width: Width
     out_width: Width
@@ -210,6 +215,7 @@ class MatVec(data.Struct):
     cols: LEN
     paddr: PADDR
     rope_heads: unsigned(8)
+    kv_append: unsigned(2)
 
 
 class MatMat(data.Struct):

@@ -528,6 +528,19 @@ class Engine:
                               f"must fit in an even number of rows, without accumulate")
                 if pos >= d["context"]:
                     self._err(f"POS={pos} is beyond the RoPE table's {d['context']} positions")
+            parts = [kv for kv in (0, 1) if ins.kv_append >> kv & 1]
+            if parts:
+                hs, im = self.image.head_size, self.image
+                n = ins.rows // len(parts)
+                if (out_bits != 8 or ins.accumulate or ins.rows % (len(parts) * hs)
+                        or n // hs > im.kv_heads):
+                    self._err(f"kv_append={ins.kv_append} with rows={ins.rows}, out_width "
+                              f"{out_bits}, accumulate={ins.accumulate}: the results must be "
+                              f"{len(parts)} part(s) of at most {im.kv_heads} int8 rows of "
+                              f"{hs}, without accumulate")
+                if not 0 <= layer < im.kv_layers:
+                    self._err(f"LAYER={layer} is outside the KV cache's {im.kv_layers} layers",
+                              "KV_CACHE")
             # the regions first, then the input's range (the RTL's order)
             x = self._read(ins.src, ins.cols)
             self._span(ins.dst, ins.rows)
@@ -547,6 +560,9 @@ class Engine:
                 n = ins.rope_heads * d["head_size"]
                 y[:n] = rope(y[:n], pos, d["head_size"], d["theta"], out_bits)
             self._write(ins.dst, y)
+            for i, kv in enumerate(parts):
+                n = ins.rows // len(parts)
+                self._kv_append(kv, y[i * n:(i + 1) * n], layer, pos)
             self._emit(pc, ins, y)
             return
         if op == Opcode.MATMAT:
@@ -642,15 +658,7 @@ class Engine:
                 x = np.clip(x, -(1 << (kvb - 1)), (1 << (kvb - 1)) - 1)
             else:
                 self._int8_input(x, ins.src)
-            for h in range(ins.kv_heads):
-                if self._kv_wide is not None and layer < self.image.kv_layers \
-                        and ins.kv in (0, 1) and pos < self.image.context:
-                    self._kv_wide[layer, h, ins.kv, pos] = x[h * hs:(h + 1) * hs]
-                row8 = ((x[h * hs:(h + 1) * hs] + 128) & 255) - 128     # low byte (int8 cache)
-                if not self.kv.append_row(layer, h, ins.kv, pos, row8):
-                    self._err(f"KV append at layer {layer}, head {h}, position {pos} is outside "
-                              f"the cache ({self.image.kv_layers} layers, context "
-                              f"{self.image.context})")
+            self._kv_append(ins.kv, x, layer, pos)
             self._emit(pc, ins, x)
             return
         if op in (Opcode.SCORES, Opcode.SCORES_SOFTMAX, Opcode.ATTV):
@@ -713,6 +721,20 @@ class Engine:
             self._emit(pc, ins, self.output)
             return
         self._err(f"opcode {op.name} cannot execute here")
+
+    def _kv_append(self, kv, x, layer, pos):
+        """Rows ``x`` (``head_size`` each, KV heads 0, 1, ...) into the K (``kv`` 0) or V (1)
+        cache of ``layer`` at ``pos``."""
+        hs = self.image.head_size
+        for h in range(len(x) // hs):
+            if self._kv_wide is not None and layer < self.image.kv_layers \
+                    and kv in (0, 1) and pos < self.image.context:
+                self._kv_wide[layer, h, kv, pos] = x[h * hs:(h + 1) * hs]
+            row8 = ((x[h * hs:(h + 1) * hs] + 128) & 255) - 128     # low byte (int8 cache)
+            if not self.kv.append_row(layer, h, kv, pos, row8):
+                self._err(f"KV append at layer {layer}, head {h}, position {pos} is outside "
+                          f"the cache ({self.image.kv_layers} layers, context "
+                          f"{self.image.context})")
 
     def _attention(self, ins, pos, layer, pc, pb):
         hs, n = ins.head_size, pos + 1

@@ -1163,6 +1163,12 @@ class Engine(wiring.Component):
         kp_head = Signal(8)
         kp_valid = Signal()
         kp_last = Signal()
+        kp_kv = Signal()                     # K (0) or V (1) rows, set with the run
+        kp_layer = Signal(8)                 # the layer, set with the run
+        # a MATVEC's kv_append: ka_on, the writer's values go into the packer too; ka_both,
+        # K rows then V rows (the packer turns to V after K head ka_hm1)
+        ka_on, ka_both = Signal(), Signal()
+        ka_hm1, ka_hm1_d = Signal(8), Signal(8)
         elt_fetch = Signal()
         cb_ps = Signal(2)
         cb_ob = Signal(16)
@@ -1222,7 +1228,8 @@ class Engine(wiring.Component):
                              sd_tag_valid.eq(0), nm_valid.eq(0), am_valid.eq(0),
                              wr_run.eq(0), ch_on.eq(0), sd_on.eq(0), nm_on.eq(0),
                              am_on.eq(0), am_sn.eq(0), am_sgot.eq(0), am_rst.eq(1),
-                             wr_mv.eq(0), mv_chain.eq(0), fz_on.eq(0), fz_have.eq(0)]
+                             wr_mv.eq(0), mv_chain.eq(0), fz_on.eq(0), fz_have.eq(0),
+                             ka_on.eq(0)]
                 m.d.sync += [r.eq(1) for r in nm_rst]    # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
@@ -1715,23 +1722,32 @@ class Engine(wiring.Component):
             m.d.sync += rp_lost.eq(fz_pv & ~rope.i.ready)
         # KV append packer
         ap = kv.append.payload
-        m.d.comb += [kv.append.valid.eq(kp_valid), ap.layer.eq(r_layer), ap.head.eq(kp_head),
-                     ap.kv.eq(v[Opcode.KVAPPEND].kv), ap.pos.eq(r_pos), ap.beat.eq(kp_beat),
+        m.d.comb += [kv.append.valid.eq(kp_valid), ap.layer.eq(kp_layer), ap.head.eq(kp_head),
+                     ap.kv.eq(kp_kv), ap.pos.eq(r_pos), ap.beat.eq(kp_beat),
                      ap.data.eq(kp_data)]
         m.d.sync += kp_valid.eq(0)
         with m.If(kp_valid):
             with m.If(kp_beat == BPR - 1):
                 m.d.sync += [kp_beat.eq(0), kp_head.eq(kp_head + 1)]
+                with m.If(ka_both & ~kp_kv & (kp_head == ka_hm1)):   # K's last row: V's next
+                    m.d.sync += [kp_head.eq(0), kp_kv.eq(1)]
             with m.Else():
                 m.d.sync += kp_beat.eq(kp_beat + 1)
             with m.If(kp_last):
                 m.d.sync += kv_app_done.eq(1)
-        with m.If(rt[_R_KV] & rdo.valid):
-            m.d.comb += rdo.ready.eq(1)
-            nd = Cat(kp_data[8:], ro.data[:8]) if B > 1 else ro.data[:8]
+        # the packer's elements: KVAPPEND's from the reader, a kv_append MATVEC's from the
+        # writer (its saturated int8 values, as they are written)
+        kp_in_v, kp_in, kp_in_last = Signal(), Signal(8), Signal()
+        with m.If(rt[_R_KV]):
+            m.d.comb += [rdo.ready.eq(1), kp_in_v.eq(rdo.valid), kp_in.eq(ro.data[:8]),
+                         kp_in_last.eq(ro.last)]
+        with m.Else():
+            m.d.comb += [kp_in_v.eq(ka_on & wi_v), kp_in.eq(wi_d[:8])]
+        with m.If(kp_in_v):
+            nd = Cat(kp_data[8:], kp_in) if B > 1 else kp_in
             m.d.sync += kp_data.eq(nd)
             with m.If(kp_cnt == B - 1):
-                m.d.sync += [kp_cnt.eq(0), kp_valid.eq(1), kp_last.eq(ro.last)]
+                m.d.sync += [kp_cnt.eq(0), kp_valid.eq(1), kp_last.eq(kp_in_last)]
             with m.Else():
                 m.d.sync += kp_cnt.eq(kp_cnt + 1)
         # softmax: from the reader (SOFTMAX) or the requantizer (SCORES_SOFTMAX, sm_fused)
@@ -2423,6 +2439,17 @@ class Engine(wiring.Component):
                     hsb = self._rope["head_size"].bit_length() - 1
                     bad((ins.rope_heads != 0) &
                         (ins.accumulate | ins.rows[0] | ((ins.rope_heads << hsb) > ins.rows)))
+                # kv_append: int8 rows, per part 1 .. kv_heads rows of head_size (ka_hm1_d:
+                # the rows per part - 1, taken by the run's configuration)
+                both, ka_ok = ins.kv_append == 3, 0
+                for k in range(1, image.kv_heads + 1):
+                    hit = Mux(both, ins.rows == 2 * k * hs, ins.rows == k * hs)
+                    with m.If(hit):
+                        m.d.sync += s["ka_hm1_d"].eq(k - 1)
+                    ka_ok = ka_ok | hit
+                bad((ins.kv_append != 0) &
+                    ((ins.out_width != Width.W8) | ins.accumulate | ~ka_ok))
+                bad((ins.kv_append != 0) & (s["r_layer"] >= image.kv_layers), ErrorCode.KV_CACHE)
                 self._fsm.goto("CHECK1")
             with m.Case(Opcode.REQUANT):
                 self._fsm.goto("CHECK1")
@@ -2621,10 +2648,11 @@ class Engine(wiring.Component):
 
     @staticmethod
     def _writer_flags(m, s):
-        """Every run starts with no accumulate, chaining, side region, early loads or fused
-        RoPE."""
+        """Every run starts with no accumulate, chaining, side region, early loads, fused
+        RoPE or KV append."""
         m.d.sync += [s["wr_acc"].eq(0), s["ch_on"].eq(0), s["sd_on"].eq(0), s["nm_feed"].eq(0),
-                     s["nm_on"].eq(0), s["am_on"].eq(0), s["wr_mv"].eq(0), s["fz_on"].eq(0)]
+                     s["nm_on"].eq(0), s["am_on"].eq(0), s["wr_mv"].eq(0), s["fz_on"].eq(0),
+                     s["ka_on"].eq(0)]
 
     def _mv_outputs(self, m, ins, s):
         """A MATVEC's writer run, requantizer parameters and side region (from EXEC, or
@@ -2641,6 +2669,11 @@ class Engine(wiring.Component):
                          s["fz_left"].eq(pairs), s["fz_have"].eq(0)]
             with m.If(rot):
                 m.d.sync += s["wr_src"].eq(_W_ROPE)
+        # kv_append: the written values go into the KV append packer (K rows, V rows or both)
+        m.d.sync += [s["ka_on"].eq(ins.kv_append != 0), s["ka_both"].eq(ins.kv_append == 3),
+                     s["ka_hm1"].eq(s["ka_hm1_d"]), s["kp_kv"].eq(ins.kv_append == 2),
+                     s["kp_layer"].eq(s["r_layer"]), s["kp_head"].eq(0), s["kp_beat"].eq(0),
+                     s["kp_cnt"].eq(0)]
         if self._side_len:
             # the results go to the side region too when they fit (it is overwritten)
             side = ins.rows <= self._side_len
@@ -2746,7 +2779,8 @@ class Engine(wiring.Component):
                 ins = v[Opcode.KVAPPEND]
                 reader(ins.src, 1, s["prod_a"], route=_R_KV)
                 m.d.sync += [s["kv_app_done"].eq(0), s["kp_head"].eq(0), s["kp_beat"].eq(0),
-                             s["kp_cnt"].eq(0)]
+                             s["kp_cnt"].eq(0), s["kp_kv"].eq(ins.kv),
+                             s["kp_layer"].eq(s["r_layer"])]
                 self._fsm.goto("KV_GO")
             with m.Case(Opcode.SCORES):
                 ins = v[Opcode.SCORES]

@@ -50,11 +50,13 @@ def test_compile_random(spec, over):
     assert loop.count == c.n_layers
     body = prog[prog.index(loop) + 1:prog.index(loop) + 1 + loop.body]
     ops = [i.op for i in body]
-    assert ops.count(Opcode.KVAPPEND) == 2
     assert Opcode.ROPE not in ops                   # (fuse_rope: q and k rotate in MATVEC)
-    rh = [i.rope_heads for i in body if i.op == Opcode.MATVEC]
+    assert Opcode.KVAPPEND not in ops               # (fuse_append: k and v append themselves)
+    mvs = [i for i in body if i.op == Opcode.MATVEC]
+    rh = [i.rope_heads for i in mvs]
     assert rh[:2] == ([c.n_heads, c.n_kv_heads] if c.arch == "llama" else [0, 0])
     assert not any(rh[2:])
+    assert [i.kv_append for i in mvs] == [0, 3] + [0] * (len(mvs) - 2)
     sc = next(i for i in body if i.op in (Opcode.SCORES, Opcode.SCORES_SOFTMAX))
     assert (sc.n_heads, sc.kv_mul, sc.head_size) == (c.n_heads, c.kv_mul, c.head_size)
     # the weight bank holds every matrix in the MAC array's row layout
@@ -279,28 +281,41 @@ def test_fused_kv_equals_separate_projections(spec, over):
     assert any(i.op == Opcode.MATMAT and i.rows == 2 * c.kv_dim for i in prog)
 
 
-@pytest.mark.parametrize("spec,over", [s for s in SHAPES if s[0] == "random:llama"])
+@pytest.mark.parametrize("spec,over,option",
+                         [(sp, ov, o) for sp, ov in SHAPES for o in ("fuse_rope", "fuse_append")
+                          if sp == "random:llama" or o == "fuse_append"])
 @pytest.mark.parametrize("fuse_kv", [True, False])
-def test_fused_rope_equals_rope_instructions(spec, over, fuse_kv):
+def test_fused_outputs_equal_separate_instructions(spec, over, option, fuse_kv):
     """``fuse_rope`` (the default) rotates q and k in their ``MATVEC`` (``rope_heads``; in
-    the fused ``kv`` projection only k's heads, v passes unrotated): two instructions less per
-    layer, the fit check's program length exact, and the golden model's scratchpad, KV cache
-    and logits equal those of the program with two ``ROPE`` instructions at every step (GQA,
-    MQA; k and v fused or not). Prefill of the fused program (its tiles followed by each
-    token's ``ROPE``) equals decode steps."""
+    the fused ``kv`` projection only k's heads, v passes unrotated); ``fuse_append`` (the
+    default) appends k and v to the KV cache from their ``MATVEC`` (``kv_append``). Either
+    way: two instructions less per layer, the fit check's program length exact, and the
+    golden model's scratchpad, KV cache and logits equal those of the program with the two
+    ``ROPE`` or ``KVAPPEND`` instructions at every step (GQA, MQA, GPT-2; k and v fused or
+    not). Prefill of the fused program (its tiles followed by each token's ``ROPE`` and
+    ``KVAPPEND``) equals decode steps."""
     from hdlgen.compiler.compile import _program_length
     from hdlgen.compiler.prefill import prefill_program, with_prefill
     from sim.golden.engine import Engine
     m = load_model(spec, seed=3, **over)
     c, cfg, ctx = m.config, AcceleratorConfig(lanes=8, macs_per_lane=4), 8
+    other = {"fuse_rope": {"fuse_append": False},      # (an unfused RoPE unfuses the append)
+             "fuse_append": {"fuse_rope": True}}[option]
     comps = {f: compile_model(m, cfg, CompileOptions(context=ctx, fuse_kv=fuse_kv,
-                                                     fuse_rope=f)) for f in (True, False)}
+                                                     **{option: f}, **other))
+             for f in (True, False)}
+    separate = Opcode.ROPE if option == "fuse_rope" else Opcode.KVAPPEND
+    field = "rope_heads" if option == "fuse_rope" else "kv_append"
     for fuse, comp in comps.items():
-        assert _program_length(c, True, fuse_kv, fuse) == len(comp.program)
+        lengths = {**{k: bool(v) for k, v in other.items()}, option: fuse}
+        assert _program_length(c, True, fuse_kv, **lengths) == len(comp.program)
         ops = [i.op for i in comp.program]
-        assert (Opcode.ROPE in ops) != fuse
-        rh = sorted(i.rope_heads for i in comp.program if i.op == Opcode.MATVEC and i.rope_heads)
-        assert rh == (sorted([c.n_heads, c.n_kv_heads]) if fuse else [])
+        assert (separate in ops) != fuse
+        got = sorted(getattr(i, field) for i in comp.program
+                     if i.op == Opcode.MATVEC and getattr(i, field))
+        want = {"rope_heads": sorted([c.n_heads, c.n_kv_heads]),
+                "kv_append": [3] if fuse_kv else [1, 2]}[field]
+        assert got == (want if fuse else [])
     assert len(comps[True].program) == len(comps[False].program) - 2
     engines = {f: Engine(comp.image, comp.words) for f, comp in comps.items()}
     tok = {f: 1 for f in comps}
@@ -319,7 +334,7 @@ def test_fused_rope_equals_rope_instructions(spec, over, fuse_kv):
     pc = with_prefill(comps[True], 3)
     prompt = [3, 1, 4]
     prog = prefill_program(pc, prompt, 0)
-    assert any(i.op == Opcode.ROPE for i in prog)
+    assert any(i.op == separate for i in prog)
     dec = Engine(pc.image, pc.program)
     for pos, t in enumerate(prompt):
         want = dec.step(t, pos)

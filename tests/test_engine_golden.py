@@ -68,7 +68,8 @@ def test_matmuls_and_kv_match_independent_integer_math(spec, over, w16):
     """Every MATVEC equals requantize(W_q @ x) computed from the quantized model directly
     (16-bit inputs and 16-bit weights included; k and v as one stacked MATVEC where their
     weights have the same planes, ``fuse_kv``; q's and k's heads rotated by RoPE,
-    ``fuse_rope``), and the KV cache holds what was appended."""
+    ``fuse_rope``), and the KV cache holds what was appended (by the k and v projections
+    themselves, ``fuse_append``)."""
     m, comp = _compile(spec, over, weight_bits={k: 16 for k in w16})
     qm = comp.qmodel
     trace = []
@@ -90,7 +91,7 @@ def test_matmuls_and_kv_match_independent_integer_math(spec, over, w16):
         outputs = {(pc, l): v for pc, l, ins, v in trace}
         # the value of each scratchpad buffer as each instruction left it
         state = {}
-        seen = 0
+        seen = appended = 0
         for pc, layer, ins, v in trace:
             if ins.op == Opcode.MATVEC and first <= pc < first + loop.body:
                 part = parts[seen % len(parts)]
@@ -118,9 +119,18 @@ def test_matmuls_and_kv_match_independent_integer_math(spec, over, w16):
                 for h in range(ins.kv_heads):
                     assert np.array_equal(eng.kv.rows(layer, h, ins.kv, pos)[pos],
                                           v[h * hs:(h + 1) * hs])
+            if ins.op == Opcode.MATVEC and ins.kv_append:   # fuse_append: k, v appended
+                hs, kinds = m.config.head_size, [k for k in (0, 1) if ins.kv_append >> k & 1]
+                n = ins.rows // len(kinds)
+                for i, kv in enumerate(kinds):
+                    for h in range(n // hs):
+                        assert np.array_equal(eng.kv.rows(layer, h, kv, pos)[pos],
+                                              v[i * n + h * hs:i * n + (h + 1) * hs])
+                        appended += 1
             if ins.op not in (Opcode.ARGMAX, Opcode.OUTPUT, Opcode.KVAPPEND):
                 state[ins.dst] = v if ins.op in (Opcode.SCORES, Opcode.SOFTMAX) else v.reshape(-1)
         assert seen == len(parts) * m.config.n_layers
+        assert appended == 2 * m.config.n_kv_heads * m.config.n_layers
         assert len(outputs) == len(trace)
 
 

@@ -27,8 +27,8 @@ GQA = {"spec": "random:llama", "seed": 1, "context": 5, "weight_main_rows": 512,
        "weight_bits": {"wq": 16, "w1": 16, "token_embedding": 16}, "fuse_rope": False,
        "over": {"dim": 48, "n_heads": 6, "n_kv_heads": 2, "hidden_dim": 72, "vocab_size": 40,
                 "n_layers": 1}}          # GQA; 16-bit (two-plane) wq, w1, embedding/classifier;
-#                                          ROPE instructions (LLAMA rotates in the MATVEC)
-GPT2 = {"spec": "random:gpt2", "seed": 2, "context": 5,
+#                    ROPE and KVAPPEND instructions (LLAMA rotates and appends in the MATVEC)
+GPT2 = {"spec": "random:gpt2", "seed": 2, "context": 5, "fuse_kv": False,
         "over": {"dim": 36, "n_heads": 3, "hidden_dim": 90, "vocab_size": 50, "n_layers": 1}}
 
 
@@ -46,10 +46,11 @@ def test_llama_mqa(tmp_path):
     """MQA llama: every position up to the last KV slot, then one beyond (POS_RANGE); the
     bench's checker fails on a corrupted and on a missing logit; an undefined opcode ends the
     job with BAD_OPCODE, regions outside the scratchpad, weight bank or parameter memory with
-    SCRATCH_RANGE, WEIGHT_RANGE, PARAM_RANGE, a KVAPPEND and an 8-bit SCORES query of
-    elements outside int8 (the 16-bit q) and an ATTV whose probabilities exceed prob_bits with
-    INPUT_RANGE (the golden model refuses them with the same codes), a MATVEC whose
-    ``rope_heads`` do not fit its rows or that accumulates with BAD_FIELD (a kv projection
+    SCRATCH_RANGE, WEIGHT_RANGE, PARAM_RANGE, an 8-bit SCORES query of elements outside int8
+    (the 16-bit q) and an ATTV whose probabilities exceed prob_bits with INPUT_RANGE (the
+    golden model refuses them with the same codes), a MATVEC whose ``rope_heads`` do not fit
+    its rows or that accumulates, or whose ``kv_append`` has more heads than the cache, with
+    BAD_FIELD (a kv projection
     whose int8 k saturates runs and equals the golden model: saturated, then rotated); a
     WEIGHT_RANGE or PARAM_RANGE refusal leaves the scratchpad of the program cut before the
     refused instruction (the MATVEC right after a MATVEC or a NORM is checked while their
@@ -58,7 +59,6 @@ def test_llama_mqa(tmp_path):
     _, comp = build(LLAMA)
     first_mv = next(n for n, i in enumerate(comp.program) if i.op.name == "MATVEC")
     first_norm = next(n for n, i in enumerate(comp.program) if i.op.name == "NORM")
-    first_kv = next(n for n, i in enumerate(comp.program) if i.op.name == "KVAPPEND")
     q_mv, kv_mv = (n for n, i in enumerate(comp.program)
                    if i.op.name == "MATVEC" and i.rope_heads)
     n_heads = comp.program[q_mv].rope_heads
@@ -86,7 +86,6 @@ def test_llama_mqa(tmp_path):
              "before": True},
             {"steps": [[3, 0]], "patch": [first_norm, {"paddr": (1 << 20) - 8}, "PARAM_RANGE"],
              "before": True},
-            {"steps": [[3, 0]], "patch": [first_kv, {"src": q}, "INPUT_RANGE"]},
             {"steps": [[3, 0]], "patch": [scores, {"q_width": Width.W8.value}, "INPUT_RANGE"]},
             {"steps": [[3, 0]], "patch": [attv, {"prob_bits": 6}, "INPUT_RANGE"]},
             {"steps": [[3, 0]], "patch": [first_mv + 1, {"waddr": (1 << 20) - 1},
@@ -94,19 +93,20 @@ def test_llama_mqa(tmp_path):
             {"steps": [[3, 0]], "patch": [q_mv, {"rope_heads": n_heads + 1}, "BAD_FIELD"],
              "before": True},
             {"steps": [[3, 0]], "patch": [kv_mv, {"accumulate": 1}, "BAD_FIELD"], "before": True},
+            {"steps": [[3, 0]], "patch": [kv_mv, {"kv_append": 1}, "BAD_FIELD"], "before": True},
             {"steps": [[3, 0], [7, 1]], "patch": [kv_mv, {"paddr": q_paddr}, None]},
             {"steps": [[5, 0], [6, 1]], "bus_start": True}]
     out = _run({**LLAMA, "scenarios": scen}, tmp_path)
     assert "logits differ" in out[1]["message"] and "logits differ" in out[2]["message"]
     assert [out[n]["steps"][0]["golden_code"] for n in range(4, 13)] == \
-        ["SCRATCH_RANGE", "WEIGHT_RANGE", "PARAM_RANGE"] + ["INPUT_RANGE"] * 3 + \
-        ["WEIGHT_RANGE", None, None]
+        ["SCRATCH_RANGE", "WEIGHT_RANGE", "PARAM_RANGE"] + ["INPUT_RANGE"] * 2 + \
+        ["WEIGHT_RANGE", None, None, None]
     assert [s["pos"] for s in out[0]["steps"]] == list(range(ctx))
 
 
 def test_gpt2(tmp_path):
-    """GPT-2 (LayerNorm with bias, learned positions, GELU, multi-head): every position, then
-    one beyond."""
+    """GPT-2 (LayerNorm with bias, learned positions, GELU, multi-head; k and v projected by
+    two MATVECs, each appending its rows to the KV cache): every position, then one beyond."""
     ctx = GPT2["context"]
     _run({**GPT2, "scenarios": [{"steps": _steps(ctx) + [[2, ctx]]}]}, tmp_path)
 
@@ -115,16 +115,19 @@ def test_llama_gqa(tmp_path):
     """GQA llama (kv_mul 3) with 16-bit wq, w1 and embedding table (shared classifier), all
     stored as two weight planes: three positions. The weight bank is split: rows 0-511 in
     block RAM, the rest (the embedding/classifier among them) in LUT RAM. Compiled without
-    ``fuse_rope``: q and k are rotated by ROPE instructions, and an 8-bit ROPE of elements
-    outside int8 (the 16-bit q) ends the job with INPUT_RANGE."""
+    ``fuse_rope`` (so without ``fuse_append``): q and k are rotated by ROPE instructions, k
+    and v appended by KVAPPEND, and an 8-bit ROPE or a KVAPPEND of elements outside int8 (the
+    16-bit q) ends the job with INPUT_RANGE."""
     _, comp = build(GQA)
     rope8 = next(n for n, i in enumerate(comp.program)
                  if i.op.name == "ROPE" and i.width.name == "W8")
     q = comp.buffers["q"][0]
+    first_kv = next(n for n, i in enumerate(comp.program) if i.op.name == "KVAPPEND")
     scen = [{"steps": _steps(3)},
-            {"steps": [[3, 0]], "patch": [rope8, {"src": q}, "INPUT_RANGE"]}]
+            {"steps": [[3, 0]], "patch": [rope8, {"src": q}, "INPUT_RANGE"]},
+            {"steps": [[3, 0]], "patch": [first_kv, {"src": q}, "INPUT_RANGE"]}]
     out = _run({**GQA, "scenarios": scen}, tmp_path)
-    assert out[1]["steps"][0]["golden_code"] == "INPUT_RANGE"
+    assert [out[n]["steps"][0]["golden_code"] for n in (1, 2)] == ["INPUT_RANGE"] * 2
 
 
 def test_engine_construction_checks():

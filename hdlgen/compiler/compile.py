@@ -189,6 +189,11 @@ class CompileOptions:
         fused ``kv``, passes unrotated) instead of two ``ROPE`` instructions after the
         projections (default). The results are the same bit for bit; a layer has two
         instructions and one scratchpad round trip of q and k less.
+    fuse_append : bool
+        The k and v projections append their results to the KV cache as they are written (the
+        ``MATVEC``'s ``kv_append``) instead of two ``KVAPPEND`` instructions reading them back
+        (default). Not done with ``kv_bits`` above 8 (16-bit k and v) or, for LLaMA, without
+        ``fuse_rope`` (k is rotated after the projection then).
     """
     context: int = None
     device: str = "85F"
@@ -213,6 +218,7 @@ class CompileOptions:
     fuse_softmax: bool = True
     fuse_kv: bool = True
     fuse_rope: bool = True
+    fuse_append: bool = True
 
     def ext(self) -> dict:
         """The image extensions these options need (:data:`sim.golden.engine.EXTENSIONS`)."""
@@ -446,10 +452,17 @@ def _fused_kv(fuse_kv: bool, weight_bits: dict) -> bool:
     return bool(fuse_kv) and _weight_planes(wb.get("wk", 8)) == _weight_planes(wb.get("wv", 8))
 
 
+def _fused_append(opt, arch: str) -> bool:
+    """Whether the k and v projections append to the KV cache themselves
+    (:attr:`CompileOptions.fuse_append`)."""
+    return (bool(opt.fuse_append) and opt.kv_bits <= 8 and
+            (arch == "gpt2" or bool(opt.fuse_rope)))
+
+
 def _program_length(c, fuse_softmax: bool = True, fuse_kv: bool = True,
-                    fuse_rope: bool = True) -> int:
+                    fuse_rope: bool = True, fuse_append: bool = True) -> int:
     body = (17 if c.arch == "llama" else 14) - bool(fuse_softmax) - bool(fuse_kv)
-    body -= 2 * (c.arch == "llama" and bool(fuse_rope))
+    body -= 2 * (c.arch == "llama" and bool(fuse_rope)) + 2 * bool(fuse_append)
     return body + 7 + (c.arch == "gpt2")
 
 
@@ -617,7 +630,8 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     if opt.fit:                     # refuse before anything long (quantization, layout)
         fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
                              ext, opt.fuse_softmax, fuse_kv),
-                  _program_length(c, opt.fuse_softmax, fuse_kv, opt.fuse_rope), opt.device,
+                  _program_length(c, opt.fuse_softmax, fuse_kv, opt.fuse_rope,
+                                  _fused_append(opt, c.arch)), opt.device,
                   model.name)
     calibration = opt.calibration
     if opt.smooth is not None or opt.smooth_kv:
@@ -860,14 +874,16 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         prog.append(I(Opcode.EMBED, index_reg=Reg.POS, accumulate=1, dst=X, waddr=pos_w,
                       w_planes=pos_planes, rows=ctx, cols=D, paddr=pos_p))
 
-    def mv(m, src, dst, rows, cols, in_bits, out_bits, accumulate=0, bias=0, rope_heads=0):
+    def mv(m, src, dst, rows, cols, in_bits, out_bits, accumulate=0, bias=0, rope_heads=0,
+           kv_append=0):
         return I(Opcode.MATVEC, in_width=width(in_bits), out_width=width(out_bits),
                  w_planes=wplanes(m), bias=bias, layer_rel=1, accumulate=accumulate, src=src,
                  dst=dst, waddr=wa_(m), rows=rows, cols=cols, paddr=pa_(m),
-                 rope_heads=rope_heads)
+                 rope_heads=rope_heads, kv_append=kv_append)
 
     g = int(arch == "gpt2")
     fuse_rope = int(arch == "llama" and bool(opt.fuse_rope))
+    fuse_append = int(_fused_append(opt, arch))
     nb = opt.norm_bits                  # norm outputs: the width of the matrices' inputs
     kvo = 16 if opt.kv_bits > 8 else 8  # k, v written as 16-bit on the 9-bit grid
     body = [
@@ -876,18 +892,21 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         mv("wq", XB, Q, D, D, nb, bits["q"], bias=g, rope_heads=c.n_heads * fuse_rope),
     ]
     rk = c.n_kv_heads * fuse_rope       # k's heads come first in the kv buffer
-    body += ([mv("wkv", XB, KB, 2 * KV, D, nb, kvo, bias=g, rope_heads=rk)] if fuse_kv else
-             [mv("wk", XB, KB, KV, D, nb, kvo, bias=g, rope_heads=rk),
-              mv("wv", XB, VB, KV, D, nb, kvo, bias=g)])
+    ka = 3 * fuse_append                # (kv_append: 1 K, 2 V, 3 K then V)
+    body += ([mv("wkv", XB, KB, 2 * KV, D, nb, kvo, bias=g, rope_heads=rk, kv_append=ka)]
+             if fuse_kv else
+             [mv("wk", XB, KB, KV, D, nb, kvo, bias=g, rope_heads=rk, kv_append=ka & 1),
+              mv("wv", XB, VB, KV, D, nb, kvo, bias=g, kv_append=ka & 2)])
     if arch == "llama" and not fuse_rope:
         body += [I(Opcode.ROPE, width=width(bits["q"]), src=Q, dst=Q, n_heads=c.n_heads,
                    head_size=hs, paddr=rope_p),
                  I(Opcode.ROPE, width=width(kvo), src=KB, dst=KB, n_heads=c.n_kv_heads,
                    head_size=hs, paddr=rope_p)]
-    body += [
-        I(Opcode.KVAPPEND, kv=0, src=KB, kv_heads=c.n_kv_heads, head_size=hs),
-        I(Opcode.KVAPPEND, kv=1, src=VB, kv_heads=c.n_kv_heads, head_size=hs),
-    ]
+    if not fuse_append:
+        body += [
+            I(Opcode.KVAPPEND, kv=0, src=KB, kv_heads=c.n_kv_heads, head_size=hs),
+            I(Opcode.KVAPPEND, kv=1, src=VB, kv_heads=c.n_kv_heads, head_size=hs),
+        ]
     if opt.fuse_softmax:
         body.append(I(Opcode.SCORES_SOFTMAX, layer_rel=1, q_width=width(bits["q"]),
                       in_frac=SCORE_FRAC, out_bits=PROB_BITS, q=Q, dst=P, stride=ctx,

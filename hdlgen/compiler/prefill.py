@@ -12,8 +12,9 @@ prefill program is derived from it instruction by instruction:
 * a ``MATVEC`` with an int8 input, one weight plane, no ``accumulate``, whose input and output
   are whole buffers becomes one ``MATMAT`` of all the chunk's tokens (rows of the prefill
   copies are exactly ``cols`` and ``rows`` apart);
-* a tiled ``MATVEC`` with ``rope_heads`` (q and k) is followed by each token's ``ROPE`` of
-  those heads (a tile has no RoPE on its way out);
+* a tiled ``MATVEC`` with ``rope_heads`` (q and k) or ``kv_append`` (k and v) is followed by
+  each token's ``ROPE`` of those heads and ``KVAPPEND`` of those rows (a tile has neither on
+  its way out);
 * every other instruction runs once per token on the token's rows, in runs of consecutive
   per-token instructions (token 0's run, then token 1's...), each run preceded by ``SETREG
   POS`` (and ``SETREG TOKEN`` before ``EMBED``) when it needs them: token ``t`` sits at
@@ -142,11 +143,21 @@ def prefill_program(compiled, tokens, pos: int) -> list:
                                 dst=buffers[f"prefill_{dst}"][0], waddr=ins.waddr,
                                 rows=ins.rows, cols=ins.cols, paddr=ins.paddr)
 
-    def unfused_rope(ins):
-        """The ``ROPE`` that does what a tiled ``MATVEC``'s ``rope_heads`` did."""
-        at, d = next((a, d) for a, d in compiled.image.tables.items() if d["kind"] == "rope")
-        return Instruction.make(Opcode.ROPE, width=ins.out_width, src=ins.dst, dst=ins.dst,
-                                n_heads=ins.rope_heads, head_size=d["head_size"], paddr=at)
+    def unfused(ins):
+        """The ``ROPE`` and ``KVAPPEND`` instructions that do what a tiled ``MATVEC``'s
+        ``rope_heads`` and ``kv_append`` did."""
+        out, hs = [], compiled.image.head_size
+        if ins.rope_heads:
+            at = next(a for a, d in compiled.image.tables.items() if d["kind"] == "rope")
+            out.append(Instruction.make(Opcode.ROPE, width=ins.out_width, src=ins.dst,
+                                        dst=ins.dst, n_heads=ins.rope_heads, head_size=hs,
+                                        paddr=at))
+        parts = [kv for kv in (0, 1) if ins.kv_append >> kv & 1]
+        for i, kv in enumerate(parts):
+            n = ins.rows // len(parts)
+            out.append(Instruction.make(Opcode.KVAPPEND, kv=kv, src=ins.dst + i * n,
+                                        kv_heads=n // hs, head_size=hs))
+        return out
 
     def emit(seq, token_range, tiles=True):
         """``seq`` (decode instructions) for the tokens of ``token_range``: tiles alone (if
@@ -156,7 +167,8 @@ def prefill_program(compiled, tokens, pos: int) -> list:
         def flush():
             for t in token_range:
                 if any(i.op in _NEEDS_POS or (i.op == Opcode.EMBED and i.index_reg == Reg.POS)
-                       or (i.op == Opcode.MATVEC and i.rope_heads) for i in run):
+                       or (i.op == Opcode.MATVEC and (i.rope_heads or i.kv_append))
+                       for i in run):
                     out.append(Instruction.make(Opcode.SETREG, reg=Reg.POS, value=pos + t))
                 if any(i.op == Opcode.EMBED and i.index_reg == Reg.TOKEN for i in run):
                     out.append(Instruction.make(Opcode.SETREG, reg=Reg.TOKEN, value=tokens[t]))
@@ -171,8 +183,7 @@ def prefill_program(compiled, tokens, pos: int) -> list:
             if mm is not None:
                 flush()
                 out.append(mm)
-                if ins.rope_heads:          # (a tile has no RoPE: each token's ROPE follows it)
-                    run.append(unfused_rope(ins))
+                run.extend(unfused(ins))    # (a tile has no RoPE or KV append)
             elif ins.op != Opcode.NOP:
                 run.append(ins)
         flush()

@@ -51,6 +51,12 @@ run starts (``MV_WCFG``, ``MV_WSTART``):
   saturated to the output width, paired and sent through the RoPE unit on their way to the
   writer (pairs after the rotated heads at position 0, where the table's rotation is the
   identity), so q and k never make the scratchpad round trip of a ``ROPE`` instruction.
+  With ``kv_append`` the int8 values the writer writes also go into the KV cache's append
+  packer (K rows, V rows, or K then V: it turns to V after K's last row), so k and v need no
+  ``KVAPPEND`` reading them back; the layer and the K/V flag are taken with the run's
+  configuration, so the next instruction's decode (which overlaps the drain) cannot change
+  them, and every row is appended before the next instruction starts (the writer's last
+  result is counted two cycles after it enters the packer).
   The vector buffer remembers which scratchpad region it holds: a ``MATVEC`` reading the same
   input as the previous one (q, k and v; gate and up) skips the load, unless a write touched
   that region since. ``NORM``, ``ACT``, ``REQUANT``, ``ELTWISE`` and ``ATTV`` (one row of

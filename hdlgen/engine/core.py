@@ -194,7 +194,10 @@ chained ``MATVEC`` (``MV_WCFG``) and ``SCORES_SOFTMAX``'s early hand-over it rou
 first-stage address copy (``b_addr_t13``, 15.0 ns of routing). At a 55 MHz target (the
 default since, :data:`hdlgen.build.MODEL_SYS_CLK_MHZ`) the same code routes at **64.08 MHz**
 (seed 1) and **61.56 MHz** (seed 2), LUT4 37,607, FF 29,492; at 60 MHz seed 1's router2
-diverged (overused wires 1,035 at the 26th iteration, 1,345 at the 35th). The
+diverged (overused wires 1,035 at the 26th iteration, 1,345 at the 35th). With the fused
+RoPE and KV append (``rope_heads``, ``kv_append``): **64.90 MHz** (seed 1) and **59.41 MHz**
+(seed 2) at 55, LUT4 38,340, FF 29,606; seed 2's critical path is a flip-flop to a weight
+bank port-a address copy (``a_addr_t5_ff2``) across the die, 16.3 ns of routing. The
 port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
 registered a state early, the reader's output queue, registered check verdicts) estimated
 63.9 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then

@@ -243,25 +243,11 @@ def test_compile_with_all_options_runs():
     assert 0 <= r.token < m.config.vocab_size
 
 
-@pytest.mark.parametrize("spec,over", SHAPES)
-def test_fused_kv_equals_separate_projections(spec, over):
-    """``fuse_kv`` (the default) stacks wk and wv into one ``MATVEC`` of ``2 * kv_dim`` rows
-    into a ``kv`` buffer: one instruction less per layer, the fit check's plan still exact, and
-    the golden model's scratchpad, KV cache and logits equal the unfused program's at every
-    step (with the GPT-2 biases, MQA and GQA). Prefill tiles the fused projection too."""
-    from hdlgen.compiler.compile import _program_length, plan_image
-    from hdlgen.compiler.prefill import prefill_program, with_prefill
+def _same_steps(c, comps, ctx):
+    """The golden model runs ``comps[True]`` and ``comps[False]`` (one program with an option,
+    one without) through every position, each fed its own predictions: same token, logits and
+    scratchpad at every step, same KV cache at the end."""
     from sim.golden.engine import Engine
-    c, cfg, ctx, comps = _with_and_without(spec, over, "fuse_kv")
-    for fuse, comp in comps.items():
-        plan = plan_image(c, cfg, ctx, fuse_kv=fuse)
-        assert plan.weights.shape == comp.image.weights.shape
-        assert (plan.params.size, plan.act_elements) == (comp.image.params.size,
-                                                         comp.image.act_elements)
-        assert _program_length(c, True, fuse) == len(comp.program)
-        assert ("kv" in comp.buffers) == fuse and ("k" in comp.buffers) != fuse
-    kv_rows = [i.rows for i in comps[True].program if i.op == Opcode.MATVEC]
-    assert kv_rows.count(2 * c.kv_dim) >= 1
     engines = {f: Engine(comp.image, comp.words) for f, comp in comps.items()}
     tok = {f: 1 for f in comps}
     for pos in range(ctx):
@@ -275,6 +261,27 @@ def test_fused_kv_equals_separate_projections(spec, over):
             for kv in (0, 1):
                 a, b = (engines[f].kv.rows(layer, head, kv, ctx - 1) for f in (True, False))
                 assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("spec,over", SHAPES)
+def test_fused_kv_equals_separate_projections(spec, over):
+    """``fuse_kv`` (the default) stacks wk and wv into one ``MATVEC`` of ``2 * kv_dim`` rows
+    into a ``kv`` buffer: one instruction less per layer, the fit check's plan still exact, and
+    the golden model's scratchpad, KV cache and logits equal the unfused program's at every
+    step (with the GPT-2 biases, MQA and GQA). Prefill tiles the fused projection too."""
+    from hdlgen.compiler.compile import _program_length, plan_image
+    from hdlgen.compiler.prefill import prefill_program, with_prefill
+    c, cfg, ctx, comps = _with_and_without(spec, over, "fuse_kv")
+    for fuse, comp in comps.items():
+        plan = plan_image(c, cfg, ctx, fuse_kv=fuse)
+        assert plan.weights.shape == comp.image.weights.shape
+        assert (plan.params.size, plan.act_elements) == (comp.image.params.size,
+                                                         comp.image.act_elements)
+        assert _program_length(c, True, fuse) == len(comp.program)
+        assert ("kv" in comp.buffers) == fuse and ("k" in comp.buffers) != fuse
+    kv_rows = [i.rows for i in comps[True].program if i.op == Opcode.MATVEC]
+    assert kv_rows.count(2 * c.kv_dim) >= 1
+    _same_steps(c, comps, ctx)
     # prefill: the fused projection is one MATMAT tile of the kv buffer
     pc = with_prefill(comps[True], 3)
     prog = prefill_program(pc, [3, 1, 4], 0)
@@ -317,19 +324,7 @@ def test_fused_outputs_equal_separate_instructions(spec, over, option, fuse_kv):
                 "kv_append": [3] if fuse_kv else [1, 2]}[field]
         assert got == (want if fuse else [])
     assert len(comps[True].program) == len(comps[False].program) - 2
-    engines = {f: Engine(comp.image, comp.words) for f, comp in comps.items()}
-    tok = {f: 1 for f in comps}
-    for pos in range(ctx):
-        res = {f: e.step(tok[f], pos) for f, e in engines.items()}
-        assert (res[True].token, res[True].value) == (res[False].token, res[False].value)
-        assert np.array_equal(res[True].logits, res[False].logits)
-        assert np.array_equal(engines[True].act, engines[False].act), pos
-        tok = {f: r.token for f, r in res.items()}
-    for layer in range(c.n_layers):
-        for head in range(c.n_kv_heads):
-            for kv in (0, 1):
-                a, b = (engines[f].kv.rows(layer, head, kv, ctx - 1) for f in (True, False))
-                assert np.array_equal(a, b)
+    _same_steps(c, comps, ctx)
     # prefill of three tokens from the fused program = three decode steps of it
     pc = with_prefill(comps[True], 3)
     prompt = [3, 1, 4]

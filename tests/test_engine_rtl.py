@@ -50,9 +50,8 @@ def test_llama_mqa(tmp_path):
     (the 16-bit q) and an ATTV whose probabilities exceed prob_bits with INPUT_RANGE (the
     golden model refuses them with the same codes), a MATVEC whose ``rope_heads`` do not fit
     its rows or that accumulates, or whose ``kv_append`` has more heads than the cache, with
-    BAD_FIELD (a kv projection
-    whose int8 k saturates runs and equals the golden model: saturated, then rotated); a
-    WEIGHT_RANGE or PARAM_RANGE refusal leaves the scratchpad of the program cut before the
+    BAD_FIELD (a kv projection whose int8 k saturates runs and equals the golden model:
+    saturated, then rotated); a WEIGHT_RANGE or PARAM_RANGE refusal leaves the scratchpad of the program cut before the
     refused instruction (the MATVEC right after a MATVEC or a NORM is checked while their
     results are still being written: none is lost); the engine then runs good steps again,
     started through its registers."""

@@ -13,7 +13,7 @@ import pytest
 
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.core import Engine, ErrorCode
-from hdlgen.engine.isa import Instruction, Opcode, Width
+from hdlgen.engine.isa import Instruction, Opcode, Width, layout_digest
 from hdlgen.errors import UserError
 from sim.benches.engine import build, run_module, run_scenarios
 from sim.golden.engine import Engine as Golden
@@ -134,6 +134,7 @@ def test_engine_construction_checks():
     e = Engine(cfg, comp)
     e._MustUse__silence = True              # only its memory map is looked at here
     mp = e.memory_map
+    assert json.loads(e.fingerprint())["isa"] == layout_digest()
     assert mp.base("program") == 1 << (mp.window_bits + 2)
     assert len(mp.image_writes(comp.words, comp.image)) == \
         4 * len(comp.words) + comp.image.weights.shape[0] * mp.row_words + comp.image.params.size

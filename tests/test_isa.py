@@ -88,3 +88,16 @@ def test_docs_in_sync():
         "docs/isa.md is stale: run `python -m hdlgen.engine.isa`"
     for op in Opcode:
         assert f"### {op.name} (opcode {op.value}" in doc.read_text()
+
+
+def test_layout_digest_follows_the_instruction_set():
+    """The digest in the engine's fingerprint (and so in ``CONFIG_HASH``) is stable and
+    changes when an instruction gains a field, so a bitstream of the older set is refused."""
+    from amaranth.hdl import unsigned as u
+    d = isa.layout_digest()
+    assert d == isa.layout_digest() and len(d) == 8
+    grown = dict(isa.LAYOUTS)
+    grown[Opcode.MATVEC] = data.StructLayout({**{n: f.shape for n, f in
+                                                 data.Layout.cast(isa.LAYOUTS[Opcode.MATVEC])},
+                                              "extra": u(1)})
+    assert isa.layout_digest(grown) != d

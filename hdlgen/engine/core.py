@@ -253,7 +253,8 @@ from hdlgen.blocks.rope import Rope
 from hdlgen.blocks.softmax import Softmax
 from hdlgen.blocks.stream_parts import SkidBuffer
 from hdlgen.config import AcceleratorConfig
-from hdlgen.engine.isa import EltOp, LAYOUTS, NormKind, Opcode, Reg, Width, encode_program
+from hdlgen.engine.isa import (EltOp, LAYOUTS, NormKind, Opcode, Reg, Width, encode_program,
+                               layout_digest)
 from hdlgen.engine.memmap import EngineMap, WINDOWS
 from hdlgen.engine.memories import DistRAM, SplitRAM, WideFIFO, split_depth
 from hdlgen.engine.streams import ElementReader
@@ -477,7 +478,8 @@ class Engine(wiring.Component):
         """What this engine's gateware fixes at generation time, as text: its memory map,
         context and head layout, and the formats and constants baked into its units (norm formats and epsilons, softmax formats, SwiGLU and
         activation tables, RoPE table, longest argmax, longest ``MATMAT`` input row if the
-        program has ``MATMAT``). Two compiled models with the same
+        program has ``MATMAT``) and the instruction set its sequencer decodes
+        (:func:`~hdlgen.engine.isa.layout_digest`). Two compiled models with the same
         fingerprint run on the same bitstream (one is loaded over the link); otherwise the model
         needs its own build."""
         image = self._image
@@ -497,6 +499,7 @@ class Engine(wiring.Component):
             "norms": plain(self._norms), "softmax": plain(self._smax),
             "swiglu": plain(self._swiglu), "acts": plain(self._acts), "rope": plain(self._rope),
             "rope_addr": self._rope_addr, "argmax_len": self._argmax_len,
+            "isa": layout_digest(),
             **({"matmat_cols": self._mm_cols} if self._mm_cols else {}),
         }, sort_keys=True, separators=(",", ":"))
 

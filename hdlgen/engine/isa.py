@@ -45,6 +45,8 @@ Encoding: every instruction is a :class:`amaranth.lib.data.Struct` whose first f
 views the same word through the same layouts.
 """
 
+import json
+import zlib
 from dataclasses import dataclass
 
 from amaranth.hdl import Shape, signed, unsigned
@@ -52,7 +54,7 @@ from amaranth.lib import data, enum
 
 __all__ = ["WORD_BITS", "Opcode", "Reg", "Func", "EltOp", "NormKind", "LAYOUTS", "Instruction",
            "encode", "decode", "encode_program", "decode_program", "markdown", "BUF", "WADDR",
-           "PADDR", "ISAError"]
+           "PADDR", "ISAError", "layout_digest"]
 
 #: Width of one instruction word, bits.
 WORD_BITS = 128
@@ -435,6 +437,19 @@ def _fields(layout):
 _FIELDS = {op: _fields(layout) for op, layout in LAYOUTS.items()}
 for _op, _layout in LAYOUTS.items():
     assert data.Layout.cast(_layout).size <= WORD_BITS, _op
+
+
+def layout_digest(layouts=None) -> str:
+    """CRC-32 (8 hex digits) of every opcode's name, number and fields (name, offset, width,
+    signedness) in ``layouts`` (default :data:`LAYOUTS`). The engine's fingerprint carries it,
+    so a bitstream built for another instruction set (say, before a field was added, which its
+    sequencer would ignore) has another ``CONFIG_HASH`` and the host refuses it on connect
+    instead of running programs it would misread."""
+    rows = []
+    for op, layout in sorted((layouts or LAYOUTS).items(), key=lambda kv: kv[0].value):
+        rows.append([op.name, op.value, [[n, o, w, s.signed] for n, o, w, s, _ in
+                                         _fields(layout)]])
+    return f"{zlib.crc32(json.dumps(rows).encode()):08x}"
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,12 @@ class MemoryImage:
         n = self.lanes * self.macs_per_lane
         return self.weight_bits * n + (self.lanes if self.ext.get("weight_exp") else 0)
 
+    def rope_table(self):
+        """``(parameter address, descriptor)`` of the image's first RoPE table, or None: the
+        one the RTL engine builds its RoPE unit for, which a ``MATVEC``'s ``rope_heads``
+        uses."""
+        return next(((a, d) for a, d in self.tables.items() if d["kind"] == "rope"), None)
+
     @property
     def kv_bits(self) -> int:
         """Bits of one KV-cache value (8, or 9 with the ``kv_bits`` extension)."""

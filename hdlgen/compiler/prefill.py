@@ -37,7 +37,7 @@ longest prefill program: :func:`with_prefill` records both in ``manifest["prefil
 
 import dataclasses
 
-from hdlgen.engine.isa import Instruction, Opcode, Reg, Width
+from hdlgen.engine.isa import Instruction, Opcode, Reg, Width, kv_append_parts
 from hdlgen.errors import UserError
 
 __all__ = ["with_prefill", "prefill_program", "SHARED_BUFFERS"]
@@ -148,14 +148,12 @@ def prefill_program(compiled, tokens, pos: int) -> list:
         ``rope_heads`` and ``kv_append`` did."""
         out, hs = [], compiled.image.head_size
         if ins.rope_heads:
-            at = next(a for a, d in compiled.image.tables.items() if d["kind"] == "rope")
+            at, _ = compiled.image.rope_table()
             out.append(Instruction.make(Opcode.ROPE, width=ins.out_width, src=ins.dst,
                                         dst=ins.dst, n_heads=ins.rope_heads, head_size=hs,
                                         paddr=at))
-        parts = [kv for kv in (0, 1) if ins.kv_append >> kv & 1]
-        for i, kv in enumerate(parts):
-            n = ins.rows // len(parts)
-            out.append(Instruction.make(Opcode.KVAPPEND, kv=kv, src=ins.dst + i * n,
+        for kv, first, n in kv_append_parts(ins):
+            out.append(Instruction.make(Opcode.KVAPPEND, kv=kv, src=ins.dst + first,
                                         kv_heads=n // hs, head_size=hs))
         return out
 

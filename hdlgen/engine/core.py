@@ -260,6 +260,7 @@ from hdlgen.engine.memories import DistRAM, SplitRAM, WideFIFO, split_depth
 from hdlgen.engine.streams import ElementReader
 from hdlgen.errors import UserError
 from hdlgen.soc import wishbone
+from sim.golden.rope import FRAC_BITS as ROPE_FRAC
 
 __all__ = ["Engine", "ErrorCode", "UNITS"]
 
@@ -555,8 +556,7 @@ class Engine(wiring.Component):
                             f"engine has one softmax unit")
         self._norms = norms
         self._smax = smax.pop() if smax else (8, 14)
-        self._rope = next((d for d in image.tables.values() if d["kind"] == "rope"), None)
-        self._rope_addr = next((a for a, d in image.tables.items() if d["kind"] == "rope"), 0)
+        self._rope_addr, self._rope = image.rope_table() or (0, None)
         self._acts = [(a, d) for a, d in sorted(image.tables.items()) if d["kind"] == "act"]
         sw = {(d["a_bits"], d["b_bits"], d["out_bits"], d["a_scale"], d["silu_scale"])
               for d in image.tables.values() if d["kind"] == "swiglu"}
@@ -667,6 +667,9 @@ class Engine(wiring.Component):
             m.submodules.rope = rope = Rope(head_size=self._rope["head_size"],
                                             theta=self._rope["theta"], bits=16,
                                             max_positions=self._rope["context"])
+            # the fused RoPE sends unrotated pairs at position 0: its words must be the
+            # identity (cos 1.0, sin 0 in the unit's format)
+            assert set(rope.table_words()[:self._rope["head_size"] // 2]) == {1 << ROPE_FRAC}
         acts = []
         for n, (addr, d) in enumerate(self._acts):
             blk = Activation(d["func"], d["in_bits"], d["out_bits"], d["in_scale"],
@@ -806,8 +809,8 @@ class Engine(wiring.Component):
         rp_hold = Signal()
         rp_y1 = Signal(signed(16))
         # a MATVEC's rope_heads (fz_*, see the fused RoPE pairer): fz_on, its results go
-        # through the RoPE unit; fz_left, rotated pairs still to come; fz_w8, 8-bit results
-        fz_on, fz_w8, fz_have = Signal(), Signal(), Signal()
+        # through the RoPE unit; fz_left, rotated pairs still to come
+        fz_on, fz_have = Signal(), Signal()
         fz_left = Signal(16)
         # the source, one flip-flop per writer source; the selected unit's output is the OR
         # of every unit's output gated by its flag and valid (one unit outputs at a time)
@@ -1716,7 +1719,7 @@ class Engine(wiring.Component):
             fz_pv, fz_rot, fz_last = Signal(), Signal(), Signal()
             fz_x0, fz_p0, fz_p1 = Signal(16), Signal(16), Signal(16)
             rq_y = rq.o.payload.y
-            fz_y = Mux(fz_w8, saturate(rq_y, 8), rq_y)
+            fz_y = Mux(wr_w8, saturate(rq_y, 8), rq_y)      # (the run's width)
             m.d.sync += fz_pv.eq(0)
             with m.If(fz_on & rq.o.valid):
                 with m.If(~fz_have):
@@ -2677,8 +2680,7 @@ class Engine(wiring.Component):
             # rope_heads: the results go through the RoPE unit (its pairs to the writer)
             rot = ins.rope_heads != 0
             pairs = ins.rope_heads << (self._rope["head_size"].bit_length() - 2)
-            m.d.sync += [s["fz_on"].eq(rot), s["fz_w8"].eq(ins.out_width == Width.W8),
-                         s["fz_left"].eq(pairs), s["fz_have"].eq(0)]
+            m.d.sync += [s["fz_on"].eq(rot), s["fz_left"].eq(pairs), s["fz_have"].eq(0)]
             with m.If(rot):
                 m.d.sync += s["wr_src"].eq(_W_ROPE)
         # kv_append: the written values go into the KV append packer (K rows, V rows or both)

@@ -54,7 +54,7 @@ from amaranth.lib import data, enum
 
 __all__ = ["WORD_BITS", "Opcode", "Reg", "Func", "EltOp", "NormKind", "LAYOUTS", "Instruction",
            "encode", "decode", "encode_program", "decode_program", "markdown", "BUF", "WADDR",
-           "PADDR", "ISAError", "layout_digest"]
+           "PADDR", "ISAError", "layout_digest", "kv_append_parts"]
 
 #: Width of one instruction word, bits.
 WORD_BITS = 128
@@ -437,6 +437,14 @@ def _fields(layout):
 _FIELDS = {op: _fields(layout) for op, layout in LAYOUTS.items()}
 for _op, _layout in LAYOUTS.items():
     assert data.Layout.cast(_layout).size <= WORD_BITS, _op
+
+
+def kv_append_parts(ins) -> list:
+    """``[(kv, first, n)]`` of a ``MATVEC``'s ``kv_append``: the K (``kv`` 0) and/or V (1)
+    rows it appends, from result ``first`` on, ``n`` results each (``rows`` split evenly)."""
+    kinds = [kv for kv in (0, 1) if ins.kv_append >> kv & 1]
+    n = ins.rows // len(kinds) if kinds else 0
+    return [(kv, i * n, n) for i, kv in enumerate(kinds)]
 
 
 def layout_digest(layouts=None) -> str:

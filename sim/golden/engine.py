@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hdlgen.engine.isa import (EltOp, Func, Instruction, ISAError, NormKind, Opcode, Reg, Width,
-                               decode_program)
+                               decode_program, kv_append_parts)
 from hdlgen.errors import UserError
 from sim.golden.activation import activation
 from sim.golden.argmax import argmax_packets
@@ -282,11 +282,6 @@ class Engine:
             if len(got) != len(words) or np.any(got != words):
                 raise EngineError(f"{d['kind']} table at parameter word {at} does not match its "
                                   f"descriptor {d}: the memory image is corrupt")
-
-    def rope_table(self):
-        """The image's RoPE table descriptor, which a ``MATVEC``'s ``rope_heads`` uses (the
-        RTL engine has one RoPE unit, built for the image's first table), or None."""
-        return next((d for d in self.image.tables.values() if d["kind"] == "rope"), None)
 
     # ---- memory access with bounds checks -----------------------------------------------------
     def _err(self, msg, code=None):
@@ -519,7 +514,7 @@ class Engine:
             if ins.rows == 0 or ins.cols == 0:
                 self._err(f"rows={ins.rows}, cols={ins.cols}: a MATVEC needs at least one of each")
             if ins.rope_heads:
-                d = self.rope_table()
+                d = (self.image.rope_table() or (None, None))[1]
                 if d is None:
                     self._err(f"rope_heads={ins.rope_heads} but the image has no RoPE table")
                 if ins.accumulate or ins.rows % 2 or ins.rope_heads * d["head_size"] > ins.rows:
@@ -528,10 +523,9 @@ class Engine:
                               f"must fit in an even number of rows, without accumulate")
                 if pos >= d["context"]:
                     self._err(f"POS={pos} is beyond the RoPE table's {d['context']} positions")
-            parts = [kv for kv in (0, 1) if ins.kv_append >> kv & 1]
+            parts = kv_append_parts(ins)
             if parts:
-                hs, im = self.image.head_size, self.image
-                n = ins.rows // len(parts)
+                hs, im, n = self.image.head_size, self.image, parts[0][2]
                 if (out_bits != 8 or ins.accumulate or ins.rows % (len(parts) * hs)
                         or n // hs > im.kv_heads):
                     self._err(f"kv_append={ins.kv_append} with rows={ins.rows}, out_width "
@@ -560,9 +554,8 @@ class Engine:
                 n = ins.rope_heads * d["head_size"]
                 y[:n] = rope(y[:n], pos, d["head_size"], d["theta"], out_bits)
             self._write(ins.dst, y)
-            for i, kv in enumerate(parts):
-                n = ins.rows // len(parts)
-                self._kv_append(kv, y[i * n:(i + 1) * n], layer, pos)
+            for kv, first, n in parts:
+                self._kv_append(kv, y[first:first + n], layer, pos)
             self._emit(pc, ins, y)
             return
         if op == Opcode.MATMAT:

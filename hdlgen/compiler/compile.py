@@ -194,6 +194,13 @@ class CompileOptions:
         ``MATVEC``'s ``kv_append``) instead of two ``KVAPPEND`` instructions reading them back
         (default). Not done with ``kv_bits`` above 8 (16-bit k and v) or, for LLaMA, without
         ``fuse_rope`` (k is rotated after the projection then).
+    fuse_glu : bool
+        LLaMA: the gate and up projections as one ``MATVEC`` with ``glu`` (default): ``w1``
+        and ``w3`` are interleaved row by row into one matrix ``w13`` (gate ``i``, up ``i``),
+        their requantization words likewise, followed by the SwiGLU's word, and the results
+        pass the SwiGLU unit on their way to the writer, instead of two ``MATVEC`` and an
+        ``ELTWISE`` (and the ``hb``, ``hb2`` buffers). The results are the same bit for bit.
+        Not done when ``w1`` and ``w3`` have different plane counts (``weight_bits``).
     """
     context: int = None
     device: str = "85F"
@@ -219,6 +226,7 @@ class CompileOptions:
     fuse_kv: bool = True
     fuse_rope: bool = True
     fuse_append: bool = True
+    fuse_glu: bool = True
 
     def ext(self) -> dict:
         """The image extensions these options need (:data:`sim.golden.engine.EXTENSIONS`)."""
@@ -459,22 +467,32 @@ def _fused_append(opt, arch: str) -> bool:
             (arch == "gpt2" or bool(opt.fuse_rope)))
 
 
+def _fused_glu(opt, arch: str) -> bool:
+    """Whether gate and up are one ``MATVEC`` with ``glu`` (:attr:`CompileOptions.fuse_glu`)."""
+    wb = opt.weight_bits or {}
+    return (arch == "llama" and bool(opt.fuse_glu) and
+            _weight_planes(wb.get("w1", 8)) == _weight_planes(wb.get("w3", 8)))
+
+
 def _program_length(c, fuse_softmax: bool = True, fuse_kv: bool = True,
-                    fuse_rope: bool = True, fuse_append: bool = True) -> int:
+                    fuse_rope: bool = True, fuse_append: bool = True,
+                    fuse_glu: bool = True) -> int:
     body = (17 if c.arch == "llama" else 14) - bool(fuse_softmax) - bool(fuse_kv)
     body -= 2 * (c.arch == "llama" and bool(fuse_rope)) + 2 * bool(fuse_append)
+    body -= 2 * (c.arch == "llama" and bool(fuse_glu))
     return body + 7 + (c.arch == "gpt2")
 
 
 def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
                untie: bool = False, ext: dict = None, fuse_softmax: bool = True,
-               fuse_kv: bool = True) -> MemoryImage:
+               fuse_kv: bool = True, fuse_glu: bool = True) -> MemoryImage:
     """A memory image of the right sizes (zero contents) for model config ``c``, computed from
     the shapes alone: what the fit check needs before quantizing anything (``ext``: the
     image extensions, which set the widths of the weight bank and the KV cache;
     ``fuse_softmax``: as :attr:`CompileOptions.fuse_softmax`, without it the scratchpad also
     holds the ``scores`` buffer; ``fuse_kv``: as :attr:`CompileOptions.fuse_kv`, which lays
-    ``wk`` and ``wv`` out as one matrix)."""
+    ``wk`` and ``wv`` out as one matrix; ``fuse_glu``: as :attr:`CompileOptions.fuse_glu`, which
+    lays ``w1`` and ``w3`` out as one matrix and has no ``hb``, ``hb2`` buffers)."""
     wb = weight_bits or {}
     lanes, K = config.lanes, config.macs_per_lane
     L, D, H, KV, V = c.n_layers, c.dim, c.hidden_dim, c.kv_dim, c.vocab_size
@@ -485,9 +503,14 @@ def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
     if _fused_kv(fuse_kv, wb):
         mats = {("wk" if k == "wv" else k): ((2 * KV, D) if k == "wv" else rc)
                 for k, rc in mats.items() if k != "wk"}
+    glu = c.arch == "llama" and _fused_glu(CompileOptions(weight_bits=wb, fuse_glu=fuse_glu),
+                                           c.arch)
+    if glu:
+        mats = {("w13" if k == "w1" else k): ((2 * H, D) if k == "w1" else rc)
+                for k, rc in mats.items() if k != "w3"}
 
     def planes(k):
-        return _weight_planes(wb.get(k, 8))
+        return _weight_planes(wb.get("w1" if k == "w13" else k, 8))
 
     rows = L * sum(_matrix_rows(r, cc, lanes, K, planes(k)) for k, (r, cc) in mats.items())
     out_rows = sum(r for r, _ in mats.values())
@@ -508,7 +531,7 @@ def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
     twords += 1024
     # the buffers of compile_model: x xb q att, k v, [scores] probs, hb [hb2] hh, logits
     att_rows = (1 if fuse_softmax else 2) * c.n_heads * ctx
-    act = 4 * D + 2 * KV + att_rows + (3 if not gpt2 else 2) * H + V
+    act = 4 * D + 2 * KV + att_rows + (2 if gpt2 else 1 if glu else 3) * H + V
     ext = dict(ext or {})
     wdt = np.int8 if ext.get("weight_bits", 8) == 8 and not ext.get("weight_exp") else np.int16
     return MemoryImage(lanes=lanes, macs_per_lane=K, weights=np.zeros((rows, lanes * K), wdt),
@@ -629,9 +652,10 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     fuse_kv = _fused_kv(opt.fuse_kv, opt.weight_bits)
     if opt.fit:                     # refuse before anything long (quantization, layout)
         fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
-                             ext, opt.fuse_softmax, fuse_kv),
+                             ext, opt.fuse_softmax, fuse_kv, opt.fuse_glu),
                   _program_length(c, opt.fuse_softmax, fuse_kv, opt.fuse_rope,
-                                  _fused_append(opt, c.arch)), opt.device,
+                                  _fused_append(opt, c.arch), _fused_glu(opt, c.arch)),
+                  opt.device,
                   model.name)
     calibration = opt.calibration
     if opt.smooth is not None or opt.smooth_kv:
@@ -696,8 +720,9 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     S = None if opt.fuse_softmax else buf("scores", c.n_heads * ctx)   # SCORES -> SOFTMAX only
     P = buf("probs", c.n_heads * ctx)
     ATT = buf("att", D)
-    HB = buf("hb", H)
-    HB2 = buf("hb2", H) if arch == "llama" else None
+    fuse_glu = _fused_glu(opt, arch)
+    HB = None if fuse_glu else buf("hb", H)
+    HB2 = buf("hb2", H) if arch == "llama" and not fuse_glu else None
     HH = buf("hh", H)
     LOG = buf("logits", V)
 
@@ -707,7 +732,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     tables = {}
 
     def wplanes(key):
-        return _weight_planes(qm.weights["wk" if key == "wkv" else key].width)
+        return _weight_planes(qm.weights[{"wkv": "wk", "w13": "w1"}.get(key, key)].width)
 
     def add_matrix(q, planes):
         q = np.asarray(q, dtype=np.int64)
@@ -825,28 +850,48 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     if fuse_kv:                         # wk and wv as one matrix "wkv" (k's rows, then v's)
         stacked = {("wkv" if m == "wk" else m): ([m, "wv"] if m == "wk" else [m])
                    for m in mats if m != "wv"}
+    if fuse_glu:                        # w1 and w3 as one matrix "w13" (row pairs gate, up)
+        stacked = {("w13" if m == "w1" else m): (["w1", "w3"] if m == "w1" else parts)
+                   for m, parts in stacked.items() if m != "w3"}
     waddr, paddr = [], []
     for layer in range(L):
         wl, pl = {}, {}
         w0, p0 = wa.rows, pa.words
         for m, parts in stacked.items():
-            q = np.concatenate([qm.weights[p].q[layer] for p in parts])
+            qs = [qm.weights[p].q[layer] for p in parts]
+            q = np.stack(qs, 1).reshape(-1, qs[0].shape[1]) if m == "w13" else np.concatenate(qs)
             wl[m], _ = add_matrix(q, wplanes(m))
             wl[m] -= w0
+        if arch == "llama":
+            mul_real = float(silu_scale[layer]) * qm.scale_of("ffn_up", layer) / \
+                qm.scale_of("ffn_hidden", layer)
+            swiglu_d = {"kind": "swiglu", "a_bits": 16, "b_bits": bits["ffn_up"],
+                        "out_bits": bits["ffn_hidden"],
+                        "a_scale": qm.scale_of("ffn_gate", layer),
+                        "silu_scale": float(silu_scale[layer]), "table": silu_t}
         for m, parts in stacked.items():
-            pl[m] = add_requant([qm.requant[p] for p in parts], layer) - p0
+            rqs = [qm.requant[p] for p in parts]
+            if m == "w13":              # row pairs: gate i, up i; then the SwiGLU's word
+                r1, r3 = rqs
+                if r1.bias is not None or r3.bias is not None:
+                    raise AssertionError("a gate/up pair with biases")
+                m1, s1 = np.atleast_1d(r1.mult[layer]), np.atleast_1d(r1.shift[layer])
+                m3, s3 = np.atleast_1d(r3.mult[layer]), np.atleast_1d(r3.shift[layer])
+                words = [requant_word(mm, ss) for pair in zip(zip(m1, s1), zip(m3, s3))
+                         for mm, ss in pair]
+                pl[m] = pa.add(words) - p0
+                a = add_requant_real("ffn_mul", mul_real, bits["ffn_hidden"])
+                tables[a] = swiglu_d
+                pl["ffn_mul"] = a - p0
+            else:
+                pl[m] = add_requant(rqs, layer) - p0
         pl["att_norm"] = add_norm_params(n_att[0], n_att[1], layer) - p0
         pl["ffn_norm"] = add_norm_params(n_ffn[0], n_ffn[1], layer) - p0
         pl["scores"] = add_requant_real("att_scores", score_real[layer], 16) - p0
         pl["attv"] = add_requant_real("att_value", attv_real[layer], bits["att_out"]) - p0
-        if arch == "llama":
-            mul_real = float(silu_scale[layer]) * qm.scale_of("ffn_up", layer) / \
-                qm.scale_of("ffn_hidden", layer)
+        if arch == "llama" and not fuse_glu:
             a = add_requant_real("ffn_mul", mul_real, bits["ffn_hidden"])
-            t = silu_t
-            tables[a] = {"kind": "swiglu", "a_bits": 16, "b_bits": bits["ffn_up"],
-                         "out_bits": bits["ffn_hidden"], "a_scale": qm.scale_of("ffn_gate", layer),
-                         "silu_scale": float(silu_scale[layer]), "table": t}
+            tables[a] = swiglu_d
             pl["ffn_mul"] = a - p0
         waddr.append((w0, wl))
         paddr.append((p0, pl))
@@ -875,11 +920,11 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                       w_planes=pos_planes, rows=ctx, cols=D, paddr=pos_p))
 
     def mv(m, src, dst, rows, cols, in_bits, out_bits, accumulate=0, bias=0, rope_heads=0,
-           kv_append=0):
+           kv_append=0, glu=0):
         return I(Opcode.MATVEC, in_width=width(in_bits), out_width=width(out_bits),
                  w_planes=wplanes(m), bias=bias, layer_rel=1, accumulate=accumulate, src=src,
                  dst=dst, waddr=wa_(m), rows=rows, cols=cols, paddr=pa_(m),
-                 rope_heads=rope_heads, kv_append=kv_append)
+                 rope_heads=rope_heads, kv_append=kv_append, glu=glu)
 
     g = int(arch == "gpt2")
     fuse_rope = int(arch == "llama" and bool(opt.fuse_rope))
@@ -924,7 +969,12 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         I(Opcode.NORM, kind=kind, layer_rel=1, gamma_frac=n_ffn[2], beta_frac=n_ffn[4],
           out_frac=n_ffn[3], src=X, dst=XB, len=D, paddr=pa_("ffn_norm")),
     ]
-    if arch == "llama":
+    if fuse_glu:
+        body += [
+            mv("w13", XB, HH, 2 * H, D, nb, bits["ffn_hidden"], glu=1),
+            mv("w2", HH, X, D, H, bits["ffn_hidden"], 16, accumulate=1),
+        ]
+    elif arch == "llama":
         body += [
             mv("w1", XB, HB, H, D, nb, 16),
             mv("w3", XB, HB2, H, D, nb, bits["ffn_up"]),

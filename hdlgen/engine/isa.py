@@ -36,8 +36,10 @@ query heads with an internal counter; query head ``h`` reads KV head ``h // kv_m
 ``SCORES`` followed by a causal ``SOFTMAX`` of its rows, without the scores' round trip through
 the scratchpad (the compiler emits it wherever the pair occurs). Likewise a ``MATVEC`` with
 ``rope_heads`` rotates the heads it computes (q; k, before v in the ``kv`` projection) on
-their way out, instead of a ``ROPE`` instruction after it, and one with ``kv_append`` appends
-its results (k and v) to the KV cache on their way out, instead of ``KVAPPEND`` instructions.
+their way out, instead of a ``ROPE`` instruction after it, one with ``kv_append`` appends
+its results (k and v) to the KV cache on their way out, instead of ``KVAPPEND`` instructions,
+and one with ``glu`` computes gate and up as row pairs of one matrix and writes their SwiGLU,
+instead of two ``MATVEC`` and an ``ELTWISE``.
 
 Encoding: every instruction is a :class:`amaranth.lib.data.Struct` whose first field is the
 6-bit :class:`Opcode`; fields are packed LSB first in declaration order and the rest of the
@@ -202,7 +204,13 @@ class MatVec(data.Struct):
     written are also appended to the KV cache of layer ``LAYER`` at position ``POS``, as a
     ``KVAPPEND`` of them would (``rows`` = the number of parts x ``n`` x the image's
     ``head_size``, ``n`` KV heads, at most the cache's; ``out_width`` 8, no ``accumulate``;
-    a ``LAYER`` beyond the cache ends the job with ``KV_CACHE``)."""
+    a ``LAYER`` beyond the cache ends the job with ``KV_CACHE``). With ``glu`` the rows of
+    ``W`` are gate/up pairs (row ``2i`` the gate, ``2i + 1`` the up projection of hidden
+    unit ``i``) and ``dst[0:rows/2] = swiglu(gate, up)``, exactly as an ``ELTWISE SWIGLU``
+    of them would: the requantized gates saturated to the SwiGLU's ``a_bits``, the ups to
+    its ``b_bits``, the SwiGLU's requantization word right after the rows' words (at
+    ``paddr + rows``) and the image's one SiLU table; ``rows`` even, ``out_width`` the
+    SwiGLU's ``out_bits``, no ``bias``, ``accumulate``, ``rope_heads`` or ``kv_append``."""
     op: Opcode
     in_width: Width
     out_width: Width
@@ -218,6 +226,7 @@ class MatVec(data.Struct):
     paddr: PADDR
     rope_heads: unsigned(8)
     kv_append: unsigned(2)
+    glu: unsigned(1)
 
 
 class MatMat(data.Struct):

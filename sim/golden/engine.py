@@ -535,18 +535,30 @@ class Engine:
                 if not 0 <= layer < im.kv_layers:
                     self._err(f"LAYER={layer} is outside the KV cache's {im.kv_layers} layers",
                               "KV_CACHE")
+            if ins.glu:
+                sw = self._glu_params(ins, pb, out_bits)
             # the regions first, then the input's range (the RTL's order)
             x = self._read(ins.src, ins.cols)
-            self._span(ins.dst, ins.rows)
+            self._span(ins.dst, ins.rows // 2 if ins.glu else ins.rows)
             ob_ib = int(np.prod(self._wrows(ins.waddr + wb, ins.rows, ins.cols)))
             if ins.w_planes == 2:
                 self._wrows(ins.waddr + wb + ob_ib, ins.rows, ins.cols)
-            self._pwords(ins.paddr + pb, ins.rows * (2 if ins.bias else 1))
+            self._pwords(ins.paddr + pb, ins.rows * (2 if ins.bias else 1) + ins.glu)
             if in_bits == 8:
                 self._int8_input(x, ins.src)
             acc = self._matvec(ins.waddr + wb, ins.rows, ins.cols, x, in_bits, ins.w_planes)
             m, s = self._requant_params(ins.paddr + pb, ins.rows)
             bias = _s32(self._pwords(ins.paddr + pb + ins.rows, ins.rows)) if ins.bias else None
+            if ins.glu:
+                d, gm, gs = sw
+                y = swiglu(requantize(acc[0::2], m[0::2], s[0::2], out_bits=d["a_bits"]),
+                           requantize(acc[1::2], m[1::2], s[1::2], out_bits=d["b_bits"]),
+                           gm, gs, a_bits=d["a_bits"], b_bits=d["b_bits"],
+                           out_bits=d["out_bits"], a_scale=d["a_scale"],
+                           silu_scale=d["silu_scale"])
+                self._write(ins.dst, y)
+                self._emit(pc, ins, y)
+                return
             y = requantize(acc, m, s, bias=bias, out_bits=out_bits)
             if ins.accumulate:
                 y = residual_add(self._read(ins.dst, ins.rows), y, 16)
@@ -714,6 +726,26 @@ class Engine:
             self._emit(pc, ins, self.output)
             return
         self._err(f"opcode {op.name} cannot execute here")
+
+    def _glu_params(self, ins, pb, out_bits):
+        """``(descriptor, mult, shift)`` of a ``MATVEC``'s ``glu``: the SwiGLU parameters at
+        ``paddr + rows``, after checking the instruction's other fields allow it."""
+        if (ins.rows % 2 or ins.bias or ins.accumulate or ins.rope_heads or ins.kv_append):
+            self._err(f"glu with rows={ins.rows}, bias={ins.bias}, accumulate={ins.accumulate}, "
+                      f"rope_heads={ins.rope_heads}, kv_append={ins.kv_append}: the rows must "
+                      f"be gate/up pairs (an even number), without the others")
+        fmts = {(d["a_bits"], d["b_bits"], d["out_bits"], d["a_scale"], d["silu_scale"])
+                for d in self.image.tables.values() if d["kind"] == "swiglu"}
+        at = ins.paddr + pb + ins.rows
+        d = self.image.tables.get(at)
+        if d is None or d["kind"] != "swiglu" or len(fmts) != 1:
+            self._err(f"glu needs the SwiGLU parameters at parameter word {at} (paddr + rows) "
+                      f"and one SwiGLU format in the image (it has {len(fmts)})")
+        if d["out_bits"] != out_bits:
+            self._err(f"out_width {out_bits} does not match the SwiGLU parameters' "
+                      f"{d['out_bits']}")
+        m, s = self._requant_params(at, 1)
+        return d, int(m[0]), int(s[0])
 
     def _kv_append(self, kv, x, layer, pos):
         """Rows ``x`` (``head_size`` each, KV heads 0, 1, ...) into the K (``kv`` 0) or V (1)

@@ -550,7 +550,9 @@ class Engine(wiring.Component):
         # (SwiGLU's gate and up); sized for the longest ELTWISE some MATVEC's rows match
         mv_rows = {ins.rows for ins in prog if ins.op == Opcode.MATVEC}
         self._side_len = max([ins.len for ins in prog
-                              if ins.op == Opcode.ELTWISE and ins.len in mv_rows] + [0])
+                              if ins.op == Opcode.ELTWISE and ins.len in mv_rows] +
+                             [ins.rows // 2 for ins in prog if ins.op == Opcode.MATVEC and
+                              ins.glu] + [0])
         if len(smax) > 1:
             raise UserError(f"the program uses several softmax formats {sorted(smax)}; the "
                             f"engine has one softmax unit")
@@ -812,6 +814,12 @@ class Engine(wiring.Component):
         # through the RoPE unit; fz_left, rotated pairs still to come
         fz_on, fz_have = Signal(), Signal()
         fz_left = Signal(16)
+        # a MATVEC's glu (gl_on): its results are paired the same way (gate, up) into the
+        # SwiGLU unit, whose values the writer takes
+        gl_on = Signal()
+        # the side region's values are int8 (sd_w8), or one is >= 32640 (sd_carry: a 16-bit
+        # MATVEC of them needs the carry plane; sd_cr, of the run writing them)
+        sd_w8, sd_carry, sd_cr = Signal(), Signal(), Signal()
         # the source, one flip-flop per writer source; the selected unit's output is the OR
         # of every unit's output gated by its flag and valid (one unit outputs at a time)
         ws = [Signal(name=f"ws{i}") for i in range(6)]
@@ -1171,6 +1179,14 @@ class Engine(wiring.Component):
         embed_idx = Signal(16)
         overrun = Signal()
         rp_lost = Signal()                    # the fused RoPE unit refused a pair (registered)
+        gl_lost = Signal()                    # the SwiGLU unit refused a glu pair (registered)
+        # a MATVEC's glu: glu_fetch, its SwiGLU word is read (at glu_p = paddr + rows) into
+        # elt_m, elt_s; mv_side, its input is in the side region (the feed reads from VBD)
+        glu_fetch, glu_p = Signal(), Signal(24)
+        mv_side = Signal()
+        # the vector-buffer word of the MAC feed's block mv_ib: mv_ib, or VBD + mv_ib in the
+        # side region (mv_vb0: the first, set in EXEC)
+        mv_vb, mv_vb0 = Signal(_bits(VBD + SVD)), Signal(_bits(VBD + SVD))
         rd_idx = Signal(16)
         kp_data = Signal(8 * B)
         kp_cnt = Signal(range(B + 1))
@@ -1244,7 +1260,7 @@ class Engine(wiring.Component):
                              wr_run.eq(0), ch_on.eq(0), sd_on.eq(0), nm_on.eq(0),
                              am_on.eq(0), am_sn.eq(0), am_sgot.eq(0), am_rst.eq(1),
                              wr_mv.eq(0), mv_chain.eq(0), fz_on.eq(0), fz_have.eq(0),
-                             ka_on.eq(0)]
+                             ka_on.eq(0), gl_on.eq(0)]
                 m.d.sync += [r.eq(1) for r in nm_rst]    # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
@@ -1321,8 +1337,10 @@ class Engine(wiring.Component):
         mvc = v_copies["chk"][Opcode.MATVEC]
         mv_hit_c, mv_disj, chain_ok = Signal(), Signal(), Signal()
         m.d.sync += [mv_hit_c.eq((op_copies["chk"] == Opcode.MATVEC) & vb_tag_valid &
-                                 (vb_tag_src == mvc.src) & (vb_tag_len == mvc.cols)),
+                                 (vb_tag_src == mvc.src) & (vb_tag_len == mvc.cols) &
+                                 ~mvc.glu),
                      mv_disj.eq((wr_end <= vb_tag_src) | (vb_tag_end <= wr_base))]
+        m.d.sync += glu_p.eq(x_p + mvc.rows)     # (a glu MATVEC's SwiGLU word, for EXEC)
         # (chain_ok is set with the MAC feed's state, below)
         with fsm.state("CHECK3"):          # (an instruction starts once the writer is done,
             with m.If(wr_idle & (chk_code != ErrorCode.NONE)):     # or it is a chained MATVEC)
@@ -1338,11 +1356,15 @@ class Engine(wiring.Component):
             m.d.comb += rd.start.eq(1)
             self._fsm.goto("MV_LOAD")
         with fsm.state("MV_LOAD"):
-            with m.If((vb_count == v[Opcode.MATVEC].cols) & ~rd.busy):
-                m.d.sync += [mv_npass.eq(Mux(mv_w2, 2, Mux(mv_x16, Mux(mv_carry, 3, 2), 1))),
-                             vb_tag_valid.eq(1), vb_tag_src.eq(v[Opcode.MATVEC].src),
-                             vb_tag_len.eq(v[Opcode.MATVEC].cols)]
-                with m.If(vb_wide & ~mv_x16):
+            # (a MATVEC reading the side region: mv_side, its values int8 and the main
+            # region's tag and flags left alone)
+            with m.If(((vb_count == v[Opcode.MATVEC].cols) | mv_side) & ~rd.busy):
+                carry = Mux(mv_side, sd_carry, mv_carry)
+                m.d.sync += mv_npass.eq(Mux(mv_w2, 2, Mux(mv_x16, Mux(carry, 3, 2), 1)))
+                with m.If(~mv_side):
+                    m.d.sync += [vb_tag_valid.eq(1), vb_tag_src.eq(v[Opcode.MATVEC].src),
+                                 vb_tag_len.eq(v[Opcode.MATVEC].cols)]
+                with m.If(vb_wide & ~mv_x16 & ~mv_side):
                     fail(ErrorCode.INPUT_RANGE)
                 with m.Else():
                     self._fsm.goto("MV_FEED")
@@ -1622,6 +1644,8 @@ class Engine(wiring.Component):
                      ch_w.addr.eq(Mux(sd_on, VBD, 0) + (wr_count >> kb_)),
                      ch_w.we.eq(Const(3, 2 * K) << (2 * wr_count[:kb_])),
                      ch_w.wdata.eq(w_sum.as_unsigned().replicate(K))]
+        with m.If(sd_on & w2_v & (w_sum >= 32640)):
+            m.d.sync += sd_cr.eq(1)
         with m.If(ch_on & w2_v):
             with m.If(w_sum[7:16].any() & ~w_sum[7:16].all()):
                 m.d.sync += ch_wide.eq(1)
@@ -1633,7 +1657,8 @@ class Engine(wiring.Component):
                          mv_carry.eq(ch_carry)]
         with m.If(sd_on & wr_run & (wr_count == wr_total)):
             m.d.sync += [sd_on.eq(0), sd_tag_valid.eq(1), sd_tag_src.eq(wr_base),
-                         sd_tag_len.eq(wr_total)]
+                         sd_tag_len.eq(wr_total), sd_w8.eq(wr_w8 & ~wr_acc),
+                         sd_carry.eq(sd_cr)]
         # (ch_w and a load never write together: a writer run starts after its instruction's
         # load, ELTWISE's of a included, and the next load waits for the writer in CHECK3)
         with m.If(ch_w.en):
@@ -1708,6 +1733,7 @@ class Engine(wiring.Component):
                                  rope.i.payload.pos.eq(r_pos), rope.i.payload.last.eq(ro.last)]
                     with m.If(rdo.valid & rope.i.ready):
                         m.d.sync += rp_have.eq(0)
+        if rope is not None or swig is not None:
             # fused RoPE (a MATVEC's rope_heads): the requantized results, saturated to the
             # output width as the writer saturates them, are paired (registered) into the
             # unit; the pairs after the rotated heads go at position 0, whose table words
@@ -1715,26 +1741,38 @@ class Engine(wiring.Component):
             # (so does the last rotated pair): every run leaves the unit's pair index at 0.
             # The writer takes the unit's pairs (wr_src ROPE). The requantizer gives at most
             # one result per cycle, so a pair enters every other cycle at most, and the writer
-            # takes one every other cycle: the unit's queue never fills (rp_lost: OVERRUN)
-            fz_pv, fz_rot, fz_last = Signal(), Signal(), Signal()
+            # takes one every other cycle: the unit's queue never fills (rp_lost: OVERRUN).
+            # A glu MATVEC's results (gl_on) are paired the same way, the gate saturated to
+            # the SwiGLU's a_bits and the up to its b_bits (as the writer would have stored
+            # them), into the SwiGLU unit (gl_pv), whose values the writer takes (wr_src ELT)
+            fz_pv, gl_pv, fz_rot, fz_last = Signal(), Signal(), Signal(), Signal()
             fz_x0, fz_p0, fz_p1 = Signal(16), Signal(16), Signal(16)
             rq_y = rq.o.payload.y
             fz_y = Mux(wr_w8, saturate(rq_y, 8), rq_y)      # (the run's width)
-            m.d.sync += fz_pv.eq(0)
-            with m.If(fz_on & rq.o.valid):
+            y0 = y1 = fz_y
+            if swig is not None:
+                ab, bb = self._swiglu[:2]
+                y0 = Mux(gl_on, saturate(rq_y, ab) if ab < 16 else rq_y, fz_y)
+                y1 = Mux(gl_on, saturate(rq_y, bb) if bb < 16 else rq_y, fz_y)
+            m.d.sync += [fz_pv.eq(0), gl_pv.eq(0)]
+            with m.If((fz_on | gl_on) & rq.o.valid):
                 with m.If(~fz_have):
-                    m.d.sync += [fz_have.eq(1), fz_x0.eq(fz_y)]
+                    m.d.sync += [fz_have.eq(1), fz_x0.eq(y0)]
                 with m.Else():
-                    m.d.sync += [fz_have.eq(0), fz_pv.eq(1), fz_p0.eq(fz_x0), fz_p1.eq(fz_y),
+                    m.d.sync += [fz_have.eq(0), fz_pv.eq(fz_on), gl_pv.eq(gl_on),
+                                 fz_p0.eq(fz_x0), fz_p1.eq(y1),
                                  fz_rot.eq(fz_left != 0), fz_last.eq(fz_left <= 1)]
                     with m.If(fz_left != 0):
                         m.d.sync += fz_left.eq(fz_left - 1)
+        if rope is not None:
             with m.If(~rt[_R_ROPE]):
                 m.d.comb += [rope.i.valid.eq(fz_pv), rope.i.payload.x[0].eq(fz_p0),
                              rope.i.payload.x[1].eq(fz_p1),
                              rope.i.payload.pos.eq(Mux(fz_rot, r_pos, 0)),
                              rope.i.payload.last.eq(fz_last)]
             m.d.sync += rp_lost.eq(fz_pv & ~rope.i.ready)
+        if swig is not None:
+            m.d.sync += gl_lost.eq(gl_pv & ~swig.i.ready)
         # KV append packer
         ap = kv.append.payload
         m.d.comb += [kv.append.valid.eq(kp_valid), ap.layer.eq(kp_layer), ap.head.eq(kp_head),
@@ -1817,8 +1855,12 @@ class Engine(wiring.Component):
         m.d.comb += [eadd.i.payload.a.eq(elt_a), eadd.i.payload.b.eq(elt_b),
                      eadd.i.payload.last.eq(ro.last)]
         if swig is not None:
-            m.d.comb += [swig.i.payload.a.eq(elt_a), swig.i.payload.b.eq(elt_b),
-                         swig.i.payload.last.eq(ro.last)]
+            with m.If(rt[_R_ELT]):
+                m.d.comb += [swig.i.payload.a.eq(elt_a), swig.i.payload.b.eq(elt_b),
+                             swig.i.payload.last.eq(ro.last)]
+            with m.Else():                       # (a glu MATVEC's pairs)
+                m.d.comb += [swig.i.valid.eq(gl_pv), swig.i.payload.a.eq(fz_p0),
+                             swig.i.payload.b.eq(fz_p1)]
         with m.If(rt[_R_ELT]):
             with m.If(elt_swiglu):
                 if swig is not None:
@@ -1877,7 +1919,7 @@ class Engine(wiring.Component):
         m.d.sync += [ib_m2.eq(ib_n - 2), ob_m2.eq(ob_n - 2), ib_one.eq(ib_n == 1),
                      ob_one.eq(ob_n == 1)]
         with m.If(mv_go):
-            m.d.sync += [mv_active.eq(1), mv_ob.eq(0), mv_ps.eq(0), mv_ib.eq(0),
+            m.d.sync += [mv_active.eq(1), mv_ob.eq(0), mv_ps.eq(0), mv_ib.eq(0), mv_vb.eq(mv_vb0),
                          mv_obrow.eq(x_w), mv_wrow.eq(x_w), mv_ib_first.eq(1),
                          mv_ib_last.eq(ib_one), mv_ob_last.eq(ob_one)]
         # beats in the FIFO or on their way to it (a register: the issue decision is one LUT);
@@ -1905,7 +1947,8 @@ class Engine(wiring.Component):
                 m.d.comb += pass_sel.eq(_P_CARRY)
         with m.If(bf_issue):
             with m.If(mv_ib_last):
-                m.d.sync += [mv_ib.eq(0), mv_ib_first.eq(1), mv_ib_last.eq(ib_one)]
+                m.d.sync += [mv_ib.eq(0), mv_vb.eq(mv_vb0), mv_ib_first.eq(1),
+                             mv_ib_last.eq(ib_one)]
                 with m.If(mv_ps == mv_npass - 1):
                     m.d.sync += [mv_ps.eq(0), mv_ob.eq(mv_ob + 1), mv_obrow.eq(mv_obrow + ib_n),
                                  mv_wrow.eq(mv_obrow + ib_n), mv_ob_last.eq(mv_ob == ob_m2)]
@@ -1915,8 +1958,8 @@ class Engine(wiring.Component):
                     m.d.sync += [mv_ps.eq(mv_ps + 1),
                                  mv_wrow.eq(mv_obrow + Mux(mv_w2, plane_sz, 0))]
             with m.Else():
-                m.d.sync += [mv_ib.eq(mv_ib + 1), mv_wrow.eq(mv_wrow + 1), mv_ib_first.eq(0),
-                             mv_ib_last.eq(mv_ib == ib_m2)]
+                m.d.sync += [mv_ib.eq(mv_ib + 1), mv_vb.eq(mv_vb + 1), mv_wrow.eq(mv_wrow + 1),
+                             mv_ib_first.eq(0), mv_ib_last.eq(mv_ib == ib_m2)]
         # MATMAT issue: for each output row n (a pass) and each input block j, weight bank row
         # x_w + (n // lanes) * ib_n + j, whose lane n % lanes holds W[n, jK:jK+K] (the shared
         # operand), and tile-buffer word j (the per-lane operand); passes follow each other
@@ -2006,7 +2049,7 @@ class Engine(wiring.Component):
                                ~rdo.valid)
         m.d.comb += [wts.b.addr.eq(mv_wrow), wts.b.en.eq(1)]
         with m.If(mv_active):
-            m.d.comb += [vb.b.addr.eq(mv_ib), vb.b.en.eq(bf_issue)]
+            m.d.comb += [vb.b.addr.eq(mv_vb), vb.b.en.eq(bf_issue)]
         with m.Else():
             m.d.comb += [vb.b.addr.eq(rd.aux_addr), vb.b.en.eq(rd.aux_en)]
         m.d.comb += rd.aux_rdata.eq(vb.b.rdata)
@@ -2310,8 +2353,8 @@ class Engine(wiring.Component):
         m.d.sync += [q0.eq(rq_src_valid), q1.eq(q0), q2.eq(q1),
                      qa0.eq(rq_src_acc), qa1.eq(qa0), qa2.eq(qa1),
                      rq_bbase.eq(rq_base + rq_rows),
-                     pq_b.eq(rq_base + Mux(rq_per_row, rq_src_idx, 0)),
-                     pq_b_en.eq(rq_src_valid | elt_fetch),
+                     pq_b.eq(Mux(glu_fetch, glu_p, rq_base + Mux(rq_per_row, rq_src_idx, 0))),
+                     pq_b_en.eq(rq_src_valid | elt_fetch | glu_fetch),
                      pq_a.eq(rq_bbase + rq_src_idx), pq_a_en.eq(rq_src_valid & rq_bias)]
         with m.If(prd.busy | prd.o.valid):
             m.d.comb += [par.b.addr.eq(prd.addr), par.b.en.eq(prd.en)]
@@ -2330,9 +2373,13 @@ class Engine(wiring.Component):
                      rq.i.payload.bias.eq(Mux(rq_bias, par.a.rdata.as_signed(), 0)),
                      rq.i.payload.mult.eq(par.b.rdata[0:16]),
                      rq.i.payload.shift.eq(par.b.rdata[16:22]), rq.i.payload.last.eq(0)]
-        m.d.comb += overrun.eq((q2 & ~rq.i.ready) | sm_lost | rp_lost)
+        m.d.comb += overrun.eq((q2 & ~rq.i.ready) | sm_lost | rp_lost | gl_lost)
         if swig is not None:
             m.d.comb += [swig.mult.eq(elt_m), swig.shift.eq(elt_s)]
+            # a glu MATVEC's SwiGLU word: read from EXEC on (port b is free: no writer run,
+            # no results yet), taken three cycles later, as ELT_PARAM2 takes ELTWISE's
+            with m.If(delay(m, glu_fetch, 3, name="glu_cap", reset=True)):
+                m.d.sync += [elt_m.eq(par.b.rdata[0:16]), elt_s.eq(par.b.rdata[16:22])]
 
         # ---- unit busy (profiling) ------------------------------------------------------------
         ub = Signal(len(UNITS))
@@ -2465,6 +2512,14 @@ class Engine(wiring.Component):
                 bad((ins.kv_append != 0) &
                     ((ins.out_width != Width.W8) | ins.accumulate | ~ka_ok))
                 bad((ins.kv_append != 0) & (s["r_layer"] >= image.kv_layers), ErrorCode.KV_CACHE)
+                # glu: gate/up pairs (even rows) into the SwiGLU unit, at its output width
+                if self._swiglu is None:
+                    bad(ins.glu)
+                else:
+                    glu_w = Width.W16 if self._swiglu[2] == 16 else Width.W8
+                    bad(ins.glu & (ins.rows[0] | ins.bias | ins.accumulate |
+                                   (ins.rope_heads != 0) | (ins.kv_append != 0) |
+                                   (ins.out_width != glu_w)))
                 self._fsm.goto("CHECK1")
             with m.Case(Opcode.REQUANT):
                 self._fsm.goto("CHECK1")
@@ -2582,9 +2637,10 @@ class Engine(wiring.Component):
                              chk["p"].eq(ins.paddr + ins.rows), s["plane_sz"].eq(pa)]
             with m.Case(Opcode.MATVEC):
                 ins = v[Opcode.MATVEC]
-                m.d.sync += [chk["r1"].eq(ins.src + ins.cols), chk["wr"].eq(ins.dst + ins.rows),
+                m.d.sync += [chk["r1"].eq(ins.src + ins.cols),
+                             chk["wr"].eq(ins.dst + Mux(ins.glu, ins.rows >> 1, ins.rows)),
                              chk["w"].eq(x_w + Mux(ins.w_planes == 2, pa << 1, pa)),
-                             chk["p"].eq(x_p + Mux(ins.bias, ins.rows << 1, ins.rows)),
+                             chk["p"].eq(x_p + Mux(ins.bias, ins.rows << 1, ins.rows) + ins.glu),
                              s["plane_sz"].eq(pa)]
             with m.Case(Opcode.MATMAT):
                 ins = v[Opcode.MATMAT]
@@ -2667,15 +2723,21 @@ class Engine(wiring.Component):
         RoPE or KV append."""
         m.d.sync += [s["wr_acc"].eq(0), s["ch_on"].eq(0), s["sd_on"].eq(0), s["nm_feed"].eq(0),
                      s["nm_on"].eq(0), s["am_on"].eq(0), s["wr_mv"].eq(0), s["fz_on"].eq(0),
-                     s["ka_on"].eq(0)]
+                     s["ka_on"].eq(0), s["gl_on"].eq(0)]
 
     def _mv_outputs(self, m, ins, s):
         """A MATVEC's writer run, requantizer parameters and side region (from EXEC, or
         from MV_WCFG when it follows another MATVEC)."""
         self._writer_flags(m, s)
-        self._writer(m, s, ins.dst, ins.rows, acc=ins.accumulate, w8=ins.out_width == Width.W8)
+        self._writer(m, s, ins.dst, Mux(ins.glu, ins.rows >> 1, ins.rows), acc=ins.accumulate,
+                     w8=ins.out_width == Width.W8)
         self._rqcfg(m, s, s["x_p"], 1, ins.bias, ins.rows)
         m.d.sync += s["wr_mv"].eq(1)
+        if self._swiglu is not None:
+            # glu: the results go in pairs through the SwiGLU unit (its values to the writer)
+            m.d.sync += [s["gl_on"].eq(ins.glu), s["fz_have"].eq(0)]
+            with m.If(ins.glu):
+                m.d.sync += s["wr_src"].eq(_W_ELT)
         if self._rope is not None:
             # rope_heads: the results go through the RoPE unit (its pairs to the writer)
             rot = ins.rope_heads != 0
@@ -2690,8 +2752,8 @@ class Engine(wiring.Component):
                      s["kp_cnt"].eq(0)]
         if self._side_len:
             # the results go to the side region too when they fit (it is overwritten)
-            side = ins.rows <= self._side_len
-            m.d.sync += s["sd_on"].eq(side)
+            side = Mux(ins.glu, ins.rows >> 1, ins.rows) <= self._side_len
+            m.d.sync += [s["sd_on"].eq(side), s["sd_cr"].eq(0)]
             with m.If(side):
                 m.d.sync += s["sd_tag_valid"].eq(0)
 
@@ -2736,10 +2798,24 @@ class Engine(wiring.Component):
                 reader(ins.src, 1, ins.cols, route=_R_VB)
                 m.d.sync += [s["mv_w2"].eq(ins.w_planes == 2),
                              s["mv_x16"].eq(ins.in_width == Width.W16),
-                             s["mv_rows"].eq(ins.rows), s["cb_ps"].eq(0), s["cb_ob"].eq(0)]
+                             s["mv_rows"].eq(ins.rows), s["cb_ps"].eq(0), s["cb_ob"].eq(0),
+                             s["mv_side"].eq(0), s["mv_vb0"].eq(0)]
+                m.d.comb += s["glu_fetch"].eq(ins.glu)     # (the SwiGLU word: see glu_cap)
+                # an input in the side region (the down projection after a glu MATVEC) is read
+                # there (an 8-bit one only if its values are int8): no load, and the results
+                # do not go to the side region
+                side_hit = 0
+                if self._side_len:
+                    side_hit = (s["sd_tag_valid"] & (s["sd_tag_src"] == ins.src) &
+                                (s["sd_tag_len"] == ins.cols) &
+                                (s["sd_w8"] | (ins.in_width == Width.W16)))
                 with m.If(s["vb_tag_valid"] & (s["vb_tag_src"] == ins.src) &
                           (s["vb_tag_len"] == ins.cols)):
                     self._fsm.goto("MV_LOAD")          # the input is in the vector buffer already
+                with m.Elif(side_hit):
+                    m.d.sync += [s["mv_side"].eq(1), s["mv_vb0"].eq(s["VBD"]), s["sd_on"].eq(0),
+                                 s["sd_tag_valid"].eq(0)]
+                    self._fsm.goto("MV_LOAD")
                 with m.Else():
                     m.d.sync += [s["vb_count"].eq(0), s["mv_carry"].eq(0), s["vb_wide"].eq(0),
                                  s["vb_tag_valid"].eq(0)]

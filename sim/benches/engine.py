@@ -7,7 +7,7 @@ bit after every step.
 ``HDLGEN_PARAMS`` (JSON): the model (see :func:`build`: ``spec``, ``seed``, ``over`` (model
 overrides), ``context``, ``lanes``, ``macs_per_lane``, ``weight_bits`` (matrices stored as two
 int8 planes), ``weight_main_rows`` (weight rows in block RAM, the rest in LUT RAM), ``fuse_softmax``,
-``fuse_rope``, ``fuse_append`` and ``fuse_kv`` (compile options, default on)) and ``scenarios``, run one after another
+``fuse_rope``, ``fuse_append``, ``fuse_kv`` and ``fuse_glu`` (compile options, default on)) and ``scenarios``, run one after another
 on the one build (the engine is reset and the scratchpad zeroed before each, the KV cache keeps its rows (so does
 the golden model's); the weights and parameters are loaded once, the program every time). A scenario has ``steps`` (list of
 ``[token, pos]``; a position at or beyond the context must end with error ``POS_RANGE``, and
@@ -52,7 +52,8 @@ def build(p: dict):
                                                     fuse_softmax=p.get("fuse_softmax", True),
                                                     fuse_rope=p.get("fuse_rope", True),
                                                     fuse_append=p.get("fuse_append", True),
-                                                    fuse_kv=p.get("fuse_kv", True)))
+                                                    fuse_kv=p.get("fuse_kv", True),
+                                                    fuse_glu=p.get("fuse_glu", True)))
     return cfg, comp
 
 

@@ -51,7 +51,10 @@ def test_llama_mqa(tmp_path):
     golden model refuses them with the same codes), a MATVEC whose ``rope_heads`` do not fit
     its rows or that accumulates, or whose ``kv_append`` has more heads than the cache, with
     BAD_FIELD (a kv projection whose int8 k saturates runs and equals the golden model:
-    saturated, then rotated); a WEIGHT_RANGE or PARAM_RANGE refusal leaves the scratchpad of the program cut before the
+    saturated, then rotated), the gate/up MATVEC (``glu``) with odd rows, accumulate or an
+    output width other than the SwiGLU unit's with BAD_FIELD, the down projection after it as
+    an 8-bit MATVEC (its 16-bit input, read from the side region otherwise) with INPUT_RANGE;
+    a WEIGHT_RANGE or PARAM_RANGE refusal leaves the scratchpad of the program cut before the
     refused instruction (the MATVEC right after a MATVEC or a NORM is checked while their
     results are still being written: none is lost); the engine then runs good steps again,
     started through its registers."""
@@ -72,6 +75,11 @@ def test_llama_mqa(tmp_path):
     k = gold.act[comp.buffers["kv"][0]:][:comp.image.kv_heads * comp.image.head_size]
     assert np.abs(k).max() == 128 or 127 in k          # (saturated)
     scores = next(n for n, i in enumerate(comp.program) if i.op.name.startswith("SCORES"))
+    # the gate/up MATVEC (glu, 16-bit results) and the down projection after it, which reads
+    # them from the vector buffer's side region
+    glu_mv = next(n for n, i in enumerate(comp.program) if i.op.name == "MATVEC" and i.glu)
+    glu_rows = comp.program[glu_mv].rows
+    assert comp.program[glu_mv + 1].src == comp.program[glu_mv].dst
     attv = next(n for n, i in enumerate(comp.program) if i.op.name == "ATTV")
     q = comp.buffers["q"][0]            # 16-bit, elements outside int8 at these steps
     ctx = LLAMA["context"]
@@ -94,20 +102,37 @@ def test_llama_mqa(tmp_path):
             {"steps": [[3, 0]], "patch": [kv_mv, {"accumulate": 1}, "BAD_FIELD"], "before": True},
             {"steps": [[3, 0]], "patch": [kv_mv, {"kv_append": 1}, "BAD_FIELD"], "before": True},
             {"steps": [[3, 0], [7, 1]], "patch": [kv_mv, {"paddr": q_paddr}, None]},
-            {"steps": [[5, 0], [6, 1]], "bus_start": True}]
+            {"steps": [[5, 0], [6, 1]], "bus_start": True},
+            {"steps": [[3, 0]], "patch": [glu_mv, {"rows": glu_rows - 1}, "BAD_FIELD"],
+             "before": True},
+            {"steps": [[3, 0]], "patch": [glu_mv, {"accumulate": 1}, "BAD_FIELD"],
+             "before": True},
+            {"steps": [[3, 0]], "patch": [glu_mv, {"out_width": Width.W8.value}, "BAD_FIELD"],
+             "before": True},
+            {"steps": [[3, 0]], "patch": [glu_mv + 1, {"in_width": Width.W8.value},
+                                          "INPUT_RANGE"]}]
     out = _run({**LLAMA, "scenarios": scen}, tmp_path)
     assert "logits differ" in out[1]["message"] and "logits differ" in out[2]["message"]
     assert [out[n]["steps"][0]["golden_code"] for n in range(4, 13)] == \
         ["SCRATCH_RANGE", "WEIGHT_RANGE", "PARAM_RANGE"] + ["INPUT_RANGE"] * 2 + \
         ["WEIGHT_RANGE", None, None, None]
     assert [s["pos"] for s in out[0]["steps"]] == list(range(ctx))
+    assert [out[n]["steps"][0]["golden_code"] for n in range(15, 19)] == [None] * 3 + \
+        ["INPUT_RANGE"]
 
 
 def test_gpt2(tmp_path):
     """GPT-2 (LayerNorm with bias, learned positions, GELU, multi-head; k and v projected by
-    two MATVECs, each appending its rows to the KV cache): every position, then one beyond."""
+    two MATVECs, each appending its rows to the KV cache): every position, then one beyond; a
+    MATVEC with ``glu`` ends the job with BAD_FIELD (the engine has no SwiGLU unit)."""
     ctx = GPT2["context"]
-    _run({**GPT2, "scenarios": [{"steps": _steps(ctx) + [[2, ctx]]}]}, tmp_path)
+    _, comp = build(GPT2)
+    fc = next(n for n, i in enumerate(comp.program) if i.op.name == "MATVEC" and i.rows == 90)
+    out = _run({**GPT2, "scenarios": [
+        {"steps": _steps(ctx) + [[2, ctx]]},
+        {"steps": [[2, 0]], "patch": [fc, {"glu": 1, "bias": 0}, "BAD_FIELD"], "before": True}]},
+        tmp_path)
+    assert out[1]["steps"][0]["golden_code"] is None
 
 
 def test_llama_gqa(tmp_path):

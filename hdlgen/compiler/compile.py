@@ -58,7 +58,7 @@ model runs them, ``CompileOptions`` asks for them, the instruction encoding is u
 ``weight_exp`` (int8 weights with one shift bit per lane and bank row), ``planes_x16``
 (two-plane weights against 16-bit inputs, used by 11-bit ``weight_bits``). With
 ``norm_bits=16, kv_bits=9, weight_exp=True, weight_bits={"token_embedding": 11, "wq": 11,
-"wk": 11}`` stories260K reaches 0.961 / 0.0099 in the same 202 EBR as the default scheme.
+"wk": 11}`` stories260K reaches 0.961 / 0.0099 in the same 201 EBR as the default scheme.
 
 Fit: :func:`plan_image` sizes every memory from the shapes alone and :func:`fit_check` refuses
 (before quantizing) when the block RAM (:func:`hdlgen.compiler.image.ebr_count`) exceeds the
@@ -68,7 +68,9 @@ Memory layout: weights in the weight bank in :func:`hdlgen.blocks.membank.weight
 the decoder layers at a fixed stride (the program's ``LOOP`` steps the base registers); the
 parameter memory holds per-row requantization words, biases, norm gains and epsilons, the RoPE
 and activation ROM tables. ``wk`` and ``wv`` are one stacked matrix with one ``MATVEC`` into a
-``kv`` buffer (``fuse_kv``, the default).
+``kv`` buffer (``fuse_kv``, the default); LLaMA's ``w1`` and ``w3`` are one matrix of row
+pairs (gate ``i``, up ``i``) with one ``MATVEC`` (``glu``) writing their SwiGLU (``fuse_glu``,
+the default).
 """
 
 import math

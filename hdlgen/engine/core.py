@@ -57,6 +57,13 @@ run starts (``MV_WCFG``, ``MV_WSTART``):
   configuration, so the next instruction's decode (which overlaps the drain) cannot change
   them, and every row is appended before the next instruction starts (the writer's last
   result is counted two cycles after it enters the packer).
+  With ``glu`` (gate and up as row pairs of one matrix) the requantized results are paired
+  by the same pairer (the gate saturated to the SwiGLU unit's ``a_bits``, the up to its
+  ``b_bits``) into the SwiGLU unit, whose values the writer takes: one result per pair, so
+  the pairs' SwiGLU costs no instruction and no pass over the scratchpad. The unit's
+  requantization word (at ``paddr + rows``) is read from EXEC on, while port b of the
+  parameter memory is free (a glu ``MATVEC`` never follows another one's drain), and taken
+  three cycles later.
   The vector buffer remembers which scratchpad region it holds: a ``MATVEC`` reading the same
   input as the previous one (q, k and v; gate and up) skips the load, unless a write touched
   that region since. ``NORM``, ``ACT``, ``REQUANT``, ``ELTWISE`` and ``ATTV`` (one row of
@@ -69,7 +76,12 @@ run starts (``MV_WCFG``, ``MV_WSTART``):
   ``ELTWISE`` whose length is some ``MATVEC``'s rows) with a tag of their own, so an
   ``ELTWISE`` with one operand there (SwiGLU after gate and up: ``b``, the last one written)
   streams only the other from the scratchpad and skips its load; a write into the tagged
-  region since makes it load as before.
+  region since makes it load as before. A ``MATVEC`` whose input is the side region's
+  (the down projection after a ``glu`` one) reads it there (the MAC feed's vector-buffer
+  address counts from the region's first word): no load, its own results stay out of the
+  region, and the main region's tag and flags are left alone; the region keeps flags of its
+  own (``sd_w8``: int8 values, which an 8-bit ``MATVEC`` needs; ``sd_carry``: a value >=
+  32640, the carry plane of a 16-bit one).
 * ``NORM``'s load overlaps the instruction before it: a writer run of one row (``EMBED``,
   ``MATVEC``, ``REQUANT``, ``ROPE``, ``ATTV``, ``ACT``, ``ELTWISE``) whose length is a norm
   unit's resets that unit and streams the values it writes (after ``accumulate``) into it, so

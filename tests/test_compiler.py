@@ -272,6 +272,22 @@ def _same_steps(c, comps, ctx):
                 assert np.array_equal(a, b)
 
 
+def _prefill_equals_decode(comp, prompt):
+    """The prefill program of ``prompt`` (one chunk from position 0) of ``comp``: the golden
+    model's prediction and logits after it equal those of as many decode steps."""
+    from hdlgen.compiler.prefill import prefill_program, with_prefill
+    from sim.golden.engine import Engine
+    pc = with_prefill(comp, len(prompt))
+    prog = prefill_program(pc, prompt, 0)
+    dec = Engine(pc.image, pc.program)
+    for pos, t in enumerate(prompt):
+        want = dec.step(t, pos)
+    got = Engine(pc.image, prog).step(prompt[0], 0)
+    assert (got.token, got.value) == (want.token, want.value)
+    assert np.array_equal(got.logits, want.logits)
+    return prog
+
+
 @pytest.mark.parametrize("spec,over", SHAPES)
 def test_fused_kv_equals_separate_projections(spec, over):
     """``fuse_kv`` (the default) stacks wk and wv into one ``MATVEC`` of ``2 * kv_dim`` rows
@@ -306,8 +322,6 @@ def test_fused_glu_equals_separate_instructions(spec, over):
     every step. Prefill runs the fused projection token by token (a tile has no SwiGLU) and
     equals decode steps."""
     from hdlgen.compiler.compile import _program_length, plan_image
-    from hdlgen.compiler.prefill import prefill_program, with_prefill
-    from sim.golden.engine import Engine
     c, cfg, ctx, comps = _with_and_without(spec, over, "fuse_glu")
     for fuse, comp in comps.items():
         plan = plan_image(c, cfg, ctx, fuse_glu=fuse)
@@ -321,16 +335,8 @@ def test_fused_glu_equals_separate_instructions(spec, over):
         glu = [i for i in comp.program if i.op == Opcode.MATVEC and i.glu]
         assert [i.rows for i in glu] == ([2 * c.hidden_dim] if fuse else [])
     _same_steps(c, comps, ctx)
-    pc = with_prefill(comps[True], 3)
-    prompt = [3, 1, 4]
-    prog = prefill_program(pc, prompt, 0)
+    prog = _prefill_equals_decode(comps[True], [3, 1, 4])
     assert sum(i.op == Opcode.MATVEC and i.glu for i in prog) == 3
-    dec = Engine(pc.image, pc.program)
-    for pos, t in enumerate(prompt):
-        want = dec.step(t, pos)
-    got = Engine(pc.image, prog).step(prompt[0], 0)
-    assert (got.token, got.value) == (want.token, want.value)
-    assert np.array_equal(got.logits, want.logits)
 
 
 @pytest.mark.parametrize("spec,over,option",
@@ -347,8 +353,6 @@ def test_fused_outputs_equal_separate_instructions(spec, over, option, fuse_kv):
     not). Prefill of the fused program (its tiles followed by each token's ``ROPE`` and
     ``KVAPPEND``) equals decode steps."""
     from hdlgen.compiler.compile import _program_length
-    from hdlgen.compiler.prefill import prefill_program, with_prefill
-    from sim.golden.engine import Engine
     m = load_model(spec, seed=3, **over)
     c, cfg, ctx = m.config, AcceleratorConfig(lanes=8, macs_per_lane=4), 8
     other = {"fuse_rope": {"fuse_append": False},      # (an unfused RoPE unfuses the append)
@@ -370,17 +374,8 @@ def test_fused_outputs_equal_separate_instructions(spec, over, option, fuse_kv):
         assert got == (want if fuse else [])
     assert len(comps[True].program) == len(comps[False].program) - 2
     _same_steps(c, comps, ctx)
-    # prefill of three tokens from the fused program = three decode steps of it
-    pc = with_prefill(comps[True], 3)
-    prompt = [3, 1, 4]
-    prog = prefill_program(pc, prompt, 0)
+    prog = _prefill_equals_decode(comps[True], [3, 1, 4])
     assert any(i.op == separate for i in prog)
-    dec = Engine(pc.image, pc.program)
-    for pos, t in enumerate(prompt):
-        want = dec.step(t, pos)
-    got = Engine(pc.image, prog).step(prompt[0], 0)
-    assert (got.token, got.value) == (want.token, want.value)
-    assert np.array_equal(got.logits, want.logits)
 
 
 def test_fuse_kv_needs_equal_planes():

@@ -826,8 +826,8 @@ class Engine(wiring.Component):
         # through the RoPE unit; fz_left, rotated pairs still to come
         fz_on, fz_have = Signal(), Signal()
         fz_left = Signal(16)
-        # a MATVEC's glu (gl_on): its results are paired the same way (gate, up) into the
-        # SwiGLU unit, whose values the writer takes
+        # a MATVEC's glu (gl_on): its results are paired like the fused RoPE's (gate, up)
+        # into the SwiGLU unit, whose values the writer takes
         gl_on = Signal()
         # the side region's values are int8 (sd_w8), or one is >= 32640 (sd_carry: a 16-bit
         # MATVEC of them needs the carry plane; sd_cr, of the run writing them)
@@ -1368,8 +1368,8 @@ class Engine(wiring.Component):
             m.d.comb += rd.start.eq(1)
             self._fsm.goto("MV_LOAD")
         with fsm.state("MV_LOAD"):
-            # (a MATVEC reading the side region: mv_side, its values int8 and the main
-            # region's tag and flags left alone)
+            # (a MATVEC reading the side region, mv_side: nothing loaded, the main region's
+            # tag and flags left alone, the carry flag the region's)
             with m.If(((vb_count == v[Opcode.MATVEC].cols) | mv_side) & ~rd.busy):
                 carry = Mux(mv_side, sd_carry, mv_carry)
                 m.d.sync += mv_npass.eq(Mux(mv_w2, 2, Mux(mv_x16, Mux(carry, 3, 2), 1)))

@@ -49,8 +49,9 @@ MODEL_SCRATCH_BYTES = 4096
 #: engine does not reach the SoC's 125 MHz yet (the stories260K SoC on the 85F has routed at
 #: 48.3 to 66.8 MHz with a 50 MHz target as the engine changed; 66.8 and 64.6 MHz at nextpnr
 #: seeds 1 and 2 with the chained MATVEC; at a 55 MHz target 64.08 MHz (seed 1) and 61.56 MHz
-#: (seed 2), with the fused RoPE and KV append 64.90 and 59.41 MHz; at 60 MHz seed 1's router2
-#: diverged, see :mod:`hdlgen.engine.core`), so the default build must not ask for it.
+#: (seed 2), with the fused RoPE and KV append 64.90 and 59.41 MHz, with the fused gate/up
+#: 65.79 and 67.0 MHz; at 60 MHz seed 1's router2 diverged before those, see
+#: :mod:`hdlgen.engine.core`), so the default build must not ask for it.
 MODEL_SYS_CLK_MHZ = 55.0
 
 

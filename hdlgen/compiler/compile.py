@@ -469,10 +469,10 @@ def _fused_append(opt, arch: str) -> bool:
             (arch == "gpt2" or bool(opt.fuse_rope)))
 
 
-def _fused_glu(opt, arch: str) -> bool:
+def _fused_glu(fuse_glu: bool, weight_bits: dict, arch: str) -> bool:
     """Whether gate and up are one ``MATVEC`` with ``glu`` (:attr:`CompileOptions.fuse_glu`)."""
-    wb = opt.weight_bits or {}
-    return (arch == "llama" and bool(opt.fuse_glu) and
+    wb = weight_bits or {}
+    return (arch == "llama" and bool(fuse_glu) and
             _weight_planes(wb.get("w1", 8)) == _weight_planes(wb.get("w3", 8)))
 
 
@@ -505,8 +505,7 @@ def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
     if _fused_kv(fuse_kv, wb):
         mats = {("wk" if k == "wv" else k): ((2 * KV, D) if k == "wv" else rc)
                 for k, rc in mats.items() if k != "wk"}
-    glu = c.arch == "llama" and _fused_glu(CompileOptions(weight_bits=wb, fuse_glu=fuse_glu),
-                                           c.arch)
+    glu = _fused_glu(fuse_glu, wb, c.arch)
     if glu:
         mats = {("w13" if k == "w1" else k): ((2 * H, D) if k == "w1" else rc)
                 for k, rc in mats.items() if k != "w3"}
@@ -652,12 +651,12 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                                     f"inputs (1023 * 32768 * n < 2**31); {key} has {cols}")
                 ext["planes_x16"] = 1
     fuse_kv = _fused_kv(opt.fuse_kv, opt.weight_bits)
+    fuse_glu = _fused_glu(opt.fuse_glu, opt.weight_bits, c.arch)
     if opt.fit:                     # refuse before anything long (quantization, layout)
         fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
-                             ext, opt.fuse_softmax, fuse_kv, opt.fuse_glu),
+                             ext, opt.fuse_softmax, fuse_kv, fuse_glu),
                   _program_length(c, opt.fuse_softmax, fuse_kv, opt.fuse_rope,
-                                  _fused_append(opt, c.arch), _fused_glu(opt, c.arch)),
-                  opt.device,
+                                  _fused_append(opt, c.arch), fuse_glu), opt.device,
                   model.name)
     calibration = opt.calibration
     if opt.smooth is not None or opt.smooth_kv:
@@ -722,7 +721,6 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     S = None if opt.fuse_softmax else buf("scores", c.n_heads * ctx)   # SCORES -> SOFTMAX only
     P = buf("probs", c.n_heads * ctx)
     ATT = buf("att", D)
-    fuse_glu = _fused_glu(opt, arch)
     HB = None if fuse_glu else buf("hb", H)
     HB2 = buf("hb2", H) if arch == "llama" and not fuse_glu else None
     HH = buf("hh", H)

@@ -149,7 +149,7 @@ def test_stories_memory_of_the_wider_schemes():
     is 1152 bits wide (32 DP16KD columns of 36 bits instead of 29) and does not fit the 85F at
     context 256 (the fit check refuses before quantizing)."""
     m = load_model(STORIES)
-    with pytest.raises(UserError, match="needs 217 EBR"):
+    with pytest.raises(UserError, match="needs 216 EBR"):
         compile_model(m, None, CompileOptions(context=256, weight_width=9))
     from hdlgen.compiler.compile import plan_image
     base = plan_image(m.config, AcceleratorConfig(), 256).memory_ebr(24)
@@ -176,8 +176,9 @@ def test_stories_best_fitting_scheme():
 
 def test_weight_exp_groups_and_exact_matvec():
     """int8 weights with one shift bit per lane and bank row: every lane slice of a bank row
-    is int8 or an even int9; both kinds occur; the matvec is the exact int9 product."""
-    _, comp = _compile(weight_exp=True, norm_bits=16)
+    is int8 or an even int9; both kinds occur; the matvec is the exact int9 product (of w1,
+    so gate and up are separate MATVECs here: without ``fuse_glu``)."""
+    _, comp = _compile(weight_exp=True, norm_bits=16, fuse_glu=False)
     im = comp.image
     assert im.ext == {"weight_exp": 1, "norm_out_bits": 16}
     bank = im.weights.astype(np.int64).reshape(-1, im.lanes, im.macs_per_lane)

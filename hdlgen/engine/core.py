@@ -696,13 +696,11 @@ class Engine(wiring.Component):
                              d["out_scale"])
             m.submodules[f"act{n}"] = blk
             acts.append((addr, d, blk))
-        swig = rq2 = None
+        swig = None
         if self._swiglu is not None:
             ab, bb, ob, a_sc, s_sc = self._swiglu
             m.submodules.swiglu = swig = Eltwise("swiglu", a_bits=ab, b_bits=bb, out_bits=ob,
                                                  a_scale=a_sc, silu_scale=s_sc)
-            # a glu MATVEC's up results (the gates go through rq, beside them)
-            m.submodules.rq2 = rq2 = Requant(out_bits=16, has_bias=False)
 
         m.submodules.rd = rd = ElementReader(addr_width=aw_act, width=16,
                                              aux_addr_width=_bits(VBD + SVD), aux_width=16 * K,
@@ -1762,31 +1760,28 @@ class Engine(wiring.Component):
             # The writer takes the unit's pairs (wr_src ROPE). The requantizer gives at most
             # one result per cycle, so a pair enters every other cycle at most, and the writer
             # takes one every other cycle: the unit's queue never fills (rp_lost: OVERRUN).
-            # A glu MATVEC's results (gl_on) come as pairs, the gate from rq and its up from
-            # rq2 in the same cycle (the serializer's pair mode); the gate saturated to the
-            # SwiGLU's a_bits and the up to its b_bits (as the writer would have stored them)
-            # go into the SwiGLU unit (gl_pv), whose values the writer takes (wr_src ELT), one
-            # per cycle at most (gl_lost: OVERRUN)
+            # A glu MATVEC's results (gl_on) are paired the same way, the gate saturated to
+            # the SwiGLU's a_bits and the up to its b_bits (as the writer would have stored
+            # them), into the SwiGLU unit (gl_pv), whose values the writer takes (wr_src ELT)
             fz_pv, gl_pv, fz_rot, fz_last = Signal(), Signal(), Signal(), Signal()
             fz_x0, fz_p0, fz_p1 = Signal(16), Signal(16), Signal(16)
             rq_y = rq.o.payload.y
             fz_y = Mux(wr_w8, saturate(rq_y, 8), rq_y)      # (the run's width)
+            y0 = y1 = fz_y
+            if swig is not None:
+                ab, bb = self._swiglu[:2]
+                y0 = Mux(gl_on, saturate(rq_y, ab) if ab < 16 else rq_y, fz_y)
+                y1 = Mux(gl_on, saturate(rq_y, bb) if bb < 16 else rq_y, fz_y)
             m.d.sync += [fz_pv.eq(0), gl_pv.eq(0)]
-            with m.If(fz_on & rq.o.valid):
+            with m.If((fz_on | gl_on) & rq.o.valid):
                 with m.If(~fz_have):
-                    m.d.sync += [fz_have.eq(1), fz_x0.eq(fz_y)]
+                    m.d.sync += [fz_have.eq(1), fz_x0.eq(y0)]
                 with m.Else():
-                    m.d.sync += [fz_have.eq(0), fz_pv.eq(1), fz_p0.eq(fz_x0), fz_p1.eq(fz_y),
+                    m.d.sync += [fz_have.eq(0), fz_pv.eq(fz_on), gl_pv.eq(gl_on),
+                                 fz_p0.eq(fz_x0), fz_p1.eq(y1),
                                  fz_rot.eq(fz_left != 0), fz_last.eq(fz_left <= 1)]
                     with m.If(fz_left != 0):
                         m.d.sync += fz_left.eq(fz_left - 1)
-            if swig is not None:
-                # (a glu run's pairs come out of rq and rq2 together: the serializer's pair
-                # mode)
-                ab, bb = self._swiglu[:2]
-                with m.If(gl_on & rq.o.valid):
-                    m.d.sync += [gl_pv.eq(1), fz_p0.eq(saturate(rq_y, ab)),
-                                 fz_p1.eq(saturate(rq2.o.payload.y, bb))]
         if rope is not None:
             with m.If(~rt[_R_ROPE]):
                 m.d.comb += [rope.i.valid.eq(fz_pv), rope.i.payload.x[0].eq(fz_p0),
@@ -2291,12 +2286,9 @@ class Engine(wiring.Component):
         em_load, em_cnt = Signal(), Signal.like(ser_cnt)
         ser_cnt_next = Signal.like(ser_cnt)
         emit = Signal()
-        # (pair mode, a glu run (gl_on): two values go out per cycle, a gate into rq and its
-        # up into rq2; the counts are even)
         m.d.comb += [emit.eq(ser_cnt != 0),
                      ser_cnt_next.eq(Mux(x_load, x_cnt, Mux(em_load, em_cnt,
-                                                              Mux(emit, ser_cnt - 1 - gl_on,
-                                                                  0))))]
+                                                              Mux(emit, ser_cnt - 1, 0))))]
         m.d.sync += ser_cnt.eq(ser_cnt_next)
         # (MATMAT: the tokens of one output row share its requantization parameters, the
         # index stays; ser_adv is a register, mac_mode is set in EXEC)
@@ -2305,13 +2297,11 @@ class Engine(wiring.Component):
         with m.If(x_load):
             m.d.sync += ser_idx.eq(x_idx)
         with m.Elif(emit & ser_adv):
-            m.d.sync += ser_idx.eq(ser_idx + 1 + gl_on)
+            m.d.sync += ser_idx.eq(ser_idx + 1)
         # a result taken now loads the serializer the next cycle, when at most one value
         # (going out then) may be left
-        # (two values in pair mode)
         m.d.sync += tk_ok.eq(~em_active & ~embed_go & ~mv_chain &
-                             Mux(take & t_load, t_cnt <= 1 + gl_on,
-                                 ser_cnt_next <= Mux(gl_on, 4, 2)))
+                             Mux(take & t_load, t_cnt <= 1, ser_cnt_next <= 2))
         # per-lane copies of X's controls (valid, first pass, shift, loads, the serializer
         # takes nv) and of emit. A MATMAT result goes through nv as it is (first pass, no
         # shift); it also lands in cb, which no MATMAT reads and every MATVEC's first pass
@@ -2334,9 +2324,6 @@ class Engine(wiring.Component):
                 with m.If(xv & mv):
                     m.d.sync += cb[n].eq(nv)
             nxt = ser[n + 1] if n + 1 < S else ser[n]
-            if n + 2 < S:                   # pair mode: shift by two (a copy of gl_on per lane)
-                pc = keep_register(m, platform, Signal(name=f"x_pair{n}"), gl_on)
-                nxt = Mux(pc, ser[n + 2], nxt)
             if ctl is not None:
                 val = Mux(mv, nv, x_alt[n]) if n < G else nv
                 with m.If(xv & ld):
@@ -2379,16 +2366,14 @@ class Engine(wiring.Component):
         q0, q1, q2 = Signal(), Signal(), Signal()
         qa0, qa1, qa2 = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
         rq_bbase = Signal(24)                 # rq_base + rq_rows: the biases
-        rq_base1 = Signal(24)                 # rq_base + 1: pair mode's second word
         pq_b, pq_a = Signal(aw_p), Signal(aw_p)
         pq_b_en, pq_a_en = Signal(), Signal()
         m.d.sync += [q0.eq(rq_src_valid), q1.eq(q0), q2.eq(q1),
                      qa0.eq(rq_src_acc), qa1.eq(qa0), qa2.eq(qa1),
-                     rq_bbase.eq(rq_base + rq_rows), rq_base1.eq(rq_base + 1),
+                     rq_bbase.eq(rq_base + rq_rows),
                      pq_b.eq(Mux(glu_fetch, glu_p, rq_base + Mux(rq_per_row, rq_src_idx, 0))),
                      pq_b_en.eq(rq_src_valid | elt_fetch | glu_fetch),
-                     pq_a.eq(Mux(gl_on, rq_base1, rq_bbase) + rq_src_idx),
-                     pq_a_en.eq(rq_src_valid & (rq_bias | gl_on))]
+                     pq_a.eq(rq_bbase + rq_src_idx), pq_a_en.eq(rq_src_valid & rq_bias)]
         with m.If(prd.busy | prd.o.valid):
             m.d.comb += [par.b.addr.eq(prd.addr), par.b.en.eq(prd.en)]
         with m.Else():
@@ -2407,17 +2392,6 @@ class Engine(wiring.Component):
                      rq.i.payload.mult.eq(par.b.rdata[0:16]),
                      rq.i.payload.shift.eq(par.b.rdata[16:22]), rq.i.payload.last.eq(0)]
         m.d.comb += overrun.eq((q2 & ~rq.i.ready) | sm_lost | rp_lost | gl_lost)
-        if rq2 is not None:
-            # pair mode: the up value (ser[1]) into rq2 beside its gate, with its parameter
-            # word from port a (a glu run has no biases)
-            qb0, qb1, qb2 = (Signal(signed(32), name=f"qb{n}") for n in range(3))
-            m.d.sync += [qb0.eq(ser[1]), qb1.eq(qb0), qb2.eq(qb1)]
-            m.d.comb += [rq2.i.valid.eq(q2 & gl_on), rq2.i.payload.acc.eq(qb2),
-                         rq2.i.payload.mult.eq(par.a.rdata[0:16]),
-                         rq2.i.payload.shift.eq(par.a.rdata[16:22]), rq2.i.payload.last.eq(0),
-                         rq2.o.ready.eq(1)]
-            with m.If(q2 & gl_on & ~rq2.i.ready):
-                m.d.comb += overrun.eq(1)
         if swig is not None:
             m.d.comb += [swig.mult.eq(elt_m), swig.shift.eq(elt_s)]
             # a glu MATVEC's SwiGLU word: read from EXEC on (port b is free: no writer run,

@@ -212,10 +212,10 @@ RoPE and KV append (``rope_heads``, ``kv_append``): **64.90 MHz** (seed 1) and *
 bank port-a address copy (``a_addr_t5_ff2``) across the die, 16.3 ns of routing. With the
 fused gate/up (``glu``) and the side-region read: **65.79 MHz** (seed 1) and **67.0 MHz**
 (seed 2) at 55, LUT4 36,757, FF 29,674, MULT18X18D 151 of 156, DP16KD 198. The serializer's
-pair mode for ``glu`` (branch ``glu-pair``: a second requantizer takes each gate's up, the
-gate/up ``MATVEC`` of stories260K 421 -> 249 cycles) routed at 63.06 MHz at seed 1 (LUT4
-37,479, FF 30,289, MULT18X18D 153) but router2 diverged at seed 2 (overused wires 419 at
-the 25th iteration, 1,944 at the 55th), so it is not in main. The
+pair mode for ``glu`` (commit ``ecf3fa7``, reverted by the next: a second requantizer takes
+each gate's up, the gate/up ``MATVEC`` of stories260K 421 -> 249 cycles) routed at 63.06 MHz
+at seed 1 (LUT4 37,479, FF 30,289, MULT18X18D 153) but router2 diverged at seed 2 (overused
+wires 419 at the 25th iteration, 1,944 at the 55th), so it is not in main. The
 port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
 registered a state early, the reader's output queue, registered check verdicts) estimated
 63.9 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then

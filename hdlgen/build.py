@@ -50,9 +50,11 @@ MODEL_SCRATCH_BYTES = 4096
 #: 48.3 to 66.8 MHz with a 50 MHz target as the engine changed; 66.8 and 64.6 MHz at nextpnr
 #: seeds 1 and 2 with the chained MATVEC; at a 55 MHz target 64.08 MHz (seed 1) and 61.56 MHz
 #: (seed 2), with the fused RoPE and KV append 64.90 and 59.41 MHz, with the fused gate/up
-#: 65.79 and 67.0 MHz; at 60 MHz seed 1's router2 diverged before those, see
-#: :mod:`hdlgen.engine.core`), so the default build must not ask for it.
-MODEL_SYS_CLK_MHZ = 55.0
+#: 65.79 and 67.0 MHz; at a 60 MHz target seed 1's router2 diverged before the fused gate/up,
+#: with it 64.98 MHz (seed 1) and 65.36 MHz (seed 2), the default since (60 MHz also divides
+#: to the host link's 3 Mbaud exactly), see :mod:`hdlgen.engine.core`), so the default build
+#: must not ask for it.
+MODEL_SYS_CLK_MHZ = 60.0
 
 
 def resolve_target(args, *, model: bool = False):

@@ -746,15 +746,19 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
             return addr, 2
         return wa.add(q), 1
 
-    def add_requant(rq, index=()):
+    def add_requant(rq, index=(), interleave=False):
         """One word per row, then the biases (if any); ``rq`` is a :class:`Requant` or a
-        list of them (the rows of a stacked matrix, in order)."""
+        list of them (the rows of a stacked matrix, in order, or with ``interleave`` row by
+        row: the first's row 0, the second's row 0, ...)."""
         rqs = rq if isinstance(rq, list) else [rq]
-        mult = np.concatenate([np.atleast_1d(r.mult[index]) for r in rqs])
-        shift = np.concatenate([np.atleast_1d(r.shift[index]) for r in rqs])
+
+        def rows(f):
+            parts = [np.atleast_1d(f(r)[index]) for r in rqs]
+            return np.stack(parts, 1).reshape(-1) if interleave else np.concatenate(parts)
+        mult, shift = rows(lambda r: r.mult), rows(lambda r: r.shift)
         addr = pa.add([requant_word(m, s) for m, s in zip(mult, shift)])
         if any(r.bias is not None for r in rqs):
-            pa.add(np.concatenate([np.atleast_1d(r.bias[index]) for r in rqs]))
+            pa.add(rows(lambda r: r.bias))
         return addr
 
     def add_requant_real(name, real, out_bits):
@@ -870,21 +874,12 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                         "a_scale": qm.scale_of("ffn_gate", layer),
                         "silu_scale": float(silu_scale[layer]), "table": silu_t}
         for m, parts in stacked.items():
-            rqs = [qm.requant[p] for p in parts]
-            if m == "w13":              # row pairs: gate i, up i; then the SwiGLU's word
-                r1, r3 = rqs
-                if r1.bias is not None or r3.bias is not None:
-                    raise AssertionError("a gate/up pair with biases")
-                m1, s1 = np.atleast_1d(r1.mult[layer]), np.atleast_1d(r1.shift[layer])
-                m3, s3 = np.atleast_1d(r3.mult[layer]), np.atleast_1d(r3.shift[layer])
-                words = [requant_word(mm, ss) for pair in zip(zip(m1, s1), zip(m3, s3))
-                         for mm, ss in pair]
-                pl[m] = pa.add(words) - p0
+            # (w13: row pairs gate i, up i, then the SwiGLU's word; LLaMA has no biases)
+            pl[m] = add_requant([qm.requant[p] for p in parts], layer, m == "w13") - p0
+            if m == "w13":
                 a = add_requant_real("ffn_mul", mul_real, bits["ffn_hidden"])
                 tables[a] = swiglu_d
                 pl["ffn_mul"] = a - p0
-            else:
-                pl[m] = add_requant(rqs, layer) - p0
         pl["att_norm"] = add_norm_params(n_att[0], n_att[1], layer) - p0
         pl["ffn_norm"] = add_norm_params(n_ffn[0], n_ffn[1], layer) - p0
         pl["scores"] = add_requant_real("att_scores", score_real[layer], 16) - p0

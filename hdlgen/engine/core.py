@@ -1773,8 +1773,8 @@ class Engine(wiring.Component):
             y0 = y1 = fz_y
             if swig is not None:
                 ab, bb = self._swiglu[:2]
-                y0 = Mux(gl_on, saturate(rq_y, ab) if ab < 16 else rq_y, fz_y)
-                y1 = Mux(gl_on, saturate(rq_y, bb) if bb < 16 else rq_y, fz_y)
+                y0 = Mux(gl_on, saturate(rq_y, ab), fz_y)
+                y1 = Mux(gl_on, saturate(rq_y, bb), fz_y)
             m.d.sync += [fz_pv.eq(0), gl_pv.eq(0)]
             with m.If((fz_on | gl_on) & rq.o.valid):
                 with m.If(~fz_have):
@@ -2659,7 +2659,7 @@ class Engine(wiring.Component):
             with m.Case(Opcode.MATVEC):
                 ins = v[Opcode.MATVEC]
                 m.d.sync += [chk["r1"].eq(ins.src + ins.cols),
-                             chk["wr"].eq(ins.dst + Mux(ins.glu, ins.rows >> 1, ins.rows)),
+                             chk["wr"].eq(ins.dst + self._mv_results(ins)),
                              chk["w"].eq(x_w + Mux(ins.w_planes == 2, pa << 1, pa)),
                              chk["p"].eq(x_p + Mux(ins.bias, ins.rows << 1, ins.rows) + ins.glu),
                              s["plane_sz"].eq(pa)]
@@ -2746,11 +2746,16 @@ class Engine(wiring.Component):
                      s["nm_on"].eq(0), s["am_on"].eq(0), s["wr_mv"].eq(0), s["fz_on"].eq(0),
                      s["ka_on"].eq(0), s["gl_on"].eq(0)]
 
+    @staticmethod
+    def _mv_results(ins):
+        """The number of results a MATVEC writes: ``rows``, or ``rows / 2`` with ``glu``."""
+        return Mux(ins.glu, ins.rows >> 1, ins.rows)
+
     def _mv_outputs(self, m, ins, s):
         """A MATVEC's writer run, requantizer parameters and side region (from EXEC, or
         from MV_WCFG when it follows another MATVEC)."""
         self._writer_flags(m, s)
-        self._writer(m, s, ins.dst, Mux(ins.glu, ins.rows >> 1, ins.rows), acc=ins.accumulate,
+        self._writer(m, s, ins.dst, self._mv_results(ins), acc=ins.accumulate,
                      w8=ins.out_width == Width.W8)
         self._rqcfg(m, s, s["x_p"], 1, ins.bias, ins.rows)
         m.d.sync += s["wr_mv"].eq(1)
@@ -2773,7 +2778,7 @@ class Engine(wiring.Component):
                      s["kp_cnt"].eq(0)]
         if self._side_len:
             # the results go to the side region too when they fit (it is overwritten)
-            side = Mux(ins.glu, ins.rows >> 1, ins.rows) <= self._side_len
+            side = self._mv_results(ins) <= self._side_len
             m.d.sync += [s["sd_on"].eq(side), s["sd_cr"].eq(0)]
             with m.If(side):
                 m.d.sync += s["sd_tag_valid"].eq(0)

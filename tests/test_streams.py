@@ -88,3 +88,67 @@ def test_sequence_and_idle_under_stalls(seed):
     sim.add_testbench(tb)
     sim.run()
     assert len(log["idle_rise"]) == len(jobs)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_limited_rows_are_never_read_early(seed):
+    """``limited``: no address of row ``limit`` or later is presented (``limit`` as it was the
+    cycle before, rising at random as a producer completes rows, as the softmax does for
+    ``ATTV``); the sequence is the unlimited one, and it finishes when ``limited`` drops."""
+    rng = random.Random(seed)
+    dut = ElementReader(addr_width=12, width=16, len_width=8)
+    jobs = []
+    for _ in range(8):
+        rows, row_len = rng.randint(1, 6), rng.choice([1, 2, 3, 7])
+        jobs.append({"base": rng.randrange(512), "rows": rows, "row_len": row_len,
+                     "stride": rng.randint(row_len, 20), "p_row": rng.choice([0.5, 0.2, 0.05]),
+                     "drop_at": rng.choice([None, rng.randint(0, rows)])})
+    checked = []
+
+    async def tb(ctx):
+        for job in jobs:
+            base, stride, row_len = job["base"], job["stride"], job["row_len"]
+            expect = [_data(base + r * stride + c) for r in range(job["rows"])
+                      for c in range(row_len)]
+            for name in ("base", "rows", "row_len", "stride"):
+                ctx.set(getattr(dut, name), job[name])
+            limit, limited = 0, 1
+            ctx.set(dut.limit, limit)
+            ctx.set(dut.limited, limited)
+            ctx.set(dut.start, 1)
+            hist, taken, prev_limit = [], [], limit
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            for t in range(3000):
+                a, en = ctx.get(dut.addr), ctx.get(dut.en)
+                if en and limited:
+                    row = (a - base) // stride
+                    assert row < prev_limit, f"row {row} read with limit {prev_limit} (cycle {t})"
+                    checked.append(row)
+                hist.append((a, en))
+                a2 = hist[-3][0] if len(hist) >= 3 else 0
+                ctx.set(dut.rdata, _data(a2))
+                ctx.set(dut.o.ready, 1)
+                if ctx.get(dut.o.valid):
+                    taken.append(ctx.get(dut.o.payload).data)
+                if ctx.get(dut.idle) and t > 2:
+                    break
+                if limited and rng.random() < job["p_row"] and limit < job["rows"]:
+                    limit += 1
+                    if limit == job["drop_at"]:
+                        limited = 0           # (the producer is done: no limit)
+                if limit == job["rows"]:
+                    limited = 0
+                prev_limit = limit                    # (what the reader sees next cycle)
+                ctx.set(dut.limit, limit)
+                ctx.set(dut.limited, limited)
+                await ctx.tick()
+            else:
+                raise AssertionError("the reader never finished")
+            assert taken == expect
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert checked, "no element was read under the limit"

@@ -35,7 +35,11 @@ written). One exception: a ``MATVEC`` whose input the vector buffer holds follow
 as soon as that one's MAC results are all taken and none of its results lands in that input
 (q then k and v, gate then up): it issues its beats while the first one's results drain and
 holds its own in front of the serializer until the writer has finished them, then its writer
-run starts (``MV_WCFG``, ``MV_WSTART``):
+run starts (``MV_WCFG``, ``MV_WSTART``). Another: an ``ATTV`` that reads its probabilities
+where the ``SCORES_SOFTMAX`` before it writes them (same base and stride) starts once that
+one's scores are all in the softmax (``AV_CHAIN``): its probability reader reads only rows the
+softmax has written (:class:`~hdlgen.engine.streams.ElementReader`'s row limit), its results
+wait in front of the serializer, and its writer run starts when the softmax's has ended:
 
 * ``ElementReader`` (:mod:`hdlgen.engine.streams`) streams scratchpad rows (and the vector
   buffer in lockstep) into a unit; a second one streams norm gains/biases from the parameter
@@ -802,16 +806,24 @@ class Engine(wiring.Component):
         wr_acc = Signal()
         wr_w8 = Signal()
         wr_src = Signal(3)
-        wr_done = Signal()                    # registered (and low the cycle after wr_start)
-        m.d.sync += wr_done.eq(~wr_start & (wr_count == wr_total))
+        wr_done_r = Signal()                  # registered (and low the cycle after wr_start)
+        m.d.sync += wr_done_r.eq(~wr_start & (wr_count == wr_total))
         # wr_idle: no started writer run is unfinished (registered; EXEC sets wr_total before
         # wr_start, and a job may fail in between)
-        wr_run, wr_idle = Signal(), Signal(init=1)
+        wr_run, wr_idle_r = Signal(), Signal(init=1)
         with m.If(wr_start):
             m.d.sync += wr_run.eq(1)
         with m.Elif(wr_count == wr_total):
             m.d.sync += wr_run.eq(0)
-        m.d.sync += wr_idle.eq(~wr_start & (~wr_run | (wr_count == wr_total)))
+        m.d.sync += wr_idle_r.eq(~wr_start & (~wr_run | (wr_count == wr_total)))
+        # ATTV follows SCORES_SOFTMAX (see AV_CHAIN): from its CHECK3 to its own wr_start
+        # (av_hold) the softmax's run is not the instruction's, so wr_done and wr_idle are
+        # low; av_pend: its writer configuration waits for the softmax's run to end (w_go:
+        # it was applied, wr_start now); sm_rows: rows the running writer has written
+        av_pend, av_hold, w_go = Signal(), Signal(), Signal()
+        sm_rows = Signal(16)
+        wr_done, wr_idle = Signal(), Signal()
+        m.d.comb += [wr_done.eq(wr_done_r & ~av_hold), wr_idle.eq(wr_idle_r & ~av_hold)]
         early_ok, ww_prev, drained = Signal(), Signal(), Signal()   # see WAIT_WRITER
         # a MATVEC that reuses the vector buffer follows a MATVEC while its results drain
         # (see MV_CHAIN): wr_mv, the writer's run is a MATVEC's; mv_taken, every MAC result of
@@ -885,13 +897,13 @@ class Engine(wiring.Component):
         wi_d = Signal(signed(16))
         m.d.sync += [wj_v.eq(w_in_valid), wj_d.eq(w_in), wi_v.eq(wj_v),
                      wi_d.eq(Mux(wr_w8, saturate(wj_d, 8), saturate(wj_d, 16)))]
-        w1_v, w2_v = Signal(), Signal()
+        w1_v, w2_v, w1_e, w2_e = Signal(), Signal(), Signal(), Signal()
         w1_d, w2_d = Signal(signed(16)), Signal(signed(16))
         w1_a, w2_a = Signal(aw_act), Signal(aw_act)
         wr_rd_en = Signal()
         m.d.comb += wr_rd_en.eq(wi_v & wr_acc)
         m.d.sync += [w1_v.eq(wi_v), w2_v.eq(w1_v), w1_d.eq(wi_d), w2_d.eq(w1_d),
-                     w1_a.eq(wr_cur), w2_a.eq(w1_a)]
+                     w1_a.eq(wr_cur), w2_a.eq(w1_a), w1_e.eq(wr_col == wr_lm1), w2_e.eq(w1_e)]
         with m.If(wr_start):
             m.d.sync += [wr_cur.eq(wr_base), wr_rowb.eq(wr_base), wr_col.eq(0), wr_count.eq(0)]
         with m.Elif(wi_v):
@@ -902,6 +914,10 @@ class Engine(wiring.Component):
                 m.d.sync += [wr_col.eq(wr_col + 1), wr_cur.eq(wr_cur + (wr_step if TBD else 1))]
         with m.If(w2_v & ~wr_start):
             m.d.sync += wr_count.eq(wr_count + 1)
+        with m.If(wr_start):
+            m.d.sync += sm_rows.eq(0)
+        with m.Elif(w2_v & w2_e):                # (a row's last element is written now)
+            m.d.sync += sm_rows.eq(sm_rows + 1)
         with m.If(w2_v & (w2_a >= vb_tag_src) & (w2_a < vb_tag_end)):
             m.d.sync += vb_tag_valid.eq(0)      # the buffered input was overwritten
         with m.If(w2_v & (w2_a >= tb_tag_src) & (w2_a < tb_tag_end)):
@@ -1281,7 +1297,7 @@ class Engine(wiring.Component):
                              wr_run.eq(0), ch_on.eq(0), sd_on.eq(0), nm_on.eq(0),
                              am_on.eq(0), am_sn.eq(0), am_sgot.eq(0), am_rst.eq(1),
                              wr_mv.eq(0), mv_chain.eq(0), fz_on.eq(0), fz_have.eq(0),
-                             ka_on.eq(0), gl_on.eq(0)]
+                             ka_on.eq(0), gl_on.eq(0), av_pend.eq(0), av_hold.eq(0)]
                 m.d.sync += [r.eq(1) for r in nm_rst]    # (a job ended by OVERRUN)
                 with m.If(job_pos >= ctx):
                     m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.POS_RANGE),
@@ -1363,11 +1379,19 @@ class Engine(wiring.Component):
                      mv_disj.eq((wr_end <= vb_tag_src) | (vb_tag_end <= wr_base))]
         m.d.sync += glu_p.eq(x_p + mvc.rows)     # (a glu MATVEC's SwiGLU word, for EXEC)
         # (chain_ok is set with the MAC feed's state, below)
+        # AV_CHAIN: the checked instruction is an ATTV and the writer's run a SCORES_SOFTMAX's
+        # whose scores are all in the softmax (sc_done), written where the ATTV reads its
+        # probabilities (same rows: base and stride)
+        avc = v_copies["chk"][Opcode.ATTV]
+        sc_done, av_ok = Signal(), Signal()
+        m.d.sync += av_ok.eq((op_copies["chk"] == Opcode.ATTV) & sc_done & ~av_hold &
+                             (wr_base == avc.p) & (wr_stride == avc.stride))
         with fsm.state("CHECK3"):          # (an instruction starts once the writer is done,
-            with m.If(wr_idle & (chk_code != ErrorCode.NONE)):     # or it is a chained MATVEC)
+            with m.If(wr_idle & (chk_code != ErrorCode.NONE)):     # or it is chained)
                 fail(chk_code)
-            with m.Elif(wr_idle | (chain_ok & (chk_code == ErrorCode.NONE))):
-                m.d.sync += mv_chain.eq(~wr_idle)
+            with m.Elif(wr_idle | ((chain_ok | av_ok) & (chk_code == ErrorCode.NONE))):
+                m.d.sync += [mv_chain.eq(~wr_idle & ~av_ok), av_pend.eq(~wr_idle & av_ok),
+                             av_hold.eq(~wr_idle & av_ok)]
                 self._fsm.goto("EXEC")
         with fsm.state("EXEC"):
             m.d.sync += early_ok.eq(_in(op_copies["exe"], _EARLY_OPS))
@@ -1416,11 +1440,31 @@ class Engine(wiring.Component):
         # and nothing of what runs on reads what the next DECODE sets (early_ok: not EMBED,
         # KVAPPEND, the attention instructions); CHECK3 waits for wr_idle
         # (SCORES_SOFTMAX moves on once every score is in the softmax's queue: sc_done)
-        sc_done = Signal()
         with fsm.state("WAIT_WRITER"):
-            with m.If(wr_done | (early_ok & ww_prev & drained) | sc_done):
+            with m.If(wr_done | (early_ok & ww_prev & drained) | (sc_done & ~av_hold)):
                 self._fsm.goto("NEXT")
         m.d.sync += ww_prev.eq(fsm("WAIT_WRITER"))
+        # AV_CHAIN: an ATTV that follows a SCORES_SOFTMAX starts (CHECK3 to EXEC) once every
+        # score is in the softmax (sc_done, av_ok). EXEC sets up the attention loops only; the
+        # probability reader reads only rows the softmax's run has written (rd.limited while
+        # av_pend, rd.limit), and the MAC results wait in front of the serializer (av_hold).
+        # When the softmax's run ends, the ATTV's writer run, chaining and requantizer
+        # parameters are applied here as EXEC applies them, the softmax is unhooked from the
+        # requantizer (sm_fused), and w_go starts the run and releases the results.
+        rd_lim = Signal(16)
+        m.d.sync += w_go.eq(0)
+        with m.If(av_pend & wr_idle_r):
+            self._writer_flags(m, locals())
+            self._av_outputs(m, v_copies["exe"][Opcode.ATTV], locals())
+            m.d.sync += [av_pend.eq(0), w_go.eq(1), sm_fused.eq(0)]
+        with m.If(w_go):
+            m.d.comb += wr_start.eq(1)
+            m.d.sync += av_hold.eq(0)
+        # one reader job reads every head's row (NG == 1: the rows written so far may be
+        # read), else one job per group reads head at_h's row (its row 0; at_h changes two
+        # cycles before the next job starts, so the limit a job sees is its head's)
+        m.d.sync += rd_lim.eq(sm_rows if NG == 1 else (at_h < sm_rows))
+        m.d.comb += [rd.limited.eq(av_pend), rd.limit.eq(rd_lim)]
         # ---- MATMAT ---------------------------------------------------------------------
         if TBD:
             with fsm.state("MM_GO"):
@@ -1535,7 +1579,7 @@ class Engine(wiring.Component):
                 self._fsm.goto("SC_HEAD")
         # ---- ATTV -----------------------------------------------------------------------
         with fsm.state("AV_START"):
-            m.d.comb += wr_start.eq(1)
+            m.d.comb += wr_start.eq(~av_hold)       # (else w_go starts the run)
             m.d.sync += av_t0.eq(1)
             if NG == 1:
                 # one group per head: one reader job streams every head's probabilities (rows
@@ -1607,7 +1651,7 @@ class Engine(wiring.Component):
                 self._fsm.goto("FETCH")
         with m.If(overrun & busy):
             m.d.sync += [busy.eq(0), err_code.eq(ErrorCode.OVERRUN), self.error.eq(1),
-                         st_err.eq(1), fsm("IDLE").eq(1)]
+                         st_err.eq(1), fsm("IDLE").eq(1), av_pend.eq(0), av_hold.eq(0)]
             m.d.sync += [b.eq(0) for n, b in fsm.bits.items() if n != "IDLE"]
         m.d.comb += kv.error_clear.eq(self.start | h_start)
 
@@ -2303,7 +2347,7 @@ class Engine(wiring.Component):
             m.d.sync += ser_idx.eq(ser_idx + 1)
         # a result taken now loads the serializer the next cycle, when at most one value
         # (going out then) may be left
-        m.d.sync += tk_ok.eq(~em_active & ~embed_go & ~mv_chain &
+        m.d.sync += tk_ok.eq(~em_active & ~embed_go & ~mv_chain & ~av_hold &
                              Mux(take & t_load, t_cnt <= 1, ser_cnt_next <= 2))
         # per-lane copies of X's controls (valid, first pass, shift, loads, the serializer
         # takes nv) and of emit. A MATMAT result goes through nv as it is (first pass, no
@@ -2751,6 +2795,20 @@ class Engine(wiring.Component):
         """The number of results a MATVEC writes: ``rows``, or ``rows / 2`` with ``glu``."""
         return Mux(ins.glu, ins.rows >> 1, ins.rows)
 
+    def _chain(self, m, s, total):
+        """The results go to the vector buffer too when they fit: what it held is lost."""
+        fits = total <= self._vb_len
+        m.d.sync += [s["ch_on"].eq(fits), s["ch_wide"].eq(0), s["ch_carry"].eq(0)]
+        with m.If(fits):
+            m.d.sync += s["vb_tag_valid"].eq(0)
+
+    def _av_outputs(self, m, ins, s):
+        """An ATTV's writer run, chaining and requantizer parameters (from EXEC, or once the
+        SCORES_SOFTMAX before it has finished its run: AV_CHAIN)."""
+        self._writer(m, s, ins.dst, s["prod_a"], w8=ins.out_width == Width.W8)
+        self._chain(m, s, s["prod_a"])
+        self._rqcfg(m, s, s["x_p"], 0)
+
     def _mv_outputs(self, m, ins, s):
         """A MATVEC's writer run, requantizer parameters and side region (from EXEC, or
         from MV_WCFG when it follows another MATVEC)."""
@@ -2798,16 +2856,14 @@ class Engine(wiring.Component):
             self._rqcfg(m, s, *args, **kwargs)
 
         def chain(total):
-            # the results go to the vector buffer too when they fit: what it held is lost
-            fits = total <= self._vb_len
-            m.d.sync += [s["ch_on"].eq(fits), s["ch_wide"].eq(0), s["ch_carry"].eq(0)]
-            with m.If(fits):
-                m.d.sync += s["vb_tag_valid"].eq(0)
+            self._chain(m, s, total)
 
-        # (a chained MATVEC leaves the writer's run alone: the previous MATVEC's still writes)
-        with m.If(~s["mv_chain"]):
+        # (a chained MATVEC or ATTV leaves the writer's run alone: the previous one's still
+        # writes; the softmax still takes the requantizer's output during a SCORES_SOFTMAX's)
+        with m.If(~s["mv_chain"] & ~s["av_pend"]):
             self._writer_flags(m, s)
-        m.d.sync += [s["mac_mode"].eq(_M_MATVEC), s["sm_fused"].eq(0)]
+            m.d.sync += s["sm_fused"].eq(0)
+        m.d.sync += s["mac_mode"].eq(_M_MATVEC)
         with m.Switch(opcode):
             with m.Case(Opcode.SETREG, Opcode.LOOP):     # (their effect was in DECODE)
                 self._fsm.goto("NEXT")
@@ -2918,9 +2974,8 @@ class Engine(wiring.Component):
                 self._fsm.goto("SC_START")
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
-                writer(ins.dst, s["prod_a"], w8=ins.out_width == Width.W8)
-                chain(s["prod_a"])
-                rqcfg(s["x_p"], 0)
+                with m.If(~s["av_pend"]):              # (else AV_CHAIN's apply sets them)
+                    self._av_outputs(m, ins, s)
                 m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
                              s["at_g"].eq(0), s["cb_g"].eq(0), s["at_ptr"].eq(ins.p),
                              s["mac_mode"].eq(_M_ATTV), s["at_nh"].eq(ins.n_heads),

@@ -11,9 +11,14 @@ An optional *auxiliary* read goes to a second RAM in the same cycle, at ``aux_ba
 aux_shift)`` for element ``i`` of the sequence (``aux_shift`` > 0: the RAM holds
 ``2**aux_shift`` elements per word, e.g. the engine's vector buffer; the low bits of ``i`` come
 out as ``sub``), so two operands arrive in lockstep.
+
+While ``limited`` is high the reader issues no element of row ``limit`` or later (rows counted
+from 0 in the current sequence): the producer of the rows raises ``limit`` as it completes
+them. The comparisons are registered; the one for the row after the current one is ready
+when a row ends (after ``start``, row 0 passes whenever the stale row's compare did).
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -51,6 +56,10 @@ class ElementReader(wiring.Component):
         Main RAM port request; ``rdata`` In, two cycles later.
     aux_addr, aux_en, aux_rdata : auxiliary RAM port.
     o : Out(stream.Signature({data, aux, sub, row_end, last}))
+    limited : In(1)
+        Issue only rows below ``limit`` (``limit`` may only grow while ``limited``).
+    limit : In(len_width)
+        Rows that may be read (counted from 0), while ``limited``.
     """
 
     def __init__(self, *, addr_width: int, width: int, aux_addr_width: int = 0,
@@ -63,6 +72,7 @@ class ElementReader(wiring.Component):
         super().__init__({
             "start": In(1), "base": In(addr_width), "rows": In(len_width),
             "row_len": In(len_width), "stride": In(len_width), "aux_base": In(self._xaw),
+            "limited": In(1), "limit": In(len_width),
             "busy": Out(1), "idle": Out(1, init=1),
             "addr": Out(addr_width), "en": Out(1), "rdata": In(width),
             "aux_addr": Out(self._xaw), "aux_en": Out(1), "aux_rdata": In(self._xw),
@@ -86,9 +96,14 @@ class ElementReader(wiring.Component):
         issue = Signal()
         row_end = Signal()
         last = Signal()
+        # the row limit, registered: row < limit and row + 1 < limit (the next row's, used
+        # the cycle after a row ends)
+        ok0, ok1, wrapped, gate = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [ok0.eq(row < self.limit), ok1.eq(row + 1 < self.limit)]
+        m.d.comb += gate.eq(~self.limited | Mux(wrapped, ok1, ok0))
         m.d.comb += [
             self.busy.eq(active),
-            issue.eq(active & (outstanding < self._depth)),
+            issue.eq(active & (outstanding < self._depth) & gate),
             row_end.eq(col == row_lm1),
             last.eq(row_end & (row == rows_m1)),
             self.addr.eq(cur), self.en.eq(issue),
@@ -115,7 +130,7 @@ class ElementReader(wiring.Component):
         s1 = Signal(max(1, self._xs))
         s2 = Signal(max(1, self._xs))
         m.d.sync += [v1.eq(issue), v2.eq(v1), e1.eq(row_end), e2.eq(e1), l1.eq(last), l2.eq(l1),
-                     s1.eq(idx), s2.eq(s1)]
+                     s1.eq(idx), s2.eq(s1), wrapped.eq(issue & row_end)]
         m.submodules.fifo = fifo = SyncFIFO(width=self.o_layout.size, depth=self._depth)
         item = Signal(self.o_layout)
         m.d.comb += [

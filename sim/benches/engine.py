@@ -14,7 +14,8 @@ the golden model's); the weights and parameters are loaded once, the program eve
 the golden model must refuse it too) and optionally ``stop_after`` (debug: cut the program after
 that many instructions), ``corrupt`` (``"value"`` flips one expected logit, ``"missing"``
 expects one more logit than the device gives), ``bad_program`` (instruction ``n`` replaced by
-an undefined opcode: every step must end with ``BAD_OPCODE``), ``patch`` (``[n, {field:
+an undefined opcode: every step must end with ``BAD_OPCODE``), ``sync_before`` (``n``: a
+``SYNC`` before instruction ``n``, see :func:`program_of`), ``patch`` (``[n, {field:
 value}, code]``: fields of instruction ``n`` changed; every step must end with error ``code``
 and the golden model must refuse the program too, with the same code where it names one:
 the step's ``golden_code`` in the outcome; with ``code`` null the steps must succeed and
@@ -67,10 +68,19 @@ def engine_of(cfg, comp, p: dict = None):
 
 
 def program_of(comp, p: dict) -> list:
-    """The program the bench runs: the compiled one, optionally cut after ``stop_after``
-    instructions (inside the layer loop or right at its end: one layer, the body cut there) and
-    ended by HALT."""
+    """The program the bench runs: the compiled one, optionally with a ``SYNC`` inserted before
+    instruction ``sync_before`` (the loop whose body holds it grows by one: that instruction
+    then starts after every earlier result is written, as without the engine's overlaps), or
+    cut after ``stop_after`` instructions (inside the layer loop or right at its end: one
+    layer, the body cut there) and ended by HALT."""
     prog = list(comp.program)
+    n = p.get("sync_before")
+    if n is not None:
+        for i, ins in enumerate(prog):
+            if ins.op == Opcode.LOOP and i < n <= i + ins.body:
+                prog[i] = Instruction.make(Opcode.LOOP, **{**dict(ins.fields),
+                                                          "body": ins.body + 1})
+        prog.insert(n, Instruction.make(Opcode.SYNC))
     cut = p.get("stop_after")
     if cut is None:
         return prog

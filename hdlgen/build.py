@@ -52,7 +52,8 @@ MODEL_SCRATCH_BYTES = 4096
 #: (seed 2), with the fused RoPE and KV append 64.90 and 59.41 MHz, with the fused gate/up
 #: 65.79 and 67.0 MHz; at a 60 MHz target seed 1's router2 diverged before the fused gate/up,
 #: with it 64.98 MHz (seed 1) and 65.36 MHz (seed 2), the default since (60 MHz also divides
-#: to the host link's 3 Mbaud exactly), see :mod:`hdlgen.engine.core`), so the default build
+#: to the host link's 3 Mbaud exactly), with AV_CHAIN 63.39 and 60.91 MHz, see
+#: :mod:`hdlgen.engine.core`), so the default build
 #: must not ask for it.
 MODEL_SYS_CLK_MHZ = 60.0
 

@@ -222,7 +222,14 @@ FF 29,675. The serializer's
 pair mode for ``glu`` (commit ``ecf3fa7``, reverted by the next: a second requantizer takes
 each gate's up, the gate/up ``MATVEC`` of stories260K 421 -> 249 cycles) routed at 63.06 MHz
 at seed 1 (LUT4 37,479, FF 30,289, MULT18X18D 153) but router2 diverged at seed 2 (overused
-wires 419 at the 25th iteration, 1,944 at the 55th), so it is not in main. The
+wires 419 at the 25th iteration, 1,944 at the 55th), so it is not in main; nor is its
+successor without per-lane muxes (commit ``e91c145``, reverted by ``3af4970``: gate/up rows
+in blocks of ``lanes``, the up from ``ser[lanes/2]``), whose router2 diverged at 60 MHz at
+both seeds (555 overused wires at the 23rd iteration, 436 at the 43rd; 874 at the 55th): the
+second requantizer, common to both, is what to avoid. With ``AV_CHAIN`` (an ``ATTV`` that
+starts while the softmax before it drains; taken off in session 16 when it routed at 2 of 6
+seed/target pairs) the SoC routes at 60 MHz at **63.39 MHz** (seed 1) and **60.91 MHz**
+(seed 2), LUT4 37,023, FF 29,720, MULT18X18D 151, DP16KD 198. The
 port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
 registered a state early, the reader's output queue, registered check verdicts) estimated
 63.9 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then

@@ -192,7 +192,7 @@ def test_weight_exp_groups_and_exact_matvec():
     _, rec = _trace(comp, [1, 5])
     body = [r for r in rec if r[0] != "step" and r[1] == 0]
     i = [n for n, r in enumerate(body) if r[2].op == Opcode.NORM][1]     # ffn norm, layer 0
-    x, (_, _, mv, y) = body[i][3], body[i + 1]
+    x, (_, _, _, y) = body[i][3], body[i + 1]
     rq = comp.qmodel.requant["w1"]
     assert np.array_equal(y, requantize(w @ x, rq.mult[0], rq.shift[0], out_bits=16))
     # an odd int9 value in a slice beyond int8 is not representable: the engine refuses it

@@ -4,7 +4,6 @@ shape, the table, ``--only`` and failures, with a fast fake in place of place an
 import json
 from types import SimpleNamespace
 
-import pytest
 from amaranth.hdl import Fragment
 
 import hdlgen.bench.blocks as bench_blocks

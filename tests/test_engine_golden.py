@@ -11,7 +11,7 @@ from hdlgen.bench.accuracy import GoldenLogits
 from hdlgen.cli import main
 from hdlgen.compiler import CompileOptions, compile_model
 from hdlgen.config import AcceleratorConfig
-from hdlgen.engine.isa import Instruction, Opcode, encode
+from hdlgen.engine.isa import Instruction, Opcode
 from hdlgen.model import load_model
 from hdlgen.model.accuracy import reference_sequence
 from sim.float_ref import FloatModel

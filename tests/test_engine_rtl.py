@@ -81,7 +81,6 @@ def test_llama_mqa(tmp_path):
     glu_rows = comp.program[glu_mv].rows
     assert comp.program[glu_mv + 1].src == comp.program[glu_mv].dst
     attv = next(n for n, i in enumerate(comp.program) if i.op.name == "ATTV")
-    q = comp.buffers["q"][0]            # 16-bit, elements outside int8 at these steps
     ctx = LLAMA["context"]
     scen = [{"steps": _steps(ctx) + [[1, ctx]]},
             {"steps": [[3, 0]], "corrupt": "value", "expect_fail": True},

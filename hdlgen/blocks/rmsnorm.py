@@ -120,12 +120,12 @@ class NormEngine(wiring.Component):
         s2 = Signal(max(p.s2_width, p.v_width - EPS_BITS) + 1, init=s2_start)
         # x_r is the accepted element, zero in a cycle without one, so both sums add every
         # cycle (no enable net); the square leaves the DSP through a fabric register first.
-        # ``clr`` (registered) restarts them once the scalar phase has copied S1.
+        # ``clr_n``, registered into one copy per sum (``clr1``, ``clr2``), restarts them once
+        # the scalar phase has copied S1.
         x_r = Signal(signed(W))
         m.d.comb += [sq.a.eq(x_r), sq.b.eq(x_r)]
         sq_r = Signal(2 * W, reset_less=True)
         m.d.sync += sq_r.eq(sq.p.as_unsigned()[:2 * W])
-        clr = Signal()                  # (a copy for each sum, below)
         clr_n = Signal()
         clr1 = keep_register(m, platform, Signal(name="clr1"), clr_n)
         clr2 = keep_register(m, platform, Signal(name="clr2"), clr_n)

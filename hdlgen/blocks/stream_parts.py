@@ -1,6 +1,6 @@
 """Small stream parts shared by the blocks (a kit instead of ad hoc handshakes)."""
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -6,7 +6,7 @@ LED 0 shows the PLL lock; LEDs 1-7 show the SoC's ``leds`` (heartbeat, frames re
 frames rejected, busy, bus error, ...: see :class:`hdlgen.soc.soc.SoC`).
 """
 
-from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 

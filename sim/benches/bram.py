@@ -237,10 +237,10 @@ def _dp16kd_model() -> str:
               '  parameter GSR = "ENABLED";']
     lines += [f"  parameter [319:0] INITVAL_{k:02X} = 320'h0;" for k in range(64)]
     for P in "AB":
-        lines += [f"  input " + ", ".join(f"DI{P}{i}" for i in range(18)) + ";",
-                  f"  input " + ", ".join(f"AD{P}{i}" for i in range(14)) + ";",
+        lines += ["  input " + ", ".join(f"DI{P}{i}" for i in range(18)) + ";",
+                  "  input " + ", ".join(f"AD{P}{i}" for i in range(14)) + ";",
                   f"  input CE{P}, OCE{P}, CLK{P}, WE{P}, RST{P}, CS{P}0, CS{P}1, CS{P}2;",
-                  f"  output " + ", ".join(f"DO{P}{i}" for i in range(18)) + ";",
+                  "  output " + ", ".join(f"DO{P}{i}" for i in range(18)) + ";",
                   f"  wire [17:0] DI{P}_v = {{" + ", ".join(f"DI{P}{i}" for i in reversed(range(18))) + "};",
                   f"  wire [13:0] AD{P}_v = {{" + ", ".join(f"AD{P}{i}" for i in reversed(range(14))) + "};"]
     lines += [

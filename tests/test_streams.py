@@ -94,7 +94,8 @@ def test_sequence_and_idle_under_stalls(seed):
 def test_limited_rows_are_never_read_early(seed):
     """``limited``: no address of row ``limit`` or later is presented (``limit`` as it was the
     cycle before, rising at random as a producer completes rows, as the softmax does for
-    ``ATTV``); the sequence is the unlimited one, and it finishes when ``limited`` drops."""
+    ``ATTV``), with the output stalled at random; the sequence is the unlimited one, and it
+    finishes when ``limited`` drops."""
     rng = random.Random(seed)
     dut = ElementReader(addr_width=12, width=16, len_width=8)
     jobs = []
@@ -102,7 +103,8 @@ def test_limited_rows_are_never_read_early(seed):
         rows, row_len = rng.randint(1, 6), rng.choice([1, 2, 3, 7])
         jobs.append({"base": rng.randrange(512), "rows": rows, "row_len": row_len,
                      "stride": rng.randint(row_len, 20), "p_row": rng.choice([0.5, 0.2, 0.05]),
-                     "drop_at": rng.choice([None, rng.randint(0, rows)])})
+                     "drop_at": rng.choice([None, rng.randint(0, rows)]),
+                     "p_ready": rng.choice([1.0, 0.6, 0.3])})
     checked = []
 
     async def tb(ctx):
@@ -128,8 +130,9 @@ def test_limited_rows_are_never_read_early(seed):
                 hist.append((a, en))
                 a2 = hist[-3][0] if len(hist) >= 3 else 0
                 ctx.set(dut.rdata, _data(a2))
-                ctx.set(dut.o.ready, 1)
-                if ctx.get(dut.o.valid):
+                ready = rng.random() < job["p_ready"]
+                ctx.set(dut.o.ready, ready)
+                if ctx.get(dut.o.valid) and ready:
                     taken.append(ctx.get(dut.o.payload).data)
                 if ctx.get(dut.idle) and t > 2:
                     break

@@ -46,15 +46,10 @@ def add_target_arguments(p, *, freq=True):
 #: otherwise: the engine's memories need the block RAM (64 KiB of scratch are 32 DP16KD).
 MODEL_SCRATCH_BYTES = 4096
 #: System clock of a build with a transformer engine unless ``--freq`` says otherwise: the
-#: engine does not reach the SoC's 125 MHz yet (the stories260K SoC on the 85F has routed at
-#: 48.3 to 66.8 MHz with a 50 MHz target as the engine changed; 66.8 and 64.6 MHz at nextpnr
-#: seeds 1 and 2 with the chained MATVEC; at a 55 MHz target 64.08 MHz (seed 1) and 61.56 MHz
-#: (seed 2), with the fused RoPE and KV append 64.90 and 59.41 MHz, with the fused gate/up
-#: 65.79 and 67.0 MHz; at a 60 MHz target seed 1's router2 diverged before the fused gate/up,
-#: with it 64.98 MHz (seed 1) and 65.36 MHz (seed 2), the default since (60 MHz also divides
-#: to the host link's 3 Mbaud exactly), with AV_CHAIN 63.39 and 60.91 MHz, see
-#: :mod:`hdlgen.engine.core`), so the default build
-#: must not ask for it.
+#: engine does not reach the SoC's 125 MHz yet, so the default build must not ask for it. The
+#: stories260K SoC on the 85F routes at a 60 MHz target at 63.39 MHz (nextpnr seed 1) and
+#: 60.91 MHz (seed 2); 60 MHz also divides to the host link's 3 Mbaud exactly. The history of
+#: these figures is in :mod:`hdlgen.engine.core`.
 MODEL_SYS_CLK_MHZ = 60.0
 
 

@@ -209,17 +209,15 @@ chained ``MATVEC`` (``MV_WCFG``) and ``SCORES_SOFTMAX``'s early hand-over it rou
 37,884, FF 29,466 / 29,491; seed 2's critical path is again the MAC feed's row register to a
 first-stage address copy (``b_addr_t13``, 15.0 ns of routing). At a 55 MHz target (the
 default from then until the fused gate/up, :data:`hdlgen.build.MODEL_SYS_CLK_MHZ`) the same
-code routes at **64.08 MHz**
-(seed 1) and **61.56 MHz** (seed 2), LUT4 37,607, FF 29,492; at 60 MHz seed 1's router2
-diverged (overused wires 1,035 at the 26th iteration, 1,345 at the 35th). With the fused
+code routes at **64.08 MHz** (seed 1) and **61.56 MHz** (seed 2), LUT4 37,607, FF 29,492; at
+60 MHz seed 1's router2 diverged (overused wires 1,035 at the 26th iteration, 1,345 at the 35th). With the fused
 RoPE and KV append (``rope_heads``, ``kv_append``): **64.90 MHz** (seed 1) and **59.41 MHz**
 (seed 2) at 55, LUT4 38,340, FF 29,606; seed 2's critical path is a flip-flop to a weight
 bank port-a address copy (``a_addr_t5_ff2``) across the die, 16.3 ns of routing. With the
 fused gate/up (``glu``) and the side-region read: **65.79 MHz** (seed 1) and **67.0 MHz**
 (seed 2) at 55, LUT4 36,757, FF 29,674, MULT18X18D 151 of 156, DP16KD 198; at a 60 MHz
 target (the default since) **64.98 MHz** (seed 1) and **65.36 MHz** (seed 2), LUT4 36,737,
-FF 29,675. The serializer's
-pair mode for ``glu`` (commit ``ecf3fa7``, reverted by the next: a second requantizer takes
+FF 29,675. The serializer's pair mode for ``glu`` (commit ``ecf3fa7``, reverted by the next: a second requantizer takes
 each gate's up, the gate/up ``MATVEC`` of stories260K 421 -> 249 cycles) routed at 63.06 MHz
 at seed 1 (LUT4 37,479, FF 30,289, MULT18X18D 153) but router2 diverged at seed 2 (overused
 wires 419 at the 25th iteration, 1,944 at the 55th), so it is not in main; nor is its

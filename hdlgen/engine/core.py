@@ -169,73 +169,71 @@ datapaths load every cycle with their valid bits and selects copied per lane
   requantizer's parameter addresses and the host's memory requests are registered.
 
 Measured (``python -m hdlgen bench blocks --only engine``: stories260K-shaped model, 16x8 MACs,
-context 256, LFE5U-85F, nextpnr seed 1): 62.3 MHz estimated after placement (57.9 before
-these changes, which routed at 46.4 MHz); the router did not converge within the session, so
-no routed figure yet. Inside the whole SoC (``python -m hdlgen build --board ulx3s --device
-85F --model stories260K --freq 50 --seed 1 --allow-timing-failure``), with the floorplan and
-no weight row gathered in one place: 57.5 MHz estimated after placement, placed wirelength
-405,000 against 678,000 before; router2 brought the overused wires from 51,461 to about
-3,300 in 16 iterations (65,186 to 30,105 before) and then stalled, so still no routed figure.
-What overflows is in the lower 60 % of the die, where 12 of the 16 lanes sit. With one
-register after each DSP (``post_dsp_registers=1``, below): 48.4 MHz estimated, 49,450 overused
-wires at the first iteration, 737 at the 24th, then rising again (1,477 at the 41st).
-After nextpnr's static placer (``build --placer static``, now the default for a build with
-the engine) it routes: 57.0 MHz at a 50 MHz target, 55.0 MHz at a 75 MHz target (seed 1;
-placement estimates 66.8 and 69.6 MHz); with the input-range checks (``INPUT_RANGE``)
-added since, 53.6 MHz at 50 (seed 1, placement estimate 73.3), which is why a build with
-the engine defaulted to 50 MHz (:data:`hdlgen.build.MODEL_SYS_CLK_MHZ`); with the vector
-buffer's side region, 52.2 MHz at 50 (seed 1); with the norm and argmax units' early load,
-48.3 MHz at 50 (seed 1: **not met**, by 0.7 ns), its critical path again a host weight-write
-data bit, one flip-flop driving a DP16KD's ``DIA`` across the die (20.0 ns of routing), and
-50.45 MHz at seed 2 (met; critical path a port-b address group copy, loaded from the MAC
-feed's row register across the die, 19.3 ns of routing). The routed critical paths had been
-the weight bank's request fan-out: the 32-bit host write word replicated across the 1,024-bit
-port, merged by Yosys into 32 flip-flops each driving block RAMs across the die (17.4 ns of
-routing), and the address copies, each loaded across the die (holding the write data per
-group of four tiles alone, branch ``bram-wdata``, moved the critical path to the write
-address's group copies: 19.3 ns of routing). Since both ports of the weight bank have
-``latency=4`` (a first-stage copy per two groups, then a copy per group, for address, enable
-and byte enables; the write data held per group, ``wdata_per_group``) and the host's write
-word is held in one copy per four lanes before the bank, the SoC routes at **64.1 MHz**
-(seed 1) and **60.8 MHz** (seed 2) at 50, LUT4 37,148 / 37,490, FF 29,438 (+2,156),
-MULT18X18D and DP16KD unchanged; seed 2's critical path is still the MAC feed's row
-register to a first-stage address copy (15.9 ns of routing), seed 1's a path through the
-engine's control logic (15.6 ns, 13.9 of it routing; the names its cells keep after
-synthesis do not tell which). The MAC feed pays a cycle more per ``MATVEC`` and ``MATMAT``
-(and per weight row ``EMBED`` reads): +44 cycles in a stories260K decode step (``python -m
-hdlgen bench model --model stories260K``: 16,811 -> 16,855 at position 64). With the
-chained ``MATVEC`` (``MV_WCFG``) and ``SCORES_SOFTMAX``'s early hand-over it routes at
-**66.8 MHz** (seed 1, before the hand-over) and **64.6 MHz** (seed 2) at 50, LUT4 37,771 /
-37,884, FF 29,466 / 29,491; seed 2's critical path is again the MAC feed's row register to a
-first-stage address copy (``b_addr_t13``, 15.0 ns of routing). At a 55 MHz target (the
-default from then until the fused gate/up, :data:`hdlgen.build.MODEL_SYS_CLK_MHZ`) the same
-code routes at **64.08 MHz** (seed 1) and **61.56 MHz** (seed 2), LUT4 37,607, FF 29,492; at
-60 MHz seed 1's router2 diverged (overused wires 1,035 at the 26th iteration, 1,345 at the 35th). With the fused
-RoPE and KV append (``rope_heads``, ``kv_append``): **64.90 MHz** (seed 1) and **59.41 MHz**
-(seed 2) at 55, LUT4 38,340, FF 29,606; seed 2's critical path is a flip-flop to a weight
-bank port-a address copy (``a_addr_t5_ff2``) across the die, 16.3 ns of routing. With the
-fused gate/up (``glu``) and the side-region read: **65.79 MHz** (seed 1) and **67.0 MHz**
-(seed 2) at 55, LUT4 36,757, FF 29,674, MULT18X18D 151 of 156, DP16KD 198; at a 60 MHz
-target (the default since) **64.98 MHz** (seed 1) and **65.36 MHz** (seed 2), LUT4 36,737,
-FF 29,675. The serializer's pair mode for ``glu`` (commit ``ecf3fa7``, reverted by the next: a second requantizer takes
-each gate's up, the gate/up ``MATVEC`` of stories260K 421 -> 249 cycles) routed at 63.06 MHz
-at seed 1 (LUT4 37,479, FF 30,289, MULT18X18D 153) but router2 diverged at seed 2 (overused
-wires 419 at the 25th iteration, 1,944 at the 55th), so it is not in main; nor is its
-successor without per-lane muxes (commit ``e91c145``, reverted by ``3af4970``: gate/up rows
-in blocks of ``lanes``, the up from ``ser[lanes/2]``), whose router2 diverged at 60 MHz at
+context 256, LFE5U-85F, nextpnr seed 1): 62.3 MHz estimated after placement (57.9 before these
+changes, which routed at 46.4 MHz); the router did not converge within the session, so no
+routed figure yet. Inside the whole SoC (``python -m hdlgen build --board ulx3s --device 85F
+--model stories260K --freq 50 --seed 1 --allow-timing-failure``), with the floorplan and no
+weight row gathered in one place: 57.5 MHz estimated after placement, placed wirelength 405,000
+against 678,000 before; router2 brought the overused wires from 51,461 to about 3,300 in 16
+iterations (65,186 to 30,105 before) and then stalled, so still no routed figure. What
+overflows is in the lower 60 % of the die, where 12 of the 16 lanes sit. With one register
+after each DSP (``post_dsp_registers=1``, below): 48.4 MHz estimated, 49,450 overused wires at
+the first iteration, 737 at the 24th, then rising again (1,477 at the 41st). After nextpnr's
+static placer (``build --placer static``, now the default for a build with the engine) it
+routes: 57.0 MHz at a 50 MHz target, 55.0 MHz at a 75 MHz target (seed 1; placement estimates
+66.8 and 69.6 MHz); with the input-range checks (``INPUT_RANGE``) added since, 53.6 MHz at 50
+(seed 1, placement estimate 73.3), which is why a build with the engine defaulted to 50 MHz
+(:data:`hdlgen.build.MODEL_SYS_CLK_MHZ`); with the vector buffer's side region, 52.2 MHz at 50
+(seed 1); with the norm and argmax units' early load, 48.3 MHz at 50 (seed 1: **not met**, by
+0.7 ns), its critical path again a host weight-write data bit, one flip-flop driving a DP16KD's
+``DIA`` across the die (20.0 ns of routing), and 50.45 MHz at seed 2 (met; critical path a
+port-b address group copy, loaded from the MAC feed's row register across the die, 19.3 ns of
+routing). The routed critical paths had been the weight bank's request fan-out: the 32-bit host
+write word replicated across the 1,024-bit port, merged by Yosys into 32 flip-flops each
+driving block RAMs across the die (17.4 ns of routing), and the address copies, each loaded
+across the die (holding the write data per group of four tiles alone, branch ``bram-wdata``,
+moved the critical path to the write address's group copies: 19.3 ns of routing). Since both
+ports of the weight bank have ``latency=4`` (a first-stage copy per two groups, then a copy per
+group, for address, enable and byte enables; the write data held per group,
+``wdata_per_group``) and the host's write word is held in one copy per four lanes before the
+bank, the SoC routes at **64.1 MHz** (seed 1) and **60.8 MHz** (seed 2) at 50, LUT4 37,148 /
+37,490, FF 29,438 (+2,156), MULT18X18D and DP16KD unchanged; seed 2's critical path is still
+the MAC feed's row register to a first-stage address copy (15.9 ns of routing), seed 1's a path
+through the engine's control logic (15.6 ns, 13.9 of it routing; the names its cells keep after
+synthesis do not tell which). The MAC feed pays a cycle more per ``MATVEC`` and ``MATMAT`` (and
+per weight row ``EMBED`` reads): +44 cycles in a stories260K decode step (``python -m hdlgen
+bench model --model stories260K``: 16,811 -> 16,855 at position 64). With the chained
+``MATVEC`` (``MV_WCFG``) and ``SCORES_SOFTMAX``'s early hand-over it routes at **66.8 MHz**
+(seed 1, before the hand-over) and **64.6 MHz** (seed 2) at 50, LUT4 37,771 / 37,884, FF 29,466
+/ 29,491; seed 2's critical path is again the MAC feed's row register to a first-stage address
+copy (``b_addr_t13``, 15.0 ns of routing). At a 55 MHz target (the default from then until the
+fused gate/up, :data:`hdlgen.build.MODEL_SYS_CLK_MHZ`) the same code routes at **64.08 MHz**
+(seed 1) and **61.56 MHz** (seed 2), LUT4 37,607, FF 29,492; at 60 MHz seed 1's router2
+diverged (overused wires 1,035 at the 26th iteration, 1,345 at the 35th). With the fused RoPE
+and KV append (``rope_heads``, ``kv_append``): **64.90 MHz** (seed 1) and **59.41 MHz** (seed
+2) at 55, LUT4 38,340, FF 29,606; seed 2's critical path is a flip-flop to a weight bank port-a
+address copy (``a_addr_t5_ff2``) across the die, 16.3 ns of routing. With the fused gate/up
+(``glu``) and the side-region read: **65.79 MHz** (seed 1) and **67.0 MHz** (seed 2) at 55,
+LUT4 36,757, FF 29,674, MULT18X18D 151 of 156, DP16KD 198; at a 60 MHz target (the default
+since) **64.98 MHz** (seed 1) and **65.36 MHz** (seed 2), LUT4 36,737, FF 29,675. The
+serializer's pair mode for ``glu`` (commit ``ecf3fa7``, reverted by the next: a second
+requantizer takes each gate's up, the gate/up ``MATVEC`` of stories260K 421 -> 249 cycles)
+routed at 63.06 MHz at seed 1 (LUT4 37,479, FF 30,289, MULT18X18D 153) but router2 diverged at
+seed 2 (overused wires 419 at the 25th iteration, 1,944 at the 55th), so it is not in main; nor
+is its successor without per-lane muxes (commit ``e91c145``, reverted by ``3af4970``: gate/up
+rows in blocks of ``lanes``, the up from ``ser[lanes/2]``), whose router2 diverged at 60 MHz at
 both seeds (555 overused wires at the 23rd iteration, 436 at the 43rd; 874 at the 55th): the
 second requantizer, common to both, is what to avoid. With ``AV_CHAIN`` (an ``ATTV`` that
 starts while the softmax before it drains; taken off in session 16 when it routed at 2 of 6
-seed/target pairs) the SoC routes at 60 MHz at **63.39 MHz** (seed 1) and **60.91 MHz**
-(seed 2), LUT4 37,023, FF 29,720, MULT18X18D 151, DP16KD 198. The
-port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
-registered a state early, the reader's output queue, registered check verdicts) estimated
-63.9 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then
-rising): its registers crowd the sequencer's corner, so it is not in main. What limits
-fmax next (by logic depth in the synthesized netlist): the
-sequencer's EXEC state (an opcode-selected load of ~200 configuration bits: pre-compute them
-into registers before EXEC), the reader's ready into its skid buffer (the units' ready OR), and
-the attention loop's state decisions.
+seed/target pairs) the SoC routes at 60 MHz at **63.39 MHz** (seed 1) and **60.91 MHz** (seed
+2), LUT4 37,023, FF 29,720, MULT18X18D 151, DP16KD 198. The port of ``engine-timing2``'s
+logic-depth changes (branch ``timing3``: EXEC's configuration registered a state early, the
+reader's output queue, registered check verdicts) estimated 63.9 MHz at 75 instead of 69.6 and
+did not route at 50 (router2 at 628 overused wires, then rising): its registers crowd the
+sequencer's corner, so it is not in main. What limits fmax next (by logic depth in the
+synthesized netlist): the sequencer's EXEC state (an opcode-selected load of ~200 configuration
+bits: pre-compute them into registers before EXEC), the reader's ready into its skid buffer
+(the units' ready OR), and the attention loop's state decisions.
 
 An 8-bit MAC input (a ``MATVEC`` with ``in_width`` 8, every ``MATMAT``) must be int8: the
 vector-buffer and tile-buffer loads set a sticky flag (``vb_wide``, ``tb_wide``) for an element

@@ -68,6 +68,8 @@ def test_bad_parameters():
         RMSNorm(dim=1024, gamma_frac=0, out_frac=16)
     with pytest.raises(ValueError, match="eps"):
         RMSNorm(dim=8, eps=-1)
+    with pytest.raises(ValueError, match="steps_per_cycle 5"):
+        LayerNorm(dim=8, steps_per_cycle=5)
     p = NormParams("rmsnorm", dim=4, in_width=8)
     with pytest.raises(ValueError, match="x out of signed 8-bit"):
         norm_golden(p, [200, 0, 0, 0], [1] * 4)
@@ -137,6 +139,11 @@ def _amaranth_run(dut, vectors, stall, seed):
     ("rmsnorm", {"dim": 172, "in_width": 16, "eps": 0.0}, 2),
     ("layernorm", {"dim": 1, "in_width": 8, "eps": 0.0}, 4),          # length 1
     ("rmsnorm", {"dim": 1, "in_width": 16, "eps": 0.0}, 4),
+    # two to four square-root and division steps per cycle (the engine's norms take two)
+    ("rmsnorm", {"dim": 64, "in_width": 16, "eps": 0.5, "steps_per_cycle": 2}, 6),
+    ("layernorm", {"dim": 100, "in_width": 16, "eps": 1.0, "steps_per_cycle": 3}, 3),
+    ("rmsnorm", {"dim": 172, "in_width": 8, "eps": 0.0, "steps_per_cycle": 4}, 3),
+    ("layernorm", {"dim": 1, "in_width": 16, "eps": 0.0, "steps_per_cycle": 2}, 4),
 ])
 def test_amaranth_sim_matches_golden(kind, kw, count):
     dut = CLASSES[kind](**kw)
@@ -206,6 +213,7 @@ def _reset_run(kind, kw, k, junk, vec):
 @pytest.mark.parametrize("kind,kw", [
     ("rmsnorm", {"dim": 8, "in_width": 16, "eps": 0.5}),
     ("layernorm", {"dim": 6, "in_width": 16, "eps": 0.25}),
+    ("rmsnorm", {"dim": 8, "in_width": 16, "eps": 0.5, "steps_per_cycle": 2}),
 ])
 def test_reset_at_any_cycle_leaves_the_next_vector_exact(kind, kw):
     """The engine resets a norm unit (``ResetInserter``) that loaded a vector early which is
@@ -231,14 +239,14 @@ SMALL = {"rmsnorm": {"dim": 3, "in_width": 16, "eps": 0.5},
          "layernorm": {"dim": 6, "in_width": 8, "eps": 0.25, "out_frac": 3}}
 
 
-def _cocotb(kind, *, count=None, testcase=None, check=True, **extra):
+def _cocotb(kind, *, count=None, testcase=None, check=True, steps=1, **extra):
     from sim.harness import run_cocotb
     block = SMALL[kind]
     env = {"HDLGEN_PARAMS": json.dumps({"kind": kind, "block": block, **extra})}
     if count is not None:
         env["HDLGEN_COUNT"] = str(count)
-    return run_cocotb(CLASSES[kind](**block), "sim.benches.norm",
-                      name=f"{kind}_{block['dim']}_{block['in_width']}",
+    return run_cocotb(CLASSES[kind](**block, steps_per_cycle=steps), "sim.benches.norm",
+                      name=f"{kind}_{block['dim']}_{block['in_width']}_s{steps}",
                       testcase=testcase, env=env, check=check)
 
 
@@ -250,9 +258,12 @@ def test_cocotb_random_vectors(kind, stall):
 
 
 @pytest.mark.parametrize("kind", ["rmsnorm", "layernorm"])
-def test_cocotb_edge_cases(kind):
+@pytest.mark.parametrize("steps", [1, 2])
+def test_cocotb_edge_cases(kind, steps):
+    """Named edge cases (the extremes reach the square root's and the division's widest
+    operands), with one and two of their steps per cycle."""
     _cocotb(kind, testcase=["all_equal", "extremes", "saturation", "zeros"],
-            stall_in=0.1, stall_out=0.3)
+            stall_in=0.1, stall_out=0.3, steps=steps)
 
 
 @pytest.mark.parametrize("kind", ["rmsnorm", "layernorm"])
@@ -262,12 +273,14 @@ def test_cocotb_scoreboard_catches_errors(kind, corrupt):
     assert res.tests == 1 and res.failed == 1
 
 
-@pytest.mark.parametrize("kind,overhead", [("rmsnorm", 64), ("layernorm", 140)])
-def test_throughput_one_element_per_cycle(kind, overhead):
+@pytest.mark.parametrize("kind,steps,overhead", [("rmsnorm", 1, 64), ("layernorm", 1, 140),
+                                                 ("rmsnorm", 2, 44), ("layernorm", 2, 108)])
+def test_throughput_one_element_per_cycle(kind, steps, overhead):
     """Loading and output both stream one element per cycle: a vector takes 2 dim + a
-    constant number of cycles (the scalar phase)."""
+    constant number of cycles (the scalar phase; two square-root and division steps per
+    cycle take 16 cycles off it)."""
     dim, vectors = 200, 2
-    dut = CLASSES[kind](dim=dim)
+    dut = CLASSES[kind](dim=dim, steps_per_cycle=steps)
     done = {"outputs": 0, "cycles": 0}
 
     async def tb_x(ctx):

@@ -21,10 +21,10 @@ class LayerNorm(NormEngine):
 
     def __init__(self, *, dim: int, in_width: int = 16, gamma_width: int = 16,
                  gamma_frac: int = 12, beta_width: int = 16, beta_frac: int | None = None,
-                 out_frac: int = 4, eps: float = 0.0):
+                 out_frac: int = 4, eps: float = 0.0, steps_per_cycle: int = 1):
         super().__init__("layernorm", dim=dim, in_width=in_width, gamma_width=gamma_width,
                          gamma_frac=gamma_frac, beta_width=beta_width, beta_frac=beta_frac,
-                         out_frac=out_frac, eps=eps)
+                         out_frac=out_frac, eps=eps, steps_per_cycle=steps_per_cycle)
 
 
 def bench_configs():

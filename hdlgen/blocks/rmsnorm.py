@@ -19,8 +19,9 @@ Phases of one vector:
 ``SCALAR`` (LayerNorm only) ``dim * S2 - S1**2`` with a shift-and-add loop; then
            ``v = (. << 8) + EPS``, normalised to ``[2**32, 2**34)`` by shifts of two bits
            (an even shift, so the square root of the scale is exact), a digit-by-digit
-           square root (17 cycles) and a restoring division (17 cycles) give the 17-bit
-           reciprocal square root ``R`` and the output shift.
+           square root and a restoring division (17 steps each, ``steps_per_cycle`` of them
+           per cycle: 17, 9, 6 or 5 cycles) give the 17-bit reciprocal square root ``R``
+           and the output shift.
 ``OUT``    one element per cycle, never stalling: ``xt * gamma * R`` as exact products on
            DSPs (``xt = x``, or ``dim * x - S1`` for LayerNorm), shift, ``+ beta``, round,
            saturate to int8, into an output FIFO; reads are issued only while the FIFO has
@@ -39,8 +40,10 @@ Measured out of context on the LFE5U-85F (speed 6), dim 768, int16 input (nextpn
 1 and 2): RMSNorm 192 / 176 MHz, 775 LUT4, 722 FF, 4 DSP, 1 EBR; LayerNorm 170 / 168 MHz,
 1432 LUT4, 1662 FF, 7 DSP, 1 EBR.
 
-Cycles per vector: ``2 dim`` plus about 50 (RMSNorm) or 120 (LayerNorm: the variance loop
-takes two cycles per bit of ``dim`` and of ``|S1|``) for the scalar phase.
+Cycles per vector: ``2 dim`` plus the scalar phase, about 50 cycles (RMSNorm) or 120
+(LayerNorm: the variance loop takes two cycles per bit of ``dim`` and of ``|S1|``); two steps
+per cycle take 16 off. ``test_throughput_one_element_per_cycle`` in ``tests/test_norm.py``
+bounds it (dim 200, back-to-back vectors): 64 and 140, 44 and 108 with two steps.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
@@ -74,12 +77,20 @@ class NormEngine(wiring.Component):
         Fractional bits of the int8 output: ``y_real = y * 2**-out_frac``.
     eps : float
         Epsilon in units of the input LSB squared (``eps_real / in_scale**2``).
+    steps_per_cycle : int
+        Steps of the scalar phase's square root and division per cycle, 1..4: each takes
+        ``ceil(17 / steps_per_cycle)`` cycles. More steps chain more subtractors per cycle
+        (a lower fmax out of context) for a shorter scalar phase; the results are the same.
     """
 
     def __init__(self, kind: str, *, dim: int, in_width: int = 16, gamma_width: int = 16,
                  gamma_frac: int = 12, beta_width: int = 16, beta_frac: int | None = None,
-                 out_frac: int = 4, eps: float = 0.0):
+                 out_frac: int = 4, eps: float = 0.0, steps_per_cycle: int = 1):
         try:
+            if steps_per_cycle not in (1, 2, 3, 4):
+                raise ValueError(f"steps_per_cycle {steps_per_cycle!r}: the square root and "
+                                 f"the division take 1 to 4 steps per cycle")
+            self._steps = steps_per_cycle
             self._p = NormParams(kind, dim=dim, in_width=in_width, gamma_width=gamma_width,
                                  gamma_frac=gamma_frac, beta_width=beta_width,
                                  beta_frac=beta_frac, out_frac=out_frac, eps=eps)
@@ -147,11 +158,12 @@ class NormEngine(wiring.Component):
         rem = Signal(21)
         drem = Signal(18)
         root = Signal(17)
-        msq = Signal(34)
+        NS = self._steps * -(-17 // self._steps)     # SQRT and DIV steps (see SQRT)
+        msq = Signal(2 * NS)
         it = Signal(range(18))
-        it_last = Signal()                  # registered it == 16 (SQRT and DIV take 17 steps)
+        it_last = Signal()                  # registered: the last cycle of SQRT or DIV
         recip = Signal(17)
-        numr = Signal(17)
+        numr = Signal(NS)
         # Per-vector constants of the output pass, copied when it starts: the next vector's
         # scalar phase may begin while the last items are still in the output pipeline.
         s1_out = Signal.like(s1)
@@ -229,7 +241,7 @@ class NormEngine(wiring.Component):
         st_load = Signal(init=1)
         st_drain, st_mul, st_pre, st_norm, st_sqrt, st_div, st_out = (
             Signal(name=f"st_{n}") for n in ("drain", "mul", "pre", "norm", "sqrt", "div", "out"))
-        m.d.sync += it_last.eq((it == 15) & (st_sqrt | st_div))
+        m.d.sync += it_last.eq((it == -(-17 // self._steps) - 2) & (st_sqrt | st_div))
         m.d.comb += clr_n.eq(st_div & it_last)
         at_last = Signal(init=int(D == 1))  # LOAD: the next element is the last
         oi_more = Signal()
@@ -358,29 +370,42 @@ class NormEngine(wiring.Component):
         with m.If(fit):
             m.d.sync += [rem.eq(0), root.eq(0), it.eq(0), fit.eq(0),
                          st_norm.eq(0), st_sqrt.eq(1)]
-        # SQRT: digit by digit, two bits of m per cycle (msq shifts every cycle, no enable:
-        # only its value from ``fit`` on matters).
-        m.d.sync += msq.eq(Mux(fit, v[:34], msq << 2))
-        r4 = Signal(21)
-        trial = Signal(21)
-        m.d.comb += [r4.eq(Cat(msq[32:34], rem)), trial.eq(Cat(Const(1, 2), root))]
-        sdiff = Signal(22)                  # r4 - trial; bit 21 set when negative
-        m.d.comb += sdiff.eq(r4 - trial)
+        # SQRT: digit by digit, two bits of m per step, ``steps_per_cycle`` steps per cycle
+        # (msq shifts every cycle, no enable: only its value from ``fit`` on matters). With
+        # several steps per cycle the 17 steps are padded to a multiple of them by leading
+        # zero digits, which leave the remainder and the root at zero.
+        S = self._steps
+        NC = -(-17 // S)                    # cycles of SQRT and of DIV
+        NS = NC * S                         # steps, the first NS - 17 of them on zeros
+        m.d.sync += msq.eq(Mux(fit, v[:34], msq << (2 * S)))
+        rem_s, root_s = rem, root
+        for j in range(S):
+            r4 = Signal(21, name=f"r4_{j}")
+            sdiff = Signal(22, name=f"sdiff{j}")    # r4 - trial; bit 21 set when negative
+            top = 2 * NS - 2 - 2 * j
+            m.d.comb += [r4.eq(Cat(msq[top:top + 2], rem_s)),
+                         sdiff.eq(r4 - Cat(Const(1, 2), root_s))]
+            rem_s = Mux(sdiff[21], r4, sdiff[:21])
+            root_s = Cat(~sdiff[21], root_s)[:17]
         with m.If(st_sqrt):
-            m.d.sync += [rem.eq(Mux(sdiff[21], r4, sdiff[:21])), root.eq(Cat(~sdiff[21], root))]
+            m.d.sync += [rem.eq(rem_s), root.eq(root_s)]
             m.d.sync += it.eq(it + 1)
             with m.If(it_last):
                 # (recip needs no clearing: the division shifts in all its 17 bits)
-                m.d.sync += [drem.eq(p.num >> 17), numr.eq(p.num & 0x1FFFF), it.eq(0),
+                m.d.sync += [drem.eq(p.num >> NS), numr.eq(p.num & ((1 << NS) - 1)), it.eq(0),
                              st_sqrt.eq(0), st_div.eq(1)]
-        # DIV: recip = NUM // root; rem starts at NUM >> 17 (< root), one bit per cycle.
-        dtrial = Signal(19)
-        ddiff = Signal(20)                  # dtrial - root; bit 19 set when negative
-        m.d.comb += [dtrial.eq(Cat(numr[16], drem)), ddiff.eq(dtrial - root)]
+        # DIV: recip = NUM // root; drem starts at NUM >> NS (< NUM >> 17 < root), one bit
+        # per step (the first NS - 17 quotient bits are zero: NUM // root < 2**17).
+        drem_s, recip_s = drem, recip
+        for j in range(S):
+            dtrial = Signal(19, name=f"dtrial{j}")
+            ddiff = Signal(20, name=f"ddiff{j}")    # dtrial - root; bit 19 set when negative
+            m.d.comb += [dtrial.eq(Cat(numr[NS - 1 - j], drem_s)), ddiff.eq(dtrial - root)]
+            drem_s = Mux(ddiff[19], dtrial, ddiff[:18])
+            recip_s = Cat(~ddiff[19], recip_s)[:17]
         with m.If(st_div):
-            m.d.sync += [drem.eq(Mux(ddiff[19], dtrial, ddiff[:18])),
-                         recip.eq(Cat(~ddiff[19], recip))]
-            m.d.sync += [numr.eq(numr << 1), it.eq(it + 1)]
+            m.d.sync += [drem.eq(drem_s), recip.eq(recip_s)]
+            m.d.sync += [numr.eq(numr << S), it.eq(it + 1)]
             with m.If(it_last):
                 m.d.sync += [oi.eq(0), oi_more.eq(1),
                              s1_out.eq(s1), shr_o.eq(shr),
@@ -405,9 +430,11 @@ class RMSNorm(NormEngine):
     """
 
     def __init__(self, *, dim: int, in_width: int = 16, gamma_width: int = 16,
-                 gamma_frac: int = 12, out_frac: int = 4, eps: float = 0.0):
+                 gamma_frac: int = 12, out_frac: int = 4, eps: float = 0.0,
+                 steps_per_cycle: int = 1):
         super().__init__("rmsnorm", dim=dim, in_width=in_width, gamma_width=gamma_width,
-                         gamma_frac=gamma_frac, out_frac=out_frac, eps=eps)
+                         gamma_frac=gamma_frac, out_frac=out_frac, eps=eps,
+                         steps_per_cycle=steps_per_cycle)
 
 
 def _bench(name, cls, params):

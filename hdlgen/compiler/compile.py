@@ -68,9 +68,9 @@ Memory layout: weights in the weight bank in :func:`hdlgen.blocks.membank.weight
 the decoder layers at a fixed stride (the program's ``LOOP`` steps the base registers); the
 parameter memory holds per-row requantization words, biases, norm gains and epsilons, the RoPE
 and activation ROM tables. ``wk`` and ``wv`` are one stacked matrix with one ``MATVEC`` into a
-``kv`` buffer (``fuse_kv``, the default); LLaMA's ``w1`` and ``w3`` are one matrix of row
-pairs (gate ``i``, up ``i``) with one ``MATVEC`` (``glu``) writing their SwiGLU (``fuse_glu``,
-the default).
+``kv`` buffer (``fuse_kv``, the default); LLaMA's ``w1`` and ``w3`` are one matrix (blocks of
+``lanes / 2`` gates, then their ups) with one ``MATVEC`` (``glu``) writing their SwiGLU
+(``fuse_glu``, the default).
 """
 
 import math
@@ -80,7 +80,7 @@ import numpy as np
 
 from hdlgen.config import AcceleratorConfig
 from hdlgen.engine.isa import (EltOp, Func, Instruction, NormKind, Opcode, Reg, Width,
-                               encode_program)
+                               encode_program, glu_rows)
 from hdlgen.errors import UserError
 from hdlgen.compiler.image import (MemoryImage, ParamAllocator, WeightAllocator, act_table_words,
                                    requant_word, rope_table_words)
@@ -198,8 +198,10 @@ class CompileOptions:
         ``fuse_rope`` (k is rotated after the projection then).
     fuse_glu : bool
         LLaMA: the gate and up projections as one ``MATVEC`` with ``glu`` (default): ``w1``
-        and ``w3`` are interleaved row by row into one matrix ``w13`` (gate ``i``, up ``i``),
-        their requantization words likewise, followed by the SwiGLU's word, and the results
+        and ``w3`` are one matrix ``w13`` in blocks of ``lanes`` rows (the gates of
+        ``lanes / 2`` hidden units, then their ups: :func:`hdlgen.engine.isa.glu_rows`),
+        their requantization words interleaved (gate ``i``, up ``i``), followed by the
+        SwiGLU's word, and the results
         pass the SwiGLU unit on their way to the writer, instead of two ``MATVEC`` and an
         ``ELTWISE`` (and the ``hb``, ``hb2`` buffers). The results are the same bit for bit.
         Not done when ``w1`` and ``w3`` have different plane counts (``weight_bits``).
@@ -854,7 +856,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
     if fuse_kv:                         # wk and wv as one matrix "wkv" (k's rows, then v's)
         stacked = {("wkv" if m == "wk" else m): ([m, "wv"] if m == "wk" else [m])
                    for m in mats if m != "wv"}
-    if fuse_glu:                        # w1 and w3 as one matrix "w13" (row pairs gate, up)
+    if fuse_glu:                        # w1 and w3 as one matrix "w13" (glu_rows)
         stacked = {("w13" if m == "w1" else m): (["w1", "w3"] if m == "w1" else parts)
                    for m, parts in stacked.items() if m != "w3"}
     waddr, paddr = [], []
@@ -863,7 +865,12 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
         w0, p0 = wa.rows, pa.words
         for m, parts in stacked.items():
             qs = [qm.weights[p].q[layer] for p in parts]
-            q = np.stack(qs, 1).reshape(-1, qs[0].shape[1]) if m == "w13" else np.concatenate(qs)
+            if m == "w13":              # gates and ups in blocks of lanes (glu_rows)
+                gate, up = glu_rows(2 * H, wa.lanes)
+                q = np.zeros((up[-1] + 1, qs[0].shape[1]), dtype=qs[0].dtype)
+                q[gate], q[up] = qs
+            else:
+                q = np.concatenate(qs)
             wl[m], _ = add_matrix(q, wplanes(m))
             wl[m] -= w0
         if arch == "llama":
@@ -874,7 +881,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                         "a_scale": qm.scale_of("ffn_gate", layer),
                         "silu_scale": float(silu_scale[layer]), "table": silu_t}
         for m, parts in stacked.items():
-            # (w13: row pairs gate i, up i, then the SwiGLU's word; LLaMA has no biases)
+            # (w13: word pairs gate i, up i, then the SwiGLU's word; LLaMA has no biases)
             pl[m] = add_requant([qm.requant[p] for p in parts], layer, m == "w13") - p0
             if m == "w13":
                 a = add_requant_real("ffn_mul", mul_real, bits["ffn_hidden"])

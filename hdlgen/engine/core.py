@@ -709,11 +709,13 @@ class Engine(wiring.Component):
                              d["out_scale"])
             m.submodules[f"act{n}"] = blk
             acts.append((addr, d, blk))
-        swig = None
+        swig = rq2 = None
         if self._swiglu is not None:
             ab, bb, ob, a_sc, s_sc = self._swiglu
             m.submodules.swiglu = swig = Eltwise("swiglu", a_bits=ab, b_bits=bb, out_bits=ob,
                                                  a_scale=a_sc, silu_scale=s_sc)
+            # a glu MATVEC's ups (its gates go through rq, beside them)
+            m.submodules.rq2 = rq2 = Requant(out_bits=16, has_bias=False)
 
         m.submodules.rd = rd = ElementReader(addr_width=aw_act, width=16,
                                              aux_addr_width=_bits(VBD + SVD), aux_width=16 * K,
@@ -1813,28 +1815,29 @@ class Engine(wiring.Component):
             # The writer takes the unit's pairs (wr_src ROPE). The requantizer gives at most
             # one result per cycle, so a pair enters every other cycle at most, and the writer
             # takes one every other cycle: the unit's queue never fills (rp_lost: OVERRUN).
-            # A glu MATVEC's results (gl_on) are paired the same way, the gate saturated to
-            # the SwiGLU's a_bits and the up to its b_bits (as the writer would have stored
-            # them), into the SwiGLU unit (gl_pv), whose values the writer takes (wr_src ELT)
+            # A glu MATVEC's results (gl_on) come as pairs, the gate out of rq and its up out
+            # of rq2 in the same cycle (see the serializer); the gate saturated to the
+            # SwiGLU's a_bits and the up to its b_bits (as the writer would have stored them)
+            # go into the SwiGLU unit (gl_pv), whose values the writer takes (wr_src ELT), one
+            # per cycle at most (gl_lost: OVERRUN)
             fz_pv, gl_pv, fz_rot, fz_last = Signal(), Signal(), Signal(), Signal()
             fz_x0, fz_p0, fz_p1 = Signal(16), Signal(16), Signal(16)
             rq_y = rq.o.payload.y
             fz_y = Mux(wr_w8, saturate(rq_y, 8), rq_y)      # (the run's width)
-            y0 = y1 = fz_y
-            if swig is not None:
-                ab, bb = self._swiglu[:2]
-                y0 = Mux(gl_on, saturate(rq_y, ab), fz_y)
-                y1 = Mux(gl_on, saturate(rq_y, bb), fz_y)
             m.d.sync += [fz_pv.eq(0), gl_pv.eq(0)]
-            with m.If((fz_on | gl_on) & rq.o.valid):
+            with m.If(fz_on & rq.o.valid):
                 with m.If(~fz_have):
-                    m.d.sync += [fz_have.eq(1), fz_x0.eq(y0)]
+                    m.d.sync += [fz_have.eq(1), fz_x0.eq(fz_y)]
                 with m.Else():
-                    m.d.sync += [fz_have.eq(0), fz_pv.eq(fz_on), gl_pv.eq(gl_on),
-                                 fz_p0.eq(fz_x0), fz_p1.eq(y1),
+                    m.d.sync += [fz_have.eq(0), fz_pv.eq(1), fz_p0.eq(fz_x0), fz_p1.eq(fz_y),
                                  fz_rot.eq(fz_left != 0), fz_last.eq(fz_left <= 1)]
                     with m.If(fz_left != 0):
                         m.d.sync += fz_left.eq(fz_left - 1)
+            if swig is not None:
+                ab, bb = self._swiglu[:2]
+                with m.If(gl_on & rq.o.valid):
+                    m.d.sync += [gl_pv.eq(1), fz_p0.eq(saturate(rq_y, ab)),
+                                 fz_p1.eq(saturate(rq2.o.payload.y, bb))]
         if rope is not None:
             with m.If(~rt[_R_ROPE]):
                 m.d.comb += [rope.i.valid.eq(fz_pv), rope.i.payload.x[0].eq(fz_p0),
@@ -2295,9 +2298,13 @@ class Engine(wiring.Component):
         cb_left = Signal(16)                  # MATVEC rows not yet loaded
         m.d.comb += [is_mv.eq(mac_mode == _M_MATVEC), is_mm.eq(mac_mode == _M_MATMAT),
                      t_load.eq(~is_mv | (cb_ps == mv_npass - 1))]
+        mv_cnt = Signal.like(ser_cnt)         # the block's rows
+        m.d.comb += mv_cnt.eq(Mux(cb_left[lb:].any(), lanes, cb_left))
         with m.Switch(mac_mode):
             with m.Case(_M_MATVEC):
-                m.d.comb += t_cnt.eq(Mux(cb_left[lb:].any(), lanes, cb_left))
+                # (glu: the block's gate/up pairs, glu_rows: gate j on lane j, its up on lane
+                # lanes/2 + j)
+                m.d.comb += t_cnt.eq(Mux(gl_on, mv_cnt >> 1, mv_cnt))
             with m.Case(_M_SCORES):
                 m.d.comb += t_cnt.eq(1)
             with m.Case(_M_MATMAT):
@@ -2350,7 +2357,8 @@ class Engine(wiring.Component):
         with m.If(x_load):
             m.d.sync += ser_idx.eq(x_idx)
         with m.Elif(emit & ser_adv):
-            m.d.sync += ser_idx.eq(ser_idx + 1)
+            # (glu: the gate's word, the up's is the next one)
+            m.d.sync += ser_idx.eq(ser_idx + 1 + gl_on)
         # a result taken now loads the serializer the next cycle, when at most one value
         # (going out then) may be left
         m.d.sync += tk_ok.eq(~em_active & ~embed_go & ~mv_chain & ~av_hold &
@@ -2418,15 +2426,16 @@ class Engine(wiring.Component):
         # comes three cycles after it, beside the accumulator delayed as much)
         q0, q1, q2 = Signal(), Signal(), Signal()
         qa0, qa1, qa2 = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
-        rq_bbase = Signal(24)                 # rq_base + rq_rows: the biases
+        rq_bbase = Signal(24)                 # rq_base + rq_rows: the biases (glu: + 1, the ups)
         pq_b, pq_a = Signal(aw_p), Signal(aw_p)
         pq_b_en, pq_a_en = Signal(), Signal()
         m.d.sync += [q0.eq(rq_src_valid), q1.eq(q0), q2.eq(q1),
                      qa0.eq(rq_src_acc), qa1.eq(qa0), qa2.eq(qa1),
-                     rq_bbase.eq(rq_base + rq_rows),
+                     rq_bbase.eq(rq_base + Mux(gl_on, 1, rq_rows)),
                      pq_b.eq(Mux(glu_fetch, glu_p, rq_base + Mux(rq_per_row, rq_src_idx, 0))),
                      pq_b_en.eq(rq_src_valid | elt_fetch | glu_fetch),
-                     pq_a.eq(rq_bbase + rq_src_idx), pq_a_en.eq(rq_src_valid & rq_bias)]
+                     pq_a.eq(rq_bbase + rq_src_idx),
+                     pq_a_en.eq(rq_src_valid & (rq_bias | gl_on))]
         with m.If(prd.busy | prd.o.valid):
             m.d.comb += [par.b.addr.eq(prd.addr), par.b.en.eq(prd.en)]
         with m.Else():
@@ -2445,6 +2454,17 @@ class Engine(wiring.Component):
                      rq.i.payload.mult.eq(par.b.rdata[0:16]),
                      rq.i.payload.shift.eq(par.b.rdata[16:22]), rq.i.payload.last.eq(0)]
         m.d.comb += overrun.eq((q2 & ~rq.i.ready) | sm_lost | rp_lost | gl_lost)
+        if rq2 is not None:
+            # a glu MATVEC: the up (ser[lanes/2], glu_rows) into rq2 beside its gate, with its
+            # word from port a (a glu run has no biases)
+            qb0, qb1, qb2 = (Signal(signed(32), name=f"qb{n}") for n in range(3))
+            m.d.sync += [qb0.eq(ser[lanes // 2]), qb1.eq(qb0), qb2.eq(qb1)]
+            m.d.comb += [rq2.i.valid.eq(q2 & gl_on), rq2.i.payload.acc.eq(qb2),
+                         rq2.i.payload.mult.eq(par.a.rdata[0:16]),
+                         rq2.i.payload.shift.eq(par.a.rdata[16:22]), rq2.i.payload.last.eq(0),
+                         rq2.o.ready.eq(1)]
+            with m.If(q2 & gl_on & ~rq2.i.ready):
+                m.d.comb += overrun.eq(1)
         if swig is not None:
             m.d.comb += [swig.mult.eq(elt_m), swig.shift.eq(elt_s)]
             # a glu MATVEC's SwiGLU word: read from EXEC on (port b is free: no writer run,

@@ -56,7 +56,7 @@ from amaranth.lib import data, enum
 
 __all__ = ["WORD_BITS", "Opcode", "Reg", "Func", "EltOp", "NormKind", "LAYOUTS", "Instruction",
            "encode", "decode", "encode_program", "decode_program", "markdown", "BUF", "WADDR",
-           "PADDR", "ISAError", "layout_digest", "kv_append_parts"]
+           "PADDR", "ISAError", "layout_digest", "kv_append_parts", "glu_rows"]
 
 #: Width of one instruction word, bits.
 WORD_BITS = 128
@@ -204,13 +204,17 @@ class MatVec(data.Struct):
     written are also appended to the KV cache of layer ``LAYER`` at position ``POS``, as a
     ``KVAPPEND`` of them would (``rows`` = the number of parts x ``n`` x the image's
     ``head_size``, ``n`` KV heads, at most the cache's; ``out_width`` 8, no ``accumulate``;
-    a ``LAYER`` beyond the cache ends the job with ``KV_CACHE``). With ``glu`` the rows of
-    ``W`` are gate/up pairs (row ``2i`` the gate, ``2i + 1`` the up projection of hidden
-    unit ``i``) and ``dst[0:rows/2] = swiglu(gate, up)``, exactly as an ``ELTWISE SWIGLU``
-    of them would: the requantized gates saturated to the SwiGLU's ``a_bits``, the ups to
-    its ``b_bits``, the SwiGLU's requantization word right after the rows' words (at
-    ``paddr + rows``) and the image's one SiLU table; ``rows`` even, ``out_width`` the
-    SwiGLU's ``out_bits``, no ``bias``, ``accumulate``, ``rope_heads`` or ``kv_append``."""
+    a ``LAYER`` beyond the cache ends the job with ``KV_CACHE``). With ``glu`` ``W`` holds
+    the gate and up projections of ``rows / 2`` hidden units and ``dst[0:rows/2] =
+    swiglu(gate, up)``, exactly as an ``ELTWISE SWIGLU`` of them would: the requantized
+    gates saturated to the SwiGLU's ``a_bits``, the ups to its ``b_bits``, the SwiGLU's
+    requantization word right after the rows' words (at ``paddr + rows``) and the image's
+    one SiLU table; ``rows`` even, ``out_width`` the SwiGLU's ``out_bits``, no ``bias``,
+    ``accumulate``, ``rope_heads`` or ``kv_append``. ``W``'s rows come in blocks of the
+    image's ``lanes`` (:func:`glu_rows`): block ``b`` holds the gates of units ``b * lanes/2``
+    on in its first half and their ups in its second half (the last block likewise, padded),
+    so a pass's gate and up leave the MAC array ``lanes / 2`` lanes apart; the requantization
+    words are pairs, unit ``i``'s gate at ``paddr + 2i``, its up at ``paddr + 2i + 1``."""
     op: Opcode
     in_width: Width
     out_width: Width
@@ -454,6 +458,19 @@ def kv_append_parts(ins) -> list:
     kinds = [kv for kv in (0, 1) if ins.kv_append >> kv & 1]
     n = ins.rows // len(kinds) if kinds else 0
     return [(kv, i * n, n) for i, kv in enumerate(kinds)]
+
+
+def glu_rows(rows: int, lanes: int) -> tuple[list, list]:
+    """The weight-matrix rows of a ``glu`` ``MATVEC``'s gates and ups, hidden unit by unit
+    (``rows / 2`` units): in blocks of ``lanes`` rows, block ``b`` holds the gates of units
+    ``b * lanes/2 .. b * lanes/2 + lanes/2 - 1`` in its first half and their ups in its second
+    half; the last block's rows past its units are padding (zero), inside the
+    ``ceil(rows / lanes)`` blocks any ``rows``-row matrix occupies."""
+    if lanes % 2 or rows % 2:
+        raise ISAError(f"glu needs an even rows and lanes, not rows={rows}, lanes={lanes}")
+    half = lanes // 2
+    gate = [(i // half) * lanes + i % half for i in range(rows // 2)]
+    return gate, [g + half for g in gate]
 
 
 def layout_digest(layouts=None) -> str:

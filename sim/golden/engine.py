@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hdlgen.engine.isa import (EltOp, Func, Instruction, ISAError, NormKind, Opcode, Reg, Width,
-                               decode_program, kv_append_parts)
+                               decode_program, glu_rows, kv_append_parts)
 from hdlgen.errors import UserError
 from sim.golden.activation import activation
 from sim.golden.argmax import argmax_packets
@@ -546,13 +546,16 @@ class Engine:
             self._pwords(ins.paddr + pb, ins.rows * (2 if ins.bias else 1) + ins.glu)
             if in_bits == 8:
                 self._int8_input(x, ins.src)
-            acc = self._matvec(ins.waddr + wb, ins.rows, ins.cols, x, in_bits, ins.w_planes)
+            # (glu: the padded blocks too, where the last block's ups sit)
+            n_acc = -(-ins.rows // self.lanes) * self.lanes if ins.glu else ins.rows
+            acc = self._matvec(ins.waddr + wb, n_acc, ins.cols, x, in_bits, ins.w_planes)
             m, s = self._requant_params(ins.paddr + pb, ins.rows)
             bias = _s32(self._pwords(ins.paddr + pb + ins.rows, ins.rows)) if ins.bias else None
             if ins.glu:
                 d, gm, gs = sw
-                y = swiglu(requantize(acc[0::2], m[0::2], s[0::2], out_bits=d["a_bits"]),
-                           requantize(acc[1::2], m[1::2], s[1::2], out_bits=d["b_bits"]),
+                gate, up = glu_rows(ins.rows, self.lanes)
+                y = swiglu(requantize(acc[gate], m[0::2], s[0::2], out_bits=d["a_bits"]),
+                           requantize(acc[up], m[1::2], s[1::2], out_bits=d["b_bits"]),
                            gm, gs, a_bits=d["a_bits"], b_bits=d["b_bits"],
                            out_bits=d["out_bits"], a_scale=d["a_scale"],
                            silu_scale=d["silu_scale"])
@@ -730,10 +733,12 @@ class Engine:
     def _glu_params(self, ins, pb, out_bits):
         """``(descriptor, mult, shift)`` of a ``MATVEC``'s ``glu``: the SwiGLU parameters at
         ``paddr + rows``, after checking the instruction's other fields allow it."""
-        if (ins.rows % 2 or ins.bias or ins.accumulate or ins.rope_heads or ins.kv_append):
+        if (ins.rows % 2 or self.lanes % 2 or ins.bias or ins.accumulate or ins.rope_heads
+                or ins.kv_append):
             self._err(f"glu with rows={ins.rows}, bias={ins.bias}, accumulate={ins.accumulate}, "
-                      f"rope_heads={ins.rope_heads}, kv_append={ins.kv_append}: the rows must "
-                      f"be gate/up pairs (an even number), without the others")
+                      f"rope_heads={ins.rope_heads}, kv_append={ins.kv_append} on "
+                      f"{self.lanes} lanes: the rows must be gate/up pairs (an even number, "
+                      f"an even number of lanes), without the others")
         fmts = {(d["a_bits"], d["b_bits"], d["out_bits"], d["a_scale"], d["silu_scale"])
                 for d in self.image.tables.values() if d["kind"] == "swiglu"}
         at = ins.paddr + pb + ins.rows

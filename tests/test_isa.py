@@ -101,3 +101,17 @@ def test_layout_digest_follows_the_instruction_set():
                                                  data.Layout.cast(isa.LAYOUTS[Opcode.MATVEC])},
                                               "extra": u(1)})
     assert isa.layout_digest(grown) != d
+
+
+def test_glu_rows_blocks_of_lanes():
+    # 60 hidden units on 16 lanes: 7 full blocks of 8 gates then 8 ups, and a last block of
+    # 4 gates (lanes 0-3) and 4 ups (lanes 8-11), inside the 8 blocks of a 120-row matrix
+    gate, up = isa.glu_rows(120, 16)
+    assert gate[:9] == [0, 1, 2, 3, 4, 5, 6, 7, 16] and up[:9] == [8, 9, 10, 11, 12, 13, 14, 15, 24]
+    assert gate[-4:] == [112, 113, 114, 115] and up[-4:] == [120, 121, 122, 123]
+    rows = sorted(gate + up)
+    assert len(set(rows)) == 120 and rows[-1] < 8 * 16
+    assert all(u - g == 8 and g // 16 == u // 16 for g, u in zip(gate, up))
+    for rows, lanes in ((15, 16), (120, 7)):
+        with pytest.raises(ISAError, match="even"):
+            isa.glu_rows(rows, lanes)

@@ -61,13 +61,17 @@ wait in front of the serializer, and its writer run starts when the softmax's ha
   configuration, so the next instruction's decode (which overlaps the drain) cannot change
   them, and every row is appended before the next instruction starts (the writer's last
   result is counted two cycles after it enters the packer).
-  With ``glu`` (gate and up as row pairs of one matrix) the requantized results are paired
-  by the same pairer (the gate saturated to the SwiGLU unit's ``a_bits``, the up to its
-  ``b_bits``) into the SwiGLU unit, whose values the writer takes: one result per pair, so
-  the pairs' SwiGLU costs no instruction and no pass over the scratchpad. The unit's
-  requantization word (at ``paddr + rows``) is read from EXEC on, while port b of the
-  parameter memory is free (a glu ``MATVEC`` never follows another one's drain), and taken
-  three cycles later.
+  With ``glu`` (gate and up in blocks of ``lanes`` rows: :func:`hdlgen.engine.isa.glu_rows`)
+  a block's gate ``j`` leaves the MAC array on lane ``j`` and its up on lane ``lanes/2 + j``,
+  so the serializer sends ``lanes / 2`` pairs per block, one per cycle: the gate (``ser[0]``)
+  into the requantizer, the up (``ser[lanes/2]``, no per-lane mux) into a second one
+  (``rq2``) whose word is read on parameter port a (a glu run has no biases). The pair (the
+  gate saturated to the SwiGLU unit's ``a_bits``, the up to its ``b_bits``) goes into the
+  SwiGLU unit, whose values the writer takes: one result per pair, so the pairs' SwiGLU
+  costs no instruction and no pass over the scratchpad, and the run is bound by its MAC
+  beats, not by one result per cycle. The unit's requantization word (at ``paddr + rows``)
+  is read from EXEC on, while port b of the parameter memory is free (a glu ``MATVEC`` never
+  follows another one's drain), and taken three cycles later.
   The vector buffer remembers which scratchpad region it holds: a ``MATVEC`` reading the same
   input as the previous one (q, k and v; gate and up) skips the load, unless a write touched
   that region since. ``NORM``, ``ACT``, ``REQUANT``, ``ELTWISE`` and ``ATTV`` (one row of

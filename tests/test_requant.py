@@ -12,7 +12,7 @@ from amaranth.hdl import UnusedElaboratable
 from hdlgen.blocks.requant import Requant
 from sim.golden.requant import quantize_multiplier, requantize, requantize_float
 from sim.amaranth_streams import run_stream_amaranth
-from sim.benches.requant import expected_of, items_of, random_vectors
+from sim.benches.requant import edge_rows, expected_of, items_of, random_vectors
 from sim.harness import run_cocotb
 
 COUNT = "3000"
@@ -93,6 +93,28 @@ def test_int16_without_bias_in_amaranth_sim(stall):
     got = run_stream_amaranth(Requant(out_bits=16, has_bias=False), items_of(p, *vec), 3000,
                               stall_in=stall, stall_out=stall, seed=3)
     assert got == expected_of(p, *vec)
+
+
+@pytest.mark.parametrize("p", [{"out_bits": 16, "has_bias": False, "acc_bits": 22},
+                               {"out_bits": 8, "has_bias": True, "acc_bits": 12},
+                               {"out_bits": 16, "has_bias": False, "acc_bits": 27}])
+def test_lut_product_in_amaranth_sim(p):
+    """The product in LUTs (the engine's second requantizer): random items and the edge rows
+    (every field's extremes, ties, saturation) against the golden model, with stalls."""
+    vec = random_vectors(p, random.Random(12), 2000)
+    edge = edge_rows(p)
+    vec = tuple(np.concatenate([a, b]) for a, b in zip(vec, edge))
+    n = len(vec[0])
+    blk = Requant(out_bits=p["out_bits"], has_bias=p["has_bias"], acc_bits=p["acc_bits"],
+                  lut_mult=True)
+    got = run_stream_amaranth(blk, items_of(p, *vec), n, stall_in=0.2, stall_out=0.2, seed=4)
+    assert got == expected_of(p, *vec)
+
+
+def test_lut_product_refuses_wide_accumulators():
+    _rejects("acc_bits=27: the LUT product takes at most 27 bits", Requant, has_bias=True,
+             acc_bits=27, lut_mult=True)
+    _rejects("acc_bits=24: the DSP product takes 32-bit", Requant, acc_bits=24)
 
 
 @pytest.mark.parametrize("corrupt", ["value", "missing"])

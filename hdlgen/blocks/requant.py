@@ -17,7 +17,10 @@ any number of channels and any layer. The integrator streams them from wherever 
 (per-channel tables next to the weights, or constants for a per-tensor scale).
 
 Datapath: ``x * mult`` (33 x 16 bits) uses two ``MULT18X18D`` (x split at bit 17) with their
-input and output registers on; a fabric register after the DSPs; then the 49-bit sum, three shift stages
+input and output registers on, a fabric register after the DSPs, then the 49-bit sum (with
+``lut_mult``, for an ``x`` of at most 27 bits, no DSP: ``x`` times each two-bit digit of
+``mult``, then three levels of registered adders, the same four cycles; the engine's second
+requantizer, whose ups it knows to be narrow); then three shift stages
 (by 0/16/32/48, then, on ``out_bits + 17`` bits with an overflow flag, 0/4/8/12 and 0..3),
 rounding, range flags, saturation, each one register.
 Latency 12 cycles, one item per cycle, no stall net (see :mod:`hdlgen.blocks.pointwise_kit`).
@@ -45,14 +48,18 @@ class RequantCore(Elaboratable):
         Width of the signed input ``x`` (at most 35).
     out_bits : int
         Width of the signed, saturated result.
+    lut_mult : bool
+        The product in LUTs (``x_bits`` at most 27) instead of two ``MULT18X18D``.
     """
 
     LATENCY = MULT_LATENCY + 8
 
-    def __init__(self, x_bits: int, out_bits: int):
-        if not 18 <= x_bits <= 35:
+    def __init__(self, x_bits: int, out_bits: int, *, lut_mult: bool = False):
+        if lut_mult and not 2 <= x_bits <= 27:
+            raise ValueError(f"x_bits={x_bits!r}: the LUT product supports 2..27 bits")
+        if not lut_mult and not 18 <= x_bits <= 35:
             raise ValueError(f"x_bits={x_bits!r}: the two-DSP split supports 18..35 bits")
-        self.x_bits, self.out_bits = x_bits, out_bits
+        self.x_bits, self.out_bits, self.lut_mult = x_bits, out_bits, lut_mult
         self.valid = Signal()
         self.x = Signal(signed(x_bits), reset_less=True)
         self.mult = Signal(unsigned(16), reset_less=True)
@@ -64,22 +71,41 @@ class RequantCore(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mul_lo = lo = mult18()
-        m.submodules.mul_hi = hi = mult18()
-        m.d.comb += [
-            lo.a.eq(self.x[:17]),                      # unsigned low part, top bit 0
-            hi.a.eq(self.x[17:].as_signed()),          # signed high part
-            lo.b.eq(self.mult),
-            hi.b.eq(self.mult),
-        ]
         wv = self.x_bits + 17                          # |x * mult| < 2**(x_bits + 15)
-        # cycle c + 3: fabric register after the DSPs
-        p_lo = Signal(signed(36), reset_less=True)
-        p_hi = Signal(signed(36), reset_less=True)
-        m.d.sync += [p_lo.eq(lo.p), p_hi.eq(hi.p)]
-        # c + 4: the full product
         v = Signal(signed(wv), reset_less=True)
-        m.d.sync += v.eq((p_hi << 17) + p_lo)
+        if self.lut_mult:
+            # c + 1: x times each two-bit digit of mult (one adder each); c + 2, c + 3: pairs
+            # summed (digits 4 and 16 apart); c + 4: the full product
+            terms = []
+            for k in range(8):
+                d = self.mult[2 * k:2 * k + 2]
+                t = Signal(signed(self.x_bits + 2), name=f"lm_t{k}", reset_less=True)
+                m.d.sync += t.eq(Mux(d[0], self.x, 0) + Mux(d[1], self.x << 1, 0))
+                terms.append(t)
+            for lvl, step in ((1, 2), (2, 4)):
+                nxt = []
+                for k in range(0, len(terms), 2):
+                    e = terms[k] + (terms[k + 1] << step)
+                    t = Signal(e.shape(), name=f"lm_s{lvl}_{k // 2}", reset_less=True)
+                    m.d.sync += t.eq(e)
+                    nxt.append(t)
+                terms = nxt
+            m.d.sync += v.eq(terms[0] + (terms[1] << 8))
+        else:
+            m.submodules.mul_lo = lo = mult18()
+            m.submodules.mul_hi = hi = mult18()
+            m.d.comb += [
+                lo.a.eq(self.x[:17]),                      # unsigned low part, top bit 0
+                hi.a.eq(self.x[17:].as_signed()),          # signed high part
+                lo.b.eq(self.mult),
+                hi.b.eq(self.mult),
+            ]
+            # cycle c + 3: fabric register after the DSPs
+            p_lo = Signal(signed(36), reset_less=True)
+            p_hi = Signal(signed(36), reset_less=True)
+            m.d.sync += [p_lo.eq(lo.p), p_hi.eq(hi.p)]
+            # c + 4: the full product
+            m.d.sync += v.eq((p_hi << 17) + p_lo)
         # c + 5: coarse shift by 0/16/32/48
         sh4 = delay(m, self.sh, MULT_LATENCY + 2, name="sh")
         t1 = Signal(signed(wv), reset_less=True)
@@ -144,6 +170,11 @@ class Requant(wiring.Component):
         8 or 16: width of the saturated output.
     has_bias : bool
         Whether items carry an int32 ``bias`` added to ``acc`` before scaling.
+    acc_bits : int
+        Width of ``acc`` (and ``bias``): 32, or less with ``lut_mult``.
+    lut_mult : bool
+        The product in LUTs, no DSP (``acc_bits + has_bias`` at most 27; see
+        :class:`RequantCore`).
 
     Attributes
     ----------
@@ -157,13 +188,21 @@ class Requant(wiring.Component):
     ACC_BITS = 32
     LATENCY = 2 + RequantCore.LATENCY
 
-    def __init__(self, out_bits: int = 8, has_bias: bool = True):
+    def __init__(self, out_bits: int = 8, has_bias: bool = True, *, acc_bits: int = ACC_BITS,
+                 lut_mult: bool = False):
         if out_bits not in (8, 16):
             raise ValueError(f"out_bits={out_bits!r}: the requantizer outputs int8 or int16, use 8 or 16")
+        if lut_mult and not 1 <= acc_bits + bool(has_bias) <= 27:
+            raise ValueError(f"acc_bits={acc_bits!r}: the LUT product takes at most 27 bits "
+                             f"(acc plus bias); use the DSP product (lut_mult=False)")
+        if not lut_mult and acc_bits != self.ACC_BITS:
+            raise ValueError(f"acc_bits={acc_bits!r}: the DSP product takes 32-bit "
+                             f"accumulators; narrower ones need lut_mult=True")
         self._out_bits, self._has_bias = out_bits, bool(has_bias)
-        fields = {"acc": signed(self.ACC_BITS)}
+        self._acc_bits, self._lut = acc_bits, lut_mult
+        fields = {"acc": signed(acc_bits)}
         if has_bias:
-            fields["bias"] = signed(self.ACC_BITS)
+            fields["bias"] = signed(acc_bits)
         fields.update({"mult": unsigned(16), "shift": unsigned(6), "last": unsigned(1)})
         self.in_layout = data.StructLayout(fields)
         self.out_layout = data.StructLayout({"y": signed(out_bits), "last": unsigned(1)})
@@ -183,7 +222,12 @@ class Requant(wiring.Component):
         m.submodules.pipe = pipe = CreditPipe(self.in_layout, self.out_layout, self.LATENCY)
         wiring.connect(m, wiring.flipped(self.i), pipe.i)
         wiring.connect(m, pipe.o, wiring.flipped(self.o))
-        m.submodules.core = core = RequantCore(self.ACC_BITS + 1, self._out_bits)
+        if self._lut:
+            core = RequantCore(max(2, self._acc_bits + self._has_bias), self._out_bits,
+                               lut_mult=True)
+        else:
+            core = RequantCore(self.ACC_BITS + 1, self._out_bits)
+        m.submodules.core = core
         # c0: register the accepted item
         v0 = Signal()
         r0 = Signal(self.in_layout, reset_less=True)

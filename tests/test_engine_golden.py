@@ -11,7 +11,7 @@ from hdlgen.bench.accuracy import GoldenLogits
 from hdlgen.cli import main
 from hdlgen.compiler import CompileOptions, compile_model
 from hdlgen.config import AcceleratorConfig
-from hdlgen.engine.isa import Instruction, Opcode
+from hdlgen.engine.isa import GLU_MAX_COLS, Instruction, Opcode, Width
 from hdlgen.model import load_model
 from hdlgen.model.accuracy import reference_sequence
 from sim.float_ref import FloatModel
@@ -160,6 +160,14 @@ def test_error_paths():
     for k in ("rows", "cols"):             # the RTL ends such a MATVEC with BAD_FIELD
         bad[i] = Instruction.make(Opcode.MATVEC, **{**dict(comp.program[i].fields), k: 0})
         with pytest.raises(EngineError, match=f"{k}=0.*needs at least one of each"):
+            Engine(comp.image, bad).step(1, 0)
+    # glu is int8 x int8 with at most GLU_MAX_COLS columns (the RTL's rq2 is that wide)
+    g = next(k for k, ins in enumerate(comp.program) if ins.op == Opcode.MATVEC and ins.glu)
+    for k, val, msg in (("in_width", Width.W16, "in_width=W16"), ("w_planes", 2, "w_planes=2"),
+                        ("cols", GLU_MAX_COLS + 1, f"cols={GLU_MAX_COLS + 1}")):
+        bad = list(comp.program)
+        bad[g] = Instruction.make(Opcode.MATVEC, **{**dict(comp.program[g].fields), k: val})
+        with pytest.raises(EngineError, match=f"glu with .*{msg}.*must be int8"):
             Engine(comp.image, bad).step(1, 0)
     loop = next(k for k, ins in enumerate(comp.program) if ins.op == Opcode.LOOP)
     nested = list(comp.program)

@@ -79,8 +79,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hdlgen.config import AcceleratorConfig
-from hdlgen.engine.isa import (EltOp, Func, Instruction, NormKind, Opcode, Reg, Width,
-                               encode_program, glu_rows)
+from hdlgen.engine.isa import (GLU_MAX_COLS, EltOp, Func, Instruction, NormKind, Opcode, Reg,
+                               Width, encode_program, glu_rows)
 from hdlgen.errors import UserError
 from hdlgen.compiler.image import (MemoryImage, ParamAllocator, WeightAllocator, act_table_words,
                                    requant_word, rope_table_words)
@@ -204,7 +204,8 @@ class CompileOptions:
         SwiGLU's word, and the results
         pass the SwiGLU unit on their way to the writer, instead of two ``MATVEC`` and an
         ``ELTWISE`` (and the ``hb``, ``hb2`` buffers). The results are the same bit for bit.
-        Not done when ``w1`` and ``w3`` have different plane counts (``weight_bits``).
+        Not done when ``w1`` or ``w3`` is wider than int8 (``weight_bits``) or the model's
+        ``dim`` is above :data:`hdlgen.engine.isa.GLU_MAX_COLS`: ``glu`` takes int8 x int8.
     """
     context: int = None
     device: str = "85F"
@@ -471,11 +472,12 @@ def _fused_append(opt, arch: str) -> bool:
             (arch == "gpt2" or bool(opt.fuse_rope)))
 
 
-def _fused_glu(fuse_glu: bool, weight_bits: dict, arch: str) -> bool:
-    """Whether gate and up are one ``MATVEC`` with ``glu`` (:attr:`CompileOptions.fuse_glu`)."""
+def _fused_glu(fuse_glu: bool, weight_bits: dict, arch: str, dim: int) -> bool:
+    """Whether gate and up are one ``MATVEC`` with ``glu`` (:attr:`CompileOptions.fuse_glu`):
+    int8 weights and at most ``GLU_MAX_COLS`` inputs, as ``glu`` needs."""
     wb = weight_bits or {}
-    return (arch == "llama" and bool(fuse_glu) and
-            _weight_planes(wb.get("w1", 8)) == _weight_planes(wb.get("w3", 8)))
+    return (arch == "llama" and bool(fuse_glu) and dim <= GLU_MAX_COLS and
+            _weight_planes(wb.get("w1", 8)) == _weight_planes(wb.get("w3", 8)) == 1)
 
 
 def _program_length(c, fuse_softmax: bool = True, fuse_kv: bool = True,
@@ -507,7 +509,7 @@ def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
     if _fused_kv(fuse_kv, wb):
         mats = {("wk" if k == "wv" else k): ((2 * KV, D) if k == "wv" else rc)
                 for k, rc in mats.items() if k != "wk"}
-    glu = _fused_glu(fuse_glu, wb, c.arch)
+    glu = _fused_glu(fuse_glu, wb, c.arch, c.dim)
     if glu:
         mats = {("w13" if k == "w1" else k): ((2 * H, D) if k == "w1" else rc)
                 for k, rc in mats.items() if k != "w3"}
@@ -653,7 +655,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                                     f"inputs (1023 * 32768 * n < 2**31); {key} has {cols}")
                 ext["planes_x16"] = 1
     fuse_kv = _fused_kv(opt.fuse_kv, opt.weight_bits)
-    fuse_glu = _fused_glu(opt.fuse_glu, opt.weight_bits, c.arch)
+    fuse_glu = _fused_glu(opt.fuse_glu, opt.weight_bits, c.arch, c.dim)
     if opt.fit:                     # refuse before anything long (quantization, layout)
         fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
                              ext, opt.fuse_softmax, fuse_kv, fuse_glu),

@@ -56,7 +56,7 @@ from amaranth.lib import data, enum
 
 __all__ = ["WORD_BITS", "Opcode", "Reg", "Func", "EltOp", "NormKind", "LAYOUTS", "Instruction",
            "encode", "decode", "encode_program", "decode_program", "markdown", "BUF", "WADDR",
-           "PADDR", "ISAError", "layout_digest", "kv_append_parts", "glu_rows"]
+           "PADDR", "ISAError", "layout_digest", "kv_append_parts", "glu_rows", "GLU_MAX_COLS"]
 
 #: Width of one instruction word, bits.
 WORD_BITS = 128
@@ -69,6 +69,9 @@ WADDR = unsigned(20)
 PADDR = unsigned(20)
 #: Vector length / matrix dimension.
 LEN = unsigned(16)
+#: Most ``cols`` of a ``MATVEC`` with ``glu`` (int8 x int8: its sums fit 27 bits, the width of
+#: the engine's second requantizer, whose product is in LUTs).
+GLU_MAX_COLS = 2048
 
 
 class ISAError(ValueError):
@@ -209,8 +212,9 @@ class MatVec(data.Struct):
     swiglu(gate, up)``, exactly as an ``ELTWISE SWIGLU`` of them would: the requantized
     gates saturated to the SwiGLU's ``a_bits``, the ups to its ``b_bits``, the SwiGLU's
     requantization word right after the rows' words (at ``paddr + rows``) and the image's
-    one SiLU table; ``rows`` even, ``out_width`` the SwiGLU's ``out_bits``, no ``bias``,
-    ``accumulate``, ``rope_heads`` or ``kv_append``. ``W``'s rows come in blocks of the
+    one SiLU table; ``rows`` even, ``out_width`` the SwiGLU's ``out_bits``, ``in_width`` 8,
+    ``w_planes`` 1, ``cols`` at most ``GLU_MAX_COLS`` (2048), no ``bias``, ``accumulate``,
+    ``rope_heads`` or ``kv_append``. ``W``'s rows come in blocks of the
     image's ``lanes`` (:func:`glu_rows`): block ``b`` holds the gates of units ``b * lanes/2``
     on in its first half and their ups in its second half (the last block likewise, padded),
     so a pass's gate and up leave the MAC array ``lanes / 2`` lanes apart; the requantization

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdlgen.engine.isa import (EltOp, Func, Instruction, ISAError, NormKind, Opcode, Reg, Width,
+from hdlgen.engine.isa import (GLU_MAX_COLS, EltOp, Func, Instruction, ISAError, NormKind, Opcode, Reg, Width,
                                decode_program, glu_rows, kv_append_parts)
 from hdlgen.errors import UserError
 from sim.golden.activation import activation
@@ -739,6 +739,10 @@ class Engine:
                       f"rope_heads={ins.rope_heads}, kv_append={ins.kv_append} on "
                       f"{self.lanes} lanes: the rows must be gate/up pairs (an even number, "
                       f"an even number of lanes), without the others")
+        if ins.in_width != Width.W8 or ins.w_planes != 1 or ins.cols > GLU_MAX_COLS:
+            self._err(f"glu with in_width={ins.in_width.name}, w_planes={ins.w_planes}, "
+                      f"cols={ins.cols}: its inputs and weights must be int8 (W8, one plane) "
+                      f"and cols at most {GLU_MAX_COLS}")
         fmts = {(d["a_bits"], d["b_bits"], d["out_bits"], d["a_scale"], d["silu_scale"])
                 for d in self.image.tables.values() if d["kind"] == "swiglu"}
         at = ins.paddr + pb + ins.rows

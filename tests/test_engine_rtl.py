@@ -52,7 +52,8 @@ def test_llama_mqa(tmp_path):
     its rows or that accumulates, or whose ``kv_append`` has more heads than the cache, with
     BAD_FIELD (a kv projection whose int8 k saturates runs and equals the golden model:
     saturated, then rotated), the gate/up MATVEC (``glu``) with odd rows, accumulate or an
-    output width other than the SwiGLU unit's with BAD_FIELD, the down projection after it as
+    output width other than the SwiGLU unit's or a 16-bit input (``rq2`` takes int8 x int8
+    sums) with BAD_FIELD, the down projection after it as
     an 8-bit MATVEC (its 16-bit input, read from the side region otherwise) with INPUT_RANGE;
     a WEIGHT_RANGE or PARAM_RANGE refusal leaves the scratchpad of the program cut before the
     refused instruction (the MATVEC right after a MATVEC or a NORM is checked while their
@@ -109,15 +110,17 @@ def test_llama_mqa(tmp_path):
             {"steps": [[3, 0]], "patch": [glu_mv, {"out_width": Width.W8.value}, "BAD_FIELD"],
              "before": True},
             {"steps": [[3, 0]], "patch": [glu_mv + 1, {"in_width": Width.W8.value},
-                                          "INPUT_RANGE"]}]
+                                          "INPUT_RANGE"]},
+            {"steps": [[3, 0]], "patch": [glu_mv, {"in_width": Width.W16.value}, "BAD_FIELD"],
+             "before": True}]
     out = _run({**LLAMA, "scenarios": scen}, tmp_path)
     assert "logits differ" in out[1]["message"] and "logits differ" in out[2]["message"]
     assert [out[n]["steps"][0]["golden_code"] for n in range(4, 13)] == \
         ["SCRATCH_RANGE", "WEIGHT_RANGE", "PARAM_RANGE"] + ["INPUT_RANGE"] * 2 + \
         ["WEIGHT_RANGE", None, None, None]
     assert [s["pos"] for s in out[0]["steps"]] == list(range(ctx))
-    assert [out[n]["steps"][0]["golden_code"] for n in range(15, 19)] == [None] * 3 + \
-        ["INPUT_RANGE"]
+    assert [out[n]["steps"][0]["golden_code"] for n in range(15, 20)] == [None] * 3 + \
+        ["INPUT_RANGE", None]
 
 
 def test_gpt2(tmp_path):

@@ -65,7 +65,9 @@ wait in front of the serializer, and its writer run starts when the softmax's ha
   a block's gate ``j`` leaves the MAC array on lane ``j`` and its up on lane ``lanes/2 + j``,
   so the serializer sends ``lanes / 2`` pairs per block, one per cycle: the gate (``ser[0]``)
   into the requantizer, the up (``ser[lanes/2]``, no per-lane mux) into a second one
-  (``rq2``) whose word is read on parameter port a (a glu run has no biases). The pair (the
+  (``rq2``) whose word is read on parameter port a (a glu run has no biases). ``rq2`` takes
+  no DSP: its product is in LUTs, for the 27-bit sums of a glu ``MATVEC`` (int8 x int8, at
+  most ``GLU_MAX_COLS`` columns, as the ISA requires). The pair (the
   gate saturated to the SwiGLU unit's ``a_bits``, the up to its ``b_bits``) goes into the
   SwiGLU unit, whose values the writer takes: one result per pair, so the pairs' SwiGLU
   costs no instruction and no pass over the scratchpad, and the run is bound by its MAC
@@ -285,8 +287,8 @@ from hdlgen.blocks.rope import Rope
 from hdlgen.blocks.softmax import Softmax
 from hdlgen.blocks.stream_parts import SkidBuffer
 from hdlgen.config import AcceleratorConfig
-from hdlgen.engine.isa import (EltOp, LAYOUTS, NormKind, Opcode, Reg, Width, encode_program,
-                               layout_digest)
+from hdlgen.engine.isa import (GLU_MAX_COLS, EltOp, LAYOUTS, NormKind, Opcode, Reg, Width,
+                               encode_program, layout_digest)
 from hdlgen.engine.memmap import EngineMap, WINDOWS
 from hdlgen.engine.memories import DistRAM, SplitRAM, WideFIFO, split_depth
 from hdlgen.engine.streams import ElementReader
@@ -297,6 +299,9 @@ from sim.golden.rope import FRAC_BITS as ROPE_FRAC
 __all__ = ["Engine", "ErrorCode", "UNITS"]
 
 #: Per-unit busy outputs (``unit_busy`` bit ``n`` is ``UNITS[n]``), for the profiling counters.
+#: Width of a glu MATVEC's sums (int8 x int8, at most GLU_MAX_COLS columns): rq2's input.
+GLU_ACC_BITS = (128 * 128 * GLU_MAX_COLS).bit_length() + 1
+
 UNITS = ("mac_array", "kv_cache", "softmax", "norm", "requant", "rope", "activation", "eltwise",
          "argmax", "loader")
 
@@ -718,8 +723,10 @@ class Engine(wiring.Component):
             ab, bb, ob, a_sc, s_sc = self._swiglu
             m.submodules.swiglu = swig = Eltwise("swiglu", a_bits=ab, b_bits=bb, out_bits=ob,
                                                  a_scale=a_sc, silu_scale=s_sc)
-            # a glu MATVEC's ups (its gates go through rq, beside them)
-            m.submodules.rq2 = rq2 = Requant(out_bits=16, has_bias=False)
+            # a glu MATVEC's ups (its gates go through rq, beside them), the product in LUTs:
+            # glu is int8 x int8 with at most GLU_MAX_COLS columns (DECODE refuses others)
+            m.submodules.rq2 = rq2 = Requant(out_bits=16, has_bias=False, acc_bits=GLU_ACC_BITS,
+                                             lut_mult=True)
 
         m.submodules.rd = rd = ElementReader(addr_width=aw_act, width=16,
                                              aux_addr_width=_bits(VBD + SVD), aux_width=16 * K,
@@ -2461,9 +2468,11 @@ class Engine(wiring.Component):
         if rq2 is not None:
             # a glu MATVEC: the up (ser[lanes/2], glu_rows) into rq2 beside its gate, with its
             # word from port a (a glu run has no biases)
-            qb0, qb1, qb2 = (Signal(signed(32), name=f"qb{n}") for n in range(3))
+            qb0, qb1, qb2 = (Signal(signed(len(rq2.i.payload.acc)), name=f"qb{n}")
+                             for n in range(3))
             m.d.sync += [qb0.eq(ser[lanes // 2]), qb1.eq(qb0), qb2.eq(qb1)]
-            m.d.comb += [rq2.i.valid.eq(q2 & gl_on), rq2.i.payload.acc.eq(qb2),
+            m.d.comb += [rq2.i.valid.eq(q2 & gl_on),
+                         rq2.i.payload.acc.eq(qb2),
                          rq2.i.payload.mult.eq(par.a.rdata[0:16]),
                          rq2.i.payload.shift.eq(par.a.rdata[16:22]), rq2.i.payload.last.eq(0),
                          rq2.o.ready.eq(1)]
@@ -2615,6 +2624,8 @@ class Engine(wiring.Component):
                     bad(ins.glu & (ins.rows[0] | ins.bias | ins.accumulate |
                                    (ins.rope_heads != 0) | (ins.kv_append != 0) |
                                    (ins.out_width != glu_w)))
+                    bad(ins.glu & ((ins.in_width != Width.W8) | (ins.w_planes != 1) |
+                                   (ins.cols > GLU_MAX_COLS)))         # (rq2: GLU_ACC_BITS)
                 self._fsm.goto("CHECK1")
             with m.Case(Opcode.REQUANT):
                 self._fsm.goto("CHECK1")

@@ -340,8 +340,9 @@ def test_fused_glu_equals_separate_instructions(spec, over):
 
 
 def test_glu_fused_only_for_int8_weights_and_inputs_it_can_take():
-    """``glu`` is int8 x int8 with at most ``GLU_MAX_COLS`` inputs: 16-bit gate/up weights or a
-    wider model keep the two MATVECs and the ELTWISE."""
+    """``glu`` takes int8 inputs, one-plane weights and at most ``GLU_MAX_COLS`` inputs: 16-bit
+    gate/up weights, a 16-bit norm output or a wider model keep the two MATVECs and the
+    ELTWISE."""
     from hdlgen.compiler.compile import _fused_glu
     from hdlgen.engine.isa import GLU_MAX_COLS
     assert _fused_glu(True, {}, "llama", 64)
@@ -349,6 +350,7 @@ def test_glu_fused_only_for_int8_weights_and_inputs_it_can_take():
     assert not _fused_glu(True, {}, "llama", GLU_MAX_COLS + 1)
     assert not _fused_glu(True, {"w1": 16, "w3": 16}, "llama", 64)
     assert not _fused_glu(True, {"w1": 16}, "llama", 64)
+    assert not _fused_glu(True, {}, "llama", 64, 16)         # a 16-bit ffn norm output
     assert not _fused_glu(False, {}, "llama", 64) and not _fused_glu(True, {}, "gpt2", 64)
 
 

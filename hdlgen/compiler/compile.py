@@ -204,8 +204,10 @@ class CompileOptions:
         SwiGLU's word, and the results
         pass the SwiGLU unit on their way to the writer, instead of two ``MATVEC`` and an
         ``ELTWISE`` (and the ``hb``, ``hb2`` buffers). The results are the same bit for bit.
-        Not done when ``w1`` or ``w3`` is wider than int8 (``weight_bits``) or the model's
-        ``dim`` is above :data:`hdlgen.engine.isa.GLU_MAX_COLS`: ``glu`` takes int8 x int8.
+        Not done when ``w1`` or ``w3`` takes two planes (``weight_bits``), the ffn norm's
+        output is 16-bit (``norm_bits``) or the model's ``dim`` is above
+        :data:`hdlgen.engine.isa.GLU_MAX_COLS`: ``glu`` takes int8 inputs and one-plane
+        weights.
     """
     context: int = None
     device: str = "85F"
@@ -472,11 +474,13 @@ def _fused_append(opt, arch: str) -> bool:
             (arch == "gpt2" or bool(opt.fuse_rope)))
 
 
-def _fused_glu(fuse_glu: bool, weight_bits: dict, arch: str, dim: int) -> bool:
+def _fused_glu(fuse_glu: bool, weight_bits: dict, arch: str, dim: int,
+               in_bits: int = 8) -> bool:
     """Whether gate and up are one ``MATVEC`` with ``glu`` (:attr:`CompileOptions.fuse_glu`):
-    int8 weights and at most ``GLU_MAX_COLS`` inputs, as ``glu`` needs."""
+    one-plane weights, an int8 input (``in_bits``: the ffn norm's output) and at most
+    ``GLU_MAX_COLS`` inputs, as ``glu`` needs."""
     wb = weight_bits or {}
-    return (arch == "llama" and bool(fuse_glu) and dim <= GLU_MAX_COLS and
+    return (arch == "llama" and bool(fuse_glu) and dim <= GLU_MAX_COLS and in_bits == 8 and
             _weight_planes(wb.get("w1", 8)) == _weight_planes(wb.get("w3", 8)) == 1)
 
 
@@ -655,7 +659,8 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                                     f"inputs (1023 * 32768 * n < 2**31); {key} has {cols}")
                 ext["planes_x16"] = 1
     fuse_kv = _fused_kv(opt.fuse_kv, opt.weight_bits)
-    fuse_glu = _fused_glu(opt.fuse_glu, opt.weight_bits, c.arch, c.dim)
+    fuse_glu = _fused_glu(opt.fuse_glu, opt.weight_bits, c.arch, c.dim,
+                          act_bits.get("ffn_norm", 8))
     if opt.fit:                     # refuse before anything long (quantization, layout)
         fit_check(plan_image(c, config, ctx, opt.weight_bits, opt.untie and opt.smooth is not None,
                              ext, opt.fuse_softmax, fuse_kv, fuse_glu),

@@ -66,7 +66,7 @@ wait in front of the serializer, and its writer run starts when the softmax's ha
   so the serializer sends ``lanes / 2`` pairs per block, one per cycle: the gate (``ser[0]``)
   into the requantizer, the up (``ser[lanes/2]``, no per-lane mux) into a second one
   (``rq2``) whose word is read on parameter port a (a glu run has no biases). ``rq2`` takes
-  no DSP: its product is in LUTs, for the 27-bit sums of a glu ``MATVEC`` (int8 x int8, at
+  no DSP: its product is in LUTs, for the 27-bit sums of a glu ``MATVEC`` (int8 inputs, at
   most ``GLU_MAX_COLS`` columns, as the ISA requires). The pair (the
   gate saturated to the SwiGLU unit's ``a_bits``, the up to its ``b_bits``) goes into the
   SwiGLU unit, whose values the writer takes: one result per pair, so the pairs' SwiGLU
@@ -299,8 +299,9 @@ from sim.golden.rope import FRAC_BITS as ROPE_FRAC
 __all__ = ["Engine", "ErrorCode", "UNITS"]
 
 #: Per-unit busy outputs (``unit_busy`` bit ``n`` is ``UNITS[n]``), for the profiling counters.
-#: Width of a glu MATVEC's sums (int8 x int8, at most GLU_MAX_COLS columns): rq2's input.
-GLU_ACC_BITS = (128 * 128 * GLU_MAX_COLS).bit_length() + 1
+#: Width of a glu MATVEC's sums (int8 inputs, int8 or weight_exp's int9 weights, at most
+#: GLU_MAX_COLS columns): rq2's input.
+GLU_ACC_BITS = (128 * 256 * GLU_MAX_COLS).bit_length() + 1
 
 UNITS = ("mac_array", "kv_cache", "softmax", "norm", "requant", "rope", "activation", "eltwise",
          "argmax", "loader")

@@ -69,9 +69,10 @@ WADDR = unsigned(20)
 PADDR = unsigned(20)
 #: Vector length / matrix dimension.
 LEN = unsigned(16)
-#: Most ``cols`` of a ``MATVEC`` with ``glu`` (int8 x int8: its sums fit 27 bits, the width of
-#: the engine's second requantizer, whose product is in LUTs).
-GLU_MAX_COLS = 2048
+#: Most ``cols`` of a ``MATVEC`` with ``glu``: int8 inputs times int8 weights (int9 with the
+#: image's ``weight_exp``) sum to 27 bits at most, the width of the engine's second
+#: requantizer, whose product is in LUTs.
+GLU_MAX_COLS = 1024
 
 
 class ISAError(ValueError):
@@ -213,7 +214,7 @@ class MatVec(data.Struct):
     gates saturated to the SwiGLU's ``a_bits``, the ups to its ``b_bits``, the SwiGLU's
     requantization word right after the rows' words (at ``paddr + rows``) and the image's
     one SiLU table; ``rows`` even, ``out_width`` the SwiGLU's ``out_bits``, ``in_width`` 8,
-    ``w_planes`` 1, ``cols`` at most ``GLU_MAX_COLS`` (2048), no ``bias``, ``accumulate``,
+    ``w_planes`` 1, ``cols`` at most ``GLU_MAX_COLS`` (1024), no ``bias``, ``accumulate``,
     ``rope_heads`` or ``kv_append``. ``W``'s rows come in blocks of the
     image's ``lanes`` (:func:`glu_rows`): block ``b`` holds the gates of units ``b * lanes/2``
     on in its first half and their ups in its second half (the last block likewise, padded),

@@ -67,11 +67,11 @@ wait in front of the serializer, and its writer run starts when the softmax's ha
   into the requantizer, the up (``ser[lanes/2]``, no per-lane mux) into a second one
   (``rq2``) whose word is read on parameter port a (a glu run has no biases). ``rq2`` takes
   no DSP: its product is in LUTs, for the 27-bit sums of a glu ``MATVEC`` (int8 inputs, at
-  most ``GLU_MAX_COLS`` columns, as the ISA requires). The pair (the
-  gate saturated to the SwiGLU unit's ``a_bits``, the up to its ``b_bits``) goes into the
-  SwiGLU unit, whose values the writer takes: one result per pair, so the pairs' SwiGLU
-  costs no instruction and no pass over the scratchpad, and the run is bound by its MAC
-  beats, not by one result per cycle. The unit's requantization word (at ``paddr + rows``)
+  most ``GLU_MAX_COLS`` columns, as the ISA requires). The pair (the gate saturated to the
+  SwiGLU unit's ``a_bits``, the up to its ``b_bits``) goes into the SwiGLU unit, whose values
+  the writer takes: one result per pair, so the pairs' SwiGLU costs no instruction and no
+  pass over the scratchpad, and the run is bound by its MAC beats, not by one result per
+  cycle. The unit's requantization word (at ``paddr + rows``)
   is read from EXEC on, while port b of the parameter memory is free (a glu ``MATVEC`` never
   follows another one's drain), and taken three cycles later.
   The vector buffer remembers which scratchpad region it holds: a ``MATVEC`` reading the same
@@ -298,11 +298,11 @@ from sim.golden.rope import FRAC_BITS as ROPE_FRAC
 
 __all__ = ["Engine", "ErrorCode", "UNITS"]
 
-#: Per-unit busy outputs (``unit_busy`` bit ``n`` is ``UNITS[n]``), for the profiling counters.
 #: Width of a glu MATVEC's sums (int8 inputs, int8 or weight_exp's int9 weights, at most
 #: GLU_MAX_COLS columns): rq2's input.
 GLU_ACC_BITS = (128 * 256 * GLU_MAX_COLS).bit_length() + 1
 
+#: Per-unit busy outputs (``unit_busy`` bit ``n`` is ``UNITS[n]``), for the profiling counters.
 UNITS = ("mac_array", "kv_cache", "softmax", "norm", "requant", "rope", "activation", "eltwise",
          "argmax", "loader")
 

@@ -226,20 +226,31 @@ serializer's pair mode for ``glu`` (commit ``ecf3fa7``, reverted by the next: a 
 requantizer takes each gate's up, the gate/up ``MATVEC`` of stories260K 421 -> 249 cycles)
 routed at 63.06 MHz at seed 1 (LUT4 37,479, FF 30,289, MULT18X18D 153) but router2 diverged at
 seed 2 (overused wires 419 at the 25th iteration, 1,944 at the 55th), so it is not in main; nor
-is its successor without per-lane muxes (commit ``e91c145``, reverted by ``3af4970``: gate/up
+was its successor without per-lane muxes (commit ``e91c145``, reverted by ``3af4970``: gate/up
 rows in blocks of ``lanes``, the up from ``ser[lanes/2]``), whose router2 diverged at 60 MHz at
 both seeds (555 overused wires at the 23rd iteration, 436 at the 43rd; 874 at the 55th): the
-second requantizer, common to both, is what to avoid. With ``AV_CHAIN`` (an ``ATTV`` that
-starts while the softmax before it drains; taken off in session 16 when it routed at 2 of 6
-seed/target pairs) the SoC routes at 60 MHz at **63.39 MHz** (seed 1) and **60.91 MHz** (seed
-2), LUT4 37,023, FF 29,720, MULT18X18D 151, DP16KD 198. The port of ``engine-timing2``'s
-logic-depth changes (branch ``timing3``: EXEC's configuration registered a state early, the
-reader's output queue, registered check verdicts) estimated 63.9 MHz at 75 instead of 69.6 and
-did not route at 50 (router2 at 628 overused wires, then rising): its registers crowd the
-sequencer's corner, so it is not in main. What limits fmax next (by logic depth in the
-synthesized netlist): the sequencer's EXEC state (an opcode-selected load of ~200 configuration
-bits: pre-compute them into registers before EXEC), the reader's ready into its skid buffer
-(the units' ready OR), and the attention loop's state decisions.
+second requantizer on two DSPs, common to both, was what to avoid. With ``AV_CHAIN`` (an
+``ATTV`` that starts while the softmax before it drains; taken off in session 16 when it routed
+at 2 of 6 seed/target pairs) the SoC routes at 60 MHz at **63.39 MHz** (seed 1) and **60.91
+MHz** (seed 2), LUT4 37,023, FF 29,720, MULT18X18D 151, DP16KD 198; with the norms' square root
+and division at two steps per cycle at **66.05 MHz** and **61.43 MHz**, LUT4 37,183, FF 29,724.
+The glu block layout is back since session 19, its ``rq2`` with the product in LUTs (no DSP; a
+glu ``MATVEC`` is int8 x int8, at most ``GLU_MAX_COLS`` columns): router2 converges (at most
+289 overused wires at the 16th iteration, none by the 64th), LUT4 38,612, FF 30,640, MULT18X18D
+151, DP16KD 198, but fmax spreads with the placement: at 60 MHz **60.64** and **68.82 MHz**
+(seeds 1 and 2, ``GLU_MAX_COLS`` 2048) and **59.08** and **60.76 MHz** (the same design with
+1024: seed 1 missed); at 57 MHz (the default since, 57.14 from the PLL) **65.34** and **57.52
+MHz**. The critical paths are single nets across the die: in the two slowest runs (59.08,
+57.52) the MAC feed's beat-FIFO write enable (``bw_en``, combinational from the KV read queue)
+to a far lane group's copy, 8-9 ns of routing (the next thing to pipeline), in the others the
+check multiplier ``chk_mul2``, ``ir_exe``, a weight-bank write-enable copy, the bus decoder.
+The port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
+registered a state early, the reader's output queue, registered check verdicts) estimated 63.9
+MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then rising):
+its registers crowd the sequencer's corner, so it is not in main. What limits fmax next (by
+logic depth in the synthesized netlist): the sequencer's EXEC state (an opcode-selected load of
+~200 configuration bits: pre-compute them into registers before EXEC), the reader's ready into
+its skid buffer (the units' ready OR), and the attention loop's state decisions.
 
 An 8-bit MAC input (a ``MATVEC`` with ``in_width`` 8, every ``MATMAT``) must be int8: the
 vector-buffer and tile-buffer loads set a sticky flag (``vb_wide``, ``tb_wide``) for an element

@@ -67,8 +67,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdlgen.engine.isa import (GLU_MAX_COLS, EltOp, Func, Instruction, ISAError, NormKind, Opcode, Reg, Width,
-                               decode_program, glu_rows, kv_append_parts)
+from hdlgen.engine.isa import (GLU_MAX_COLS, EltOp, Func, Instruction, ISAError, NormKind,
+                               Opcode, Reg, Width, decode_program, glu_rows, kv_append_parts)
 from hdlgen.errors import UserError
 from sim.golden.activation import activation
 from sim.golden.argmax import argmax_packets

@@ -167,7 +167,7 @@ def test_error_paths():
                         ("cols", GLU_MAX_COLS + 1, f"cols={GLU_MAX_COLS + 1}")):
         bad = list(comp.program)
         bad[g] = Instruction.make(Opcode.MATVEC, **{**dict(comp.program[g].fields), k: val})
-        with pytest.raises(EngineError, match=f"glu with .*{msg}.*must be int8"):
+        with pytest.raises(EngineError, match=f"glu with .*{msg}.*input must be int8"):
             Engine(comp.image, bad).step(1, 0)
     loop = next(k for k, ins in enumerate(comp.program) if ins.op == Opcode.LOOP)
     nested = list(comp.program)

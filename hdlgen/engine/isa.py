@@ -215,11 +215,11 @@ class MatVec(data.Struct):
     requantization word right after the rows' words (at ``paddr + rows``) and the image's
     one SiLU table; ``rows`` even, ``out_width`` the SwiGLU's ``out_bits``, ``in_width`` 8,
     ``w_planes`` 1, ``cols`` at most ``GLU_MAX_COLS`` (1024), no ``bias``, ``accumulate``,
-    ``rope_heads`` or ``kv_append``. ``W``'s rows come in blocks of the
-    image's ``lanes`` (:func:`glu_rows`): block ``b`` holds the gates of units ``b * lanes/2``
-    on in its first half and their ups in its second half (the last block likewise, padded),
-    so a pass's gate and up leave the MAC array ``lanes / 2`` lanes apart; the requantization
-    words are pairs, unit ``i``'s gate at ``paddr + 2i``, its up at ``paddr + 2i + 1``."""
+    ``rope_heads`` or ``kv_append``. ``W``'s rows come in blocks of the image's ``lanes``
+    (:func:`glu_rows`): block ``b`` holds the gates of units ``b * lanes/2`` on in its first
+    half and their ups in its second half (the last block likewise, padded), so a pass's gate
+    and up leave the MAC array ``lanes / 2`` lanes apart; the requantization words are pairs,
+    unit ``i``'s gate at ``paddr + 2i``, its up at ``paddr + 2i + 1``."""
     op: Opcode
     in_width: Width
     out_width: Width

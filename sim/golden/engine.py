@@ -741,8 +741,8 @@ class Engine:
                       f"an even number of lanes), without the others")
         if ins.in_width != Width.W8 or ins.w_planes != 1 or ins.cols > GLU_MAX_COLS:
             self._err(f"glu with in_width={ins.in_width.name}, w_planes={ins.w_planes}, "
-                      f"cols={ins.cols}: its inputs and weights must be int8 (W8, one plane) "
-                      f"and cols at most {GLU_MAX_COLS}")
+                      f"cols={ins.cols}: its input must be int8 (W8), its weights one plane, "
+                      f"its cols at most {GLU_MAX_COLS}")
         fmts = {(d["a_bits"], d["b_bits"], d["out_bits"], d["a_scale"], d["silu_scale"])
                 for d in self.image.tables.values() if d["kind"] == "swiglu"}
         at = ins.paddr + pb + ins.rows

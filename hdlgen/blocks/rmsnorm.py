@@ -89,7 +89,7 @@ class NormEngine(wiring.Component):
         try:
             if steps_per_cycle not in (1, 2, 3, 4):
                 raise ValueError(f"steps_per_cycle {steps_per_cycle!r}: the square root and "
-                                 f"the division take 1 to 4 steps per cycle")
+                                 f"the division take 1 to 4 steps per cycle: use 1, 2, 3 or 4")
             self._steps = steps_per_cycle
             self._p = NormParams(kind, dim=dim, in_width=in_width, gamma_width=gamma_width,
                                  gamma_frac=gamma_frac, beta_width=beta_width,
@@ -158,7 +158,9 @@ class NormEngine(wiring.Component):
         rem = Signal(21)
         drem = Signal(18)
         root = Signal(17)
-        NS = self._steps * -(-17 // self._steps)     # SQRT and DIV steps (see SQRT)
+        S = self._steps
+        NC = -(-17 // S)                    # cycles of SQRT and of DIV
+        NS = NC * S                         # steps, the first NS - 17 of them on zeros (SQRT)
         msq = Signal(2 * NS)
         it = Signal(range(18))
         it_last = Signal()                  # registered: the last cycle of SQRT or DIV
@@ -241,7 +243,7 @@ class NormEngine(wiring.Component):
         st_load = Signal(init=1)
         st_drain, st_mul, st_pre, st_norm, st_sqrt, st_div, st_out = (
             Signal(name=f"st_{n}") for n in ("drain", "mul", "pre", "norm", "sqrt", "div", "out"))
-        m.d.sync += it_last.eq((it == -(-17 // self._steps) - 2) & (st_sqrt | st_div))
+        m.d.sync += it_last.eq((it == NC - 2) & (st_sqrt | st_div))
         m.d.comb += clr_n.eq(st_div & it_last)
         at_last = Signal(init=int(D == 1))  # LOAD: the next element is the last
         oi_more = Signal()
@@ -374,9 +376,6 @@ class NormEngine(wiring.Component):
         # (msq shifts every cycle, no enable: only its value from ``fit`` on matters). With
         # several steps per cycle the 17 steps are padded to a multiple of them by leading
         # zero digits, which leave the remainder and the root at zero.
-        S = self._steps
-        NC = -(-17 // S)                    # cycles of SQRT and of DIV
-        NS = NC * S                         # steps, the first NS - 17 of them on zeros
         m.d.sync += msq.eq(Mux(fit, v[:34], msq << (2 * S)))
         rem_s, root_s = rem, root
         for j in range(S):

@@ -111,6 +111,15 @@ def test_lut_product_in_amaranth_sim(p):
     assert got == expected_of(p, *vec)
 
 
+def test_lut_product_rtl_matches_golden():
+    """cocotb + Verilator: the LUT product at the engine's width (rq2: 27-bit sums, int16 out,
+    no bias), random items under stalls and the edge rows."""
+    params = {"out_bits": 16, "has_bias": False, "acc_bits": 27}
+    run_cocotb(Requant(out_bits=16, has_bias=False, acc_bits=27, lut_mult=True),
+               "sim.benches.requant", name="requant_lut_16_27",
+               env={"HDLGEN_PARAMS": json.dumps(params), "HDLGEN_COUNT": COUNT})
+
+
 def test_lut_product_refuses_wide_accumulators():
     _rejects("acc_bits=27: the LUT product takes at most 27 bits", Requant, has_bias=True,
              acc_bits=27, lut_mult=True)

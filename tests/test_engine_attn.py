@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 MQA = {"spec": "random:llama", "seed": 3, "context": 6,
        "over": {"dim": 40, "n_heads": 5, "n_kv_heads": 1, "hidden_dim": 60, "vocab_size": 45,
                 "n_layers": 2}}
-# GQA (kv_mul 4), head size 4 (one ATTV group per head), twelve heads, context 9: at the
-# longer positions more scores wait for the softmax than its input FIFO holds (up to 12 x 9),
-# so the KV stream must be held back
+# GQA (kv_mul 4), head size 4 (one ATTV group per head), twelve heads, context 9; heads in
+# pairs (with 16-deep score queues, see test_rtl_scores_in_pairs, more scores wait for the
+# softmax than the queues hold, up to 12 x 9, so the KV stream must be held back)
 GQA4 = {"spec": "random:llama", "seed": 4, "context": 9,
         "over": {"dim": 48, "n_heads": 12, "n_kv_heads": 3, "hidden_dim": 40, "vocab_size": 30,
                  "n_layers": 2}}
@@ -187,3 +187,42 @@ def test_rtl_attv_follows_the_softmax(p, tmp_path):
     synced = [s["cycles"] for s in out[1]["steps"]]
     assert all(s - c >= 16 * p["over"]["n_layers"] for c, s in zip(chained, synced)), \
         (chained, synced)
+
+
+def test_rtl_scores_in_pairs(tmp_path):
+    """``SCORES_SOFTMAX`` with an even ``kv_mul`` runs two heads per K row (heads ``h`` and
+    ``h + 1`` on lanes 0-2 and 3-5, the second score through ``rq2`` into a second queue, the
+    softmax taking their rows in head order; GQA4's other tests run it too). GQA4 with 16-deep
+    score queues (the shallowest for context 9: a whole row and the margin of 3), so that both
+    queues' credits hold the K stream back, every position and one beyond: bit-exact with the
+    golden model. GQA4 over a context of 24, every position, with pairs and with one head per
+    K row (``pair_scores=False``): both bit-exact; the pair's query load costs ``head_size``
+    cycles a layer more, so short rows (the softmax then sets the pace) are at most that much
+    slower, and from position 18 on, where the K stream of one head per row holds the ``ATTV``
+    back, the pairs save at least 32 cycles a layer."""
+    ctx = GQA4["context"]
+    _run({**GQA4, "score_queue": 16, "scenarios": [{"steps": _steps(ctx) + [[1, ctx]]}]},
+         tmp_path / "small")
+    long = {**GQA4, "context": 24}
+    cyc = {}
+    for name, opt in (("pair", {}), ("one", {"pair_scores": False})):
+        out = _run({**long, **opt, "scenarios": [{"steps": _steps(24)}]}, tmp_path / name)
+        cyc[name] = [s["cycles"] for s in out[0]["steps"]]
+    layers, hs = GQA4["over"]["n_layers"], GQA4["over"]["dim"] // GQA4["over"]["n_heads"]
+    assert all(q - o <= hs * layers for q, o in zip(cyc["pair"], cyc["one"])), cyc
+    assert all(o - q >= 32 * layers for q, o in zip(cyc["pair"][18:], cyc["one"][18:])), cyc
+
+
+def test_score_queue_checks():
+    """With pairs each score queue must hold a row and the margin (context + 3); the depth is
+    a power of two; without pairs (``pair_scores=False``, or an odd ``kv_mul``) 8 is enough."""
+    from hdlgen.engine.core import Engine
+    from hdlgen.errors import UserError
+    cfg, comp = build(GQA4)
+    with pytest.raises(UserError, match=r"score_queue=8 .*context of 9: give at least 12"):
+        Engine(cfg, comp, score_queue=8)
+    with pytest.raises(UserError, match="score_queue=24: .*power of two"):
+        Engine(cfg, comp, score_queue=24)
+    Engine(cfg, comp, score_queue=16)
+    Engine(cfg, comp, score_queue=8, pair_scores=False)
+    Engine(*build(MQA), score_queue=8)

@@ -129,6 +129,15 @@ wait in front of the serializer, and its writer run starts when the softmax's ha
   scores pass a 64-entry FIFO in which a K row's last beat reserves a place before it enters
   the MAC array: a softmax that falls behind (short rows) holds the KV stream back. (A score
   finding the FIFO full anyway would end the job with ``OVERRUN``.)
+  With an even ``kv_mul`` (GQA/MQA; ``pair_scores``, ``lanes >= 8``) the heads go in pairs:
+  one query load holds heads ``h`` and ``h + 1`` (adjacent in ``q``), their planes sit on
+  lanes 0-2 and 3-5, so each K row streams once for both; ``h + 1``'s score goes through
+  ``rq2`` (``GLU_ACC_BITS`` wide: a 16-bit query only while ``head_size * 2**22`` fits, else
+  one head at a time) into a second FIFO, and the softmax takes a row from each FIFO in turn
+  (head order). The K stream then runs ahead of the softmax (two scores per beat, one per
+  cycle into the softmax), so both FIFOs are a block RAM deep (1,024 scores); the MAC array is
+  free after half the beats, and the ``ATTV`` after it (``AV_CHAIN``) starts then, following
+  the softmax's rows.
 * ``ATTV``: V rows stream from the KV cache and are gathered; one MAC beat per position puts the
   probability planes on the shared operand and the row's elements on the lanes (one group of
   ``lanes // 2`` outputs per pass over V). With one group per head (``head_size <= lanes //
@@ -456,6 +465,14 @@ class Engine(wiring.Component):
         (:func:`hdlgen.engine.memories.split_depth`): split only where it saves DP16KD tiles,
         e.g. stories260K's 2056 rows of 128 bytes take 128 tiles plus 8 rows of LUT RAM instead
         of 192 tiles.
+    pair_scores : bool
+        A ``SCORES_SOFTMAX`` with an even ``kv_mul`` computes two query heads per K row
+        (default ``True``; used when the program has one and ``lanes >= 8``). ``False``: one
+        head per K row, as an MHA model's (the results are the same integers).
+    score_queue : int, optional
+        Depth of the softmax's score queue (two with pairs), a power of two >= 8, and with
+        pairs at least the context + 3. Default: 64, or with pairs 1,024 (one block RAM each)
+        or the next power of two above the context + 3.
 
     Attributes
     ----------
@@ -475,7 +492,8 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig, compiled, *, program_words: int = None,
-                 preload: bool = False, weight_main_rows: int = None):
+                 preload: bool = False, weight_main_rows: int = None, pair_scores: bool = True,
+                 score_queue: int = None):
         self._MustUse__silence = True       # not "unused" if the arguments are rejected
         config = config.check()
         image, program = compiled.image, list(compiled.program)
@@ -509,6 +527,11 @@ class Engine(wiring.Component):
                 (_pow2(self._weight_main_rows) and self._weight_main_rows < wr)):
             raise UserError(f"weight_main_rows={weight_main_rows} must be the weight bank's "
                             f"{wr} rows or a power of two below that")
+        self._pair_scores = bool(pair_scores)
+        if score_queue is not None and (score_queue < 8 or not _pow2(score_queue)):
+            raise UserError(f"score_queue={score_queue}: the score queue's depth must be a power "
+                            f"of two >= 8 (default 64, 1024 with pairs)")
+        self._score_queue = score_queue
         self._analyse()
         self._mm_cols = max(self._mm_cols, prefill.get("matmat_cols", 0))
         self._MustUse__silence = False
@@ -616,6 +639,17 @@ class Engine(wiring.Component):
                             f"has one SwiGLU unit (the compiler shares one across layers)")
         self._swiglu = sw.pop() if sw else None
         self._argmax_len = max([i.len for i in prog if i.op == Opcode.ARGMAX] + [2])
+        self._pair_scores = self._pair_scores and self._lanes >= 8 and any(
+            i.op == Opcode.SCORES_SOFTMAX and i.kv_mul >= 2 and i.kv_mul % 2 == 0 for i in prog)
+        # (pairs: the softmax reads one queue while the K stream also fills the other, which
+        # must then hold a whole row: the context plus sm_space's margin of 3)
+        need = self._ctx + 3 if self._pair_scores else 8
+        if self._score_queue is not None and self._score_queue < need:
+            raise UserError(f"score_queue={self._score_queue} is too shallow for pairs of heads "
+                            f"over a context of {self._ctx}: give at least {need} (a power of "
+                            f"two), or pair_scores=False")
+        self._smq = self._score_queue or (max(1024, 1 << (need - 1).bit_length())
+                                          if self._pair_scores else 64)
         self._swiglu_addrs = sorted(a for a, d in image.tables.items() if d["kind"] == "swiglu")
 
     # ---- gateware ---------------------------------------------------------------------------
@@ -643,6 +677,12 @@ class Engine(wiring.Component):
         G = lanes // 2                       # ATTV outputs per pass
         NG = -(-hs // G)                     # ATTV groups
         BPR = hs // B                        # KV beats per row
+        # SCORES_SOFTMAX in pairs (GQA/MQA, kv_mul even): heads h and h + 1 share each K row,
+        # h's query planes on lanes 0-2, h + 1's on lanes 3-5, h + 1's score through rq2
+        # (GLU_ACC_BITS wide: a 16-bit query only while head_size * 2**22 fits, an 8-bit one
+        # always) into a second score queue; see the softmax's queues
+        PAIR = self._pair_scores
+        PAIR16 = hs * 2 ** 22 < 2 ** (GLU_ACC_BITS - 1)
         aw_act, aw_w, aw_p = _bits(A), _bits(WR), _bits(PM)
 
         # ---- memories -------------------------------------------------------------------------
@@ -731,6 +771,9 @@ class Engine(wiring.Component):
             m.submodules[f"act{n}"] = blk
             acts.append((addr, d, blk))
         swig = rq2 = None
+        if PAIR and self._swiglu is None:
+            m.submodules.rq2 = rq2 = Requant(out_bits=16, has_bias=False, acc_bits=GLU_ACC_BITS,
+                                             lut_mult=True)
         if self._swiglu is not None:
             ab, bb, ob, a_sc, s_sc = self._swiglu
             m.submodules.swiglu = swig = Eltwise("swiglu", a_bits=ab, b_bits=bb, out_bits=ob,
@@ -1221,6 +1264,8 @@ class Engine(wiring.Component):
         sc_busy = Signal()
         sc_next = Signal()
         sc_bcnt = Signal(range(BPR + 1))     # beat of the K row
+        sc_pair = Signal()                   # two heads per K row (set in EXEC, see PAIR)
+        sm_rd2 = Signal()                    # (pairs) the softmax takes its row from smq2
         av_t0 = Signal()                     # ATTV: the next V row starts a dot product
         mac_mode = Signal(2)
         q_count = Signal(16)
@@ -1574,6 +1619,10 @@ class Engine(wiring.Component):
         at_ptr_hs, at_ptr_st = Signal(16), Signal(16)
         m.d.sync += [at_g_last.eq(at_g == NG - 1), at_sub_last.eq(at_sub == at_kvm1),
                      at_ptr_hs.eq(at_ptr + hs), at_ptr_st.eq(at_ptr + v[Opcode.ATTV].stride)]
+        if PAIR:
+            # (pairs: the pair's second head is the KV head's last, the next pair's query)
+            at_sub_last2, at_ptr_2hs = Signal(), Signal(16)
+            m.d.sync += [at_sub_last2.eq(at_sub + 1 == at_kvm1), at_ptr_2hs.eq(at_ptr + 2 * hs)]
         npos_one, npos_m2 = Signal(), Signal(16)
         m.d.sync += [npos_one.eq(npos == 1), npos_m2.eq(npos - 2)]
 
@@ -1587,26 +1636,39 @@ class Engine(wiring.Component):
         with fsm.state("SC_START"):
             m.d.comb += wr_start.eq(1)
             m.d.sync += [sm_col.eq(0), sm_in_last.eq(npos_one), sc_busy.eq(0),
-                         sc_next.eq(0), sc_bcnt.eq(0)]
+                         sc_next.eq(0), sc_bcnt.eq(0), sm_rd2.eq(0)]
             self._fsm.goto("SC_HEAD")
+        q_len = Signal(range(2 * hs + 1))   # the query elements of a head (pair: two heads)
+        m.d.sync += q_len.eq(Mux(sc_pair, 2 * hs, hs) if PAIR else hs)
         with fsm.state("SC_HEAD"):
             with m.If(at_h == at_nh):
                 self._fsm.goto("WAIT_WRITER")
             with m.Elif(~sc_next):              # (qn is free)
                 m.d.sync += [rd_route.eq(_R_Q), q_count.eq(0), rdc["base"].eq(at_ptr),
-                             rdc["rows"].eq(1), rdc["row_len"].eq(hs),
-                             at_ptr.eq(at_ptr_hs)]
+                             rdc["rows"].eq(1), rdc["row_len"].eq(q_len),
+                             at_ptr.eq(Mux(sc_pair, at_ptr_2hs, at_ptr_hs) if PAIR
+                                       else at_ptr_hs)]
                 self._fsm.goto("SC_GO")
         with fsm.state("SC_GO"):
             m.d.comb += rd.start.eq(1)
             self._fsm.goto("SC_LOADQ")
         with fsm.state("SC_LOADQ"):
-            with m.If(q_count == hs):
+            with m.If(q_count == q_len):
                 m.d.sync += [at_cmd.eq(1), at_kvsel.eq(0), at_last_seen.eq(0)]
                 self._fsm.goto("SC_STREAM")
         with fsm.state("SC_STREAM"):
             with m.If(~at_cmd):                 # the KV cache took the head's command
-                next_head()
+                if PAIR:
+                    with m.If(sc_pair):
+                        m.d.sync += at_h.eq(at_h + 2)
+                        with m.If(at_sub_last2):
+                            m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
+                        with m.Else():
+                            m.d.sync += at_sub.eq(at_sub + 2)
+                    with m.Else():
+                        next_head()
+                else:
+                    next_head()
                 self._fsm.goto("SC_HEAD")
         # ---- ATTV -----------------------------------------------------------------------
         with fsm.state("AV_START"):
@@ -1792,17 +1854,25 @@ class Engine(wiring.Component):
         # current head's K rows stream against qr (rotated one beat's elements per beat);
         # q_swap moves qn into qr as the head's command is accepted, or at the last beat of
         # the head before it when that one still streams
+        # (pairs: qn holds both heads' queries, the first in its low half; qr2 takes the
+        # second's. One head: its query is in qn's high half after hs elements)
         qr = Signal(16 * hs)
-        qn = Signal(16 * hs)
+        qr2 = Signal(16 * hs)
+        qn = Signal(16 * hs * (2 if PAIR else 1))
         q_rot = Signal()
         q_swap = Signal()
         with m.If(rt[_R_Q] & rdo.valid):
             m.d.comb += rdo.ready.eq(1)
             m.d.sync += [qn.eq(Cat(qn[16:], ro.data[:16])), q_count.eq(q_count + 1)]
         with m.If(q_swap):
-            m.d.sync += qr.eq(qn)
+            if PAIR:
+                m.d.sync += [qr.eq(Mux(sc_pair, qn[:16 * hs], qn[16 * hs:])),
+                             qr2.eq(qn[16 * hs:])]
+            else:
+                m.d.sync += qr.eq(qn)
         with m.Elif(q_rot):
-            m.d.sync += qr.eq(Cat(qr[16 * B:], qr[:16 * B]))
+            m.d.sync += [qr.eq(Cat(qr[16 * B:], qr[:16 * B])),
+                         qr2.eq(Cat(qr2[16 * B:], qr2[:16 * B]))]
         # norm
         for n, blk in enumerate(norms):
             m.d.comb += blk.i.payload.data.eq(Mux(rt[_R_NORM], ro.data[:16], sn_d))
@@ -1905,8 +1975,16 @@ class Engine(wiring.Component):
         # row's last beat enters the MAC array only with a place in smq reserved for its score
         # (sm_occ counts the places reserved and not yet taken by the softmax; counted from
         # registered copies, so sm_space keeps a margin), so a slow softmax holds the KV
-        # stream back and heads stream back to back when it keeps up
-        SMQ = 64
+        # stream back and heads stream back to back when it keeps up.
+        # Pairs (sc_pair): the second head's scores (rq2) go into smq2, and the softmax takes
+        # a row from smq, then one from smq2 (sm_rd2), and so on: head h, then h + 1. The K
+        # stream then runs two scores per beat ahead of the softmax's one per cycle, so both
+        # queues are a block RAM deep (1,024 scores: half the heads of a 256-position context;
+        # a longer backlog holds the K stream back as above), and every score is in them
+        # (sc_done, the ATTV after it starts) when the K rows have streamed once. (Each queue
+        # holds a whole row and the margin: while the softmax takes head h's row from one,
+        # the other takes all of h + 1's, see Engine's score_queue)
+        SMQ = self._smq
         m.submodules.smq = smq = SyncFIFOBuffered(width=17, depth=SMQ)
         sm_lost = Signal()                    # a score with no place in smq (internal)
         sm_occ = Signal(range(SMQ + 1))
@@ -1916,10 +1994,24 @@ class Engine(wiring.Component):
                      smq.w_data.eq(Cat(rq.o.payload.y, sm_in_last)),
                      sm_lost.eq(sm_fused & rq.o.valid & ~smq.w_rdy)]
         m.d.sync += [sm_occ.eq(sm_occ + sm_res - sm_pop), sm_res.eq(0),
-                     sm_pop.eq(smq.r_rdy & smq.r_en),
-                     sm_space.eq(~sm_fused | (sm_occ < SMQ - 3))]
-        m.d.comb += [smax.i.payload.data.eq(Mux(sm_fused, smq.r_data[:16], ro.data[:16])),
-                     smax.i.payload.last.eq(Mux(sm_fused, smq.r_data[16], ro.row_end))]
+                     sm_pop.eq(smq.r_rdy & smq.r_en)]
+        sm_r_data = smq.r_data
+        if PAIR:
+            m.submodules.smq2 = smq2 = SyncFIFOBuffered(width=17, depth=SMQ)
+            sm_occ2 = Signal(range(SMQ + 1))
+            sm_pop2 = Signal()
+            m.d.comb += [smq2.w_en.eq(sm_fused & sc_pair & rq2.o.valid),
+                         smq2.w_data.eq(Cat(rq2.o.payload.y, sm_in_last))]
+            with m.If(sm_fused & sc_pair & rq2.o.valid & ~smq2.w_rdy):
+                m.d.comb += sm_lost.eq(1)
+            m.d.sync += [sm_occ2.eq(sm_occ2 + (sm_res & sc_pair) - sm_pop2),
+                         sm_pop2.eq(smq2.r_rdy & smq2.r_en),
+                         sm_space.eq(~sm_fused | ((sm_occ < SMQ - 3) & (sm_occ2 < SMQ - 3)))]
+            sm_r_data = Mux(sm_rd2, smq2.r_data, smq.r_data)
+        else:
+            m.d.sync += sm_space.eq(~sm_fused | (sm_occ < SMQ - 3))
+        m.d.comb += [smax.i.payload.data.eq(Mux(sm_fused, sm_r_data[:16], ro.data[:16])),
+                     smax.i.payload.last.eq(Mux(sm_fused, sm_r_data[16], ro.row_end))]
         with m.If(rt[_R_SMAX]):
             m.d.comb += [smax.i.valid.eq(rdo.valid), rdo.ready.eq(smax.i.ready)]
         # every score of a SCORES_SOFTMAX in smq (sc_done, registered): only the softmax and
@@ -1929,10 +2021,17 @@ class Engine(wiring.Component):
         with m.If(fsm("SC_START") | ~sm_fused):
             m.d.sync += sm_in_cnt.eq(0)
         with m.Elif(smq.w_en):
-            m.d.sync += sm_in_cnt.eq(sm_in_cnt + 1)
+            m.d.sync += sm_in_cnt.eq(sm_in_cnt + 1 + (smq2.w_en if PAIR else 0))
         m.d.sync += sc_done.eq(sm_fused & (sm_in_cnt == wr_total[:24]))
         with m.If(sm_fused):
-            m.d.comb += [smax.i.valid.eq(smq.r_rdy), smq.r_en.eq(smax.i.ready)]
+            if PAIR:
+                m.d.comb += [smax.i.valid.eq(Mux(sm_rd2, smq2.r_rdy, smq.r_rdy)),
+                             smq.r_en.eq(smax.i.ready & ~sm_rd2),
+                             smq2.r_en.eq(smax.i.ready & sm_rd2)]
+                with m.If(smax.i.valid & smax.i.ready & sm_r_data[16] & sc_pair):
+                    m.d.sync += sm_rd2.eq(~sm_rd2)
+            else:
+                m.d.comb += [smax.i.valid.eq(smq.r_rdy), smq.r_en.eq(smax.i.ready)]
             with m.If(rq.o.valid):
                 with m.If(sm_in_last):
                     m.d.sync += [sm_col.eq(0), sm_in_last.eq(npos_one)]
@@ -2197,10 +2296,11 @@ class Engine(wiring.Component):
         sc_beat = Signal(beat_l)
         for j in range(B):
             m.d.comb += sc_beat.shared[j].eq(rdd.payload.data[8 * j:8 * j + 8])
-            x = qr[16 * j:16 * j + 16]
-            for ln, sel in ((0, _P_HI), (1, _P_LO), (2, _P_CARRY)):
-                p, stmts = _plane(x, Const(sel, 2))
-                m.d.comb += stmts + [sc_beat.per_lane[ln][j].eq(p)]
+            for ln0, qreg in ((0, qr), (3, qr2)) if PAIR else ((0, qr),):
+                x = qreg[16 * j:16 * j + 16]
+                for ln, sel in ((ln0, _P_HI), (ln0 + 1, _P_LO), (ln0 + 2, _P_CARRY)):
+                    p, stmts = _plane(x, Const(sel, 2))
+                    m.d.comb += stmts + [sc_beat.per_lane[ln][j].eq(p)]
         m.d.comb += [sc_beat.first.eq(sc_bcnt == 0), sc_beat.last.eq(rdd.payload.row_end)]
         vrow = Signal(8 * hs)
         vfull = Signal(8 * hs)
@@ -2365,6 +2465,10 @@ class Engine(wiring.Component):
         m.d.sync += x_alt[0].eq(Mux(sc_mode, (r[0] << 8) + r[1] + (r[2] << 8),
                                     (r[0] << 8) + r[G]))
         m.d.sync += [x_alt[n].eq((r[n] << 8) + r[G + n]) for n in range(1, G)]
+        # (SCORES pairs: the second head's sum, into ser[lanes // 2], which feeds rq2)
+        x_pair = Signal(signed(acc_w), name="x_pair", reset_less=True)
+        if PAIR:
+            m.d.sync += x_pair.eq((r[3] << 8) + r[4] + (r[5] << 8))
         # the serializer's next count; emit (a value goes out) is ser_cnt != 0
         em_load, em_cnt = Signal(), Signal.like(ser_cnt)
         ser_cnt_next = Signal.like(ser_cnt)
@@ -2410,6 +2514,8 @@ class Engine(wiring.Component):
             nxt = ser[n + 1] if n + 1 < S else ser[n]
             if ctl is not None:
                 val = Mux(mv, nv, x_alt[n]) if n < G else nv
+                if PAIR and n == lanes // 2:
+                    val = Mux(sc_mode, x_pair, val)
                 with m.If(xv & ld):
                     m.d.sync += ser[n].eq(val)
                 with m.Elif(ec):
@@ -2483,12 +2589,15 @@ class Engine(wiring.Component):
             qb0, qb1, qb2 = (Signal(signed(len(rq2.i.payload.acc)), name=f"qb{n}")
                              for n in range(3))
             m.d.sync += [qb0.eq(ser[lanes // 2]), qb1.eq(qb0), qb2.eq(qb1)]
-            m.d.comb += [rq2.i.valid.eq(q2 & gl_on),
+            # (SCORES pairs: the second head's score, with the word rq reads on port b)
+            q2_on = gl_on | (sc_pair & sm_fused) if PAIR else gl_on
+            m.d.comb += [rq2.i.valid.eq(q2 & q2_on),
                          rq2.i.payload.acc.eq(qb2),
-                         rq2.i.payload.mult.eq(par.a.rdata[0:16]),
-                         rq2.i.payload.shift.eq(par.a.rdata[16:22]), rq2.i.payload.last.eq(0),
-                         rq2.o.ready.eq(1)]
-            with m.If(q2 & gl_on & ~rq2.i.ready):
+                         rq2.i.payload.mult.eq(Mux(gl_on, par.a.rdata[0:16], par.b.rdata[0:16])),
+                         rq2.i.payload.shift.eq(Mux(gl_on, par.a.rdata[16:22],
+                                                    par.b.rdata[16:22])),
+                         rq2.i.payload.last.eq(0), rq2.o.ready.eq(1)]
+            with m.If(q2 & q2_on & ~rq2.i.ready):
                 m.d.comb += overrun.eq(1)
         if swig is not None:
             m.d.comb += [swig.mult.eq(elt_m), swig.shift.eq(elt_s)]
@@ -3013,7 +3122,8 @@ class Engine(wiring.Component):
                 rqcfg(s["x_p"], 0)
                 m.d.sync += [s["at_h"].eq(0), s["at_kvh"].eq(0), s["at_sub"].eq(0),
                              s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES),
-                             s["at_nh"].eq(ins.n_heads), s["at_kvm1"].eq(ins.kv_mul - 1)]
+                             s["at_nh"].eq(ins.n_heads), s["at_kvm1"].eq(ins.kv_mul - 1),
+                             s["sc_pair"].eq(0)]
                 self._fsm.goto("SC_START")
             with m.Case(Opcode.SCORES_SOFTMAX):
                 # SCORES' datapath with the softmax between the requantizer and the writer
@@ -3024,6 +3134,10 @@ class Engine(wiring.Component):
                              s["at_ptr"].eq(ins.q), s["mac_mode"].eq(_M_SCORES),
                              s["at_nh"].eq(ins.n_heads), s["at_kvm1"].eq(ins.kv_mul - 1),
                              s["sm_fused"].eq(1)]
+                if s["PAIR"]:
+                    # (pairs: kv_mul even, the sums within rq2's width)
+                    m.d.sync += s["sc_pair"].eq((ins.kv_mul != 0) & ~ins.kv_mul[0] &
+                                                ((ins.q_width == Width.W8) | s["PAIR16"]))
                 self._fsm.goto("SC_START")
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]

@@ -6,7 +6,8 @@ bit after every step.
 
 ``HDLGEN_PARAMS`` (JSON): the model (see :func:`build`: ``spec``, ``seed``, ``over`` (model
 overrides), ``context``, ``lanes``, ``macs_per_lane``, ``weight_bits`` (matrices stored as two
-int8 planes), ``weight_main_rows`` (weight rows in block RAM, the rest in LUT RAM), ``fuse_softmax``,
+int8 planes), ``weight_main_rows`` (weight rows in block RAM, the rest in LUT RAM), ``pair_scores``
+and ``score_queue`` (the engine's options), ``fuse_softmax``,
 ``fuse_rope``, ``fuse_append``, ``fuse_kv`` and ``fuse_glu`` (compile options, default on)) and ``scenarios``, run one after another
 on the one build (the engine is reset and the scratchpad zeroed before each, the KV cache keeps its rows (so does
 the golden model's); the weights and parameters are loaded once, the program every time). A scenario has ``steps`` (list of
@@ -61,10 +62,12 @@ def build(p: dict):
 def engine_of(cfg, comp, p: dict = None):
     """The engine under test (program memory one word longer than the program, room for a
     cut program's HALT; ``p["weight_main_rows"]``: weight rows in block RAM, the rest in LUT
-    RAM)."""
+    RAM; ``p["pair_scores"]``, ``p["score_queue"]``: the engine's options)."""
     from hdlgen.engine.core import Engine
     return Engine(cfg, comp, program_words=len(comp.program) + 1,
-                  weight_main_rows=(p or {}).get("weight_main_rows"))
+                  weight_main_rows=(p or {}).get("weight_main_rows"),
+                  pair_scores=(p or {}).get("pair_scores", True),
+                  score_queue=(p or {}).get("score_queue"))
 
 
 def program_of(comp, p: dict) -> list:

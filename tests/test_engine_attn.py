@@ -215,7 +215,8 @@ def test_rtl_scores_in_pairs(tmp_path):
 
 def test_score_queue_checks():
     """With pairs each score queue must hold a row and the margin (context + 3); the depth is
-    a power of two; without pairs (``pair_scores=False``, or an odd ``kv_mul``) 8 is enough."""
+    a power of two; without pairs (``pair_scores=False``, or an odd ``kv_mul``) 8 is enough.
+    Defaults: 1,024 with pairs, 64 without."""
     from hdlgen.engine.core import Engine
     from hdlgen.errors import UserError
     cfg, comp = build(GQA4)
@@ -223,6 +224,9 @@ def test_score_queue_checks():
         Engine(cfg, comp, score_queue=8)
     with pytest.raises(UserError, match="score_queue=24: .*power of two"):
         Engine(cfg, comp, score_queue=24)
-    Engine(cfg, comp, score_queue=16)
-    Engine(cfg, comp, score_queue=8, pair_scores=False)
-    Engine(*build(MQA), score_queue=8)
+    depths = []
+    for e in (Engine(cfg, comp), Engine(cfg, comp, score_queue=16),
+              Engine(cfg, comp, score_queue=8, pair_scores=False), Engine(*build(MQA))):
+        e._MustUse__silence = True          # (not elaborated here)
+        depths.append(e._smq)
+    assert depths == [1024, 16, 8, 64]

@@ -2085,7 +2085,7 @@ class Engine(wiring.Component):
 
         # ---- MAC feed -------------------------------------------------------------------------
         beat_l = mac.i.payload.shape()
-        BFD = 16                             # credits: issue -> FIFO read is 8 cycles (MATMAT 10)
+        BFD = 16                             # credits: issue -> FIFO read is 7 cycles (MATMAT 9)
         # (a WideFIFO, its pointers and write enable copied per 64 bits: one column group per
         # lane's slice, then the shared slice, then first/last, so no control net spans the
         # ~1,100 bits and each lane's slice can sit by its lane)
@@ -2356,20 +2356,11 @@ class Engine(wiring.Component):
         # (the copy is the mode as two select bits, a 4:1 mux per bit: bit 1 picks the KV-cache
         # sources, bit 0 SCORES over ATTV and MATMAT over MATVEC; MATMAT only in an engine
         # with a tile buffer)
-        # The beat then waits one more register (bw_q) in front of the FIFO, so that the
-        # write enable reaches the groups in two registered steps: bw_en (combinational from
-        # the KV read queue's handshake) loads a few copies (bw_t, one per BWT groups), and
-        # each of those the copies of its groups (bw_v{g}); no cycle carries bw_en across
-        # the die (routed before this: up to 9 ns on the net to a far group's copy)
-        bw_v, bw_v2 = Signal(), Signal()
+        bw_v = Signal()
         bw_d = Signal(bf_word, reset_less=True)
-        bw_q = Signal(bf_word, reset_less=True)
-        m.d.sync += [bw_v.eq(bw_en), bw_v2.eq(bw_v), bw_q.eq(bw_d)]
-        BWT = 4
-        bw_t = [keep_register(m, platform, Signal(name=f"bw_t{i}"), bw_en)
-                for i in range(-(-bf.groups // BWT))]
-        bw_vg = [keep_register(m, platform, Signal(name=f"bw_v{g}"), bw_t[g // BWT])
-                 for g in range(bf.groups)]                 # the FIFO's write enable per group
+        m.d.sync += bw_v.eq(bw_en)
+        bw_vg = [keep_register(m, platform, Signal(name=f"bw_v{g}"), bw_en)   # the FIFO's write
+                 for g in range(bf.groups)]                                   # enable per group
 
         def mode_copy(name):
             sc, av = mac_mode == _M_SCORES, mac_mode == _M_ATTV
@@ -2391,7 +2382,7 @@ class Engine(wiring.Component):
             m.d.sync += bw_d.per_lane[ln].eq(pick(mm, sc_beat.per_lane[ln],
                                                   av_beat.per_lane[ln], mv_beat.per_lane[ln],
                                                   mm_beat.per_lane[ln]))
-        m.d.comb += [bf.w_en.eq(Cat(*bw_vg)), bf.w_data.eq(bw_q.as_value())]
+        m.d.comb += [bf.w_en.eq(Cat(*bw_vg)), bf.w_data.eq(bw_d.as_value())]
         with m.If(at_cmd):
             m.d.comb += [kv.read_cmd.valid.eq(1), kv.read_cmd.payload.layer.eq(r_layer),
                          kv.read_cmd.payload.head.eq(at_kvh), kv.read_cmd.payload.kv.eq(at_kvsel),
@@ -2618,7 +2609,7 @@ class Engine(wiring.Component):
         # ---- unit busy (profiling) ------------------------------------------------------------
         ub = Signal(len(UNITS))
         fsm_busy = {
-            "mac_array": bw_v | bw_v2 | bf.r_rdy | mac.o.valid | mo.o.valid | x_load | mv_active |
+            "mac_array": bw_v | bf.r_rdy | mac.o.valid | mo.o.valid | x_load | mv_active |
                          mm_active,
             "kv_cache": kv.append.valid | kv.read_cmd.valid | rdd.valid,
             "softmax": (rt[_R_SMAX] | sm_fused) & busy & ~wr_done,

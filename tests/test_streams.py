@@ -91,12 +91,11 @@ def test_sequence_and_idle_under_stalls(seed):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_limited_elements_are_never_read_early(seed):
-    """``limited``: no address of element ``limit`` or later of the sequence is presented
-    (``limit`` as it was the cycle before, rising at random by one element or by a whole row
-    as a producer writes them, as the softmax's run does for ``ATTV``), with the output
-    stalled at random; the sequence is the unlimited one, and it finishes when ``limited``
-    drops."""
+def test_limited_rows_are_never_read_early(seed):
+    """``limited``: no address of row ``limit`` or later is presented (``limit`` as it was the
+    cycle before, rising at random as a producer completes rows, as the softmax does for
+    ``ATTV``), with the output stalled at random; the sequence is the unlimited one, and it
+    finishes when ``limited`` drops."""
     rng = random.Random(seed)
     dut = ElementReader(addr_width=12, width=16, len_width=8)
     jobs = []
@@ -104,7 +103,7 @@ def test_limited_elements_are_never_read_early(seed):
         rows, row_len = rng.randint(1, 6), rng.choice([1, 2, 3, 7])
         jobs.append({"base": rng.randrange(512), "rows": rows, "row_len": row_len,
                      "stride": rng.randint(row_len, 20), "p_row": rng.choice([0.5, 0.2, 0.05]),
-                     "drop_at": rng.choice([None, rng.randint(0, rows * row_len)]),
+                     "drop_at": rng.choice([None, rng.randint(0, rows)]),
                      "p_ready": rng.choice([1.0, 0.6, 0.3])})
     checked = []
 
@@ -125,10 +124,9 @@ def test_limited_elements_are_never_read_early(seed):
             for t in range(3000):
                 a, en = ctx.get(dut.addr), ctx.get(dut.en)
                 if en and limited:
-                    row, col = divmod(a - base, stride)
-                    k = row * row_len + col
-                    assert k < prev_limit, f"element {k} read with limit {prev_limit} (cycle {t})"
-                    checked.append(k)
+                    row = (a - base) // stride
+                    assert row < prev_limit, f"row {row} read with limit {prev_limit} (cycle {t})"
+                    checked.append(row)
                 hist.append((a, en))
                 a2 = hist[-3][0] if len(hist) >= 3 else 0
                 ctx.set(dut.rdata, _data(a2))
@@ -138,12 +136,11 @@ def test_limited_elements_are_never_read_early(seed):
                     taken.append(ctx.get(dut.o.payload).data)
                 if ctx.get(dut.idle) and t > 2:
                     break
-                total = job["rows"] * row_len
-                if limited and rng.random() < job["p_row"] and limit < total:
-                    limit = min(total, limit + (1 if rng.random() < 0.7 else row_len))
+                if limited and rng.random() < job["p_row"] and limit < job["rows"]:
+                    limit += 1
                     if limit == job["drop_at"]:
                         limited = 0           # (the producer is done: no limit)
-                if limit == total:
+                if limit == job["rows"]:
                     limited = 0
                 prev_limit = limit                    # (what the reader sees next cycle)
                 ctx.set(dut.limit, limit)

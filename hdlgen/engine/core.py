@@ -37,10 +37,9 @@ as soon as that one's MAC results are all taken and none of its results lands in
 holds its own in front of the serializer until the writer has finished them, then its writer
 run starts (``MV_WCFG``, ``MV_WSTART``). Another: an ``ATTV`` that reads its probabilities
 where the ``SCORES_SOFTMAX`` before it writes them (same base and stride) starts once that
-one's scores are all in the softmax (``AV_CHAIN``): its probability reader reads only what the
-softmax has written (:class:`~hdlgen.engine.streams.ElementReader`'s limit: element by element
-with one ``ATTV`` group per head, else whole rows), its results wait in front of the
-serializer, and its writer run starts when the softmax's has ended:
+one's scores are all in the softmax (``AV_CHAIN``): its probability reader reads only rows the
+softmax has written (:class:`~hdlgen.engine.streams.ElementReader`'s row limit), its results
+wait in front of the serializer, and its writer run starts when the softmax's has ended:
 
 * ``ElementReader`` (:mod:`hdlgen.engine.streams`) streams scratchpad rows (and the vector
   buffer in lockstep) into a unit; a second one streams norm gains/biases from the parameter
@@ -1523,12 +1522,12 @@ class Engine(wiring.Component):
         m.d.sync += ww_prev.eq(fsm("WAIT_WRITER"))
         # AV_CHAIN: an ATTV that follows a SCORES_SOFTMAX starts (CHECK3 to EXEC) once every
         # score is in the softmax (sc_done, av_ok). EXEC sets up the attention loops only; the
-        # probability reader reads only probabilities the softmax's run has written (rd.limited
-        # while av_pend, rd.limit), and the MAC results wait in front of the serializer (av_hold).
+        # probability reader reads only rows the softmax's run has written (rd.limited while
+        # av_pend, rd.limit), and the MAC results wait in front of the serializer (av_hold).
         # When the softmax's run ends, the ATTV's writer run, chaining and requantizer
         # parameters are applied here as EXEC applies them, the softmax is unhooked from the
         # requantizer (sm_fused), and w_go starts the run and releases the results.
-        rd_lim = Signal(24)
+        rd_lim = Signal(16)
         m.d.sync += w_go.eq(0)
         with m.If(av_pend & wr_idle_r):
             self._writer_flags(m, locals())
@@ -1537,12 +1536,10 @@ class Engine(wiring.Component):
         with m.If(w_go):
             m.d.comb += wr_start.eq(1)
             m.d.sync += av_hold.eq(0)
-        # one reader job reads every head's row in the order the softmax's run writes them
-        # (NG == 1: the probabilities written so far may be read, so each ATTV row follows
-        # its softmax row element by element), else one job per group reads head at_h's row
-        # once it is written (at_h changes two cycles before the next job starts, so the
-        # limit a job sees is its head's)
-        m.d.sync += rd_lim.eq(wr_count[:24] if NG == 1 else Mux(at_h < sm_rows, npos, 0))
+        # one reader job reads every head's row (NG == 1: the rows written so far may be
+        # read), else one job per group reads head at_h's row (its row 0; at_h changes two
+        # cycles before the next job starts, so the limit a job sees is its head's)
+        m.d.sync += rd_lim.eq(sm_rows if NG == 1 else (at_h < sm_rows))
         m.d.comb += [rd.limited.eq(av_pend), rd.limit.eq(rd_lim)]
         # ---- MATMAT ---------------------------------------------------------------------
         if TBD:

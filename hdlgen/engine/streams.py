@@ -12,11 +12,10 @@ aux_shift)`` for element ``i`` of the sequence (``aux_shift`` > 0: the RAM holds
 ``2**aux_shift`` elements per word, e.g. the engine's vector buffer; the low bits of ``i`` come
 out as ``sub``), so two operands arrive in lockstep.
 
-While ``limited`` is high the reader issues only the first ``limit`` elements of the current
-sequence (counted from 0 across its rows): the producer of the elements raises ``limit`` as it
-writes them. The comparisons are registered (the current element's and the next one's, used
-the cycle after an issue), so the reader sees ``limit`` as it was two cycles before; after
-``start``, element 0 passes whenever the stale element's compare did.
+While ``limited`` is high the reader issues no element of row ``limit`` or later (rows counted
+from 0 in the current sequence): the producer of the rows raises ``limit`` as it completes
+them. The comparisons are registered; the one for the row after the current one is ready
+when a row ends (after ``start``, row 0 passes whenever the stale row's compare did).
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -58,10 +57,9 @@ class ElementReader(wiring.Component):
     aux_addr, aux_en, aux_rdata : auxiliary RAM port.
     o : Out(stream.Signature({data, aux, sub, row_end, last}))
     limited : In(1)
-        Issue only elements below ``limit`` (``limit`` may only grow while ``limited``).
-    limit : In(len_width + 8)
-        Elements of the sequence that may be read (counted from 0 across its rows), while
-        ``limited``.
+        Issue only rows below ``limit`` (``limit`` may only grow while ``limited``).
+    limit : In(len_width)
+        Rows that may be read (counted from 0), while ``limited``.
     """
 
     def __init__(self, *, addr_width: int, width: int, aux_addr_width: int = 0,
@@ -74,7 +72,7 @@ class ElementReader(wiring.Component):
         super().__init__({
             "start": In(1), "base": In(addr_width), "rows": In(len_width),
             "row_len": In(len_width), "stride": In(len_width), "aux_base": In(self._xaw),
-            "limited": In(1), "limit": In(len_width + 8),
+            "limited": In(1), "limit": In(len_width),
             "busy": Out(1), "idle": Out(1, init=1),
             "addr": Out(addr_width), "en": Out(1), "rdata": In(width),
             "aux_addr": Out(self._xaw), "aux_en": Out(1), "aux_rdata": In(self._xw),
@@ -98,11 +96,11 @@ class ElementReader(wiring.Component):
         issue = Signal()
         row_end = Signal()
         last = Signal()
-        # the element limit, registered: idx < limit and idx + 1 < limit (the next element's,
-        # used the cycle after an issue)
-        ok0, ok1, stepped, gate = Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [ok0.eq(idx < self.limit), ok1.eq(idx + 1 < self.limit)]
-        m.d.comb += gate.eq(~self.limited | Mux(stepped, ok1, ok0))
+        # the row limit, registered: row < limit and row + 1 < limit (the next row's, used
+        # the cycle after a row ends)
+        ok0, ok1, wrapped, gate = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [ok0.eq(row < self.limit), ok1.eq(row + 1 < self.limit)]
+        m.d.comb += gate.eq(~self.limited | Mux(wrapped, ok1, ok0))
         m.d.comb += [
             self.busy.eq(active),
             issue.eq(active & (outstanding < self._depth) & gate),
@@ -132,7 +130,7 @@ class ElementReader(wiring.Component):
         s1 = Signal(max(1, self._xs))
         s2 = Signal(max(1, self._xs))
         m.d.sync += [v1.eq(issue), v2.eq(v1), e1.eq(row_end), e2.eq(e1), l1.eq(last), l2.eq(l1),
-                     s1.eq(idx), s2.eq(s1), stepped.eq(issue)]
+                     s1.eq(idx), s2.eq(s1), wrapped.eq(issue & row_end)]
         m.submodules.fifo = fifo = SyncFIFO(width=self.o_layout.size, depth=self._depth)
         item = Signal(self.o_layout)
         m.d.comb += [

@@ -253,6 +253,12 @@ MHz**. The critical paths are single nets across the die: in the two slowest run
 57.52) the MAC feed's beat-FIFO write enable (``bw_en``, combinational from the KV read queue)
 to a far lane group's copy, 8-9 ns of routing (the next thing to pipeline), in the others the
 check multiplier ``chk_mul2``, ``ir_exe``, a weight-bank write-enable copy, the bus decoder.
+Pipelining that write enable (two registered steps, the beat one register later: session 20,
+commit ``8de3823``, reverted) routed at 60 MHz at **57.91** and **57.63 MHz**, the critical
+paths then a weight-bank address copy (16.7 ns of routing from one flip-flop) and the FIFO's
+read-pointer enable, so it is not in main. ``SCORES_SOFTMAX`` in pairs of heads (session 20:
+two score queues in block RAM, ``qr2``, ``x_pair``) routes at 57 MHz at **62.57** and **61.98
+MHz** (seeds 1 and 2), LUT4 39,563, FF 31,079, MULT18X18D 151, DP16KD 200.
 The port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
 registered a state early, the reader's output queue, registered check verdicts) estimated 63.9
 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then rising):

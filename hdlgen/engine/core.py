@@ -259,10 +259,10 @@ paths then a weight-bank address copy (16.7 ns of routing from one flip-flop) an
 read-pointer enable, so it is not in main. ``SCORES_SOFTMAX`` in pairs of heads (session 20:
 two score queues in block RAM, ``qr2``, ``x_pair``) routes at 57 MHz at **62.57** and **61.98
 MHz** (seeds 1 and 2), LUT4 39,563, FF 31,079, MULT18X18D 151, DP16KD 200; at 60 MHz at
-**60.34** and **58.99 MHz** (seed 2 missed), so the default stays 57. Both 60 MHz runs' critical
-paths are the range checks: an opcode copy (``op_chk``, ``op_exe``) through the region-end
-adders after ``chk_mul2`` (CHECK2), 6-7 ns of routing and three carry chains: split CHECK2's
-sums over two cycles next.
+**60.34** and **58.99 MHz** (seed 2 missed), so the default stays 57. Both 60 MHz runs'
+critical paths start at an opcode copy (``op_chk``, ``op_exe``) and cross several LUT and
+carry-chain levels with 15 ns of routing (nets named after ``chk_mul2``'s sums: CHECK2's
+region ends are the likely part; splitting them over two cycles is the next thing to try).
 The port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
 registered a state early, the reader's output queue, registered check verdicts) estimated 63.9
 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then rising):

@@ -656,8 +656,8 @@ class Engine(wiring.Component):
         need = self._ctx + 3 if self._pair_scores else 8
         if self._score_queue is not None and self._score_queue < need:
             raise UserError(f"score_queue={self._score_queue} is too shallow for pairs of heads "
-                            f"over a context of {self._ctx}: give at least {need} (a power of "
-                            f"two), or pair_scores=False")
+                            f"over a context of {self._ctx}: give at least {need} (the power "
+                            f"of two {1 << (need - 1).bit_length()}), or pair_scores=False")
         self._smq = self._score_queue or (max(1024, 1 << (need - 1).bit_length())
                                           if self._pair_scores else 64)
         self._swiglu_addrs = sorted(a for a, d in image.tables.items() if d["kind"] == "swiglu")
@@ -1636,13 +1636,13 @@ class Engine(wiring.Component):
         npos_one, npos_m2 = Signal(), Signal(16)
         m.d.sync += [npos_one.eq(npos == 1), npos_m2.eq(npos - 2)]
 
-        def next_head():
-            # the next query head; its KV head advances after kv_mul query heads
-            m.d.sync += at_h.eq(at_h + 1)
-            with m.If(at_sub_last):
+        def next_head(step=1, sub_last=at_sub_last):
+            # the next query head (pairs: step 2); its KV head advances after kv_mul query heads
+            m.d.sync += at_h.eq(at_h + step)
+            with m.If(sub_last):
                 m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
             with m.Else():
-                m.d.sync += at_sub.eq(at_sub + 1)
+                m.d.sync += at_sub.eq(at_sub + step)
         with fsm.state("SC_START"):
             m.d.comb += wr_start.eq(1)
             m.d.sync += [sm_col.eq(0), sm_in_last.eq(npos_one), sc_busy.eq(0),
@@ -1670,11 +1670,7 @@ class Engine(wiring.Component):
             with m.If(~at_cmd):                 # the KV cache took the head's command
                 if PAIR:
                     with m.If(sc_pair):
-                        m.d.sync += at_h.eq(at_h + 2)
-                        with m.If(at_sub_last2):
-                            m.d.sync += [at_sub.eq(0), at_kvh.eq(at_kvh + 1)]
-                        with m.Else():
-                            m.d.sync += at_sub.eq(at_sub + 2)
+                        next_head(2, at_sub_last2)
                     with m.Else():
                         next_head()
                 else:
@@ -1867,7 +1863,7 @@ class Engine(wiring.Component):
         # (pairs: qn holds both heads' queries, the first in its low half; qr2 takes the
         # second's. One head: its query is in qn's high half after hs elements)
         qr = Signal(16 * hs)
-        qr2 = Signal(16 * hs)
+        qr2 = Signal(16 * hs) if PAIR else None
         qn = Signal(16 * hs * (2 if PAIR else 1))
         q_rot = Signal()
         q_swap = Signal()
@@ -1881,8 +1877,7 @@ class Engine(wiring.Component):
             else:
                 m.d.sync += qr.eq(qn)
         with m.Elif(q_rot):
-            m.d.sync += [qr.eq(Cat(qr[16 * B:], qr[:16 * B])),
-                         qr2.eq(Cat(qr2[16 * B:], qr2[:16 * B]))]
+            m.d.sync += [q.eq(Cat(q[16 * B:], q[:16 * B])) for q in (qr, qr2) if q is not None]
         # norm
         for n, blk in enumerate(norms):
             m.d.comb += blk.i.payload.data.eq(Mux(rt[_R_NORM], ro.data[:16], sn_d))
@@ -2476,8 +2471,8 @@ class Engine(wiring.Component):
                                     (r[0] << 8) + r[G]))
         m.d.sync += [x_alt[n].eq((r[n] << 8) + r[G + n]) for n in range(1, G)]
         # (SCORES pairs: the second head's sum, into ser[lanes // 2], which feeds rq2)
-        x_pair = Signal(signed(acc_w), name="x_pair", reset_less=True)
         if PAIR:
+            x_pair = Signal(signed(acc_w), name="x_pair", reset_less=True)
             m.d.sync += x_pair.eq((r[3] << 8) + r[4] + (r[5] << 8))
         # the serializer's next count; emit (a value goes out) is ser_cnt != 0
         em_load, em_cnt = Signal(), Signal.like(ser_cnt)

@@ -105,17 +105,33 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _check_soc_fits(comp, config, device) -> None:
-    """Refuse (before synthesis) a model whose memories and the SoC's scratch RAM together
-    need more DP16KD than the device has."""
-    from hdlgen.soc.soc import scratch_ebr
+def _check_soc_fits(comp, config, device) -> dict:
+    """Refuse (before synthesis) a model whose engine (its memories and units, the compiler's
+    fit) and the SoC's own block RAMs (host scratch RAM, the bridge's burst buffer) together
+    need more DP16KD than the device has; else return the SoC's blocks by item."""
+    from hdlgen.soc.soc import soc_ebr
     fit = comp.manifest["fit"]
-    scratch = scratch_ebr(config)
-    if fit["ebr_total"] + scratch > device.ebr:
-        raise UserError(f"the model needs {fit['ebr_total']} DP16KD and the SoC's "
-                        f"{config.scratch_bytes}-byte scratch RAM {scratch} more, "
-                        f"{fit['ebr_total'] + scratch} in all, but the {device.name} has "
-                        f"{device.ebr}: lower --scratch-bytes (e.g. 4096) or --context")
+    soc = soc_ebr(config)
+    total = fit["ebr_total"] + sum(soc.values())
+    if total > device.ebr:
+        raise UserError(f"the model's engine needs {fit['ebr_total']} DP16KD and the SoC "
+                        f"{sum(soc.values())} more (the {config.scratch_bytes}-byte scratch RAM "
+                        f"{soc['scratch']}, the host bridge's buffer {soc['bridge']}), {total} "
+                        f"in all, but the {device.name} has {device.ebr}: lower "
+                        f"--scratch-bytes (e.g. 4096) or --context")
+    return soc
+
+
+def format_ebr_plan(fit: dict, soc: dict, available: int) -> str:
+    """One line: the DP16KD the build will use by item (engine memories, the units' own blocks,
+    the SoC's) against the device's."""
+    mem = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fit["ebr"].items()
+                    if k != "units" and v)
+    units = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fit.get("units", {}).items() if v)
+    socs = ", ".join(f"{k} {v}" for k, v in soc.items() if v)
+    total = fit["ebr_total"] + sum(soc.values())
+    return (f"  {'block RAM':<9} {total} of {available} DP16KD: {mem}; units "
+            f"{fit['ebr'].get('units', 0)} ({units}); SoC {sum(soc.values())} ({socs})")
 
 
 def _openfpgaloader() -> str | None:
@@ -183,7 +199,7 @@ def run(args) -> int:
         # refuses (UserError) a model that does not fit the device, before any synthesis
         comp = compile_model(model, config, CompileOptions(context=args.context,
                                                            device=bdev.device.name))
-        _check_soc_fits(comp, config, bdev.device)
+        soc_ebr = _check_soc_fits(comp, config, bdev.device)
         design = AcceleratorDesign(config, comp, preload=True)
     else:
         from hdlgen.soc.matvec import MatVecDesign
@@ -199,6 +215,8 @@ def run(args) -> int:
           f"{config.lanes}x{config.macs_per_lane} MACs" +
           (f", engine for {model.name}" if model else ", matrix-vector unit") + f" -> {out}/",
           file=sys.stderr)
+    if model is not None:
+        print(format_ebr_plan(comp.manifest["fit"], soc_ebr, bdev.device.ebr), file=sys.stderr)
     seconds = {}
     t0 = time.monotonic()
     platform = bdev.platform()

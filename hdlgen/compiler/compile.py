@@ -79,6 +79,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hdlgen.config import AcceleratorConfig
+from hdlgen.engine.ebr import EngineUnits
 from hdlgen.engine.isa import (GLU_MAX_COLS, EltOp, Func, Instruction, NormKind, Opcode, Reg,
                                Width, encode_program, glu_rows)
 from hdlgen.errors import UserError
@@ -89,7 +90,7 @@ from hdlgen.model.quantize import DEVICE_EBR, Requant, quantize_model
 from sim.golden.requant import quantize_multiplier
 
 __all__ = ["CompileOptions", "Compiled", "compile_model", "PROB_BITS", "SCORE_FRAC",
-           "DEFAULT_ACT_BITS", "fit_check"]
+           "DEFAULT_ACT_BITS", "fit_check", "plan_units"]
 
 #: Width of the softmax probabilities (unsigned; < 2**14 keeps the int8 plane split exact).
 PROB_BITS = 14
@@ -549,29 +550,55 @@ def plan_image(c, config: AcceleratorConfig, ctx: int, weight_bits: dict = None,
                        tables=tables, ext=ext)
 
 
+def plan_units(c, config: AcceleratorConfig, fuse_softmax: bool = True) -> EngineUnits:
+    """The engine's units for model config ``c`` before quantizing
+    (:class:`hdlgen.engine.ebr.EngineUnits`): a norm unit for each of the three norm sites
+    (attention, FFN, final: an upper bound, as sites whose formats coincide share a unit, which
+    only the quantized program tells) and pairs of heads as ``Engine._analyse`` decides them
+    for the program :func:`compile_model` emits (``SCORES_SOFTMAX`` with ``fuse_softmax``, at
+    least 8 lanes, an even ``kv_mul``)."""
+    pairs = bool(fuse_softmax) and config.lanes >= 8 and c.kv_mul >= 2 and c.kv_mul % 2 == 0
+    return EngineUnits(norm_dims=(c.dim,) * 3, pairs=pairs,
+                       row_bits=config.lanes * config.macs_per_lane * 8,
+                       macs_per_lane=config.macs_per_lane)
+
+
+def _ebr_items(ebr: dict, nbytes: dict, unit_ebr: dict) -> str:
+    mem = ", ".join(f"{k} {nbytes[k]:,} bytes ({ebr[k]} EBR)" for k in nbytes)
+    units = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in unit_ebr.items() if v)
+    return f"{mem}; the units' own block RAMs {ebr['units']} EBR ({units or 'none'})"
+
+
 def fit_check(image: MemoryImage, program_words: int, device: str, model_name: str,
-              per_position_ebr: float = None) -> dict:
-    """EBR use of an image against the device; :class:`UserError` when it does not fit."""
+              per_position_ebr: float = None, units: EngineUnits = None) -> dict:
+    """DP16KD use of the engine for ``image`` against the device (the memories and, with
+    ``units``, the units' own block RAMs: :meth:`MemoryImage.memory_ebr`);
+    :class:`UserError` when it does not fit, naming each memory's bytes and blocks, the units'
+    blocks, the longest context that would fit and the next device it fits. Returns
+    ``{"device", "ebr", "ebr_total", "ebr_available", "bytes", "units"}`` (``units``: the
+    units' blocks by kind, their sum is ``ebr["units"]``)."""
     dev = str(device).upper().replace("LFE5U-", "")
     if dev not in DEVICE_EBR:
         raise UserError(f"device {device!r} is not known; expected one of {', '.join(DEVICE_EBR)}")
-    ebr = image.memory_ebr(program_words)
+    units = units or EngineUnits()
+    ebr = image.memory_ebr(program_words, units)
+    unit_ebr = units.ebr(image.context)
     nbytes = image.memory_bytes(program_words)
     total = sum(ebr.values())
     avail = DEVICE_EBR[dev]
     if total > avail:
-        items = ", ".join(f"{k} {nbytes[k]:,} bytes ({ebr[k]} EBR)" for k in ebr)
         msg = (f"{model_name} with a context of {image.context} needs {total} EBR "
-               f"({sum(nbytes.values()):,} bytes: {items}) but the {dev} has {avail} EBR "
-               f"({avail * 2048:,} bytes)")
-        # the longest context that fits
+               f"({sum(nbytes.values()):,} bytes: {_ebr_items(ebr, nbytes, unit_ebr)}) but the "
+               f"{dev} has {avail} EBR ({avail * 2048:,} bytes)")
+        # the longest context that fits (the scratchpad and parameter sizes kept: an upper bound)
         best = 0
         for ctx in (4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 8):
             if ctx >= image.context:
                 continue
-            trial = MemoryImage(**{**image.__dict__, "context": ctx,
-                                   "act_elements": image.act_elements})
-            if sum(trial.memory_ebr(program_words).values()) <= avail:
+            tables = {a: ({**d, "context": ctx} if d["kind"] == "rope" else d)
+                      for a, d in image.tables.items()}
+            trial = MemoryImage(**{**image.__dict__, "context": ctx, "tables": tables})
+            if sum(trial.memory_ebr(program_words, units).values()) <= avail:
                 best = ctx
                 break
         bigger = [d for d, n in DEVICE_EBR.items() if n > avail and total <= n]
@@ -583,7 +610,7 @@ def fit_check(image: MemoryImage, program_words: int, device: str, model_name: s
             msg += f"; {'or ' if best else ''}it fits the {bigger[0]} at this context"
         raise UserError(msg)
     return {"device": dev, "ebr": ebr, "ebr_total": total, "ebr_available": avail,
-            "bytes": nbytes}
+            "bytes": nbytes, "units": unit_ebr}
 
 
 def compile_model(model: Model, config: AcceleratorConfig = None,
@@ -666,7 +693,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                              ext, opt.fuse_softmax, fuse_kv, fuse_glu),
                   _program_length(c, opt.fuse_softmax, fuse_kv, opt.fuse_rope,
                                   _fused_append(opt, c.arch), fuse_glu), opt.device,
-                  model.name)
+                  model.name, units=plan_units(c, config, opt.fuse_softmax))
     calibration = opt.calibration
     if opt.smooth is not None or opt.smooth_kv:
         from hdlgen.compiler.smooth import smooth_kv, smooth_norms
@@ -1015,8 +1042,9 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                         act_elements=top, kv_layers=L, kv_heads=c.n_kv_heads, head_size=hs,
                         context=ctx, tables=tables, ext=ext)
     fit = None
+    units = EngineUnits.of_program(prog, image, lanes)
     if opt.fit:
-        fit = fit_check(image, len(prog), opt.device, model.name)
+        fit = fit_check(image, len(prog), opt.device, model.name, units=units)
     manifest = {
         "model": {"name": model.name, "config": c.to_dict()},
         "accelerator": {k: getattr(config, k) for k in config.__dataclass_fields__},
@@ -1035,7 +1063,9 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
             "kv_cache": {"layers": L, "kv_heads": c.n_kv_heads, "head_size": hs,
                          "context": ctx},
         },
-        "fit": fit or {"bytes": image.memory_bytes(len(prog)), "ebr": image.memory_ebr(len(prog))},
+        "fit": fit or {"bytes": image.memory_bytes(len(prog)),
+                       "ebr": (ebr := image.memory_ebr(len(prog), units)),
+                       "ebr_total": sum(ebr.values()), "units": units.ebr(ctx)},
         "program": [str(i) for i in prog],
         "logit_scale": float(sc["logits"]),
     }

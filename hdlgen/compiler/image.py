@@ -14,10 +14,7 @@ from sim.golden.activation import table16, table8
 from sim.golden.rope import rope_tables
 
 __all__ = ["MemoryImage", "WeightAllocator", "ParamAllocator", "requant_word", "split_requant_word",
-           "rope_table_words", "act_table_words", "ebr_count", "PROGRAM_LUT_WORDS"]
-
-#: Programs up to this many words live in distributed (LUT) RAM, not in block RAM.
-PROGRAM_LUT_WORDS = 64
+           "rope_table_words", "act_table_words", "ebr_count"]
 
 
 def ebr_count(width_bits: int, depth: int, parity: bool = False) -> int:
@@ -204,25 +201,51 @@ class MemoryImage:
         them in their own block RAM."""
         return sum(n for _, n in self.rom_tables().values())
 
-    def memory_ebr(self, program_words: int = 0, parity: bool = True) -> dict:
-        """DP16KD blocks of each memory (:func:`ebr_count`), for the memory plan the fit
-        assumes: every memory with one write and one read port (pseudo-dual-port, so the x36
-        mode is available); the weight bank with ``parity`` uses all 36 bits of each block
-        (the host then writes whole rows, e.g. through a row staging register, as byte enables
-        need the 9-bit lanes); the parameter memory without the ROM tables, which live in
-        their blocks (RoPE 36-bit cos/sin pairs, activation 36-bit knot pairs); the KV cache,
-        the scratchpad; the program in LUT RAM up to :data:`PROGRAM_LUT_WORDS` words."""
+    def memory_ebr(self, program_words: int = 0, units=None) -> dict:
+        """DP16KD blocks of the engine built for this image (:mod:`hdlgen.engine.ebr`, the RTL
+        engine's sizing rules), by memory: ``weights`` (the weight bank: byte lanes, 32 data
+        bits of each 36-bit block, and with a tail of at most 32 rows past a power of two in
+        LUT RAM, :func:`hdlgen.engine.memories.split_depth`; the rows of the extensions wider
+        than 8 bits a weight, which the RTL does not run, planned with all 36 bits used),
+        ``params`` (the whole parameter memory, ROM tables included), ``tables`` (the units'
+        own ROM copies: RoPE, each activation, the SwiGLU unit's SiLU), ``kv_cache``,
+        ``scratch``, ``program`` (0: the program memory is LUT RAM at any length) and
+        ``units``: the units' fixed blocks (softmax, score queues, norms, tile buffer) of
+        ``units`` (:class:`hdlgen.engine.ebr.EngineUnits`; None: an engine with no norm unit
+        and single score queue, i.e. the softmax alone), by kind in
+        :meth:`~hdlgen.engine.ebr.EngineUnits.ebr`."""
+        from hdlgen.engine.ebr import (EngineUnits, act_tiles, bram_tiles, kv_beat, rope_tiles)
+        from hdlgen.engine.memories import split_depth
+        units = units or EngineUnits()
+        K, n = self.macs_per_lane, self.lanes * self.macs_per_lane
+        rows = max(1, int(self.weights.shape[0]))
+        row_bits = self.weight_row_bits
+        if row_bits == 8 * n:           # core.py: SplitRAM / BlockRAM, granularity 8, preloaded
+            main = split_depth(row_bits, rows)
+            weights = bram_tiles(row_bits, main, granularity=8, init=True)
+        else:                           # (an extension: every bit of the 9-bit lanes is data)
+            weights = bram_tiles(row_bits, split_depth(row_bits, rows, None), init=True)
+        # tables: the engine's units (core.py: Rope for the first RoPE table, an Activation
+        # per "act" table, one SwiGLU unit)
+        rope = self.rope_table()
+        tables = rope_tiles(rope[1]["context"], rope[1]["head_size"]) if rope else 0
+        swiglu = set()
+        for d in self.tables.values():
+            if d["kind"] == "act":
+                tables += act_tiles(d["in_bits"], d.get("out_bits", 16))
+            elif d["kind"] == "swiglu":
+                swiglu.add(d["a_bits"])
+        tables += act_tiles(min(swiglu), 16) if swiglu else 0
         kv_rows = 2 * self.kv_layers * self.kv_heads * self.context
-        tables = 0
-        for kind, words in self.rom_tables().values():
-            tables += ebr_count(36, words // 2, True)
-        wide = self.weight_row_bits > 8 * self.lanes * self.macs_per_lane
-        return {"weights": ebr_count(self.weight_row_bits, self.weights.shape[0],
-                                     parity or wide),
-                "params": ebr_count(32, int(self.params.size) - self.table_words()),
+        if self.kv_bits == 8:           # core.py: KVCache, one beat of B bytes a word
+            B = kv_beat(K, self.head_size)
+            kv = bram_tiles(8 * B, kv_rows * (self.head_size // B), ports=("w", "r"))
+        else:                           # (the kv_bits extension: 9-bit lanes full)
+            kv = ebr_count(self.kv_bits * self.head_size, kv_rows, True)
+        return {"weights": weights,
+                "params": bram_tiles(32, max(1, int(self.params.size)), init=True),
                 "tables": tables,
-                "kv_cache": ebr_count(self.kv_bits * self.head_size, kv_rows,
-                                      self.kv_bits > 8),
-                "scratch": ebr_count(16, self.act_elements),
-                "program": 0 if program_words <= PROGRAM_LUT_WORDS else
-                ebr_count(128, program_words, parity)}
+                "kv_cache": kv,
+                "scratch": bram_tiles(16, max(1, self.act_elements)),
+                "program": 0,
+                "units": sum(units.ebr(self.context).values())}

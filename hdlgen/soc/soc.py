@@ -36,7 +36,7 @@ from hdlgen.soc.bridge import Bridge
 from hdlgen.soc.protocol import MAX_BURST
 from hdlgen.soc.uart import UARTRx, UARTTx, uart_divisor
 
-__all__ = ["SoC", "WishboneRAM", "BUS_ADDR_WIDTH", "scratch_ebr"]
+__all__ = ["SoC", "WishboneRAM", "BUS_ADDR_WIDTH", "scratch_ebr", "soc_ebr"]
 
 #: Word-address width of the SoC bus (the whole 32-bit byte address space).
 BUS_ADDR_WIDTH = 30
@@ -247,6 +247,15 @@ def scratch_ebr(config: AcceleratorConfig) -> int:
     t = ecp5_tiling(32, 1 << (words - 1).bit_length(), granularity=8, ports=("rw", "r"))
     return t.columns * t.rows
 
+
+
+def soc_ebr(config: AcceleratorConfig) -> dict:
+    """DP16KD blocks of the SoC around an engine or unit: ``scratch`` (:func:`scratch_ebr`) and
+    ``bridge``, the host bridge's burst buffer (:class:`~hdlgen.soc.bridge.Bridge`: 32-bit words,
+    :data:`~hdlgen.soc.protocol.MAX_BURST` of them, one DP16KD)."""
+    from hdlgen.blocks.bram import ecp5_tiling
+    return {"scratch": scratch_ebr(config),
+            "bridge": ecp5_tiling(32, MAX_BURST, ports=("w", "r")).primitives}
 
 class WishboneRAM(wiring.Component):
     """Block RAM as a Wishbone subordinate: 32-bit words, byte enables.

@@ -58,11 +58,17 @@ model runs them, ``CompileOptions`` asks for them, the instruction encoding is u
 ``weight_exp`` (int8 weights with one shift bit per lane and bank row), ``planes_x16``
 (two-plane weights against 16-bit inputs, used by 11-bit ``weight_bits``). With
 ``norm_bits=16, kv_bits=9, weight_exp=True, weight_bits={"token_embedding": 11, "wq": 11,
-"wk": 11}`` stories260K reaches 0.961 / 0.0099 in the same 201 EBR as the default scheme.
+"wk": 11}`` stories260K reaches 0.961 / 0.0099 and still fits the 85F's block RAM (186 EBR
+planned, the default scheme 198: its 1,040-bit bank rows planned in all 36 bits of 29 columns,
+the int8 bank's byte lanes take 32).
 
-Fit: :func:`plan_image` sizes every memory from the shapes alone and :func:`fit_check` refuses
-(before quantizing) when the block RAM (:func:`hdlgen.compiler.image.ebr_count`) exceeds the
-device's, naming the bytes and blocks of each memory and what would fit.
+Fit: :func:`plan_image` sizes every memory from the shapes alone, :func:`plan_units` the units
+(at most one norm unit per norm site), and :func:`fit_check` refuses (before quantizing) when
+the engine's block RAM (:mod:`hdlgen.engine.ebr`: the memories as the RTL tiles them and the
+units' own blocks) exceeds the device's, naming the bytes and blocks of each memory, the
+units' blocks and what would fit; after the layout it counts again from the program (the
+norm units it really has). stories260K at context 256: 198 DP16KD planned, 197 after, the
+routed SoC 200 with the SoC's 3 (:func:`hdlgen.soc.soc.soc_ebr`).
 
 Memory layout: weights in the weight bank in :func:`hdlgen.blocks.membank.weight_rows` order,
 the decoder layers at a fixed stride (the program's ``LOOP`` steps the base registers); the

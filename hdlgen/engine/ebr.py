@@ -102,9 +102,10 @@ def norm_tiles(dim: int, in_width: int = NORM_IN_WIDTH) -> int:
     return bram_tiles(in_width, dim, ports=("w", "r"))
 
 
-def rope_tiles(positions: int, head_size: int) -> int:
-    """DP16KD of :class:`~hdlgen.blocks.rope.Rope`: 36-bit cos/sin words, one per position and
-    pair."""
+def rope_tiles(max_positions: int, head_size: int) -> int:
+    """DP16KD of :class:`~hdlgen.blocks.rope.Rope`: 36-bit cos/sin words, one per pair and
+    position of ``2**ceil(log2(max_positions))`` (``Rope.positions``)."""
+    positions = 1 << max(1, (max_positions - 1).bit_length())
     return bram_tiles(36, positions * max(1, head_size // 2), ports=("w", "r"), init=True)
 
 

@@ -248,7 +248,6 @@ def scratch_ebr(config: AcceleratorConfig) -> int:
     return t.columns * t.rows
 
 
-
 def soc_ebr(config: AcceleratorConfig) -> dict:
     """DP16KD blocks of the SoC around an engine or unit: ``scratch`` (:func:`scratch_ebr`) and
     ``bridge``, the host bridge's burst buffer (:class:`~hdlgen.soc.bridge.Bridge`: 32-bit words,
@@ -256,6 +255,7 @@ def soc_ebr(config: AcceleratorConfig) -> dict:
     from hdlgen.blocks.bram import ecp5_tiling
     return {"scratch": scratch_ebr(config),
             "bridge": ecp5_tiling(32, MAX_BURST, ports=("w", "r")).primitives}
+
 
 class WishboneRAM(wiring.Component):
     """Block RAM as a Wishbone subordinate: 32-bit words, byte enables.

@@ -49,6 +49,19 @@ def test_golden_wraps_and_checks_int8():
         mac_array_model([Beat(np.array([128]), np.array([[0]]), True, True)], 1, 1)
 
 
+def test_golden_wide_shared_operand():
+    """A 17-bit shared operand: exact products with the int8 per-lane operands, the range
+    checked against its own width (the per-lane one stays int8)."""
+    s = np.array([65535, -65536, 300, -1])
+    w = np.array([[127, -128, 5, 7], [1, 1, 1, 1]])
+    beats = [Beat(s, w, True, False), Beat(s, w, False, True)]
+    assert mac_array_model(beats, 2, 4, 32, 17)[0].tolist() == (2 * (w @ s)).tolist()
+    with pytest.raises(ValueError, match=r"outside signed 17 bits \[-65536, 65535\]"):
+        mac_array_model([Beat(np.array([65536]), np.array([[0]]), True, True)], 1, 1, 32, 17)
+    with pytest.raises(ValueError, match="outside int8"):
+        mac_array_model([Beat(np.array([0]), np.array([[128]]), True, True)], 1, 1, 32, 17)
+
+
 # --- parameters -------------------------------------------------------------------------------
 
 def test_acc_width_check_names_values():
@@ -63,6 +76,9 @@ def test_acc_width_check_names_values():
         MACArray(2, 2, result_registers=-1)
     with pytest.raises(ValueError, match="a_width=19"):
         DSPMultiplier(19, 8)
+    for bad in (7, 19, 16.0):
+        with pytest.raises(ValueError, match=f"shared_width={bad}.*8 to 18"):
+            MACArray(2, 2, shared_width=bad)
 
 
 def test_from_config_default_is_128_macs():
@@ -90,6 +106,12 @@ def test_ecp5_netlist_uses_registered_mult18x18d():
         assert "connect \\CE0 1'1" in c and "connect \\RST0 1'0" in c
         assert "connect \\SIGNEDA 1'1" in c and "connect \\SIGNEDB 1'1" in c
         assert "SRIA" not in c and "SRIB" not in c
+    # a wide shared operand is the DSP's A port, the per-lane int8 its B port
+    wide = rtlil.convert(MACArray(1, 1, acc_width=20, max_dot_length=16, shared_width=17),
+                         platform=_ECP5())
+    (mult,) = [c for c in wide.split("cell ") if c.startswith("\\MULT18X18D")]
+    assert "connect \\A16 \\a [16]" in mult and "connect \\A17 \\a [16]" in mult
+    assert "connect \\B7 \\b [7]" in mult and "connect \\B8 \\b [7]" in mult
     # control copies are kept as primitive flip-flops so Yosys cannot merge them
     assert sum(c.startswith("\\TRELLIS_FF") for c in cells) > 0
 
@@ -114,7 +136,7 @@ def test_o_ready_reaches_the_lanes_only_as_clock_enables():
 
 def _amaranth_run(dut, beats, ready_pattern):
     L, K, W = dut.lanes, dut.macs_per_lane, dut.acc_width
-    expected = [list(map(int, r)) for r in mac_array_model(beats, L, K, W)]
+    expected = [list(map(int, r)) for r in mac_array_model(beats, L, K, W, dut.shared_width)]
     got = []
 
     async def tb(ctx):
@@ -145,18 +167,20 @@ def _amaranth_run(dut, beats, ready_pattern):
     assert got == expected
 
 
-@pytest.mark.parametrize("L,K,pipeline,post,res", [(3, 5, False, 1, 0), (1, 1, True, 2, 2),
-                                                   (2, 8, True, 3, 0), (5, 2, False, 2, 1)])
-def test_amaranth_sim_shapes(L, K, pipeline, post, res):
+@pytest.mark.parametrize("L,K,pipeline,post,res,sw", [(3, 5, False, 1, 0, 8), (1, 1, True, 2, 2, 8),
+                                                      (2, 8, True, 3, 0, 8), (5, 2, False, 2, 1, 8),
+                                                      (3, 3, False, 1, 0, 17)])
+def test_amaranth_sim_shapes(L, K, pipeline, post, res, sw):
     rng = np.random.default_rng(L * 100 + K)
-    dut = MACArray(L, K, acc_width=24, max_dot_length=256, dsp_pipeline=pipeline,
-                   post_dsp_registers=post, result_registers=res)
+    dut = MACArray(L, K, acc_width=24 if sw == 8 else 32, max_dot_length=256,
+                   dsp_pipeline=pipeline, post_dsp_registers=post, result_registers=res,
+                   shared_width=sw)
     beats = []
     for _ in range(40):
         n = int(rng.integers(1, 5))
         for j in range(n):
-            beats.append(Beat(rng.integers(-128, 128, K), rng.integers(-128, 128, (L, K)),
-                              j == 0, j == n - 1))
+            beats.append(Beat(rng.integers(-2 ** (sw - 1), 2 ** (sw - 1), K),
+                              rng.integers(-128, 128, (L, K)), j == 0, j == n - 1))
     # output stalled in bursts: the credit count must hold the input back, never lose data
     _amaranth_run(dut, beats, lambda c: (c // 7) % 3 != 0)
 
@@ -166,12 +190,16 @@ def test_amaranth_sim_shapes(L, K, pipeline, post, res):
 PARAMS = {
     "small": {"lanes": 4, "macs_per_lane": 4, "acc_width": 22, "max_dot_length": 64},
     "default": {"lanes": 16, "macs_per_lane": 8, "acc_width": 32, "max_dot_length": 4096},
+    # the engine's shared operand: int16 activations, unsigned 16-bit probabilities
+    "wide": {"lanes": 4, "macs_per_lane": 4, "acc_width": 32, "max_dot_length": 64,
+             "shared_width": 17},
 }
-COUNT = {"small": 3000, "default": 3000}
+COUNT = {"small": 3000, "default": 3000, "wide": 2000}
 
 
 def _dut(p):
-    return MACArray(p["lanes"], p["macs_per_lane"], p["acc_width"], p["max_dot_length"])
+    return MACArray(p["lanes"], p["macs_per_lane"], p["acc_width"], p["max_dot_length"],
+                    shared_width=p.get("shared_width", 8))
 
 
 @pytest.fixture

@@ -2,15 +2,15 @@
 
 Datapath
 --------
-Every beat on ``i`` carries one *shared* slice of ``macs_per_lane`` int8 values, which all
-lanes see, and one *per-lane* slice of ``macs_per_lane`` int8 values for each lane. Lane ``l``
-multiplies its slice element by element with the shared slice (one product per
-``MULT18X18D``, ``lanes * macs_per_lane`` DSPs), sums the products in a pipelined adder tree
-and accumulates the sum. ``first`` starts a new dot product (the accumulator restarts from
-the beat's sum), ``last`` ends it: one beat of ``lanes`` signed ``acc_width``-bit results
-then appears on ``o``. A beat can be both ``first`` and ``last`` (a dot product of one beat).
-Dot products of ``n`` elements take ``ceil(n / macs_per_lane)`` beats; the caller pads the
-last beat with zeros.
+Every beat on ``i`` carries one *shared* slice of ``macs_per_lane`` int8 values (or wider:
+``shared_width``, see Arithmetic), which all lanes see, and one *per-lane* slice of
+``macs_per_lane`` int8 values for each lane. Lane ``l`` multiplies its slice element by
+element with the shared slice (one product per ``MULT18X18D``, ``lanes * macs_per_lane``
+DSPs), sums the products in a pipelined adder tree and accumulates the sum. ``first``
+starts a new dot product (the accumulator restarts from the beat's sum), ``last`` ends it:
+one beat of ``lanes`` signed ``acc_width``-bit results then appears on ``o``. A beat can be
+both ``first`` and ``last`` (a dot product of one beat). Dot products of ``n`` elements take
+``ceil(n / macs_per_lane)`` beats; the caller pads the last beat with zeros.
 
 Two uses of the one datapath (multiplication commutes, so only the feeding differs):
 
@@ -24,10 +24,14 @@ Two uses of the one datapath (multiplication commutes, so only the feeding diffe
   against the same activation tile. Weights are read once per ``lanes`` tokens, which is
   where prefill gains over decode.
 
-Arithmetic: exact int8 x int8 products; sums wrap modulo ``2**acc_width`` (two's
-complement). The constructor checks that ``acc_width`` holds any dot product of up to
-``max_dot_length`` elements, so within that length no wrap can occur.
-:mod:`sim.golden.mac_array` is the bit-exact model.
+Arithmetic: exact products; sums wrap modulo ``2**acc_width`` (two's complement). The
+per-lane operands are int8; the shared operands are int8 too by default, or signed
+``shared_width`` bits (up to 18, the ``MULT18X18D``'s port: the same DSPs, wider product
+registers and adder trees), so that a 16-bit activation or an unsigned 16-bit probability is
+one operand instead of two int8 planes in two passes. The constructor checks that
+``acc_width`` holds any dot product of up to ``max_dot_length`` int8 x int8 elements, so
+within that length no wrap can occur; with a wider shared operand the caller bounds its sums
+(they wrap, in the golden model too). :mod:`sim.golden.mac_array` is the bit-exact model.
 
 Pipeline and flow control
 -------------------------
@@ -61,7 +65,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hdlgen.blocks.dsp import DSPMultiplier, keep_register
+from hdlgen.blocks.dsp import MAX_OPERAND_WIDTH, DSPMultiplier, keep_register
 from hdlgen.blocks.ecp5 import mac_floorplan
 from hdlgen.bench.registry import BlockBench
 
@@ -89,13 +93,14 @@ class _Lane(Elaboratable):
     and the lane's slice of the output FIFO, with its own copies of the control bits."""
 
     def __init__(self, index, K, acc_width, fifo_depth, dsp_pipeline, post_dsp_registers,
-                 result_registers, dsp_sites=None):
+                 result_registers, dsp_sites=None, shared_width=OPERAND_WIDTH):
         self.index, self.K, self.acc_width = index, K, acc_width
+        self.shared_width = shared_width
         self.dsp_sites = dsp_sites
         self.fifo_depth, self.dsp_pipeline = fifo_depth, dsp_pipeline
         self.post_dsp_registers = post_dsp_registers
         self.result_registers = result_registers
-        self.shared = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))   # stage F-1, this lane's copy
+        self.shared = Signal(data.ArrayLayout(signed(shared_width), K))    # stage F-1, this lane's copy
         self.operand = Signal(data.ArrayLayout(signed(OPERAND_WIDTH), K))  # stage F-1
         self.ctrl_in = Signal(3)     # (valid, first, last) one stage before the lane copies
         self.o_ready = Signal()      # ``o.ready``, straight from the port
@@ -108,12 +113,13 @@ class _Lane(Elaboratable):
         level = []
         for k in range(K):
             mul = m.submodules[f"mul{k}"] = DSPMultiplier(
-                OPERAND_WIDTH, OPERAND_WIDTH, pipeline=self.dsp_pipeline,
+                self.shared_width, OPERAND_WIDTH, pipeline=self.dsp_pipeline,
                 bel=self.dsp_sites[k] if self.dsp_sites else None)
             m.d.comb += [mul.a.eq(self.shared[k]), mul.b.eq(self.operand[k])]
             prod = mul.p
             for r in range(self.post_dsp_registers):
-                nxt = Signal(signed(2 * OPERAND_WIDTH), name=f"prod{k}_r{r}", reset_less=True)
+                nxt = Signal(signed(self.shared_width + OPERAND_WIDTH), name=f"prod{k}_r{r}",
+                             reset_less=True)
                 m.d.sync += nxt.eq(prod)
                 prod = nxt
             level.append(prod)
@@ -212,11 +218,15 @@ class MACArray(wiring.Component):
         lanes' DSPs; measured on the 85F, 16 x 8, two of them gave 162.4 MHz on seed 1 (152.4
         without) but 135.3 on seed 2 (165.7 without, limited by a read-pointer-to-LUT-RAM
         route), so the default stays 0.
+    shared_width : int
+        Width of each shared operand, signed, 8 (int8, the default) to 18 (a ``MULT18X18D``
+        port). The accumulator check stays the int8 one: see the module documentation.
 
     Attributes
     ----------
     i : In(stream.Signature(StructLayout))
-        Beats: ``first``, ``last`` (1 bit each), ``shared`` (``macs_per_lane`` x int8) and
+        Beats: ``first``, ``last`` (1 bit each), ``shared`` (``macs_per_lane`` x signed
+        ``shared_width`` bits) and
         ``per_lane`` (``lanes`` x ``macs_per_lane`` x int8), packed LSB-first in this order.
     o : Out(stream.Signature(ArrayLayout(signed(acc_width), lanes)))
         One beat per finished dot product; element ``l`` is lane ``l``'s result.
@@ -231,7 +241,7 @@ class MACArray(wiring.Component):
     def __init__(self, lanes: int = 16, macs_per_lane: int = 8, acc_width: int = 32,
                  max_dot_length: int = 4096, *, post_dsp_registers: int = 3,
                  dsp_pipeline: bool = False, result_registers: int = 0, dsp_sites=None,
-                 floorplan: bool = False):
+                 floorplan: bool = False, shared_width: int = OPERAND_WIDTH):
         for name, value in (("lanes", lanes), ("macs_per_lane", macs_per_lane),
                             ("acc_width", acc_width), ("max_dot_length", max_dot_length)):
             _check_positive_int(name, value)
@@ -241,6 +251,10 @@ class MACArray(wiring.Component):
                 f"acc_width={acc_width} is too narrow for max_dot_length={max_dot_length}: "
                 f"int8 x int8 dot products of that length need {need} bits; raise acc_width "
                 f"to at least {need} or lower max_dot_length")
+        if not isinstance(shared_width, int) or not OPERAND_WIDTH <= shared_width <= MAX_OPERAND_WIDTH:
+            raise ValueError(f"shared_width={shared_width!r} must be an integer from {OPERAND_WIDTH} "
+                             f"to {MAX_OPERAND_WIDTH} (the MULT18X18D's signed port)")
+        self._shared_width = shared_width
         self._lanes, self._macs_per_lane = lanes, macs_per_lane
         self._acc_width, self._max_dot_length = acc_width, max_dot_length
         self._dsp_pipeline = bool(dsp_pipeline)
@@ -265,7 +279,7 @@ class MACArray(wiring.Component):
         self._in_layout = data.StructLayout({
             "first": unsigned(1),
             "last": unsigned(1),
-            "shared": data.ArrayLayout(operand, macs_per_lane),
+            "shared": data.ArrayLayout(signed(shared_width), macs_per_lane),
             "per_lane": data.ArrayLayout(data.ArrayLayout(operand, macs_per_lane), lanes),
         })
         self._out_layout = data.ArrayLayout(signed(acc_width), lanes)
@@ -282,6 +296,7 @@ class MACArray(wiring.Component):
     lanes = property(lambda self: self._lanes)
     macs_per_lane = property(lambda self: self._macs_per_lane)
     acc_width = property(lambda self: self._acc_width)
+    shared_width = property(lambda self: self._shared_width)
     max_dot_length = property(lambda self: self._max_dot_length)
     result_registers = property(lambda self: self._result_registers)
     floorplan = property(lambda self: self._floorplan)
@@ -394,7 +409,8 @@ class MACArray(wiring.Component):
             lane = m.submodules[f"lane{l}"] = _Lane(l, K, self._acc_width, depth, self._dsp_pipeline,
                                                     self._post_dsp_registers,
                                                     self._result_registers,
-                                                    sites[l] if sites else None)
+                                                    sites[l] if sites else None,
+                                                    self._shared_width)
             m.d.comb += [lane.shared.eq(shared_leaves[l]),
                          lane.operand.eq(per_lane[l]),
                          lane.ctrl_in.eq(group_ctrl[l // per_group]),

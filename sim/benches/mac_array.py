@@ -2,15 +2,16 @@
 :func:`sim.golden.mac_array.mac_array_model`.
 
 ``HDLGEN_PARAMS``: ``{"lanes": L, "macs_per_lane": K, "acc_width": W, "max_dot_length": N,
-"corrupt": "value" | "missing", "stalls": [0.0, 0.1, 0.5]}``; ``corrupt`` makes the scoreboard of ``random_traffic``
+"shared_width": S (default 8), "corrupt": "value" | "missing", "stalls": [0.0, 0.1, 0.5]}``; ``corrupt`` makes the scoreboard of ``random_traffic``
 expect one wrong or one extra result, which must fail (negative test of the checker).
 ``HDLGEN_COUNT``: dot products per stall setting in ``random_traffic`` (default 3000).
 
 Tests:
 
 ``random_traffic``      random dot products (1 to 12 beats, values uniform or at the int8
-                        extremes) with valid/ready stalls 0, 0.1 and 0.5 on input and output
-``extremes_max_length`` -128 x -128, -128 x 127 and 127 x 127 over ``max_dot_length``
+                        extremes; the shared ones at the ``shared_width`` extremes) with valid/ready stalls 0, 0.1 and 0.5 on input and output
+``extremes_max_length`` -128 x -128, -128 x 127 and 127 x 127 over ``max_dot_length`` (the
+                        shared operand's extremes when it is wider; the sums then wrap)
 ``length_one``          single-beat dot products, the first right after reset
 ``back_to_back``        no stalls: a beat accepted every cycle across row boundaries, and one
                         result per cycle for back-to-back single-beat dot products
@@ -22,34 +23,37 @@ import numpy as np
 
 from sim.cocotb_kit import (StreamDriver, StreamMonitor, assert_streams_equal, bench_count,
                             bench_params, bench_rng, pack, start, unpack)
-from sim.golden.mac_array import Beat, mac_array_model
+from sim.golden.mac_array import Beat, mac_array_model, wrap
 
 
 class _Shape:
     def __init__(self, p):
         self.L, self.K = p["lanes"], p["macs_per_lane"]
         self.W, self.N = p["acc_width"], p["max_dot_length"]
+        self.S = p.get("shared_width", 8)
+        self.smin, self.smax = -(1 << (self.S - 1)), (1 << (self.S - 1)) - 1
 
     def encode(self, b: Beat) -> int:
         values = [int(b.first), int(b.last), *map(int, b.shared), *map(int, np.ravel(b.per_lane))]
-        widths = [1, 1] + [8] * (self.K + self.L * self.K)
+        widths = [1, 1] + [self.S] * self.K + [8] * (self.L * self.K)
         return pack(values, widths)
 
     def decode(self, word: int) -> tuple:
         return tuple(unpack(word, [self.W] * self.L))
 
     def expected(self, beats) -> list[tuple]:
-        return [tuple(int(v) for v in r) for r in mac_array_model(beats, self.L, self.K, self.W)]
+        return [tuple(int(v) for v in r)
+                for r in mac_array_model(beats, self.L, self.K, self.W, self.S)]
 
 
 def _dot(rng, s: _Shape, n_beats: int, mode: str) -> list[Beat]:
     beats = []
     for j in range(n_beats):
         if mode == "extreme":
-            sh = np.array([rng.choice((-128, 127, -1, 0)) for _ in range(s.K)])
+            sh = np.array([rng.choice((s.smin, s.smax, -1, 0)) for _ in range(s.K)])
             pl = np.array([[rng.choice((-128, 127, -1, 0)) for _ in range(s.K)] for _ in range(s.L)])
         else:
-            sh = np.array([rng.randint(-128, 127) for _ in range(s.K)])
+            sh = np.array([rng.randint(s.smin, s.smax) for _ in range(s.K)])
             pl = np.array([[rng.randint(-128, 127) for _ in range(s.K)] for _ in range(s.L)])
         beats.append(Beat(sh, pl, j == 0, j == n_beats - 1))
     return beats
@@ -112,14 +116,15 @@ async def extremes_max_length(dut):
     await start(dut)
     n_beats = -(-s.N // s.K)
     beats = []
-    for a, b in ((-128, -128), (-128, 127), (127, 127)):
+    cases = ((s.smin, -128), (s.smin, 127), (s.smax, 127))
+    for a, b in cases:
         for j in range(n_beats):
             valid = min(s.K, s.N - j * s.K)     # pad the last beat with zeros
             sh = np.array([a if k < valid else 0 for k in range(s.K)])
             pl = np.array([[b if k < valid else 0 for k in range(s.K)] for _ in range(s.L)])
             beats.append(Beat(sh, pl, j == 0, j == n_beats - 1))
     expected = s.expected(beats)
-    want = [tuple([a * b * s.N] * s.L) for a, b in ((-128, -128), (-128, 127), (127, 127))]
+    want = [tuple([int(wrap(a * b * s.N, s.W))] * s.L) for a, b in cases]
     assert expected == want, f"golden model {expected} differs from the closed form {want}"
     await _run(dut, s, rng, beats, 0.1, 0.1)
 

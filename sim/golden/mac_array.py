@@ -1,12 +1,12 @@
 """Bit-exact model of :class:`hdlgen.blocks.mac_array.MACArray`.
 
-Integer definition: each beat carries a shared slice ``s`` (``K`` int8) and one slice
-``w[l]`` (``K`` int8) per lane ``l``. Lane ``l`` adds ``sum_k s[k] * w[l][k]`` (exact, int8 x
-int8 products) to its accumulator; ``first`` restarts the accumulator from that sum; on
+Integer definition: each beat carries a shared slice ``s`` (``K`` int8, or signed
+``shared_width`` bits) and one slice ``w[l]`` (``K`` int8) per lane ``l``. Lane ``l`` adds
+``sum_k s[k] * w[l][k]`` (exact products) to its accumulator; ``first`` restarts the accumulator from that sum; on
 ``last`` the ``lanes`` accumulators are emitted as one result beat. Accumulation wraps modulo
 ``2**acc_width`` (two's complement), exactly as the hardware adder does; for dot products of
-at most ``max_dot_length`` elements the accumulator width is checked to be wide enough, so
-no wrap happens there and the result equals the mathematical dot product
+at most ``max_dot_length`` int8 elements the accumulator width is checked to be wide enough,
+so no wrap happens there and the result equals the mathematical dot product
 (:func:`reference_matvec`, plain int64 NumPy, is the reference).
 
 Helpers build the beats for the two uses of the array: :func:`matvec_beats` (decode,
@@ -38,15 +38,20 @@ def wrap(values, width: int) -> np.ndarray:
     return np.where(v >> (width - 1) != 0, v - (1 << width), v)
 
 
-def _check_int8(name, a):
+def _check_int8(name, a, bits: int = 8):
     a = np.asarray(a)
-    if a.size and (a.min() < -128 or a.max() > 127):
-        raise ValueError(f"{name} has values outside int8 [-128, 127]: min {a.min()}, max {a.max()}")
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if a.size and (a.min() < lo or a.max() > hi):
+        kind = "int8" if bits == 8 else f"signed {bits} bits"
+        raise ValueError(f"{name} has values outside {kind} [{lo}, {hi}]: min {a.min()}, "
+                         f"max {a.max()}")
     return a.astype(np.int64)
 
 
-def mac_array_model(beats, lanes: int, macs_per_lane: int, acc_width: int = 32) -> list[np.ndarray]:
-    """The result beats (each an int64 array of ``lanes``) the array emits for ``beats``.
+def mac_array_model(beats, lanes: int, macs_per_lane: int, acc_width: int = 32,
+                    shared_width: int = 8) -> list[np.ndarray]:
+    """The result beats (each an int64 array of ``lanes``) the array emits for ``beats``
+    (shared operands signed ``shared_width`` bits, per-lane operands int8).
 
     The accumulator state carries across beats exactly as in the hardware: a beat without
     ``first`` adds to whatever the accumulators hold (zero after reset).
@@ -54,7 +59,7 @@ def mac_array_model(beats, lanes: int, macs_per_lane: int, acc_width: int = 32) 
     acc = np.zeros(lanes, dtype=np.int64)
     out = []
     for n, b in enumerate(beats):
-        s = _check_int8(f"beat {n} shared", b.shared)
+        s = _check_int8(f"beat {n} shared", b.shared, shared_width)
         w = _check_int8(f"beat {n} per_lane", b.per_lane)
         if s.shape != (macs_per_lane,) or w.shape != (lanes, macs_per_lane):
             raise ValueError(f"beat {n}: shapes {s.shape} and {w.shape} do not match "

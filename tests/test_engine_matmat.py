@@ -238,15 +238,14 @@ def test_no_tile_buffer_without_matmat():
 
 def test_eltwise_result_chained_into_the_vector_buffer_rtl(tmp_path):
     """An ``ELTWISE`` writes its results into the vector buffer too, so a ``MATVEC`` of them
-    skips its load, bit-exact: as a 16-bit operand with an element >= 32640 (which needed a
-    carry plane when the input went in int8 planes) and, with that element outside int8, as an
-    8-bit operand
+    skips its load, bit-exact: as a 16-bit operand with an element >= 32640 (the carry plane
+    the buffer's flags must ask for) and, with that element outside int8, as an 8-bit operand
     refused with ``INPUT_RANGE`` like a loaded one, and accepted with every element in int8.
     The chained ``MATVEC`` costs less than half
     its load more than the ``ELTWISE`` alone; a loaded one costs its load."""
     cfg, case = build(P)
     xa, ca = case.layout["xA"], case.layout["A"]["cols"]
-    big = [[xa + 3, 32000], [xa + ca + 3, 700]]          # 32700
+    big = [[xa + 3, 32000], [xa + ca + 3, 700]]          # 32700: a carry plane
     zero_b = [[xa + ca + c, 0] for c in range(ca)]        # the sum is token 0's int8 input
     scen = [{"program": "elt", "poke": big},
             {"program": "chain16", "poke": big},
@@ -257,7 +256,7 @@ def test_eltwise_result_chained_into_the_vector_buffer_rtl(tmp_path):
     out = _run({**P, "scenarios": scen}, tmp_path)
     assert out[3].get("golden_code") == "INPUT_RANGE"
     assert all(out[n]["changed"] > 0 for n in (0, 1, 2, 4, 5))
-    # (scenario 2: one pass, like wide16's)
+    # (scenario 2: no carry plane, two passes like wide16's)
     elt, chained, loaded = out[0]["cycles"], out[2]["cycles"], out[5]["cycles"]
     assert chained - elt < loaded - ca // 2, (elt, chained, loaded)
 

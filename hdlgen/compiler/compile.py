@@ -98,7 +98,7 @@ from sim.golden.requant import quantize_multiplier
 __all__ = ["CompileOptions", "Compiled", "compile_model", "PROB_BITS", "SCORE_FRAC",
            "DEFAULT_ACT_BITS", "fit_check", "plan_units"]
 
-#: Width of the softmax probabilities (unsigned, steps of ``2**-14``; ATTV's shared operand).
+#: Width of the softmax probabilities (unsigned; < 2**14 keeps the int8 plane split exact).
 PROB_BITS = 14
 #: Fractional bits of the attention scores.
 SCORE_FRAC = 8

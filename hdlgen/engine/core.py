@@ -46,10 +46,10 @@ wait in front of the serializer, and its writer run starts when the softmax's ha
   memory.
 * ``MATVEC``: the input is loaded into the vector buffer, then for each block of ``lanes``
   output rows and each operand *pass* the weight rows and vector-buffer words are read at one
-  per cycle into the MAC array (the input, int8 or int16, is the array's 17-bit shared
-  operand, one pass; a 16-bit weight runs as its two stored planes, whose pass results are
-  combined exactly, ``acc = 256 * acc_hi + acc_lo``; :mod:`sim.golden.engine` computes the
-  same sums from int8 planes), the ``lanes`` sums are serialised into the requantizer with their
+  per cycle into the MAC array (a 16-bit input runs as int8 planes, high then low and, only
+  when an element is >= 32640, a carry plane; a 16-bit weight as its two stored planes; the
+  pass results are combined exactly, ``acc = sum(factor * acc_pass)``, see
+  :mod:`sim.golden.engine`), the ``lanes`` sums are serialised into the requantizer with their
   per-row parameters and the writer stores them (adding to the destination for ``accumulate``).
   With ``rope_heads`` (q, and k in the ``kv`` projection) the requantized results are
   saturated to the output width, paired and sent through the RoPE unit on their way to the
@@ -80,7 +80,7 @@ wait in front of the serializer, and its writer run starts when the softmax's ha
   results each) also write their results into the vector buffer when they fit, and its tag
   then names their destination, so the ``MATVEC`` that reads them (q, k and v after the
   attention norm, the output projection after ``ATTV``, gate and up after the MLP norm, down
-  after SwiGLU) skips its load too; the buffer's flag (``vb_wide``) is
+  after SwiGLU) skips its load too; the buffer's flags (``vb_wide``, ``mv_carry``) are
   computed from the written values as a load computes them from the read ones. A ``MATVEC``'s
   results go to the buffer's *side region* (words after the main ones, sized for the longest
   ``ELTWISE`` whose length is some ``MATVEC``'s rows) with a tag of their own, so an
@@ -90,7 +90,8 @@ wait in front of the serializer, and its writer run starts when the softmax's ha
   (the down projection after a ``glu`` one) reads it there (the MAC feed's vector-buffer
   address counts from the region's first word): no load, its own results stay out of the
   region, and the main region's tag and flags are left alone; the region keeps flags of its
-  own (``sd_w8``: int8 values, which an 8-bit ``MATVEC`` needs).
+  own (``sd_w8``: int8 values, which an 8-bit ``MATVEC`` needs; ``sd_carry``: a value >=
+  32640, the carry plane of a 16-bit one).
 * ``NORM``'s load overlaps the instruction before it: a writer run of one row (``EMBED``,
   ``MATVEC``, ``REQUANT``, ``ROPE``, ``ATTV``, ``ACT``, ``ELTWISE``) whose length is a norm
   unit's resets that unit and streams the values it writes (after ``accumulate``) into it, so
@@ -138,9 +139,9 @@ wait in front of the serializer, and its writer run starts when the softmax's ha
   free after half the beats, and the ``ATTV`` after it (``AV_CHAIN``) starts then, following
   the softmax's rows.
 * ``ATTV``: V rows stream from the KV cache and are gathered; one MAC beat per position puts the
-  probability (unsigned, up to 16 bits) on the shared operand and the row's elements on the
-  lanes (one group of ``lanes`` outputs per pass over V). With one group per head
-  (``head_size <= lanes``) one reader job streams all the heads' probabilities and the heads' V commands follow
+  probability planes on the shared operand and the row's elements on the lanes (one group of
+  ``lanes // 2`` outputs per pass over V). With one group per head (``head_size <= lanes //
+  2``) one reader job streams all the heads' probabilities and the heads' V commands follow
   each other without waiting for the previous head's last beat.
 * ``NORM``, ``ROPE``, ``SOFTMAX``, ``ACT``, ``ELTWISE``, ``REQUANT``, ``ARGMAX``,
   ``KVAPPEND``: scratchpad -> unit -> scratchpad (or registers, or the KV cache).
@@ -360,11 +361,8 @@ _R_VB, _R_Q, _R_NORM, _R_ROPE, _R_KV, _R_SMAX, _R_ACT, _R_ELT, _R_ARGMAX, _R_RQ,
 _W_RQ, _W_NORM, _W_ROPE, _W_SMAX, _W_ACT, _W_ELT = range(6)
 # MAC modes
 _M_MATVEC, _M_SCORES, _M_ATTV, _M_MATMAT = range(4)
-# the query planes of SCORES (per-lane operands)
+# operand planes
 _P_X8, _P_HI, _P_LO, _P_CARRY = range(4)
-#: The MAC array's shared operand, signed: int16 activations (a MATVEC input in one pass) and
-#: ATTV's unsigned probabilities of up to 16 bits (the MULT18X18D takes 18).
-SHARED_WIDTH = 17
 
 
 #: Instructions after which the next one is fetched, decoded and checked while the writer
@@ -686,7 +684,7 @@ class Engine(wiring.Component):
         VBD = -(-self._vb_len // K)
         SVD = -(-self._side_len // K)        # side region: words VBD .. VBD + SVD - 1
         ctx = self._ctx
-        G = lanes                            # ATTV outputs per pass
+        G = lanes // 2                       # ATTV outputs per pass
         NG = -(-hs // G)                     # ATTV groups
         BPR = hs // B                        # KV beats per row
         # SCORES_SOFTMAX in pairs (GQA/MQA, kv_mul even): heads h and h + 1 share each K row,
@@ -741,8 +739,7 @@ class Engine(wiring.Component):
         # most crowded rows; in the stories260K SoC build router2's overused wires fell to 3,919
         # in 9 iterations with one, 5,485 with three)
         m.submodules.mac = mac = MACArray(lanes, K, acc_w, cfg.max_dot_length,
-                                          dsp_sites=dsp_sites, post_dsp_registers=1,
-                                          shared_width=SHARED_WIDTH)
+                                          dsp_sites=dsp_sites, post_dsp_registers=1)
         m.submodules.rq = rq = Requant(out_bits=16, has_bias=True)
         m.submodules.smax = smax = Softmax(max_len=ctx, in_width=16, in_frac=self._smax[0],
                                            out_bits=self._smax[1])
@@ -923,7 +920,7 @@ class Engine(wiring.Component):
         # chaining: the results of a NORM, ACT, REQUANT, ELTWISE or ATTV are also written into
         # the vector buffer (element n of the run at element n), so that a MATVEC of them
         # finds its input there (ch_on)
-        ch_on, ch_wide = Signal(), Signal()
+        ch_on, ch_wide, ch_carry = Signal(), Signal(), Signal()
 
         w_in_valid = Signal()
         w_in = Signal(signed(17))
@@ -937,8 +934,9 @@ class Engine(wiring.Component):
         # a MATVEC's glu (gl_on): its results are paired like the fused RoPE's (gate, up)
         # into the SwiGLU unit, whose values the writer takes
         gl_on = Signal()
-        # the side region's values are int8 (sd_w8)
-        sd_w8 = Signal()
+        # the side region's values are int8 (sd_w8), or one is >= 32640 (sd_carry: a 16-bit
+        # MATVEC of them needs the carry plane; sd_cr, of the run writing them)
+        sd_w8, sd_carry, sd_cr = Signal(), Signal(), Signal()
         # the source, one flip-flop per writer source; the selected unit's output is the OR
         # of every unit's output gated by its flag and valid (one unit outputs at a time)
         ws = [Signal(name=f"ws{i}") for i in range(6)]
@@ -1237,6 +1235,7 @@ class Engine(wiring.Component):
         # MAC feed control (MATVEC)
         mv_go = Signal()
         mv_npass = Signal(2)
+        mv_carry = Signal()
         vb_wide = Signal()                   # a vector-buffer element is outside int8
         in_bad = Signal()                    # a streamed operand outside its range
         mv_w2 = Signal()
@@ -1491,7 +1490,8 @@ class Engine(wiring.Component):
             # (a MATVEC reading the side region, mv_side: nothing loaded, the main region's
             # tag and flags left alone, the carry flag the region's)
             with m.If(((vb_count == v[Opcode.MATVEC].cols) | mv_side) & ~rd.busy):
-                m.d.sync += mv_npass.eq(Mux(mv_w2, 2, 1))
+                carry = Mux(mv_side, sd_carry, mv_carry)
+                m.d.sync += mv_npass.eq(Mux(mv_w2, 2, Mux(mv_x16, Mux(carry, 3, 2), 1)))
                 with m.If(~mv_side):
                     m.d.sync += [vb_tag_valid.eq(1), vb_tag_src.eq(v[Opcode.MATVEC].src),
                                  vb_tag_len.eq(v[Opcode.MATVEC].cols)]
@@ -1790,12 +1790,14 @@ class Engine(wiring.Component):
                          vbw.we.eq(Const(3, 2 * K) << (2 * vb_count[:(K - 1).bit_length()])),
                          vbw.wdata.eq(ro.data[:16].replicate(K))]
             m.d.sync += vb_count.eq(vb_count + 1)
+            with m.If(ro.data[:16].as_signed() >= 32640):
+                m.d.sync += mv_carry.eq(1)
             with m.If(ro_wide):
                 m.d.sync += vb_wide.eq(1)
         # chaining (ch_on): each written value also goes to the vector buffer, at its index in
         # the run, through a register (ch_w); the chained instructions write one row (wr_base +
         # n for result n), so when the run ends the buffer holds [wr_base, wr_base + total)
-        # and its tag says so, with the flag a load would have set (vb_wide); the
+        # and its tag says so, with the flags a load would have set (vb_wide, mv_carry); the
         # tag is set as the last value is written, two cycles before an instruction can start
         # A MATVEC's results go to the side region the same way (sd_on; words from VBD on), so
         # that an ELTWISE reading them (SwiGLU after gate and up) skips its load
@@ -1806,14 +1808,21 @@ class Engine(wiring.Component):
                      ch_w.addr.eq(Mux(sd_on, VBD, 0) + (wr_count >> kb_)),
                      ch_w.we.eq(Const(3, 2 * K) << (2 * wr_count[:kb_])),
                      ch_w.wdata.eq(w_sum.as_unsigned().replicate(K))]
-        with m.If(ch_on & w2_v & w_sum[7:16].any() & ~w_sum[7:16].all()):
-            m.d.sync += ch_wide.eq(1)
+        with m.If(sd_on & w2_v & (w_sum >= 32640)):
+            m.d.sync += sd_cr.eq(1)
+        with m.If(ch_on & w2_v):
+            with m.If(w_sum[7:16].any() & ~w_sum[7:16].all()):
+                m.d.sync += ch_wide.eq(1)
+            with m.If(w_sum >= 32640):
+                m.d.sync += ch_carry.eq(1)
         with m.If(ch_on & wr_run & (wr_count == wr_total)):
             m.d.sync += [ch_on.eq(0), vb_tag_valid.eq(1), vb_tag_src.eq(wr_base),
-                         vb_tag_len.eq(wr_total), vb_count.eq(wr_total), vb_wide.eq(ch_wide)]
+                         vb_tag_len.eq(wr_total), vb_count.eq(wr_total), vb_wide.eq(ch_wide),
+                         mv_carry.eq(ch_carry)]
         with m.If(sd_on & wr_run & (wr_count == wr_total)):
             m.d.sync += [sd_on.eq(0), sd_tag_valid.eq(1), sd_tag_src.eq(wr_base),
-                         sd_tag_len.eq(wr_total), sd_w8.eq(wr_w8 & ~wr_acc)]
+                         sd_tag_len.eq(wr_total), sd_w8.eq(wr_w8 & ~wr_acc),
+                         sd_carry.eq(sd_cr)]
         # (ch_w and a load never write together: a writer run starts after its instruction's
         # load, ELTWISE's of a included, and the next load waits for the writer in CHECK3)
         with m.If(ch_w.en):
@@ -2129,6 +2138,14 @@ class Engine(wiring.Component):
                                    Mux(mac_mode == _M_MATMAT, mm_issue, bw_en))),
                      bf_dec.eq(bf.r_rdy & bf.r_en)]
         m.d.sync += bf_occ.eq(bf_occ + bf_inc - bf_dec)
+        pass_sel = Signal(2)
+        with m.Switch(mv_ps):
+            with m.Case(0):
+                m.d.comb += pass_sel.eq(Mux(mv_x16, _P_HI, _P_X8))
+            with m.Case(1):
+                m.d.comb += pass_sel.eq(Mux(mv_x16, _P_LO, _P_X8))
+            with m.Default():
+                m.d.comb += pass_sel.eq(_P_CARRY)
         with m.If(bf_issue):
             with m.If(mv_ib_last):
                 m.d.sync += [mv_ib.eq(0), mv_vb.eq(mv_vb0), mv_ib_first.eq(1),
@@ -2238,15 +2255,16 @@ class Engine(wiring.Component):
             m.d.comb += [vb.b.addr.eq(rd.aux_addr), vb.b.en.eq(rd.aux_en)]
         m.d.comb += rd.aux_rdata.eq(vb.b.rdata)
         # MATVEC beat assembly, WB cycles after the issue (the weight bank's port b latency;
-        # the vector buffer answers after two, and its elements are delayed to meet the row:
-        # each is the shared operand as it is, int8 or int16)
+        # the vector buffer answers after two, and its planes are registered, then delayed)
         mv_done = delay(m, bf_issue, WB, name="mv_i", reset=True)
+        s2 = delay(m, pass_sel, 2, name="mv_ps", reset=True)
         mv_beat = Signal(beat_l)
         m.d.comb += [mv_beat.first.eq(delay(m, mv_ib_first, WB, name="mv_f")),
                      mv_beat.last.eq(delay(m, mv_ib_last, WB, name="mv_l"))]
         for k in range(K):
-            m.d.comb += mv_beat.shared[k].eq(delay(m, vb.b.rdata[16 * k:16 * k + 16].as_signed(),
-                                                   WB - 2, name=f"mv_sh{k}"))
+            p, stmts = _plane(vb.b.rdata[16 * k:16 * k + 16], s2)
+            m.d.comb += stmts
+            m.d.comb += mv_beat.shared[k].eq(delay(m, p, WB - 2, name=f"mv_sh{k}"))
         for ln in range(lanes):
             for k in range(K):
                 m.d.comb += mv_beat.per_lane[ln][k].eq(wts.b.rdata[8 * (ln * K + k):][:8])
@@ -2270,7 +2288,7 @@ class Engine(wiring.Component):
                          mm_beat.first.eq(delay(m, mm_j_first, MMD, name="mm_f")),
                          mm_beat.last.eq(delay(m, mm_j_last, MMD, name="mm_l"))]
             for k in range(K):
-                m.d.comb += mm_beat.shared[k].eq(em_slice[8 * k:8 * k + 8].as_signed())
+                m.d.comb += mm_beat.shared[k].eq(em_slice[8 * k:8 * k + 8])
             for ln in range(lanes):
                 for k in range(K):
                     m.d.comb += mm_beat.per_lane[ln][k].eq(tb.b.rdata[8 * (ln * K + k):][:8])
@@ -2282,7 +2300,7 @@ class Engine(wiring.Component):
         rdd = kv_skid.o
         sc_beat = Signal(beat_l)
         for j in range(B):
-            m.d.comb += sc_beat.shared[j].eq(rdd.payload.data[8 * j:8 * j + 8].as_signed())
+            m.d.comb += sc_beat.shared[j].eq(rdd.payload.data[8 * j:8 * j + 8])
             for ln0, qreg in ((0, qr), (3, qr2)) if PAIR else ((0, qr),):
                 x = qreg[16 * j:16 * j + 16]
                 for ln, sel in ((ln0, _P_HI), (ln0 + 1, _P_LO), (ln0 + 2, _P_CARRY)):
@@ -2294,12 +2312,13 @@ class Engine(wiring.Component):
         m.d.comb += vfull.eq(Cat(vrow[8 * B:], rdd.payload.data) if BPR > 1 else rdd.payload.data)
         av_beat = Signal(beat_l)
         pv = ro.data[:16]
-        m.d.comb += [av_beat.shared[0].eq(pv),           # (unsigned: zero-extended)
+        m.d.comb += [av_beat.shared[0].eq(_hi_plane(pv)[:8]), av_beat.shared[1].eq(pv[:8]),
                      av_beat.first.eq(av_t0), av_beat.last.eq(rdd.payload.last)]
         gsel = Array(Array(vfull[8 * (g * G + ln):][:8] if g * G + ln < hs else Const(0, 8)
                            for ln in range(G)) for g in range(NG))
         for ln in range(G):
-            m.d.comb += av_beat.per_lane[ln][0].eq(gsel[at_g][ln])
+            m.d.comb += [av_beat.per_lane[ln][0].eq(gsel[at_g][ln]),
+                         av_beat.per_lane[G + ln][1].eq(gsel[at_g][ln])]
         sc_issue, sc_lastb = Signal(), Signal()  # a head's command taken; its last beat taken
         with m.If(mac_mode == _M_SCORES):
             sc_take = bf_space & sm_space
@@ -2381,7 +2400,7 @@ class Engine(wiring.Component):
         # serializer will be free for it; the next cycle (stage X, loaded every cycle, its
         # valid and selects copied per lane) adds it into the pass combiner (cb) and loads the
         # serializer (ser), which shifts one value per cycle into the requantizer. The sums
-        # of SCORES is formed while the result is taken (x_alt0).
+        # of SCORES and ATTV are formed while the result is taken (x_alt).
         S = max(lanes, K)
         lb = (lanes - 1).bit_length()
         ser = Array(Signal(signed(acc_w), name=f"ser{n}") for n in range(S))
@@ -2393,8 +2412,14 @@ class Engine(wiring.Component):
         tk_ok = Signal()
         take = Signal()
         m.d.comb += [mo.o.ready.eq(tk_ok), take.eq(mo.o.valid & tk_ok)]
-        shift = Signal()                      # (a 16-bit weight's high plane, pass 0)
-        m.d.comb += shift.eq((cb_ps == 0) & mv_w2)
+        shift = Signal()
+        with m.Switch(cb_ps):
+            with m.Case(0):
+                m.d.comb += shift.eq(mv_x16 | mv_w2)
+            with m.Case(1):
+                m.d.comb += shift.eq(0)
+            with m.Default():
+                m.d.comb += shift.eq(1)
         is_mv, is_mm = Signal(), Signal()
         t_load = Signal()                     # the taken result loads the serializer
         t_cnt = Signal.like(ser_cnt)          # ... with this many values
@@ -2438,12 +2463,13 @@ class Engine(wiring.Component):
         m.d.sync += [x_load.eq(take & t_load), x_cnt.eq(t_cnt),
                      x_idx.eq(Mux(is_mm, cb_ob, cb_ob << lb))]
         x_r = [Signal(signed(acc_w), name=f"x_r{n}", reset_less=True) for n in range(lanes)]
+        x_alt = [Signal(signed(acc_w), name=f"x_alt{n}", reset_less=True) for n in range(G)]
         m.d.sync += [x_r[n].eq(r[n]) for n in range(lanes)]
         sc_mode = keep_register(m, platform, Signal(name="x_scm", reset_less=True),
                                 mac_mode == _M_SCORES)
-        # (lane 0: SCORES's sum of the query planes; ATTV's sums are the lanes' results)
-        x_alt0 = Signal(signed(acc_w), name="x_alt0", reset_less=True)
-        m.d.sync += x_alt0.eq(Mux(sc_mode, (r[0] << 8) + r[1] + (r[2] << 8), r[0]))
+        m.d.sync += x_alt[0].eq(Mux(sc_mode, (r[0] << 8) + r[1] + (r[2] << 8),
+                                    (r[0] << 8) + r[G]))
+        m.d.sync += [x_alt[n].eq((r[n] << 8) + r[G + n]) for n in range(1, G)]
         # (SCORES pairs: the second head's sum, into ser[lanes // 2], which feeds rq2)
         if PAIR:
             x_pair = Signal(signed(acc_w), name="x_pair", reset_less=True)
@@ -2492,7 +2518,7 @@ class Engine(wiring.Component):
                     m.d.sync += cb[n].eq(nv)
             nxt = ser[n + 1] if n + 1 < S else ser[n]
             if ctl is not None:
-                val = Mux(mv, nv, x_alt0 if n == 0 else x_r[n])
+                val = Mux(mv, nv, x_alt[n]) if n < G else nv
                 if PAIR and n == lanes // 2:
                     val = Mux(sc_mode, x_pair, val)
                 with m.If(xv & ld):
@@ -2939,7 +2965,7 @@ class Engine(wiring.Component):
     def _chain(self, m, s, total):
         """The results go to the vector buffer too when they fit: what it held is lost."""
         fits = total <= self._vb_len
-        m.d.sync += [s["ch_on"].eq(fits), s["ch_wide"].eq(0)]
+        m.d.sync += [s["ch_on"].eq(fits), s["ch_wide"].eq(0), s["ch_carry"].eq(0)]
         with m.If(fits):
             m.d.sync += s["vb_tag_valid"].eq(0)
 
@@ -2978,7 +3004,7 @@ class Engine(wiring.Component):
         if self._side_len:
             # the results go to the side region too when they fit (it is overwritten)
             side = self._mv_results(ins) <= self._side_len
-            m.d.sync += s["sd_on"].eq(side)
+            m.d.sync += [s["sd_on"].eq(side), s["sd_cr"].eq(0)]
             with m.If(side):
                 m.d.sync += s["sd_tag_valid"].eq(0)
 
@@ -3040,7 +3066,7 @@ class Engine(wiring.Component):
                                  s["sd_tag_valid"].eq(0)]
                     self._fsm.goto("MV_LOAD")
                 with m.Else():
-                    m.d.sync += [s["vb_count"].eq(0), s["vb_wide"].eq(0),
+                    m.d.sync += [s["vb_count"].eq(0), s["mv_carry"].eq(0), s["vb_wide"].eq(0),
                                  s["vb_tag_valid"].eq(0)]
                     self._fsm.goto("MV_GO")
             if self._mm_cols:

@@ -368,9 +368,8 @@ class AttV(data.Struct):
     """For each query head ``h``: ``dst[h * head_size + i] = requant(sum_t p[h * stride + t]
     V[t, i])`` over ``t = 0 .. POS`` (V of layer ``LAYER``, KV head ``h // kv_mul``);
     probabilities are unsigned ``prob_bits`` wide; one requantization word at ``paddr``. On the
-    MAC array: ``p_h`` is the shared operand (17 bits wide: one operand, no planes), lane ``i``
-    takes column ``i`` of V (``V[t, i]`` for consecutive ``t``), so ``head_size`` lanes work
-    per pass. A
+    MAC array: ``p_h`` is the shared operand (16-bit: int8 planes), lane ``i`` takes column
+    ``i`` of V (``V[t, i]`` for consecutive ``t``), so ``head_size`` lanes work per pass. A
     probability outside ``0 .. 2**prob_bits - 1`` ends the job with error ``INPUT_RANGE``
     (``dst`` is then undefined)."""
     op: Opcode

@@ -409,7 +409,7 @@ def quantize_model(model: Model, sequences=None, *, method: str = "max",
         against inputs that push them further than the calibration set did.
     act_bits : dict, optional
         Width overrides (8 or 16) of points of :data:`ACT_BITS` (e.g. ``{"attn_norm": 16}``
-        for a matmul input of 16 bits, one pass on the MAC array's 17-bit shared operand).
+        for a matmul input fed in two int8 passes).
     weight_bits : dict, optional
         Width overrides (8..16, see :func:`quantize_weights`) of weight matrices by key (e.g.
         ``{"token_embedding": 16}``).
@@ -422,7 +422,7 @@ def quantize_model(model: Model, sequences=None, *, method: str = "max",
     Notes
     -----
     16-bit widths serve accuracy studies (:meth:`QuantizedModel.fake_quant`) and the choice of
-    where to spend 16-bit activations (one MAC pass on the engine) or weights (two). A 16-bit x 16-bit dot product does not fit the int32
+    where to spend two MAC passes. A 16-bit x 16-bit dot product does not fit the int32
     accumulator the requantizer takes: the integer pipeline must requantize each int8 pass (or
     widen the requantizer) for those points; the parameters here assume one accumulator.
     """

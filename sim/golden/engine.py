@@ -14,9 +14,7 @@ shared operand ``x`` the planes are ``lo = ((x + 128) & 255) - 128`` (factor 1) 
 127 plus a carry plane of 0/1 with factor 256); for a 16-bit weight the compiler stores the
 high and low planes (``256 * hi + lo``). The result equals the exact dot product, which is
 what a MAC array with a 16-bit shared operand (MULT18X18D: 18 x 18 signed) computes in one
-pass: an RTL engine using either form is bit-exact with this model. (The RTL engine,
-:mod:`hdlgen.engine.core`, feeds 16-bit inputs and ``ATTV``'s probabilities as one 17-bit
-shared operand and combines only a 16-bit weight's two planes.)
+pass: an RTL engine using either form is bit-exact with this model.
 
 Extensions (``image.ext``, empty by default; each needs an RTL change, see
 :mod:`hdlgen.compiler.compile`): a scheme the compiler emits only on request and the RTL engine

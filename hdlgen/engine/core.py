@@ -263,6 +263,13 @@ MHz** (seeds 1 and 2), LUT4 39,563, FF 31,079, MULT18X18D 151, DP16KD 200; at 60
 critical paths start at an opcode copy (``op_chk``, ``op_exe``) and cross several LUT and
 carry-chain levels with 15 ns of routing (nets named after ``chk_mul2``'s sums: CHECK2's
 region ends are the likely part; splitting them over two cycles is the next thing to try).
+A 17-bit shared operand on the MAC array (session 21, commit ``67c6159``, reverted by the next:
+a 16-bit ``MATVEC`` input in one pass instead of int8 planes, ``ATTV``'s probability as one
+operand) takes 495 cycles off a stories260K step (``wo`` and ``w2`` in one pass), but its build
+did not route at 57 MHz: router2 stayed at 1,720 and 1,110 overused wires (seeds 1 and 2,
+iterations 22 and 38, 40 minutes in) where the design in main has none by the 64th; it has
+3,700 more flip-flops (34,777: the wider shared copies, product registers and adder trees in
+the lanes) and 1,400 fewer LUT4 (38,128: no plane muxes).
 The port of ``engine-timing2``'s logic-depth changes (branch ``timing3``: EXEC's configuration
 registered a state early, the reader's output queue, registered check verdicts) estimated 63.9
 MHz at 75 instead of 69.6 and did not route at 50 (router2 at 628 overused wires, then rising):

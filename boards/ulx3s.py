@@ -16,7 +16,10 @@ from . import Board, BoardDevice
 # on the 85F (seeds 1-5); on the 12F (4 x 4 MACs) a 125 MHz target gave 109.5 MHz
 # (`--device 12F --freq 125 --seed 1 --allow-timing-failure`, session 7), its 100 MHz default
 # 150.5 MHz (seed 1), so the 12F/25F default to 100 MHz. The 45F has not been built with the
-# unit.
+# unit. A transformer engine (`--model`) has its own multipliers besides the array (19 for
+# random:llama: range checks, softmax, requantizer, norms, RoPE, SwiGLU), so on the 45F the
+# default 8 x 8 array does not fit beside them (83 of 72: refused after elaboration) and
+# `--lanes 4` does (51).
 _SYS_CLK_MHZ = 125.0
 _SMALL_SYS_CLK_MHZ = 100.0
 _85F = AcceleratorConfig(lanes=16, macs_per_lane=8, context_length=256, sys_clk_mhz=_SYS_CLK_MHZ)

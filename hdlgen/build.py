@@ -122,6 +122,35 @@ def _check_soc_fits(comp, config, device) -> dict:
     return soc
 
 
+def dsp_cells(il_text: str) -> int:
+    """``MULT18X18D`` cells instantiated in an RTLIL design (Amaranth writes one module per
+    instance, so every cell appears once). Multipliers left to Yosys (``$mul``) are not
+    counted: in the engine builds measured (stories260K on the 85F, random:llama on the 45F)
+    Yosys put them all in LUTs, and the routed designs used exactly the instantiated count
+    (151 and 83)."""
+    return il_text.count("cell \\MULT18X18D ")
+
+
+def check_dsp_fits(il_text: str, config, device) -> int:
+    """Refuse (before synthesis) a design whose ``MULT18X18D`` cells (:func:`dsp_cells`) are
+    more than the device has: the MAC array's ``lanes x macs_per_lane`` and the rest (the
+    engine's range checks, softmax, requantizer, norms, ...); say how many MACs would fit.
+    Returns the count."""
+    need = dsp_cells(il_text)
+    if need > device.dsp:
+        rest = max(need - config.macs, 0)
+        fit = device.dsp - rest
+        lanes = 1 << max((fit // config.macs_per_lane).bit_length() - 1, 0)
+        hint = (f"a MAC array of at most {fit} MACs would fit (e.g. --lanes {lanes}, a power "
+                f"of two as the engine needs, with --macs-per-lane {config.macs_per_lane})"
+                if fit >= config.macs_per_lane else "the rest alone does not fit")
+        raise UserError(f"the design needs {need} MULT18X18D ({config.lanes} x "
+                        f"{config.macs_per_lane} = {config.macs} for the MAC array, {rest} for the "
+                        f"other units) but the {device.part} has {device.dsp}: {hint}, or use a "
+                        f"larger device")
+    return need
+
+
 def format_ebr_plan(fit: dict, soc: dict, available: int) -> str:
     """One line: the DP16KD the build will use by item (engine memories, the units' own blocks,
     the SoC's) against the device's."""
@@ -228,6 +257,11 @@ def run(args) -> int:
     plan.extract(str(out))
     seconds["elaborate"] = round(time.monotonic() - t0, 1)
     print(f"  {'elaborate':<9} {seconds['elaborate']:6.1f} s done", file=sys.stderr)
+    # (the DSPs are counted in the elaborated design, before Yosys: on the 45F the engine's
+    # 19 unit multipliers beside an 8 x 8 array need 83 of 72, and nextpnr's static placer
+    # then ran 29 minutes without an error, the heap placer stopped at "no BELs remaining")
+    dsps = check_dsp_fits(dict(plan.files)["top.il"], config, bdev.device)
+    print(f"  {'DSP':<9} {dsps} of {bdev.device.dsp} MULT18X18D", file=sys.stderr)
     if args.plan_only:
         print(f"build plan written to {out}/ (top.il, top.ys, top.lpf, build_top.sh)")
         return 0

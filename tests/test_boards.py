@@ -51,3 +51,22 @@ def test_too_many_macs_refused_before_synthesis():
 def test_unknown_device_names_choices():
     with pytest.raises(UserError, match="12F, 25F, 45F, 85F"):
         ULX3S.device("99F")
+
+
+def test_engine_dsps_refused_before_synthesis(tmp_path, capsys):
+    """An engine whose MAC array fits the device alone but not with the engine's own
+    multipliers (the 45F's default 8 x 8 array: 64 + 19 = 83 of 72 MULT18X18D) is refused
+    after elaboration, before Yosys, with the count and a shape that fits; that shape builds a
+    plan. (The 45F build used to reach nextpnr, whose static placer ran 29 minutes without
+    an error.)"""
+    from hdlgen.build import dsp_cells
+    from hdlgen.cli import main
+    args = ["build", "--board", "ulx3s", "--device", "45F", "--model", "random:llama",
+            "--plan-only"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "needs 83 MULT18X18D (8 x 8 = 64 for the MAC array, 19 for the other units)" in err
+    assert "LFE5U-45F has 72" in err and "--lanes 4" in err
+    assert main(args + ["--out", str(tmp_path / "b"), "--lanes", "4"]) == 0
+    assert "51 of 72 MULT18X18D" in capsys.readouterr().err
+    assert dsp_cells((tmp_path / "b" / "top.il").read_text()) == 51

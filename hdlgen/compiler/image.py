@@ -223,8 +223,12 @@ class MemoryImage:
         if row_bits == 8 * n:           # core.py: SplitRAM / BlockRAM, granularity 8, preloaded
             main = split_depth(row_bits, rows)
             weights = bram_tiles(row_bits, main, granularity=8, init=True)
-        else:                           # (an extension: every bit of the 9-bit lanes is data)
-            weights = bram_tiles(row_bits, split_depth(row_bits, rows, None), init=True)
+        else:
+            # (an extension the RTL does not run: planned as a pseudo-dual-port bank whose x36
+            # blocks hold data in all 36 bits, with the int8 bank's LUT-RAM tail; the tiling
+            # of the RTL's read-write port would pick narrower blocks for some depths, e.g.
+            # 174 instead of 145 for the 2,552 rows of the best-fitting scheme)
+            weights = ebr_count(row_bits, split_depth(row_bits, rows, None), True)
         # tables: the engine's units (core.py: Rope for the first RoPE table, an Activation
         # per "act" table, one SwiGLU unit)
         rope = self.rope_table()

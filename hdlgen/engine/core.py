@@ -324,6 +324,7 @@ from hdlgen.blocks.rope import Rope
 from hdlgen.blocks.softmax import Softmax
 from hdlgen.blocks.stream_parts import SkidBuffer
 from hdlgen.config import AcceleratorConfig
+from hdlgen.engine.ebr import norm_formats, score_queue_depth, scores_in_pairs
 from hdlgen.engine.isa import (GLU_MAX_COLS, EltOp, LAYOUTS, NormKind, Opcode, Reg, Width,
                                encode_program, layout_digest)
 from hdlgen.engine.memmap import EngineMap, WINDOWS
@@ -600,34 +601,12 @@ class Engine(wiring.Component):
     # ---- elaboration-time analysis of the program ---------------------------------------------
     def _analyse(self):
         prog, image = self._program, self._image
-        params = [int(v) for v in image.params]
-        # layers each instruction runs at (parameter bases of layer-relative instructions)
-        pbases = {}
-        loop = None
-        for n, ins in enumerate(prog):
-            if ins.op == Opcode.LOOP:
-                loop = (n + 1, n + ins.body, ins.count, ins.pstride)
-                continue
-            if loop and loop[0] <= n <= loop[1]:
-                pbases[n] = [loop[3] * k for k in range(loop[2])]
-            else:
-                pbases[n] = [0]
-        norms, smax, self._vb_len = [], set(), 1
+        # one norm unit per distinct format (the epsilon read at every layer the NORM runs at)
+        norms = norm_formats(prog, [int(v) for v in image.params])
+        smax, self._vb_len = set(), 1
         self._mm_cols = 0                   # longest MATMAT input row: sizes the tile buffer
         for n, ins in enumerate(prog):
-            if ins.op == Opcode.NORM:
-                ln = ins.kind == NormKind.LAYERNORM
-                for pb in (pbases[n] if ins.layer_rel else [0]):
-                    at = ins.paddr + pb + (2 * ins.len if ln else ins.len)
-                    if at + 2 > len(params):
-                        raise UserError(f"instruction {n} ({ins}): epsilon words at {at} are "
-                                        f"outside the parameter memory")
-                    eps_int = params[at] | params[at + 1] << 32
-                    key = (ins.kind, ins.len, ins.gamma_frac, ins.beta_frac, ins.out_frac,
-                           eps_int)
-                    if key not in norms:
-                        norms.append(key)
-            elif ins.op in (Opcode.SOFTMAX, Opcode.SCORES_SOFTMAX):
+            if ins.op in (Opcode.SOFTMAX, Opcode.SCORES_SOFTMAX):
                 smax.add((ins.in_frac, ins.out_bits))
             elif ins.op == Opcode.MATVEC:
                 self._vb_len = max(self._vb_len, ins.cols)
@@ -656,8 +635,7 @@ class Engine(wiring.Component):
                             f"has one SwiGLU unit (the compiler shares one across layers)")
         self._swiglu = sw.pop() if sw else None
         self._argmax_len = max([i.len for i in prog if i.op == Opcode.ARGMAX] + [2])
-        self._pair_scores = self._pair_scores and self._lanes >= 8 and any(
-            i.op == Opcode.SCORES_SOFTMAX and i.kv_mul >= 2 and i.kv_mul % 2 == 0 for i in prog)
+        self._pair_scores = scores_in_pairs(prog, self._lanes, self._pair_scores)
         # (pairs: the softmax reads one queue while the K stream also fills the other, which
         # must then hold a whole row: the context plus sm_space's margin of 3)
         need = self._ctx + 3 if self._pair_scores else 8
@@ -665,8 +643,7 @@ class Engine(wiring.Component):
             raise UserError(f"score_queue={self._score_queue} is too shallow for pairs of heads "
                             f"over a context of {self._ctx}: give at least {need} (the power "
                             f"of two {1 << (need - 1).bit_length()}), or pair_scores=False")
-        self._smq = self._score_queue or (max(1024, 1 << (need - 1).bit_length())
-                                          if self._pair_scores else 64)
+        self._smq = score_queue_depth(self._ctx, self._pair_scores, self._score_queue)
         self._swiglu_addrs = sorted(a for a, d in image.tables.items() if d["kind"] == "swiglu")
 
     # ---- gateware ---------------------------------------------------------------------------

@@ -8,10 +8,12 @@ units' own blocks, which no memory image shows (:class:`EngineUnits`): the softm
 exp buffers and exp table, the score queues, one vector buffer per norm unit and the
 ``MATMAT`` tile buffer. The ROM tables (RoPE, activation, SiLU) are the image's ``tables``.
 
-This module mirrors code of :mod:`hdlgen.engine.core` (``Engine.__init__``: the KV beat
-``self._beat`` and the weight bank's split ``self._weight_main_rows``; ``Engine._analyse``:
-the norm units ``self._norms``, ``self._pair_scores`` and the score-queue depth
-``self._smq``, the longest ``MATMAT`` row ``self._mm_cols``; ``Engine.elaborate``: the
+The program's norm units (:func:`norm_formats`), whether its heads go in pairs
+(:func:`scores_in_pairs`) and the score-queue depth (:func:`score_queue_depth`) are the rules
+``Engine._analyse`` itself calls. The rest mirrors code of :mod:`hdlgen.engine.core`
+(``Engine.__init__``: the KV beat ``self._beat`` and the weight bank's split
+``self._weight_main_rows``; ``Engine._analyse``: the longest ``MATMAT`` row
+``self._mm_cols``; ``Engine.elaborate``: the
 memories ``act``, ``wts``, ``par``, ``tb``, ``kv`` and the units ``smax``, ``norm<n>``,
 ``rope``, ``act<n>``, ``swiglu``, ``smq``, ``smq2``) and of the blocks' ``elaborate`` (the
 ``BlockRAM`` shapes of :class:`~hdlgen.blocks.softmax.Softmax`,
@@ -30,9 +32,11 @@ from dataclasses import dataclass
 
 from hdlgen.blocks.bram import ecp5_tiling
 from hdlgen.engine.isa import NormKind, Opcode
+from hdlgen.errors import UserError
 from sim.golden.activation import INDEX_BITS
 
-__all__ = ["bram_tiles", "fifo_tiles", "kv_beat", "score_queue_depth", "softmax_tiles",
+__all__ = ["bram_tiles", "fifo_tiles", "kv_beat", "layer_pbases", "norm_formats",
+           "scores_in_pairs", "score_queue_depth", "softmax_tiles",
            "norm_tiles", "rope_tiles", "act_tiles", "EngineUnits", "FIFO_LUT_WORDS",
            "SCORE_WIDTH", "NORM_IN_WIDTH", "SOFTMAX_IN_WIDTH"]
 
@@ -72,6 +76,48 @@ def kv_beat(macs_per_lane: int, head_size: int) -> int:
     K = macs_per_lane
     return max(b for b in (K, K // 2, K // 4, 8, 4, 2, 1) if 1 <= b <= K and
                head_size % b == 0 and b & (b - 1) == 0)
+
+
+def layer_pbases(program) -> dict:
+    """The parameter bases each instruction runs at, by index: ``LOOP``'s body at every
+    layer's (``k * pstride``), the others at 0 (core.py ``Engine._analyse`` uses these)."""
+    pbases, loop = {}, None
+    for n, ins in enumerate(program):
+        if ins.op == Opcode.LOOP:
+            loop = (n + 1, n + ins.body, ins.count, ins.pstride)
+            continue
+        inside = loop and loop[0] <= n <= loop[1]
+        pbases[n] = [loop[3] * k for k in range(loop[2])] if inside else [0]
+    return pbases
+
+
+def norm_formats(program, params) -> list:
+    """The distinct formats of the program's ``NORM`` instructions, in order of first use, one
+    norm unit each: ``(kind, len, gamma_frac, beta_frac, out_frac, eps)``, the 64-bit epsilon
+    read from the parameter words after the gains (and biases) of every layer the instruction
+    runs at. :class:`UserError` when those words are outside ``params``."""
+    pbases, norms = layer_pbases(program), []
+    for n, ins in enumerate(program):
+        if ins.op != Opcode.NORM:
+            continue
+        ln = ins.kind == NormKind.LAYERNORM
+        for pb in (pbases[n] if ins.layer_rel else [0]):
+            at = ins.paddr + pb + (2 * ins.len if ln else ins.len)
+            if at + 2 > len(params):
+                raise UserError(f"instruction {n} ({ins}): epsilon words at {at} are outside "
+                                f"the parameter memory")
+            key = (ins.kind, ins.len, ins.gamma_frac, ins.beta_frac, ins.out_frac,
+                   params[at] | params[at + 1] << 32)
+            if key not in norms:
+                norms.append(key)
+    return norms
+
+
+def scores_in_pairs(program, lanes: int, pair_scores: bool = True) -> bool:
+    """``SCORES_SOFTMAX`` runs heads in pairs: the engine's ``pair_scores``, at least 8 lanes
+    and some ``SCORES_SOFTMAX`` with an even ``kv_mul`` of 2 or more."""
+    return bool(pair_scores) and lanes >= 8 and any(
+        i.op == Opcode.SCORES_SOFTMAX and i.kv_mul >= 2 and i.kv_mul % 2 == 0 for i in program)
 
 
 def score_queue_depth(context: int, pairs: bool, score_queue: int = None) -> int:
@@ -162,30 +208,9 @@ class EngineUnits:
         :class:`~hdlgen.engine.isa.Instruction`) and ``image`` has, as ``Engine._analyse``
         finds them (``pair_scores``, ``score_queue``: the engine's arguments; ``matmat_cols``:
         a prefill manifest's ``matmat_cols``)."""
-        params = image.params
-        pbases, loop = {}, None
-        for n, ins in enumerate(program):
-            if ins.op == Opcode.LOOP:
-                loop = (n + 1, n + ins.body, ins.count, ins.pstride)
-                continue
-            inside = loop and loop[0] <= n <= loop[1]
-            pbases[n] = [loop[3] * k for k in range(loop[2])] if inside else [0]
-        norms, mm_cols = [], matmat_cols
-        for n, ins in enumerate(program):
-            if ins.op == Opcode.NORM:
-                ln = ins.kind == NormKind.LAYERNORM
-                for pb in (pbases[n] if ins.layer_rel else [0]):
-                    at = ins.paddr + pb + (2 * ins.len if ln else ins.len)
-                    eps = (int(params[at]) | int(params[at + 1]) << 32
-                           if at + 2 <= len(params) else None)
-                    key = (ins.kind, ins.len, ins.gamma_frac, ins.beta_frac, ins.out_frac, eps)
-                    if key not in norms:
-                        norms.append(key)
-            elif ins.op == Opcode.MATMAT:
-                mm_cols = max(mm_cols, ins.cols)
-        pairs = bool(pair_scores) and lanes >= 8 and any(
-            i.op == Opcode.SCORES_SOFTMAX and i.kv_mul >= 2 and i.kv_mul % 2 == 0
-            for i in program)
-        return cls(norm_dims=tuple(k[1] for k in norms), pairs=pairs, score_queue=score_queue,
+        norms = norm_formats(program, [int(v) for v in image.params])
+        mm_cols = max([matmat_cols] + [i.cols for i in program if i.op == Opcode.MATMAT])
+        return cls(norm_dims=tuple(k[1] for k in norms),
+                   pairs=scores_in_pairs(program, lanes, pair_scores), score_queue=score_queue,
                    mm_cols=mm_cols, row_bits=lanes * image.macs_per_lane * 8,
                    macs_per_lane=image.macs_per_lane)

@@ -156,7 +156,8 @@ def format_ebr_plan(fit: dict, soc: dict, available: int) -> str:
     the SoC's) against the device's."""
     mem = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fit["ebr"].items()
                     if k != "units" and v)
-    units = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fit.get("units", {}).items() if v)
+    from hdlgen.compiler.compile import units_text
+    units = units_text(fit.get("units", {}))
     socs = ", ".join(f"{k} {v}" for k, v in soc.items() if v)
     total = fit["ebr_total"] + sum(soc.values())
     return (f"  {'block RAM':<9} {total} of {available} DP16KD: {mem}; units "

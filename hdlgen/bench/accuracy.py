@@ -108,7 +108,10 @@ an int10 bank 144 (203 in all; fake ``--norm16 --kv9 --weight-width 10`` 0.973 /
 The default weight bank has room for 504 more rows in its 5 x 512 rows of DP16KD: 11-bit
 second planes for the embedding/classifier, ``wq`` and ``wk`` (496 rows) fill it. So 98 % is
 not reachable on the 85F with the weights on chip; the best scheme that fits is ``--norm16
---kv9 --weight-exp --weight11 token_embedding,wq,wk`` (integer 0.961 / 0.0099, 201 EBR with the fused gate/up, 202 without).
+--kv9 --weight-exp --weight11 token_embedding,wq,wk`` (integer 0.961 / 0.0099, 201 EBR with the
+fused gate/up, 202 without, as memory contents were counted then; counted as the RTL engine
+builds its block RAM, with the whole parameter memory and the units' own blocks, it needs 216
+at context 256 and fits the 85F only at 128: see :mod:`hdlgen.compiler.compile`).
 
 The ceiling of int8 weights, whatever the activations (``--fake --acts float``: only the
 weights are quantized, per row, GPTQ, smoothing; everything else float): 0.922 / 0.025. With

@@ -58,9 +58,10 @@ model runs them, ``CompileOptions`` asks for them, the instruction encoding is u
 ``weight_exp`` (int8 weights with one shift bit per lane and bank row), ``planes_x16``
 (two-plane weights against 16-bit inputs, used by 11-bit ``weight_bits``). With
 ``norm_bits=16, kv_bits=9, weight_exp=True, weight_bits={"token_embedding": 11, "wq": 11,
-"wk": 11}`` stories260K reaches 0.961 / 0.0099 and still fits the 85F's block RAM (186 EBR
-planned, the default scheme 198: its 1,040-bit bank rows planned in all 36 bits of 29 columns,
-the int8 bank's byte lanes take 32).
+"wk": 11}`` stories260K reaches 0.961 / 0.0099; counted as the RTL engine builds its block RAM
+(the whole parameter memory, the units' own blocks) that scheme needs 216 EBR at context 256,
+more than the 85F's 208, and fits at 128 (the default scheme: 197 at 256; its 1,040-bit bank
+rows are planned in all 36 bits of 29 columns, 145 EBR for 2,552 rows).
 
 Fit: :func:`plan_image` sizes every memory from the shapes alone, :func:`plan_units` the units
 (at most one norm unit per norm site), and :func:`fit_check` refuses (before quantizing) when
@@ -96,7 +97,7 @@ from hdlgen.model.quantize import DEVICE_EBR, Requant, quantize_model
 from sim.golden.requant import quantize_multiplier
 
 __all__ = ["CompileOptions", "Compiled", "compile_model", "PROB_BITS", "SCORE_FRAC",
-           "DEFAULT_ACT_BITS", "fit_check", "plan_units"]
+           "DEFAULT_ACT_BITS", "fit_check", "plan_units", "units_text"]
 
 #: Width of the softmax probabilities (unsigned; < 2**14 keeps the int8 plane split exact).
 PROB_BITS = 14
@@ -569,10 +570,14 @@ def plan_units(c, config: AcceleratorConfig, fuse_softmax: bool = True) -> Engin
                        macs_per_lane=config.macs_per_lane)
 
 
+def units_text(unit_ebr: dict) -> str:
+    """The units' blocks by kind, e.g. ``softmax 3, score queues 2, norms 2`` (or ``none``)."""
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in unit_ebr.items() if v) or "none"
+
+
 def _ebr_items(ebr: dict, nbytes: dict, unit_ebr: dict) -> str:
     mem = ", ".join(f"{k} {nbytes[k]:,} bytes ({ebr[k]} EBR)" for k in nbytes)
-    units = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in unit_ebr.items() if v)
-    return f"{mem}; the units' own block RAMs {ebr['units']} EBR ({units or 'none'})"
+    return f"{mem}; the units' own block RAMs {ebr['units']} EBR ({units_text(unit_ebr)})"
 
 
 def fit_check(image: MemoryImage, program_words: int, device: str, model_name: str,

@@ -154,7 +154,7 @@ def test_stories_memory_of_the_wider_schemes():
     units = plan_units(m.config, AcceleratorConfig())
 
     def plan(ext):
-        return plan_image(m.config, AcceleratorConfig(), 256, ext=ext).memory_ebr(24, units)
+        return plan_image(m.config, AcceleratorConfig(), 256, ext=ext).memory_ebr(units)
     base, kv9, w9, wexp = plan({}), plan({"kv_bits": 9}), plan({"weight_bits": 9}), \
         plan({"weight_exp": 1})
     assert base["kv_cache"] == kv9["kv_cache"] == 40

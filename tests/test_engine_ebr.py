@@ -94,7 +94,7 @@ def test_estimate_of_a_prefill_engine():
     pre = comp.manifest["prefill"]
     units = EngineUnits.of_program(comp.program, comp.image, cfg.lanes,
                                    matmat_cols=pre["matmat_cols"])
-    est = comp.image.memory_ebr(pre["program_words"], units)
+    est = comp.image.memory_ebr(units)
     est = {**{k: v for k, v in est.items() if k != "units"}, **units.ebr(8)}
     got = _elaborated_ebr(Engine(cfg, comp, preload=True))
     assert got.get("tile_buffer", 0) > 0
@@ -115,7 +115,7 @@ def test_stories_85f_estimate_is_the_routed_count():
     assert fit["units"] == {"softmax": 3, "score_queues": 2, "norms": 2, "tile_buffer": 0}
     assert soc_ebr(cfg) == {"scratch": 2, "bridge": 1}
     assert fit["ebr_total"] + sum(soc_ebr(cfg).values()) == 200
-    plan = plan_image(m.config, cfg, 256).memory_ebr(24, plan_units(m.config, cfg))
+    plan = plan_image(m.config, cfg, 256).memory_ebr(plan_units(m.config, cfg))
     assert sum(plan.values()) == 198 and plan["units"] == 8
 
 

@@ -592,7 +592,7 @@ def fit_check(image: MemoryImage, program_words: int, device: str, model_name: s
     if dev not in DEVICE_EBR:
         raise UserError(f"device {device!r} is not known; expected one of {', '.join(DEVICE_EBR)}")
     units = units or EngineUnits()
-    ebr = image.memory_ebr(program_words, units)
+    ebr = image.memory_ebr(units)
     unit_ebr = units.ebr(image.context)
     nbytes = image.memory_bytes(program_words)
     total = sum(ebr.values())
@@ -609,7 +609,7 @@ def fit_check(image: MemoryImage, program_words: int, device: str, model_name: s
             tables = {a: ({**d, "context": ctx} if d["kind"] == "rope" else d)
                       for a, d in image.tables.items()}
             trial = MemoryImage(**{**image.__dict__, "context": ctx, "tables": tables})
-            if sum(trial.memory_ebr(program_words, units).values()) <= avail:
+            if sum(trial.memory_ebr(units).values()) <= avail:
                 best = ctx
                 break
         bigger = [d for d, n in DEVICE_EBR.items() if n > avail and total <= n]
@@ -1075,7 +1075,7 @@ def compile_model(model: Model, config: AcceleratorConfig = None,
                          "context": ctx},
         },
         "fit": fit or {"bytes": image.memory_bytes(len(prog)),
-                       "ebr": (ebr := image.memory_ebr(len(prog), units)),
+                       "ebr": (ebr := image.memory_ebr(units)),
                        "ebr_total": sum(ebr.values()), "units": units.ebr(ctx)},
         "program": [str(i) for i in prog],
         "logit_scale": float(sc["logits"]),

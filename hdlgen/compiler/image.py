@@ -201,7 +201,7 @@ class MemoryImage:
         them in their own block RAM."""
         return sum(n for _, n in self.rom_tables().values())
 
-    def memory_ebr(self, program_words: int = 0, units=None) -> dict:
+    def memory_ebr(self, units=None) -> dict:
         """DP16KD blocks of the engine built for this image (:mod:`hdlgen.engine.ebr`, the RTL
         engine's sizing rules), by memory: ``weights`` (the weight bank: byte lanes, 32 data
         bits of each 36-bit block, and with a tail of at most 32 rows past a power of two in

@@ -213,6 +213,23 @@ def test_rtl_scores_in_pairs(tmp_path):
     assert all(o - q >= 32 * layers for q, o in zip(cyc["pair"][18:], cyc["one"][18:])), cyc
 
 
+def test_rtl_score_queue_overrun(tmp_path):
+    """The score queues' guard: a K row's last beat enters the MAC array only with a place
+    reserved for its score in both queues of the pair (``sm_space``, registered from the
+    reservation counts ``sm_occ`` and ``sm_occ2``). With ``sm_space`` held at 1 by the
+    simulator while the fused softmax runs, the K stream (two scores a beat) outruns the
+    softmax (one a cycle) and a score finds its queue full: the step must end with
+    ``OVERRUN`` (the requantizer cannot stall, so the score would be lost) rather than write
+    wrong probabilities; the same engine then runs every position bit-exact with the golden
+    model."""
+    ctx = GQA4["context"]
+    scen = [{"steps": [[3, ctx - 1]], "inject": ["sm_space", 1, "sm_fused"]},
+            {"steps": _steps(ctx)}]
+    out = _run({**GQA4, "score_queue": 16, "scenarios": scen}, tmp_path)
+    assert [len(o["steps"]) for o in out] == [1, ctx], out
+    assert out[0]["steps"][0]["forced"] > 0, out
+
+
 def test_score_queue_checks():
     """With pairs each score queue must hold a row and the margin (context + 3); the depth is
     a power of two; without pairs (``pair_scores=False``, or an odd ``kv_mul``) 8 is enough.

@@ -24,7 +24,10 @@ equal the golden model running the patched program; with ``before`` true, instru
 before it runs, so the scratchpad must then equal the golden model's after the program cut
 before ``n``: every earlier result written, none lost to the failure), ``expect_fail`` (the scenario must fail:
 negative tests of the checker), ``bus_start`` (start the steps through the ``TOKEN``,
-``POS``, ``START`` registers instead of the ports). ``outcome`` (path) receives each scenario's result and the
+``POS``, ``START`` registers instead of the ports), ``inject`` (``[register, value, while]``:
+the simulator writes ``value`` into the engine's ``register`` at every falling clock edge while
+the 1-bit signal ``while`` is high, to break one of the engine's internal guarantees: every step
+must then end with error ``OVERRUN`` and the write must have taken effect at least once). ``outcome`` (path) receives each scenario's result and the
 cycles of every step as JSON.
 """
 
@@ -196,6 +199,16 @@ if cocotb is not None:
         cycles = await host.read(mp.word("regs", 5))
         return err, code, cycles
 
+    async def _inject(dut, name, value, while_name, forced):
+        """Write ``value`` into ``name`` at every falling edge while ``while_name`` is high,
+        counting the cycles in ``forced[0]`` (the ``inject`` scenario key)."""
+        sig, cond = getattr(dut, name), getattr(dut, while_name)
+        while True:
+            await FallingEdge(dut.clk)
+            if cond.value:
+                sig.value = value
+                forced[0] += 1
+
     async def _scratch(host, mp, img):
         """The whole scratchpad, read over the engine's bus (signed 16-bit elements)."""
         return np.array([to_signed(await host.read(mp.word("scratch", e)), 16)
@@ -245,6 +258,18 @@ if cocotb is not None:
         state["kv"] = gold.kv
         report = []
         for token, pos in p["steps"]:
+            if "inject" in p:
+                name, value, while_name = p["inject"]
+                forced = [0]
+                task = cocotb.start_soon(_inject(dut, name, value, while_name, forced))
+                err, code, cycles = await _run_step(dut, host, mp, token, pos, prog)
+                task.cancel()
+                assert forced[0] > 0, f"{while_name} never rose: {name} was not written"
+                assert err and code == ErrorCode.OVERRUN.value, \
+                    (f"{name} held at {value} for {forced[0]} cycles: expected error OVERRUN, "
+                     f"got error={err} code={code}")
+                report.append({"token": token, "pos": pos, "forced": forced[0]})
+                continue
             err, code, cycles = await _run_step(dut, host, mp, token, pos, prog,
                                                 bool(p.get("bus_start")))
             if expect_code is not None:

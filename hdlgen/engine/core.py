@@ -155,9 +155,9 @@ datapaths load every cycle with their valid bits and selects copied per lane
 
 * sequencer: one-hot (one flip-flop per state); one copy of the opcode and of the instruction
   register per piece (DECODE, CHECK2, EXEC); DECODE's field checks each set a flag, the code
-  is chosen from them in CHECK1 and the whole verdict (with the region ends of CHECK2, whose
-  products come from registered ``MULT18X18D``) is registered before CHECK3 (four check
-  cycles per instruction besides DECODE); a failure's status is applied from registers a
+  is chosen from them in CHECK1 and the whole verdict (with the region ends: a base and a
+  product select set in CHECK1, the product, from a registered ``MULT18X18D``, added in
+  CHECK2) is registered before CHECK3 (four check cycles per instruction besides DECODE); a failure's status is applied from registers a
   cycle later; NEXT, the attention loops and the MATVEC and MATMAT issue counters decide on
   registered flags and sums; the host's start is registered;
 * MAC feed: the weight bank reads every cycle at a registered address with ``latency=4``
@@ -367,6 +367,7 @@ _R_VB, _R_Q, _R_NORM, _R_ROPE, _R_KV, _R_SMAX, _R_ACT, _R_ELT, _R_ARGMAX, _R_RQ,
     range(12)
 # writer sources
 _W_RQ, _W_NORM, _W_ROPE, _W_SMAX, _W_ACT, _W_ELT = range(6)
+_PA, _PA2, _PB, _PC = 1, 2, 4, 8      # a region end's check product (CHECK1's select, one-hot)
 # MAC modes
 _M_MATVEC, _M_SCORES, _M_ATTV, _M_MATMAT = range(4)
 # operand planes
@@ -841,6 +842,11 @@ class Engine(wiring.Component):
         mul_a1, mul_a2, mul_b1, mul_b2 = (Signal(16, name=n) for n in ("ma1", "ma2", "mb1", "mb2"))
         prod_a, prod_b = Signal(32), Signal(32)
         chk = {n: Signal(33, name=f"chk_{n}") for n in ("r1", "r2", "wr", "w", "p")}
+        # each region end in two steps: CHECK1 sets its base (the end less a check product)
+        # and a one-hot select of that product (_PA, _PA2, _PB, _PC), CHECK2 adds it
+        chk_base = {n: Signal(33, name=f"chkb_{n}") for n in chk}
+        chk_sel = {n: Signal(4, name=f"chks_{n}") for n in chk}
+        chk_psz = Signal()                    # CHECK2 sets plane_sz (EMBED, MATVEC)
         chk_hard = Signal(ErrorCode)          # a field error found in DECODE
 
         # what the vector buffer holds: a MATVEC whose input is already there skips the load
@@ -1411,13 +1417,14 @@ class Engine(wiring.Component):
                 with m.If(f):
                     m.d.sync += chk_hard.eq(code)
         with fsm.state("CHECK1"):           # the products of the range checks: DSP input,
+            self._regions(m, v_copies["chk"], op_copies["chk"], locals())
             self._fsm.goto("CHECK1B")        # DSP output and fabric registers
         with fsm.state("CHECK1B"):
             self._fsm.goto("CHECK1C")
         with fsm.state("CHECK1C"):
             self._fsm.goto("CHECK2")
         with fsm.state("CHECK2"):
-            self._regions(m, v_copies["chk"], op_copies["chk"], locals())
+            self._region_ends(m, locals())
             self._fsm.goto("CHECK2B")
         # the verdict, registered every cycle (valid in CHECK3: the region ends are set in
         # CHECK2, chk_hard in CHECK1)
@@ -2186,10 +2193,13 @@ class Engine(wiring.Component):
         em_lane = Signal(range(lanes))
         em_ph = Signal()                     # 16-bit table: 0 high plane, 1 low plane
         em_hi = Signal(8 * K)
+        # the first row: the index's row block x words per row, registered every cycle (x_w
+        # is set in DECODE, prod_c in CHECK1C: valid from CHECK2B, before EMBED)
+        em_first = Signal(24)
+        m.d.sync += em_first.eq(x_w + prod_c)
         with m.If(embed_go):
             m.d.sync += [em_active.eq(1), em_ib.eq(0), em_ph.eq(0),
-                         em_row.eq(x_w + prod_c),     # index row block x words per row
-                         mv_wrow.eq(x_w + prod_c),
+                         em_row.eq(em_first), mv_wrow.eq(em_first),
                          em_lane.eq(embed_idx[:(lanes - 1).bit_length()])]
         # the weight bank's port b reads mv_wrow every cycle (no enable, a registered address):
         # a read issued in cycle t is in rdata at t + 4 (latency 4) and in em_slice (one lane)
@@ -2839,74 +2849,97 @@ class Engine(wiring.Component):
                 self._fsm.goto("CHECK1")
 
     def _regions(self, m, v, opcode, s):
-        """CHECK2 state: the end (exclusive) of every region the instruction touches."""
-        chk = s["chk"]
-        pa, pb_ = s["prod_a"], s["prod_b"]
+        """CHECK1 state: the end (exclusive) of every region the instruction touches, as a
+        base and the check product to add to it (the products are ready in CHECK2)."""
+        base, sel = s["chk_base"], s["chk_sel"]
         npos = s["npos"]
         x_w, x_p = s["x_w"], s["x_p"]
-        m.d.sync += [c.eq(0) for c in chk.values()]
+        m.d.sync += [c.eq(0) for c in base.values()] + [c.eq(0) for c in sel.values()]
+        m.d.sync += s["chk_psz"].eq(_in(opcode, (Opcode.EMBED, Opcode.MATVEC)))
+
+        def end(r, b, product=0):
+            m.d.sync += [base[r].eq(b), sel[r].eq(product)]
+
         with m.Switch(opcode):
             with m.Case(Opcode.EMBED):
                 ins = v[Opcode.EMBED]
-                m.d.sync += [chk["wr"].eq(ins.dst + ins.cols),
-                             chk["w"].eq(ins.waddr + Mux(ins.w_planes == 2, pa << 1, pa)),
-                             chk["p"].eq(ins.paddr + ins.rows), s["plane_sz"].eq(pa)]
+                end("wr", ins.dst + ins.cols)
+                end("w", ins.waddr, Mux(ins.w_planes == 2, _PA2, _PA))
+                end("p", ins.paddr + ins.rows)
             with m.Case(Opcode.MATVEC):
                 ins = v[Opcode.MATVEC]
-                m.d.sync += [chk["r1"].eq(ins.src + ins.cols),
-                             chk["wr"].eq(ins.dst + self._mv_results(ins)),
-                             chk["w"].eq(x_w + Mux(ins.w_planes == 2, pa << 1, pa)),
-                             chk["p"].eq(x_p + Mux(ins.bias, ins.rows << 1, ins.rows) + ins.glu),
-                             s["plane_sz"].eq(pa)]
+                end("r1", ins.src + ins.cols)
+                end("wr", ins.dst + self._mv_results(ins))
+                end("w", x_w, Mux(ins.w_planes == 2, _PA2, _PA))
+                end("p", x_p + Mux(ins.bias, ins.rows << 1, ins.rows) + ins.glu)
             with m.Case(Opcode.MATMAT):
                 ins = v[Opcode.MATMAT]
-                m.d.sync += [chk["r1"].eq(ins.src + pb_), chk["wr"].eq(ins.dst + s["prod_c"]),
-                             chk["w"].eq(x_w + pa),
-                             chk["p"].eq(x_p + Mux(ins.bias, ins.rows << 1, ins.rows))]
+                end("r1", ins.src, _PB)
+                end("wr", ins.dst, _PC)
+                end("w", x_w, _PA)
+                end("p", x_p + Mux(ins.bias, ins.rows << 1, ins.rows))
             with m.Case(Opcode.REQUANT):
                 ins = v[Opcode.REQUANT]
-                m.d.sync += [chk["r1"].eq(ins.src + ins.len), chk["wr"].eq(ins.dst + ins.len),
-                             chk["p"].eq(ins.paddr + Mux(ins.per_elem, ins.len, 1))]
+                end("r1", ins.src + ins.len)
+                end("wr", ins.dst + ins.len)
+                end("p", ins.paddr + Mux(ins.per_elem, ins.len, 1))
             with m.Case(Opcode.NORM):
                 ins = v[Opcode.NORM]
                 ln = ins.kind == NormKind.LAYERNORM
-                m.d.sync += [chk["r1"].eq(ins.src + ins.len), chk["wr"].eq(ins.dst + ins.len),
-                             chk["p"].eq(x_p + Mux(ln, ins.len << 1, ins.len) + 2)]
+                end("r1", ins.src + ins.len)
+                end("wr", ins.dst + ins.len)
+                end("p", x_p + Mux(ln, ins.len << 1, ins.len) + 2)
             with m.Case(Opcode.ROPE):
                 ins = v[Opcode.ROPE]
-                m.d.sync += [chk["r1"].eq(ins.src + pa), chk["wr"].eq(ins.dst + pa)]
+                end("r1", ins.src, _PA)
+                end("wr", ins.dst, _PA)
             with m.Case(Opcode.KVAPPEND):
                 ins = v[Opcode.KVAPPEND]
-                m.d.sync += chk["r1"].eq(ins.src + pa)
-            with m.Case(Opcode.SCORES):
-                ins = v[Opcode.SCORES]
-                m.d.sync += [chk["r1"].eq(ins.q + pa), chk["wr"].eq(ins.dst + pb_ + npos),
-                             chk["p"].eq(x_p + 1)]
-            with m.Case(Opcode.SCORES_SOFTMAX):
-                ins = v[Opcode.SCORES_SOFTMAX]
-                m.d.sync += [chk["r1"].eq(ins.q + pa), chk["wr"].eq(ins.dst + pb_ + npos),
-                             chk["p"].eq(x_p + 1)]
+                end("r1", ins.src, _PA)
+            for op in (Opcode.SCORES, Opcode.SCORES_SOFTMAX):
+                with m.Case(op):
+                    ins = v[op]
+                    end("r1", ins.q, _PA)
+                    end("wr", ins.dst + npos, _PB)
+                    end("p", x_p + 1)
             with m.Case(Opcode.ATTV):
                 ins = v[Opcode.ATTV]
-                m.d.sync += [chk["r1"].eq(ins.p + pb_ + npos), chk["wr"].eq(ins.dst + pa),
-                             chk["p"].eq(x_p + 1)]
+                end("r1", ins.p + npos, _PB)
+                end("wr", ins.dst, _PA)
+                end("p", x_p + 1)
             with m.Case(Opcode.SOFTMAX):
                 ins = v[Opcode.SOFTMAX]
                 n = Mux(ins.causal, npos, ins.len)
-                m.d.sync += [chk["r1"].eq(ins.src + pb_ + n), chk["wr"].eq(ins.dst + pb_ + n)]
+                end("r1", ins.src + n, _PB)
+                end("wr", ins.dst + n, _PB)
             with m.Case(Opcode.ACT):
                 ins = v[Opcode.ACT]
-                m.d.sync += [chk["r1"].eq(ins.src + ins.len), chk["wr"].eq(ins.dst + ins.len)]
+                end("r1", ins.src + ins.len)
+                end("wr", ins.dst + ins.len)
             with m.Case(Opcode.ELTWISE):
                 ins = v[Opcode.ELTWISE]
-                m.d.sync += [chk["r1"].eq(ins.a + ins.len), chk["r2"].eq(ins.b + ins.len),
-                             chk["wr"].eq(ins.dst + ins.len), chk["p"].eq(x_p + 1)]
+                end("r1", ins.a + ins.len)
+                end("r2", ins.b + ins.len)
+                end("wr", ins.dst + ins.len)
+                end("p", x_p + 1)
             with m.Case(Opcode.ARGMAX):
                 ins = v[Opcode.ARGMAX]
-                m.d.sync += chk["r1"].eq(ins.src + ins.len)
+                end("r1", ins.src + ins.len)
             with m.Case(Opcode.OUTPUT):
                 ins = v[Opcode.OUTPUT]
-                m.d.sync += chk["r1"].eq(ins.src + ins.len)
+                end("r1", ins.src + ins.len)
+
+    @staticmethod
+    def _region_ends(m, s):
+        """CHECK2 state: every region end, its base from CHECK1 plus the selected product."""
+        pa, pb, pc = s["prod_a"], s["prod_b"], s["prod_c"]
+        for r, c in s["chk"].items():
+            sel = s["chk_sel"][r]
+            add = (Mux(sel[0], pa, 0) | Mux(sel[1], pa << 1, 0) | Mux(sel[2], pb, 0) |
+                   Mux(sel[3], pc, 0))
+            m.d.sync += c.eq(s["chk_base"][r] + add)
+        with m.If(s["chk_psz"]):
+            m.d.sync += s["plane_sz"].eq(pa)
 
     def _writer(self, m, s, base, total, row_len=None, stride=None, acc=0, w8=0, src=_W_RQ):
         """The writer's run configuration (``wr_start`` follows a cycle or more later)."""

@@ -88,6 +88,7 @@ class DistRAM(wiring.Component):
         a_addr, a_en, a_we, a_wdata = self.a.addr, self.a.en, self.a.we, self.a.wdata
         b_addr, b_en = self.b.addr, self.b.en
         for n in range(self._latency - 2):      # the request register stages
+            w_addr, w_en, w_data = a_addr, Mux(a_en, a_we, 0), a_wdata   # (its inputs)
             regs = [Signal.like(x, name=f"{k}_r{n}") for k, x in
                     (("a_addr", a_addr), ("a_en", a_en), ("a_we", a_we), ("a_wdata", a_wdata),
                      ("b_addr", b_addr), ("b_en", b_en))]
@@ -104,9 +105,24 @@ class DistRAM(wiring.Component):
             mem = m.submodules[f"mem{g}"] = Memory(shape=w, depth=self._depth,
                                                    init=[(v >> lo) & mask for v in init])
             wp = mem.write_port(granularity=min(gran, w))
-            m.d.comb += [wp.addr.eq(a_addr), wp.data.eq(a_wdata[lo:lo + w])]
-            for i in range(w // min(gran, w)):
-                m.d.comb += wp.en[i].eq(a_en & a_we[lo // gran + i])
+            ne = w // min(gran, w)
+            if self._latency > 2:
+                # the last request stage of the write side: one copy per column group (write
+                # address, byte enables, data), so that no write-enable or write-address net
+                # crosses the die to every LUT RAM of a wide word (the weight bank's tail: a
+                # single enable register there was the SoC's critical path, 15-20 ns of routing)
+                ga = keep_register(m, platform, Signal.like(self.a.addr, name=f"waddr{g}",
+                                                               reset_less=True),
+                                   w_addr)
+                ge = keep_register(m, platform, Signal(ne, name=f"wen{g}"),
+                                   w_en[lo // gran:lo // gran + ne])
+                gd = Signal(w, name=f"wdata{g}", reset_less=True)
+                m.d.sync += gd.eq(w_data[lo:lo + w])
+                m.d.comb += [wp.addr.eq(ga), wp.data.eq(gd), wp.en.eq(ge)]
+            else:
+                m.d.comb += [wp.addr.eq(a_addr), wp.data.eq(a_wdata[lo:lo + w])]
+                for i in range(ne):
+                    m.d.comb += wp.en[i].eq(a_en & a_we[lo // gran + i])
             rp = mem.read_port(domain="comb")
             raddr = keep_register(m, platform, Signal.like(self.a.addr, name=f"raddr{g}"),
                                   Mux(b_en, b_addr, a_addr), en=b_en | a_en)

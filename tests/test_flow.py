@@ -119,7 +119,7 @@ def test_engine_builds_default_to_the_engines_clock():
     _, _, cfg = resolve_target(p.parse_args([]))
     assert cfg.sys_clk_mhz == 125.0
     _, _, cfg = resolve_target(p.parse_args(["--model", "stories260K"]), model=True)
-    assert cfg.sys_clk_mhz == MODEL_SYS_CLK_MHZ == 57.0
+    assert cfg.sys_clk_mhz == MODEL_SYS_CLK_MHZ == 60.0
     _, _, cfg = resolve_target(p.parse_args(["--model", "stories260K", "--freq", "62.5"]),
                                model=True)
     assert cfg.sys_clk_mhz == 62.5

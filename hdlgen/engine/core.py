@@ -262,7 +262,14 @@ MHz** (seeds 1 and 2), LUT4 39,563, FF 31,079, MULT18X18D 151, DP16KD 200; at 60
 **60.34** and **58.99 MHz** (seed 2 missed), so the default stays 57. Both 60 MHz runs'
 critical paths start at an opcode copy (``op_chk``, ``op_exe``) and cross several LUT and
 carry-chain levels with 15 ns of routing (nets named after ``chk_mul2``'s sums: CHECK2's
-region ends are the likely part; splitting them over two cycles is the next thing to try).
+region ends are the likely part). With those region ends in two steps (a base and a product
+select set in CHECK1, the product added in CHECK2; session 22) it routed at 60 MHz at **58.13**
+and **47.99 MHz**: both critical paths were then one net from a single write-request register
+to the weight bank's LUT-RAM tail (its write enables, 15-20 ns of routing across the die).
+With the tail's last write-request stage copied per column group (:class:`DistRAM`; session
+23) the SoC routes at 60 MHz, the default since, at **66.54** and **61.98 MHz** (seeds 1 and
+2), LUT4 38,813, FF 31,250, MULT18X18D 151, DP16KD 200 (critical paths: a check
+multiplier's sum, 14 ns of routing; the score queues' read data into the softmax).
 A 17-bit shared operand on the MAC array (session 21, commit ``67c6159``, reverted by the next:
 a 16-bit ``MATVEC`` input in one pass instead of int8 planes, ``ATTV``'s probability as one
 operand) takes 495 cycles off a stories260K step (``wo`` and ``w2`` in one pass), but its build

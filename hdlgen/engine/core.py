@@ -157,8 +157,8 @@ datapaths load every cycle with their valid bits and selects copied per lane
   register per piece (DECODE, CHECK2, EXEC); DECODE's field checks each set a flag, the code
   is chosen from them in CHECK1 and the whole verdict (with the region ends: a base and a
   product select set in CHECK1, the product, from a registered ``MULT18X18D``, added in
-  CHECK2) is registered before CHECK3 (four check cycles per instruction besides DECODE); a failure's status is applied from registers a
-  cycle later; NEXT, the attention loops and the MATVEC and MATMAT issue counters decide on
+  CHECK2) is registered before CHECK3 (four check cycles per instruction besides DECODE); a
+  failure's status is applied from registers a cycle later; NEXT, the attention loops and the MATVEC and MATMAT issue counters decide on
   registered flags and sums; the host's start is registered;
 * MAC feed: the weight bank reads every cycle at a registered address with ``latency=4``
   (its requests fan out as a tree: a first-stage copy per two groups of four DP16KD, then a
